@@ -1,0 +1,200 @@
+//! The charge aggregate: one due charge, from scheduled to its single outcome.
+use crate::{ChargeId, ContractId, MerchantId, Money, PayerId, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeEvent {
+    Scheduled {
+        charge_id: ChargeId,
+        contract_id: ContractId,
+        merchant_id: MerchantId,
+        payer_id: PayerId,
+        amount: Money,
+        period: u32,
+        due_at: Timestamp,
+    },
+    Succeeded {
+        provider_transaction_id: String,
+        at: Timestamp,
+    },
+    Failed {
+        provider_code: String,
+        message: String,
+        retryable: bool,
+        at: Timestamp,
+    },
+    Rejected {
+        rule: String,
+        detail: String,
+        at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeCommand {
+    Schedule {
+        charge_id: ChargeId,
+        contract_id: ContractId,
+        merchant_id: MerchantId,
+        payer_id: PayerId,
+        amount: Money,
+        period: u32,
+        due_at: Timestamp,
+    },
+    RecordSuccess { provider_transaction_id: String },
+    RecordFailure { provider_code: String, message: String, retryable: bool },
+    Reject { rule: String, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeStatus {
+    Scheduled,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub charge_id: ChargeId,
+    pub contract_id: ContractId,
+    pub merchant_id: MerchantId,
+    pub payer_id: PayerId,
+    pub amount: Money,
+    pub period: u32,
+    pub due_at: Timestamp,
+    pub status: ChargeStatus,
+    pub provider_transaction_id: Option<String>,
+    /// The provider's code, or the rule that rejected the charge.
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// `None` until the charge is scheduled.
+pub type ChargeState = Option<Charge>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChargeError {
+    #[error("the charge already exists")]
+    AlreadyScheduled,
+    #[error("the charge does not exist")]
+    NotScheduled,
+    #[error("the charge already has its outcome ({0:?})")]
+    AlreadyEnded(ChargeStatus),
+}
+
+pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
+    match (state, command) {
+        (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
+            Ok(vec![ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }])
+        }
+        (None, _) => Err(ChargeError::NotScheduled),
+        (Some(_), ChargeCommand::Schedule { .. }) => Err(ChargeError::AlreadyScheduled),
+        (Some(c), _) if c.status != ChargeStatus::Scheduled => Err(ChargeError::AlreadyEnded(c.status)),
+        (Some(_), ChargeCommand::RecordSuccess { provider_transaction_id }) => {
+            Ok(vec![ChargeEvent::Succeeded { provider_transaction_id, at: now }])
+        }
+        (Some(_), ChargeCommand::RecordFailure { provider_code, message, retryable }) => {
+            Ok(vec![ChargeEvent::Failed { provider_code, message, retryable, at: now }])
+        }
+        (Some(_), ChargeCommand::Reject { rule, detail }) => Ok(vec![ChargeEvent::Rejected { rule, detail, at: now }]),
+    }
+}
+
+pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
+    match (state, event) {
+        (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
+            Some(Charge {
+                charge_id: *charge_id,
+                contract_id: *contract_id,
+                merchant_id: merchant_id.clone(),
+                payer_id: payer_id.clone(),
+                amount: *amount,
+                period: *period,
+                due_at: *due_at,
+                status: ChargeStatus::Scheduled,
+                provider_transaction_id: None,
+                code: None,
+                message: None,
+            })
+        }
+        (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
+            match e {
+                ChargeEvent::Scheduled { .. } => {}
+                ChargeEvent::Succeeded { provider_transaction_id, .. } => {
+                    c.status = ChargeStatus::Succeeded;
+                    c.provider_transaction_id = Some(provider_transaction_id.clone());
+                }
+                ChargeEvent::Failed { provider_code, message, .. } => {
+                    c.status = ChargeStatus::Failed;
+                    c.code = Some(provider_code.clone());
+                    c.message = Some(message.clone());
+                }
+                ChargeEvent::Rejected { rule, detail, .. } => {
+                    c.status = ChargeStatus::Rejected;
+                    c.code = Some(rule.clone());
+                    c.message = Some(detail.clone());
+                }
+            }
+            Some(c)
+        }
+        (state, _) => state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_millis;
+    use proptest::prelude::*;
+
+    fn schedule() -> ChargeCommand {
+        let contract_id = ContractId::generate();
+        ChargeCommand::Schedule {
+            charge_id: ChargeId::for_period(contract_id, 1),
+            contract_id,
+            merchant_id: MerchantId::parse("m").unwrap(),
+            payer_id: PayerId::parse("p").unwrap(),
+            amount: Money::cny(100),
+            period: 1,
+            due_at: from_millis(0),
+        }
+    }
+
+    fn outcome(i: u8) -> ChargeCommand {
+        match i % 4 {
+            0 => ChargeCommand::RecordSuccess { provider_transaction_id: "tx".into() },
+            1 => ChargeCommand::RecordFailure { provider_code: "NOTENOUGH".into(), message: "".into(), retryable: true },
+            2 => ChargeCommand::Reject { rule: "daily_count".into(), detail: "".into() },
+            _ => schedule(),
+        }
+    }
+
+    proptest! {
+        /// Whatever commands arrive, a charge is scheduled once and ends at most once.
+        #[test]
+        fn one_schedule_and_one_outcome(cmds in proptest::collection::vec(0u8..4, 0..12)) {
+            let mut state: ChargeState = None;
+            let mut outcomes = 0;
+            let mut schedules = 0;
+            for c in cmds {
+                if let Ok(events) = decide(&state, outcome(c), from_millis(5)) {
+                    for e in &events {
+                        match e {
+                            ChargeEvent::Scheduled { .. } => schedules += 1,
+                            _ => outcomes += 1,
+                        }
+                    }
+                    state = events.iter().fold(state, apply);
+                }
+            }
+            prop_assert!(schedules <= 1);
+            prop_assert!(outcomes <= 1);
+            prop_assert!(outcomes == 0 || schedules == 1);
+        }
+    }
+
+    #[test]
+    fn outcome_needs_a_schedule() {
+        assert_eq!(decide(&None, outcome(0), from_millis(0)), Err(ChargeError::NotScheduled));
+    }
+}

@@ -1,0 +1,175 @@
+//! Typed ids, parsed once at the edge.
+use std::fmt;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is longer than {0} characters")]
+    TooLong(usize),
+    #[error("may hold only letters, digits, '-', '_' and '.'")]
+    BadCharacter,
+    #[error("is not a valid id: {0}")]
+    Malformed(String),
+}
+
+/// External references (merchants, payers) are opaque strings chosen by their owners.
+fn parse_reference(s: &str) -> Result<String, IdError> {
+    const MAX: usize = 64;
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if s.len() > MAX {
+        return Err(IdError::TooLong(MAX));
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(IdError::BadCharacter);
+    }
+    Ok(s.to_string())
+}
+
+macro_rules! reference_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                parse_reference(s).map($name)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+reference_id!(
+    /// A merchant's id on the platform.
+    MerchantId
+);
+reference_id!(
+    /// The merchant's reference for the paying user.
+    PayerId
+);
+
+/// Namespace for ids derived from other ids (UUID v5).
+const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b4d_4e0a_8f71_2d5c_0b9e_a417);
+
+/// A contract's id: `ct_` followed by a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContractId(Uuid);
+
+impl ContractId {
+    /// A fresh id (time-ordered).
+    pub fn generate() -> Self {
+        ContractId(Uuid::now_v7())
+    }
+
+    /// The id a create with this idempotency key always gets, so a repeated request finds
+    /// the original contract instead of signing a second one.
+    pub fn from_idempotency_key(merchant: &MerchantId, key: &str) -> Self {
+        let name = format!("contract\0{}\0{}", merchant.as_str(), key);
+        ContractId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_prefixed(s, "ct_").map(ContractId)
+    }
+
+    pub fn stream(&self) -> String {
+        format!("contract-{self}")
+    }
+}
+
+impl fmt::Display for ContractId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ct_{}", self.0.simple())
+    }
+}
+
+/// A charge's id: derived from (contract, billing period), so a due charge can exist once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChargeId(Uuid);
+
+impl ChargeId {
+    pub fn for_period(contract: ContractId, period: u32) -> Self {
+        let name = format!("charge\0{contract}\0period\0{period}");
+        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+
+    pub fn for_trigger(contract: ContractId, idempotency_key: &str) -> Self {
+        let name = format!("charge\0{contract}\0trigger\0{idempotency_key}");
+        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_prefixed(s, "ch_").map(ChargeId)
+    }
+
+    pub fn stream(&self) -> String {
+        format!("charge-{self}")
+    }
+}
+
+impl fmt::Display for ChargeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ch_{}", self.0.simple())
+    }
+}
+
+fn parse_prefixed(s: &str, prefix: &str) -> Result<Uuid, IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    let rest = s
+        .strip_prefix(prefix)
+        .ok_or_else(|| IdError::Malformed(format!("expected the prefix {prefix:?}")))?;
+    Uuid::try_parse(rest).map_err(|e| IdError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_ids_round_trip() {
+        let id = ContractId::generate();
+        assert_eq!(ContractId::parse(&id.to_string()).unwrap(), id);
+        assert!(ContractId::parse("ch_0000").is_err());
+        assert_eq!(ContractId::parse(""), Err(IdError::Empty));
+    }
+
+    #[test]
+    fn charge_ids_derive_from_contract_and_period() {
+        let c = ContractId::generate();
+        assert_eq!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 3));
+        assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 4));
+        assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(ContractId::generate(), 3));
+        assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_trigger(c, "3"));
+        let id = ChargeId::for_period(c, 1);
+        assert_eq!(ChargeId::parse(&id.to_string()).unwrap(), id);
+    }
+
+    #[test]
+    fn idempotency_keys_are_scoped_by_merchant() {
+        let a = MerchantId::parse("m-a").unwrap();
+        let b = MerchantId::parse("m-b").unwrap();
+        assert_eq!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&a, "k"));
+        assert_ne!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&b, "k"));
+    }
+
+    #[test]
+    fn references_are_checked() {
+        assert!(MerchantId::parse("merchant_01.cn").is_ok());
+        assert_eq!(MerchantId::parse(""), Err(IdError::Empty));
+        assert_eq!(PayerId::parse("a b"), Err(IdError::BadCharacter));
+        assert_eq!(PayerId::parse(&"x".repeat(65)), Err(IdError::TooLong(64)));
+    }
+}

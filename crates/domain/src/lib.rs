@@ -1,0 +1,16 @@
+//! The rules of recurring deduction as pure functions: no I/O, no async.
+//!
+//! Aggregates follow one shape: `decide(state, command, now) -> Result<Vec<Event>, Error>`
+//! and `apply(state, event) -> state`, so every rule is testable without a database.
+
+pub mod charge;
+pub mod clock;
+pub mod contract;
+pub mod cycle;
+pub mod ids;
+pub mod money;
+
+pub use clock::{Clock, SystemClock, TestClock, Timestamp};
+pub use cycle::Cycle;
+pub use ids::{ChargeId, ContractId, IdError, MerchantId, PayerId};
+pub use money::{Currency, Money, MoneyError, MAX_CHARGE_CNY_FEN};

@@ -1,0 +1,59 @@
+//! Generated protobuf messages and gRPC stubs; imports nothing of ours.
+
+/// Encoded `FileDescriptorSet` of every autodebit proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autodebit_descriptor.bin"));
+
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.events.v1");
+    }
+}
+pub mod contracts {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.contracts.v1");
+    }
+}
+pub mod scheduler {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.scheduler.v1");
+    }
+}
+pub mod charger {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.charger.v1");
+    }
+}
+pub mod notifier {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.notifier.v1");
+    }
+}
+pub mod analytics {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.analytics.v1");
+    }
+}
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("autodebit.admin.v1");
+    }
+}
+
+pub use events::v1::{event::Kind as EventKind, Event};
+
+impl events::v1::Event {
+    /// The event's type name as stored in the log (the oneof variant, e.g. `ContractSigned`).
+    pub fn type_name(&self) -> &'static str {
+        use events::v1::event::Kind;
+        match &self.kind {
+            Some(Kind::ContractSigned(_)) => "ContractSigned",
+            Some(Kind::ContractTerminated(_)) => "ContractTerminated",
+            Some(Kind::ChargeScheduled(_)) => "ChargeScheduled",
+            Some(Kind::ChargeSucceeded(_)) => "ChargeSucceeded",
+            Some(Kind::ChargeFailed(_)) => "ChargeFailed",
+            Some(Kind::ChargeRejected(_)) => "ChargeRejected",
+            Some(Kind::NoticeRecorded(_)) => "NoticeRecorded",
+            None => "Unknown",
+        }
+    }
+}
