@@ -1,5 +1,5 @@
 //! The contract aggregate: a payer's signed agreement with a merchant.
-use crate::{ContractId, Cycle, MerchantId, Money, PayerId, Timestamp, MAX_CHARGE_CNY_FEN};
+use crate::{ContractId, Cycle, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerId, Timestamp};
 
 /// Who ended a contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,11 +81,22 @@ pub enum ContractError {
 }
 
 /// Decides what a command does to a contract; pure.
-pub fn decide(state: &ContractState, command: ContractCommand, now: Timestamp) -> Result<Vec<ContractEvent>, ContractError> {
+pub fn decide(
+    state: &ContractState,
+    command: ContractCommand,
+    now: Timestamp,
+) -> Result<Vec<ContractEvent>, ContractError> {
     match (state, command) {
         (
             ContractState::Unsigned,
-            ContractCommand::Sign { contract_id, merchant_id, payer_id, amount_per_cycle, cycle, merchant_contract_code },
+            ContractCommand::Sign {
+                contract_id,
+                merchant_id,
+                payer_id,
+                amount_per_cycle,
+                cycle,
+                merchant_contract_code,
+            },
         ) => {
             if amount_per_cycle.minor_units() <= 0 {
                 return Err(ContractError::NotPositive);
@@ -108,14 +119,23 @@ pub fn decide(state: &ContractState, command: ContractCommand, now: Timestamp) -
                 signed_at: now,
             }])
         }
-        (ContractState::Unsigned, ContractCommand::Terminate { .. }) => Err(ContractError::NotSigned),
+        (ContractState::Unsigned, ContractCommand::Terminate { .. }) => {
+            Err(ContractError::NotSigned)
+        }
         (ContractState::Active(_) | ContractState::Terminated(_), ContractCommand::Sign { .. }) => {
             Err(ContractError::AlreadySigned)
         }
         (ContractState::Active(c), ContractCommand::Terminate { mode, remark }) => {
-            Ok(vec![ContractEvent::Terminated { contract_id: c.contract_id, mode, remark, terminated_at: now }])
+            Ok(vec![ContractEvent::Terminated {
+                contract_id: c.contract_id,
+                mode,
+                remark,
+                terminated_at: now,
+            }])
         }
-        (ContractState::Terminated(_), ContractCommand::Terminate { .. }) => Err(ContractError::AlreadyTerminated),
+        (ContractState::Terminated(_), ContractCommand::Terminate { .. }) => {
+            Err(ContractError::AlreadyTerminated)
+        }
     }
 }
 
@@ -144,7 +164,15 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
             signed_at: *signed_at,
             termination: None,
         }),
-        (ContractState::Active(mut c), ContractEvent::Terminated { mode, remark, terminated_at, .. }) => {
+        (
+            ContractState::Active(mut c),
+            ContractEvent::Terminated {
+                mode,
+                remark,
+                terminated_at,
+                ..
+            },
+        ) => {
             c.termination = Some((*mode, remark.clone(), *terminated_at));
             ContractState::Terminated(c)
         }
@@ -169,7 +197,10 @@ mod tests {
     }
 
     fn terminate() -> ContractCommand {
-        ContractCommand::Terminate { mode: TerminationMode::Payer, remark: "moving".into() }
+        ContractCommand::Terminate {
+            mode: TerminationMode::Payer,
+            remark: "moving".into(),
+        }
     }
 
     fn run(state: ContractState, cmd: ContractCommand) -> Result<ContractState, ContractError> {
@@ -182,21 +213,35 @@ mod tests {
         let s = run(ContractState::Unsigned, sign(1_500)).unwrap();
         assert!(matches!(s, ContractState::Active(_)));
         let s = run(s, terminate()).unwrap();
-        let ContractState::Terminated(c) = s.clone() else { panic!("expected terminated, got {s:?}") };
+        let ContractState::Terminated(c) = s.clone() else {
+            panic!("expected terminated, got {s:?}")
+        };
         assert_eq!(c.termination.unwrap().0, TerminationMode::Payer);
-        assert_eq!(run(s.clone(), terminate()), Err(ContractError::AlreadyTerminated));
+        assert_eq!(
+            run(s.clone(), terminate()),
+            Err(ContractError::AlreadyTerminated)
+        );
         assert_eq!(run(s, sign(1)), Err(ContractError::AlreadySigned));
     }
 
     #[test]
     fn cap_and_positivity() {
         assert!(run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN)).is_ok());
-        assert!(matches!(run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN + 1)), Err(ContractError::AboveCap { .. })));
-        assert_eq!(run(ContractState::Unsigned, sign(0)), Err(ContractError::NotPositive));
+        assert!(matches!(
+            run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN + 1)),
+            Err(ContractError::AboveCap { .. })
+        ));
+        assert_eq!(
+            run(ContractState::Unsigned, sign(0)),
+            Err(ContractError::NotPositive)
+        );
     }
 
     #[test]
     fn terminate_needs_a_contract() {
-        assert_eq!(run(ContractState::Unsigned, terminate()), Err(ContractError::NotSigned));
+        assert_eq!(
+            run(ContractState::Unsigned, terminate()),
+            Err(ContractError::NotSigned)
+        );
     }
 }

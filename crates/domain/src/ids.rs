@@ -23,7 +23,10 @@ fn parse_reference(s: &str) -> Result<String, IdError> {
     if s.len() > MAX {
         return Err(IdError::TooLong(MAX));
     }
-    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return Err(IdError::BadCharacter);
     }
     Ok(s.to_string())
@@ -151,7 +154,10 @@ mod tests {
         let c = ContractId::generate();
         assert_eq!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 3));
         assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 4));
-        assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(ContractId::generate(), 3));
+        assert_ne!(
+            ChargeId::for_period(c, 3),
+            ChargeId::for_period(ContractId::generate(), 3)
+        );
         assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_trigger(c, "3"));
         let id = ChargeId::for_period(c, 1);
         assert_eq!(ChargeId::parse(&id.to_string()).unwrap(), id);
@@ -161,8 +167,14 @@ mod tests {
     fn idempotency_keys_are_scoped_by_merchant() {
         let a = MerchantId::parse("m-a").unwrap();
         let b = MerchantId::parse("m-b").unwrap();
-        assert_eq!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&a, "k"));
-        assert_ne!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&b, "k"));
+        assert_eq!(
+            ContractId::from_idempotency_key(&a, "k"),
+            ContractId::from_idempotency_key(&a, "k")
+        );
+        assert_ne!(
+            ContractId::from_idempotency_key(&a, "k"),
+            ContractId::from_idempotency_key(&b, "k")
+        );
     }
 
     #[test]

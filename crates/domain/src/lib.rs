@@ -13,4 +13,4 @@ pub mod money;
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use cycle::Cycle;
 pub use ids::{ChargeId, ContractId, IdError, MerchantId, PayerId};
-pub use money::{Currency, Money, MoneyError, MAX_CHARGE_CNY_FEN};
+pub use money::{Currency, MAX_CHARGE_CNY_FEN, Money, MoneyError};

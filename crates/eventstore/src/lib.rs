@@ -1,0 +1,524 @@
+//! The event log: streams with optimistic concurrency, one ordered global log, consumer
+//! checkpoints written in the same transaction as their effects, and live following.
+//!
+//! Two backends behind one API: SQLite (embedded, WAL, one writer connection) and PostgreSQL
+//! (the xid8 horizon keeps the global log gap-free for readers; see `postgres.rs`).
+//! The store knows events as bytes plus metadata; it knows no service.
+
+mod postgres;
+mod sqlite;
+mod value;
+mod writer;
+
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+pub use value::{Row, Value};
+
+/// What the writer expects a stream's current version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be exactly at this version (its last event's version).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    fn admits(&self, current: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(v) => *v == current,
+        }
+    }
+}
+
+/// An event to append: its type, payload and metadata are opaque bytes to the store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<u8>,
+    /// Wall-clock milliseconds at which the writer recorded it.
+    pub recorded_at_ms: i64,
+}
+
+/// Events for one stream, appended together or not at all.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an append left its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub first_version: u64,
+    pub last_version: u64,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub position: i64,
+    /// The writing transaction's id on PostgreSQL; 0 on SQLite.
+    pub transaction_id: u64,
+    pub stream: String,
+    pub version: u64,
+    pub event_type: String,
+    pub event_id: Uuid,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub recorded_at_ms: i64,
+}
+
+impl RecordedEvent {
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.position,
+        }
+    }
+}
+
+/// A place in the global log: everything up to and including it has been read.
+/// Ordered by (transaction id, position), which is commit-safe order on both backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Checkpoint {
+    pub transaction_id: u64,
+    pub position: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream} is at version {actual}, expected {expected:?}")]
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the event store is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database is underneath; services pick dialect details (e.g. row locks) from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A schema change of one component, in both dialects.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl Migration {
+    /// A migration whose SQL is the same in both dialects.
+    pub const fn common(version: i64, sql: &'static str) -> Self {
+        Migration {
+            version,
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://PATH` (created if missing) or `postgres://…`.
+    pub url: String,
+    /// Connections for readers (and, on PostgreSQL, writers).
+    pub max_connections: u32,
+    /// How many single-command appends may share one transaction (group commit).
+    pub group_commit_max: usize,
+    /// Concurrent group-commit writers (PostgreSQL; SQLite always has one).
+    pub writers: usize,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            max_connections: 16,
+            group_commit_max: 512,
+            writers: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+struct Inner {
+    backend: Backend,
+    commits: watch::Sender<u64>,
+    appender: mpsc::Sender<writer::Job>,
+}
+
+/// The event log. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+impl EventStore {
+    /// Opens (and migrates) the store at `opts.url`.
+    pub async fn open(opts: StoreOptions) -> Result<Self> {
+        let (commits, _) = watch::channel(0u64);
+        let backend = if opts.url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::Sqlite::open(&opts.url, opts.max_connections).await?)
+        } else if opts.url.starts_with("postgres:") || opts.url.starts_with("postgresql:") {
+            Backend::Postgres(
+                postgres::Postgres::open(&opts.url, opts.max_connections, commits.clone()).await?,
+            )
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "database url {:?} must start with sqlite: or postgres:",
+                opts.url
+            )));
+        };
+        let writers = match backend {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => opts.writers.max(1),
+        };
+        let (appender, jobs) = mpsc::channel(opts.group_commit_max.max(1) * 4);
+        writer::spawn(
+            backend.clone(),
+            commits.clone(),
+            jobs,
+            writers,
+            opts.group_commit_max.max(1),
+        );
+        let store = EventStore {
+            inner: Arc::new(Inner {
+                backend,
+                commits,
+                appender,
+            }),
+        };
+        store.migrate("eventstore", store.own_migrations()).await?;
+        Ok(store)
+    }
+
+    fn own_migrations(&self) -> &'static [Migration] {
+        match self.inner.backend {
+            Backend::Sqlite(_) => sqlite::MIGRATIONS,
+            Backend::Postgres(_) => postgres::MIGRATIONS,
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.inner.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Applies `component`'s migrations that have not run yet, in version order, each in
+    /// its own transaction with its bookkeeping row. Safe to call from several processes.
+    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.migrate(component, migrations).await,
+            Backend::Postgres(b) => b.migrate(component, migrations).await,
+        }
+    }
+
+    /// Appends to one stream through the group-commit writer: concurrent callers share a
+    /// transaction, each still checked against its own expected version.
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        if events.is_empty() {
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = writer::Job {
+            append: StreamAppend {
+                stream: stream.to_string(),
+                expected,
+                events,
+            },
+            reply,
+        };
+        self.inner
+            .appender
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends to several streams in one transaction: all or nothing.
+    pub async fn append_many(&self, appends: &[StreamAppend]) -> Result<Vec<AppendOutcome>> {
+        let mut tx = self.begin().await?;
+        let out = tx.append_many(appends).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// A stream's events after `after_version`, in order.
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_stream(stream, after_version).await,
+            Backend::Postgres(b) => b.read_stream(stream, after_version).await,
+        }
+    }
+
+    /// Up to `limit` events of the global log after `after`, in commit-safe order: an event
+    /// that is not yet returned can never later appear before one that was.
+    pub async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_all(after, limit).await,
+            Backend::Postgres(b) => b.read_all(after, limit).await,
+        }
+    }
+
+    /// How many events the log holds.
+    pub async fn count(&self) -> Result<i64> {
+        let rows = self.query("SELECT COUNT(*) FROM events", &[]).await?;
+        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
+    }
+
+    /// A receiver that changes whenever new events may have been committed.
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
+    /// How long a follower that found nothing new waits before looking again anyway.
+    pub fn poll_interval(&self) -> Duration {
+        match self.inner.backend {
+            // Woken in-process on every commit; polling only guards against a missed wake.
+            Backend::Sqlite(_) => Duration::from_millis(500),
+            // A notification can arrive before the horizon passes the new rows.
+            Backend::Postgres(_) => Duration::from_millis(50),
+        }
+    }
+
+    pub async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint> {
+        let rows = self
+            .query(
+                "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1",
+                &[consumer.into()],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| Checkpoint {
+                transaction_id: r.i64(0).unwrap_or(0) as u64,
+                position: r.i64(1).unwrap_or(0),
+            })
+            .unwrap_or_default())
+    }
+
+    /// Begins a write transaction. On SQLite this waits for the one writer connection.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.inner.backend {
+            Backend::Sqlite(b) => TxInner::Sqlite(b.begin().await?),
+            Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            appended: false,
+            commits: self.inner.commits.clone(),
+        })
+    }
+
+    /// Runs a read-only query on a reader connection. SQL uses `$1`-style placeholders.
+    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.query(sql, params).await,
+            Backend::Postgres(b) => b.query(sql, params).await,
+        }
+    }
+
+    /// Takes the named lease, waiting until it is free: only one holder at a time across all
+    /// processes on the same database. Released when the returned guard drops.
+    pub async fn acquire_lease(&self, name: &str) -> Result<Lease> {
+        match &self.inner.backend {
+            // One process owns an SQLite file, and it starts each follower once.
+            Backend::Sqlite(_) => Ok(Lease { _conn: None }),
+            Backend::Postgres(b) => Ok(Lease {
+                _conn: Some(b.lease(name).await?),
+            }),
+        }
+    }
+
+    /// The PostgreSQL pool, for benchmarks that measure the bare database beside the store.
+    pub fn pg_pool(&self) -> Option<sqlx::PgPool> {
+        match &self.inner.backend {
+            Backend::Postgres(b) => Some(b.pool.clone()),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite writer pool (one connection), for the same purpose.
+    pub fn sqlite_writer(&self) -> Option<sqlx::SqlitePool> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => Some(b.writer.clone()),
+            Backend::Postgres(_) => None,
+        }
+    }
+}
+
+/// Held while a follower runs; dropping it frees the lease.
+pub struct Lease {
+    _conn: Option<sqlx::PgConnection>,
+}
+
+pub(crate) enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A write transaction: appends, checkpoints and a service's own table writes commit together.
+/// Dropped without `commit`, it rolls back.
+pub struct Tx {
+    inner: TxInner,
+    appended: bool,
+    commits: watch::Sender<u64>,
+}
+
+impl Tx {
+    pub fn kind(&self) -> BackendKind {
+        match self.inner {
+            TxInner::Sqlite(_) => BackendKind::Sqlite,
+            TxInner::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    pub async fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome> {
+        let out = self
+            .append_many(&[StreamAppend {
+                stream: stream.to_string(),
+                expected,
+                events,
+            }])
+            .await?;
+        Ok(out[0])
+    }
+
+    /// Appends to several streams; the first version conflict fails the call (and the
+    /// transaction should then be dropped).
+    pub async fn append_many(&mut self, appends: &[StreamAppend]) -> Result<Vec<AppendOutcome>> {
+        let outcomes = match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends).await?,
+            TxInner::Postgres(tx) => postgres::write_batch(tx, appends).await?,
+        };
+        self.appended = true;
+        outcomes.into_iter().collect()
+    }
+
+    /// Records that `consumer` has taken in everything up to `at`.
+    pub async fn save_checkpoint(&mut self, consumer: &str, at: Checkpoint) -> Result<()> {
+        self.execute(
+            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position",
+            &[consumer.into(), Value::Int(at.transaction_id as i64), Value::Int(at.position)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Executes one statement; returns the rows it affected.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
+            TxInner::Postgres(tx) => postgres::execute(&mut **tx, sql, params).await,
+        }
+    }
+
+    pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
+            TxInner::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
+        }
+        if self.appended {
+            self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
+    }
+}
+
+/// Decides versions for a batch of appends against the streams' current versions.
+/// Returns, per append, its outcome or the conflict; `current` is updated in place so
+/// later appends to the same stream in the batch see earlier ones.
+pub(crate) fn assign_versions(
+    appends: &[StreamAppend],
+    current: &mut std::collections::HashMap<String, u64>,
+) -> Vec<Result<AppendOutcome>> {
+    appends
+        .iter()
+        .map(|a| {
+            let at = current.get(&a.stream).copied().unwrap_or(0);
+            if !a.expected.admits(at) {
+                return Err(StoreError::Conflict {
+                    stream: a.stream.clone(),
+                    expected: a.expected,
+                    actual: at,
+                });
+            }
+            if a.events.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "append to {} has no events",
+                    a.stream
+                )));
+            }
+            let last = at + a.events.len() as u64;
+            current.insert(a.stream.clone(), last);
+            Ok(AppendOutcome {
+                first_version: at + 1,
+                last_version: last,
+            })
+        })
+        .collect()
+}

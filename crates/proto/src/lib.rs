@@ -1,7 +1,8 @@
 //! Generated protobuf messages and gRPC stubs; imports nothing of ours.
 
 /// Encoded `FileDescriptorSet` of every autodebit proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autodebit_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/autodebit_descriptor.bin"));
 
 pub mod events {
     pub mod v1 {
@@ -39,7 +40,7 @@ pub mod admin {
     }
 }
 
-pub use events::v1::{event::Kind as EventKind, Event};
+pub use events::v1::{Event, event::Kind as EventKind};
 
 impl events::v1::Event {
     /// The event's type name as stored in the log (the oneof variant, e.g. `ContractSigned`).

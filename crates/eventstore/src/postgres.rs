@@ -1,0 +1,366 @@
+//! PostgreSQL backend.
+//!
+//! The global log's hard problem: positions come from a sequence, and transactions commit in
+//! a different order than they drew positions, so a reader that has seen position 10 may
+//! later find a 9 committed. Every row therefore records the id of the transaction that wrote
+//! it (`xid8`), readers order by (transaction id, position) and read only rows of
+//! transactions older than every transaction still running (`pg_snapshot_xmin`). A row a
+//! reader has not seen can then only come after the pair it checkpointed.
+use crate::{
+    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend,
+    Value, assign_versions,
+};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{
+    Column, ConnectOptions, Connection, PgConnection, PgPool, Row as _, TypeInfo, ValueRef,
+};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) const CHANNEL: &str = "autodebit_events";
+
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: "",
+    postgres: "
+        CREATE TABLE events (
+            position       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            transaction_id XID8   NOT NULL DEFAULT pg_current_xact_id(),
+            stream         TEXT   NOT NULL,
+            version        BIGINT NOT NULL,
+            event_type     TEXT   NOT NULL,
+            event_id       UUID   NOT NULL,
+            payload        BYTEA  NOT NULL,
+            metadata       BYTEA  NOT NULL,
+            recorded_at    BIGINT NOT NULL,
+            UNIQUE (stream, version)
+        );
+        CREATE INDEX events_commit_order ON events (transaction_id, position);
+        CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'events are append-only'; END $$;
+        CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events
+            FOR EACH ROW EXECUTE FUNCTION events_append_only();
+        CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+            FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
+        CREATE FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('autodebit_events', ''); RETURN NULL; END $$;
+        CREATE TRIGGER events_notify AFTER INSERT ON events
+            FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
+        CREATE TABLE consumer_checkpoints (
+            consumer       TEXT   PRIMARY KEY,
+            transaction_id BIGINT NOT NULL,
+            position       BIGINT NOT NULL
+        );
+    ",
+}];
+
+#[derive(Clone)]
+pub(crate) struct Postgres {
+    pub(crate) pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl Postgres {
+    pub(crate) async fn open(
+        url: &str,
+        max_connections: u32,
+        commits: watch::Sender<u64>,
+    ) -> Result<Self> {
+        let options =
+            PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(4))
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        let this = Postgres { pool, options };
+        this.spawn_listener(commits);
+        Ok(this)
+    }
+
+    /// Wakes followers when any process commits events (NOTIFY from the insert trigger).
+    fn spawn_listener(&self, commits: watch::Sender<u64>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut listener = match PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        if commits.is_closed() || pool.is_closed() {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "event listener cannot connect; followers fall back to polling");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => commits.send_modify(|n| *n = n.wrapping_add(1)),
+                        // The connection dropped: notifications may have been lost, so wake
+                        // followers once and reconnect.
+                        Ok(None) => commits.send_modify(|n| *n = n.wrapping_add(1)),
+                        Err(e) => {
+                            if pool.is_closed() {
+                                return;
+                            }
+                            tracing::warn!(error = %e, "event listener failed; reconnecting");
+                            break;
+                        }
+                    }
+                    if commits.is_closed() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    pub(crate) async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Several processes may start at once: one migrates, the others wait and find it done.
+        sqlx::query("SELECT pg_advisory_xact_lock(7305101)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let done: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = $1")
+                .bind(component)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut todo: Vec<&Migration> = migrations
+            .iter()
+            .filter(|m| !done.contains(&m.version))
+            .collect();
+        todo.sort_by_key(|m| m.version);
+        for m in todo {
+            sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
+                .bind(component)
+                .bind(m.version)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(component, version = m.version, "migration applied");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
+             FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
+        )
+        .bind(stream)
+        .bind(after_version as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub(crate) async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
+             FROM events
+             WHERE (transaction_id, position) > ($1::text::xid8, $2)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY transaction_id, position
+             LIMIT $3",
+        )
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub(crate) async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch(&mut conn, sql, params).await
+    }
+
+    /// A session-level advisory lock on a connection of its own, held until it closes.
+    pub(crate) async fn lease(&self, name: &str) -> Result<PgConnection> {
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(name)
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+}
+
+fn decode_event(r: &sqlx::postgres::PgRow) -> Result<RecordedEvent> {
+    let tx: String = r.try_get(1)?;
+    Ok(RecordedEvent {
+        position: r.try_get(0)?,
+        transaction_id: tx
+            .parse()
+            .map_err(|_| StoreError::Invalid(format!("bad transaction id {tx}")))?,
+        stream: r.try_get(2)?,
+        version: r.try_get::<i64, _>(3)? as u64,
+        event_type: r.try_get(4)?,
+        event_id: r.try_get(5)?,
+        payload: r.try_get(6)?,
+        metadata: r.try_get(7)?,
+        recorded_at_ms: r.try_get(8)?,
+    })
+}
+
+/// Checks versions and inserts every accepted append of the batch in one statement.
+pub(crate) async fn write_batch(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<Result<AppendOutcome>>> {
+    let mut streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let found: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream, MAX(version) FROM events WHERE stream = ANY($1) GROUP BY stream",
+    )
+    .bind(&streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut current: HashMap<String, u64> = found.into_iter().map(|(s, v)| (s, v as u64)).collect();
+    let outcomes = assign_versions(appends, &mut current);
+
+    let n: usize = appends
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_ok())
+        .map(|(a, _)| a.events.len())
+        .sum();
+    if n > 0 {
+        let mut stream = Vec::with_capacity(n);
+        let mut version = Vec::with_capacity(n);
+        let mut event_type = Vec::with_capacity(n);
+        let mut event_id = Vec::with_capacity(n);
+        let mut payload = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut recorded_at = Vec::with_capacity(n);
+        for (a, o) in appends.iter().zip(&outcomes) {
+            let Ok(o) = o else { continue };
+            for (i, e) in a.events.iter().enumerate() {
+                stream.push(a.stream.as_str());
+                version.push((o.first_version + i as u64) as i64);
+                event_type.push(e.event_type.as_str());
+                event_id.push(e.event_id);
+                payload.push(e.payload.as_slice());
+                metadata.push(e.metadata.as_slice());
+                recorded_at.push(e.recorded_at_ms);
+            }
+        }
+        let res = sqlx::query(
+            "INSERT INTO events (stream, version, event_type, event_id, payload, metadata, recorded_at)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::uuid[], $5::bytea[], $6::bytea[], $7::bigint[])",
+        )
+        .bind(&stream)
+        .bind(&version)
+        .bind(&event_type)
+        .bind(&event_id)
+        .bind(&payload)
+        .bind(&metadata)
+        .bind(&recorded_at)
+        .execute(&mut *conn)
+        .await;
+        if let Err(e) = res {
+            // Another transaction wrote one of these streams after we read its version.
+            if is_unique_violation(&e) {
+                return Err(StoreError::Conflict {
+                    stream: "(concurrent writer)".into(),
+                    expected: crate::ExpectedVersion::Any,
+                    actual: 0,
+                });
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(outcomes)
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for p in params {
+        q = match p {
+            Value::Null => q.bind(None::<String>),
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.as_str()),
+            Value::Bytes(v) => q.bind(v.as_slice()),
+        };
+    }
+    q
+}
+
+pub(crate) async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
+    Ok(bind(sqlx::query(sql), params)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+pub(crate) async fn fetch(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Row>> {
+    let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            r.columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if r.try_get_raw(i)?.is_null() {
+                        return Ok(Value::Null);
+                    }
+                    Ok(match c.type_info().name() {
+                        "INT8" => Value::Int(r.try_get(i)?),
+                        "INT4" => Value::Int(i64::from(r.try_get::<i32, _>(i)?)),
+                        "INT2" => Value::Int(i64::from(r.try_get::<i16, _>(i)?)),
+                        "BOOL" => Value::Int(i64::from(r.try_get::<bool, _>(i)?)),
+                        "BYTEA" => Value::Bytes(r.try_get(i)?),
+                        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(r.try_get(i)?),
+                        other => {
+                            return Err(StoreError::Invalid(format!(
+                                "column {} has type {other}; cast it to BIGINT or TEXT",
+                                c.name()
+                            )));
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Row)
+        })
+        .collect()
+}

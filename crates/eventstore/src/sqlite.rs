@@ -1,0 +1,279 @@
+//! SQLite backend: WAL, one writer connection (so commit order is position order, and a
+//! reader of the global log can never see a gap), a pool of reader connections.
+use crate::{
+    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend,
+    Value, assign_versions,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: "
+        CREATE TABLE events (
+            position     INTEGER PRIMARY KEY,
+            stream       TEXT    NOT NULL,
+            version      INTEGER NOT NULL,
+            event_type   TEXT    NOT NULL,
+            event_id     BLOB    NOT NULL,
+            payload      BLOB    NOT NULL,
+            metadata     BLOB    NOT NULL,
+            recorded_at  INTEGER NOT NULL,
+            UNIQUE (stream, version)
+        );
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TABLE consumer_checkpoints (
+            consumer       TEXT PRIMARY KEY,
+            transaction_id INTEGER NOT NULL,
+            position       INTEGER NOT NULL
+        );
+    ",
+    postgres: "",
+}];
+
+/// Rows per INSERT statement: 8 parameters each, well under SQLite's 32766 limit.
+const ROWS_PER_INSERT: usize = 1000;
+
+#[derive(Clone)]
+pub(crate) struct Sqlite {
+    /// Exactly one connection: every write goes through it, in order.
+    pub(crate) writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl Sqlite {
+    pub(crate) async fn open(url: &str, max_readers: u32) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives a process crash; an OS crash may lose the last
+            // transactions but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(300))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(max_readers.max(2))
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Sqlite { writer, readers })
+    }
+
+    pub(crate) async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let done: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = ?1")
+                .bind(component)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut todo: Vec<&Migration> = migrations
+            .iter()
+            .filter(|m| !done.contains(&m.version))
+            .collect();
+        todo.sort_by_key(|m| m.version);
+        for m in todo {
+            sqlx::raw_sql(m.sqlite).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)")
+                .bind(component)
+                .bind(m.version)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(component, version = m.version, "migration applied");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin().await?)
+    }
+
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
+             FROM events WHERE stream = ?1 AND version > ?2 ORDER BY version",
+        )
+        .bind(stream)
+        .bind(after_version as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub(crate) async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
+             FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub(crate) async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut conn = self.readers.acquire().await?;
+        fetch(&mut conn, sql, params).await
+    }
+}
+
+fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<RecordedEvent> {
+    let id: Vec<u8> = r.try_get(4)?;
+    Ok(RecordedEvent {
+        position: r.try_get(0)?,
+        transaction_id: 0,
+        stream: r.try_get(1)?,
+        version: r.try_get::<i64, _>(2)? as u64,
+        event_type: r.try_get(3)?,
+        event_id: uuid::Uuid::from_slice(&id).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        payload: r.try_get(5)?,
+        metadata: r.try_get(6)?,
+        recorded_at_ms: r.try_get(7)?,
+    })
+}
+
+/// Checks versions and inserts every accepted append of the batch inside `conn`'s transaction.
+pub(crate) async fn write_batch(
+    conn: &mut SqliteConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<Result<AppendOutcome>>> {
+    let mut current: HashMap<String, u64> = HashMap::new();
+    for a in appends {
+        if current.contains_key(&a.stream) {
+            continue;
+        }
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = ?1")
+                .bind(&a.stream)
+                .fetch_one(&mut *conn)
+                .await?;
+        current.insert(a.stream.clone(), v.unwrap_or(0) as u64);
+    }
+    let outcomes = assign_versions(appends, &mut current);
+    let rows: Vec<(&str, u64, &crate::NewEvent)> = appends
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(a, o)| o.as_ref().ok().map(|o| (a, o.first_version)))
+        .flat_map(|(a, first)| {
+            a.events
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (a.stream.as_str(), first + i as u64, e))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = insert_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for (stream, version, e) in chunk {
+            q = q
+                .bind(*stream)
+                .bind(*version as i64)
+                .bind(e.event_type.as_str())
+                .bind(e.event_id.as_bytes().as_slice())
+                .bind(e.payload.as_slice())
+                .bind(e.metadata.as_slice())
+                .bind(e.recorded_at_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(outcomes)
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(100 + rows * 24);
+    sql.push_str("INSERT INTO events (stream, version, event_type, event_id, payload, metadata, recorded_at) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for p in params {
+        q = match p {
+            Value::Null => q.bind(None::<String>),
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.as_str()),
+            Value::Bytes(v) => q.bind(v.as_slice()),
+        };
+    }
+    q
+}
+
+pub(crate) async fn execute(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64> {
+    Ok(bind(sqlx::query(sql), params)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+pub(crate) async fn fetch(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Row>> {
+    let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            (0..r.columns().len())
+                .map(|i| {
+                    let raw = r.try_get_raw(i)?;
+                    if raw.is_null() {
+                        return Ok(Value::Null);
+                    }
+                    Ok(match raw.type_info().name() {
+                        "INTEGER" | "BOOLEAN" => Value::Int(r.try_get(i)?),
+                        "BLOB" => Value::Bytes(r.try_get(i)?),
+                        "REAL" => {
+                            return Err(StoreError::Invalid(
+                                "REAL columns are not used: money and time are integers".into(),
+                            ));
+                        }
+                        _ => Value::Text(r.try_get(i)?),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Row)
+        })
+        .collect()
+}
