@@ -3,18 +3,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<PathBuf> = [
-        "events",
-        "contracts",
-        "scheduler",
-        "charger",
-        "notifier",
-        "analytics",
-        "admin",
-    ]
-    .iter()
-    .map(|p| root.join(format!("autodebit/{p}/v1/{p}.proto")))
-    .collect();
+    let files: Vec<PathBuf> = ["events", "contracts", "scheduler", "charger", "notifier", "analytics", "admin"]
+        .iter()
+        .map(|p| root.join(format!("autodebit/{p}/v1/{p}.proto")))
+        .collect();
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -91,108 +91,49 @@ pub enum ChargeError {
     AlreadyEnded(ChargeStatus),
 }
 
-pub fn decide(
-    state: &ChargeState,
-    command: ChargeCommand,
-    now: Timestamp,
-) -> Result<Vec<ChargeEvent>, ChargeError> {
+pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
     match (state, command) {
-        (
-            None,
-            ChargeCommand::Schedule {
-                charge_id,
-                contract_id,
-                merchant_id,
-                payer_id,
-                amount,
-                period,
-                due_at,
-            },
-        ) => Ok(vec![ChargeEvent::Scheduled {
-            charge_id,
-            contract_id,
-            merchant_id,
-            payer_id,
-            amount,
-            period,
-            due_at,
-        }]),
+        (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
+            Ok(vec![ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }])
+        }
         (None, _) => Err(ChargeError::NotScheduled),
         (Some(_), ChargeCommand::Schedule { .. }) => Err(ChargeError::AlreadyScheduled),
-        (Some(c), _) if c.status != ChargeStatus::Scheduled => {
-            Err(ChargeError::AlreadyEnded(c.status))
+        (Some(c), _) if c.status != ChargeStatus::Scheduled => Err(ChargeError::AlreadyEnded(c.status)),
+        (Some(_), ChargeCommand::RecordSuccess { provider_transaction_id }) => {
+            Ok(vec![ChargeEvent::Succeeded { provider_transaction_id, at: now }])
         }
-        (
-            Some(_),
-            ChargeCommand::RecordSuccess {
-                provider_transaction_id,
-            },
-        ) => Ok(vec![ChargeEvent::Succeeded {
-            provider_transaction_id,
-            at: now,
-        }]),
-        (
-            Some(_),
-            ChargeCommand::RecordFailure {
-                provider_code,
-                message,
-                retryable,
-            },
-        ) => Ok(vec![ChargeEvent::Failed {
-            provider_code,
-            message,
-            retryable,
-            at: now,
-        }]),
-        (Some(_), ChargeCommand::Reject { rule, detail }) => Ok(vec![ChargeEvent::Rejected {
-            rule,
-            detail,
-            at: now,
-        }]),
+        (Some(_), ChargeCommand::RecordFailure { provider_code, message, retryable }) => {
+            Ok(vec![ChargeEvent::Failed { provider_code, message, retryable, at: now }])
+        }
+        (Some(_), ChargeCommand::Reject { rule, detail }) => Ok(vec![ChargeEvent::Rejected { rule, detail, at: now }]),
     }
 }
 
 pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
     match (state, event) {
-        (
-            None,
-            ChargeEvent::Scheduled {
-                charge_id,
-                contract_id,
-                merchant_id,
-                payer_id,
-                amount,
-                period,
-                due_at,
-            },
-        ) => Some(Charge {
-            charge_id: *charge_id,
-            contract_id: *contract_id,
-            merchant_id: merchant_id.clone(),
-            payer_id: payer_id.clone(),
-            amount: *amount,
-            period: *period,
-            due_at: *due_at,
-            status: ChargeStatus::Scheduled,
-            provider_transaction_id: None,
-            code: None,
-            message: None,
-        }),
+        (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
+            Some(Charge {
+                charge_id: *charge_id,
+                contract_id: *contract_id,
+                merchant_id: merchant_id.clone(),
+                payer_id: payer_id.clone(),
+                amount: *amount,
+                period: *period,
+                due_at: *due_at,
+                status: ChargeStatus::Scheduled,
+                provider_transaction_id: None,
+                code: None,
+                message: None,
+            })
+        }
         (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
             match e {
                 ChargeEvent::Scheduled { .. } => {}
-                ChargeEvent::Succeeded {
-                    provider_transaction_id,
-                    ..
-                } => {
+                ChargeEvent::Succeeded { provider_transaction_id, .. } => {
                     c.status = ChargeStatus::Succeeded;
                     c.provider_transaction_id = Some(provider_transaction_id.clone());
                 }
-                ChargeEvent::Failed {
-                    provider_code,
-                    message,
-                    ..
-                } => {
+                ChargeEvent::Failed { provider_code, message, .. } => {
                     c.status = ChargeStatus::Failed;
                     c.code = Some(provider_code.clone());
                     c.message = Some(message.clone());
@@ -230,18 +171,11 @@ mod tests {
 
     fn outcome(i: u8) -> ChargeCommand {
         match i % 4 {
-            0 => ChargeCommand::RecordSuccess {
-                provider_transaction_id: "tx".into(),
-            },
-            1 => ChargeCommand::RecordFailure {
-                provider_code: "NOTENOUGH".into(),
-                message: "".into(),
-                retryable: true,
-            },
-            2 => ChargeCommand::Reject {
-                rule: "daily_count".into(),
-                detail: "".into(),
-            },
+            0 => ChargeCommand::RecordSuccess { provider_transaction_id: "tx".into() },
+            1 => {
+                ChargeCommand::RecordFailure { provider_code: "NOTENOUGH".into(), message: "".into(), retryable: true }
+            }
+            2 => ChargeCommand::Reject { rule: "daily_count".into(), detail: "".into() },
             _ => schedule(),
         }
     }
@@ -272,9 +206,6 @@ mod tests {
 
     #[test]
     fn outcome_needs_a_schedule() {
-        assert_eq!(
-            decide(&None, outcome(0), from_millis(0)),
-            Err(ChargeError::NotScheduled)
-        );
+        assert_eq!(decide(&None, outcome(0), from_millis(0)), Err(ChargeError::NotScheduled));
     }
 }

@@ -28,9 +28,7 @@ pub struct TestClock {
 
 impl TestClock {
     pub fn at(t: Timestamp) -> Self {
-        TestClock {
-            millis: Arc::new(AtomicI64::new(t.timestamp_millis())),
-        }
+        TestClock { millis: Arc::new(AtomicI64::new(t.timestamp_millis())) }
     }
 
     /// Moves forward by `millis`; time never runs backwards, so negative steps are ignored.
@@ -55,9 +53,7 @@ impl Clock for TestClock {
 
 /// Milliseconds since the Unix epoch to a timestamp, saturating at the representable range.
 pub fn from_millis(ms: i64) -> Timestamp {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

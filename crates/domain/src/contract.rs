@@ -119,23 +119,14 @@ pub fn decide(
                 signed_at: now,
             }])
         }
-        (ContractState::Unsigned, ContractCommand::Terminate { .. }) => {
-            Err(ContractError::NotSigned)
-        }
+        (ContractState::Unsigned, ContractCommand::Terminate { .. }) => Err(ContractError::NotSigned),
         (ContractState::Active(_) | ContractState::Terminated(_), ContractCommand::Sign { .. }) => {
             Err(ContractError::AlreadySigned)
         }
         (ContractState::Active(c), ContractCommand::Terminate { mode, remark }) => {
-            Ok(vec![ContractEvent::Terminated {
-                contract_id: c.contract_id,
-                mode,
-                remark,
-                terminated_at: now,
-            }])
+            Ok(vec![ContractEvent::Terminated { contract_id: c.contract_id, mode, remark, terminated_at: now }])
         }
-        (ContractState::Terminated(_), ContractCommand::Terminate { .. }) => {
-            Err(ContractError::AlreadyTerminated)
-        }
+        (ContractState::Terminated(_), ContractCommand::Terminate { .. }) => Err(ContractError::AlreadyTerminated),
     }
 }
 
@@ -164,15 +155,7 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
             signed_at: *signed_at,
             termination: None,
         }),
-        (
-            ContractState::Active(mut c),
-            ContractEvent::Terminated {
-                mode,
-                remark,
-                terminated_at,
-                ..
-            },
-        ) => {
+        (ContractState::Active(mut c), ContractEvent::Terminated { mode, remark, terminated_at, .. }) => {
             c.termination = Some((*mode, remark.clone(), *terminated_at));
             ContractState::Terminated(c)
         }
@@ -197,10 +180,7 @@ mod tests {
     }
 
     fn terminate() -> ContractCommand {
-        ContractCommand::Terminate {
-            mode: TerminationMode::Payer,
-            remark: "moving".into(),
-        }
+        ContractCommand::Terminate { mode: TerminationMode::Payer, remark: "moving".into() }
     }
 
     fn run(state: ContractState, cmd: ContractCommand) -> Result<ContractState, ContractError> {
@@ -213,14 +193,9 @@ mod tests {
         let s = run(ContractState::Unsigned, sign(1_500)).unwrap();
         assert!(matches!(s, ContractState::Active(_)));
         let s = run(s, terminate()).unwrap();
-        let ContractState::Terminated(c) = s.clone() else {
-            panic!("expected terminated, got {s:?}")
-        };
+        let ContractState::Terminated(c) = s.clone() else { panic!("expected terminated, got {s:?}") };
         assert_eq!(c.termination.unwrap().0, TerminationMode::Payer);
-        assert_eq!(
-            run(s.clone(), terminate()),
-            Err(ContractError::AlreadyTerminated)
-        );
+        assert_eq!(run(s.clone(), terminate()), Err(ContractError::AlreadyTerminated));
         assert_eq!(run(s, sign(1)), Err(ContractError::AlreadySigned));
     }
 
@@ -231,17 +206,11 @@ mod tests {
             run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN + 1)),
             Err(ContractError::AboveCap { .. })
         ));
-        assert_eq!(
-            run(ContractState::Unsigned, sign(0)),
-            Err(ContractError::NotPositive)
-        );
+        assert_eq!(run(ContractState::Unsigned, sign(0)), Err(ContractError::NotPositive));
     }
 
     #[test]
     fn terminate_needs_a_contract() {
-        assert_eq!(
-            run(ContractState::Unsigned, terminate()),
-            Err(ContractError::NotSigned)
-        );
+        assert_eq!(run(ContractState::Unsigned, terminate()), Err(ContractError::NotSigned));
     }
 }

@@ -53,10 +53,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn bj(y: i32, m: u32, d: u32) -> Timestamp {
-        beijing()
-            .with_ymd_and_hms(y, m, d, 10, 0, 0)
-            .unwrap()
-            .with_timezone(&Utc)
+        beijing().with_ymd_and_hms(y, m, d, 10, 0, 0).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -65,18 +62,9 @@ mod tests {
         let tz = beijing();
         assert_eq!(Cycle::Monthly.due_at(anchor, 1, tz), Some(bj(2025, 2, 28)));
         assert_eq!(Cycle::Monthly.due_at(anchor, 2, tz), Some(bj(2025, 3, 31)));
-        assert_eq!(
-            Cycle::Monthly.due_at(bj(2024, 1, 31), 1, tz),
-            Some(bj(2024, 2, 29))
-        );
-        assert_eq!(
-            Cycle::Quarterly.due_at(bj(2024, 11, 30), 1, tz),
-            Some(bj(2025, 2, 28))
-        );
-        assert_eq!(
-            Cycle::Yearly.due_at(bj(2024, 2, 29), 1, tz),
-            Some(bj(2025, 2, 28))
-        );
+        assert_eq!(Cycle::Monthly.due_at(bj(2024, 1, 31), 1, tz), Some(bj(2024, 2, 29)));
+        assert_eq!(Cycle::Quarterly.due_at(bj(2024, 11, 30), 1, tz), Some(bj(2025, 2, 28)));
+        assert_eq!(Cycle::Yearly.due_at(bj(2024, 2, 29), 1, tz), Some(bj(2025, 2, 28)));
     }
 
     #[test]

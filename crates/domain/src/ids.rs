@@ -23,10 +23,7 @@ fn parse_reference(s: &str) -> Result<String, IdError> {
     if s.len() > MAX {
         return Err(IdError::TooLong(MAX));
     }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(IdError::BadCharacter);
     }
     Ok(s.to_string())
@@ -131,9 +128,7 @@ fn parse_prefixed(s: &str, prefix: &str) -> Result<Uuid, IdError> {
     if s.is_empty() {
         return Err(IdError::Empty);
     }
-    let rest = s
-        .strip_prefix(prefix)
-        .ok_or_else(|| IdError::Malformed(format!("expected the prefix {prefix:?}")))?;
+    let rest = s.strip_prefix(prefix).ok_or_else(|| IdError::Malformed(format!("expected the prefix {prefix:?}")))?;
     Uuid::try_parse(rest).map_err(|e| IdError::Malformed(e.to_string()))
 }
 
@@ -154,10 +149,7 @@ mod tests {
         let c = ContractId::generate();
         assert_eq!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 3));
         assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(c, 4));
-        assert_ne!(
-            ChargeId::for_period(c, 3),
-            ChargeId::for_period(ContractId::generate(), 3)
-        );
+        assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_period(ContractId::generate(), 3));
         assert_ne!(ChargeId::for_period(c, 3), ChargeId::for_trigger(c, "3"));
         let id = ChargeId::for_period(c, 1);
         assert_eq!(ChargeId::parse(&id.to_string()).unwrap(), id);
@@ -167,14 +159,8 @@ mod tests {
     fn idempotency_keys_are_scoped_by_merchant() {
         let a = MerchantId::parse("m-a").unwrap();
         let b = MerchantId::parse("m-b").unwrap();
-        assert_eq!(
-            ContractId::from_idempotency_key(&a, "k"),
-            ContractId::from_idempotency_key(&a, "k")
-        );
-        assert_ne!(
-            ContractId::from_idempotency_key(&a, "k"),
-            ContractId::from_idempotency_key(&b, "k")
-        );
+        assert_eq!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&a, "k"));
+        assert_ne!(ContractId::from_idempotency_key(&a, "k"), ContractId::from_idempotency_key(&b, "k"));
     }
 
     #[test]

@@ -58,10 +58,7 @@ pub struct Money {
 
 impl Money {
     pub fn new(minor_units: i64, currency: Currency) -> Self {
-        Money {
-            minor_units,
-            currency,
-        }
+        Money { minor_units, currency }
     }
 
     /// A strictly positive amount, as every charge must be.
@@ -69,10 +66,7 @@ impl Money {
         if minor_units <= 0 {
             return Err(MoneyError::NotPositive(minor_units));
         }
-        Ok(Money {
-            minor_units,
-            currency,
-        })
+        Ok(Money { minor_units, currency })
     }
 
     pub fn cny(fen: i64) -> Self {
@@ -91,10 +85,7 @@ impl Money {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch(self.currency, other.currency));
         }
-        let sum = self
-            .minor_units
-            .checked_add(other.minor_units)
-            .ok_or(MoneyError::Overflow)?;
+        let sum = self.minor_units.checked_add(other.minor_units).ok_or(MoneyError::Overflow)?;
         Ok(Money::new(sum, self.currency))
     }
 }
@@ -121,14 +112,8 @@ mod tests {
 
     #[test]
     fn positive_refuses_zero_and_negative() {
-        assert_eq!(
-            Money::positive(0, Currency::CNY),
-            Err(MoneyError::NotPositive(0))
-        );
-        assert_eq!(
-            Money::positive(-5, Currency::CNY),
-            Err(MoneyError::NotPositive(-5))
-        );
+        assert_eq!(Money::positive(0, Currency::CNY), Err(MoneyError::NotPositive(0)));
+        assert_eq!(Money::positive(-5, Currency::CNY), Err(MoneyError::NotPositive(-5)));
         assert_eq!(Money::positive(1, Currency::CNY).unwrap().minor_units(), 1);
     }
 
@@ -136,14 +121,8 @@ mod tests {
     fn adding_needs_one_currency() {
         let usd = Money::new(1, Currency::parse("USD").unwrap());
         assert!(Money::cny(1).checked_add(usd).is_err());
-        assert_eq!(
-            Money::cny(150).checked_add(Money::cny(50)).unwrap(),
-            Money::cny(200)
-        );
-        assert_eq!(
-            Money::cny(i64::MAX).checked_add(Money::cny(1)),
-            Err(MoneyError::Overflow)
-        );
+        assert_eq!(Money::cny(150).checked_add(Money::cny(50)).unwrap(), Money::cny(200));
+        assert_eq!(Money::cny(i64::MAX).checked_add(Money::cny(1)), Err(MoneyError::Overflow));
     }
 
     #[test]

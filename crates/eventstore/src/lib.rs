@@ -83,10 +83,7 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            transaction_id: self.transaction_id,
-            position: self.position,
-        }
+        Checkpoint { transaction_id: self.transaction_id, position: self.position }
     }
 }
 
@@ -101,11 +98,7 @@ pub struct Checkpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("stream {stream} is at version {actual}, expected {expected:?}")]
-    Conflict {
-        stream: String,
-        expected: ExpectedVersion,
-        actual: u64,
-    },
+    Conflict { stream: String, expected: ExpectedVersion, actual: u64 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
@@ -140,11 +133,7 @@ pub struct Migration {
 impl Migration {
     /// A migration whose SQL is the same in both dialects.
     pub const fn common(version: i64, sql: &'static str) -> Self {
-        Migration {
-            version,
-            sqlite: sql,
-            postgres: sql,
-        }
+        Migration { version, sqlite: sql, postgres: sql }
     }
 }
 
@@ -163,12 +152,7 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreOptions {
-            url: url.into(),
-            max_connections: 16,
-            group_commit_max: 512,
-            writers: 4,
-        }
+        StoreOptions { url: url.into(), max_connections: 16, group_commit_max: 512, writers: 4 }
     }
 }
 
@@ -197,9 +181,7 @@ impl EventStore {
         let backend = if opts.url.starts_with("sqlite:") {
             Backend::Sqlite(sqlite::Sqlite::open(&opts.url, opts.max_connections).await?)
         } else if opts.url.starts_with("postgres:") || opts.url.starts_with("postgresql:") {
-            Backend::Postgres(
-                postgres::Postgres::open(&opts.url, opts.max_connections, commits.clone()).await?,
-            )
+            Backend::Postgres(postgres::Postgres::open(&opts.url, opts.max_connections, commits.clone()).await?)
         } else {
             return Err(StoreError::Invalid(format!(
                 "database url {:?} must start with sqlite: or postgres:",
@@ -211,20 +193,8 @@ impl EventStore {
             Backend::Postgres(_) => opts.writers.max(1),
         };
         let (appender, jobs) = mpsc::channel(opts.group_commit_max.max(1) * 4);
-        writer::spawn(
-            backend.clone(),
-            commits.clone(),
-            jobs,
-            writers,
-            opts.group_commit_max.max(1),
-        );
-        let store = EventStore {
-            inner: Arc::new(Inner {
-                backend,
-                commits,
-                appender,
-            }),
-        };
+        writer::spawn(backend.clone(), commits.clone(), jobs, writers, opts.group_commit_max.max(1));
+        let store = EventStore { inner: Arc::new(Inner { backend, commits, appender }) };
         store.migrate("eventstore", store.own_migrations()).await?;
         Ok(store)
     }
@@ -261,24 +231,11 @@ impl EventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
         if events.is_empty() {
-            return Err(StoreError::Invalid(
-                "an append needs at least one event".into(),
-            ));
+            return Err(StoreError::Invalid("an append needs at least one event".into()));
         }
         let (reply, rx) = oneshot::channel();
-        let job = writer::Job {
-            append: StreamAppend {
-                stream: stream.to_string(),
-                expected,
-                events,
-            },
-            reply,
-        };
-        self.inner
-            .appender
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let job = writer::Job { append: StreamAppend { stream: stream.to_string(), expected, events }, reply };
+        self.inner.appender.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -291,11 +248,7 @@ impl EventStore {
     }
 
     /// A stream's events after `after_version`, in order.
-    pub async fn read_stream(
-        &self,
-        stream: &str,
-        after_version: u64,
-    ) -> Result<Vec<RecordedEvent>> {
+    pub async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
         match &self.inner.backend {
             Backend::Sqlite(b) => b.read_stream(stream, after_version).await,
             Backend::Postgres(b) => b.read_stream(stream, after_version).await,
@@ -334,17 +287,11 @@ impl EventStore {
 
     pub async fn load_checkpoint(&self, consumer: &str) -> Result<Checkpoint> {
         let rows = self
-            .query(
-                "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1",
-                &[consumer.into()],
-            )
+            .query("SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1", &[consumer.into()])
             .await?;
         Ok(rows
             .first()
-            .map(|r| Checkpoint {
-                transaction_id: r.i64(0).unwrap_or(0) as u64,
-                position: r.i64(1).unwrap_or(0),
-            })
+            .map(|r| Checkpoint { transaction_id: r.i64(0).unwrap_or(0) as u64, position: r.i64(1).unwrap_or(0) })
             .unwrap_or_default())
     }
 
@@ -354,11 +301,7 @@ impl EventStore {
             Backend::Sqlite(b) => TxInner::Sqlite(b.begin().await?),
             Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
         };
-        Ok(Tx {
-            inner,
-            appended: false,
-            commits: self.inner.commits.clone(),
-        })
+        Ok(Tx { inner, appended: false, commits: self.inner.commits.clone() })
     }
 
     /// Runs a read-only query on a reader connection. SQL uses `$1`-style placeholders.
@@ -375,9 +318,7 @@ impl EventStore {
         match &self.inner.backend {
             // One process owns an SQLite file, and it starts each follower once.
             Backend::Sqlite(_) => Ok(Lease { _conn: None }),
-            Backend::Postgres(b) => Ok(Lease {
-                _conn: Some(b.lease(name).await?),
-            }),
+            Backend::Postgres(b) => Ok(Lease { _conn: Some(b.lease(name).await?) }),
         }
     }
 
@@ -430,13 +371,7 @@ impl Tx {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome> {
-        let out = self
-            .append_many(&[StreamAppend {
-                stream: stream.to_string(),
-                expected,
-                events,
-            }])
-            .await?;
+        let out = self.append_many(&[StreamAppend { stream: stream.to_string(), expected, events }]).await?;
         Ok(out[0])
     }
 
@@ -501,24 +436,14 @@ pub(crate) fn assign_versions(
         .map(|a| {
             let at = current.get(&a.stream).copied().unwrap_or(0);
             if !a.expected.admits(at) {
-                return Err(StoreError::Conflict {
-                    stream: a.stream.clone(),
-                    expected: a.expected,
-                    actual: at,
-                });
+                return Err(StoreError::Conflict { stream: a.stream.clone(), expected: a.expected, actual: at });
             }
             if a.events.is_empty() {
-                return Err(StoreError::Invalid(format!(
-                    "append to {} has no events",
-                    a.stream
-                )));
+                return Err(StoreError::Invalid(format!("append to {} has no events", a.stream)));
             }
             let last = at + a.events.len() as u64;
             current.insert(a.stream.clone(), last);
-            Ok(AppendOutcome {
-                first_version: at + 1,
-                last_version: last,
-            })
+            Ok(AppendOutcome { first_version: at + 1, last_version: last })
         })
         .collect()
 }

@@ -7,13 +7,10 @@
 //! transactions older than every transaction still running (`pg_snapshot_xmin`). A row a
 //! reader has not seen can then only come after the pair it checkpointed.
 use crate::{
-    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend,
-    Value, assign_versions,
+    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{
-    Column, ConnectOptions, Connection, PgConnection, PgPool, Row as _, TypeInfo, ValueRef,
-};
+use sqlx::{Column, ConnectOptions, Connection, PgConnection, PgPool, Row as _, TypeInfo, ValueRef};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,13 +60,8 @@ pub(crate) struct Postgres {
 }
 
 impl Postgres {
-    pub(crate) async fn open(
-        url: &str,
-        max_connections: u32,
-        commits: watch::Sender<u64>,
-    ) -> Result<Self> {
-        let options =
-            PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    pub(crate) async fn open(url: &str, max_connections: u32, commits: watch::Sender<u64>) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(4))
             .acquire_timeout(Duration::from_secs(60))
@@ -126,24 +118,18 @@ impl Postgres {
     pub(crate) async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Several processes may start at once: one migrates, the others wait and find it done.
-        sqlx::query("SELECT pg_advisory_xact_lock(7305101)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7305101)").execute(&mut *tx).await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))",
         )
         .execute(&mut *tx)
         .await?;
-        let done: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = $1")
-                .bind(component)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut todo: Vec<&Migration> = migrations
-            .iter()
-            .filter(|m| !done.contains(&m.version))
-            .collect();
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = $1")
+            .bind(component)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
         todo.sort_by_key(|m| m.version);
         for m in todo {
             sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
@@ -162,11 +148,7 @@ impl Postgres {
         Ok(self.pool.begin().await?)
     }
 
-    pub(crate) async fn read_stream(
-        &self,
-        stream: &str,
-        after_version: u64,
-    ) -> Result<Vec<RecordedEvent>> {
+    pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
             "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
              FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
@@ -178,11 +160,7 @@ impl Postgres {
         rows.iter().map(decode_event).collect()
     }
 
-    pub(crate) async fn read_all(
-        &self,
-        after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>> {
+    pub(crate) async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
             "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
              FROM events
@@ -207,10 +185,7 @@ impl Postgres {
     /// A session-level advisory lock on a connection of its own, held until it closes.
     pub(crate) async fn lease(&self, name: &str) -> Result<PgConnection> {
         let mut conn = PgConnection::connect_with(&self.options).await?;
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-            .bind(name)
-            .execute(&mut conn)
-            .await?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(name).execute(&mut conn).await?;
         Ok(conn)
     }
 }
@@ -219,9 +194,7 @@ fn decode_event(r: &sqlx::postgres::PgRow) -> Result<RecordedEvent> {
     let tx: String = r.try_get(1)?;
     Ok(RecordedEvent {
         position: r.try_get(0)?,
-        transaction_id: tx
-            .parse()
-            .map_err(|_| StoreError::Invalid(format!("bad transaction id {tx}")))?,
+        transaction_id: tx.parse().map_err(|_| StoreError::Invalid(format!("bad transaction id {tx}")))?,
         stream: r.try_get(2)?,
         version: r.try_get::<i64, _>(3)? as u64,
         event_type: r.try_get(4)?,
@@ -240,21 +213,15 @@ pub(crate) async fn write_batch(
     let mut streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
-    let found: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT stream, MAX(version) FROM events WHERE stream = ANY($1) GROUP BY stream",
-    )
-    .bind(&streams)
-    .fetch_all(&mut *conn)
-    .await?;
+    let found: Vec<(String, i64)> =
+        sqlx::query_as("SELECT stream, MAX(version) FROM events WHERE stream = ANY($1) GROUP BY stream")
+            .bind(&streams)
+            .fetch_all(&mut *conn)
+            .await?;
     let mut current: HashMap<String, u64> = found.into_iter().map(|(s, v)| (s, v as u64)).collect();
     let outcomes = assign_versions(appends, &mut current);
 
-    let n: usize = appends
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| o.is_ok())
-        .map(|(a, _)| a.events.len())
-        .sum();
+    let n: usize = appends.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(a, _)| a.events.len()).sum();
     if n > 0 {
         let mut stream = Vec::with_capacity(n);
         let mut version = Vec::with_capacity(n);
@@ -323,17 +290,10 @@ fn bind<'q>(
 }
 
 pub(crate) async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
-    Ok(bind(sqlx::query(sql), params)
-        .execute(conn)
-        .await?
-        .rows_affected())
+    Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
 }
 
-pub(crate) async fn fetch(
-    conn: &mut PgConnection,
-    sql: &str,
-    params: &[Value],
-) -> Result<Vec<Row>> {
+pub(crate) async fn fetch(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
     let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
     rows.iter()
         .map(|r| {

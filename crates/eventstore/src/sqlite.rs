@@ -1,8 +1,7 @@
 //! SQLite backend: WAL, one writer connection (so commit order is position order, and a
 //! reader of the global log can never see a gap), a pool of reader connections.
 use crate::{
-    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend,
-    Value, assign_versions,
+    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
@@ -82,15 +81,11 @@ impl Sqlite {
         )
         .execute(&mut *tx)
         .await?;
-        let done: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = ?1")
-                .bind(component)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut todo: Vec<&Migration> = migrations
-            .iter()
-            .filter(|m| !done.contains(&m.version))
-            .collect();
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = ?1")
+            .bind(component)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
         todo.sort_by_key(|m| m.version);
         for m in todo {
             sqlx::raw_sql(m.sqlite).execute(&mut *tx).await?;
@@ -109,11 +104,7 @@ impl Sqlite {
         Ok(self.writer.begin().await?)
     }
 
-    pub(crate) async fn read_stream(
-        &self,
-        stream: &str,
-        after_version: u64,
-    ) -> Result<Vec<RecordedEvent>> {
+    pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
             "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
              FROM events WHERE stream = ?1 AND version > ?2 ORDER BY version",
@@ -125,11 +116,7 @@ impl Sqlite {
         rows.iter().map(decode_event).collect()
     }
 
-    pub(crate) async fn read_all(
-        &self,
-        after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>> {
+    pub(crate) async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
             "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
              FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
@@ -172,11 +159,10 @@ pub(crate) async fn write_batch(
         if current.contains_key(&a.stream) {
             continue;
         }
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = ?1")
-                .bind(&a.stream)
-                .fetch_one(&mut *conn)
-                .await?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM events WHERE stream = ?1")
+            .bind(&a.stream)
+            .fetch_one(&mut *conn)
+            .await?;
         current.insert(a.stream.clone(), v.unwrap_or(0) as u64);
     }
     let outcomes = assign_versions(appends, &mut current);
@@ -184,12 +170,7 @@ pub(crate) async fn write_batch(
         .iter()
         .zip(&outcomes)
         .filter_map(|(a, o)| o.as_ref().ok().map(|o| (a, o.first_version)))
-        .flat_map(|(a, first)| {
-            a.events
-                .iter()
-                .enumerate()
-                .map(move |(i, e)| (a.stream.as_str(), first + i as u64, e))
-        })
+        .flat_map(|(a, first)| a.events.iter().enumerate().map(move |(i, e)| (a.stream.as_str(), first + i as u64, e)))
         .collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let sql = insert_sql(chunk.len());
@@ -236,22 +217,11 @@ fn bind<'q>(
     q
 }
 
-pub(crate) async fn execute(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    params: &[Value],
-) -> Result<u64> {
-    Ok(bind(sqlx::query(sql), params)
-        .execute(conn)
-        .await?
-        .rows_affected())
+pub(crate) async fn execute(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<u64> {
+    Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
 }
 
-pub(crate) async fn fetch(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    params: &[Value],
-) -> Result<Vec<Row>> {
+pub(crate) async fn fetch(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
     let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
     rows.iter()
         .map(|r| {

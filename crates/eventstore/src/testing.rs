@@ -3,8 +3,7 @@ use sqlx::{Connection, PgConnection};
 
 /// The server tests create their databases on; override with `AUTODEBIT_TEST_PG_URL`.
 pub fn postgres_admin_url() -> String {
-    std::env::var("AUTODEBIT_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    std::env::var("AUTODEBIT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 /// Creates an empty database and returns its URL. Panics with a clear message when

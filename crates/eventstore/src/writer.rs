@@ -43,8 +43,7 @@ pub(crate) fn spawn(
 }
 
 async fn commit_batch(backend: &Backend, commits: &watch::Sender<u64>, batch: Vec<Job>) {
-    let (appends, replies): (Vec<StreamAppend>, Vec<_>) =
-        batch.into_iter().map(|j| (j.append, j.reply)).unzip();
+    let (appends, replies): (Vec<StreamAppend>, Vec<_>) = batch.into_iter().map(|j| (j.append, j.reply)).unzip();
     match write(backend, &appends).await {
         Ok(outcomes) => {
             commits.send_modify(|n| *n = n.wrapping_add(1));
@@ -65,9 +64,7 @@ async fn commit_batch(backend: &Backend, commits: &watch::Sender<u64>, batch: Ve
                 let outcome = match write(backend, one).await {
                     Ok(mut o) => {
                         commits.send_modify(|n| *n = n.wrapping_add(1));
-                        o.pop().unwrap_or_else(|| {
-                            Err(crate::StoreError::Invalid("empty batch result".into()))
-                        })
+                        o.pop().unwrap_or_else(|| Err(crate::StoreError::Invalid("empty batch result".into())))
                     }
                     Err(e) => Err(e),
                 };

@@ -1,7 +1,5 @@
 //! One suite, run against both backends.
-use autodebit_eventstore::{
-    Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreOptions, Value, testing,
-};
+use autodebit_eventstore::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreOptions, Value, testing};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -12,30 +10,19 @@ struct Db {
 
 async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open(StoreOptions::new(testing::sqlite_url(dir.path())))
-        .await
-        .unwrap();
-    Db {
-        store,
-        _dir: Some(dir),
-    }
+    let store = EventStore::open(StoreOptions::new(testing::sqlite_url(dir.path()))).await.unwrap();
+    Db { store, _dir: Some(dir) }
 }
 
 async fn postgres() -> Db {
-    let store = EventStore::open(StoreOptions::new(testing::fresh_postgres_url().await))
-        .await
-        .unwrap();
+    let store = EventStore::open(StoreOptions::new(testing::fresh_postgres_url().await)).await.unwrap();
     Db { store, _dir: None }
 }
 
 /// Reads the log until `n` events are visible. On PostgreSQL an event becomes visible to
 /// readers once every older transaction in the cluster has ended, which can take a moment
 /// while other tests hold transactions open.
-async fn read_settled(
-    s: &EventStore,
-    after: Checkpoint,
-    n: usize,
-) -> Vec<autodebit_eventstore::RecordedEvent> {
+async fn read_settled(s: &EventStore, after: Checkpoint, n: usize) -> Vec<autodebit_eventstore::RecordedEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let got = s.read_all(after, 1000).await.unwrap();
@@ -76,60 +63,32 @@ both!(
 
 async fn appends_and_reads_streams(db: Db) {
     let s = &db.store;
-    let out = s
-        .append("a-1", ExpectedVersion::NoStream, vec![ev("x"), ev("y")])
-        .await
-        .unwrap();
+    let out = s.append("a-1", ExpectedVersion::NoStream, vec![ev("x"), ev("y")]).await.unwrap();
     assert_eq!((out.first_version, out.last_version), (1, 2));
-    let out = s
-        .append("a-1", ExpectedVersion::Exact(2), vec![ev("z")])
-        .await
-        .unwrap();
+    let out = s.append("a-1", ExpectedVersion::Exact(2), vec![ev("z")]).await.unwrap();
     assert_eq!((out.first_version, out.last_version), (3, 3));
     let events = s.read_stream("a-1", 0).await.unwrap();
     assert_eq!(
         events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
         vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]
     );
-    assert_eq!(
-        events.iter().map(|e| e.version).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(events[0].metadata, vec![1, 2, 3]);
     assert_eq!(s.read_stream("a-1", 2).await.unwrap().len(), 1);
     assert!(s.read_stream("nothing", 0).await.unwrap().is_empty());
-    assert!(
-        s.append("a-1", ExpectedVersion::Any, vec![]).await.is_err(),
-        "an empty append is refused"
-    );
+    assert!(s.append("a-1", ExpectedVersion::Any, vec![]).await.is_err(), "an empty append is refused");
 }
 
 async fn expected_versions_are_enforced(db: Db) {
     let s = &db.store;
-    s.append("b-1", ExpectedVersion::NoStream, vec![ev("1")])
-        .await
-        .unwrap();
-    let e = s
-        .append("b-1", ExpectedVersion::NoStream, vec![ev("2")])
-        .await
-        .unwrap_err();
+    s.append("b-1", ExpectedVersion::NoStream, vec![ev("1")]).await.unwrap();
+    let e = s.append("b-1", ExpectedVersion::NoStream, vec![ev("2")]).await.unwrap_err();
     assert!(e.is_conflict(), "{e}");
-    let e = s
-        .append("b-1", ExpectedVersion::Exact(5), vec![ev("2")])
-        .await
-        .unwrap_err();
+    let e = s.append("b-1", ExpectedVersion::Exact(5), vec![ev("2")]).await.unwrap_err();
     assert!(e.is_conflict(), "{e}");
-    let e = s
-        .append("b-2", ExpectedVersion::Exact(1), vec![ev("2")])
-        .await
-        .unwrap_err();
-    assert!(
-        e.is_conflict(),
-        "a stream that does not exist is at version 0: {e}"
-    );
-    s.append("b-1", ExpectedVersion::Any, vec![ev("2")])
-        .await
-        .unwrap();
+    let e = s.append("b-2", ExpectedVersion::Exact(1), vec![ev("2")]).await.unwrap_err();
+    assert!(e.is_conflict(), "a stream that does not exist is at version 0: {e}");
+    s.append("b-1", ExpectedVersion::Any, vec![ev("2")]).await.unwrap();
     assert_eq!(s.read_stream("b-1", 0).await.unwrap().len(), 2);
 
     // A multi-stream append is all or nothing.
@@ -150,40 +109,21 @@ async fn expected_versions_are_enforced(db: Db) {
         .await;
     assert!(res.unwrap_err().is_conflict());
     drop(tx);
-    assert!(
-        s.read_stream("b-3", 0).await.unwrap().is_empty(),
-        "nothing is half-written"
-    );
+    assert!(s.read_stream("b-3", 0).await.unwrap().is_empty(), "nothing is half-written");
 }
 
 async fn global_log_reads_from_checkpoints(db: Db) {
     let s = &db.store;
     for i in 0..10 {
-        s.append(
-            &format!("c-{}", i % 3),
-            ExpectedVersion::Any,
-            vec![ev(&i.to_string())],
-        )
-        .await
-        .unwrap();
+        s.append(&format!("c-{}", i % 3), ExpectedVersion::Any, vec![ev(&i.to_string())]).await.unwrap();
     }
     let all = read_settled(s, Checkpoint::default(), 10).await;
     assert_eq!(all.len(), 10);
-    let payloads: Vec<String> = all
-        .iter()
-        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
-        .collect();
-    assert_eq!(
-        payloads,
-        (0..10).map(|i| i.to_string()).collect::<Vec<_>>(),
-        "sequential appends keep their order"
-    );
+    let payloads: Vec<String> = all.iter().map(|e| String::from_utf8(e.payload.clone()).unwrap()).collect();
+    assert_eq!(payloads, (0..10).map(|i| i.to_string()).collect::<Vec<_>>(), "sequential appends keep their order");
     let first = s.read_all(Checkpoint::default(), 4).await.unwrap();
     assert_eq!(first.len(), 4);
-    let rest = s
-        .read_all(first.last().unwrap().checkpoint(), 100)
-        .await
-        .unwrap();
+    let rest = s.read_all(first.last().unwrap().checkpoint(), 100).await.unwrap();
     assert_eq!(rest.len(), 6);
     assert_eq!(rest[0].payload, b"4".to_vec());
     assert_eq!(s.count().await.unwrap(), 10);
@@ -193,55 +133,29 @@ async fn checkpoint_commits_with_effects(db: Db) {
     let s = &db.store;
     s.migrate(
         "test-projection",
-        &[autodebit_eventstore::Migration::common(
-            1,
-            "CREATE TABLE seen (id TEXT PRIMARY KEY, n BIGINT NOT NULL)",
-        )],
+        &[autodebit_eventstore::Migration::common(1, "CREATE TABLE seen (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")],
     )
     .await
     .unwrap();
-    s.append("d-1", ExpectedVersion::Any, vec![ev("1"), ev("2")])
-        .await
-        .unwrap();
+    s.append("d-1", ExpectedVersion::Any, vec![ev("1"), ev("2")]).await.unwrap();
     let events = read_settled(s, Checkpoint::default(), 2).await;
     let cp = events.last().expect("two events are readable").checkpoint();
 
     // Rolled back: neither the effect nor the checkpoint.
     let mut tx = s.begin().await.unwrap();
-    tx.execute(
-        "INSERT INTO seen (id, n) VALUES ($1, $2)",
-        &["a".into(), Value::Int(1)],
-    )
-    .await
-    .unwrap();
+    tx.execute("INSERT INTO seen (id, n) VALUES ($1, $2)", &["a".into(), Value::Int(1)]).await.unwrap();
     tx.save_checkpoint("proj", cp).await.unwrap();
     drop(tx);
-    assert_eq!(
-        s.load_checkpoint("proj").await.unwrap(),
-        Checkpoint::default()
-    );
-    assert!(
-        s.query("SELECT id FROM seen", &[])
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(s.load_checkpoint("proj").await.unwrap(), Checkpoint::default());
+    assert!(s.query("SELECT id FROM seen", &[]).await.unwrap().is_empty());
 
     // Committed: both.
     let mut tx = s.begin().await.unwrap();
-    tx.execute(
-        "INSERT INTO seen (id, n) VALUES ($1, $2)",
-        &["a".into(), Value::Int(1)],
-    )
-    .await
-    .unwrap();
+    tx.execute("INSERT INTO seen (id, n) VALUES ($1, $2)", &["a".into(), Value::Int(1)]).await.unwrap();
     tx.save_checkpoint("proj", cp).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(s.load_checkpoint("proj").await.unwrap(), cp);
-    let rows = s
-        .query("SELECT id, n FROM seen WHERE id = $1", &["a".into()])
-        .await
-        .unwrap();
+    let rows = s.query("SELECT id, n FROM seen WHERE id = $1", &["a".into()]).await.unwrap();
     assert_eq!(rows[0].text(0), Some("a"));
     assert_eq!(rows[0].i64(1), Some(1));
     assert!(s.read_all(cp, 10).await.unwrap().is_empty());
@@ -249,23 +163,14 @@ async fn checkpoint_commits_with_effects(db: Db) {
 
 async fn events_are_append_only(db: Db) {
     let s = &db.store;
-    s.append("e-1", ExpectedVersion::Any, vec![ev("1")])
-        .await
-        .unwrap();
+    s.append("e-1", ExpectedVersion::Any, vec![ev("1")]).await.unwrap();
     let mut tx = s.begin().await.unwrap();
-    assert!(
-        tx.execute("UPDATE events SET event_type = 'x'", &[])
-            .await
-            .is_err()
-    );
+    assert!(tx.execute("UPDATE events SET event_type = 'x'", &[]).await.is_err());
     drop(tx);
     let mut tx = s.begin().await.unwrap();
     assert!(tx.execute("DELETE FROM events", &[]).await.is_err());
     drop(tx);
-    assert_eq!(
-        s.read_stream("e-1", 0).await.unwrap()[0].event_type,
-        "Tested"
-    );
+    assert_eq!(s.read_stream("e-1", 0).await.unwrap()[0].event_type, "Tested");
 }
 
 async fn group_commit_answers_each_caller(db: Db) {
@@ -279,11 +184,7 @@ async fn group_commit_answers_each_caller(db: Db) {
             for _ in 0..10 {
                 loop {
                     let at = s.read_stream("hot", 0).await.unwrap().len() as u64;
-                    let exp = if at == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(at)
-                    };
+                    let exp = if at == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(at) };
                     match s.append("hot", exp, vec![ev(&w.to_string())]).await {
                         Ok(_) => {
                             won += 1;
@@ -294,9 +195,7 @@ async fn group_commit_answers_each_caller(db: Db) {
                     }
                 }
                 // And a stream of its own, never contended.
-                s.append(&format!("own-{w}"), ExpectedVersion::Any, vec![ev("own")])
-                    .await
-                    .unwrap();
+                s.append(&format!("own-{w}"), ExpectedVersion::Any, vec![ev("own")]).await.unwrap();
             }
             won
         }));
@@ -307,10 +206,7 @@ async fn group_commit_answers_each_caller(db: Db) {
     }
     assert_eq!(total, 320);
     let hot = db.store.read_stream("hot", 0).await.unwrap();
-    assert_eq!(
-        hot.iter().map(|e| e.version).collect::<Vec<_>>(),
-        (1..=320).collect::<Vec<_>>()
-    );
+    assert_eq!(hot.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=320).collect::<Vec<_>>());
 }
 
 /// Writers hold their transactions open for random times, so positions commit out of order;
@@ -329,9 +225,7 @@ async fn concurrent_writers_and_a_tailing_reader(db: Db) {
                 seed ^= seed << 17;
                 let stream = format!("w{}-{}", w, i % 3);
                 let mut tx = s.begin().await.unwrap();
-                tx.append(&stream, ExpectedVersion::Any, vec![ev(&format!("{w}:{i}"))])
-                    .await
-                    .unwrap();
+                tx.append(&stream, ExpectedVersion::Any, vec![ev(&format!("{w}:{i}"))]).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(seed % 7)).await;
                 tx.commit().await.unwrap();
             }
@@ -345,11 +239,7 @@ async fn concurrent_writers_and_a_tailing_reader(db: Db) {
             let mut wake = s.watch_commits();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while seen.len() < WRITERS * PER_WRITER {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "reader saw only {} events",
-                    seen.len()
-                );
+                assert!(tokio::time::Instant::now() < deadline, "reader saw only {} events", seen.len());
                 let batch = s.read_all(cp, 37).await.unwrap();
                 if batch.is_empty() {
                     let _ = tokio::time::timeout(s.poll_interval(), wake.changed()).await;
@@ -358,19 +248,12 @@ async fn concurrent_writers_and_a_tailing_reader(db: Db) {
                 for e in &batch {
                     assert!(e.checkpoint() > cp, "the log moved backwards");
                     cp = e.checkpoint();
-                    seen.push((
-                        e.stream.clone(),
-                        e.version,
-                        String::from_utf8(e.payload.clone()).unwrap(),
-                    ));
+                    seen.push((e.stream.clone(), e.version, String::from_utf8(e.payload.clone()).unwrap()));
                 }
             }
             // Nothing more arrives later.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(
-                s.read_all(cp, 10).await.unwrap().is_empty(),
-                "an event arrived behind the reader"
-            );
+            assert!(s.read_all(cp, 10).await.unwrap().is_empty(), "an event arrived behind the reader");
             seen
         })
     };
@@ -391,23 +274,12 @@ async fn concurrent_writers_and_a_tailing_reader(db: Db) {
 }
 
 async fn migrations_run_once(db: Db) {
-    let m = [autodebit_eventstore::Migration::common(
-        1,
-        "CREATE TABLE once (id BIGINT)",
-    )];
+    let m = [autodebit_eventstore::Migration::common(1, "CREATE TABLE once (id BIGINT)")];
     db.store.migrate("once", &m).await.unwrap();
     db.store.migrate("once", &m).await.unwrap();
-    let more = [
-        m[0],
-        autodebit_eventstore::Migration::common(2, "ALTER TABLE once ADD COLUMN note TEXT"),
-    ];
+    let more = [m[0], autodebit_eventstore::Migration::common(2, "ALTER TABLE once ADD COLUMN note TEXT")];
     db.store.migrate("once", &more).await.unwrap();
     let mut tx = db.store.begin().await.unwrap();
-    tx.execute(
-        "INSERT INTO once (id, note) VALUES ($1, $2)",
-        &[Value::Int(1), "n".into()],
-    )
-    .await
-    .unwrap();
+    tx.execute("INSERT INTO once (id, note) VALUES ($1, $2)", &[Value::Int(1), "n".into()]).await.unwrap();
     tx.commit().await.unwrap();
 }

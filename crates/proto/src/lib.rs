@@ -1,8 +1,7 @@
 //! Generated protobuf messages and gRPC stubs; imports nothing of ours.
 
 /// Encoded `FileDescriptorSet` of every autodebit proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/autodebit_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autodebit_descriptor.bin"));
 
 pub mod events {
     pub mod v1 {
