@@ -1,1 +1,32 @@
+//! What every autodebit service shares: the platform clock, the event codec, log followers,
+//! gRPC and HTTP plumbing, telemetry and shutdown.
 
+pub mod clock;
+pub mod codec;
+pub mod follower;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+use autodebit_eventstore::EventStore;
+
+pub use clock::PlatformClock;
+pub use follower::{Decoded, Processor, spawn_follower};
+pub use shutdown::Shutdown;
+
+/// What a service is given when it starts: the shared log, the clock, the stop signal.
+#[derive(Clone)]
+pub struct Platform {
+    pub store: EventStore,
+    pub clock: PlatformClock,
+    pub shutdown: Shutdown,
+}
+
+/// A started service: its gRPC routes and the health name it reports under.
+pub struct Component {
+    /// Fully qualified gRPC service name, e.g. `autodebit.contracts.v1.ContractsService`.
+    pub grpc_name: &'static str,
+    pub routes: axum::Router,
+}

@@ -1,0 +1,112 @@
+//! The platform clock: the system clock, or a test clock kept in the database so that every
+//! process of a deployment reads the same simulated time.
+use anyhow::Context;
+use autodebit_domain::{Clock, SystemClock, TestClock, Timestamp, clock::from_millis};
+use autodebit_eventstore::{EventStore, Migration, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const MIGRATIONS: &[Migration] =
+    &[Migration::common(1, "CREATE TABLE platform_clock (id BIGINT PRIMARY KEY, now_ms BIGINT NOT NULL)")];
+
+/// How often a process looks for a test clock moved by another process.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+pub struct PlatformClock {
+    clock: Arc<dyn Clock>,
+    test: Option<(TestClock, EventStore)>,
+    moved: watch::Sender<i64>,
+}
+
+impl PlatformClock {
+    pub fn system() -> Self {
+        PlatformClock { clock: Arc::new(SystemClock), test: None, moved: watch::channel(0).0 }
+    }
+
+    /// A test clock shared through `store`. The first process to start sets it to the wall
+    /// time; later ones, and restarts, pick up wherever it stands.
+    pub async fn test(store: &EventStore, shutdown: &crate::Shutdown) -> anyhow::Result<Self> {
+        store.migrate("clock", MIGRATIONS).await?;
+        let mut tx = store.begin().await?;
+        tx.execute(
+            "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[Value::Int(chrono::Utc::now().timestamp_millis())],
+        )
+        .await?;
+        tx.commit().await?;
+        let now = read(store).await?;
+        let test = TestClock::at(from_millis(now));
+        let this = PlatformClock {
+            clock: Arc::new(test.clone()),
+            test: Some((test, store.clone())),
+            moved: watch::channel(now).0,
+        };
+        let (follower, stop) = (this.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            while !stop.is_triggered() {
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                if let Some((_, store)) = &follower.test {
+                    match read(store).await {
+                        Ok(ms) => follower.observe(ms),
+                        Err(e) => tracing::debug!(error = %e, "reading the test clock"),
+                    }
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+
+    pub fn is_test(&self) -> bool {
+        self.test.is_some()
+    }
+
+    /// The clock as a shareable `Clock` for domain code.
+    pub fn as_clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Changes whenever the test clock moves (never, for the system clock).
+    pub fn watch(&self) -> watch::Receiver<i64> {
+        self.moved.subscribe()
+    }
+
+    /// Moves the shared test clock forward and returns the new time.
+    pub async fn advance(&self, by: Duration) -> anyhow::Result<Timestamp> {
+        let (_, store) =
+            self.test.as_ref().context("the platform runs on the system clock; start it with --test-clock")?;
+        let ms = i64::try_from(by.as_millis()).context("advance is too large")?;
+        let mut tx = store.begin().await?;
+        let rows = tx
+            .query("UPDATE platform_clock SET now_ms = now_ms + $1 WHERE id = 1 RETURNING now_ms", &[Value::Int(ms)])
+            .await?;
+        tx.commit().await?;
+        let now = rows.first().and_then(|r| r.i64(0)).context("the test clock row is missing")?;
+        self.observe(now);
+        Ok(from_millis(now))
+    }
+
+    fn observe(&self, ms: i64) {
+        if let Some((test, _)) = &self.test {
+            let before = test.now().timestamp_millis();
+            let now = test.catch_up_to_millis(ms).timestamp_millis();
+            if now != before {
+                self.moved.send_replace(now);
+            }
+        }
+    }
+}
+
+async fn read(store: &EventStore) -> anyhow::Result<i64> {
+    let rows = store.query("SELECT now_ms FROM platform_clock WHERE id = 1", &[]).await?;
+    rows.first().and_then(|r| r.i64(0)).context("the test clock row is missing")
+}

@@ -1,0 +1,319 @@
+//! Events on the wire and in the log: protobuf `Event` payloads with `Metadata`, and the
+//! conversions between domain values and their protobuf form.
+use autodebit_domain::charge::{Charge, ChargeEvent};
+use autodebit_domain::contract::{ContractEvent, TerminationMode};
+use autodebit_domain::{ChargeId, ContractId, Currency, Cycle, MerchantId, Money, PayerId, clock::from_millis};
+use autodebit_eventstore::{NewEvent, RecordedEvent};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1 as pb;
+use prost::Message;
+
+/// Where an event came from: carried in its metadata so that a follower's effects can be
+/// traced to their cause.
+#[derive(Debug, Clone, Default)]
+pub struct Cause {
+    pub correlation_id: String,
+    pub causation_id: String,
+}
+
+impl Cause {
+    /// The cause of effects of `event`: same correlation, caused by that event.
+    pub fn of(event: &crate::Decoded) -> Self {
+        let correlation_id = if event.meta.correlation_id.is_empty() {
+            event.meta.event_id.clone()
+        } else {
+            event.meta.correlation_id.clone()
+        };
+        Cause { correlation_id, causation_id: event.meta.event_id.clone() }
+    }
+
+    /// The cause of a request's effects.
+    pub fn request(request_id: impl Into<String>) -> Self {
+        let id = request_id.into();
+        Cause { correlation_id: id.clone(), causation_id: id }
+    }
+}
+
+/// Encodes an event for the log, stamping metadata (ids, trace context, domain time).
+pub fn encode(event: pb::Event, cause: &Cause, occurred_at_ms: i64) -> NewEvent {
+    let event_id = uuid::Uuid::now_v7();
+    let meta = pb::Metadata {
+        event_id: event_id.to_string(),
+        correlation_id: if cause.correlation_id.is_empty() {
+            event_id.to_string()
+        } else {
+            cause.correlation_id.clone()
+        },
+        causation_id: cause.causation_id.clone(),
+        traceparent: crate::telemetry::current_traceparent().unwrap_or_default(),
+        occurred_at_ms,
+    };
+    NewEvent {
+        event_id,
+        event_type: event.type_name().to_string(),
+        payload: event.encode_to_vec(),
+        metadata: meta.encode_to_vec(),
+        recorded_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// Decodes a recorded event; `None` for bytes that are not an `Event`.
+pub fn decode(record: RecordedEvent) -> Option<crate::Decoded> {
+    let event = pb::Event::decode(record.payload.as_slice()).ok()?;
+    let meta = pb::Metadata::decode(record.metadata.as_slice()).unwrap_or_default();
+    let kind = event.kind?;
+    Some(crate::Decoded {
+        stream: record.stream,
+        version: record.version,
+        checkpoint: autodebit_eventstore::Checkpoint {
+            transaction_id: record.transaction_id,
+            position: record.position,
+        },
+        kind,
+        meta,
+    })
+}
+
+// === money, cycles ===
+
+pub fn money_to_pb(m: Money) -> pb::Money {
+    pb::Money { minor_units: m.minor_units(), currency: m.currency().to_string() }
+}
+
+/// Money from its protobuf form; the error names what is wrong.
+pub fn money_from_pb(m: Option<&pb::Money>) -> Result<Money, String> {
+    let m = m.ok_or_else(|| "is required".to_string())?;
+    let currency = Currency::parse(&m.currency).map_err(|e| format!("currency: {e}"))?;
+    Ok(Money::new(m.minor_units, currency))
+}
+
+pub fn cycle_to_pb(c: Cycle) -> pb::Cycle {
+    match c {
+        Cycle::Daily => pb::Cycle::Daily,
+        Cycle::Weekly => pb::Cycle::Weekly,
+        Cycle::Monthly => pb::Cycle::Monthly,
+        Cycle::Quarterly => pb::Cycle::Quarterly,
+        Cycle::Yearly => pb::Cycle::Yearly,
+    }
+}
+
+pub fn cycle_from_pb(raw: i32) -> Option<Cycle> {
+    match pb::Cycle::try_from(raw).ok()? {
+        pb::Cycle::Unspecified => None,
+        pb::Cycle::Daily => Some(Cycle::Daily),
+        pb::Cycle::Weekly => Some(Cycle::Weekly),
+        pb::Cycle::Monthly => Some(Cycle::Monthly),
+        pb::Cycle::Quarterly => Some(Cycle::Quarterly),
+        pb::Cycle::Yearly => Some(Cycle::Yearly),
+    }
+}
+
+pub fn termination_mode_to_pb(m: TerminationMode) -> pb::TerminationMode {
+    match m {
+        TerminationMode::Payer => pb::TerminationMode::Payer,
+        TerminationMode::Merchant => pb::TerminationMode::Merchant,
+        TerminationMode::CustomerService => pb::TerminationMode::CustomerService,
+        TerminationMode::Provider => pb::TerminationMode::Provider,
+    }
+}
+
+pub fn termination_mode_from_pb(raw: i32) -> Option<TerminationMode> {
+    match pb::TerminationMode::try_from(raw).ok()? {
+        pb::TerminationMode::Unspecified => None,
+        pb::TerminationMode::Payer => Some(TerminationMode::Payer),
+        pb::TerminationMode::Merchant => Some(TerminationMode::Merchant),
+        pb::TerminationMode::CustomerService => Some(TerminationMode::CustomerService),
+        pb::TerminationMode::Provider => Some(TerminationMode::Provider),
+    }
+}
+
+// === contract events ===
+
+pub fn contract_event_to_pb(e: &ContractEvent) -> pb::Event {
+    let kind = match e {
+        ContractEvent::Signed {
+            contract_id,
+            merchant_id,
+            payer_id,
+            amount_per_cycle,
+            cycle,
+            merchant_contract_code,
+            signed_at,
+        } => EventKind::ContractSigned(pb::ContractSigned {
+            contract_id: contract_id.to_string(),
+            merchant_id: merchant_id.to_string(),
+            payer_id: payer_id.to_string(),
+            amount_per_cycle: Some(money_to_pb(*amount_per_cycle)),
+            cycle: cycle_to_pb(*cycle) as i32,
+            signed_at_ms: signed_at.timestamp_millis(),
+            merchant_contract_code: merchant_contract_code.clone(),
+        }),
+        ContractEvent::Terminated { contract_id, mode, remark, terminated_at } => {
+            EventKind::ContractTerminated(pb::ContractTerminated {
+                contract_id: contract_id.to_string(),
+                mode: termination_mode_to_pb(*mode) as i32,
+                remark: remark.clone(),
+                terminated_at_ms: terminated_at.timestamp_millis(),
+            })
+        }
+    };
+    pb::Event { kind: Some(kind) }
+}
+
+/// The domain form of a contract event; `None` for other events or damaged ones.
+pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
+    match kind {
+        EventKind::ContractSigned(s) => Some(ContractEvent::Signed {
+            contract_id: ContractId::parse(&s.contract_id).ok()?,
+            merchant_id: MerchantId::parse(&s.merchant_id).ok()?,
+            payer_id: PayerId::parse(&s.payer_id).ok()?,
+            amount_per_cycle: money_from_pb(s.amount_per_cycle.as_ref()).ok()?,
+            cycle: cycle_from_pb(s.cycle)?,
+            merchant_contract_code: s.merchant_contract_code.clone(),
+            signed_at: from_millis(s.signed_at_ms),
+        }),
+        EventKind::ContractTerminated(t) => Some(ContractEvent::Terminated {
+            contract_id: ContractId::parse(&t.contract_id).ok()?,
+            mode: termination_mode_from_pb(t.mode)?,
+            remark: t.remark.clone(),
+            terminated_at: from_millis(t.terminated_at_ms),
+        }),
+        _ => None,
+    }
+}
+
+// === charge events ===
+
+/// The protobuf form of a charge event. Outcome events repeat the charge's contract, merchant
+/// and amount so that followers need no lookup; `charge` is the state the event applies to.
+pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb::Event> {
+    let kind = match e {
+        ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at } => {
+            EventKind::ChargeScheduled(pb::ChargeScheduled {
+                charge_id: charge_id.to_string(),
+                contract_id: contract_id.to_string(),
+                merchant_id: merchant_id.to_string(),
+                payer_id: payer_id.to_string(),
+                amount: Some(money_to_pb(*amount)),
+                period: *period,
+                due_at_ms: due_at.timestamp_millis(),
+            })
+        }
+        ChargeEvent::Succeeded { provider_transaction_id, at } => {
+            let c = charge?;
+            EventKind::ChargeSucceeded(pb::ChargeSucceeded {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                amount: Some(money_to_pb(c.amount)),
+                provider_transaction_id: provider_transaction_id.clone(),
+                succeeded_at_ms: at.timestamp_millis(),
+            })
+        }
+        ChargeEvent::Failed { provider_code, message, retryable, at } => {
+            let c = charge?;
+            EventKind::ChargeFailed(pb::ChargeFailed {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                amount: Some(money_to_pb(c.amount)),
+                provider_code: provider_code.clone(),
+                message: message.clone(),
+                retryable: *retryable,
+                failed_at_ms: at.timestamp_millis(),
+            })
+        }
+        ChargeEvent::Rejected { rule, detail, at } => {
+            let c = charge?;
+            EventKind::ChargeRejected(pb::ChargeRejected {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                rule: rule.clone(),
+                detail: detail.clone(),
+                rejected_at_ms: at.timestamp_millis(),
+            })
+        }
+    };
+    Some(pb::Event { kind: Some(kind) })
+}
+
+pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
+    match kind {
+        EventKind::ChargeScheduled(s) => Some(ChargeEvent::Scheduled {
+            charge_id: ChargeId::parse(&s.charge_id).ok()?,
+            contract_id: ContractId::parse(&s.contract_id).ok()?,
+            merchant_id: MerchantId::parse(&s.merchant_id).ok()?,
+            payer_id: PayerId::parse(&s.payer_id).ok()?,
+            amount: money_from_pb(s.amount.as_ref()).ok()?,
+            period: s.period,
+            due_at: from_millis(s.due_at_ms),
+        }),
+        EventKind::ChargeSucceeded(s) => Some(ChargeEvent::Succeeded {
+            provider_transaction_id: s.provider_transaction_id.clone(),
+            at: from_millis(s.succeeded_at_ms),
+        }),
+        EventKind::ChargeFailed(f) => Some(ChargeEvent::Failed {
+            provider_code: f.provider_code.clone(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+            at: from_millis(f.failed_at_ms),
+        }),
+        EventKind::ChargeRejected(r) => Some(ChargeEvent::Rejected {
+            rule: r.rule.clone(),
+            detail: r.detail.clone(),
+            at: from_millis(r.rejected_at_ms),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_events_round_trip() {
+        let e = ContractEvent::Signed {
+            contract_id: ContractId::generate(),
+            merchant_id: MerchantId::parse("m1").unwrap(),
+            payer_id: PayerId::parse("p1").unwrap(),
+            amount_per_cycle: Money::cny(1999),
+            cycle: Cycle::Quarterly,
+            merchant_contract_code: "c-9".into(),
+            signed_at: from_millis(1_700_000_000_000),
+        };
+        let pb = contract_event_to_pb(&e);
+        assert_eq!(contract_event_from_pb(pb.kind.as_ref().unwrap()), Some(e));
+    }
+
+    #[test]
+    fn encoded_events_decode_with_metadata() {
+        let e = contract_event_to_pb(&ContractEvent::Terminated {
+            contract_id: ContractId::generate(),
+            mode: TerminationMode::Merchant,
+            remark: "r".into(),
+            terminated_at: from_millis(5),
+        });
+        let cause = Cause { correlation_id: "corr".into(), causation_id: "cause".into() };
+        let new = encode(e.clone(), &cause, 77);
+        assert_eq!(new.event_type, "ContractTerminated");
+        let record = RecordedEvent {
+            position: 1,
+            transaction_id: 0,
+            stream: "s".into(),
+            version: 1,
+            event_type: new.event_type.clone(),
+            event_id: new.event_id,
+            payload: new.payload,
+            metadata: new.metadata,
+            recorded_at_ms: 0,
+        };
+        let d = decode(record).unwrap();
+        assert_eq!(Some(d.kind), e.kind);
+        assert_eq!(d.meta.correlation_id, "corr");
+        assert_eq!(d.meta.causation_id, "cause");
+        assert_eq!(d.meta.occurred_at_ms, 77);
+        assert_eq!(d.meta.event_id, new.event_id.to_string());
+    }
+}

@@ -1,0 +1,146 @@
+//! Log followers: read the global log from a stored checkpoint, act on the events a follower
+//! wants, and write the checkpoint in the same transaction as the effects, so each event takes
+//! effect exactly once. One holder of a follower's lease runs at a time across processes.
+use crate::Platform;
+use autodebit_eventstore::{Checkpoint, Tx};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1::Metadata;
+use std::future::Future;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How many events a follower takes per transaction.
+const BATCH: i64 = 1000;
+/// A follower that saw only events it ignores saves its place at most this often.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// An event from the log, decoded.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub stream: String,
+    pub version: u64,
+    pub checkpoint: Checkpoint,
+    pub kind: EventKind,
+    pub meta: Metadata,
+}
+
+/// One follower of the log.
+pub trait Processor: Send + Sync + 'static {
+    /// Work done before the transaction opens (e.g. calling a provider), so that slow I/O
+    /// never holds the database's write lock.
+    type Prepared: Send;
+
+    /// The consumer name its checkpoint and lease are kept under.
+    fn name(&self) -> &'static str;
+
+    /// Whether it acts on events like this one; others pass by.
+    fn wants(&self, kind: &EventKind) -> bool;
+
+    fn prepare(&self, events: &[Decoded]) -> impl Future<Output = anyhow::Result<Self::Prepared>> + Send;
+
+    fn apply(
+        &self,
+        tx: &mut Tx,
+        events: &[Decoded],
+        prepared: Self::Prepared,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Runs `processor` until shutdown.
+pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio::task::JoinHandle<()> {
+    let platform = platform.clone();
+    tokio::spawn(async move {
+        let name = processor.name();
+        let lease_name = format!("follower:{name}");
+        let lease = tokio::select! {
+            l = platform.store.acquire_lease(&lease_name) => l,
+            _ = platform.shutdown.wait() => return,
+        };
+        let _lease = match lease {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(follower = name, error = %e, "cannot take the follower's lease");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match follow(&platform, &processor).await {
+                Ok(()) => return,
+                Err(e) => {
+                    crate::metrics::add("autodebit_follower_errors_total", &[("follower", name)], 1);
+                    tracing::error!(follower = name, error = format!("{e:#}"), "follower failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = platform.shutdown.wait() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    })
+}
+
+async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> {
+    let store = &platform.store;
+    let name = p.name();
+    let mut saved = store.load_checkpoint(name).await?;
+    let mut at = saved;
+    let mut last_save = tokio::time::Instant::now();
+    let mut wake = store.watch_commits();
+    loop {
+        if platform.shutdown.is_triggered() {
+            return Ok(());
+        }
+        let batch = store.read_all(at, BATCH).await?;
+        let Some(last) = batch.last().map(|e| e.checkpoint()) else {
+            if at != saved && last_save.elapsed() >= IDLE_CHECKPOINT_EVERY {
+                let mut tx = store.begin().await?;
+                tx.save_checkpoint(name, at).await?;
+                tx.commit().await?;
+                saved = at;
+                last_save = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(store.poll_interval()) => {}
+                _ = platform.shutdown.wait() => return Ok(()),
+            }
+            continue;
+        };
+        let n = batch.len();
+        let wanted: Vec<Decoded> = batch
+            .into_iter()
+            .filter_map(|r| {
+                let position = r.position;
+                let d = crate::codec::decode(r);
+                if d.is_none() {
+                    tracing::error!(follower = name, position, "undecodable event skipped");
+                }
+                d
+            })
+            .filter(|d| p.wants(&d.kind))
+            .collect();
+        if !wanted.is_empty() {
+            let span = tracing::info_span!("follow", follower = name, events = wanted.len());
+            if let Some(tp) = wanted.iter().map(|d| d.meta.traceparent.as_str()).find(|t| !t.is_empty()) {
+                crate::telemetry::set_parent_from_traceparent(&span, tp);
+            }
+            async {
+                let prepared = p.prepare(&wanted).await?;
+                let mut tx = store.begin().await?;
+                p.apply(&mut tx, &wanted, prepared).await?;
+                tx.save_checkpoint(name, last).await?;
+                tx.commit().await?;
+                anyhow::Ok(())
+            }
+            .instrument(span)
+            .await?;
+            saved = last;
+            last_save = tokio::time::Instant::now();
+        }
+        at = last;
+        crate::metrics::add("autodebit_follower_events_total", &[("follower", name)], n as i64);
+        crate::metrics::set("autodebit_follower_position", &[("follower", name)], at.position);
+    }
+}

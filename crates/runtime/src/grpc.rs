@@ -1,0 +1,186 @@
+//! gRPC plumbing: one mapping from errors to status codes, the tracing layer, the admin
+//! (test clock) service, and a server with health checking and reflection.
+use crate::{Component, Platform};
+use autodebit_eventstore::StoreError;
+use autodebit_proto::admin::v1 as admin;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+// === status mapping ===
+
+/// A malformed request: the message starts with the field's name.
+pub fn invalid(field: &str, problem: impl Display) -> Status {
+    Status::invalid_argument(format!("{field}: {problem}"))
+}
+
+/// Store errors as callers should see them: a version conflict is `ABORTED` (read again and
+/// retry); a database failure is `INTERNAL`, with details only in the log.
+pub fn store_error(e: StoreError) -> Status {
+    match e {
+        StoreError::Conflict { .. } => Status::aborted(e.to_string()),
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        StoreError::Closed => Status::unavailable("the platform is shutting down"),
+        StoreError::Database(d) => {
+            tracing::error!(error = %d, "database error");
+            Status::internal("database error")
+        }
+    }
+}
+
+/// Any other failure inside a handler: logged, answered as `INTERNAL`.
+pub fn internal(e: impl Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error")
+}
+
+// === tracing layer ===
+
+/// Opens a span per call, continuing the caller's trace from its `traceparent` header.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceService<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for TraceService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let span = tracing::info_span!("grpc", rpc = %req.uri().path());
+        if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+            crate::telemetry::set_parent_from_traceparent(&span, tp);
+        }
+        let path = req.uri().path().to_string();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(
+            async move {
+                let res = fut.await;
+                let code = match &res {
+                    Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
+                    Err(e) => format!("transport: {e}"),
+                };
+                crate::metrics::add("autodebit_grpc_requests_total", &[("rpc", &path), ("code", &code)], 1);
+                tracing::debug!(code, micros = started.elapsed().as_micros() as u64, "rpc done");
+                res
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// A client interceptor that carries the current trace to the server.
+pub fn propagate_trace(mut req: Request<()>) -> Result<Request<()>, Status> {
+    if let Some(tp) = crate::telemetry::current_traceparent() {
+        if let Ok(v) = tp.parse() {
+            req.metadata_mut().insert("traceparent", v);
+        }
+    }
+    Ok(req)
+}
+
+// === admin service ===
+
+struct AdminApi {
+    platform: Platform,
+}
+
+#[tonic::async_trait]
+impl admin::admin_service_server::AdminService for AdminApi {
+    async fn advance_clock(
+        &self,
+        req: Request<admin::AdvanceClockRequest>,
+    ) -> Result<Response<admin::AdvanceClockResponse>, Status> {
+        let secs = req.into_inner().seconds;
+        if secs <= 0 {
+            return Err(invalid("seconds", "must be positive"));
+        }
+        let by = Duration::from_secs(secs as u64);
+        let now = self.platform.clock.advance(by).await.map_err(internal)?;
+        tracing::info!(seconds = secs, now = %now, "test clock advanced");
+        Ok(Response::new(admin::AdvanceClockResponse { now_ms: now.timestamp_millis() }))
+    }
+
+    async fn get_clock(&self, _: Request<admin::GetClockRequest>) -> Result<Response<admin::GetClockResponse>, Status> {
+        Ok(Response::new(admin::GetClockResponse {
+            now_ms: self.platform.clock.now_ms(),
+            test_clock: self.platform.clock.is_test(),
+        }))
+    }
+}
+
+// === server ===
+
+/// How long one call may take before it is answered `CANCELLED`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `components` on `listener` with health checking, reflection and (with a test clock)
+/// the admin service, until the platform shuts down.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    platform: &Platform,
+    components: Vec<Component>,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let mut router = axum::Router::new();
+    let names: Vec<&'static str> = components.iter().map(|c| c.grpc_name).collect();
+    for c in components {
+        reporter.set_service_status(c.grpc_name, tonic_health::ServingStatus::Serving).await;
+        router = router.merge(c.routes);
+    }
+    let mut routes = tonic::service::Routes::from(router)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    if platform.clock.is_test() {
+        routes = routes
+            .add_service(admin::admin_service_server::AdminServiceServer::new(AdminApi { platform: platform.clone() }));
+        reporter.set_service_status("autodebit.admin.v1.AdminService", tonic_health::ServingStatus::Serving).await;
+    }
+    let shutdown = platform.shutdown.clone();
+    tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .layer(TraceLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+            shutdown.wait().await;
+            for name in names {
+                reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+            }
+        })
+        .await?;
+    Ok(())
+}

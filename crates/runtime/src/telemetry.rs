@@ -1,0 +1,81 @@
+//! Logs and traces: `tracing` to stderr (text or JSON), OpenTelemetry spans exported over
+//! OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C trace context carried in gRPC
+//! metadata and in event metadata.
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::collections::HashMap;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Flushes exported spans when dropped.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the process-wide subscriber. Log level from `RUST_LOG` (default `info`).
+/// Call from inside the Tokio runtime.
+pub fn init(service_name: &str, format: LogFormat) -> TelemetryGuard {
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let mut export_error = None;
+    if let Some(endpoint) = &endpoint {
+        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => export_error = Some(format!("OTLP exporter for {endpoint}: {e}")),
+        }
+    }
+    // Without an exporter spans still get ids, so trace context flows through the log.
+    let provider = builder.build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("autodebit"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let result = match format {
+        LogFormat::Json => {
+            registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        }
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+    };
+    if result.is_ok() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    if let Some(e) = export_error {
+        tracing::warn!("{e}");
+    } else if let Some(endpoint) = endpoint {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+    }
+    TelemetryGuard { provider }
+}
+
+/// The current span's W3C `traceparent`, if it has a trace.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace named by a `traceparent` value.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    carrier.insert("traceparent".into(), traceparent.to_string());
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
