@@ -1,1 +1,47 @@
+//! The analytics service: read models of everything on the log, and questions answered from
+//! them. It owns no aggregates.
 
+mod api;
+mod processor;
+
+use autodebit_eventstore::Migration;
+use autodebit_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
+use autodebit_runtime::{Component, Platform, spawn_follower};
+
+pub const GRPC_NAME: &str = "autodebit.analytics.v1.AnalyticsService";
+
+const MIGRATIONS: &[Migration] = &[Migration::common(
+    1,
+    "CREATE TABLE analytics_contracts (
+        contract_id      TEXT   PRIMARY KEY,
+        merchant_id      TEXT   NOT NULL,
+        state            TEXT   NOT NULL,
+        signed_at_ms     BIGINT NOT NULL,
+        ended_at_ms      BIGINT NOT NULL
+    );
+    CREATE TABLE analytics_charges (
+        charge_id        TEXT   PRIMARY KEY,
+        contract_id      TEXT   NOT NULL,
+        merchant_id      TEXT   NOT NULL,
+        amount           BIGINT NOT NULL,
+        currency         TEXT   NOT NULL,
+        state            TEXT   NOT NULL,
+        code             TEXT   NOT NULL,
+        due_at_ms        BIGINT NOT NULL,
+        updated_at_ms    BIGINT NOT NULL
+    );
+    CREATE INDEX analytics_charges_state ON analytics_charges (state);
+    CREATE TABLE analytics_counters (
+        name             TEXT   PRIMARY KEY,
+        value            BIGINT NOT NULL
+    );",
+)];
+
+/// Starts the service: the projection follower and the gRPC routes.
+pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
+    platform.store.migrate("analytics", MIGRATIONS).await?;
+    spawn_follower(platform, processor::Projector);
+    let routes = tonic::service::Routes::new(AnalyticsServiceServer::new(api::AnalyticsApi::new(platform.clone())))
+        .into_axum_router();
+    Ok(Component { grpc_name: GRPC_NAME, routes })
+}

@@ -208,6 +208,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 amount: Some(money_to_pb(c.amount)),
                 provider_transaction_id: provider_transaction_id.clone(),
                 succeeded_at_ms: at.timestamp_millis(),
+                payer_id: c.payer_id.to_string(),
             })
         }
         ChargeEvent::Failed { provider_code, message, retryable, at } => {
@@ -221,6 +222,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 message: message.clone(),
                 retryable: *retryable,
                 failed_at_ms: at.timestamp_millis(),
+                payer_id: c.payer_id.to_string(),
             })
         }
         ChargeEvent::Rejected { rule, detail, at } => {
@@ -232,6 +234,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 rule: rule.clone(),
                 detail: detail.clone(),
                 rejected_at_ms: at.timestamp_millis(),
+                payer_id: c.payer_id.to_string(),
             })
         }
     };

@@ -1,0 +1,72 @@
+//! gRPC handlers of analytics.
+use autodebit_proto::analytics::v1::{self as pb, analytics_service_server::AnalyticsService};
+use autodebit_runtime::Platform;
+use autodebit_runtime::grpc::store_error;
+use tonic::{Request, Response, Status};
+
+pub struct AnalyticsApi {
+    platform: Platform,
+}
+
+impl AnalyticsApi {
+    pub fn new(platform: Platform) -> Self {
+        AnalyticsApi { platform }
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsApi {
+    async fn get_summary(&self, _: Request<pb::GetSummaryRequest>) -> Result<Response<pb::GetSummaryResponse>, Status> {
+        let store = &self.platform.store;
+        let mut out = pb::GetSummaryResponse::default();
+        let contracts = store
+            .query("SELECT state, COUNT(*) FROM analytics_contracts GROUP BY state", &[])
+            .await
+            .map_err(store_error)?;
+        for r in &contracts {
+            let n = r.i64(1).unwrap_or(0).max(0) as u64;
+            match r.text(0) {
+                Some("active") => out.contracts_active = n,
+                Some("terminated") => out.contracts_terminated = n,
+                _ => {}
+            }
+        }
+        let charges = store
+            .query("SELECT state, COUNT(*) FROM analytics_charges GROUP BY state", &[])
+            .await
+            .map_err(store_error)?;
+        for r in &charges {
+            let n = r.i64(1).unwrap_or(0).max(0) as u64;
+            // Every charge was scheduled first, whatever its outcome since.
+            out.charges_scheduled += n;
+            match r.text(0) {
+                Some("succeeded") => out.charges_succeeded = n,
+                Some("failed") => out.charges_failed = n,
+                Some("rejected") => out.charges_rejected = n,
+                _ => {}
+            }
+        }
+        let sums = store
+            .query(
+                "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM analytics_charges WHERE state = 'succeeded' GROUP BY currency",
+                &[],
+            )
+            .await
+            .map_err(store_error)?;
+        for r in &sums {
+            if let (Some(c), Some(v)) = (r.text(0), r.i64(1)) {
+                out.succeeded_minor_units_by_currency.insert(c.to_string(), v);
+            }
+        }
+        let counters = store.query("SELECT name, value FROM analytics_counters", &[]).await.map_err(store_error)?;
+        for r in &counters {
+            let n = r.i64(1).unwrap_or(0).max(0) as u64;
+            match r.text(0) {
+                Some("notices_recorded") => out.notices_recorded = n,
+                Some("events_projected") => out.events_projected = n,
+                _ => {}
+            }
+        }
+        Ok(Response::new(out))
+    }
+}

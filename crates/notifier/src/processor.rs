@@ -1,0 +1,152 @@
+//! Turns contract and charge events into notices for the payer.
+use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx, Value};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1::{self as pb, NoticeKind};
+use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::{Decoded, PlatformClock, Processor};
+
+/// The channel of this release: notices go to the process log.
+pub const LOG_CHANNEL: &str = "log";
+
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2c0b_51f4_8d7e_4a9b_a3c6_71e0_94d2_5f18);
+
+pub struct NoticeWriter {
+    clock: PlatformClock,
+}
+
+impl NoticeWriter {
+    pub fn new(clock: PlatformClock) -> Self {
+        NoticeWriter { clock }
+    }
+}
+
+fn money(m: Option<&pb::Money>) -> String {
+    codec::money_from_pb(m).map(|m| m.to_string()).unwrap_or_default()
+}
+
+fn cycle_zh(raw: i32) -> &'static str {
+    match pb::Cycle::try_from(raw).unwrap_or(pb::Cycle::Unspecified) {
+        pb::Cycle::Daily => "每日",
+        pb::Cycle::Weekly => "每周",
+        pb::Cycle::Monthly => "每月",
+        pb::Cycle::Quarterly => "每季度",
+        pb::Cycle::Yearly => "每年",
+        pb::Cycle::Unspecified => "每期",
+    }
+}
+
+/// The notice an event calls for: kind, recipient, contract, charge, text (Chinese, the
+/// payers' default language).
+fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)> {
+    Some(match kind {
+        EventKind::ContractSigned(s) => (
+            NoticeKind::ContractSigned,
+            s.payer_id.as_str(),
+            s.contract_id.as_str(),
+            "",
+            format!(
+                "您已开通自动扣费服务：{}扣款 {}。扣款前会提前通知您，您可随时解约。",
+                cycle_zh(s.cycle),
+                money(s.amount_per_cycle.as_ref())
+            ),
+        ),
+        EventKind::ContractTerminated(t) => (
+            NoticeKind::ContractTerminated,
+            "",
+            t.contract_id.as_str(),
+            "",
+            "您的自动扣费协议已解除，此后不会再扣款。".to_string(),
+        ),
+        EventKind::ChargeSucceeded(s) => (
+            NoticeKind::ChargeSucceeded,
+            s.payer_id.as_str(),
+            s.contract_id.as_str(),
+            s.charge_id.as_str(),
+            format!("本期自动扣款 {} 已成功。", money(s.amount.as_ref())),
+        ),
+        EventKind::ChargeFailed(f) => (
+            NoticeKind::ChargeFailed,
+            f.payer_id.as_str(),
+            f.contract_id.as_str(),
+            f.charge_id.as_str(),
+            format!("本期自动扣款 {} 未成功（{}）。", money(f.amount.as_ref()), f.provider_code),
+        ),
+        _ => return None,
+    })
+}
+
+impl Processor for NoticeWriter {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        "notifier.notices"
+    }
+
+    fn wants(&self, kind: &EventKind) -> bool {
+        notice_for(kind).is_some()
+    }
+
+    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut appends = Vec::with_capacity(events.len());
+        for d in events {
+            let Some((kind, recipient, contract_id, charge_id, text)) = notice_for(&d.kind) else { continue };
+            // One notice per causing event, whatever happens: its id derives from the event's.
+            let notice_id = format!("nt_{}", uuid::Uuid::new_v5(&NAMESPACE, d.meta.event_id.as_bytes()).simple());
+            // A termination names no payer: the contract's payer is the one its signing notice
+            // went to.
+            let recipient = if recipient.is_empty() {
+                let rows = tx
+                    .query(
+                        "SELECT recipient FROM notifier_notices WHERE contract_id = $1 AND kind = $2",
+                        &[Value::from(contract_id), Value::Int(NoticeKind::ContractSigned as i64)],
+                    )
+                    .await?;
+                rows.first().and_then(|r| r.text(0)).unwrap_or_default().to_string()
+            } else {
+                recipient.to_string()
+            };
+            tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
+            tx.execute(
+                "INSERT INTO notifier_notices (notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (notice_id) DO NOTHING",
+                &[
+                    Value::from(&notice_id),
+                    Value::Int(kind as i64),
+                    Value::from(LOG_CHANNEL),
+                    Value::from(&recipient),
+                    Value::from(contract_id),
+                    Value::from(charge_id),
+                    Value::from(&text),
+                    Value::Int(now),
+                ],
+            )
+            .await?;
+            let event = pb::Event {
+                kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
+                    notice_id: notice_id.clone(),
+                    kind: kind as i32,
+                    channel: LOG_CHANNEL.into(),
+                    recipient,
+                    contract_id: contract_id.into(),
+                    charge_id: charge_id.into(),
+                    text,
+                    recorded_at_ms: now,
+                })),
+            };
+            appends.push(StreamAppend {
+                stream: format!("notice-{notice_id}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![codec::encode(event, &Cause::of(d), now)],
+            });
+        }
+        if !appends.is_empty() {
+            tx.append_many(&appends).await?;
+        }
+        Ok(())
+    }
+}

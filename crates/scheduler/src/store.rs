@@ -1,0 +1,67 @@
+//! The scheduler's own table: one billing schedule per contract, which is also its due timer.
+use autodebit_domain::Cycle;
+use autodebit_eventstore::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration::common(
+    1,
+    "CREATE TABLE scheduler_schedules (
+        contract_id  TEXT   PRIMARY KEY,
+        merchant_id  TEXT   NOT NULL,
+        payer_id     TEXT   NOT NULL,
+        amount       BIGINT NOT NULL,
+        currency     TEXT   NOT NULL,
+        cycle        TEXT   NOT NULL,
+        anchor_ms    BIGINT NOT NULL,
+        next_period  BIGINT NOT NULL,
+        next_due_ms  BIGINT NOT NULL,
+        active       BIGINT NOT NULL
+    );
+    CREATE INDEX scheduler_schedules_due ON scheduler_schedules (active, next_due_ms);",
+)];
+
+pub const COLUMNS: &str =
+    "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms, active";
+
+pub fn cycle_from_str(s: &str) -> Option<Cycle> {
+    Some(match s {
+        "daily" => Cycle::Daily,
+        "weekly" => Cycle::Weekly,
+        "monthly" => Cycle::Monthly,
+        "quarterly" => Cycle::Quarterly,
+        "yearly" => Cycle::Yearly,
+        _ => return None,
+    })
+}
+
+/// A schedule row as read.
+#[derive(Debug, Clone)]
+pub struct ScheduleRow {
+    pub contract_id: String,
+    pub merchant_id: String,
+    pub payer_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub cycle: String,
+    pub anchor_ms: i64,
+    pub next_period: i64,
+    pub next_due_ms: i64,
+    pub active: bool,
+}
+
+impl ScheduleRow {
+    /// From a row selected with `COLUMNS`.
+    pub fn from_row(r: &autodebit_eventstore::Row) -> Option<Self> {
+        Some(ScheduleRow {
+            contract_id: r.text(0)?.to_string(),
+            merchant_id: r.text(1)?.to_string(),
+            payer_id: r.text(2)?.to_string(),
+            amount: r.i64(3)?,
+            currency: r.text(4)?.to_string(),
+            cycle: r.text(5)?.to_string(),
+            anchor_ms: r.i64(6)?,
+            next_period: r.i64(7)?,
+            next_due_ms: r.i64(8)?,
+            active: r.i64(9)? != 0,
+        })
+    }
+}
