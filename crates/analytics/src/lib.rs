@@ -41,7 +41,7 @@ const MIGRATIONS: &[Migration] = &[Migration::common(
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate("analytics", MIGRATIONS).await?;
     spawn_follower(platform, processor::Projector);
-    let routes = tonic::service::Routes::new(AnalyticsServiceServer::new(api::AnalyticsApi::new(platform.clone())))
-        .into_axum_router();
+    let routes =
+        autodebit_runtime::grpc::routes_for(AnalyticsServiceServer::new(api::AnalyticsApi::new(platform.clone())));
     Ok(Component { grpc_name: GRPC_NAME, routes })
 }

@@ -31,7 +31,6 @@ impl Default for ChargerConfig {
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
     let provider = Arc::new(Simulator::new(config.simulator.clone()));
     spawn_follower(platform, processor::ChargeExecutor::new(provider, platform.clock.clone(), config.concurrency));
-    let routes = tonic::service::Routes::new(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())))
-        .into_axum_router();
+    let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
     Ok(Component { grpc_name: GRPC_NAME, routes })
 }

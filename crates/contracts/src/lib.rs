@@ -14,7 +14,6 @@ pub const GRPC_NAME: &str = "autodebit.contracts.v1.ContractsService";
 /// Starts the service: its gRPC routes. It follows nothing on the log yet.
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     let app = Contracts::new(platform.clone());
-    let routes =
-        tonic::service::Routes::new(ContractsServiceServer::new(api::ContractsApi::new(app))).into_axum_router();
+    let routes = autodebit_runtime::grpc::routes_for(ContractsServiceServer::new(api::ContractsApi::new(app)));
     Ok(Component { grpc_name: GRPC_NAME, routes })
 }

@@ -9,7 +9,12 @@ pub fn postgres_admin_url() -> String {
 /// Creates an empty database and returns its URL. Panics with a clear message when
 /// PostgreSQL is not reachable: tests that need it fail, they never skip.
 pub async fn fresh_postgres_url() -> String {
-    let admin = postgres_admin_url();
+    fresh_postgres_database(&postgres_admin_url()).await
+}
+
+/// Creates an empty database on the server `admin` points at and returns its URL.
+pub async fn fresh_postgres_database(admin: &str) -> String {
+    let admin = admin.to_string();
     let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
         panic!(
             "this test needs PostgreSQL at {admin} (set AUTODEBIT_TEST_PG_URL to use another server; \

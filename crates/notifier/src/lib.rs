@@ -29,7 +29,7 @@ const MIGRATIONS: &[Migration] = &[Migration::common(
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate("notifier", MIGRATIONS).await?;
     spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone()));
-    let routes = tonic::service::Routes::new(NotifierServiceServer::new(api::NotifierApi::new(platform.clone())))
-        .into_axum_router();
+    let routes =
+        autodebit_runtime::grpc::routes_for(NotifierServiceServer::new(api::NotifierApi::new(platform.clone())));
     Ok(Component { grpc_name: GRPC_NAME, routes })
 }

@@ -184,3 +184,23 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// A gRPC service as a router that merges with others (tonic's own `Routes` each carry a
+/// fallback, and two fallbacks cannot merge).
+pub fn routes_for<S>(svc: S) -> axum::Router
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    use tower::ServiceExt;
+    axum::Router::new().route_service(
+        &format!("/{}/{{*rest}}", S::NAME),
+        svc.map_request(|req: http::Request<axum::body::Body>| req.map(tonic::body::Body::new)),
+    )
+}

@@ -29,9 +29,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the process-wide subscriber. Log level from `RUST_LOG` (default `info`).
+/// Installs the process-wide subscriber. Log level from `RUST_LOG`, else `default_level`.
 /// Call from inside the Tokio runtime.
-pub fn init(service_name: &str, format: LogFormat) -> TelemetryGuard {
+pub fn init(service_name: &str, format: LogFormat, default_level: &str) -> TelemetryGuard {
     let mut builder = SdkTracerProvider::builder()
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build());
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
@@ -45,7 +45,7 @@ pub fn init(service_name: &str, format: LogFormat) -> TelemetryGuard {
     // Without an exporter spans still get ids, so trace context flows through the log.
     let provider = builder.build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("autodebit"));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match format {
         LogFormat::Json => {

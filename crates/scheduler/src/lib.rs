@@ -16,7 +16,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate("scheduler", store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
     due::spawn(platform.clone());
-    let routes = tonic::service::Routes::new(SchedulerServiceServer::new(api::SchedulerApi::new(platform.clone())))
-        .into_axum_router();
+    let routes =
+        autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(platform.clone())));
     Ok(Component { grpc_name: GRPC_NAME, routes })
 }

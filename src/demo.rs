@@ -1,0 +1,194 @@
+//! `autodebit demo`: the platform in-process on a test clock, N contracts, D days.
+use crate::platform::{self, ListenArgs, PlatformArgs, Service};
+use anyhow::{Context, bail};
+use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
+use autodebit_proto::analytics::v1::{
+    GetSummaryRequest, GetSummaryResponse, analytics_service_client::AnalyticsServiceClient,
+};
+use autodebit_proto::contracts::v1::{SignContractRequest, contracts_service_client::ContractsServiceClient};
+use autodebit_proto::events::v1::{Cycle, Money};
+use autodebit_proto::scheduler::v1::{GetSchedulerStatusRequest, scheduler_service_client::SchedulerServiceClient};
+use clap::Args;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Contracts to sign.
+    #[arg(long, default_value_t = 1000)]
+    contracts: u32,
+    /// Days to advance the test clock, one day at a time.
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Run on this database instead of SQLite in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    simulator_seed: u64,
+    #[arg(long, default_value_t = 500)]
+    decline_basis_points: u32,
+    /// How long to wait for every charge to reach an outcome after the last day.
+    #[arg(long, default_value_t = 300)]
+    settle_timeout_secs: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    contracts_signed: u64,
+    charges_scheduled: u64,
+    charges_succeeded: u64,
+    charges_failed: u64,
+    charges_rejected: u64,
+    notices_recorded: u64,
+    events_appended: u64,
+    wall_seconds: f64,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("demo.db").display()));
+    let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
+    let options = PlatformArgs {
+        test_clock: true,
+        simulator_seed: args.simulator_seed,
+        decline_basis_points: args.decline_basis_points,
+    };
+    let running = platform::start(&url, &Service::all(), &listen, &options).await?;
+    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
+    let result = drive(&args, channel, &running.platform.store).await;
+    running.stop().await?;
+    let mut report = result?;
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    println!("{}", serde_json::to_string(&report)?);
+    let ended = report.charges_succeeded + report.charges_failed + report.charges_rejected;
+    if ended != report.charges_scheduled {
+        bail!(
+            "{} of {} scheduled charges reached no outcome",
+            report.charges_scheduled - ended,
+            report.charges_scheduled
+        );
+    }
+    Ok(())
+}
+
+async fn drive(args: &DemoArgs, channel: Channel, store: &autodebit_eventstore::EventStore) -> anyhow::Result<Report> {
+    let contracts = ContractsServiceClient::new(channel.clone());
+    let mut scheduler = SchedulerServiceClient::new(channel.clone());
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let mut analytics = AnalyticsServiceClient::new(channel);
+
+    let pb = bar(u64::from(args.contracts), "signing");
+    let signed = futures::stream::iter(0..args.contracts)
+        .map(|i| {
+            let mut client = contracts.clone();
+            async move {
+                client
+                    .sign_contract(SignContractRequest {
+                        merchant_id: format!("demo-merchant-{}", i % 10),
+                        payer_id: format!("payer-{i}"),
+                        amount_per_cycle: Some(Money {
+                            minor_units: 990 + i64::from(i % 50) * 100,
+                            currency: "CNY".into(),
+                        }),
+                        cycle: Cycle::Monthly as i32,
+                        idempotency_key: format!("demo-{i}"),
+                        merchant_contract_code: format!("D{i:08}"),
+                    })
+                    .await
+            }
+        })
+        .buffer_unordered(64)
+        .inspect(|_| pb.inc(1))
+        .fold(
+            Ok(0u64),
+            |acc: anyhow::Result<u64>, r| async move { Ok(acc? + r.map(|_| 1).context("signing a contract")?) },
+        )
+        .await?;
+    pb.finish_and_clear();
+
+    // Every contract has its schedule before time moves.
+    wait_for("schedules", Duration::from_secs(120), || {
+        let mut s = scheduler.clone();
+        async move {
+            Ok(s.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().active_schedules >= signed)
+        }
+    })
+    .await?;
+
+    let pb = bar(u64::from(args.days), "days");
+    for _ in 0..args.days {
+        admin.advance_clock(AdvanceClockRequest { seconds: 86_400 }).await?;
+        // Let each day's charges be issued before the next, as a real day would.
+        wait_for("due charges", Duration::from_secs(120), || {
+            let mut s = scheduler.clone();
+            async move { Ok(s.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().due_timers == 0) }
+        })
+        .await?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    // Settled: nothing due, every event projected, twice in a row.
+    let deadline = Instant::now() + Duration::from_secs(args.settle_timeout_secs);
+    let mut stable = 0;
+    let mut summary: GetSummaryResponse;
+    loop {
+        let due = scheduler.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().due_timers;
+        summary = analytics.get_summary(GetSummaryRequest {}).await?.into_inner();
+        let events = store.count().await? as u64;
+        let ended = summary.charges_succeeded + summary.charges_failed + summary.charges_rejected;
+        if due == 0 && summary.events_projected == events && ended == summary.charges_scheduled {
+            stable += 1;
+            if stable == 2 {
+                break;
+            }
+        } else {
+            stable = 0;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Report {
+        contracts_signed: signed,
+        charges_scheduled: summary.charges_scheduled,
+        charges_succeeded: summary.charges_succeeded,
+        charges_failed: summary.charges_failed,
+        charges_rejected: summary.charges_rejected,
+        notices_recorded: summary.notices_recorded,
+        events_appended: store.count().await? as u64,
+        wall_seconds: 0.0,
+    })
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

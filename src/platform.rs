@@ -1,0 +1,151 @@
+//! Starting the platform: the store, the clock, the chosen services and their listeners.
+use autodebit_charger::{ChargerConfig, SimulatorConfig};
+use autodebit_eventstore::{EventStore, StoreOptions};
+use autodebit_runtime::{Component, Platform, PlatformClock, Shutdown};
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Contracts,
+    Scheduler,
+    Charger,
+    Notifier,
+    Analytics,
+}
+
+impl Service {
+    pub fn all() -> [Service; 5] {
+        [Service::Contracts, Service::Scheduler, Service::Charger, Service::Notifier, Service::Analytics]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Service::Contracts => "contracts",
+            Service::Scheduler => "scheduler",
+            Service::Charger => "charger",
+            Service::Notifier => "notifier",
+            Service::Analytics => "analytics",
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ListenArgs {
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address: health, readiness, metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PlatformArgs {
+    /// Run on a test clock kept in the database, moved by the admin AdvanceClock RPC.
+    #[arg(long)]
+    pub test_clock: bool,
+    /// Seed of the simulator provider.
+    #[arg(long, default_value_t = 1)]
+    pub simulator_seed: u64,
+    /// Simulator declines per 10,000 charges.
+    #[arg(long, default_value_t = 500)]
+    pub decline_basis_points: u32,
+}
+
+impl PlatformArgs {
+    pub fn charger(&self) -> ChargerConfig {
+        ChargerConfig {
+            simulator: SimulatorConfig {
+                seed: self.simulator_seed,
+                decline_basis_points: self.decline_basis_points,
+                ..SimulatorConfig::default()
+            },
+            ..ChargerConfig::default()
+        }
+    }
+}
+
+/// A started platform.
+pub struct Running {
+    pub platform: Platform,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Stops everything and waits for the listeners to close.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.platform.shutdown.trigger();
+        self.wait().await
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+pub async fn start(
+    url: &str,
+    services: &[Service],
+    listen: &ListenArgs,
+    options: &PlatformArgs,
+) -> anyhow::Result<Running> {
+    let store = EventStore::open(StoreOptions::new(url)).await?;
+    let shutdown = Shutdown::new();
+    let clock =
+        if options.test_clock { PlatformClock::test(&store, &shutdown).await? } else { PlatformClock::system() };
+    let platform = Platform { store, clock, shutdown };
+    let mut components: Vec<Component> = Vec::new();
+    for s in services {
+        components.push(match s {
+            Service::Contracts => autodebit_contracts::start(&platform).await?,
+            Service::Scheduler => autodebit_scheduler::start(&platform).await?,
+            Service::Charger => autodebit_charger::start(&platform, options.charger()).await?,
+            Service::Notifier => autodebit_notifier::start(&platform).await?,
+            Service::Analytics => autodebit_analytics::start(&platform).await?,
+        });
+    }
+    let grpc = tokio::net::TcpListener::bind(listen.grpc_addr).await?;
+    let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
+    let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
+    let tasks = vec![
+        tokio::spawn({
+            let p = platform.clone();
+            async move { autodebit_runtime::grpc::serve(grpc, &p, components).await }
+        }),
+        tokio::spawn({
+            let p = platform.clone();
+            async move { autodebit_runtime::http::serve(http, &p, Default::default()).await }
+        }),
+    ];
+    Ok(Running { platform, grpc_addr, http_addr, tasks })
+}
+
+/// `run` and `serve`: start, say where we listen, serve until SIGTERM.
+pub async fn run_until_stopped(
+    url: &str,
+    services: &[Service],
+    listen: ListenArgs,
+    options: PlatformArgs,
+) -> anyhow::Result<()> {
+    let running = start(url, services, &listen, &options).await?;
+    running.platform.shutdown.listen_for_signals();
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    println!("autodebit listening grpc={} http={} services={}", running.grpc_addr, running.http_addr, names.join(","));
+    tracing::info!(
+        grpc = %running.grpc_addr,
+        http = %running.http_addr,
+        services = names.join(","),
+        test_clock = options.test_clock,
+        "autodebit started"
+    );
+    running.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
