@@ -67,6 +67,9 @@ impl PlatformArgs {
     }
 }
 
+/// How long in-flight calls may run on after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A started platform.
 pub struct Running {
     pub platform: Platform,
@@ -82,11 +85,20 @@ impl Running {
         self.wait().await
     }
 
+    /// Waits for the listeners to close. Once shutdown is triggered, in-flight calls get
+    /// `SHUTDOWN_GRACE` to finish; connections that clients keep open past that are dropped.
     pub async fn wait(self) -> anyhow::Result<()> {
-        for t in self.tasks {
-            t.await??;
-        }
-        Ok(())
+        let shutdown = self.platform.shutdown.clone();
+        let all = futures::future::try_join_all(self.tasks);
+        tokio::pin!(all);
+        let results = tokio::select! {
+            r = &mut all => r?,
+            _ = async { shutdown.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown; closing them");
+                return Ok(());
+            }
+        };
+        results.into_iter().collect()
     }
 }
 

@@ -1,0 +1,257 @@
+//! `autodebit run`: all five services in one process on SQLite, driven over gRPC and HTTP.
+mod scenario;
+mod support;
+
+use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest, admin_service_client::AdminServiceClient};
+use autodebit_proto::contracts::v1::{
+    ContractState, GetContractRequest, TerminateContractRequest, contracts_service_client::ContractsServiceClient,
+};
+use autodebit_proto::events::v1::{Money, TerminationMode};
+use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
+use scenario::{Endpoints, sign_request};
+use support::{Process, eventually, http_get};
+use tonic::Code;
+
+fn run(dir: &std::path::Path, extra: &[&str]) -> Process {
+    let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--decline-basis-points", "0"];
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
+#[tokio::test]
+async fn sign_advance_one_cycle_charge_succeeds_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = run(dir.path(), &["--test-clock"]);
+    let ch = p.channel().await;
+    let e = Endpoints {
+        contracts: ch.clone(),
+        scheduler: ch.clone(),
+        charger: ch.clone(),
+        notifier: ch.clone(),
+        analytics: ch,
+    };
+    scenario::sign_advance_charge(&e).await;
+}
+
+#[tokio::test]
+async fn bad_input_unknown_ids_and_version_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = run(dir.path(), &["--test-clock"]);
+    let mut c = ContractsServiceClient::new(p.channel().await);
+
+    let cases: Vec<(autodebit_proto::contracts::v1::SignContractRequest, &str)> = vec![
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.merchant_id = String::new();
+                r
+            },
+            "merchant_id",
+        ),
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.payer_id = "has space".into();
+                r
+            },
+            "payer_id",
+        ),
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.amount_per_cycle = None;
+                r
+            },
+            "amount_per_cycle",
+        ),
+        (sign_request("p1", 0), "amount_per_cycle.minor_units"),
+        (sign_request("p1", 5_000_001), "amount_per_cycle.minor_units"),
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.amount_per_cycle = Some(Money { minor_units: 100, currency: "yuan".into() });
+                r
+            },
+            "amount_per_cycle",
+        ),
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.cycle = 0;
+                r
+            },
+            "cycle",
+        ),
+        (
+            {
+                let mut r = sign_request("p1", 100);
+                r.cycle = 99;
+                r
+            },
+            "cycle",
+        ),
+    ];
+    for (req, field) in cases {
+        let err = c.sign_contract(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().starts_with(field), "message {:?} names {field}", err.message());
+    }
+    // The 50,000 CNY cap itself is allowed.
+    c.sign_contract(sign_request("p1", 5_000_000)).await.unwrap();
+
+    let err = c.get_contract(GetContractRequest { contract_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("contract_id"));
+    let unknown = "ct_00000000000000000000000000000000".to_string();
+    let err = c.get_contract(GetContractRequest { contract_id: unknown.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .terminate_contract(TerminateContractRequest {
+            contract_id: unknown,
+            mode: TerminationMode::Payer as i32,
+            remark: String::new(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let signed = c.sign_contract(sign_request("p2", 100)).await.unwrap().into_inner().contract.unwrap();
+    assert_eq!(signed.version, 1);
+    let terminate = |expected_version, mode| TerminateContractRequest {
+        contract_id: signed.contract_id.clone(),
+        mode,
+        remark: "user asked".into(),
+        expected_version,
+    };
+    let err = c.terminate_contract(terminate(Some(1), 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("mode"));
+    let err = c.terminate_contract(terminate(Some(7), TerminationMode::Payer as i32)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "a stale expected_version is a conflict");
+    // Nothing was half-written by the refused calls.
+    let still =
+        c.get_contract(GetContractRequest { contract_id: signed.contract_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(still.contract.unwrap().state, ContractState::Active as i32);
+
+    let done = c.terminate_contract(terminate(Some(1), TerminationMode::Payer as i32)).await.unwrap().into_inner();
+    let done = done.contract.unwrap();
+    assert_eq!(done.state, ContractState::Terminated as i32);
+    assert_eq!(done.version, 2);
+    assert_eq!(done.termination_remark, "user asked");
+    let err = c.terminate_contract(terminate(None, TerminationMode::Merchant as i32)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "termination is final");
+
+    let mut admin = AdminServiceClient::new(p.channel().await);
+    let err = admin.advance_clock(AdvanceClockRequest { seconds: 0 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("seconds"));
+}
+
+#[tokio::test]
+async fn idempotent_signing_and_termination_stops_billing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = run(dir.path(), &["--test-clock"]);
+    let ch = p.channel().await;
+    let mut c = ContractsServiceClient::new(ch.clone());
+    let mut req = sign_request("p-idem", 990);
+    req.idempotency_key = "order-42".into();
+    let a = c.sign_contract(req.clone()).await.unwrap().into_inner().contract.unwrap();
+    let b = c.sign_contract(req.clone()).await.unwrap().into_inner().contract.unwrap();
+    assert_eq!(a.contract_id, b.contract_id, "a repeated request returns the original contract");
+    let mut different = req.clone();
+    different.amount_per_cycle = Some(Money { minor_units: 991, currency: "CNY".into() });
+    assert_eq!(c.sign_contract(different).await.unwrap_err().code(), Code::AlreadyExists);
+
+    let mut s = SchedulerServiceClient::new(ch.clone());
+    eventually("the schedule", 30, || {
+        let mut s = s.clone();
+        let id = a.contract_id.clone();
+        async move { s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok() }
+    })
+    .await;
+    c.terminate_contract(TerminateContractRequest {
+        contract_id: a.contract_id.clone(),
+        mode: TerminationMode::Merchant as i32,
+        remark: String::new(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+    eventually("the schedule to stop", 30, || {
+        let mut s = s.clone();
+        let id = a.contract_id.clone();
+        async move {
+            let sch = s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?.into_inner().schedule?;
+            (!sch.active).then_some(())
+        }
+    })
+    .await;
+    let mut admin = AdminServiceClient::new(ch.clone());
+    admin.advance_clock(AdvanceClockRequest { seconds: 90 * 86_400 }).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sch = s.get_schedule(GetScheduleRequest { contract_id: a.contract_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(sch.schedule.unwrap().next_period, 1, "a terminated contract is never charged");
+}
+
+#[tokio::test]
+async fn health_reflection_http_and_restart() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = run(dir.path(), &[]);
+    let ch = p.channel().await;
+
+    let mut health = HealthClient::new(ch.clone());
+    for svc in [
+        "",
+        "autodebit.contracts.v1.ContractsService",
+        "autodebit.scheduler.v1.SchedulerService",
+        "autodebit.charger.v1.ChargerService",
+        "autodebit.notifier.v1.NotifierService",
+        "autodebit.analytics.v1.AnalyticsService",
+    ] {
+        let r = health.check(HealthCheckRequest { service: svc.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{svc}");
+    }
+
+    // What `grpcurl list` asks.
+    let mut reflection = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in ["contracts", "scheduler", "charger", "notifier", "analytics"] {
+        let full = format!("autodebit.{svc}.v1.{}Service", svc[..1].to_uppercase() + &svc[1..]);
+        assert!(names.contains(&full), "{full} not in {names:?}");
+    }
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()));
+
+    // Without --test-clock the clock cannot be moved.
+    let mut admin = AdminServiceClient::new(ch.clone());
+    assert_eq!(admin.get_clock(GetClockRequest {}).await.unwrap_err().code(), Code::Unimplemented);
+
+    assert_eq!(http_get(p.http, "/healthz").0, 200);
+    assert_eq!(http_get(p.http, "/readyz").0, 200);
+    let mut c = ContractsServiceClient::new(ch);
+    let signed = c.sign_contract(sign_request("p-restart", 100)).await.unwrap().into_inner().contract.unwrap();
+    let (status, metrics) = http_get(p.http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("autodebit_grpc_requests_total"), "{metrics}");
+
+    // SIGTERM stops it cleanly; a restart on the same directory keeps the contract.
+    drop((c, admin, reflection, health));
+    assert!(p.terminate().success());
+    let p = run(dir.path(), &[]);
+    let mut c = ContractsServiceClient::new(p.channel().await);
+    let again =
+        c.get_contract(GetContractRequest { contract_id: signed.contract_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(again.contract.unwrap().payer_id, "p-restart");
+}
