@@ -33,6 +33,9 @@ pub struct AppendArgs {
     /// Events per batch (one transaction).
     #[arg(long, default_value_t = 1_000)]
     batch: usize,
+    /// Batches in flight at once, in the batched run and in the raw run alike.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
     /// Commands in the one-event-per-command run.
     #[arg(long, default_value_t = 50_000)]
     commands: usize,
@@ -92,6 +95,7 @@ struct AppendReport {
     backend: &'static str,
     events: usize,
     batch: usize,
+    concurrency: usize,
     payload_bytes: usize,
     commands: usize,
     writers: usize,
@@ -116,21 +120,21 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
 
     // Raw ceiling first, on a cold table like the store's.
     let raw = raw::prepare(&store).await?;
-    let raw_batches = batches(a.events, a.batch, "raw");
-    let t = Instant::now();
-    for b in &raw_batches {
-        raw::insert(&raw, b).await?;
-        progress.inc(b.iter().map(|s| s.events.len() as u64).sum());
-    }
-    let raw_rps = a.events as f64 / t.elapsed().as_secs_f64();
-
-    let ev_batches = batches(a.events, a.batch, "bench");
-    let t = Instant::now();
-    for b in &ev_batches {
-        store.append_many(b).await?;
-        progress.inc(b.iter().map(|s| s.events.len() as u64).sum());
-    }
-    let eps = a.events as f64 / t.elapsed().as_secs_f64();
+    let raw = std::sync::Arc::new(raw);
+    let raw_rps = timed_batches(batches(a.events, a.batch, "raw"), a.concurrency, &progress, move |b| {
+        let raw = raw.clone();
+        async move { raw::insert(&raw, &b).await }
+    })
+    .await?;
+    let writer = store.clone();
+    let eps = timed_batches(batches(a.events, a.batch, "bench"), a.concurrency, &progress, move |b| {
+        let store = writer.clone();
+        async move {
+            store.append_many(&b).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
 
     let t = Instant::now();
     let per_writer = a.commands.div_ceil(a.writers.max(1));
@@ -159,6 +163,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
         },
         events: a.events,
         batch: a.batch,
+        concurrency: a.concurrency.max(1),
         payload_bytes: PAYLOAD,
         commands: per_writer * a.writers.max(1),
         writers: a.writers.max(1),
@@ -173,6 +178,32 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Runs `write` over `batches` with `concurrency` in flight; returns events per second.
+async fn timed_batches<F, Fut>(
+    batches: Vec<Vec<StreamAppend>>,
+    concurrency: usize,
+    progress: &ProgressBar,
+    write: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(Vec<StreamAppend>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let total: usize = batches.iter().flatten().map(|s| s.events.len()).sum();
+    let t = Instant::now();
+    let mut runs = futures::stream::iter(batches.into_iter().map(|b| {
+        let n = b.iter().map(|s| s.events.len() as u64).sum::<u64>();
+        let fut = tokio::spawn(write(b));
+        async move { fut.await.map_err(anyhow::Error::from)?.map(|_| n) }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some(n) = runs.next().await {
+        progress.inc(n?);
+    }
+    Ok(total as f64 / t.elapsed().as_secs_f64())
 }
 
 /// The bare database: the same rows, a plain multi-row INSERT, no version checks or indexes
