@@ -179,7 +179,7 @@ impl EventStore {
     pub async fn open(opts: StoreOptions) -> Result<Self> {
         let (commits, _) = watch::channel(0u64);
         let backend = if opts.url.starts_with("sqlite:") {
-            Backend::Sqlite(sqlite::Sqlite::open(&opts.url, opts.max_connections).await?)
+            Backend::Sqlite(sqlite::Sqlite::open(&opts.url, opts.max_connections, commits.subscribe()).await?)
         } else if opts.url.starts_with("postgres:") || opts.url.starts_with("postgresql:") {
             Backend::Postgres(postgres::Postgres::open(&opts.url, opts.max_connections, commits.clone()).await?)
         } else {

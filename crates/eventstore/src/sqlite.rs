@@ -50,7 +50,7 @@ pub(crate) struct Sqlite {
 }
 
 impl Sqlite {
-    pub(crate) async fn open(url: &str, max_readers: u32) -> Result<Self> {
+    pub(crate) async fn open(url: &str, max_readers: u32, commits: tokio::sync::watch::Receiver<u64>) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -60,16 +60,20 @@ impl Sqlite {
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
-            // Checkpoint the WAL every ~64 MiB instead of every 4 MiB: fewer fsyncs under load.
-            .pragma("wal_autocheckpoint", "16384");
+            // Keep the WAL file from staying large after a burst.
+            .pragma("journal_size_limit", "67108864");
+        // The writer never checkpoints: copying the WAL into the database happens on a
+        // connection of its own, beside the writer rather than inside its commits.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(300))
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
+        let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        spawn_checkpointer(checkpointer, commits);
         let readers = SqlitePoolOptions::new()
             .max_connections(max_readers.max(2))
             .acquire_timeout(Duration::from_secs(60))
@@ -137,6 +141,26 @@ impl Sqlite {
         let mut conn = self.readers.acquire().await?;
         fetch(&mut conn, sql, params).await
     }
+}
+
+/// Checkpoints the WAL passively (never blocking the writer or readers) while the store is
+/// open, whenever something was committed since the last time.
+fn spawn_checkpointer(pool: SqlitePool, mut commits: tokio::sync::watch::Receiver<u64>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match commits.has_changed() {
+                Err(_) => return,
+                Ok(false) => continue,
+                Ok(true) => {
+                    commits.borrow_and_update();
+                }
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    });
 }
 
 fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<RecordedEvent> {
