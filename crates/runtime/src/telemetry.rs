@@ -79,3 +79,27 @@ pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
     let cx = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(cx);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn trace_context_flows_from_a_caller_into_event_metadata() {
+        let _guard = init("test", LogFormat::Text, "info");
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let span = tracing::info_span!("grpc");
+        set_parent_from_traceparent(&span, incoming);
+        let _entered = span.enter();
+        let event = crate::codec::encode(
+            autodebit_proto::events::v1::Event { kind: None },
+            &crate::codec::Cause::default(),
+            0,
+        );
+        let meta = <autodebit_proto::events::v1::Metadata as prost::Message>::decode(event.metadata.as_slice()).unwrap();
+        let parts: Vec<&str> = meta.traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{:?}", meta.traceparent);
+        assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace as the caller");
+        assert_ne!(parts[2], "00f067aa0ba902b7", "a span of our own within it");
+    }
+}
