@@ -87,7 +87,8 @@ impl Contracts {
                 let same = existing.merchant_id == req.merchant_id
                     && existing.payer_id == req.payer_id
                     && existing.amount_per_cycle == req.amount_per_cycle
-                    && existing.cycle == req.cycle;
+                    && existing.cycle == req.cycle
+                    && existing.merchant_contract_code == req.merchant_contract_code;
                 return if same { Ok((existing, state, version)) } else { Err(AppError::IdempotencyMismatch) };
             }
             Err(e) => return Err(e),

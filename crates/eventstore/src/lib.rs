@@ -105,6 +105,13 @@ pub enum StoreError {
     Invalid(String),
     #[error("the event store is shut down")]
     Closed,
+    /// The group-commit transaction this append shared failed (the database failed, or its
+    /// commit's outcome is unknown); the append may or may not have been written.
+    #[error("append failed with its batch: {0}")]
+    Batch(String),
+    /// Another runner of this consumer moved its checkpoint: this runner has lost its lease.
+    #[error("consumer {0}'s checkpoint was moved by another runner")]
+    CheckpointMoved(String),
 }
 
 impl StoreError {
@@ -196,6 +203,9 @@ impl EventStore {
         writer::spawn(backend.clone(), commits.clone(), jobs, writers, opts.group_commit_max.max(1));
         let store = EventStore { inner: Arc::new(Inner { backend, commits, appender }) };
         store.migrate("eventstore", store.own_migrations()).await?;
+        if let Backend::Postgres(b) = &store.inner.backend {
+            b.check_checkpoints_behind_xids().await?;
+        }
         Ok(store)
     }
 
@@ -378,23 +388,58 @@ impl Tx {
     /// Appends to several streams; the first version conflict fails the call (and the
     /// transaction should then be dropped).
     pub async fn append_many(&mut self, appends: &[StreamAppend]) -> Result<Vec<AppendOutcome>> {
-        let outcomes = match &mut self.inner {
-            TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends).await?,
-            TxInner::Postgres(tx) => postgres::write_batch(tx, appends).await?,
-        };
-        self.appended = true;
-        outcomes.into_iter().collect()
+        self.write(appends, true).await?.into_iter().collect()
     }
 
-    /// Records that `consumer` has taken in everything up to `at`.
-    pub async fn save_checkpoint(&mut self, consumer: &str, at: Checkpoint) -> Result<()> {
-        self.execute(
-            "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position",
-            &[consumer.into(), Value::Int(at.transaction_id as i64), Value::Int(at.position)],
-        )
-        .await?;
-        Ok(())
+    /// Appends every append whose expected version holds and answers each on its own; a
+    /// conflicting append is skipped, the others are written.
+    pub async fn append_each(&mut self, appends: &[StreamAppend]) -> Result<Vec<Result<AppendOutcome>>> {
+        self.write(appends, false).await
+    }
+
+    async fn write(&mut self, appends: &[StreamAppend], all_or_nothing: bool) -> Result<Vec<Result<AppendOutcome>>> {
+        let outcomes = match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends, all_or_nothing).await?,
+            TxInner::Postgres(tx) => postgres::write_batch(tx, appends, all_or_nothing).await?,
+        };
+        self.appended = true;
+        Ok(outcomes)
+    }
+
+    /// Records that `consumer` has taken in everything up to `at`, moving it from `from` (the
+    /// checkpoint it loaded or last saved). If another runner moved it meanwhile, this fails
+    /// with `CheckpointMoved`, and the transaction must be dropped: its effects are someone
+    /// else's to make. So even two runners of one consumer apply each event once.
+    pub async fn save_checkpoint(&mut self, consumer: &str, from: Checkpoint, at: Checkpoint) -> Result<()> {
+        let moved = self
+            .execute(
+                "UPDATE consumer_checkpoints SET transaction_id = $1, position = $2 \
+                 WHERE consumer = $3 AND transaction_id = $4 AND position = $5",
+                &[
+                    Value::Int(at.transaction_id as i64),
+                    Value::Int(at.position),
+                    consumer.into(),
+                    Value::Int(from.transaction_id as i64),
+                    Value::Int(from.position),
+                ],
+            )
+            .await?;
+        if moved == 1 {
+            return Ok(());
+        }
+        if from == Checkpoint::default() {
+            let created = self
+                .execute(
+                    "INSERT INTO consumer_checkpoints (consumer, transaction_id, position) VALUES ($1, $2, $3) \
+                     ON CONFLICT (consumer) DO NOTHING",
+                    &[consumer.into(), Value::Int(at.transaction_id as i64), Value::Int(at.position)],
+                )
+                .await?;
+            if created == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::CheckpointMoved(consumer.to_string()))
     }
 
     /// Executes one statement; returns the rows it affected.
@@ -421,6 +466,19 @@ impl Tx {
             self.commits.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(())
+    }
+}
+
+/// Whether an error means "another writer got there first", so the appends are worth
+/// retrying one by one, as opposed to a failure of the database itself.
+pub(crate) fn is_contention(e: &StoreError) -> bool {
+    match e {
+        StoreError::Conflict { .. } => true,
+        StoreError::Database(sqlx::Error::Database(d)) => {
+            // unique violation, serialization failure, deadlock
+            matches!(d.code().as_deref(), Some("23505" | "40001" | "40P01"))
+        }
+        _ => false,
     }
 }
 

@@ -145,6 +145,26 @@ impl Postgres {
         Ok(())
     }
 
+    /// Checkpoints hold transaction ids. After a logical dump and restore into another cluster
+    /// new transactions get lower ids than the checkpoints, and followers would wait forever:
+    /// refuse to start instead. (Physical copies and pg_upgrade keep ids and are safe.)
+    pub(crate) async fn check_checkpoints_behind_xids(&self) -> Result<()> {
+        let ahead: Vec<String> = sqlx::query_scalar(
+            "SELECT consumer FROM consumer_checkpoints
+             WHERE transaction_id > pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Invalid(format!(
+            "checkpoints of {} are ahead of this cluster's transaction ids; the log was restored logically \
+             into another cluster. Reset those consumers' checkpoints (and their projections) before starting",
+            ahead.join(", ")
+        )))
+    }
+
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }
@@ -210,6 +230,7 @@ fn decode_event(r: &sqlx::postgres::PgRow) -> Result<RecordedEvent> {
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     appends: &[StreamAppend],
+    all_or_nothing: bool,
 ) -> Result<Vec<Result<AppendOutcome>>> {
     let mut streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
     streams.sort_unstable();
@@ -223,7 +244,12 @@ pub(crate) async fn write_batch(
     .fetch_all(&mut *conn)
     .await?;
     let mut current: HashMap<String, u64> = found.into_iter().filter_map(|(s, v)| v.map(|v| (s, v as u64))).collect();
-    let outcomes = assign_versions(appends, &mut current);
+    let mut outcomes = assign_versions(appends, &mut current);
+    if all_or_nothing {
+        if let Some(i) = outcomes.iter().position(|o| o.is_err()) {
+            return Err(outcomes.swap_remove(i).unwrap_err());
+        }
+    }
 
     let n: usize = appends.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(a, _)| a.events.len()).sum();
     if n > 0 {
@@ -234,17 +260,24 @@ pub(crate) async fn write_batch(
         let mut payload = Vec::with_capacity(n);
         let mut metadata = Vec::with_capacity(n);
         let mut recorded_at = Vec::with_capacity(n);
+        // Rows go in sorted by (stream, version), so two transactions writing the same streams
+        // take their index locks in one order and cannot deadlock.
+        let mut order: Vec<(&str, u64, &crate::NewEvent)> = Vec::with_capacity(n);
         for (a, o) in appends.iter().zip(&outcomes) {
             let Ok(o) = o else { continue };
             for (i, e) in a.events.iter().enumerate() {
-                stream.push(a.stream.as_str());
-                version.push((o.first_version + i as u64) as i64);
-                event_type.push(e.event_type.as_str());
-                event_id.push(e.event_id);
-                payload.push(e.payload.as_slice());
-                metadata.push(e.metadata.as_slice());
-                recorded_at.push(e.recorded_at_ms);
+                order.push((a.stream.as_str(), o.first_version + i as u64, e));
             }
+        }
+        order.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        for (s, v, e) in order {
+            stream.push(s);
+            version.push(v as i64);
+            event_type.push(e.event_type.as_str());
+            event_id.push(e.event_id);
+            payload.push(e.payload.as_slice());
+            metadata.push(e.metadata.as_slice());
+            recorded_at.push(e.recorded_at_ms);
         }
         let res = sqlx::query(
             "INSERT INTO events (stream, version, event_type, event_id, payload, metadata, recorded_at)
@@ -260,22 +293,26 @@ pub(crate) async fn write_batch(
         .execute(&mut *conn)
         .await;
         if let Err(e) = res {
-            // Another transaction wrote one of these streams after we read its version.
-            if is_unique_violation(&e) {
-                return Err(StoreError::Conflict {
-                    stream: "(concurrent writer)".into(),
-                    expected: crate::ExpectedVersion::Any,
-                    actual: 0,
-                });
+            // Another transaction wrote one of these streams after we read its version: name
+            // the stream from the violation's detail, "Key (stream, version)=(S, V) already exists."
+            if let sqlx::Error::Database(d) = &e {
+                if d.code().as_deref() == Some("23505") {
+                    let detail = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|p| p.detail());
+                    let stream = detail
+                        .and_then(|d| d.split_once("=(")?.1.rsplit_once(", ").map(|(s, _)| s.to_string()))
+                        .unwrap_or_else(|| "(written concurrently)".into());
+                    let expected = appends.iter().find(|a| a.stream == stream).map(|a| a.expected);
+                    return Err(StoreError::Conflict {
+                        actual: current.get(&stream).copied().unwrap_or(0),
+                        stream,
+                        expected: expected.unwrap_or(crate::ExpectedVersion::Any),
+                    });
+                }
             }
             return Err(e.into());
         }
     }
     Ok(outcomes)
-}
-
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
 fn bind<'q>(

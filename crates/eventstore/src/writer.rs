@@ -51,17 +51,13 @@ async fn commit_batch(backend: &Backend, commits: &watch::Sender<u64>, batch: Ve
                 let _ = reply.send(outcome);
             }
         }
-        Err(e) if appends.len() == 1 => {
-            let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
-        }
-        Err(e) => {
-            // A writer in another process (or another batch) raced us on some stream, or the
-            // database failed: fall back to one transaction per append so each caller gets
-            // its own answer and no innocent append is refused.
+        Err(e) if appends.len() > 1 && crate::is_contention(&e) => {
+            // A writer in another process (or another batch) raced us on some stream: one
+            // transaction per append, so each caller gets its own answer and no innocent
+            // append is refused.
             tracing::debug!(error = %e, size = appends.len(), "group commit fell back to single appends");
             for (append, reply) in appends.into_iter().zip(replies) {
-                let one = std::slice::from_ref(&append);
-                let outcome = match write(backend, one).await {
+                let outcome = match write(backend, std::slice::from_ref(&append)).await {
                     Ok(mut o) => {
                         commits.send_modify(|n| *n = n.wrapping_add(1));
                         o.pop().unwrap_or_else(|| Err(crate::StoreError::Invalid("empty batch result".into())))
@@ -71,20 +67,33 @@ async fn commit_batch(backend: &Backend, commits: &watch::Sender<u64>, batch: Ve
                 let _ = reply.send(outcome);
             }
         }
+        Err(e) if appends.len() == 1 => {
+            let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
+        }
+        Err(e) => {
+            // The database failed, or the commit's outcome is unknown: retrying could write
+            // twice, so every caller hears of the failure and decides.
+            tracing::warn!(error = %e, size = appends.len(), "group commit failed");
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(crate::StoreError::Batch(msg.clone())));
+            }
+        }
     }
 }
 
+/// One transaction: check versions, insert what holds, commit.
 async fn write(backend: &Backend, appends: &[StreamAppend]) -> Result<Vec<Result<AppendOutcome>>> {
     match backend {
         Backend::Sqlite(b) => {
             let mut tx = b.begin().await?;
-            let out = crate::sqlite::write_batch(&mut tx, appends).await?;
+            let out = crate::sqlite::write_batch(&mut tx, appends, false).await?;
             tx.commit().await?;
             Ok(out)
         }
         Backend::Postgres(b) => {
             let mut tx = b.begin().await?;
-            let out = crate::postgres::write_batch(&mut tx, appends).await?;
+            let out = crate::postgres::write_batch(&mut tx, appends, false).await?;
             tx.commit().await?;
             Ok(out)
         }

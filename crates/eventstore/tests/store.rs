@@ -110,6 +110,29 @@ async fn expected_versions_are_enforced(db: Db) {
     assert!(res.unwrap_err().is_conflict());
     drop(tx);
     assert!(s.read_stream("b-3", 0).await.unwrap().is_empty(), "nothing is half-written");
+
+    // append_each writes what holds and answers each append on its own.
+    let mut tx = s.begin().await.unwrap();
+    let res = tx
+        .append_each(&[
+            autodebit_eventstore::StreamAppend {
+                stream: "b-4".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![ev("ok")],
+            },
+            autodebit_eventstore::StreamAppend {
+                stream: "b-1".into(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![ev("no")],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(res[0].as_ref().unwrap().last_version, 1);
+    assert!(res[1].as_ref().unwrap_err().is_conflict());
+    tx.commit().await.unwrap();
+    assert_eq!(s.read_stream("b-4", 0).await.unwrap().len(), 1);
+    assert_eq!(s.read_stream("b-1", 0).await.unwrap().len(), 2);
 }
 
 async fn global_log_reads_from_checkpoints(db: Db) {
@@ -144,7 +167,7 @@ async fn checkpoint_commits_with_effects(db: Db) {
     // Rolled back: neither the effect nor the checkpoint.
     let mut tx = s.begin().await.unwrap();
     tx.execute("INSERT INTO seen (id, n) VALUES ($1, $2)", &["a".into(), Value::Int(1)]).await.unwrap();
-    tx.save_checkpoint("proj", cp).await.unwrap();
+    tx.save_checkpoint("proj", Checkpoint::default(), cp).await.unwrap();
     drop(tx);
     assert_eq!(s.load_checkpoint("proj").await.unwrap(), Checkpoint::default());
     assert!(s.query("SELECT id FROM seen", &[]).await.unwrap().is_empty());
@@ -152,13 +175,21 @@ async fn checkpoint_commits_with_effects(db: Db) {
     // Committed: both.
     let mut tx = s.begin().await.unwrap();
     tx.execute("INSERT INTO seen (id, n) VALUES ($1, $2)", &["a".into(), Value::Int(1)]).await.unwrap();
-    tx.save_checkpoint("proj", cp).await.unwrap();
+    tx.save_checkpoint("proj", Checkpoint::default(), cp).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(s.load_checkpoint("proj").await.unwrap(), cp);
     let rows = s.query("SELECT id, n FROM seen WHERE id = $1", &["a".into()]).await.unwrap();
     assert_eq!(rows[0].text(0), Some("a"));
     assert_eq!(rows[0].i64(1), Some(1));
     assert!(s.read_all(cp, 10).await.unwrap().is_empty());
+
+    // A second runner that still believes the old checkpoint cannot save over the first.
+    let mut tx = s.begin().await.unwrap();
+    tx.execute("INSERT INTO seen (id, n) VALUES ($1, $2)", &["b".into(), Value::Int(2)]).await.unwrap();
+    let err = tx.save_checkpoint("proj", Checkpoint::default(), cp).await.unwrap_err();
+    assert!(matches!(err, autodebit_eventstore::StoreError::CheckpointMoved(_)), "{err}");
+    drop(tx);
+    assert_eq!(s.query("SELECT id FROM seen", &[]).await.unwrap().len(), 1, "its effects were dropped");
 }
 
 async fn events_are_append_only(db: Db) {

@@ -62,16 +62,7 @@ pub fn decode(record: RecordedEvent) -> Option<crate::Decoded> {
     let event = pb::Event::decode(record.payload.as_slice()).ok()?;
     let meta = pb::Metadata::decode(record.metadata.as_slice()).unwrap_or_default();
     let kind = event.kind?;
-    Some(crate::Decoded {
-        stream: record.stream,
-        version: record.version,
-        checkpoint: autodebit_eventstore::Checkpoint {
-            transaction_id: record.transaction_id,
-            position: record.position,
-        },
-        kind,
-        meta,
-    })
+    Some(crate::Decoded { stream: record.stream, version: record.version, kind, meta })
 }
 
 // === money, cycles ===

@@ -2,7 +2,7 @@
 //! wants, and write the checkpoint in the same transaction as the effects, so each event takes
 //! effect exactly once. One holder of a follower's lease runs at a time across processes.
 use crate::Platform;
-use autodebit_eventstore::{Checkpoint, Tx};
+use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::Metadata;
 use std::future::Future;
@@ -19,7 +19,6 @@ const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 pub struct Decoded {
     pub stream: String,
     pub version: u64,
-    pub checkpoint: Checkpoint,
     pub kind: EventKind,
     pub meta: Metadata,
 }
@@ -63,11 +62,17 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
+            let started = tokio::time::Instant::now();
             match follow(&platform, &processor).await {
                 Ok(()) => return,
                 Err(e) => {
+                    // A follower that ran a while before failing starts its back-off afresh.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = FIRST_BACKOFF;
+                    }
                     crate::metrics::add("autodebit_follower_errors_total", &[("follower", name)], 1);
                     tracing::error!(follower = name, error = format!("{e:#}"), "follower failed; retrying");
                     tokio::select! {
@@ -96,7 +101,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
         let Some(last) = batch.last().map(|e| e.checkpoint()) else {
             if at != saved && last_save.elapsed() >= IDLE_CHECKPOINT_EVERY {
                 let mut tx = store.begin().await?;
-                tx.save_checkpoint(name, at).await?;
+                tx.save_checkpoint(name, saved, at).await?;
                 tx.commit().await?;
                 saved = at;
                 last_save = tokio::time::Instant::now();
@@ -130,7 +135,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
                 let prepared = p.prepare(&wanted).await?;
                 let mut tx = store.begin().await?;
                 p.apply(&mut tx, &wanted, prepared).await?;
-                tx.save_checkpoint(name, last).await?;
+                tx.save_checkpoint(name, saved, last).await?;
                 tx.commit().await?;
                 anyhow::Ok(())
             }

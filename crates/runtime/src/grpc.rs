@@ -25,6 +25,11 @@ pub fn store_error(e: StoreError) -> Status {
         StoreError::Conflict { .. } => Status::aborted(e.to_string()),
         StoreError::Invalid(m) => Status::invalid_argument(m),
         StoreError::Closed => Status::unavailable("the platform is shutting down"),
+        StoreError::Batch(m) => {
+            tracing::error!(error = %m, "append failed with its batch");
+            Status::unavailable("the write failed and may not have been applied; retry with the same idempotency key")
+        }
+        StoreError::CheckpointMoved(_) => internal(e),
         StoreError::Database(d) => {
             tracing::error!(error = %d, "database error");
             Status::internal("database error")
@@ -75,7 +80,13 @@ where
         if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
             crate::telemetry::set_parent_from_traceparent(&span, tp);
         }
-        let path = req.uri().path().to_string();
+        // Only our own methods become metric labels, so odd paths cannot grow the registry.
+        let path = req.uri().path();
+        let path = if path.starts_with("/autodebit.") || path.starts_with("/grpc.") {
+            path.to_string()
+        } else {
+            "other".to_string()
+        };
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(
@@ -83,7 +94,10 @@ where
                 let res = fut.await;
                 let code = match &res {
                     Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
-                    Err(e) => format!("transport: {e}"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "transport error");
+                        "transport".to_string()
+                    }
                 };
                 crate::metrics::add("autodebit_grpc_requests_total", &[("rpc", &path), ("code", &code)], 1);
                 tracing::debug!(code, micros = started.elapsed().as_micros() as u64, "rpc done");

@@ -91,12 +91,10 @@ mod tests {
         let span = tracing::info_span!("grpc");
         set_parent_from_traceparent(&span, incoming);
         let _entered = span.enter();
-        let event = crate::codec::encode(
-            autodebit_proto::events::v1::Event { kind: None },
-            &crate::codec::Cause::default(),
-            0,
-        );
-        let meta = <autodebit_proto::events::v1::Metadata as prost::Message>::decode(event.metadata.as_slice()).unwrap();
+        let event =
+            crate::codec::encode(autodebit_proto::events::v1::Event { kind: None }, &crate::codec::Cause::default(), 0);
+        let meta =
+            <autodebit_proto::events::v1::Metadata as prost::Message>::decode(event.metadata.as_slice()).unwrap();
         let parts: Vec<&str> = meta.traceparent.split('-').collect();
         assert_eq!(parts.len(), 4, "{:?}", meta.traceparent);
         assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace as the caller");

@@ -70,7 +70,13 @@ pub async fn issue_due(platform: &Platform) -> anyhow::Result<usize> {
     }
     let mut appends = Vec::with_capacity(rows.len());
     let mut moves = Vec::with_capacity(rows.len());
-    for row in rows.iter().filter_map(ScheduleRow::from_row) {
+    for row in rows.iter().filter_map(|r| {
+        let parsed = ScheduleRow::from_row(r);
+        if parsed.is_none() {
+            tracing::error!(?r, "unreadable schedule row skipped");
+        }
+        parsed
+    }) {
         let Some((append, next_due)) = charge_for(&row, now_ms) else {
             tracing::error!(contract = row.contract_id, "schedule cannot be billed; deactivated");
             tx.execute(
@@ -83,7 +89,14 @@ pub async fn issue_due(platform: &Platform) -> anyhow::Result<usize> {
         appends.push(append);
         moves.push((row.contract_id, row.next_period + 1, next_due));
     }
-    tx.append_many(&appends).await?;
+    // A charge stream that already exists means that period was issued before (say, the
+    // schedule table was restored from an older copy): it is not issued again, and the
+    // schedule moves on past it all the same.
+    for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
+        if let Err(e) = outcome {
+            tracing::warn!(stream = append.stream, error = %e, "period already issued; moving on");
+        }
+    }
     for (contract_id, period, due) in &moves {
         tx.execute(
             "UPDATE scheduler_schedules SET next_period = $1, next_due_ms = $2 WHERE contract_id = $3",
