@@ -62,14 +62,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("demo.db").display()));
     let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
+    let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
     let options = PlatformArgs {
         test_clock: true,
         simulator_seed: args.simulator_seed,
         decline_basis_points: args.decline_basis_points,
+        operator_key: Some(operator_key.clone()),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
-    let result = drive(&args, channel, &running.platform.store).await;
+    let result = drive(&args, channel, &running.platform.store, &operator_key).await;
     running.stop().await?;
     let mut report = result?;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -85,7 +87,90 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive(args: &DemoArgs, channel: Channel, store: &autodebit_eventstore::EventStore) -> anyhow::Result<Report> {
+/// A request carrying `key` as its bearer credential.
+fn authed<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse()?);
+    Ok(req)
+}
+
+/// Onboards one merchant (apply, review, approve) and gives it a monthly plan; returns its
+/// id and the plan's.
+async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Result<(String, String)> {
+    use autodebit_proto::contracts::v1::{
+        ApplyMerchantRequest, CreatePlanRequest, ReviewAction, ReviewMerchantRequest,
+        merchants_service_client::MerchantsServiceClient, plans_service_client::PlansServiceClient,
+    };
+    use autodebit_proto::events::v1::{
+        AmountType, ChargeMode, Document, DocumentKind, EntityKind, MerchantType, PlanTerms,
+    };
+    let mut merchants = MerchantsServiceClient::new(channel.clone());
+    let documents =
+        [DocumentKind::BusinessLicence, DocumentKind::LegalRepresentativeId, DocumentKind::CorporateBankAccount]
+            .iter()
+            .map(|k| Document {
+                kind: *k as i32,
+                sha256: "0".repeat(64),
+                location: format!("demo://documents/{}", *k as i32),
+            })
+            .collect();
+    let applied = merchants
+        .apply_merchant(ApplyMerchantRequest {
+            legal_name: "示例视频会员有限公司".into(),
+            credit_code: format!("91330100DEMO{:06}", rand_digits()),
+            entity: EntityKind::Enterprise as i32,
+            industry: "membership".into(),
+            merchant_type: MerchantType::Other as i32,
+            documents,
+            contact_email: "ops@demo.example".into(),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .merchant
+        .context("no merchant")?;
+    let review = |action: ReviewAction| ReviewMerchantRequest {
+        merchant_id: applied.merchant_id.clone(),
+        action: action as i32,
+        reason: String::new(),
+    };
+    merchants.review_merchant(authed(review(ReviewAction::Start), operator_key)?).await?;
+    let key =
+        merchants.review_merchant(authed(review(ReviewAction::Approve), operator_key)?).await?.into_inner().api_key;
+    let mut plans = PlansServiceClient::new(channel.clone());
+    let terms = PlanTerms {
+        service_name: "视频会员（连续包月）".into(),
+        charge_mode: ChargeMode::FixedCycle as i32,
+        cycle: Cycle::Monthly as i32,
+        amount_type: AmountType::UpToCap as i32,
+        amount: None,
+        per_charge_cap: Some(Money { minor_units: 10_000, currency: "CNY".into() }),
+        service_period_days: 365,
+        validity_days: 395,
+        retry_schedule_hours: vec![6, 24],
+        ..Default::default()
+    };
+    let plan = plans
+        .create_plan(authed(CreatePlanRequest { terms: Some(terms), idempotency_key: "demo-plan".into() }, &key)?)
+        .await?
+        .into_inner()
+        .plan
+        .context("no plan")?;
+    Ok((applied.merchant_id, plan.plan_id))
+}
+
+/// Six digits that differ between runs, so repeated demos on one database onboard afresh.
+fn rand_digits() -> u32 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as u32
+}
+
+async fn drive(
+    args: &DemoArgs,
+    channel: Channel,
+    store: &autodebit_eventstore::EventStore,
+    operator_key: &str,
+) -> anyhow::Result<Report> {
+    let (merchant_id, plan_id) = onboard(&channel, operator_key).await?;
     let contracts = ContractsServiceClient::new(channel.clone());
     let mut scheduler = SchedulerServiceClient::new(channel.clone());
     let mut admin = AdminServiceClient::new(channel.clone());
@@ -95,21 +180,22 @@ async fn drive(args: &DemoArgs, channel: Channel, store: &autodebit_eventstore::
     let signed = futures::stream::iter(0..args.contracts)
         .map(|i| {
             let mut client = contracts.clone();
-            async move {
-                client
-                    .sign_contract(SignContractRequest {
-                        merchant_id: format!("demo-merchant-{}", i % 10),
-                        payer_id: format!("payer-{i}"),
-                        amount_per_cycle: Some(Money {
-                            minor_units: 990 + i64::from(i % 50) * 100,
-                            currency: "CNY".into(),
-                        }),
-                        cycle: Cycle::Monthly as i32,
-                        idempotency_key: format!("demo-{i}"),
-                        merchant_contract_code: format!("D{i:08}"),
-                    })
-                    .await
-            }
+            let request = authed(
+                SignContractRequest {
+                    merchant_id: merchant_id.clone(),
+                    payer_id: format!("payer-{i}"),
+                    amount_per_cycle: Some(Money {
+                        minor_units: 990 + i64::from(i % 50) * 100,
+                        currency: "CNY".into(),
+                    }),
+                    cycle: Cycle::Monthly as i32,
+                    idempotency_key: format!("demo-{i}"),
+                    merchant_contract_code: format!("D{i:08}"),
+                    plan_id: plan_id.clone(),
+                },
+                operator_key,
+            );
+            async move { client.sign_contract(request?).await.map_err(anyhow::Error::from) }
         })
         .buffer_unordered(64)
         .inspect(|_| pb.inc(1))

@@ -52,9 +52,22 @@ pub struct PlatformArgs {
     /// Simulator declines per 10,000 charges.
     #[arg(long, default_value_t = 500)]
     pub decline_basis_points: u32,
+    /// The key operator calls (merchant reviews, imports) authenticate with. When absent a
+    /// random one is made and logged at start.
+    #[arg(long, env = "AUTODEBIT_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
 }
 
 impl PlatformArgs {
+    /// The operator key, made up (and logged, so the operator can use it) when none was given.
+    pub fn operator_key(&self) -> String {
+        self.operator_key.clone().unwrap_or_else(|| {
+            let key = format!("op_{}", uuid::Uuid::new_v4().simple());
+            tracing::warn!(operator_key = %key, "no --operator-key given; generated one for this run");
+            key
+        })
+    }
+
     pub fn charger(&self) -> ChargerConfig {
         ChargerConfig {
             simulator: SimulatorConfig {
@@ -113,10 +126,18 @@ pub async fn start(
     let clock =
         if options.test_clock { PlatformClock::test(&store, &shutdown).await? } else { PlatformClock::system() };
     let platform = Platform { store, clock, shutdown };
+    let operator_key = if services.contains(&Service::Contracts) { options.operator_key() } else { String::new() };
     let mut components: Vec<Component> = Vec::new();
     for s in services {
         components.push(match s {
-            Service::Contracts => autodebit_contracts::start(&platform).await?,
+            Service::Contracts => {
+                let config = autodebit_contracts::ContractsConfig {
+                    operator_key: operator_key.clone(),
+                    industries: Default::default(),
+                    zombies: Default::default(),
+                };
+                autodebit_contracts::start(&platform, config).await?
+            }
             Service::Scheduler => autodebit_scheduler::start(&platform).await?,
             Service::Charger => autodebit_charger::start(&platform, options.charger()).await?,
             Service::Notifier => autodebit_notifier::start(&platform).await?,

@@ -8,7 +8,7 @@ use autodebit_proto::contracts::v1::{
 };
 use autodebit_proto::events::v1::{Money, TerminationMode};
 use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
-use scenario::{Endpoints, sign_request};
+use scenario::{Endpoints, OPERATOR_KEY, authed, onboard, sign_request};
 use support::{Process, eventually, http_get};
 use tonic::Code;
 
@@ -37,7 +37,15 @@ async fn sign_advance_one_cycle_charge_succeeds_and_is_counted() {
 async fn bad_input_unknown_ids_and_version_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let p = run(dir.path(), &["--test-clock"]);
-    let mut c = ContractsServiceClient::new(p.channel().await);
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2BAD0001").await;
+    let mut c = ContractsServiceClient::new(ch);
+    // Without a plan, the platform's own cap applies.
+    let sign_request = |payer: &str, fen: i64| {
+        let mut r = sign_request(&m, payer, fen);
+        r.plan_id = String::new();
+        r
+    };
 
     let cases: Vec<(autodebit_proto::contracts::v1::SignContractRequest, &str)> = vec![
         (
@@ -92,37 +100,58 @@ async fn bad_input_unknown_ids_and_version_conflicts() {
         ),
     ];
     for (req, field) in cases {
-        let err = c.sign_contract(req).await.unwrap_err();
+        let err = c.sign_contract(authed(req, OPERATOR_KEY)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
         assert!(err.message().starts_with(field), "message {:?} names {field}", err.message());
     }
     // The 50,000 CNY cap itself is allowed.
-    c.sign_contract(sign_request("p1", 5_000_000)).await.unwrap();
+    c.sign_contract(authed(sign_request("p1", 5_000_000), OPERATOR_KEY)).await.unwrap();
+    // With the plan, the plan's cap (500.00 CNY) applies.
+    let mut over_plan = scenario::sign_request(&m, "p1", 50_001);
+    over_plan.payer_id = "p9".into();
+    let err = c.sign_contract(authed(over_plan, OPERATOR_KEY)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("amount_per_cycle"), "{}", err.message());
+    // Without credentials nothing happens.
+    let err = c.sign_contract(sign_request("p1", 100)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 
-    let err = c.get_contract(GetContractRequest { contract_id: "nope".into() }).await.unwrap_err();
+    let get = |id: &str| {
+        authed(GetContractRequest { contract_id: id.into(), merchant_contract_code: String::new() }, OPERATOR_KEY)
+    };
+    let err = c.get_contract(get("nope")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("contract_id"));
     let unknown = "ct_00000000000000000000000000000000".to_string();
-    let err = c.get_contract(GetContractRequest { contract_id: unknown.clone() }).await.unwrap_err();
+    let err = c.get_contract(get(&unknown)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
-        .terminate_contract(TerminateContractRequest {
-            contract_id: unknown,
-            mode: TerminationMode::Payer as i32,
-            remark: String::new(),
-            expected_version: None,
-        })
+        .terminate_contract(authed(
+            TerminateContractRequest {
+                contract_id: unknown,
+                mode: TerminationMode::Payer as i32,
+                remark: String::new(),
+                expected_version: None,
+            },
+            OPERATOR_KEY,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    let signed = c.sign_contract(sign_request("p2", 100)).await.unwrap().into_inner().contract.unwrap();
+    let signed =
+        c.sign_contract(authed(sign_request("p2", 100), OPERATOR_KEY)).await.unwrap().into_inner().contract.unwrap();
     assert_eq!(signed.version, 1);
-    let terminate = |expected_version, mode| TerminateContractRequest {
-        contract_id: signed.contract_id.clone(),
-        mode,
-        remark: "user asked".into(),
-        expected_version,
+    let terminate = |expected_version, mode| {
+        authed(
+            TerminateContractRequest {
+                contract_id: signed.contract_id.clone(),
+                mode,
+                remark: "user asked".into(),
+                expected_version,
+            },
+            &m.api_key,
+        )
     };
     let err = c.terminate_contract(terminate(Some(1), 0)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -130,8 +159,7 @@ async fn bad_input_unknown_ids_and_version_conflicts() {
     let err = c.terminate_contract(terminate(Some(7), TerminationMode::Payer as i32)).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "a stale expected_version is a conflict");
     // Nothing was half-written by the refused calls.
-    let still =
-        c.get_contract(GetContractRequest { contract_id: signed.contract_id.clone() }).await.unwrap().into_inner();
+    let still = c.get_contract(get(&signed.contract_id)).await.unwrap().into_inner();
     assert_eq!(still.contract.unwrap().state, ContractState::Active as i32);
 
     let done = c.terminate_contract(terminate(Some(1), TerminationMode::Payer as i32)).await.unwrap().into_inner();
@@ -153,15 +181,16 @@ async fn idempotent_signing_and_termination_stops_billing() {
     let dir = tempfile::tempdir().unwrap();
     let p = run(dir.path(), &["--test-clock"]);
     let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2IDE0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
-    let mut req = sign_request("p-idem", 990);
+    let mut req = sign_request(&m, "p-idem", 990);
     req.idempotency_key = "order-42".into();
-    let a = c.sign_contract(req.clone()).await.unwrap().into_inner().contract.unwrap();
-    let b = c.sign_contract(req.clone()).await.unwrap().into_inner().contract.unwrap();
+    let a = c.sign_contract(authed(req.clone(), OPERATOR_KEY)).await.unwrap().into_inner().contract.unwrap();
+    let b = c.sign_contract(authed(req.clone(), OPERATOR_KEY)).await.unwrap().into_inner().contract.unwrap();
     assert_eq!(a.contract_id, b.contract_id, "a repeated request returns the original contract");
     let mut different = req.clone();
     different.amount_per_cycle = Some(Money { minor_units: 991, currency: "CNY".into() });
-    assert_eq!(c.sign_contract(different).await.unwrap_err().code(), Code::AlreadyExists);
+    assert_eq!(c.sign_contract(authed(different, OPERATOR_KEY)).await.unwrap_err().code(), Code::AlreadyExists);
 
     let mut s = SchedulerServiceClient::new(ch.clone());
     eventually("the schedule", 30, || {
@@ -170,12 +199,15 @@ async fn idempotent_signing_and_termination_stops_billing() {
         async move { s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok() }
     })
     .await;
-    c.terminate_contract(TerminateContractRequest {
-        contract_id: a.contract_id.clone(),
-        mode: TerminationMode::Merchant as i32,
-        remark: String::new(),
-        expected_version: None,
-    })
+    c.terminate_contract(authed(
+        TerminateContractRequest {
+            contract_id: a.contract_id.clone(),
+            mode: TerminationMode::Merchant as i32,
+            remark: String::new(),
+            expected_version: None,
+        },
+        &m.api_key,
+    ))
     .await
     .unwrap();
     eventually("the schedule to stop", 30, || {
@@ -209,6 +241,8 @@ async fn health_reflection_http_and_restart() {
     for svc in [
         "",
         "autodebit.contracts.v1.ContractsService",
+        "autodebit.contracts.v1.MerchantsService",
+        "autodebit.contracts.v1.PlansService",
         "autodebit.scheduler.v1.SchedulerService",
         "autodebit.charger.v1.ChargerService",
         "autodebit.notifier.v1.NotifierService",
@@ -240,8 +274,15 @@ async fn health_reflection_http_and_restart() {
 
     assert_eq!(http_get(p.http, "/healthz").0, 200);
     assert_eq!(http_get(p.http, "/readyz").0, 200);
+    let m = onboard(&ch, "91330100MA2RST0001").await;
     let mut c = ContractsServiceClient::new(ch);
-    let signed = c.sign_contract(sign_request("p-restart", 100)).await.unwrap().into_inner().contract.unwrap();
+    let signed = c
+        .sign_contract(authed(sign_request(&m, "p-restart", 100), OPERATOR_KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .contract
+        .unwrap();
     let (status, metrics) = http_get(p.http, "/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("autodebit_grpc_requests_total"), "{metrics}");
@@ -251,7 +292,13 @@ async fn health_reflection_http_and_restart() {
     assert!(p.terminate().success());
     let p = run(dir.path(), &[]);
     let mut c = ContractsServiceClient::new(p.channel().await);
-    let again =
-        c.get_contract(GetContractRequest { contract_id: signed.contract_id.clone() }).await.unwrap().into_inner();
+    let again = c
+        .get_contract(authed(
+            GetContractRequest { contract_id: signed.contract_id.clone(), merchant_contract_code: String::new() },
+            &m.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.contract.unwrap().payer_id, "p-restart");
 }

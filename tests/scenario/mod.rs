@@ -21,14 +21,109 @@ pub struct Endpoints {
     pub analytics: Channel,
 }
 
-pub fn sign_request(payer: &str, fen: i64) -> SignContractRequest {
+/// The operator key every test process is started with.
+pub const OPERATOR_KEY: &str = "test-operator-key";
+
+/// A request carrying `key` as its bearer credential.
+pub fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+/// An onboarded merchant: approved, with an API key and a monthly plan (cap 500.00 CNY).
+pub struct Merchant {
+    pub merchant_id: String,
+    pub api_key: String,
+    pub plan_id: String,
+}
+
+pub fn documents(kinds: &[autodebit_proto::events::v1::DocumentKind]) -> Vec<autodebit_proto::events::v1::Document> {
+    kinds
+        .iter()
+        .map(|k| autodebit_proto::events::v1::Document {
+            kind: *k as i32,
+            sha256: "ab".repeat(32),
+            location: format!("s3://docs/{}", *k as i32),
+        })
+        .collect()
+}
+
+pub fn base_documents() -> Vec<autodebit_proto::events::v1::Document> {
+    use autodebit_proto::events::v1::DocumentKind::*;
+    documents(&[BusinessLicence, LegalRepresentativeId, CorporateBankAccount])
+}
+
+pub fn application(credit_code: &str) -> autodebit_proto::contracts::v1::ApplyMerchantRequest {
+    use autodebit_proto::events::v1::{EntityKind, MerchantType};
+    autodebit_proto::contracts::v1::ApplyMerchantRequest {
+        legal_name: "测试会员服务有限公司".into(),
+        credit_code: credit_code.into(),
+        entity: EntityKind::Enterprise as i32,
+        industry: "membership".into(),
+        merchant_type: MerchantType::Other as i32,
+        documents: base_documents(),
+        contact_email: "ops@example.cn".into(),
+        idempotency_key: String::new(),
+    }
+}
+
+pub fn monthly_terms() -> autodebit_proto::events::v1::PlanTerms {
+    use autodebit_proto::events::v1::{AmountType, ChargeMode, PlanTerms};
+    PlanTerms {
+        service_name: "视频会员".into(),
+        charge_mode: ChargeMode::FixedCycle as i32,
+        cycle: Cycle::Monthly as i32,
+        amount_type: AmountType::UpToCap as i32,
+        per_charge_cap: Some(Money { minor_units: 50_000, currency: "CNY".into() }),
+        service_period_days: 365,
+        validity_days: 395,
+        retry_schedule_hours: vec![6, 24],
+        ..Default::default()
+    }
+}
+
+/// Applies, reviews and approves a merchant, and creates a monthly plan for it.
+pub async fn onboard(channel: &Channel, credit_code: &str) -> Merchant {
+    use autodebit_proto::contracts::v1::{
+        CreatePlanRequest, ReviewAction, ReviewMerchantRequest, merchants_service_client::MerchantsServiceClient,
+        plans_service_client::PlansServiceClient,
+    };
+    let mut merchants = MerchantsServiceClient::new(channel.clone());
+    let m = merchants.apply_merchant(application(credit_code)).await.unwrap().into_inner().merchant.unwrap();
+    let review = |action: ReviewAction| {
+        authed(
+            ReviewMerchantRequest { merchant_id: m.merchant_id.clone(), action: action as i32, reason: String::new() },
+            OPERATOR_KEY,
+        )
+    };
+    merchants.review_merchant(review(ReviewAction::Start)).await.unwrap();
+    let api_key = merchants.review_merchant(review(ReviewAction::Approve)).await.unwrap().into_inner().api_key;
+    assert!(api_key.starts_with("adk_"), "{api_key}");
+    let mut plans = PlansServiceClient::new(channel.clone());
+    let plan = plans
+        .create_plan(authed(
+            CreatePlanRequest { terms: Some(monthly_terms()), idempotency_key: String::new() },
+            &api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    Merchant { merchant_id: m.merchant_id, api_key, plan_id: plan.plan_id }
+}
+
+/// A contract import for `merchant`, signed with the operator key.
+pub fn sign_request(merchant: &Merchant, payer: &str, fen: i64) -> SignContractRequest {
     SignContractRequest {
-        merchant_id: "merchant-1".into(),
+        merchant_id: merchant.merchant_id.clone(),
         payer_id: payer.into(),
         amount_per_cycle: Some(Money { minor_units: fen, currency: "CNY".into() }),
         cycle: Cycle::Monthly as i32,
         idempotency_key: String::new(),
         merchant_contract_code: String::new(),
+        plan_id: merchant.plan_id.clone(),
     }
 }
 
@@ -39,9 +134,15 @@ pub fn charge_id(contract_id: &str, period: u32) -> String {
 }
 
 pub async fn sign_advance_charge(e: &Endpoints) {
+    let merchant = onboard(&e.contracts, "91330100MA2E2E0001").await;
     let mut contracts = ContractsServiceClient::new(e.contracts.clone());
-    let contract =
-        contracts.sign_contract(sign_request("payer-e2e", 2_500)).await.unwrap().into_inner().contract.unwrap();
+    let contract = contracts
+        .sign_contract(authed(sign_request(&merchant, "payer-e2e", 2_500), OPERATOR_KEY))
+        .await
+        .unwrap()
+        .into_inner()
+        .contract
+        .unwrap();
     let id = contract.contract_id.clone();
 
     // The scheduler has the contract's schedule before time moves.

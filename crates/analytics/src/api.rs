@@ -28,6 +28,8 @@ impl AnalyticsService for AnalyticsApi {
             match r.text(0) {
                 Some("active") => out.contracts_active = n,
                 Some("terminated") => out.contracts_terminated = n,
+                Some("suspended") => out.contracts_suspended = n,
+                Some("expired") => out.contracts_expired = n,
                 _ => {}
             }
         }

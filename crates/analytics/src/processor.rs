@@ -19,6 +19,15 @@ async fn bump(tx: &mut Tx, name: &str, by: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn contract_state(tx: &mut Tx, contract_id: &str, state: &str, ended_at_ms: i64) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE analytics_contracts SET state = $1, ended_at_ms = $2 WHERE contract_id = $3",
+        &[Value::from(state), Value::Int(ended_at_ms), Value::from(contract_id)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Moves a charge to an outcome; the charge row exists, since its `ChargeScheduled` comes
 /// first in its stream and the log keeps stream order.
 async fn charge_outcome(tx: &mut Tx, charge_id: &str, state: &str, code: &str, at_ms: i64) -> anyhow::Result<()> {
@@ -58,12 +67,11 @@ impl Processor for Projector {
                     .await?;
                 }
                 EventKind::ContractTerminated(t) => {
-                    tx.execute(
-                        "UPDATE analytics_contracts SET state = 'terminated', ended_at_ms = $1 WHERE contract_id = $2",
-                        &[Value::Int(t.terminated_at_ms), Value::from(&t.contract_id)],
-                    )
-                    .await?;
+                    contract_state(tx, &t.contract_id, "terminated", t.terminated_at_ms).await?
                 }
+                EventKind::ContractExpired(e) => contract_state(tx, &e.contract_id, "expired", e.expired_at_ms).await?,
+                EventKind::ContractSuspended(s) => contract_state(tx, &s.contract_id, "suspended", 0).await?,
+                EventKind::ContractResumed(r) => contract_state(tx, &r.contract_id, "active", 0).await?,
                 EventKind::ChargeScheduled(s) => {
                     let amount = codec::money_from_pb(s.amount.as_ref()).ok();
                     tx.execute(
@@ -91,6 +99,7 @@ impl Processor for Projector {
                     charge_outcome(tx, &r.charge_id, "rejected", &r.rule, r.rejected_at_ms).await?
                 }
                 EventKind::NoticeRecorded(_) => notices += 1,
+                _ => {}
             }
         }
         bump(tx, "notices_recorded", notices).await?;

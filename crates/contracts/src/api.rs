@@ -1,38 +1,48 @@
-//! gRPC handlers: parse the request into domain types, call the application, map the result.
-use crate::app::{AppError, Contracts, SignRequest};
-use autodebit_domain::contract::{Contract as DomainContract, ContractError, ContractState};
+//! gRPC handlers of contracts: authenticate, parse the request into domain types, call the
+//! application, map the result.
+use crate::app::{AppError, Contracts, status_name};
+use crate::auth::{Authenticator, Principal};
+use autodebit_domain::contract::{Contract as DomainContract, ContractCommand, ContractError, ContractStatus};
+use autodebit_domain::cycle::beijing;
+use autodebit_domain::plan::ModificationRule;
 use autodebit_domain::{ContractId, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerId};
+use autodebit_eventstore::Value;
 use autodebit_proto::contracts::v1::{self as pb, contracts_service_server::ContractsService};
+use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
 
 pub struct ContractsApi {
     app: Contracts,
+    auth: Authenticator,
 }
 
 impl ContractsApi {
-    pub fn new(app: Contracts) -> Self {
-        ContractsApi { app }
+    pub fn new(app: Contracts, auth: Authenticator) -> Self {
+        ContractsApi { app, auth }
     }
 }
 
 const MAX_KEY_LEN: usize = 128;
 
-fn to_status(e: AppError) -> Status {
+pub fn to_status(e: AppError) -> Status {
     match e {
         AppError::NotFound(_) => Status::not_found(e.to_string()),
         AppError::VersionMismatch { .. } => Status::aborted(e.to_string()),
-        AppError::IdempotencyMismatch => Status::already_exists(e.to_string()),
+        AppError::CodeTaken(_) => Status::already_exists(e.to_string()),
         AppError::Rule(ContractError::AboveCap { .. } | ContractError::NotPositive) => invalid("amount_per_cycle", &e),
+        AppError::Rule(ContractError::Empty(field)) => invalid(field, "must not be empty"),
         AppError::Rule(ContractError::AlreadySigned) => Status::already_exists(e.to_string()),
         AppError::Rule(ContractError::NotSigned) => Status::not_found(e.to_string()),
-        AppError::Rule(ContractError::AlreadyTerminated) => Status::failed_precondition(e.to_string()),
+        AppError::Rule(ContractError::Ended(_) | ContractError::WrongStatus(..) | ContractError::NotYetExpired(_)) => {
+            Status::failed_precondition(e.to_string())
+        }
         AppError::Store(e) => store_error(e),
     }
 }
 
-fn to_pb(c: &DomainContract, state: &ContractState, version: u64) -> pb::Contract {
+pub fn to_pb(c: &DomainContract, version: u64) -> pb::Contract {
     let (mode, remark, at) = match &c.termination {
         Some((m, r, t)) => (codec::termination_mode_to_pb(*m) as i32, r.clone(), t.timestamp_millis()),
         None => (0, String::new(), 0),
@@ -43,17 +53,27 @@ fn to_pb(c: &DomainContract, state: &ContractState, version: u64) -> pb::Contrac
         payer_id: c.payer_id.to_string(),
         amount_per_cycle: Some(codec::money_to_pb(c.amount_per_cycle)),
         cycle: codec::cycle_to_pb(c.cycle) as i32,
-        state: match state {
-            ContractState::Unsigned => pb::ContractState::Unspecified,
-            ContractState::Active(_) => pb::ContractState::Active,
-            ContractState::Terminated(_) => pb::ContractState::Terminated,
-        } as i32,
+        state: state_to_pb(c.status) as i32,
         signed_at_ms: c.signed_at.timestamp_millis(),
         terminated_at_ms: at,
         termination_mode: mode,
         termination_remark: remark,
         version,
         merchant_contract_code: c.merchant_contract_code.clone(),
+        plan_id: c.plan_id.clone(),
+        expires_at_ms: c.expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+        suspension_reason: c.suspension_reason.clone(),
+        zombie_flagged_at_ms: c.zombie_flagged_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+        ended_at_ms: c.ended_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+    }
+}
+
+fn state_to_pb(s: ContractStatus) -> pb::ContractState {
+    match s {
+        ContractStatus::Active => pb::ContractState::Active,
+        ContractStatus::Suspended => pb::ContractState::Suspended,
+        ContractStatus::Terminated => pb::ContractState::Terminated,
+        ContractStatus::Expired => pb::ContractState::Expired,
     }
 }
 
@@ -61,47 +81,7 @@ fn parse_contract_id(raw: &str) -> Result<ContractId, Status> {
     ContractId::parse(raw).map_err(|e| invalid("contract_id", e))
 }
 
-fn parse_sign(r: pb::SignContractRequest) -> Result<SignRequest, Status> {
-    let merchant_id = MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
-    let payer_id = PayerId::parse(&r.payer_id).map_err(|e| invalid("payer_id", e))?;
-    let amount: Money =
-        codec::money_from_pb(r.amount_per_cycle.as_ref()).map_err(|e| invalid("amount_per_cycle", e))?;
-    if amount.minor_units() <= 0 {
-        return Err(invalid("amount_per_cycle.minor_units", "must be positive"));
-    }
-    if amount.minor_units() > MAX_CHARGE_CNY_FEN {
-        return Err(invalid(
-            "amount_per_cycle.minor_units",
-            format!(
-                "{} is above the per-charge cap of {MAX_CHARGE_CNY_FEN} minor units (50,000 CNY)",
-                amount.minor_units()
-            ),
-        ));
-    }
-    let cycle = codec::cycle_from_pb(r.cycle).ok_or_else(|| {
-        invalid("cycle", "must be one of CYCLE_DAILY, CYCLE_WEEKLY, CYCLE_MONTHLY, CYCLE_QUARTERLY, CYCLE_YEARLY")
-    })?;
-    if r.merchant_contract_code.len() > 32 {
-        return Err(invalid("merchant_contract_code", "is longer than 32 characters"));
-    }
-    let idempotency_key = match r.idempotency_key.as_str() {
-        "" => None,
-        k if k.len() > MAX_KEY_LEN => {
-            return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
-        }
-        k => Some(k.to_string()),
-    };
-    Ok(SignRequest {
-        merchant_id,
-        payer_id,
-        amount_per_cycle: amount,
-        cycle,
-        merchant_contract_code: r.merchant_contract_code,
-        idempotency_key,
-    })
-}
-
-fn request_cause<T>(req: &Request<T>) -> Cause {
+pub fn request_cause<T>(req: &Request<T>) -> Cause {
     let id = req
         .metadata()
         .get("x-request-id")
@@ -111,42 +91,325 @@ fn request_cause<T>(req: &Request<T>) -> Cause {
     Cause::request(id)
 }
 
+/// Refuses merchants that are not (or no longer) approved.
+pub async fn require_approved(platform: &Platform, merchant: &MerchantId) -> Result<(), Status> {
+    let rows = platform
+        .store
+        .query("SELECT status FROM contracts_merchants WHERE merchant_id = $1", &[Value::from(merchant.to_string())])
+        .await
+        .map_err(store_error)?;
+    match rows.first().and_then(|r| r.text(0)) {
+        Some("approved") => Ok(()),
+        Some(s) => Err(Status::failed_precondition(format!("merchant {merchant} is {s}, not approved"))),
+        None => Err(Status::not_found(format!("merchant {merchant} not found"))),
+    }
+}
+
+impl ContractsApi {
+    /// The contract, if the caller may see it: another merchant's contract is
+    /// `PERMISSION_DENIED`.
+    async fn visible(&self, principal: &Principal, id: ContractId) -> Result<(DomainContract, u64), Status> {
+        let (c, v) = self.app.get(id).await.map_err(to_status)?;
+        if !principal.may_see(&c.merchant_id) {
+            return Err(Status::permission_denied(format!("contract {id} belongs to another merchant")));
+        }
+        Ok((c, v))
+    }
+
+    /// Authenticates, checks the caller may act on the contract, runs the command.
+    async fn act<T>(
+        &self,
+        req: &Request<T>,
+        raw_id: &str,
+        expected_version: Option<u64>,
+        command: impl FnOnce(&DomainContract) -> Result<ContractCommand, Status>,
+    ) -> Result<pb::Contract, Status> {
+        let principal = self.auth.principal(req).await?;
+        let id = parse_contract_id(raw_id)?;
+        let (c, _) = self.visible(&principal, id).await?;
+        let command = command(&c)?;
+        let (c, v) = self.app.execute(id, expected_version, command, &request_cause(req)).await.map_err(to_status)?;
+        Ok(to_pb(&c, v))
+    }
+}
+
 #[tonic::async_trait]
 impl ContractsService for ContractsApi {
     async fn sign_contract(
         &self,
         req: Request<pb::SignContractRequest>,
     ) -> Result<Response<pb::SignContractResponse>, Status> {
+        self.auth.operator(&req).await?;
         let cause = request_cause(&req);
-        let sign = parse_sign(req.into_inner())?;
-        let (c, state, version) = self.app.sign(sign, &cause).await.map_err(to_status)?;
-        Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, &state, version)) }))
+        let r = req.into_inner();
+        let merchant_id = MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
+        let payer_id = PayerId::parse(&r.payer_id).map_err(|e| invalid("payer_id", e))?;
+        let amount: Money =
+            codec::money_from_pb(r.amount_per_cycle.as_ref()).map_err(|e| invalid("amount_per_cycle", e))?;
+        if amount.minor_units() <= 0 {
+            return Err(invalid("amount_per_cycle.minor_units", "must be positive"));
+        }
+        if amount.minor_units() > MAX_CHARGE_CNY_FEN {
+            return Err(invalid(
+                "amount_per_cycle.minor_units",
+                format!(
+                    "{} is above the per-charge cap of {MAX_CHARGE_CNY_FEN} minor units (50,000 CNY)",
+                    amount.minor_units()
+                ),
+            ));
+        }
+        let cycle = codec::cycle_from_pb(r.cycle).ok_or_else(|| {
+            invalid("cycle", "must be one of CYCLE_DAILY, CYCLE_WEEKLY, CYCLE_MONTHLY, CYCLE_QUARTERLY, CYCLE_YEARLY")
+        })?;
+        if r.merchant_contract_code.len() > 32 {
+            return Err(invalid("merchant_contract_code", "is longer than 32 characters"));
+        }
+        if r.idempotency_key.len() > MAX_KEY_LEN {
+            return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
+        }
+        require_approved(&self.app.platform, &merchant_id).await?;
+        let now = self.app.platform.clock.now();
+        let mut expires_at = None;
+        if !r.plan_id.is_empty() {
+            let (_, plan) = crate::plans::load(&self.app.platform, &r.plan_id)
+                .await?
+                .ok_or_else(|| invalid("plan_id", format!("plan {} not found", r.plan_id)))?;
+            if plan.merchant_id != merchant_id {
+                return Err(invalid("plan_id", "belongs to another merchant"));
+            }
+            if amount.minor_units() > plan.per_charge_cap.minor_units() || amount.currency() != plan.currency() {
+                return Err(invalid(
+                    "amount_per_cycle.minor_units",
+                    format!("is above the plan's per-charge cap of {}", plan.per_charge_cap),
+                ));
+            }
+            expires_at = now.checked_add_signed(chrono::Duration::days(i64::from(plan.validity_days)));
+        }
+        let id = match r.idempotency_key.as_str() {
+            "" => ContractId::generate(),
+            key => ContractId::from_idempotency_key(&merchant_id, key),
+        };
+        let command = ContractCommand::Sign {
+            contract_id: id,
+            merchant_id: merchant_id.clone(),
+            payer_id: payer_id.clone(),
+            amount_per_cycle: amount,
+            cycle,
+            merchant_contract_code: r.merchant_contract_code.clone(),
+            plan_id: r.plan_id.clone(),
+            expires_at,
+        };
+        match self.app.execute(id, None, command, &cause).await {
+            Ok((c, v)) => Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) })),
+            Err(AppError::Rule(ContractError::AlreadySigned) | AppError::Store(_)) if !r.idempotency_key.is_empty() => {
+                // A repeated request with its idempotency key gets the original contract.
+                let (c, v) = self.app.get(id).await.map_err(to_status)?;
+                let same = c.merchant_id == merchant_id
+                    && c.payer_id == payer_id
+                    && c.amount_per_cycle == amount
+                    && c.cycle == cycle
+                    && c.merchant_contract_code == r.merchant_contract_code
+                    && c.plan_id == r.plan_id;
+                if same {
+                    Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) }))
+                } else {
+                    Err(Status::already_exists("idempotency_key was already used for a different contract"))
+                }
+            }
+            Err(e) => Err(to_status(e)),
+        }
     }
 
     async fn get_contract(
         &self,
         req: Request<pb::GetContractRequest>,
     ) -> Result<Response<pb::GetContractResponse>, Status> {
-        let id = parse_contract_id(&req.get_ref().contract_id)?;
-        let (c, state, version) = self.app.get(id).await.map_err(to_status)?;
-        Ok(Response::new(pb::GetContractResponse { contract: Some(to_pb(&c, &state, version)) }))
+        let principal = self.auth.principal(&req).await?;
+        let r = req.get_ref();
+        let id = match (r.contract_id.as_str(), r.merchant_contract_code.as_str()) {
+            ("", "") => return Err(invalid("contract_id", "give contract_id or merchant_contract_code")),
+            ("", code) => {
+                let merchant = principal.merchant().map_err(|_| {
+                    invalid("merchant_contract_code", "is looked up within the calling merchant; use contract_id")
+                })?;
+                let rows = self
+                    .app
+                    .platform
+                    .store
+                    .query(
+                        "SELECT contract_id FROM contracts_contracts WHERE merchant_id = $1 AND merchant_contract_code = $2",
+                        &[Value::from(merchant.to_string()), Value::from(code)],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                let raw = rows
+                    .first()
+                    .and_then(|r| r.text(0))
+                    .ok_or_else(|| Status::not_found(format!("no contract with merchant_contract_code {code:?}")))?;
+                parse_contract_id(raw)?
+            }
+            (raw, _) => parse_contract_id(raw)?,
+        };
+        let (c, v) = self.visible(&principal, id).await?;
+        Ok(Response::new(pb::GetContractResponse { contract: Some(to_pb(&c, v)) }))
+    }
+
+    async fn list_contracts(
+        &self,
+        req: Request<pb::ListContractsRequest>,
+    ) -> Result<Response<pb::ListContractsResponse>, Status> {
+        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        let r = req.into_inner();
+        let state = match pb::ContractState::try_from(r.state) {
+            Ok(pb::ContractState::Unspecified) => "",
+            Ok(pb::ContractState::Active) => status_name(ContractStatus::Active),
+            Ok(pb::ContractState::Suspended) => status_name(ContractStatus::Suspended),
+            Ok(pb::ContractState::Terminated) => status_name(ContractStatus::Terminated),
+            Ok(pb::ContractState::Expired) => status_name(ContractStatus::Expired),
+            Err(_) => return Err(invalid("state", "must be a CONTRACT_STATE_… value")),
+        };
+        if !r.page_token.is_empty() {
+            parse_contract_id(&r.page_token).map_err(|_| invalid("page_token", "is not a token this call returned"))?;
+        }
+        let limit = crate::store::page_size(r.page_size);
+        let rows = self
+            .app
+            .platform
+            .store
+            .query(
+                "SELECT contract_id FROM contracts_contracts
+                 WHERE merchant_id = $1 AND contract_id > $2
+                   AND ($3 = '' OR state = $3) AND ($4 = '' OR payer_id = $4) AND ($5 = '' OR plan_id = $5)
+                 ORDER BY contract_id LIMIT $6",
+                &[
+                    Value::from(merchant.to_string()),
+                    Value::from(r.page_token.as_str()),
+                    Value::from(state),
+                    Value::from(r.payer_id.as_str()),
+                    Value::from(r.plan_id.as_str()),
+                    Value::Int(limit + 1),
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+        let mut contracts = Vec::new();
+        for row in rows.iter().take(limit as usize) {
+            let id = parse_contract_id(row.text(0).unwrap_or_default())?;
+            let (c, v) = self.app.get(id).await.map_err(to_status)?;
+            contracts.push(to_pb(&c, v));
+        }
+        let next_page_token = if rows.len() as i64 > limit {
+            contracts.last().map(|c| c.contract_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListContractsResponse { contracts, next_page_token }))
+    }
+
+    async fn modify_contract(
+        &self,
+        req: Request<pb::ModifyContractRequest>,
+    ) -> Result<Response<pb::ModifyContractResponse>, Status> {
+        let r = req.get_ref().clone();
+        let amount: Money =
+            codec::money_from_pb(r.amount_per_cycle.as_ref()).map_err(|e| invalid("amount_per_cycle", e))?;
+        let new_cycle = match r.cycle {
+            0 => None,
+            raw => Some(codec::cycle_from_pb(raw).ok_or_else(|| invalid("cycle", "must be a CYCLE_… value"))?),
+        };
+        let platform = self.app.platform.clone();
+        let now = platform.clock.now();
+        // The plan's cap and modification rule, when the contract has a plan.
+        let plan = {
+            let principal = self.auth.principal(&req).await?;
+            let id = parse_contract_id(&r.contract_id)?;
+            let (c, _) = self.visible(&principal, id).await?;
+            match c.plan_id.as_str() {
+                "" => None,
+                p => crate::plans::load(&platform, p).await?.map(|(_, plan)| plan),
+            }
+        };
+        let contract = self
+            .act(&req, &r.contract_id, r.expected_version, |c| {
+                let cycle = new_cycle.unwrap_or(c.cycle);
+                let cap = plan
+                    .as_ref()
+                    .map(|p| p.per_charge_cap)
+                    .unwrap_or(Money::new(MAX_CHARGE_CNY_FEN, amount.currency()));
+                let effective_at =
+                    match plan.as_ref().map(|p| p.modification_rule).unwrap_or(ModificationRule::NextCycle) {
+                        ModificationRule::Immediately => now,
+                        ModificationRule::NextCycle => (1..10_000u32)
+                            .filter_map(|n| c.cycle.due_at(c.signed_at, n, beijing()))
+                            .find(|t| *t > now)
+                            .unwrap_or(now),
+                    };
+                let date = effective_at.with_timezone(&beijing()).format("%Y-%m-%d");
+                let notice = format!(
+                    "您的自动扣费协议将于 {date} 起调整：{}扣款 {}（原为{}扣款 {}）。如不同意，可随时解约。",
+                    cycle_zh(cycle),
+                    amount,
+                    cycle_zh(c.cycle),
+                    c.amount_per_cycle
+                );
+                Ok(ContractCommand::Modify { amount_per_cycle: amount, cycle, cap, effective_at, notice })
+            })
+            .await?;
+        Ok(Response::new(pb::ModifyContractResponse { contract: Some(contract) }))
+    }
+
+    async fn suspend_contract(
+        &self,
+        req: Request<pb::SuspendContractRequest>,
+    ) -> Result<Response<pb::SuspendContractResponse>, Status> {
+        let r = req.get_ref().clone();
+        if r.reason.trim().is_empty() || r.reason.chars().count() > 256 {
+            return Err(invalid("reason", "must be 1 to 256 characters"));
+        }
+        let contract = self
+            .act(&req, &r.contract_id, r.expected_version, |_| {
+                Ok(ContractCommand::Suspend { reason: r.reason.clone() })
+            })
+            .await?;
+        Ok(Response::new(pb::SuspendContractResponse { contract: Some(contract) }))
+    }
+
+    async fn resume_contract(
+        &self,
+        req: Request<pb::ResumeContractRequest>,
+    ) -> Result<Response<pb::ResumeContractResponse>, Status> {
+        let r = req.get_ref().clone();
+        let contract = self.act(&req, &r.contract_id, r.expected_version, |_| Ok(ContractCommand::Resume)).await?;
+        Ok(Response::new(pb::ResumeContractResponse { contract: Some(contract) }))
     }
 
     async fn terminate_contract(
         &self,
         req: Request<pb::TerminateContractRequest>,
     ) -> Result<Response<pb::TerminateContractResponse>, Status> {
-        let cause = request_cause(&req);
-        let r = req.into_inner();
-        let id = parse_contract_id(&r.contract_id)?;
+        let r = req.get_ref().clone();
         let mode = codec::termination_mode_from_pb(r.mode).ok_or_else(|| {
-            invalid("mode", "must be one of TERMINATION_MODE_PAYER, _MERCHANT, _CUSTOMER_SERVICE, _PROVIDER")
+            invalid("mode", "must be one of TERMINATION_MODE_PAYER, _MERCHANT, _CUSTOMER_SERVICE, _PROVIDER, _PLATFORM")
         })?;
         if r.remark.chars().count() > 256 {
             return Err(invalid("remark", "is longer than 256 characters"));
         }
-        let (c, state, version) =
-            self.app.terminate(id, mode, r.remark, r.expected_version, &cause).await.map_err(to_status)?;
-        Ok(Response::new(pb::TerminateContractResponse { contract: Some(to_pb(&c, &state, version)) }))
+        let contract = self
+            .act(&req, &r.contract_id, r.expected_version, |_| {
+                Ok(ContractCommand::Terminate { mode, remark: r.remark.clone() })
+            })
+            .await?;
+        Ok(Response::new(pb::TerminateContractResponse { contract: Some(contract) }))
+    }
+}
+
+pub fn cycle_zh(c: autodebit_domain::Cycle) -> &'static str {
+    use autodebit_domain::Cycle::*;
+    match c {
+        Daily => "每日",
+        Weekly => "每周",
+        Monthly => "每月",
+        Quarterly => "每季度",
+        Yearly => "每年",
     }
 }

@@ -1,7 +1,10 @@
-//! Load, decide, append: the one place that coordinates the log and the contract rules.
-use autodebit_domain::contract::{self, ContractCommand, ContractError, ContractEvent, ContractState, TerminationMode};
-use autodebit_domain::{ContractId, Cycle, MerchantId, Money, PayerId};
-use autodebit_eventstore::{ExpectedVersion, StoreError};
+//! Load, decide, append: the one place that coordinates the log, the contracts table and the
+//! contract rules.
+use autodebit_domain::ContractId;
+use autodebit_domain::contract::{
+    self, Contract, ContractCommand, ContractError, ContractEvent, ContractState, ContractStatus,
+};
+use autodebit_eventstore::{ExpectedVersion, StoreError, Tx, Value};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
 
@@ -13,26 +16,24 @@ pub enum AppError {
     NotFound(ContractId),
     #[error("contract {id} is at version {actual}, not {expected}")]
     VersionMismatch { id: ContractId, expected: u64, actual: u64 },
-    #[error("idempotency_key was already used for a different contract")]
-    IdempotencyMismatch,
+    #[error("merchant_contract_code {0:?} is already used by another contract of this merchant")]
+    CodeTaken(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// A validated signing request.
-#[derive(Debug, Clone)]
-pub struct SignRequest {
-    pub merchant_id: MerchantId,
-    pub payer_id: PayerId,
-    pub amount_per_cycle: Money,
-    pub cycle: Cycle,
-    pub merchant_contract_code: String,
-    pub idempotency_key: Option<String>,
+pub fn status_name(s: ContractStatus) -> &'static str {
+    match s {
+        ContractStatus::Active => "active",
+        ContractStatus::Suspended => "suspended",
+        ContractStatus::Terminated => "terminated",
+        ContractStatus::Expired => "expired",
+    }
 }
 
 #[derive(Clone)]
 pub struct Contracts {
-    platform: Platform,
+    pub(crate) platform: Platform,
 }
 
 impl Contracts {
@@ -48,64 +49,44 @@ impl Contracts {
             .into_iter()
             .filter_map(codec::decode)
             .filter_map(|d| codec::contract_event_from_pb(&d.kind))
-            .fold(ContractState::Unsigned, |s, e| contract::apply(s, &e));
+            .fold(None, |s, e| contract::apply(s, &e));
         Ok((state, version))
     }
 
-    pub async fn get(&self, id: ContractId) -> Result<(contract::Contract, ContractState, u64), AppError> {
-        let (state, version) = self.load(id).await?;
-        match &state {
-            ContractState::Unsigned => Err(AppError::NotFound(id)),
-            ContractState::Active(c) | ContractState::Terminated(c) => Ok((c.clone(), state.clone(), version)),
+    pub async fn get(&self, id: ContractId) -> Result<(Contract, u64), AppError> {
+        match self.load(id).await? {
+            (Some(c), v) => Ok((c, v)),
+            (None, _) => Err(AppError::NotFound(id)),
         }
     }
 
-    /// Signs a contract. With an idempotency key the id derives from it, so a repeated request
-    /// finds and returns the original instead of signing twice.
-    pub async fn sign(
-        &self,
-        req: SignRequest,
-        cause: &Cause,
-    ) -> Result<(contract::Contract, ContractState, u64), AppError> {
-        let id = match &req.idempotency_key {
-            Some(key) => ContractId::from_idempotency_key(&req.merchant_id, key),
-            None => ContractId::generate(),
-        };
-        let command = ContractCommand::Sign {
-            contract_id: id,
-            merchant_id: req.merchant_id.clone(),
-            payer_id: req.payer_id.clone(),
-            amount_per_cycle: req.amount_per_cycle,
-            cycle: req.cycle,
-            merchant_contract_code: req.merchant_contract_code.clone(),
-        };
-        let events = contract::decide(&ContractState::Unsigned, command, self.platform.clock.now())?;
-        match self.append(id, ExpectedVersion::NoStream, &events, cause).await {
-            Ok(()) => {}
-            Err(AppError::Store(e)) if e.is_conflict() && req.idempotency_key.is_some() => {
-                let (existing, state, version) = self.get(id).await?;
-                let same = existing.merchant_id == req.merchant_id
-                    && existing.payer_id == req.payer_id
-                    && existing.amount_per_cycle == req.amount_per_cycle
-                    && existing.cycle == req.cycle
-                    && existing.merchant_contract_code == req.merchant_contract_code;
-                return if same { Ok((existing, state, version)) } else { Err(AppError::IdempotencyMismatch) };
-            }
-            Err(e) => return Err(e),
-        }
-        self.get(id).await
-    }
-
-    pub async fn terminate(
+    /// Runs a command against a contract in its own transaction.
+    pub async fn execute(
         &self,
         id: ContractId,
-        mode: TerminationMode,
-        remark: String,
         expected_version: Option<u64>,
+        command: ContractCommand,
         cause: &Cause,
-    ) -> Result<(contract::Contract, ContractState, u64), AppError> {
+    ) -> Result<(Contract, u64), AppError> {
+        let mut tx = self.platform.store.begin().await?;
+        let out = self.execute_in(&mut tx, id, expected_version, command, cause).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Runs a command inside `tx`: decide on the stored state, append the events, keep the
+    /// contracts table in step.
+    pub async fn execute_in(
+        &self,
+        tx: &mut Tx,
+        id: ContractId,
+        expected_version: Option<u64>,
+        command: ContractCommand,
+        cause: &Cause,
+    ) -> Result<(Contract, u64), AppError> {
+        let signing = matches!(command, ContractCommand::Sign { .. });
         let (state, version) = self.load(id).await?;
-        if matches!(state, ContractState::Unsigned) {
+        if state.is_none() && !signing {
             return Err(AppError::NotFound(id));
         }
         if let Some(expected) = expected_version {
@@ -113,21 +94,81 @@ impl Contracts {
                 return Err(AppError::VersionMismatch { id, expected, actual: version });
             }
         }
-        let events = contract::decide(&state, ContractCommand::Terminate { mode, remark }, self.platform.clock.now())?;
-        self.append(id, ExpectedVersion::Exact(version), &events, cause).await?;
-        self.get(id).await
+        let now = self.platform.clock.now();
+        let events = contract::decide(&state, command, now)?;
+        let mut applied = state.clone();
+        let mut encoded = Vec::with_capacity(events.len());
+        for e in &events {
+            if let Some(pb) = codec::contract_event_to_pb(applied.as_ref(), e) {
+                encoded.push(codec::encode(pb, cause, now.timestamp_millis()));
+            }
+            applied = contract::apply(applied, e);
+        }
+        let c = applied.ok_or(AppError::NotFound(id))?;
+        if encoded.is_empty() {
+            return Ok((c, version));
+        }
+        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        let out = tx.append(&id.stream(), expected, encoded).await?;
+        for e in &events {
+            sync_table(tx, &c, e).await?;
+        }
+        Ok((c, out.last_version))
     }
+}
 
-    async fn append(
-        &self,
-        id: ContractId,
-        expected: ExpectedVersion,
-        events: &[ContractEvent],
-        cause: &Cause,
-    ) -> Result<(), AppError> {
-        let now = self.platform.clock.now_ms();
-        let encoded = events.iter().map(|e| codec::encode(codec::contract_event_to_pb(e), cause, now)).collect();
-        self.platform.store.append(&id.stream(), expected, encoded).await?;
-        Ok(())
+/// Keeps `contracts_contracts` in step with one event of `c` (the state after it).
+async fn sync_table(tx: &mut Tx, c: &Contract, e: &ContractEvent) -> Result<(), AppError> {
+    let id = Value::from(c.contract_id.to_string());
+    match e {
+        ContractEvent::Signed { .. } => {
+            let res = tx
+                .execute(
+                    "INSERT INTO contracts_contracts (contract_id, merchant_id, merchant_contract_code, payer_id, plan_id,
+                       state, signed_at_ms, expires_at_ms, last_success_at_ms, consecutive_failures, zombie_flagged_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, 0, 0, 0)",
+                    &[
+                        id,
+                        Value::from(c.merchant_id.to_string()),
+                        Value::from(&c.merchant_contract_code),
+                        Value::from(c.payer_id.to_string()),
+                        Value::from(&c.plan_id),
+                        Value::Int(c.signed_at.timestamp_millis()),
+                        Value::Int(c.expires_at.map(|t| t.timestamp_millis()).unwrap_or(0)),
+                    ],
+                )
+                .await;
+            match res {
+                Err(StoreError::Database(sqlx_err)) if is_unique_violation(&sqlx_err) => {
+                    return Err(AppError::CodeTaken(c.merchant_contract_code.clone()));
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        ContractEvent::ZombieFlagged { at, .. } => {
+            tx.execute(
+                "UPDATE contracts_contracts SET zombie_flagged_at_ms = $1 WHERE contract_id = $2",
+                &[Value::Int(at.timestamp_millis()), id],
+            )
+            .await?;
+        }
+        ContractEvent::Modified { .. } => {}
+        ContractEvent::Suspended { .. }
+        | ContractEvent::Resumed { .. }
+        | ContractEvent::Terminated { .. }
+        | ContractEvent::Expired { .. } => {
+            tx.execute(
+                "UPDATE contracts_contracts SET state = $1 WHERE contract_id = $2",
+                &[Value::from(status_name(c.status)), id],
+            )
+            .await?;
+        }
     }
+    Ok(())
+}
+
+fn is_unique_violation(e: &autodebit_eventstore::SqlxError) -> bool {
+    matches!(e, autodebit_eventstore::SqlxError::Database(d) if d.is_unique_violation())
 }

@@ -1,19 +1,54 @@
-//! The contracts service: payers sign deduction agreements with merchants; merchants, payers
-//! and customer service end them.
+//! The contracts service: merchants (onboarding, review, API keys), their deduction plans,
+//! and the contracts payers sign, through their whole life.
 
 mod api;
 mod app;
+mod auth;
+mod jobs;
+mod merchants;
+mod plans;
+mod processor;
+mod store;
 
-use autodebit_proto::contracts::v1::contracts_service_server::ContractsServiceServer;
-use autodebit_runtime::{Component, Platform};
+use autodebit_domain::merchant::IndustryPolicy;
+use autodebit_proto::contracts::v1::{
+    contracts_service_server::ContractsServiceServer, merchants_service_server::MerchantsServiceServer,
+    plans_service_server::PlansServiceServer,
+};
+use autodebit_runtime::grpc::routes_for;
+use autodebit_runtime::{Component, Platform, spawn_follower};
 
-pub use app::{AppError, Contracts, SignRequest};
+pub use app::{AppError, Contracts};
+pub use auth::sha256_hex;
+pub use jobs::ZombiePolicy;
+pub use merchants::merchant_id_for;
 
-pub const GRPC_NAME: &str = "autodebit.contracts.v1.ContractsService";
+pub const GRPC_NAMES: &[&str] = &[
+    "autodebit.contracts.v1.ContractsService",
+    "autodebit.contracts.v1.MerchantsService",
+    "autodebit.contracts.v1.PlansService",
+];
 
-/// Starts the service: its gRPC routes. It follows nothing on the log yet.
-pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
+/// How the contracts service runs.
+#[derive(Debug, Clone)]
+pub struct ContractsConfig {
+    /// The key operator calls (reviews, imports) authenticate with.
+    pub operator_key: String,
+    pub industries: IndustryPolicy,
+    pub zombies: ZombiePolicy,
+}
+
+/// Starts the service: its tables, the charge-outcome follower, the clean-up jobs and the
+/// gRPC routes.
+pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Result<Component> {
+    platform.store.migrate("contracts", store::MIGRATIONS).await?;
     let app = Contracts::new(platform.clone());
-    let routes = autodebit_runtime::grpc::routes_for(ContractsServiceServer::new(api::ContractsApi::new(app)));
-    Ok(Component { grpc_name: GRPC_NAME, routes })
+    let auth = auth::Authenticator::new(platform.store.clone(), &config.operator_key);
+    spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
+    jobs::spawn(app.clone(), config.zombies.clone());
+    let merchants = merchants::Merchants::new(platform.clone(), config.industries.clone());
+    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, auth.clone())))
+        .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants, auth.clone()))))
+        .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone(), auth))));
+    Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes })
 }

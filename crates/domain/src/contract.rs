@@ -1,4 +1,5 @@
-//! The contract aggregate: a payer's signed agreement with a merchant.
+//! The contract aggregate: a payer's signed agreement with a merchant, from signing to its
+//! end. Terminated and expired are final.
 use crate::{ContractId, Cycle, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerId, Timestamp};
 
 /// Who ended a contract.
@@ -8,6 +9,8 @@ pub enum TerminationMode {
     Merchant,
     CustomerService,
     Provider,
+    /// The platform's own clean-up (a zombie contract after its notice).
+    Platform,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +22,39 @@ pub enum ContractEvent {
         amount_per_cycle: Money,
         cycle: Cycle,
         merchant_contract_code: String,
+        plan_id: String,
+        expires_at: Option<Timestamp>,
         signed_at: Timestamp,
+    },
+    /// A change of terms; the payer is told (the event carries the notice text).
+    Modified {
+        amount_per_cycle: Money,
+        cycle: Cycle,
+        effective_at: Timestamp,
+        notice: String,
+        at: Timestamp,
+    },
+    Suspended {
+        reason: String,
+        at: Timestamp,
+    },
+    Resumed {
+        at: Timestamp,
     },
     Terminated {
         contract_id: ContractId,
         mode: TerminationMode,
         remark: String,
         terminated_at: Timestamp,
+    },
+    Expired {
+        at: Timestamp,
+    },
+    /// No successful charge for a long time: the payer is told, and the contract ends later
+    /// unless it is used.
+    ZombieFlagged {
+        idle_since: Timestamp,
+        at: Timestamp,
     },
 }
 
@@ -38,19 +67,43 @@ pub enum ContractCommand {
         amount_per_cycle: Money,
         cycle: Cycle,
         merchant_contract_code: String,
+        plan_id: String,
+        expires_at: Option<Timestamp>,
     },
+    Modify {
+        amount_per_cycle: Money,
+        cycle: Cycle,
+        /// The most one charge may be under the contract's plan.
+        cap: Money,
+        effective_at: Timestamp,
+        notice: String,
+    },
+    Suspend {
+        reason: String,
+    },
+    Resume,
     Terminate {
         mode: TerminationMode,
         remark: String,
     },
+    Expire,
+    FlagZombie {
+        idle_since: Timestamp,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContractState {
-    /// No contract yet: the stream is empty.
-    Unsigned,
-    Active(Contract),
-    Terminated(Contract),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractStatus {
+    Active,
+    Suspended,
+    Terminated,
+    Expired,
+}
+
+impl ContractStatus {
+    pub fn is_final(&self) -> bool {
+        matches!(self, ContractStatus::Terminated | ContractStatus::Expired)
+    }
 }
 
 /// What a signed contract holds.
@@ -62,9 +115,18 @@ pub struct Contract {
     pub amount_per_cycle: Money,
     pub cycle: Cycle,
     pub merchant_contract_code: String,
+    pub plan_id: String,
     pub signed_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub status: ContractStatus,
+    pub suspension_reason: String,
+    pub zombie_flagged_at: Option<Timestamp>,
     pub termination: Option<(TerminationMode, String, Timestamp)>,
+    pub ended_at: Option<Timestamp>,
 }
+
+/// `None` until signed.
+pub type ContractState = Option<Contract>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContractError {
@@ -72,12 +134,29 @@ pub enum ContractError {
     AlreadySigned,
     #[error("the contract does not exist")]
     NotSigned,
-    #[error("the contract is terminated, which is final")]
-    AlreadyTerminated,
+    #[error("the contract is {0:?}, which is final")]
+    Ended(ContractStatus),
     #[error("amount_per_cycle {amount} is above the per-charge cap of {cap}")]
     AboveCap { amount: Money, cap: Money },
     #[error("amount_per_cycle must be positive")]
     NotPositive,
+    #[error("the contract is {0:?}; {1}")]
+    WrongStatus(ContractStatus, &'static str),
+    #[error("the contract is valid until {0}; it cannot expire before")]
+    NotYetExpired(Timestamp),
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+}
+
+fn check_amount(amount: Money, cap: Money) -> Result<(), ContractError> {
+    if amount.minor_units() <= 0 {
+        return Err(ContractError::NotPositive);
+    }
+    let cap_units = cap.minor_units().min(MAX_CHARGE_CNY_FEN);
+    if amount.minor_units() > cap_units || amount.currency() != cap.currency() {
+        return Err(ContractError::AboveCap { amount, cap: Money::new(cap_units, cap.currency()) });
+    }
+    Ok(())
 }
 
 /// Decides what a command does to a contract; pure.
@@ -86,9 +165,9 @@ pub fn decide(
     command: ContractCommand,
     now: Timestamp,
 ) -> Result<Vec<ContractEvent>, ContractError> {
-    match (state, command) {
-        (
-            ContractState::Unsigned,
+    use ContractStatus::*;
+    let Some(c) = state else {
+        return match command {
             ContractCommand::Sign {
                 contract_id,
                 merchant_id,
@@ -96,77 +175,144 @@ pub fn decide(
                 amount_per_cycle,
                 cycle,
                 merchant_contract_code,
-            },
-        ) => {
-            if amount_per_cycle.minor_units() <= 0 {
-                return Err(ContractError::NotPositive);
+                plan_id,
+                expires_at,
+            } => {
+                // The platform's hard cap is stated in CNY; other currencies are held to the
+                // same number of minor units.
+                check_amount(amount_per_cycle, Money::new(MAX_CHARGE_CNY_FEN, amount_per_cycle.currency()))?;
+                Ok(vec![ContractEvent::Signed {
+                    contract_id,
+                    merchant_id,
+                    payer_id,
+                    amount_per_cycle,
+                    cycle,
+                    merchant_contract_code,
+                    plan_id,
+                    expires_at,
+                    signed_at: now,
+                }])
             }
-            // The platform's hard cap is stated in CNY; other currencies are held to the same
-            // number of minor units until per-currency caps are configured.
-            if amount_per_cycle.minor_units() > MAX_CHARGE_CNY_FEN {
-                return Err(ContractError::AboveCap {
-                    amount: amount_per_cycle,
-                    cap: Money::new(MAX_CHARGE_CNY_FEN, amount_per_cycle.currency()),
-                });
+            _ => Err(ContractError::NotSigned),
+        };
+    };
+    if let ContractCommand::Sign { .. } = command {
+        return Err(ContractError::AlreadySigned);
+    }
+    if c.status.is_final() {
+        return Err(ContractError::Ended(c.status));
+    }
+    match command {
+        ContractCommand::Sign { .. } => Err(ContractError::AlreadySigned),
+        ContractCommand::Modify { amount_per_cycle, cycle, cap, effective_at, notice } => {
+            check_amount(amount_per_cycle, cap)?;
+            if notice.trim().is_empty() {
+                return Err(ContractError::Empty("notice"));
             }
-            Ok(vec![ContractEvent::Signed {
-                contract_id,
-                merchant_id,
-                payer_id,
+            Ok(vec![ContractEvent::Modified {
                 amount_per_cycle,
                 cycle,
-                merchant_contract_code,
-                signed_at: now,
+                effective_at: effective_at.max(now),
+                notice,
+                at: now,
             }])
         }
-        (ContractState::Unsigned, ContractCommand::Terminate { .. }) => Err(ContractError::NotSigned),
-        (ContractState::Active(_) | ContractState::Terminated(_), ContractCommand::Sign { .. }) => {
-            Err(ContractError::AlreadySigned)
-        }
-        (ContractState::Active(c), ContractCommand::Terminate { mode, remark }) => {
+        ContractCommand::Suspend { reason } => match c.status {
+            Active if reason.trim().is_empty() => Err(ContractError::Empty("reason")),
+            Active => Ok(vec![ContractEvent::Suspended { reason, at: now }]),
+            s => Err(ContractError::WrongStatus(s, "only an active contract can be suspended")),
+        },
+        ContractCommand::Resume => match c.status {
+            Suspended => Ok(vec![ContractEvent::Resumed { at: now }]),
+            s => Err(ContractError::WrongStatus(s, "only a suspended contract can be resumed")),
+        },
+        ContractCommand::Terminate { mode, remark } => {
             Ok(vec![ContractEvent::Terminated { contract_id: c.contract_id, mode, remark, terminated_at: now }])
         }
-        (ContractState::Terminated(_), ContractCommand::Terminate { .. }) => Err(ContractError::AlreadyTerminated),
+        ContractCommand::Expire => match c.expires_at {
+            Some(t) if t <= now => Ok(vec![ContractEvent::Expired { at: now }]),
+            Some(t) => Err(ContractError::NotYetExpired(t)),
+            None => Err(ContractError::WrongStatus(c.status, "the contract has no end of validity")),
+        },
+        ContractCommand::FlagZombie { idle_since } => {
+            if c.zombie_flagged_at.is_some() {
+                return Ok(vec![]);
+            }
+            Ok(vec![ContractEvent::ZombieFlagged { idle_since, at: now }])
+        }
     }
 }
 
 /// Folds one event into the state; events are facts, so this never fails. An event that
 /// cannot follow the state (which `decide` never produces) leaves the state as it was.
 pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
-    match (state, event) {
-        (
-            ContractState::Unsigned,
-            ContractEvent::Signed {
-                contract_id,
-                merchant_id,
-                payer_id,
-                amount_per_cycle,
-                cycle,
-                merchant_contract_code,
-                signed_at,
-            },
-        ) => ContractState::Active(Contract {
+    use ContractStatus::*;
+    if let ContractEvent::Signed {
+        contract_id,
+        merchant_id,
+        payer_id,
+        amount_per_cycle,
+        cycle,
+        merchant_contract_code,
+        plan_id,
+        expires_at,
+        signed_at,
+    } = event
+    {
+        return Some(state.unwrap_or(Contract {
             contract_id: *contract_id,
             merchant_id: merchant_id.clone(),
             payer_id: payer_id.clone(),
             amount_per_cycle: *amount_per_cycle,
             cycle: *cycle,
             merchant_contract_code: merchant_contract_code.clone(),
+            plan_id: plan_id.clone(),
             signed_at: *signed_at,
+            expires_at: *expires_at,
+            status: Active,
+            suspension_reason: String::new(),
+            zombie_flagged_at: None,
             termination: None,
-        }),
-        (ContractState::Active(mut c), ContractEvent::Terminated { mode, remark, terminated_at, .. }) => {
-            c.termination = Some((*mode, remark.clone(), *terminated_at));
-            ContractState::Terminated(c)
-        }
-        (state, _) => state,
+            ended_at: None,
+        }));
     }
+    let mut c = state?;
+    if c.status.is_final() {
+        return Some(c);
+    }
+    match event {
+        ContractEvent::Signed { .. } => {}
+        ContractEvent::Modified { amount_per_cycle, cycle, .. } => {
+            c.amount_per_cycle = *amount_per_cycle;
+            c.cycle = *cycle;
+        }
+        ContractEvent::Suspended { reason, .. } => {
+            c.status = Suspended;
+            c.suspension_reason = reason.clone();
+        }
+        ContractEvent::Resumed { .. } => {
+            c.status = Active;
+            c.suspension_reason.clear();
+        }
+        ContractEvent::Terminated { mode, remark, terminated_at, .. } => {
+            c.status = Terminated;
+            c.termination = Some((*mode, remark.clone(), *terminated_at));
+            c.ended_at = Some(*terminated_at);
+        }
+        ContractEvent::Expired { at } => {
+            c.status = Expired;
+            c.ended_at = Some(*at);
+        }
+        ContractEvent::ZombieFlagged { at, .. } => c.zombie_flagged_at = Some(*at),
+    }
+    Some(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::from_millis;
+    use proptest::prelude::*;
 
     fn sign(amount: i64) -> ContractCommand {
         ContractCommand::Sign {
@@ -176,6 +322,8 @@ mod tests {
             amount_per_cycle: Money::cny(amount),
             cycle: Cycle::Monthly,
             merchant_contract_code: "code-1".into(),
+            plan_id: "pl_1".into(),
+            expires_at: Some(from_millis(10_000)),
         }
     }
 
@@ -184,33 +332,113 @@ mod tests {
     }
 
     fn run(state: ContractState, cmd: ContractCommand) -> Result<ContractState, ContractError> {
-        let events = decide(&state, cmd, from_millis(1_000))?;
+        run_at(state, cmd, 1_000)
+    }
+
+    fn run_at(state: ContractState, cmd: ContractCommand, ms: i64) -> Result<ContractState, ContractError> {
+        let events = decide(&state, cmd, from_millis(ms))?;
         Ok(events.iter().fold(state, apply))
     }
 
     #[test]
-    fn sign_then_terminate() {
-        let s = run(ContractState::Unsigned, sign(1_500)).unwrap();
-        assert!(matches!(s, ContractState::Active(_)));
+    fn sign_suspend_resume_terminate() {
+        let s = run(None, sign(1_500)).unwrap();
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Active);
+        let s = run(s, ContractCommand::Suspend { reason: "3 failed charges".into() }).unwrap();
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Suspended);
+        assert!(run(s.clone(), ContractCommand::Suspend { reason: "again".into() }).is_err());
+        let s = run(s, ContractCommand::Resume).unwrap();
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Active);
         let s = run(s, terminate()).unwrap();
-        let ContractState::Terminated(c) = s.clone() else { panic!("expected terminated, got {s:?}") };
+        let c = s.clone().unwrap();
+        assert_eq!(c.status, ContractStatus::Terminated);
         assert_eq!(c.termination.unwrap().0, TerminationMode::Payer);
-        assert_eq!(run(s.clone(), terminate()), Err(ContractError::AlreadyTerminated));
+        assert_eq!(run(s.clone(), terminate()), Err(ContractError::Ended(ContractStatus::Terminated)));
         assert_eq!(run(s, sign(1)), Err(ContractError::AlreadySigned));
     }
 
     #[test]
-    fn cap_and_positivity() {
-        assert!(run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN)).is_ok());
-        assert!(matches!(
-            run(ContractState::Unsigned, sign(MAX_CHARGE_CNY_FEN + 1)),
-            Err(ContractError::AboveCap { .. })
-        ));
-        assert_eq!(run(ContractState::Unsigned, sign(0)), Err(ContractError::NotPositive));
+    fn expiry_waits_for_the_end_of_validity() {
+        let s = run(None, sign(100)).unwrap();
+        assert_eq!(
+            run_at(s.clone(), ContractCommand::Expire, 9_999),
+            Err(ContractError::NotYetExpired(from_millis(10_000)))
+        );
+        let s = run_at(s, ContractCommand::Expire, 10_000).unwrap();
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Expired);
+        assert_eq!(run(s, ContractCommand::Resume), Err(ContractError::Ended(ContractStatus::Expired)));
     }
 
     #[test]
-    fn terminate_needs_a_contract() {
-        assert_eq!(run(ContractState::Unsigned, terminate()), Err(ContractError::NotSigned));
+    fn modification_respects_the_cap_and_needs_a_notice() {
+        let s = run(None, sign(100)).unwrap();
+        let modify = |amount, notice: &str| ContractCommand::Modify {
+            amount_per_cycle: Money::cny(amount),
+            cycle: Cycle::Quarterly,
+            cap: Money::cny(500),
+            effective_at: from_millis(0),
+            notice: notice.into(),
+        };
+        assert!(matches!(run(s.clone(), modify(501, "n")), Err(ContractError::AboveCap { .. })));
+        assert_eq!(run(s.clone(), modify(400, " ")), Err(ContractError::Empty("notice")));
+        let s = run(s, modify(400, "您的扣款金额将调整为 4.00 元")).unwrap().unwrap();
+        assert_eq!((s.amount_per_cycle, s.cycle), (Money::cny(400), Cycle::Quarterly));
+    }
+
+    #[test]
+    fn cap_and_positivity() {
+        assert!(run(None, sign(MAX_CHARGE_CNY_FEN)).is_ok());
+        assert!(matches!(run(None, sign(MAX_CHARGE_CNY_FEN + 1)), Err(ContractError::AboveCap { .. })));
+        assert_eq!(run(None, sign(0)), Err(ContractError::NotPositive));
+        assert_eq!(run(None, terminate()), Err(ContractError::NotSigned));
+    }
+
+    fn command(i: u8) -> ContractCommand {
+        match i % 7 {
+            0 => sign(100),
+            1 => ContractCommand::Suspend { reason: "r".into() },
+            2 => ContractCommand::Resume,
+            3 => terminate(),
+            4 => ContractCommand::Expire,
+            5 => ContractCommand::FlagZombie { idle_since: from_millis(0) },
+            _ => ContractCommand::Modify {
+                amount_per_cycle: Money::cny(200),
+                cycle: Cycle::Weekly,
+                cap: Money::cny(300),
+                effective_at: from_millis(0),
+                notice: "n".into(),
+            },
+        }
+    }
+
+    proptest! {
+        /// Over any command sequence: nothing happens to a contract after it ends, every event
+        /// decide produces applies to the state it was decided on, and the status only moves
+        /// along the legal transitions.
+        #[test]
+        fn state_machine(cmds in proptest::collection::vec((0u8..7, 0i64..20_000), 0..25)) {
+            let mut state: ContractState = None;
+            for (c, t) in cmds {
+                let before = state.clone();
+                match decide(&state, command(c), from_millis(t)) {
+                    Ok(events) => {
+                        if let Some(b) = &before {
+                            prop_assert!(!b.status.is_final(), "an ended contract took {events:?}");
+                        }
+                        state = events.iter().fold(state, apply);
+                        let (from, to) = (before.as_ref().map(|c| c.status), state.as_ref().map(|c| c.status));
+                        use ContractStatus::*;
+                        let legal = matches!(
+                            (from, to),
+                            (None, Some(Active))
+                                | (Some(Active), Some(Active | Suspended | Terminated | Expired))
+                                | (Some(Suspended), Some(Suspended | Active | Terminated | Expired))
+                        );
+                        prop_assert!(legal, "{from:?} -> {to:?}");
+                    }
+                    Err(_) => prop_assert_eq!(&state, &before),
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,9 @@ pub mod clock;
 pub mod contract;
 pub mod cycle;
 pub mod ids;
+pub mod merchant;
 pub mod money;
+pub mod plan;
 
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use cycle::Cycle;

@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+/// The database error type, for callers that need to tell constraint violations apart.
+pub use sqlx::Error as SqlxError;
 pub use value::{Row, Value};
 
 /// What the writer expects a stream's current version to be.

@@ -53,6 +53,17 @@ impl events::v1::Event {
             Some(Kind::ChargeFailed(_)) => "ChargeFailed",
             Some(Kind::ChargeRejected(_)) => "ChargeRejected",
             Some(Kind::NoticeRecorded(_)) => "NoticeRecorded",
+            Some(Kind::ContractModified(_)) => "ContractModified",
+            Some(Kind::ContractSuspended(_)) => "ContractSuspended",
+            Some(Kind::ContractResumed(_)) => "ContractResumed",
+            Some(Kind::ContractExpired(_)) => "ContractExpired",
+            Some(Kind::ContractZombieFlagged(_)) => "ContractZombieFlagged",
+            Some(Kind::MerchantApplied(_)) => "MerchantApplied",
+            Some(Kind::MerchantDocumentFiled(_)) => "MerchantDocumentFiled",
+            Some(Kind::MerchantReviewed(_)) => "MerchantReviewed",
+            Some(Kind::ApiKeyIssued(_)) => "ApiKeyIssued",
+            Some(Kind::ApiKeyRevoked(_)) => "ApiKeyRevoked",
+            Some(Kind::PlanCreated(_)) => "PlanCreated",
             None => "Unknown",
         }
     }

@@ -1,7 +1,7 @@
 //! Events on the wire and in the log: protobuf `Event` payloads with `Metadata`, and the
 //! conversions between domain values and their protobuf form.
 use autodebit_domain::charge::{Charge, ChargeEvent};
-use autodebit_domain::contract::{ContractEvent, TerminationMode};
+use autodebit_domain::contract::{Contract, ContractEvent, TerminationMode};
 use autodebit_domain::{ChargeId, ContractId, Currency, Cycle, MerchantId, Money, PayerId, clock::from_millis};
 use autodebit_eventstore::{NewEvent, RecordedEvent};
 use autodebit_proto::EventKind;
@@ -105,6 +105,7 @@ pub fn termination_mode_to_pb(m: TerminationMode) -> pb::TerminationMode {
         TerminationMode::Merchant => pb::TerminationMode::Merchant,
         TerminationMode::CustomerService => pb::TerminationMode::CustomerService,
         TerminationMode::Provider => pb::TerminationMode::Provider,
+        TerminationMode::Platform => pb::TerminationMode::Platform,
     }
 }
 
@@ -115,12 +116,16 @@ pub fn termination_mode_from_pb(raw: i32) -> Option<TerminationMode> {
         pb::TerminationMode::Merchant => Some(TerminationMode::Merchant),
         pb::TerminationMode::CustomerService => Some(TerminationMode::CustomerService),
         pb::TerminationMode::Provider => Some(TerminationMode::Provider),
+        pb::TerminationMode::Platform => Some(TerminationMode::Platform),
     }
 }
 
 // === contract events ===
 
-pub fn contract_event_to_pb(e: &ContractEvent) -> pb::Event {
+/// The protobuf form of a contract event. Events after signing repeat the contract's id and
+/// payer so that followers need no lookup; `contract` is the state the event applies to.
+pub fn contract_event_to_pb(contract: Option<&Contract>, e: &ContractEvent) -> Option<pb::Event> {
+    let ids = || contract.map(|c| (c.contract_id.to_string(), c.payer_id.to_string()));
     let kind = match e {
         ContractEvent::Signed {
             contract_id,
@@ -129,6 +134,8 @@ pub fn contract_event_to_pb(e: &ContractEvent) -> pb::Event {
             amount_per_cycle,
             cycle,
             merchant_contract_code,
+            plan_id,
+            expires_at,
             signed_at,
         } => EventKind::ContractSigned(pb::ContractSigned {
             contract_id: contract_id.to_string(),
@@ -138,6 +145,8 @@ pub fn contract_event_to_pb(e: &ContractEvent) -> pb::Event {
             cycle: cycle_to_pb(*cycle) as i32,
             signed_at_ms: signed_at.timestamp_millis(),
             merchant_contract_code: merchant_contract_code.clone(),
+            plan_id: plan_id.clone(),
+            expires_at_ms: expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
         }),
         ContractEvent::Terminated { contract_id, mode, remark, terminated_at } => {
             EventKind::ContractTerminated(pb::ContractTerminated {
@@ -145,14 +154,62 @@ pub fn contract_event_to_pb(e: &ContractEvent) -> pb::Event {
                 mode: termination_mode_to_pb(*mode) as i32,
                 remark: remark.clone(),
                 terminated_at_ms: terminated_at.timestamp_millis(),
+                payer_id: contract.map(|c| c.payer_id.to_string()).unwrap_or_default(),
+            })
+        }
+        ContractEvent::Modified { amount_per_cycle, cycle, effective_at, notice, at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractModified(pb::ContractModified {
+                contract_id,
+                amount_per_cycle: Some(money_to_pb(*amount_per_cycle)),
+                cycle: cycle_to_pb(*cycle) as i32,
+                effective_at_ms: effective_at.timestamp_millis(),
+                notice: notice.clone(),
+                modified_at_ms: at.timestamp_millis(),
+                payer_id,
+            })
+        }
+        ContractEvent::Suspended { reason, at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractSuspended(pb::ContractSuspended {
+                contract_id,
+                reason: reason.clone(),
+                suspended_at_ms: at.timestamp_millis(),
+                payer_id,
+            })
+        }
+        ContractEvent::Resumed { at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractResumed(pb::ContractResumed {
+                contract_id,
+                resumed_at_ms: at.timestamp_millis(),
+                payer_id,
+            })
+        }
+        ContractEvent::Expired { at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractExpired(pb::ContractExpired {
+                contract_id,
+                expired_at_ms: at.timestamp_millis(),
+                payer_id,
+            })
+        }
+        ContractEvent::ZombieFlagged { idle_since, at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractZombieFlagged(pb::ContractZombieFlagged {
+                contract_id,
+                idle_since_ms: idle_since.timestamp_millis(),
+                flagged_at_ms: at.timestamp_millis(),
+                payer_id,
             })
         }
     };
-    pb::Event { kind: Some(kind) }
+    Some(pb::Event { kind: Some(kind) })
 }
 
 /// The domain form of a contract event; `None` for other events or damaged ones.
 pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
+    let opt_time = |ms: i64| (ms != 0).then(|| from_millis(ms));
     match kind {
         EventKind::ContractSigned(s) => Some(ContractEvent::Signed {
             contract_id: ContractId::parse(&s.contract_id).ok()?,
@@ -161,6 +218,8 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
             amount_per_cycle: money_from_pb(s.amount_per_cycle.as_ref()).ok()?,
             cycle: cycle_from_pb(s.cycle)?,
             merchant_contract_code: s.merchant_contract_code.clone(),
+            plan_id: s.plan_id.clone(),
+            expires_at: opt_time(s.expires_at_ms),
             signed_at: from_millis(s.signed_at_ms),
         }),
         EventKind::ContractTerminated(t) => Some(ContractEvent::Terminated {
@@ -168,6 +227,22 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
             mode: termination_mode_from_pb(t.mode)?,
             remark: t.remark.clone(),
             terminated_at: from_millis(t.terminated_at_ms),
+        }),
+        EventKind::ContractModified(m) => Some(ContractEvent::Modified {
+            amount_per_cycle: money_from_pb(m.amount_per_cycle.as_ref()).ok()?,
+            cycle: cycle_from_pb(m.cycle)?,
+            effective_at: from_millis(m.effective_at_ms),
+            notice: m.notice.clone(),
+            at: from_millis(m.modified_at_ms),
+        }),
+        EventKind::ContractSuspended(s) => {
+            Some(ContractEvent::Suspended { reason: s.reason.clone(), at: from_millis(s.suspended_at_ms) })
+        }
+        EventKind::ContractResumed(r) => Some(ContractEvent::Resumed { at: from_millis(r.resumed_at_ms) }),
+        EventKind::ContractExpired(e) => Some(ContractEvent::Expired { at: from_millis(e.expired_at_ms) }),
+        EventKind::ContractZombieFlagged(z) => Some(ContractEvent::ZombieFlagged {
+            idle_since: from_millis(z.idle_since_ms),
+            at: from_millis(z.flagged_at_ms),
         }),
         _ => None,
     }
@@ -275,20 +350,26 @@ mod tests {
             amount_per_cycle: Money::cny(1999),
             cycle: Cycle::Quarterly,
             merchant_contract_code: "c-9".into(),
+            plan_id: "pl_1".into(),
+            expires_at: Some(from_millis(1_800_000_000_000)),
             signed_at: from_millis(1_700_000_000_000),
         };
-        let pb = contract_event_to_pb(&e);
+        let pb = contract_event_to_pb(None, &e).unwrap();
         assert_eq!(contract_event_from_pb(pb.kind.as_ref().unwrap()), Some(e));
     }
 
     #[test]
     fn encoded_events_decode_with_metadata() {
-        let e = contract_event_to_pb(&ContractEvent::Terminated {
-            contract_id: ContractId::generate(),
-            mode: TerminationMode::Merchant,
-            remark: "r".into(),
-            terminated_at: from_millis(5),
-        });
+        let e = contract_event_to_pb(
+            None,
+            &ContractEvent::Terminated {
+                contract_id: ContractId::generate(),
+                mode: TerminationMode::Merchant,
+                remark: "r".into(),
+                terminated_at: from_millis(5),
+            },
+        )
+        .unwrap();
         let cause = Cause { correlation_id: "corr".into(), causation_id: "cause".into() };
         let new = encode(e.clone(), &cause, 77);
         assert_eq!(new.event_type, "ContractTerminated");

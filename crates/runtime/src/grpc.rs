@@ -170,9 +170,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let mut router = axum::Router::new();
-    let names: Vec<&'static str> = components.iter().map(|c| c.grpc_name).collect();
+    let names: Vec<&'static str> = components.iter().flat_map(|c| c.grpc_names.iter().copied()).collect();
+    for name in &names {
+        reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
     for c in components {
-        reporter.set_service_status(c.grpc_name, tonic_health::ServingStatus::Serving).await;
         router = router.merge(c.routes);
     }
     let mut routes = tonic::service::Routes::from(router)

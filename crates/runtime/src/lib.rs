@@ -24,9 +24,9 @@ pub struct Platform {
     pub shutdown: Shutdown,
 }
 
-/// A started service: its gRPC routes and the health name it reports under.
+/// A started service: its gRPC routes and the health names it reports under.
 pub struct Component {
-    /// Fully qualified gRPC service name, e.g. `autodebit.contracts.v1.ContractsService`.
-    pub grpc_name: &'static str,
+    /// Fully qualified gRPC service names, e.g. `autodebit.contracts.v1.ContractsService`.
+    pub grpc_names: Vec<&'static str>,
     pub routes: axum::Router,
 }

@@ -16,7 +16,15 @@ impl Processor for ContractFollower {
     }
 
     fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::ContractSigned(_) | EventKind::ContractTerminated(_))
+        matches!(
+            kind,
+            EventKind::ContractSigned(_)
+                | EventKind::ContractTerminated(_)
+                | EventKind::ContractExpired(_)
+                | EventKind::ContractSuspended(_)
+                | EventKind::ContractResumed(_)
+                | EventKind::ContractModified(_)
+        )
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
@@ -54,10 +62,25 @@ impl Processor for ContractFollower {
                     )
                     .await?;
                 }
-                EventKind::ContractTerminated(t) => {
+                EventKind::ContractTerminated(t) => stop(tx, &t.contract_id).await?,
+                EventKind::ContractExpired(e) => stop(tx, &e.contract_id).await?,
+                EventKind::ContractSuspended(s) => stop(tx, &s.contract_id).await?,
+                EventKind::ContractResumed(r) => resume(tx, &r.contract_id, r.resumed_at_ms).await?,
+                EventKind::ContractModified(m) => {
+                    // New terms apply to the periods that fall due from now on.
+                    let (Ok(amount), Some(cycle)) =
+                        (codec::money_from_pb(m.amount_per_cycle.as_ref()), codec::cycle_from_pb(m.cycle))
+                    else {
+                        continue;
+                    };
                     tx.execute(
-                        "UPDATE scheduler_schedules SET active = 0 WHERE contract_id = $1",
-                        &[Value::from(&t.contract_id)],
+                        "UPDATE scheduler_schedules SET amount = $1, currency = $2, cycle = $3 WHERE contract_id = $4",
+                        &[
+                            Value::Int(amount.minor_units()),
+                            Value::from(amount.currency().as_str()),
+                            Value::from(cycle.as_str()),
+                            Value::from(&m.contract_id),
+                        ],
                     )
                     .await?;
                 }
@@ -66,4 +89,37 @@ impl Processor for ContractFollower {
         }
         Ok(())
     }
+}
+
+async fn stop(tx: &mut Tx, contract_id: &str) -> anyhow::Result<()> {
+    tx.execute("UPDATE scheduler_schedules SET active = 0 WHERE contract_id = $1", &[Value::from(contract_id)]).await?;
+    Ok(())
+}
+
+/// Billing goes on from the first period due after the resumption: periods that fell due
+/// while the contract was suspended are not charged.
+async fn resume(tx: &mut Tx, contract_id: &str, at_ms: i64) -> anyhow::Result<()> {
+    let rows = tx
+        .query(
+            &format!("SELECT {} FROM scheduler_schedules WHERE contract_id = $1", crate::store::COLUMNS),
+            &[Value::from(contract_id)],
+        )
+        .await?;
+    let Some(row) = rows.first().and_then(crate::store::ScheduleRow::from_row) else { return Ok(()) };
+    let Some(cycle) = crate::store::cycle_from_str(&row.cycle) else { return Ok(()) };
+    let mut period = u32::try_from(row.next_period).unwrap_or(u32::MAX);
+    let mut due = row.next_due_ms;
+    while due <= at_ms {
+        period = period.saturating_add(1);
+        match cycle.due_at(from_millis(row.anchor_ms), period, beijing()) {
+            Some(t) => due = t.timestamp_millis(),
+            None => return stop(tx, contract_id).await,
+        }
+    }
+    tx.execute(
+        "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2 WHERE contract_id = $3",
+        &[Value::Int(i64::from(period)), Value::Int(due), Value::from(contract_id)],
+    )
+    .await?;
+    Ok(())
 }

@@ -1,0 +1,76 @@
+//! Follows charge outcomes: a success resets the contract's run of failures; the third failed
+//! charge in a row suspends it, and the suspension says why.
+use crate::app::{AppError, Contracts};
+use autodebit_domain::ContractId;
+use autodebit_domain::contract::ContractCommand;
+use autodebit_eventstore::{Tx, Value};
+use autodebit_proto::EventKind;
+use autodebit_runtime::codec::Cause;
+use autodebit_runtime::{Decoded, Processor};
+
+/// Failed charges in a row that suspend a contract.
+pub const SUSPEND_AFTER_FAILURES: i64 = 3;
+
+pub struct ChargeOutcomes {
+    pub app: Contracts,
+}
+
+impl Processor for ChargeOutcomes {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        "contracts.charge_outcomes"
+    }
+
+    fn wants(&self, kind: &EventKind) -> bool {
+        matches!(kind, EventKind::ChargeSucceeded(_) | EventKind::ChargeFailed(_))
+    }
+
+    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        for d in events {
+            match &d.kind {
+                EventKind::ChargeSucceeded(s) => {
+                    tx.execute(
+                        "UPDATE contracts_contracts SET consecutive_failures = 0, last_success_at_ms = $1,
+                           zombie_flagged_at_ms = 0 WHERE contract_id = $2",
+                        &[Value::Int(s.succeeded_at_ms), Value::from(&s.contract_id)],
+                    )
+                    .await?;
+                }
+                EventKind::ChargeFailed(f) => {
+                    let rows = tx
+                        .query(
+                            "UPDATE contracts_contracts SET consecutive_failures = consecutive_failures + 1
+                             WHERE contract_id = $1 RETURNING consecutive_failures, state",
+                            &[Value::from(&f.contract_id)],
+                        )
+                        .await?;
+                    let Some(row) = rows.first() else { continue };
+                    let failures = row.i64(0).unwrap_or(0);
+                    if failures < SUSPEND_AFTER_FAILURES || row.text(1) != Some("active") {
+                        continue;
+                    }
+                    let Ok(id) = ContractId::parse(&f.contract_id) else { continue };
+                    let reason = format!(
+                        "{failures} consecutive failed charges; the last, {}, failed with {}",
+                        f.charge_id, f.provider_code
+                    );
+                    match self.app.execute_in(tx, id, None, ContractCommand::Suspend { reason }, &Cause::of(d)).await {
+                        Ok((c, _)) => {
+                            tracing::info!(contract = %id, status = ?c.status, "suspended after failed charges")
+                        }
+                        // Ended meanwhile (or suspended by someone else): nothing to do.
+                        Err(AppError::Rule(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
