@@ -68,6 +68,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         simulator_seed: args.simulator_seed,
         decline_basis_points: args.decline_basis_points,
         operator_key: Some(operator_key.clone()),
+        public_url: None,
+        signing_session_minutes: 10,
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;

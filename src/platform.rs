@@ -56,6 +56,13 @@ pub struct PlatformArgs {
     /// random one is made and logged at start.
     #[arg(long, env = "AUTODEBIT_OPERATOR_KEY", hide_env_values = true)]
     pub operator_key: Option<String>,
+    /// The address payers reach the HTTP listener at (authorization page URLs start with it);
+    /// default: the HTTP listener's own address.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// How long a signing session stays open.
+    #[arg(long, default_value_t = 10)]
+    pub signing_session_minutes: u64,
 }
 
 impl PlatformArgs {
@@ -126,6 +133,10 @@ pub async fn start(
     let clock =
         if options.test_clock { PlatformClock::test(&store, &shutdown).await? } else { PlatformClock::system() };
     let platform = Platform { store, clock, shutdown };
+    let grpc = tokio::net::TcpListener::bind(listen.grpc_addr).await?;
+    let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
+    let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
+    let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let operator_key = if services.contains(&Service::Contracts) { options.operator_key() } else { String::new() };
     let mut components: Vec<Component> = Vec::new();
     for s in services {
@@ -135,6 +146,9 @@ pub async fn start(
                     operator_key: operator_key.clone(),
                     industries: Default::default(),
                     zombies: Default::default(),
+                    public_url: public_url.clone(),
+                    session_ttl: std::time::Duration::from_secs(options.signing_session_minutes * 60),
+                    regions: std::sync::Arc::new(autodebit_contracts::regions::RegionTable::built_in()),
                 };
                 autodebit_contracts::start(&platform, config).await?
             }
@@ -144,9 +158,7 @@ pub async fn start(
             Service::Analytics => autodebit_analytics::start(&platform).await?,
         });
     }
-    let grpc = tokio::net::TcpListener::bind(listen.grpc_addr).await?;
-    let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
-    let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
+    let pages = components.iter().fold(axum::Router::new(), |r, c| r.merge(c.http.clone()));
     let tasks = vec![
         tokio::spawn({
             let p = platform.clone();
@@ -154,7 +166,7 @@ pub async fn start(
         }),
         tokio::spawn({
             let p = platform.clone();
-            async move { autodebit_runtime::http::serve(http, &p, Default::default()).await }
+            async move { autodebit_runtime::http::serve(http, &p, pages).await }
         }),
     ];
     Ok(Running { platform, grpc_addr, http_addr, tasks })

@@ -102,3 +102,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A plain HTTP/1.1 POST of a form on loopback; returns (status, headers and body).
+pub fn http_post(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw)
+}
+
+/// The text of the element with `id` in an HTML page (between its tag's `>` and the next `<`).
+pub fn element_text(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let start = at + html[at..].find('>')? + 1;
+    let end = start + html[start..].find('<')?;
+    Some(html[start..end].to_string())
+}

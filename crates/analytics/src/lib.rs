@@ -43,5 +43,5 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     spawn_follower(platform, processor::Projector);
     let routes =
         autodebit_runtime::grpc::routes_for(AnalyticsServiceServer::new(api::AnalyticsApi::new(platform.clone())));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

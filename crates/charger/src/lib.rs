@@ -32,5 +32,5 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     let provider = Arc::new(Simulator::new(config.simulator.clone()));
     spawn_follower(platform, processor::ChargeExecutor::new(provider, platform.clock.clone(), config.concurrency));
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

@@ -16,11 +16,12 @@ use tonic::{Request, Response, Status};
 pub struct ContractsApi {
     app: Contracts,
     auth: Authenticator,
+    signing: crate::signing::Signing,
 }
 
 impl ContractsApi {
-    pub fn new(app: Contracts, auth: Authenticator) -> Self {
-        ContractsApi { app, auth }
+    pub fn new(app: Contracts, auth: Authenticator, signing: crate::signing::Signing) -> Self {
+        ContractsApi { app, auth, signing }
     }
 }
 
@@ -400,6 +401,126 @@ impl ContractsService for ContractsApi {
             })
             .await?;
         Ok(Response::new(pb::TerminateContractResponse { contract: Some(contract) }))
+    }
+
+    async fn create_signing_session(
+        &self,
+        req: Request<pb::CreateSigningSessionRequest>,
+    ) -> Result<Response<pb::CreateSigningSessionResponse>, Status> {
+        let session = self.create_session(req).await?;
+        Ok(Response::new(pb::CreateSigningSessionResponse { session: Some(session) }))
+    }
+
+    async fn get_signing_session(
+        &self,
+        req: Request<pb::GetSigningSessionRequest>,
+    ) -> Result<Response<pb::GetSigningSessionResponse>, Status> {
+        let principal = self.auth.principal(&req).await?;
+        let l = self.visible_session(&principal, &req.get_ref().session_id).await?;
+        Ok(Response::new(pb::GetSigningSessionResponse {
+            session: Some(crate::signing::to_api(&l, &self.signing.public_url)),
+        }))
+    }
+
+    async fn review_signing_session(
+        &self,
+        req: Request<pb::ReviewSigningSessionRequest>,
+    ) -> Result<Response<pb::ReviewSigningSessionResponse>, Status> {
+        self.auth.operator(&req).await?;
+        let cause = request_cause(&req);
+        let r = req.into_inner();
+        self.visible_session(&Principal::Operator, &r.session_id).await?;
+        let command = if r.approve {
+            autodebit_domain::signing::SigningCommand::Approve
+        } else {
+            if r.reason.trim().is_empty() {
+                return Err(invalid("reason", "a rejection needs a reason"));
+            }
+            autodebit_domain::signing::SigningCommand::Reject { reason: r.reason }
+        };
+        let l = self.signing.step(&r.session_id, command, &cause).await?;
+        Ok(Response::new(pb::ReviewSigningSessionResponse {
+            session: Some(crate::signing::to_api(&l, &self.signing.public_url)),
+        }))
+    }
+}
+
+impl ContractsApi {
+    async fn visible_session(&self, principal: &Principal, id: &str) -> Result<crate::signing::Loaded, Status> {
+        if id.is_empty() {
+            return Err(invalid("session_id", "is required"));
+        }
+        let l =
+            self.signing.load(id).await?.ok_or_else(|| Status::not_found(format!("signing session {id} not found")))?;
+        let owner = MerchantId::parse(&l.opened.merchant_id).map_err(autodebit_runtime::grpc::internal)?;
+        if !principal.may_see(&owner) {
+            return Err(Status::permission_denied("the signing session belongs to another merchant"));
+        }
+        Ok(l)
+    }
+
+    pub async fn create_session(
+        &self,
+        req: Request<pb::CreateSigningSessionRequest>,
+    ) -> Result<pb::SigningSession, Status> {
+        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        require_approved(&self.app.platform, &merchant).await?;
+        let cause = request_cause(&req);
+        let r = req.into_inner();
+        if r.plan_id.is_empty() {
+            return Err(invalid("plan_id", "is required"));
+        }
+        let (_, plan) = crate::plans::load(&self.app.platform, &r.plan_id)
+            .await?
+            .ok_or_else(|| invalid("plan_id", format!("plan {} not found", r.plan_id)))?;
+        if plan.merchant_id != merchant {
+            return Err(Status::permission_denied("the plan belongs to another merchant"));
+        }
+        if plan.provider != "simulator" {
+            return Err(Status::failed_precondition(format!(
+                "plans on the {} provider sign through the provider's own entry, which this deployment has not configured",
+                plan.provider
+            )));
+        }
+        let payer = PayerId::parse(&r.payer_id).map_err(|e| invalid("payer_id", e))?;
+        let channel = match autodebit_proto::events::v1::SigningChannel::try_from(r.channel) {
+            Ok(autodebit_proto::events::v1::SigningChannel::Unspecified) | Err(_) => {
+                return Err(invalid("channel", "must be SIGNING_CHANNEL_H5, _MINI_PROGRAM or _APP"));
+            }
+            Ok(c) => c,
+        };
+        if r.device_id.is_empty() || r.device_id.len() > 128 {
+            return Err(invalid("device_id", "must be 1 to 128 characters"));
+        }
+        let client_ip = crate::signing::parse_ip(&r.client_ip)?;
+        if !(r.return_url.starts_with("https://") || r.return_url.starts_with("http://")) || r.return_url.len() > 1024 {
+            return Err(invalid("return_url", "must be an http(s) URL of at most 1024 characters"));
+        }
+        let language = match r.language.as_str() {
+            "" | "zh" => "zh",
+            "en" => "en",
+            _ => return Err(invalid("language", "must be \"zh\" or \"en\"")),
+        };
+        if r.merchant_contract_code.len() > 32 {
+            return Err(invalid("merchant_contract_code", "is longer than 32 characters"));
+        }
+        if r.idempotency_key.len() > MAX_KEY_LEN {
+            return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
+        }
+        let open = crate::signing::OpenRequest {
+            merchant,
+            plan,
+            payer,
+            channel,
+            device_id: r.device_id,
+            client_ip,
+            return_url: r.return_url,
+            language: language.to_string(),
+            merchant_contract_code: r.merchant_contract_code,
+            idempotency_key: r.idempotency_key,
+        };
+        let l = self.signing.open(open, &cause).await?;
+        Ok(crate::signing::to_api(&l, &self.signing.public_url))
     }
 }
 

@@ -24,13 +24,16 @@ impl Default for ZombiePolicy {
 
 const BATCH: i64 = 500;
 
-pub fn spawn(app: Contracts, zombies: ZombiePolicy) {
+pub fn spawn(app: Contracts, signing: crate::signing::Signing, zombies: ZombiePolicy) {
     tokio::spawn(async move {
         let platform = app.platform.clone();
         let mut moved = platform.clock.watch();
         loop {
             if let Err(e) = run_once(&app, &zombies).await {
                 tracing::error!(error = format!("{e:#}"), "contract clean-up failed; retrying");
+            }
+            if let Err(e) = signing.expire_due().await {
+                tracing::error!(error = format!("{e:#}"), "expiring signing sessions failed; retrying");
             }
             tokio::select! {
                 _ = moved.changed() => {}

@@ -6,8 +6,11 @@ mod app;
 mod auth;
 mod jobs;
 mod merchants;
+mod page;
 mod plans;
 mod processor;
+pub mod regions;
+mod signing;
 mod store;
 
 use autodebit_domain::merchant::IndustryPolicy;
@@ -36,6 +39,17 @@ pub struct ContractsConfig {
     pub operator_key: String,
     pub industries: IndustryPolicy,
     pub zombies: ZombiePolicy,
+    /// Where payers reach the HTTP listener: authorization URLs start with it.
+    pub public_url: String,
+    /// How long a signing session stays open.
+    pub session_ttl: std::time::Duration,
+    pub regions: std::sync::Arc<dyn regions::RegionLookup>,
+}
+
+impl std::fmt::Debug for dyn regions::RegionLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegionLookup")
+    }
 }
 
 /// Starts the service: its tables, the charge-outcome follower, the clean-up jobs and the
@@ -45,10 +59,13 @@ pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Resu
     let app = Contracts::new(platform.clone());
     let auth = auth::Authenticator::new(platform.store.clone(), &config.operator_key);
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
-    jobs::spawn(app.clone(), config.zombies.clone());
+    let signing =
+        signing::Signing::new(app.clone(), config.public_url.clone(), config.session_ttl, config.regions.clone());
+    jobs::spawn(app.clone(), signing.clone(), config.zombies.clone());
     let merchants = merchants::Merchants::new(platform.clone(), config.industries.clone());
-    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, auth.clone())))
+    let http = page::routes(page::PageState { signing: signing.clone(), merchants: merchants.clone() });
+    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, auth.clone(), signing)))
         .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants, auth.clone()))))
         .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone(), auth))));
-    Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes })
+    Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes, http })
 }

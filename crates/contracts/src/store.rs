@@ -2,9 +2,11 @@
 //! answer lookups (API keys, lists, codes) that streams cannot.
 use autodebit_eventstore::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::common(2, SIGNING_SESSIONS),
+    Migration {
+        version: 1,
+        sqlite: "
         CREATE TABLE contracts_merchants (
             merchant_id    TEXT   PRIMARY KEY,
             status         TEXT   NOT NULL,
@@ -42,7 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX contracts_contracts_merchant ON contracts_contracts (merchant_id, contract_id);
         CREATE INDEX contracts_contracts_expiry ON contracts_contracts (state, expires_at_ms);
     ",
-    postgres: "
+        postgres: "
         CREATE TABLE contracts_merchants (
             merchant_id    TEXT   PRIMARY KEY,
             status         TEXT   NOT NULL,
@@ -80,7 +82,25 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX contracts_contracts_merchant ON contracts_contracts (merchant_id, contract_id);
         CREATE INDEX contracts_contracts_expiry ON contracts_contracts (state, expires_at_ms);
     ",
-}];
+    },
+];
+
+const SIGNING_SESSIONS: &str = "
+        CREATE TABLE contracts_signing_sessions (
+            session_id       TEXT   PRIMARY KEY,
+            merchant_id      TEXT   NOT NULL,
+            payer_id         TEXT   NOT NULL,
+            device_id        TEXT   NOT NULL,
+            client_region    TEXT   NOT NULL,
+            opened_at_ms     BIGINT NOT NULL,
+            sms_code_sha256  TEXT   NOT NULL,
+            sms_code_hint    TEXT   NOT NULL,
+            ended            BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX contracts_signing_device ON contracts_signing_sessions (device_id, opened_at_ms);
+        CREATE INDEX contracts_signing_payer ON contracts_signing_sessions (payer_id, opened_at_ms);
+        CREATE INDEX contracts_signing_open ON contracts_signing_sessions (ended, opened_at_ms);
+";
 
 /// Page sizes: 0 means the default, anything above the maximum is capped.
 pub fn page_size(requested: u32) -> i64 {

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod merchant;
 pub mod money;
 pub mod plan;
+pub mod signing;
 
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use cycle::Cycle;

@@ -31,5 +31,5 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone()));
     let routes =
         autodebit_runtime::grpc::routes_for(NotifierServiceServer::new(api::NotifierApi::new(platform.clone())));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

@@ -64,6 +64,8 @@ impl events::v1::Event {
             Some(Kind::ApiKeyIssued(_)) => "ApiKeyIssued",
             Some(Kind::ApiKeyRevoked(_)) => "ApiKeyRevoked",
             Some(Kind::PlanCreated(_)) => "PlanCreated",
+            Some(Kind::SigningSessionOpened(_)) => "SigningSessionOpened",
+            Some(Kind::SigningStepRecorded(_)) => "SigningStepRecorded",
             None => "Unknown",
         }
     }

@@ -29,4 +29,6 @@ pub struct Component {
     /// Fully qualified gRPC service names, e.g. `autodebit.contracts.v1.ContractsService`.
     pub grpc_names: Vec<&'static str>,
     pub routes: axum::Router,
+    /// Routes for the HTTP listener (pages, callbacks); empty for most services.
+    pub http: axum::Router,
 }

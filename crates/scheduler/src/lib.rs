@@ -18,5 +18,5 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     due::spawn(platform.clone());
     let routes =
         autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(platform.clone())));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }
