@@ -14,9 +14,35 @@ use support::{Process, element_text, eventually, http_get, http_post};
 use tonic::Code;
 use tonic::transport::Channel;
 
-fn run(dir: &std::path::Path) -> Process {
-    Process::start(&["run", "--data-dir", dir.to_str().unwrap(), "--test-clock"])
+/// The contracts service on either backend: `autodebit run` on SQLite, or `autodebit serve
+/// contracts` on a fresh PostgreSQL database.
+enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+async fn start(backend: Backend, dir: &std::path::Path) -> Process {
+    match backend {
+        Backend::Sqlite => Process::start(&["run", "--data-dir", dir.to_str().unwrap(), "--test-clock"]),
+        Backend::Postgres => {
+            let url = autodebit_eventstore::testing::fresh_postgres_url().await;
+            Process::start(&["serve", "contracts", "--database-url", &url, "--test-clock"])
+        }
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
+    };
+}
+
+both!(
+    payer_ticks_confirms_and_the_contract_is_signed,
+    one_device_many_accounts_waits_for_review_and_far_away_needs_sms,
+    sessions_expire_and_bad_requests_name_the_field,
+);
 
 fn session_request(m: &Merchant, payer: &str, device: &str, ip: &str) -> CreateSigningSessionRequest {
     CreateSigningSessionRequest {
@@ -56,10 +82,9 @@ fn path_of(url: &str) -> String {
     url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
 }
 
-#[tokio::test]
-async fn payer_ticks_confirms_and_the_contract_is_signed() {
+async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path());
+    let p = start(backend, dir.path()).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2SGN0001").await;
     let s = open(&ch, &m, "payer-sign", "device-1", "192.0.2.10").await;
@@ -124,10 +149,9 @@ async fn payer_ticks_confirms_and_the_contract_is_signed() {
     assert_eq!(http_get(p.http, "/sign/ss_nope").0, 404);
 }
 
-#[tokio::test]
-async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms() {
+async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path());
+    let p = start(backend, dir.path()).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RSK0001").await;
     for payer in ["a1", "a2", "a3"] {
@@ -170,10 +194,9 @@ async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms() {
     assert_eq!(get(&ch, &m, &far.session_id).await.state, SigningState::Confirmed as i32);
 }
 
-#[tokio::test]
-async fn sessions_expire_and_bad_requests_name_the_field() {
+async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path());
+    let p = start(backend, dir.path()).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2EXP0001").await;
     let other = onboard(&ch, "91330100MA2EXP0002").await;
