@@ -120,6 +120,7 @@ pub struct Contract {
     pub expires_at: Option<Timestamp>,
     pub status: ContractStatus,
     pub suspension_reason: String,
+    /// When it was last flagged as unused.
     pub zombie_flagged_at: Option<Timestamp>,
     pub termination: Option<(TerminationMode, String, Timestamp)>,
     pub ended_at: Option<Timestamp>,
@@ -234,12 +235,9 @@ pub fn decide(
             Some(t) => Err(ContractError::NotYetExpired(t)),
             None => Err(ContractError::WrongStatus(c.status, "the contract has no end of validity")),
         },
-        ContractCommand::FlagZombie { idle_since } => {
-            if c.zombie_flagged_at.is_some() {
-                return Ok(vec![]);
-            }
-            Ok(vec![ContractEvent::ZombieFlagged { idle_since, at: now }])
-        }
+        // The caller (the clean-up job) flags only contracts idle since their last flag or
+        // success, so a contract used again after a flag can be flagged again when idle anew.
+        ContractCommand::FlagZombie { idle_since } => Ok(vec![ContractEvent::ZombieFlagged { idle_since, at: now }]),
     }
 }
 

@@ -52,10 +52,41 @@ fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)
         ),
         EventKind::ContractTerminated(t) => (
             NoticeKind::ContractTerminated,
-            "",
+            t.payer_id.as_str(),
             t.contract_id.as_str(),
             "",
             "您的自动扣费协议已解除，此后不会再扣款。".to_string(),
+        ),
+        EventKind::ContractModified(m) => {
+            (NoticeKind::ContractModified, m.payer_id.as_str(), m.contract_id.as_str(), "", m.notice.clone())
+        }
+        EventKind::ContractSuspended(s) => (
+            NoticeKind::ContractSuspended,
+            s.payer_id.as_str(),
+            s.contract_id.as_str(),
+            "",
+            format!("您的自动扣费已暂停：{}。", s.reason),
+        ),
+        EventKind::ContractResumed(r) => (
+            NoticeKind::ContractResumed,
+            r.payer_id.as_str(),
+            r.contract_id.as_str(),
+            "",
+            "您的自动扣费已恢复。".to_string(),
+        ),
+        EventKind::ContractExpired(e) => (
+            NoticeKind::ContractExpired,
+            e.payer_id.as_str(),
+            e.contract_id.as_str(),
+            "",
+            "您的自动扣费协议已到期，此后不会再扣款。".to_string(),
+        ),
+        EventKind::ContractZombieFlagged(z) => (
+            NoticeKind::ContractZombie,
+            z.payer_id.as_str(),
+            z.contract_id.as_str(),
+            "",
+            "您的自动扣费协议已长期未使用，如继续不使用将自动解约。".to_string(),
         ),
         EventKind::ChargeSucceeded(s) => (
             NoticeKind::ChargeSucceeded,
