@@ -3,87 +3,53 @@
 use autodebit_eventstore::Migration;
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration::common(2, SIGNING_SESSIONS),
+    Migration::common(1, TABLES),
+    // Plans keep their terms as encoded bytes, whose column type differs by dialect.
     Migration {
-        version: 1,
-        sqlite: "
-        CREATE TABLE contracts_merchants (
-            merchant_id    TEXT   PRIMARY KEY,
-            status         TEXT   NOT NULL,
-            applied_at_ms  BIGINT NOT NULL
-        );
-        CREATE INDEX contracts_merchants_status ON contracts_merchants (status, merchant_id);
-        CREATE TABLE contracts_api_keys (
-            key_id         TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            secret_sha256  TEXT   NOT NULL,
-            revoked        BIGINT NOT NULL
-        );
-        CREATE TABLE contracts_plans (
-            plan_id        TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            terms          BLOB   NOT NULL,
-            created_at_ms  BIGINT NOT NULL
-        );
-        CREATE INDEX contracts_plans_merchant ON contracts_plans (merchant_id, plan_id);
-        CREATE TABLE contracts_contracts (
-            contract_id            TEXT   PRIMARY KEY,
-            merchant_id            TEXT   NOT NULL,
-            merchant_contract_code TEXT   NOT NULL,
-            payer_id               TEXT   NOT NULL,
-            plan_id                TEXT   NOT NULL,
-            state                  TEXT   NOT NULL,
-            signed_at_ms           BIGINT NOT NULL,
-            expires_at_ms          BIGINT NOT NULL,
-            last_success_at_ms     BIGINT NOT NULL,
-            consecutive_failures   BIGINT NOT NULL,
-            zombie_flagged_at_ms   BIGINT NOT NULL
-        );
-        CREATE UNIQUE INDEX contracts_contracts_code ON contracts_contracts (merchant_id, merchant_contract_code)
-            WHERE merchant_contract_code <> '';
-        CREATE INDEX contracts_contracts_merchant ON contracts_contracts (merchant_id, contract_id);
-        CREATE INDEX contracts_contracts_expiry ON contracts_contracts (state, expires_at_ms);
-    ",
-        postgres: "
-        CREATE TABLE contracts_merchants (
-            merchant_id    TEXT   PRIMARY KEY,
-            status         TEXT   NOT NULL,
-            applied_at_ms  BIGINT NOT NULL
-        );
-        CREATE INDEX contracts_merchants_status ON contracts_merchants (status, merchant_id);
-        CREATE TABLE contracts_api_keys (
-            key_id         TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            secret_sha256  TEXT   NOT NULL,
-            revoked        BIGINT NOT NULL
-        );
-        CREATE TABLE contracts_plans (
-            plan_id        TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            terms          BYTEA  NOT NULL,
-            created_at_ms  BIGINT NOT NULL
-        );
-        CREATE INDEX contracts_plans_merchant ON contracts_plans (merchant_id, plan_id);
-        CREATE TABLE contracts_contracts (
-            contract_id            TEXT   PRIMARY KEY,
-            merchant_id            TEXT   NOT NULL,
-            merchant_contract_code TEXT   NOT NULL,
-            payer_id               TEXT   NOT NULL,
-            plan_id                TEXT   NOT NULL,
-            state                  TEXT   NOT NULL,
-            signed_at_ms           BIGINT NOT NULL,
-            expires_at_ms          BIGINT NOT NULL,
-            last_success_at_ms     BIGINT NOT NULL,
-            consecutive_failures   BIGINT NOT NULL,
-            zombie_flagged_at_ms   BIGINT NOT NULL
-        );
-        CREATE UNIQUE INDEX contracts_contracts_code ON contracts_contracts (merchant_id, merchant_contract_code)
-            WHERE merchant_contract_code <> '';
-        CREATE INDEX contracts_contracts_merchant ON contracts_contracts (merchant_id, contract_id);
-        CREATE INDEX contracts_contracts_expiry ON contracts_contracts (state, expires_at_ms);
-    ",
+        version: 2,
+        sqlite:
+            "CREATE TABLE contracts_plans (plan_id TEXT PRIMARY KEY, merchant_id TEXT NOT NULL, terms BLOB NOT NULL,
+                 created_at_ms BIGINT NOT NULL);
+                 CREATE INDEX contracts_plans_merchant ON contracts_plans (merchant_id, plan_id);",
+        postgres:
+            "CREATE TABLE contracts_plans (plan_id TEXT PRIMARY KEY, merchant_id TEXT NOT NULL, terms BYTEA NOT NULL,
+                   created_at_ms BIGINT NOT NULL);
+                   CREATE INDEX contracts_plans_merchant ON contracts_plans (merchant_id, plan_id);",
     },
+    Migration::common(3, SIGNING_SESSIONS),
 ];
+
+const TABLES: &str = "
+    CREATE TABLE contracts_merchants (
+        merchant_id    TEXT   PRIMARY KEY,
+        status         TEXT   NOT NULL,
+        applied_at_ms  BIGINT NOT NULL
+    );
+    CREATE INDEX contracts_merchants_status ON contracts_merchants (status, merchant_id);
+    CREATE TABLE contracts_api_keys (
+        key_id         TEXT   PRIMARY KEY,
+        merchant_id    TEXT   NOT NULL,
+        secret_sha256  TEXT   NOT NULL,
+        revoked        BIGINT NOT NULL
+    );
+    CREATE TABLE contracts_contracts (
+        contract_id            TEXT   PRIMARY KEY,
+        merchant_id            TEXT   NOT NULL,
+        merchant_contract_code TEXT   NOT NULL,
+        payer_id               TEXT   NOT NULL,
+        plan_id                TEXT   NOT NULL,
+        state                  TEXT   NOT NULL,
+        signed_at_ms           BIGINT NOT NULL,
+        expires_at_ms          BIGINT NOT NULL,
+        last_success_at_ms     BIGINT NOT NULL,
+        consecutive_failures   BIGINT NOT NULL,
+        zombie_flagged_at_ms   BIGINT NOT NULL
+    );
+    CREATE UNIQUE INDEX contracts_contracts_code ON contracts_contracts (merchant_id, merchant_contract_code)
+        WHERE merchant_contract_code <> '';
+    CREATE INDEX contracts_contracts_merchant ON contracts_contracts (merchant_id, contract_id);
+    CREATE INDEX contracts_contracts_expiry ON contracts_contracts (state, expires_at_ms);
+";
 
 const SIGNING_SESSIONS: &str = "
         CREATE TABLE contracts_signing_sessions (

@@ -228,10 +228,35 @@ impl EventStore {
     /// Applies `component`'s migrations that have not run yet, in version order, each in
     /// its own transaction with its bookkeeping row. Safe to call from several processes.
     pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => b.migrate(component, migrations).await,
-            Backend::Postgres(b) => b.migrate(component, migrations).await,
+        let mut tx = self.begin().await?;
+        if tx.kind() == BackendKind::Postgres {
+            // Several processes may start at once: one migrates, the others wait and find it done.
+            tx.execute("SELECT pg_advisory_xact_lock(7305101)", &[]).await?;
         }
+        tx.execute_script(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))",
+        )
+        .await?;
+        let done: Vec<i64> = tx
+            .query("SELECT version FROM schema_migrations WHERE component = $1", &[component.into()])
+            .await?
+            .iter()
+            .filter_map(|r| r.i64(0))
+            .collect();
+        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
+        todo.sort_by_key(|m| m.version);
+        for m in todo {
+            let sql = if tx.kind() == BackendKind::Postgres { m.postgres } else { m.sqlite };
+            tx.execute_script(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (component, version) VALUES ($1, $2)",
+                &[component.into(), Value::Int(m.version)],
+            )
+            .await?;
+            tracing::info!(component, version = m.version, "migration applied");
+        }
+        tx.commit().await
     }
 
     /// Appends to one stream through the group-commit writer: concurrent callers share a
@@ -442,6 +467,19 @@ impl Tx {
             }
         }
         Err(StoreError::CheckpointMoved(consumer.to_string()))
+    }
+
+    /// Runs several statements separated by `;`, with no parameters (schema changes).
+    pub async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => {
+                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+            }
+            TxInner::Postgres(tx) => {
+                sqlx::raw_sql(sql).execute(&mut **tx).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Executes one statement; returns the rows it affected.

@@ -116,35 +116,6 @@ impl Postgres {
         });
     }
 
-    pub(crate) async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // Several processes may start at once: one migrates, the others wait and find it done.
-        sqlx::query("SELECT pg_advisory_xact_lock(7305101)").execute(&mut *tx).await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = $1")
-            .bind(component)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
-        todo.sort_by_key(|m| m.version);
-        for m in todo {
-            sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (component, version) VALUES ($1, $2)")
-                .bind(component)
-                .bind(m.version)
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(component, version = m.version, "migration applied");
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Checkpoints hold transaction ids. After a logical dump and restore into another cluster
     /// new transactions get lower ids than the checkpoints, and followers would wait forever:
     /// refuse to start instead. (Physical copies and pg_upgrade keep ids and are safe.)

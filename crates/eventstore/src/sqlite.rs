@@ -82,37 +82,10 @@ impl Sqlite {
         Ok(Sqlite { writer, readers })
     }
 
-    pub(crate) async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
-        // IMMEDIATE: take the write lock first, so a second process on the file waits
-        // instead of migrating from the same stale view.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE component = ?1")
-            .bind(component)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
-        todo.sort_by_key(|m| m.version);
-        for m in todo {
-            sqlx::raw_sql(m.sqlite).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)")
-                .bind(component)
-                .bind(m.version)
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(component, version = m.version, "migration applied");
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+    /// IMMEDIATE takes the write lock at once: should a second process open the file, it
+    /// waits here instead of failing half-way through a transaction.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin().await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
