@@ -36,6 +36,9 @@ enum Command {
         /// Where the SQLite file lives.
         #[arg(long, default_value = "./autodebit-data")]
         data_dir: PathBuf,
+        /// Run all five services on this database instead (e.g. `postgres://…`).
+        #[arg(long)]
+        database_url: Option<String>,
         #[command(flatten)]
         listen: platform::ListenArgs,
         #[command(flatten)]
@@ -69,10 +72,15 @@ fn main() -> anyhow::Result<()> {
             LogFormat::Json => autodebit_runtime::telemetry::LogFormat::Json,
         };
         match cli.command {
-            Command::Run { data_dir, listen, options } => {
+            Command::Run { data_dir, database_url, listen, options } => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit", format, "info");
-                std::fs::create_dir_all(&data_dir)?;
-                let url = format!("sqlite://{}", data_dir.join("autodebit.db").display());
+                let url = match database_url {
+                    Some(url) => url,
+                    None => {
+                        std::fs::create_dir_all(&data_dir)?;
+                        format!("sqlite://{}", data_dir.join("autodebit.db").display())
+                    }
+                };
                 platform::run_until_stopped(&url, &platform::Service::all(), listen, options).await
             }
             Command::Serve { service, database_url, listen, options } => {

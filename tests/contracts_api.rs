@@ -26,12 +26,47 @@ use tonic::{Code, Status};
 const DAY_SECS: i64 = 86_400;
 const DAY_MS: i64 = 86_400_000;
 
-fn run(dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
+/// Which database the platform under test runs on.
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `autodebit run` on SQLite in `dir`, or on a fresh PostgreSQL database.
+async fn run(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
     let decline = decline_basis_points.to_string();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(autodebit_eventstore::testing::fresh_postgres_url().await),
+    };
     let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--decline-basis-points", decline.as_str()];
+    if let Some(url) = &url {
+        args.extend_from_slice(&["--database-url", url.as_str()]);
+    }
     args.extend_from_slice(extra);
     Process::start(&args)
 }
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
+    };
+}
+
+both!(
+    merchant_onboarding_admission_review_and_operator_auth,
+    api_keys_are_issued_revoked_and_never_shown_again,
+    plans_validate_terms_and_stay_with_their_merchant,
+    a_merchant_never_reaches_another_merchants_contracts,
+    contracts_are_read_by_code_paginated_and_filtered,
+    lifecycle_modify_suspend_resume_terminate,
+    a_modification_is_noticed_to_the_payer,
+    a_contract_expires_at_the_end_of_its_plans_validity,
+    three_failed_charges_in_a_row_suspend_the_contract,
+    an_unused_contract_is_flagged_then_ended_by_the_platform,
+    a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again,
+);
 
 /// Asserts a refusal: its code and that its message starts with `prefix`.
 #[track_caller]
@@ -162,10 +197,9 @@ async fn advance_days(channel: &Channel, days: i64) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn merchant_onboarding_admission_review_and_operator_auth() {
+async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let mut m = MerchantsServiceClient::new(ch.clone());
 
@@ -393,10 +427,9 @@ async fn merchant_onboarding_admission_review_and_operator_auth() {
     assert_eq!(seen, everyone);
 }
 
-#[tokio::test]
-async fn api_keys_are_issued_revoked_and_never_shown_again() {
+async fn api_keys_are_issued_revoked_and_never_shown_again(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let merchant = onboard(&ch, "91330100MA2KEY0001").await;
     let mut m = MerchantsServiceClient::new(ch.clone());
@@ -491,10 +524,9 @@ async fn api_keys_are_issued_revoked_and_never_shown_again() {
     assert_eq!(works(&merchant.api_key).await.unwrap().into_inner().plans.len(), 1);
 }
 
-#[tokio::test]
-async fn plans_validate_terms_and_stay_with_their_merchant() {
+async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2PLN0001").await;
     let b = onboard(&ch, "91330100MA2PLN0002").await;
@@ -615,10 +647,9 @@ async fn plans_validate_terms_and_stay_with_their_merchant() {
     );
 }
 
-#[tokio::test]
-async fn a_merchant_never_reaches_another_merchants_contracts() {
+async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2BND0001").await;
     let b = onboard(&ch, "91330100MA2BND0002").await;
@@ -676,10 +707,9 @@ async fn a_merchant_never_reaches_another_merchants_contracts() {
     assert_eq!(done.state, ContractState::Terminated as i32);
 }
 
-#[tokio::test]
-async fn contracts_are_read_by_code_paginated_and_filtered() {
+async fn contracts_are_read_by_code_paginated_and_filtered(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RDS0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -829,10 +859,9 @@ async fn contracts_are_read_by_code_paginated_and_filtered() {
     assert_eq!(by_plan.contracts.len(), 5);
 }
 
-#[tokio::test]
-async fn lifecycle_modify_suspend_resume_terminate() {
+async fn lifecycle_modify_suspend_resume_terminate(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIF0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -933,10 +962,9 @@ async fn lifecycle_modify_suspend_resume_terminate() {
     );
 }
 
-#[tokio::test]
-async fn a_modification_is_noticed_to_the_payer() {
+async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &[]);
+    let p = run(&backend, dir.path(), 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2NTC0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -972,10 +1000,9 @@ async fn a_modification_is_noticed_to_the_payer() {
     assert!(!modified_notice.text.is_empty());
 }
 
-#[tokio::test]
-async fn a_contract_expires_at_the_end_of_its_plans_validity() {
+async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &["--test-clock"]);
+    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2EXP0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -1003,10 +1030,9 @@ async fn a_contract_expires_at_the_end_of_its_plans_validity() {
     assert_ne!(get(&ch, &open.contract_id).await.state, ContractState::Expired as i32);
 }
 
-#[tokio::test]
-async fn three_failed_charges_in_a_row_suspend_the_contract() {
+async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 10_000, &["--test-clock"]);
+    let p = run(&backend, dir.path(), 10_000, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2FAL0001").await;
     let signed = sign(&ch, planless(&m, "payer-broke", 800, Cycle::Daily)).await;
@@ -1058,10 +1084,9 @@ async fn three_failed_charges_in_a_row_suspend_the_contract() {
     assert_eq!(get(&ch, &id).await.state, ContractState::Suspended as i32);
 }
 
-#[tokio::test]
-async fn an_unused_contract_is_flagged_then_ended_by_the_platform() {
+async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &["--test-clock"]);
+    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0001").await;
     let signed = sign(&ch, planless(&m, "payer-idle", 9_900, Cycle::Yearly)).await;
@@ -1088,10 +1113,9 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform() {
     assert!(!ended.termination_remark.is_empty());
 }
 
-#[tokio::test]
-async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again() {
+async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let p = run(dir.path(), 0, &["--test-clock"]);
+    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0002").await;
     let mut c = ContractsServiceClient::new(ch.clone());

@@ -232,6 +232,13 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
     assert_eq!(err.code(), Code::PermissionDenied, "another merchant's plan");
     let err = c.create_signing_session(session_request(&m, "p", "d", "192.0.2.1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+    // A merchant contract code already in use cannot be signed again.
+    let mut import = scenario::sign_request(&m, "payer-code", 100);
+    import.merchant_contract_code = "C-0001".into();
+    c.sign_contract(authed(import, OPERATOR_KEY)).await.unwrap();
+    let mut again = session_request(&m, "payer-code2", "d", "192.0.2.1");
+    again.merchant_contract_code = "C-0001".into();
+    assert_eq!(c.create_signing_session(authed(again, &m.api_key)).await.unwrap_err().code(), Code::AlreadyExists);
     let err = c
         .get_signing_session(authed(GetSigningSessionRequest { session_id: s.session_id.clone() }, &other.api_key))
         .await

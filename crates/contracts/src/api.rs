@@ -507,6 +507,24 @@ impl ContractsApi {
         if r.idempotency_key.len() > MAX_KEY_LEN {
             return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
         }
+        if !r.merchant_contract_code.is_empty() {
+            let taken = self
+                .app
+                .platform
+                .store
+                .query(
+                    "SELECT 1 FROM contracts_contracts WHERE merchant_id = $1 AND merchant_contract_code = $2",
+                    &[Value::from(merchant.to_string()), Value::from(&r.merchant_contract_code)],
+                )
+                .await
+                .map_err(store_error)?;
+            if !taken.is_empty() {
+                return Err(Status::already_exists(format!(
+                    "merchant_contract_code {:?} is already used by another contract of this merchant",
+                    r.merchant_contract_code
+                )));
+            }
+        }
         let open = crate::signing::OpenRequest {
             merchant,
             plan,
