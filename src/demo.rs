@@ -70,6 +70,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         operator_key: Some(operator_key.clone()),
         public_url: None,
         signing_session_minutes: 10,
+        contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;

@@ -1,4 +1,5 @@
 //! Starting the platform: the store, the clock, the chosen services and their listeners.
+use anyhow::Context;
 use autodebit_charger::{ChargerConfig, SimulatorConfig};
 use autodebit_eventstore::{EventStore, StoreOptions};
 use autodebit_runtime::{Component, Platform, PlatformClock, Shutdown};
@@ -63,6 +64,87 @@ pub struct PlatformArgs {
     /// How long a signing session stays open.
     #[arg(long, default_value_t = 10)]
     pub signing_session_minutes: u64,
+    #[command(flatten)]
+    pub contracts: ContractsArgs,
+}
+
+/// Rules of the contracts service an operator can tighten or loosen.
+#[derive(Args, Clone, Debug)]
+pub struct ContractsArgs {
+    /// Industries that may apply (comma-separated); default: the built-in admission list.
+    #[arg(long, value_delimiter = ',')]
+    pub admitted_industries: Vec<String>,
+    /// Industries that need a special filing before approval; default: finance, medical.
+    #[arg(long, value_delimiter = ',')]
+    pub high_risk_industries: Vec<String>,
+    /// Industries reviewed in 7–15 working days; default: finance, medical, education, insurance.
+    #[arg(long, value_delimiter = ',')]
+    pub sensitive_industries: Vec<String>,
+    /// Days without a successful charge after which a contract is flagged as unused.
+    #[arg(long, default_value_t = 180)]
+    pub zombie_after_days: u64,
+    /// Days after that notice before an unused contract is terminated.
+    #[arg(long, default_value_t = 30)]
+    pub zombie_notice_days: u64,
+    /// A file of `CIDR,region` lines for the sign-time region check; default: a built-in table
+    /// of the documentation address blocks.
+    #[arg(long)]
+    pub region_table: Option<std::path::PathBuf>,
+}
+
+impl Default for ContractsArgs {
+    /// The same defaults as the command line's.
+    fn default() -> Self {
+        ContractsArgs {
+            admitted_industries: vec![],
+            high_risk_industries: vec![],
+            sensitive_industries: vec![],
+            zombie_after_days: 180,
+            zombie_notice_days: 30,
+            region_table: None,
+        }
+    }
+}
+
+impl ContractsArgs {
+    fn config(
+        &self,
+        operator_key: String,
+        public_url: String,
+        session_minutes: u64,
+    ) -> anyhow::Result<autodebit_contracts::ContractsConfig> {
+        let mut industries = autodebit_domain::merchant::IndustryPolicy::default();
+        if !self.admitted_industries.is_empty() {
+            industries.admitted = self.admitted_industries.clone();
+        }
+        if !self.high_risk_industries.is_empty() {
+            industries.high_risk = self.high_risk_industries.clone();
+        }
+        if !self.sensitive_industries.is_empty() {
+            industries.sensitive = self.sensitive_industries.clone();
+        }
+        let regions = match &self.region_table {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --region-table {}", path.display()))?;
+                autodebit_contracts::regions::RegionTable::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--region-table {}: {e}", path.display()))?
+            }
+            None => autodebit_contracts::regions::RegionTable::built_in(),
+        };
+        let day = 86_400;
+        Ok(autodebit_contracts::ContractsConfig {
+            operator_key,
+            industries,
+            zombies: autodebit_contracts::ZombiePolicy {
+                idle_after: std::time::Duration::from_secs(self.zombie_after_days * day),
+                notice_period: std::time::Duration::from_secs(self.zombie_notice_days * day),
+            },
+            public_url,
+            session_ttl: std::time::Duration::from_secs(session_minutes * 60),
+            regions: std::sync::Arc::new(regions),
+        })
+    }
 }
 
 impl PlatformArgs {
@@ -142,14 +224,11 @@ pub async fn start(
     for s in services {
         components.push(match s {
             Service::Contracts => {
-                let config = autodebit_contracts::ContractsConfig {
-                    operator_key: operator_key.clone(),
-                    industries: Default::default(),
-                    zombies: Default::default(),
-                    public_url: public_url.clone(),
-                    session_ttl: std::time::Duration::from_secs(options.signing_session_minutes * 60),
-                    regions: std::sync::Arc::new(autodebit_contracts::regions::RegionTable::built_in()),
-                };
+                let config = options.contracts.config(
+                    operator_key.clone(),
+                    public_url.clone(),
+                    options.signing_session_minutes,
+                )?;
                 autodebit_contracts::start(&platform, config).await?
             }
             Service::Scheduler => autodebit_scheduler::start(&platform).await?,
