@@ -96,7 +96,26 @@ impl Processor for Projector {
                     charge_outcome(tx, &f.charge_id, "failed", &f.provider_code, f.failed_at_ms).await?
                 }
                 EventKind::ChargeRejected(r) => {
-                    charge_outcome(tx, &r.charge_id, "rejected", &r.rule, r.rejected_at_ms).await?
+                    // Refused at issue, a charge has no row yet.
+                    let amount = codec::money_from_pb(r.amount.as_ref()).ok();
+                    tx.execute(
+                        "INSERT INTO analytics_charges
+                           (charge_id, contract_id, merchant_id, amount, currency, state, code, due_at_ms, updated_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, 'rejected', $6, $7, $8)
+                         ON CONFLICT (charge_id) DO UPDATE SET state = 'rejected', code = excluded.code,
+                           updated_at_ms = excluded.updated_at_ms",
+                        &[
+                            Value::from(&r.charge_id),
+                            Value::from(&r.contract_id),
+                            Value::from(&r.merchant_id),
+                            Value::Int(amount.map(|m| m.minor_units()).unwrap_or(0)),
+                            Value::from(amount.map(|m| m.currency().to_string()).unwrap_or_default()),
+                            Value::from(&r.rule),
+                            Value::Int(r.due_at_ms),
+                            Value::Int(r.rejected_at_ms),
+                        ],
+                    )
+                    .await?;
                 }
                 EventKind::NoticeRecorded(_) => notices += 1,
                 _ => {}

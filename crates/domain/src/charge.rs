@@ -22,11 +22,27 @@ pub enum ChargeEvent {
         retryable: bool,
         at: Timestamp,
     },
+    /// Refused by a rule (a limit, the contract's state), before or instead of reaching the
+    /// provider. It carries the charge's terms, since a charge refused at issue has no
+    /// `Scheduled` before it.
     Rejected {
+        issue: Issue,
         rule: String,
         detail: String,
         at: Timestamp,
     },
+}
+
+/// What a charge is for: enough to create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub charge_id: ChargeId,
+    pub contract_id: ContractId,
+    pub merchant_id: MerchantId,
+    pub payer_id: PayerId,
+    pub amount: Money,
+    pub period: u32,
+    pub due_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +64,9 @@ pub enum ChargeCommand {
         message: String,
         retryable: bool,
     },
+    /// Refuses a charge: at issue (`issue` given, no charge yet) or after scheduling.
     Reject {
+        issue: Option<Issue>,
         rule: String,
         detail: String,
     },
@@ -96,6 +114,9 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
         (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
             Ok(vec![ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }])
         }
+        (None, ChargeCommand::Reject { issue: Some(issue), rule, detail }) => {
+            Ok(vec![ChargeEvent::Rejected { issue, rule, detail, at: now }])
+        }
         (None, _) => Err(ChargeError::NotScheduled),
         (Some(_), ChargeCommand::Schedule { .. }) => Err(ChargeError::AlreadyScheduled),
         (Some(c), _) if c.status != ChargeStatus::Scheduled => Err(ChargeError::AlreadyEnded(c.status)),
@@ -105,12 +126,41 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
         (Some(_), ChargeCommand::RecordFailure { provider_code, message, retryable }) => {
             Ok(vec![ChargeEvent::Failed { provider_code, message, retryable, at: now }])
         }
-        (Some(_), ChargeCommand::Reject { rule, detail }) => Ok(vec![ChargeEvent::Rejected { rule, detail, at: now }]),
+        (Some(c), ChargeCommand::Reject { rule, detail, .. }) => {
+            Ok(vec![ChargeEvent::Rejected { issue: c.issue(), rule, detail, at: now }])
+        }
+    }
+}
+
+impl Charge {
+    pub fn issue(&self) -> Issue {
+        Issue {
+            charge_id: self.charge_id,
+            contract_id: self.contract_id,
+            merchant_id: self.merchant_id.clone(),
+            payer_id: self.payer_id.clone(),
+            amount: self.amount,
+            period: self.period,
+            due_at: self.due_at,
+        }
     }
 }
 
 pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
     match (state, event) {
+        (None, ChargeEvent::Rejected { issue, rule, detail, .. }) => Some(Charge {
+            charge_id: issue.charge_id,
+            contract_id: issue.contract_id,
+            merchant_id: issue.merchant_id.clone(),
+            payer_id: issue.payer_id.clone(),
+            amount: issue.amount,
+            period: issue.period,
+            due_at: issue.due_at,
+            status: ChargeStatus::Rejected,
+            provider_transaction_id: None,
+            code: Some(rule.clone()),
+            message: Some(detail.clone()),
+        }),
         (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
             Some(Charge {
                 charge_id: *charge_id,
@@ -175,7 +225,7 @@ mod tests {
             1 => {
                 ChargeCommand::RecordFailure { provider_code: "NOTENOUGH".into(), message: "".into(), retryable: true }
             }
-            2 => ChargeCommand::Reject { rule: "daily_count".into(), detail: "".into() },
+            2 => ChargeCommand::Reject { issue: None, rule: "daily_count".into(), detail: "".into() },
             _ => schedule(),
         }
     }
@@ -207,5 +257,21 @@ mod tests {
     #[test]
     fn outcome_needs_a_schedule() {
         assert_eq!(decide(&None, outcome(0), from_millis(0)), Err(ChargeError::NotScheduled));
+    }
+
+    #[test]
+    fn a_charge_refused_at_issue_is_final() {
+        let ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at } =
+            schedule()
+        else {
+            unreachable!()
+        };
+        let issue = Issue { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at };
+        let refuse = ChargeCommand::Reject { issue: Some(issue), rule: "daily_count".into(), detail: "11 > 10".into() };
+        let events = decide(&None, refuse, from_millis(1)).unwrap();
+        let state = events.iter().fold(None, apply);
+        assert_eq!(state.as_ref().unwrap().status, ChargeStatus::Rejected);
+        assert!(decide(&state, outcome(0), from_millis(2)).is_err(), "nothing follows a refusal");
+        assert!(decide(&state, schedule(), from_millis(2)).is_err());
     }
 }

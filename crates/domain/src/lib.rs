@@ -8,6 +8,7 @@ pub mod clock;
 pub mod contract;
 pub mod cycle;
 pub mod ids;
+pub mod limits;
 pub mod merchant;
 pub mod money;
 pub mod plan;

@@ -1,6 +1,6 @@
 //! Events on the wire and in the log: protobuf `Event` payloads with `Metadata`, and the
 //! conversions between domain values and their protobuf form.
-use autodebit_domain::charge::{Charge, ChargeEvent};
+use autodebit_domain::charge::{Charge, ChargeEvent, Issue};
 use autodebit_domain::contract::{Contract, ContractEvent, TerminationMode};
 use autodebit_domain::{ChargeId, ContractId, Currency, Cycle, MerchantId, Money, PayerId, clock::from_millis};
 use autodebit_eventstore::{NewEvent, RecordedEvent};
@@ -291,18 +291,18 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 payer_id: c.payer_id.to_string(),
             })
         }
-        ChargeEvent::Rejected { rule, detail, at } => {
-            let c = charge?;
-            EventKind::ChargeRejected(pb::ChargeRejected {
-                charge_id: c.charge_id.to_string(),
-                contract_id: c.contract_id.to_string(),
-                merchant_id: c.merchant_id.to_string(),
-                rule: rule.clone(),
-                detail: detail.clone(),
-                rejected_at_ms: at.timestamp_millis(),
-                payer_id: c.payer_id.to_string(),
-            })
-        }
+        ChargeEvent::Rejected { issue, rule, detail, at } => EventKind::ChargeRejected(pb::ChargeRejected {
+            charge_id: issue.charge_id.to_string(),
+            contract_id: issue.contract_id.to_string(),
+            merchant_id: issue.merchant_id.to_string(),
+            rule: rule.clone(),
+            detail: detail.clone(),
+            rejected_at_ms: at.timestamp_millis(),
+            payer_id: issue.payer_id.to_string(),
+            amount: Some(money_to_pb(issue.amount)),
+            period: issue.period,
+            due_at_ms: issue.due_at.timestamp_millis(),
+        }),
     };
     Some(pb::Event { kind: Some(kind) })
 }
@@ -329,6 +329,15 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
             at: from_millis(f.failed_at_ms),
         }),
         EventKind::ChargeRejected(r) => Some(ChargeEvent::Rejected {
+            issue: Issue {
+                charge_id: ChargeId::parse(&r.charge_id).ok()?,
+                contract_id: ContractId::parse(&r.contract_id).ok()?,
+                merchant_id: MerchantId::parse(&r.merchant_id).ok()?,
+                payer_id: PayerId::parse(&r.payer_id).ok()?,
+                amount: money_from_pb(r.amount.as_ref()).ok()?,
+                period: r.period,
+                due_at: from_millis(r.due_at_ms),
+            },
             rule: r.rule.clone(),
             detail: r.detail.clone(),
             at: from_millis(r.rejected_at_ms),

@@ -24,6 +24,8 @@ impl Processor for ContractFollower {
                 | EventKind::ContractSuspended(_)
                 | EventKind::ContractResumed(_)
                 | EventKind::ContractModified(_)
+                | EventKind::PlanCreated(_)
+                | EventKind::ChargeSucceeded(_)
         )
     }
 
@@ -43,11 +45,28 @@ impl Processor for ContractFollower {
                         tracing::error!(contract = s.contract_id, "signed contract without an amount; not scheduled");
                         continue;
                     };
-                    let Some(due) = cycle.due_at(from_millis(s.signed_at_ms), 1, beijing()) else { continue };
+                    // A plan may ask for the first charge at signing (period 0).
+                    let first_at_signing = tx
+                        .query(
+                            "SELECT first_charge_at_signing FROM scheduler_plans WHERE plan_id = $1",
+                            &[Value::from(&s.plan_id)],
+                        )
+                        .await?
+                        .first()
+                        .and_then(|r| r.i64(0))
+                        .unwrap_or(0)
+                        != 0;
+                    let (period, due) = if first_at_signing {
+                        (0, s.signed_at_ms)
+                    } else {
+                        let Some(due) = cycle.due_at(from_millis(s.signed_at_ms), 1, beijing()) else { continue };
+                        (1, due.timestamp_millis())
+                    };
                     tx.execute(
                         "INSERT INTO scheduler_schedules
-                           (contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms, active)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, 1)
+                           (contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms,
+                            active, plan_id, expires_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11)
                          ON CONFLICT (contract_id) DO NOTHING",
                         &[
                             Value::from(&s.contract_id),
@@ -57,8 +76,39 @@ impl Processor for ContractFollower {
                             Value::from(amount.currency().as_str()),
                             Value::from(cycle.as_str()),
                             Value::Int(s.signed_at_ms),
-                            Value::Int(due.timestamp_millis()),
+                            Value::Int(period),
+                            Value::Int(due),
+                            Value::from(&s.plan_id),
+                            Value::Int(s.expires_at_ms),
                         ],
+                    )
+                    .await?;
+                }
+                EventKind::PlanCreated(p) => {
+                    let Some(terms) = &p.terms else { continue };
+                    let cap = terms.per_charge_cap.as_ref().map(|m| m.minor_units).unwrap_or(0);
+                    let daily = terms.daily_amount_limit.as_ref().map(|m| m.minor_units).unwrap_or(0);
+                    tx.execute(
+                        "INSERT INTO scheduler_plans
+                           (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plan_id) DO NOTHING",
+                        &[
+                            Value::from(&p.plan_id),
+                            Value::Int(cap),
+                            Value::Int(i64::from(terms.daily_count_limit)),
+                            Value::Int(daily),
+                            Value::from(terms.first_charge_at_signing),
+                        ],
+                    )
+                    .await?;
+                }
+                EventKind::ChargeSucceeded(c) => {
+                    let amount = c.amount.as_ref().map(|m| m.minor_units).unwrap_or(0);
+                    tx.execute(
+                        "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + $1,
+                           first_success_ms = CASE WHEN first_success_ms = 0 THEN $2 ELSE first_success_ms END
+                         WHERE contract_id = $3",
+                        &[Value::Int(amount), Value::Int(c.succeeded_at_ms), Value::from(&c.contract_id)],
                     )
                     .await?;
                 }

@@ -1,0 +1,229 @@
+//! The scheduler's limits and exactly-once issuing, through the public interfaces.
+mod scenario;
+mod support;
+
+use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
+use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
+use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient};
+use autodebit_proto::contracts::v1::{
+    CreatePlanRequest, contracts_service_client::ContractsServiceClient, plans_service_client::PlansServiceClient,
+};
+use autodebit_proto::events::v1::{Cycle, Money, PlanTerms};
+use scenario::{Merchant, OPERATOR_KEY, authed, onboard, sign_request};
+use support::{Process, eventually};
+use tonic::transport::Channel;
+
+const DAY: i64 = 86_400;
+
+async fn plan(ch: &Channel, m: &Merchant, change: impl FnOnce(&mut PlanTerms)) -> String {
+    let mut terms = scenario::monthly_terms();
+    terms.cycle = Cycle::Daily as i32;
+    change(&mut terms);
+    PlansServiceClient::new(ch.clone())
+        .create_plan(authed(CreatePlanRequest { terms: Some(terms), idempotency_key: String::new() }, &m.api_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap()
+        .plan_id
+}
+
+async fn sign(ch: &Channel, m: &Merchant, plan_id: &str, payer: &str, fen: i64, cycle: Cycle) -> String {
+    let mut req = sign_request(m, payer, fen);
+    req.plan_id = plan_id.into();
+    req.cycle = cycle as i32;
+    let c = ContractsServiceClient::new(ch.clone()).sign_contract(authed(req, OPERATOR_KEY)).await.unwrap();
+    c.into_inner().contract.unwrap().contract_id
+}
+
+async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_proto::charger::v1::Charge> {
+    let id = scenario::charge_id(contract, period);
+    ChargerServiceClient::new(ch.clone()).get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge
+}
+
+async fn advance(ch: &Channel, seconds: i64) {
+    AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds }).await.unwrap();
+}
+
+#[tokio::test]
+async fn limits_are_checked_when_a_charge_is_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--test-clock",
+        "--decline-basis-points",
+        "0",
+    ]);
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2LIM0001").await;
+
+    // Two charges a day at most: a week of daily periods falling due at once gives two
+    // charges and five refusals naming the rule.
+    let two_a_day = plan(&ch, &m, |t| t.daily_count_limit = 2).await;
+    let counted = sign(&ch, &m, &two_a_day, "payer-count", 1_000, Cycle::Daily).await;
+    // At most 25.00 CNY a day: two 10.00 charges, then the third is refused.
+    let capped =
+        plan(&ch, &m, |t| t.daily_amount_limit = Some(Money { minor_units: 50_000, currency: "CNY".into() })).await;
+    let amount = sign(&ch, &m, &capped, "payer-amount", 20_000, Cycle::Daily).await;
+    // First charge at signing, when the plan says so.
+    let upfront = plan(&ch, &m, |t| t.first_charge_at_signing = true).await;
+    let prepaid = sign(&ch, &m, &upfront, "payer-upfront", 500, Cycle::Daily).await;
+    let first = eventually("the charge at signing", 20, || {
+        let ch = ch.clone();
+        let id = prepaid.clone();
+        async move { charge(&ch, &id, 0).await.filter(|c| c.state == ChargeState::Succeeded as i32) }
+    })
+    .await;
+    assert_eq!(first.amount.unwrap().minor_units, 500);
+
+    advance(&ch, 7 * DAY).await;
+    let outcomes = eventually("seven periods of the counted contract", 20, || {
+        let ch = ch.clone();
+        let id = counted.clone();
+        async move {
+            let mut all = Vec::new();
+            for period in 1..=7 {
+                let c = charge(&ch, &id, period).await?;
+                if c.state == ChargeState::Scheduled as i32 {
+                    return None;
+                }
+                all.push(c);
+            }
+            Some(all)
+        }
+    })
+    .await;
+    let states: Vec<i32> = outcomes.iter().map(|c| c.state).collect();
+    assert_eq!(states.iter().filter(|s| **s == ChargeState::Succeeded as i32).count(), 2, "{states:?}");
+    let refused: Vec<_> = outcomes.iter().filter(|c| c.state == ChargeState::Rejected as i32).collect();
+    assert_eq!(refused.len(), 5);
+    assert!(refused.iter().all(|c| c.provider_code == "daily_count" && c.message.contains("limit 2")), "{refused:?}");
+
+    let by_amount = eventually("the amount-limited periods", 20, || {
+        let ch = ch.clone();
+        let id = amount.clone();
+        async move {
+            let mut all = Vec::new();
+            for period in 1..=3 {
+                all.push(charge(&ch, &id, period).await?.state);
+            }
+            Some(all)
+        }
+    })
+    .await;
+    assert_eq!(
+        by_amount,
+        vec![ChargeState::Succeeded as i32, ChargeState::Succeeded as i32, ChargeState::Rejected as i32],
+        "two 200.00 charges fit in 500.00 a day, a third does not"
+    );
+    let refusal = charge(&ch, &amount, 3).await.unwrap();
+    assert_eq!(refusal.provider_code, "daily_amount");
+    assert!(refusal.message.contains("50000"), "{}", refusal.message);
+
+    // Analytics counts the refusals: nothing is dropped silently.
+    let mut analytics = AnalyticsServiceClient::new(ch.clone());
+    eventually("analytics to count refusals", 20, || {
+        let mut a = analytics.clone();
+        async move { (a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner().charges_rejected >= 10).then_some(()) }
+    })
+    .await;
+    let s = analytics.get_summary(GetSummaryRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.charges_scheduled, s.charges_succeeded + s.charges_failed + s.charges_rejected);
+}
+
+#[tokio::test]
+async fn nothing_is_charged_past_a_contracts_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--test-clock",
+        "--decline-basis-points",
+        "0",
+    ]);
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2VAL0001").await;
+    let short = plan(&ch, &m, |t| {
+        t.service_period_days = 3;
+        t.validity_days = 5;
+    })
+    .await;
+    let id = sign(&ch, &m, &short, "payer-short", 100, Cycle::Daily).await;
+    for day in 1..=4u32 {
+        advance(&ch, DAY).await;
+        eventually("the day's charge", 20, || {
+            let ch = ch.clone();
+            let id = id.clone();
+            async move { charge(&ch, &id, day).await.filter(|c| c.state == ChargeState::Succeeded as i32) }
+        })
+        .await;
+    }
+    advance(&ch, 4 * DAY).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for period in 6..=8 {
+        assert!(charge(&ch, &id, period).await.is_none(), "period {period} was charged past the contract's validity");
+    }
+}
+
+/// Two scheduler processes on one PostgreSQL log issue every due charge exactly once.
+#[tokio::test]
+async fn two_scheduler_replicas_issue_each_charge_once() {
+    let url = autodebit_eventstore::testing::fresh_postgres_url().await;
+    let serve = |svc: &str| {
+        Process::start(&["serve", svc, "--database-url", &url, "--test-clock", "--decline-basis-points", "0"])
+    };
+    let contracts = serve("contracts");
+    let schedulers = [serve("scheduler"), serve("scheduler")];
+    let charger = serve("charger");
+    let ch = contracts.channel().await;
+    let m = onboard(&ch, "91330100MA2TWO0001").await;
+    let daily = plan(&ch, &m, |_| {}).await;
+    const CONTRACTS: usize = 40;
+    const DAYS: i64 = 6;
+    let mut ids = Vec::new();
+    for i in 0..CONTRACTS {
+        ids.push(sign(&ch, &m, &daily, &format!("payer-{i}"), 100, Cycle::Daily).await);
+    }
+    let store = autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(&url)).await.unwrap();
+    // Let both replicas see every schedule, then move time so all of them race for the work.
+    eventually("every schedule", 30, || {
+        let store = store.clone();
+        async move {
+            let n = store.query("SELECT COUNT(*) FROM scheduler_schedules", &[]).await.ok()?;
+            (n[0].i64(0)? == CONTRACTS as i64).then_some(())
+        }
+    })
+    .await;
+    let sched = schedulers[0].channel().await;
+    for _ in 0..DAYS {
+        advance(&sched, DAY).await;
+    }
+    let expected = CONTRACTS as i64 * DAYS;
+    eventually("every due charge issued", 60, || {
+        let store = store.clone();
+        async move {
+            let n = store.query("SELECT COUNT(*) FROM events WHERE event_type = 'ChargeScheduled'", &[]).await.ok()?;
+            (n[0].i64(0)? >= expected).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let total = store.query("SELECT COUNT(*) FROM events WHERE event_type = 'ChargeScheduled'", &[]).await.unwrap();
+    assert_eq!(total[0].i64(0), Some(expected), "exactly one charge per contract and period");
+    let twice = store
+        .query(
+            "SELECT stream FROM events WHERE event_type = 'ChargeScheduled' GROUP BY stream HAVING COUNT(*) > 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(twice.is_empty(), "charges issued twice: {twice:?}");
+    let charger = charger.channel().await;
+    for id in &ids {
+        assert!(charge(&charger, id, DAYS as u32).await.is_some(), "the last period of {id}");
+    }
+}
