@@ -299,11 +299,8 @@ impl ContractsService for ContractsApi {
             let (c, v) = self.app.get(id).await.map_err(to_status)?;
             contracts.push(to_pb(&c, v));
         }
-        let next_page_token = if rows.len() as i64 > limit {
-            contracts.last().map(|c| c.contract_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            crate::store::next_page_token(rows.len(), limit, contracts.last().map(|c| c.contract_id.as_str()));
         Ok(Response::new(pb::ListContractsResponse { contracts, next_page_token }))
     }
 

@@ -468,11 +468,8 @@ impl MerchantsService for MerchantsApi {
                 merchants.push(to_api(&m, v));
             }
         }
-        let next_page_token = if rows.len() as i64 > limit {
-            merchants.last().map(|m| m.merchant_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            crate::store::next_page_token(rows.len(), limit, merchants.last().map(|m| m.merchant_id.as_str()));
         Ok(Response::new(api::ListMerchantsResponse { merchants, next_page_token }))
     }
 

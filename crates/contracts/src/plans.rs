@@ -242,11 +242,8 @@ impl PlansService for PlansApi {
                 created_at_ms: row.i64(2).unwrap_or(0),
             })
             .collect();
-        let next_page_token = if rows.len() as i64 > limit {
-            plans.last().map(|p| p.plan_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            crate::store::next_page_token(rows.len(), limit, plans.last().map(|p| p.plan_id.as_str()));
         Ok(Response::new(api::ListPlansResponse { plans, next_page_token }))
     }
 }
