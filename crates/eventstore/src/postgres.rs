@@ -142,7 +142,8 @@ impl Postgres {
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
-            "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
+            "SELECT position, transaction_id::text AS transaction_id_text, stream, version, event_type, event_id,
+                    payload, metadata, recorded_at
              FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
         )
         .bind(stream)
@@ -154,11 +155,14 @@ impl Postgres {
 
     pub(crate) async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(
-            "SELECT position, transaction_id::text, stream, version, event_type, event_id, payload, metadata, recorded_at
-             FROM events
-             WHERE (transaction_id, position) > ($1::text::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY transaction_id, position
+            // The text form gets its own name: ORDER BY resolves a bare name to an output column
+            // first, and sorting ids as text puts 100000 before 99999.
+            "SELECT e.position, e.transaction_id::text AS transaction_id_text, e.stream, e.version, e.event_type,
+                    e.event_id, e.payload, e.metadata, e.recorded_at
+             FROM events e
+             WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
+               AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY e.transaction_id, e.position
              LIMIT $3",
         )
         .bind(after.transaction_id.to_string())

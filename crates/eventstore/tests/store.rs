@@ -314,3 +314,30 @@ async fn migrations_run_once(db: Db) {
     tx.execute("INSERT INTO once (id, note) VALUES ($1, $2)", &[Value::Int(1), "n".into()]).await.unwrap();
     tx.commit().await.unwrap();
 }
+
+/// Transaction ids sort as numbers, not as text: 10000 comes after 9999. (A reader that
+/// sorted them as text would skip and repeat events whenever the cluster's ids gained a digit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_transaction_ids_sort_as_numbers() {
+    let db = postgres().await;
+    let s = &db.store;
+    let mut tx = s.begin().await.unwrap();
+    // All three ids are long past (below any live transaction), so readers may see them.
+    for (xid, v) in [("10000", 2), ("9999", 1), ("100000", 3)] {
+        tx.execute(
+            &format!(
+                "INSERT INTO events (transaction_id, stream, version, event_type, event_id, payload, metadata, recorded_at)
+                 VALUES ('{xid}'::xid8, 'digits', {v}, 'Tested', gen_random_uuid(), '\\x00'::bytea, '\\x00'::bytea, 0)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let all = read_settled(s, Checkpoint::default(), 3).await;
+    let ids: Vec<u64> = all.iter().map(|e| e.transaction_id).collect();
+    assert_eq!(ids, vec![9_999, 10_000, 100_000]);
+    let after = s.read_all(all[0].checkpoint(), 10).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.transaction_id).collect::<Vec<_>>(), vec![10_000, 100_000]);
+}
