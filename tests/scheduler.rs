@@ -227,3 +227,76 @@ async fn two_scheduler_replicas_issue_each_charge_once() {
         assert!(charge(&charger, id, DAYS as u32).await.is_some(), "the last period of {id}");
     }
 }
+
+/// A declined charge is tried again on the plan's schedule (6 h, then 24 h), never sooner;
+/// the third failure in a row suspends the contract and the retries stop.
+#[tokio::test]
+async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
+    use autodebit_proto::contracts::v1::{ContractState, GetContractRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--test-clock",
+        "--decline-basis-points",
+        "10000",
+    ]);
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2RTY0001").await;
+    let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
+    let id = sign(&ch, &m, &monthly, "payer-broke", 1_000, Cycle::Monthly).await;
+    let attempt = |n: u32| {
+        let (ch, id) = (ch.clone(), id.clone());
+        async move {
+            eventually(&format!("attempt {n} to fail"), 20, || {
+                let (ch, id) = (ch.clone(), id.clone());
+                async move {
+                    charge(&ch, &id, 1).await.filter(|c| c.attempt == n && c.state == ChargeState::Failed as i32)
+                }
+            })
+            .await
+        }
+    };
+
+    advance(&ch, 31 * DAY).await;
+    let first = attempt(1).await;
+    assert_eq!(first.provider_code, "NOTENOUGH");
+    // Five hours later: too soon to try again.
+    advance(&ch, 5 * 3_600).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 1, "no retry within six hours");
+    advance(&ch, 3_600 + 60).await;
+    attempt(2).await;
+    // The plan's second gap is a day.
+    advance(&ch, 23 * 3_600).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 2, "no third attempt before 24 h");
+    advance(&ch, 3_600 + 60).await;
+    attempt(3).await;
+
+    let mut contracts = ContractsServiceClient::new(ch.clone());
+    let suspended = eventually("the contract to be suspended", 20, || {
+        let mut c = contracts.clone();
+        let id = id.clone();
+        let key = m.api_key.clone();
+        async move {
+            let got = c
+                .get_contract(authed(
+                    GetContractRequest { contract_id: id, merchant_contract_code: String::new() },
+                    &key,
+                ))
+                .await
+                .ok()?
+                .into_inner()
+                .contract?;
+            (got.state == ContractState::Suspended as i32).then_some(got)
+        }
+    })
+    .await;
+    assert!(suspended.suspension_reason.contains("3 consecutive failed charges"), "{}", suspended.suspension_reason);
+    advance(&ch, 3 * DAY).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 3, "retries stop with the suspension");
+    let _ = &mut contracts;
+}

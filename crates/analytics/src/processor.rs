@@ -117,6 +117,9 @@ impl Processor for Projector {
                     )
                     .await?;
                 }
+                EventKind::ChargeRetryScheduled(r) => {
+                    charge_outcome(tx, &r.charge_id, "scheduled", "", r.scheduled_at_ms).await?
+                }
                 EventKind::NoticeRecorded(_) => notices += 1,
                 _ => {}
             }

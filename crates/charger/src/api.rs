@@ -46,6 +46,7 @@ impl ChargerService for ChargerApi {
                 provider_code: c.code.unwrap_or_default(),
                 message: c.message.unwrap_or_default(),
                 version,
+                attempt: c.attempt,
             }),
         }))
     }

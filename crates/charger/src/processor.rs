@@ -1,7 +1,9 @@
 //! Follows `ChargeScheduled`: calls the provider (before the transaction, so no database lock
 //! is held while it answers), then records each charge's outcome with the checkpoint.
 use crate::simulator::{ProviderOutcome, Simulator};
-use autodebit_domain::charge::{self, ChargeCommand};
+use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
+use autodebit_domain::clock::from_millis;
+use autodebit_domain::{ChargeId, ContractId, MerchantId, PayerId};
 use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
 use autodebit_proto::EventKind;
 use autodebit_runtime::codec::{self, Cause};
@@ -30,22 +32,16 @@ impl Processor for ChargeExecutor {
     }
 
     fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::ChargeScheduled(_))
+        matches!(kind, EventKind::ChargeScheduled(_) | EventKind::ChargeRetryScheduled(_))
     }
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Self::Prepared> {
-        let work: Vec<Option<(autodebit_domain::ChargeId, autodebit_domain::Money)>> = events
-            .iter()
-            .map(|d| match codec::charge_event_from_pb(&d.kind)? {
-                charge::ChargeEvent::Scheduled { charge_id, amount, .. } => Some((charge_id, amount)),
-                _ => None,
-            })
-            .collect();
+        let work: Vec<Option<Charge>> = events.iter().map(attempt_of).collect();
         let calls = work.into_iter().map(|w| {
             let provider = self.provider.clone();
             async move {
-                let (charge_id, amount) = w?;
-                Some(provider.charge(charge_id, amount).await)
+                let c = w?;
+                Some(provider.charge(c.charge_id, c.attempt, c.amount).await)
             }
         });
         Ok(futures::stream::iter(calls).buffered(self.concurrency).collect().await)
@@ -55,11 +51,11 @@ impl Processor for ChargeExecutor {
         let now = self.clock.now();
         let mut appends = Vec::with_capacity(events.len());
         for (d, outcome) in events.iter().zip(outcomes) {
-            let (Some(scheduled), Some(outcome)) = (codec::charge_event_from_pb(&d.kind), outcome) else {
-                tracing::error!(stream = d.stream, "damaged ChargeScheduled skipped");
+            let (Some(attempt), Some(outcome)) = (attempt_of(d), outcome) else {
+                tracing::error!(stream = d.stream, "damaged charge event skipped");
                 continue;
             };
-            let state = charge::apply(None, &scheduled);
+            let state = Some(attempt);
             let command = match outcome {
                 ProviderOutcome::Succeeded { transaction_id } => {
                     ChargeCommand::RecordSuccess { provider_transaction_id: transaction_id }
@@ -85,5 +81,29 @@ impl Processor for ChargeExecutor {
             tx.append_many(&appends).await?;
         }
         Ok(())
+    }
+}
+
+/// The charge as it stands when an attempt is due: from its `ChargeScheduled` (attempt 1) or
+/// from a `ChargeRetryScheduled`, which carries what the attempt needs.
+fn attempt_of(d: &Decoded) -> Option<Charge> {
+    match &d.kind {
+        EventKind::ChargeScheduled(_) => charge::apply(None, &codec::charge_event_from_pb(&d.kind)?),
+        EventKind::ChargeRetryScheduled(r) => Some(Charge {
+            charge_id: ChargeId::parse(&r.charge_id).ok()?,
+            contract_id: ContractId::parse(&r.contract_id).ok()?,
+            merchant_id: MerchantId::parse(&r.merchant_id).ok()?,
+            payer_id: PayerId::parse(&r.payer_id).ok()?,
+            amount: codec::money_from_pb(r.amount.as_ref()).ok()?,
+            period: 0,
+            due_at: from_millis(r.scheduled_at_ms),
+            status: ChargeStatus::Scheduled,
+            provider_transaction_id: None,
+            code: None,
+            message: None,
+            attempt: r.attempt,
+            retryable: false,
+        }),
+        _ => None,
     }
 }

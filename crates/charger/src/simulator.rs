@@ -33,12 +33,14 @@ impl Simulator {
         Simulator { config }
     }
 
-    /// Charges `amount` for `charge`: the same seed and charge always give the same answer.
-    pub async fn charge(&self, charge: ChargeId, amount: Money) -> ProviderOutcome {
+    /// Charges `amount` for `charge`'s attempt `attempt`: the same seed, charge and attempt
+    /// always give the same answer; another attempt rolls again.
+    pub async fn charge(&self, charge: ChargeId, attempt: u32, amount: Money) -> ProviderOutcome {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
-        let roll = mix(self.config.seed ^ fnv1a(charge.to_string().as_bytes()));
+        let roll =
+            mix(self.config.seed ^ fnv1a(charge.to_string().as_bytes()) ^ u64::from(attempt).wrapping_mul(0x9E37_79B9));
         if (roll % 10_000) < u64::from(self.config.decline_basis_points) {
             ProviderOutcome::Declined {
                 code: "NOTENOUGH".into(),
@@ -75,8 +77,8 @@ mod tests {
         let mut declined = 0;
         for p in 0..2_000 {
             let id = ChargeId::for_period(contract, p);
-            let a = sim.charge(id, Money::cny(100)).await;
-            assert_eq!(a, sim.charge(id, Money::cny(100)).await);
+            let a = sim.charge(id, 1, Money::cny(100)).await;
+            assert_eq!(a, sim.charge(id, 1, Money::cny(100)).await);
             if matches!(a, ProviderOutcome::Declined { .. }) {
                 declined += 1;
             }
@@ -84,7 +86,7 @@ mod tests {
         assert!((120..=280).contains(&declined), "{declined} declines of 2000 at 10%");
         let never = Simulator::new(SimulatorConfig { seed: 7, decline_basis_points: 0, latency: Duration::ZERO });
         assert!(matches!(
-            never.charge(ChargeId::for_period(contract, 1), Money::cny(1)).await,
+            never.charge(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
             ProviderOutcome::Succeeded { .. }
         ));
     }

@@ -22,6 +22,11 @@ pub enum ChargeEvent {
         retryable: bool,
         at: Timestamp,
     },
+    /// A retryable failure is tried again: attempt `attempt` (the first is 1).
+    RetryScheduled {
+        attempt: u32,
+        at: Timestamp,
+    },
     /// Refused by a rule (a limit, the contract's state), before or instead of reaching the
     /// provider. It carries the charge's terms, since a charge refused at issue has no
     /// `Scheduled` before it.
@@ -64,6 +69,8 @@ pub enum ChargeCommand {
         message: String,
         retryable: bool,
     },
+    /// Tries a charge that failed retryably again.
+    Retry,
     /// Refuses a charge: at issue (`issue` given, no charge yet) or after scheduling.
     Reject {
         issue: Option<Issue>,
@@ -94,6 +101,10 @@ pub struct Charge {
     /// The provider's code, or the rule that rejected the charge.
     pub code: Option<String>,
     pub message: Option<String>,
+    /// Which attempt this is (the first is 1).
+    pub attempt: u32,
+    /// Whether the last failure may be retried.
+    pub retryable: bool,
 }
 
 /// `None` until the charge is scheduled.
@@ -107,6 +118,8 @@ pub enum ChargeError {
     NotScheduled,
     #[error("the charge already has its outcome ({0:?})")]
     AlreadyEnded(ChargeStatus),
+    #[error("only a charge whose last attempt failed retryably can be retried")]
+    NotRetryable,
 }
 
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
@@ -119,6 +132,13 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
         }
         (None, _) => Err(ChargeError::NotScheduled),
         (Some(_), ChargeCommand::Schedule { .. }) => Err(ChargeError::AlreadyScheduled),
+        (Some(c), ChargeCommand::Retry) => {
+            if c.status == ChargeStatus::Failed && c.retryable {
+                Ok(vec![ChargeEvent::RetryScheduled { attempt: c.attempt + 1, at: now }])
+            } else {
+                Err(ChargeError::NotRetryable)
+            }
+        }
         (Some(c), _) if c.status != ChargeStatus::Scheduled => Err(ChargeError::AlreadyEnded(c.status)),
         (Some(_), ChargeCommand::RecordSuccess { provider_transaction_id }) => {
             Ok(vec![ChargeEvent::Succeeded { provider_transaction_id, at: now }])
@@ -160,6 +180,8 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             provider_transaction_id: None,
             code: Some(rule.clone()),
             message: Some(detail.clone()),
+            attempt: 0,
+            retryable: false,
         }),
         (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
             Some(Charge {
@@ -174,17 +196,28 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
                 provider_transaction_id: None,
                 code: None,
                 message: None,
+                attempt: 1,
+                retryable: false,
             })
+        }
+        (Some(mut c), ChargeEvent::RetryScheduled { attempt, .. })
+            if c.status == ChargeStatus::Failed && c.retryable =>
+        {
+            c.status = ChargeStatus::Scheduled;
+            c.attempt = *attempt;
+            c.retryable = false;
+            Some(c)
         }
         (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
             match e {
-                ChargeEvent::Scheduled { .. } => {}
+                ChargeEvent::Scheduled { .. } | ChargeEvent::RetryScheduled { .. } => {}
                 ChargeEvent::Succeeded { provider_transaction_id, .. } => {
                     c.status = ChargeStatus::Succeeded;
                     c.provider_transaction_id = Some(provider_transaction_id.clone());
                 }
-                ChargeEvent::Failed { provider_code, message, .. } => {
+                ChargeEvent::Failed { provider_code, message, retryable, .. } => {
                     c.status = ChargeStatus::Failed;
+                    c.retryable = *retryable;
                     c.code = Some(provider_code.clone());
                     c.message = Some(message.clone());
                 }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod merchant;
 pub mod money;
 pub mod plan;
+pub mod retry;
 pub mod signing;
 
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};

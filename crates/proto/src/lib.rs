@@ -66,6 +66,7 @@ impl events::v1::Event {
             Some(Kind::PlanCreated(_)) => "PlanCreated",
             Some(Kind::SigningSessionOpened(_)) => "SigningSessionOpened",
             Some(Kind::SigningStepRecorded(_)) => "SigningStepRecorded",
+            Some(Kind::ChargeRetryScheduled(_)) => "ChargeRetryScheduled",
             None => "Unknown",
         }
     }

@@ -289,6 +289,19 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 retryable: *retryable,
                 failed_at_ms: at.timestamp_millis(),
                 payer_id: c.payer_id.to_string(),
+                attempt: c.attempt,
+            })
+        }
+        ChargeEvent::RetryScheduled { attempt, at } => {
+            let c = charge?;
+            EventKind::ChargeRetryScheduled(pb::ChargeRetryScheduled {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                payer_id: c.payer_id.to_string(),
+                amount: Some(money_to_pb(c.amount)),
+                attempt: *attempt,
+                scheduled_at_ms: at.timestamp_millis(),
             })
         }
         ChargeEvent::Rejected { issue, rule, detail, at } => EventKind::ChargeRejected(pb::ChargeRejected {
@@ -328,6 +341,9 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
             retryable: f.retryable,
             at: from_millis(f.failed_at_ms),
         }),
+        EventKind::ChargeRetryScheduled(r) => {
+            Some(ChargeEvent::RetryScheduled { attempt: r.attempt, at: from_millis(r.scheduled_at_ms) })
+        }
         EventKind::ChargeRejected(r) => Some(ChargeEvent::Rejected {
             issue: Issue {
                 charge_id: ChargeId::parse(&r.charge_id).ok()?,

@@ -26,7 +26,11 @@ pub fn spawn(platform: Platform) {
     tokio::spawn(async move {
         let mut moved = platform.clock.watch();
         loop {
-            match issue_due(&platform).await {
+            let issued = match issue_due(&platform).await {
+                Ok(n) => issue_retries(&platform).await.map(|r| n + r),
+                Err(e) => Err(e),
+            };
+            match issued {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => {
@@ -249,4 +253,74 @@ fn limits_of(row: &ScheduleRow, plan: Option<(i64, i64, i64)>, now_ms: i64) -> L
         daily_count: u32::try_from(count).ok().filter(|c| *c > 0).unwrap_or(MAX_DAILY_COUNT),
         daily_amount: if daily > 0 { Some(daily) } else { limits::default_daily_amount(row.total_succeeded, months) },
     }
+}
+
+/// Issues the retries that are due: each failed charge's next attempt, once its timer (at least
+/// six hours after the failure) has passed and its contract still bills. Returns how many.
+pub async fn issue_retries(platform: &Platform) -> anyhow::Result<usize> {
+    let now = platform.clock.now();
+    let now_ms = now.timestamp_millis();
+    let any = platform
+        .store
+        .query(
+            "SELECT 1 FROM scheduler_retries WHERE state = 'waiting' AND due_ms <= $1 LIMIT 1",
+            &[Value::Int(now_ms)],
+        )
+        .await?;
+    if any.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = platform.store.begin().await?;
+    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE OF r SKIP LOCKED" } else { "" };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT r.charge_id, r.stream_version FROM scheduler_retries r
+                 JOIN scheduler_schedules s ON s.contract_id = r.contract_id
+                 WHERE r.state = 'waiting' AND r.due_ms <= $1 AND s.active = 1
+                 ORDER BY r.due_ms LIMIT $2{lock}"
+            ),
+            &[Value::Int(now_ms), Value::Int(CLAIM)],
+        )
+        .await?;
+    let mut appends = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (Some(charge_id), Some(version)) = (row.text(0), row.i64(1)) else { continue };
+        let Ok(id) = ChargeId::parse(charge_id) else { continue };
+        let state = platform
+            .store
+            .read_stream(&id.stream(), 0)
+            .await?
+            .into_iter()
+            .filter_map(codec::decode)
+            .filter_map(|d| codec::charge_event_from_pb(&d.kind))
+            .fold(None, |s, e| charge::apply(s, &e));
+        tx.execute("UPDATE scheduler_retries SET state = 'issued' WHERE charge_id = $1", &[Value::from(charge_id)])
+            .await?;
+        // Anything else that happened to the charge since (an outcome arrived late) wins.
+        let Ok(events) = charge::decide(&state, ChargeCommand::Retry, now) else { continue };
+        let cause = Cause::request(format!("{id}/retry"));
+        let encoded = events
+            .iter()
+            .filter_map(|e| codec::charge_event_to_pb(state.as_ref(), e))
+            .map(|e| codec::encode(e, &cause, now_ms))
+            .collect();
+        appends.push(StreamAppend {
+            stream: id.stream(),
+            expected: ExpectedVersion::Exact(version as u64),
+            events: encoded,
+        });
+    }
+    let mut issued = 0;
+    for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
+        match outcome {
+            Ok(_) => issued += 1,
+            Err(e) => {
+                tracing::warn!(stream = append.stream, error = %e, "charge moved on before its retry; not retried")
+            }
+        }
+    }
+    tx.commit().await?;
+    autodebit_runtime::metrics::add("autodebit_charge_retries_total", &[], issued as i64);
+    Ok(rows.len())
 }

@@ -26,6 +26,7 @@ impl Processor for ContractFollower {
                 | EventKind::ContractModified(_)
                 | EventKind::PlanCreated(_)
                 | EventKind::ChargeSucceeded(_)
+                | EventKind::ChargeFailed(_)
         )
     }
 
@@ -90,14 +91,53 @@ impl Processor for ContractFollower {
                     let daily = terms.daily_amount_limit.as_ref().map(|m| m.minor_units).unwrap_or(0);
                     tx.execute(
                         "INSERT INTO scheduler_plans
-                           (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plan_id) DO NOTHING",
+                           (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing,
+                            retry_gaps)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plan_id) DO NOTHING",
                         &[
                             Value::from(&p.plan_id),
                             Value::Int(cap),
                             Value::Int(i64::from(terms.daily_count_limit)),
                             Value::Int(daily),
                             Value::from(terms.first_charge_at_signing),
+                            Value::from(
+                                terms.retry_schedule_hours.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(","),
+                            ),
+                        ],
+                    )
+                    .await?;
+                }
+                EventKind::ChargeFailed(f) if f.retryable => {
+                    // The next attempt, on the plan's schedule and never sooner than six hours.
+                    let gaps: Vec<u32> = tx
+                        .query(
+                            "SELECT p.retry_gaps FROM scheduler_schedules s JOIN scheduler_plans p ON p.plan_id = s.plan_id
+                             WHERE s.contract_id = $1",
+                            &[Value::from(&f.contract_id)],
+                        )
+                        .await?
+                        .first()
+                        .and_then(|r| r.text(0).map(str::to_string))
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|g| g.trim().parse().ok())
+                        .collect();
+                    let failures = f.attempt.max(1);
+                    let Some(next) =
+                        autodebit_domain::retry::next_attempt_at(from_millis(f.failed_at_ms), &gaps, failures)
+                    else {
+                        continue;
+                    };
+                    tx.execute(
+                        "INSERT INTO scheduler_retries (charge_id, contract_id, stream_version, due_ms, state)
+                         VALUES ($1, $2, $3, $4, 'waiting')
+                         ON CONFLICT (charge_id) DO UPDATE SET stream_version = excluded.stream_version,
+                           due_ms = excluded.due_ms, state = 'waiting'",
+                        &[
+                            Value::from(&f.charge_id),
+                            Value::from(&f.contract_id),
+                            Value::Int(d.version as i64),
+                            Value::Int(next.timestamp_millis()),
                         ],
                     )
                     .await?;

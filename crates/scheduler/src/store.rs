@@ -41,6 +41,19 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (contract_id, day)
         );",
     ),
+    // Retries: the plan's gaps, and one durable timer per failed charge awaiting its next attempt.
+    Migration::common(
+        3,
+        "ALTER TABLE scheduler_plans ADD COLUMN retry_gaps TEXT NOT NULL DEFAULT '';
+        CREATE TABLE scheduler_retries (
+            charge_id      TEXT   PRIMARY KEY,
+            contract_id    TEXT   NOT NULL,
+            stream_version BIGINT NOT NULL,
+            due_ms         BIGINT NOT NULL,
+            state          TEXT   NOT NULL
+        );
+        CREATE INDEX scheduler_retries_due ON scheduler_retries (state, due_ms);",
+    ),
 ];
 
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
