@@ -53,6 +53,9 @@ pub struct PlatformArgs {
     /// Simulator declines per 10,000 charges.
     #[arg(long, default_value_t = 500)]
     pub decline_basis_points: u32,
+    /// Of the simulator's declines, how many per 10,000 are hard (not retried).
+    #[arg(long, default_value_t = 0)]
+    pub hard_decline_basis_points: u32,
     /// The key operator calls (merchant reviews, imports) authenticate with. When absent a
     /// random one is made and logged at start.
     #[arg(long, env = "AUTODEBIT_OPERATOR_KEY", hide_env_values = true)]
@@ -162,6 +165,7 @@ impl PlatformArgs {
             simulator: SimulatorConfig {
                 seed: self.simulator_seed,
                 decline_basis_points: self.decline_basis_points,
+                hard_decline_basis_points: self.hard_decline_basis_points,
                 ..SimulatorConfig::default()
             },
             ..ChargerConfig::default()

@@ -300,3 +300,34 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 3, "retries stop with the suspension");
     let _ = &mut contracts;
 }
+
+/// A hard decline (the contract is gone at the provider) is never retried.
+#[tokio::test]
+async fn hard_declines_are_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::start(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--test-clock",
+        "--decline-basis-points",
+        "10000",
+        "--hard-decline-basis-points",
+        "10000",
+    ]);
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2HRD0001").await;
+    let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
+    let id = sign(&ch, &m, &monthly, "payer-gone", 1_000, Cycle::Monthly).await;
+    advance(&ch, 31 * DAY).await;
+    let failed = eventually("the hard decline", 20, || {
+        let (ch, id) = (ch.clone(), id.clone());
+        async move { charge(&ch, &id, 1).await.filter(|c| c.state == ChargeState::Failed as i32) }
+    })
+    .await;
+    assert_eq!(failed.provider_code, "CONTRACT_NOT_EXIST");
+    advance(&ch, 2 * DAY).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = charge(&ch, &id, 1).await.unwrap();
+    assert_eq!((after.attempt, after.state), (1, ChargeState::Failed as i32), "a hard decline is final");
+}

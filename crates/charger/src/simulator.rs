@@ -7,13 +7,16 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// Declines per 10,000 charges.
     pub decline_basis_points: u32,
+    /// Of those declines, how many per 10,000 are hard (the contract is gone at the
+    /// provider): never worth retrying.
+    pub hard_decline_basis_points: u32,
     /// Time each call takes.
     pub latency: Duration,
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig { seed: 1, decline_basis_points: 500, latency: Duration::ZERO }
+        SimulatorConfig { seed: 1, decline_basis_points: 500, hard_decline_basis_points: 0, latency: Duration::ZERO }
     }
 }
 
@@ -42,6 +45,13 @@ impl Simulator {
         let roll =
             mix(self.config.seed ^ fnv1a(charge.to_string().as_bytes()) ^ u64::from(attempt).wrapping_mul(0x9E37_79B9));
         if (roll % 10_000) < u64::from(self.config.decline_basis_points) {
+            if (mix(roll ^ 0x5eed) % 10_000) < u64::from(self.config.hard_decline_basis_points) {
+                return ProviderOutcome::Declined {
+                    code: "CONTRACT_NOT_EXIST".into(),
+                    message: "the payer's contract no longer exists at the provider".into(),
+                    retryable: false,
+                };
+            }
             ProviderOutcome::Declined {
                 code: "NOTENOUGH".into(),
                 message: format!("balance too low for {amount}"),
@@ -72,7 +82,12 @@ mod tests {
 
     #[tokio::test]
     async fn deterministic_and_near_the_configured_rate() {
-        let sim = Simulator::new(SimulatorConfig { seed: 7, decline_basis_points: 1_000, latency: Duration::ZERO });
+        let sim = Simulator::new(SimulatorConfig {
+            seed: 7,
+            decline_basis_points: 1_000,
+            hard_decline_basis_points: 0,
+            latency: Duration::ZERO,
+        });
         let contract = ContractId::generate();
         let mut declined = 0;
         for p in 0..2_000 {
@@ -84,7 +99,22 @@ mod tests {
             }
         }
         assert!((120..=280).contains(&declined), "{declined} declines of 2000 at 10%");
-        let never = Simulator::new(SimulatorConfig { seed: 7, decline_basis_points: 0, latency: Duration::ZERO });
+        let never = Simulator::new(SimulatorConfig {
+            seed: 7,
+            decline_basis_points: 0,
+            hard_decline_basis_points: 0,
+            latency: Duration::ZERO,
+        });
+        let hard = Simulator::new(SimulatorConfig {
+            seed: 7,
+            decline_basis_points: 10_000,
+            hard_decline_basis_points: 10_000,
+            latency: Duration::ZERO,
+        });
+        assert!(matches!(
+            hard.charge(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
+            ProviderOutcome::Declined { retryable: false, .. }
+        ));
         assert!(matches!(
             never.charge(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
             ProviderOutcome::Succeeded { .. }
