@@ -42,6 +42,20 @@ async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_p
     ChargerServiceClient::new(ch.clone()).get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge
 }
 
+/// `autodebit run` on a test clock in `dir`, the simulator declining as asked.
+fn start(dir: &tempfile::TempDir, declines: &str, hard_declines: &str) -> Process {
+    Process::start(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--test-clock",
+        "--decline-basis-points",
+        declines,
+        "--hard-decline-basis-points",
+        hard_declines,
+    ])
+}
+
 async fn advance(ch: &Channel, seconds: i64) {
     AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds }).await.unwrap();
 }
@@ -49,14 +63,7 @@ async fn advance(ch: &Channel, seconds: i64) {
 #[tokio::test]
 async fn limits_are_checked_when_a_charge_is_issued() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        "0",
-    ]);
+    let p = start(&dir, "0", "0");
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIM0001").await;
 
@@ -137,14 +144,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
 #[tokio::test]
 async fn nothing_is_charged_past_a_contracts_validity() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        "0",
-    ]);
+    let p = start(&dir, "0", "0");
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2VAL0001").await;
     let short = plan(&ch, &m, |t| {
@@ -234,14 +234,7 @@ async fn two_scheduler_replicas_issue_each_charge_once() {
 async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     use autodebit_proto::contracts::v1::{ContractState, GetContractRequest};
     let dir = tempfile::tempdir().unwrap();
-    let p = Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        "10000",
-    ]);
+    let p = start(&dir, "10000", "0");
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RTY0001").await;
     let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
@@ -305,16 +298,7 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
 #[tokio::test]
 async fn hard_declines_are_not_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        "10000",
-        "--hard-decline-basis-points",
-        "10000",
-    ]);
+    let p = start(&dir, "10000", "10000");
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2HRD0001").await;
     let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;

@@ -345,9 +345,9 @@ impl ContractsService for ContractsApi {
                 let date = effective_at.with_timezone(&beijing()).format("%Y-%m-%d");
                 let notice = format!(
                     "您的自动扣费协议将于 {date} 起调整：{}扣款 {}（原为{}扣款 {}）。如不同意，可随时解约。",
-                    cycle_zh(cycle),
+                    cycle.label(false),
                     amount,
-                    cycle_zh(c.cycle),
+                    c.cycle.label(false),
                     c.amount_per_cycle
                 );
                 Ok(ContractCommand::Modify { amount_per_cycle: amount, cycle, cap, effective_at, notice })
@@ -536,16 +536,5 @@ impl ContractsApi {
         };
         let l = self.signing.open(open, &cause).await?;
         Ok(crate::signing::to_api(&l, &self.signing.public_url))
-    }
-}
-
-pub fn cycle_zh(c: autodebit_domain::Cycle) -> &'static str {
-    use autodebit_domain::Cycle::*;
-    match c {
-        Daily => "每日",
-        Weekly => "每周",
-        Monthly => "每月",
-        Quarterly => "每季度",
-        Yearly => "每年",
     }
 }

@@ -95,20 +95,12 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-fn cycle_text(c: i32, en: bool) -> &'static str {
-    match (pb::Cycle::try_from(c).unwrap_or(pb::Cycle::Unspecified), en) {
-        (pb::Cycle::Daily, false) => "每日",
-        (pb::Cycle::Weekly, false) => "每周",
-        (pb::Cycle::Monthly, false) => "每月",
-        (pb::Cycle::Quarterly, false) => "每季度",
-        (pb::Cycle::Yearly, false) => "每年",
-        (pb::Cycle::Daily, true) => "Daily",
-        (pb::Cycle::Weekly, true) => "Weekly",
-        (pb::Cycle::Monthly, true) => "Monthly",
-        (pb::Cycle::Quarterly, true) => "Quarterly",
-        (pb::Cycle::Yearly, true) => "Yearly",
-        (_, false) => "按使用或事件扣费",
-        (_, true) => "By use or event",
+/// The plan's cycle as payers read it; plans without one charge by use or by event.
+fn cycle_text(raw: i32, en: bool) -> &'static str {
+    match codec::cycle_from_pb(raw) {
+        Some(c) => c.label(en),
+        None if en => "By use or event",
+        None => "按使用或事件扣费",
     }
 }
 

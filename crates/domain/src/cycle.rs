@@ -36,6 +36,22 @@ impl Cycle {
         Some(due.and_local_timezone(tz).single()?.with_timezone(&Utc))
     }
 
+    /// What payers read: "每月" in Chinese (`en` false), "Monthly" in English.
+    pub fn label(&self, en: bool) -> &'static str {
+        match (self, en) {
+            (Cycle::Daily, false) => "每日",
+            (Cycle::Weekly, false) => "每周",
+            (Cycle::Monthly, false) => "每月",
+            (Cycle::Quarterly, false) => "每季度",
+            (Cycle::Yearly, false) => "每年",
+            (Cycle::Daily, true) => "Daily",
+            (Cycle::Weekly, true) => "Weekly",
+            (Cycle::Monthly, true) => "Monthly",
+            (Cycle::Quarterly, true) => "Quarterly",
+            (Cycle::Yearly, true) => "Yearly",
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Cycle::Daily => "daily",

@@ -24,17 +24,6 @@ fn money(m: Option<&pb::Money>) -> String {
     codec::money_from_pb(m).map(|m| m.to_string()).unwrap_or_default()
 }
 
-fn cycle_zh(raw: i32) -> &'static str {
-    match pb::Cycle::try_from(raw).unwrap_or(pb::Cycle::Unspecified) {
-        pb::Cycle::Daily => "每日",
-        pb::Cycle::Weekly => "每周",
-        pb::Cycle::Monthly => "每月",
-        pb::Cycle::Quarterly => "每季度",
-        pb::Cycle::Yearly => "每年",
-        pb::Cycle::Unspecified => "每期",
-    }
-}
-
 /// The notice an event calls for: kind, recipient, contract, charge, text (Chinese, the
 /// payers' default language).
 fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)> {
@@ -46,7 +35,7 @@ fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)
             "",
             format!(
                 "您已开通自动扣费服务：{}扣款 {}。扣款前会提前通知您，您可随时解约。",
-                cycle_zh(s.cycle),
+                codec::cycle_from_pb(s.cycle).map(|c| c.label(false)).unwrap_or("每期"),
                 money(s.amount_per_cycle.as_ref())
             ),
         ),
