@@ -71,6 +71,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         operator_key: Some(operator_key.clone()),
         public_url: None,
         signing_session_minutes: 10,
+        charge_window: "07:00-22:00".into(),
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
@@ -128,6 +129,7 @@ async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Result<(Strin
             documents,
             contact_email: "ops@demo.example".into(),
             idempotency_key: String::new(),
+            time_zone: String::new(),
         })
         .await?
         .into_inner()

@@ -67,6 +67,11 @@ pub struct PlatformArgs {
     /// How long a signing session stays open.
     #[arg(long, default_value_t = 10)]
     pub signing_session_minutes: u64,
+    /// The hours (HH:MM-HH:MM, Beijing time) in which pre-debit notices, cycle and usage
+    /// charges and retries go out; what falls due outside waits for the window to open.
+    /// `00:00-24:00` lifts the restriction.
+    #[arg(long, default_value = "07:00-22:00")]
+    pub charge_window: String,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -223,7 +228,10 @@ pub async fn start(
     let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
     let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-    let operator_key = if services.contains(&Service::Contracts) { options.operator_key() } else { String::new() };
+    let takes_merchant_calls = services.iter().any(|s| matches!(s, Service::Contracts | Service::Scheduler));
+    let operator_key = if takes_merchant_calls { options.operator_key() } else { String::new() };
+    let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)
+        .map_err(|e| anyhow::anyhow!("--charge-window {e}"))?;
     let mut components: Vec<Component> = Vec::new();
     for s in services {
         components.push(match s {
@@ -235,7 +243,10 @@ pub async fn start(
                 )?;
                 autodebit_contracts::start(&platform, config).await?
             }
-            Service::Scheduler => autodebit_scheduler::start(&platform).await?,
+            Service::Scheduler => {
+                let config = autodebit_scheduler::SchedulerConfig { operator_key: operator_key.clone(), window };
+                autodebit_scheduler::start(&platform, config).await?
+            }
             Service::Charger => autodebit_charger::start(&platform, options.charger()).await?,
             Service::Notifier => autodebit_notifier::start(&platform).await?,
             Service::Analytics => autodebit_analytics::start(&platform).await?,

@@ -1041,7 +1041,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
     let charger = ChargerServiceClient::new(ch.clone());
 
     for period in 1..=3u32 {
-        advance_days(&ch, 1).await;
+        assert_eq!(scenario::bill_next_period(&ch, &id).await, period);
         let charge = scenario::charge_id(&id, period);
         eventually(&format!("charge {period} to fail"), 15, || {
             let mut charger = charger.clone();
@@ -1129,7 +1129,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     // Suspended (so neither charged nor flagged) for half a year, then resumed: idle, flagged.
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
     AdminServiceClient::new(ch.clone())
-        .advance_clock(AdvanceClockRequest { seconds: 180 * DAY_SECS + 12 * 3_600 })
+        .advance_clock(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 })
         .await
         .unwrap();
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
@@ -1139,7 +1139,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         .zombie_flagged_at_ms;
 
     // Used again: the sixth month's charge (the first due after the resumption) succeeds.
-    advance_days(&ch, 4).await;
+    assert_eq!(scenario::bill_next_period(&ch, &id).await, 6);
     let sixth = scenario::charge_id(&id, 6);
     eventually("the sixth period's charge to succeed", 15, || {
         let mut charger = charger.clone();

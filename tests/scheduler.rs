@@ -8,7 +8,10 @@ use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, charger_servic
 use autodebit_proto::contracts::v1::{
     CreatePlanRequest, contracts_service_client::ContractsServiceClient, plans_service_client::PlansServiceClient,
 };
-use autodebit_proto::events::v1::{Cycle, Money, PlanTerms};
+use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, PlanTerms};
+use autodebit_proto::scheduler::v1::{
+    TriggerChargeRequest, TriggerChargeResponse, TriggerOutcome, scheduler_service_client::SchedulerServiceClient,
+};
 use scenario::{Merchant, OPERATOR_KEY, authed, onboard, sign_request};
 use support::{Process, eventually};
 use tonic::transport::Channel;
@@ -38,8 +41,23 @@ async fn sign(ch: &Channel, m: &Merchant, plan_id: &str, payer: &str, fen: i64, 
 }
 
 async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_proto::charger::v1::Charge> {
-    let id = scenario::charge_id(contract, period);
-    ChargerServiceClient::new(ch.clone()).get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge
+    get_charge(ch, &scenario::charge_id(contract, period)).await
+}
+
+async fn get_charge(ch: &Channel, id: &str) -> Option<autodebit_proto::charger::v1::Charge> {
+    let req = GetChargeRequest { charge_id: id.to_string() };
+    ChargerServiceClient::new(ch.clone()).get_charge(req).await.ok()?.into_inner().charge
+}
+
+/// TriggerCharge with the merchant's key.
+async fn trigger(ch: &Channel, m: &Merchant, contract: &str, fen: i64, key: &str) -> TriggerChargeResponse {
+    let req = TriggerChargeRequest {
+        contract_id: contract.into(),
+        amount: Some(Money { minor_units: fen, currency: "CNY".into() }),
+        reason: "骑行结束".into(),
+        idempotency_key: key.into(),
+    };
+    SchedulerServiceClient::new(ch.clone()).trigger_charge(authed(req, &m.api_key)).await.unwrap().into_inner()
 }
 
 /// `autodebit run` on a test clock in `dir`, the simulator declining as asked.
@@ -67,14 +85,6 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIM0001").await;
 
-    // Two charges a day at most: a week of daily periods falling due at once gives two
-    // charges and five refusals naming the rule.
-    let two_a_day = plan(&ch, &m, |t| t.daily_count_limit = 2).await;
-    let counted = sign(&ch, &m, &two_a_day, "payer-count", 1_000, Cycle::Daily).await;
-    // At most 25.00 CNY a day: two 10.00 charges, then the third is refused.
-    let capped =
-        plan(&ch, &m, |t| t.daily_amount_limit = Some(Money { minor_units: 50_000, currency: "CNY".into() })).await;
-    let amount = sign(&ch, &m, &capped, "payer-amount", 20_000, Cycle::Daily).await;
     // First charge at signing, when the plan says so.
     let upfront = plan(&ch, &m, |t| t.first_charge_at_signing = true).await;
     let prepaid = sign(&ch, &m, &upfront, "payer-upfront", 500, Cycle::Daily).await;
@@ -86,59 +96,66 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     .await;
     assert_eq!(first.amount.unwrap().minor_units, 500);
 
-    advance(&ch, 7 * DAY).await;
-    let outcomes = eventually("seven periods of the counted contract", 20, || {
-        let ch = ch.clone();
-        let id = counted.clone();
-        async move {
-            let mut all = Vec::new();
-            for period in 1..=7 {
-                let c = charge(&ch, &id, period).await?;
-                if c.state == ChargeState::Scheduled as i32 {
-                    return None;
-                }
-                all.push(c);
-            }
-            Some(all)
-        }
+    // Two charges a day at most: five rides ending at once, charged concurrently, give two
+    // charges and three refusals naming the rule — the limit holds under concurrency.
+    let two_a_day = plan(&ch, &m, |t| {
+        t.charge_mode = ChargeMode::EventTriggered as i32;
+        t.daily_count_limit = 2;
     })
     .await;
-    let states: Vec<i32> = outcomes.iter().map(|c| c.state).collect();
-    assert_eq!(states.iter().filter(|s| **s == ChargeState::Succeeded as i32).count(), 2, "{states:?}");
-    let refused: Vec<_> = outcomes.iter().filter(|c| c.state == ChargeState::Rejected as i32).collect();
-    assert_eq!(refused.len(), 5);
-    assert!(refused.iter().all(|c| c.provider_code == "daily_count" && c.message.contains("limit 2")), "{refused:?}");
+    let counted = sign(&ch, &m, &two_a_day, "payer-count", 1_000, Cycle::Daily).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("ride-{i}")).collect();
+    let answers = futures::future::join_all(keys.iter().map(|k| trigger(&ch, &m, &counted, 300, k))).await;
+    let outcome = |a: &TriggerChargeResponse| TriggerOutcome::try_from(a.outcome).unwrap();
+    assert_eq!(answers.iter().filter(|a| outcome(a) == TriggerOutcome::Scheduled).count(), 2, "{answers:?}");
+    let refused: Vec<_> = answers.iter().filter(|a| outcome(a) == TriggerOutcome::Rejected).collect();
+    assert_eq!(refused.len(), 3);
+    assert!(refused.iter().all(|a| a.rule == "daily_count" && a.detail.contains("limit 2")), "{refused:?}");
+    // The refusal is recorded as the charge's outcome, not just answered.
+    let stored = get_charge(&ch, &refused[0].charge_id).await.unwrap();
+    assert_eq!((stored.state, stored.provider_code.as_str()), (ChargeState::Rejected as i32, "daily_count"));
 
-    let by_amount = eventually("the amount-limited periods", 20, || {
-        let ch = ch.clone();
-        let id = amount.clone();
-        async move {
-            let mut all = Vec::new();
-            for period in 1..=3 {
-                all.push(charge(&ch, &id, period).await?.state);
-            }
-            Some(all)
-        }
+    // At most 500.00 CNY a day: two 200.00 charges, then the third is refused.
+    let capped = plan(&ch, &m, |t| {
+        t.charge_mode = ChargeMode::EventTriggered as i32;
+        t.daily_amount_limit = Some(Money { minor_units: 50_000, currency: "CNY".into() });
     })
     .await;
+    let amount = sign(&ch, &m, &capped, "payer-amount", 20_000, Cycle::Daily).await;
+    let mut by_amount = Vec::new();
+    for i in 0..3 {
+        by_amount.push(trigger(&ch, &m, &amount, 20_000, &format!("order-{i}")).await);
+    }
+    let outcomes: Vec<_> = by_amount.iter().map(outcome).collect();
     assert_eq!(
-        by_amount,
-        vec![ChargeState::Succeeded as i32, ChargeState::Succeeded as i32, ChargeState::Rejected as i32],
+        outcomes,
+        vec![TriggerOutcome::Scheduled, TriggerOutcome::Scheduled, TriggerOutcome::Rejected],
         "two 200.00 charges fit in 500.00 a day, a third does not"
     );
-    let refusal = charge(&ch, &amount, 3).await.unwrap();
-    assert_eq!(refusal.provider_code, "daily_amount");
-    assert!(refusal.message.contains("50000"), "{}", refusal.message);
+    assert_eq!(by_amount[2].rule, "daily_amount");
+    assert!(by_amount[2].detail.contains("50000"), "{}", by_amount[2].detail);
+    // Above the plan's per-charge cap (500.00 CNY).
+    let over = trigger(&ch, &m, &counted, 5_000_000, "too-much").await;
+    assert_eq!((outcome(&over), over.rule.as_str()), (TriggerOutcome::Rejected, "per_charge_cap"));
+
+    // A new calendar day (Beijing) starts a new count.
+    advance(&ch, DAY).await;
+    let next_day = trigger(&ch, &m, &counted, 300, "ride-next-day").await;
+    assert_eq!(outcome(&next_day), TriggerOutcome::Scheduled, "{next_day:?}");
 
     // Analytics counts the refusals: nothing is dropped silently.
-    let mut analytics = AnalyticsServiceClient::new(ch.clone());
+    let analytics = AnalyticsServiceClient::new(ch.clone());
     eventually("analytics to count refusals", 20, || {
         let mut a = analytics.clone();
-        async move { (a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner().charges_rejected >= 10).then_some(()) }
+        async move {
+            let s = a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner();
+            // Every issued charge reaches an outcome, refusals included.
+            (s.charges_rejected >= 5
+                && s.charges_scheduled == s.charges_succeeded + s.charges_failed + s.charges_rejected)
+                .then_some(())
+        }
     })
     .await;
-    let s = analytics.get_summary(GetSummaryRequest {}).await.unwrap().into_inner();
-    assert_eq!(s.charges_scheduled, s.charges_succeeded + s.charges_failed + s.charges_rejected);
 }
 
 #[tokio::test]
@@ -154,7 +171,7 @@ async fn nothing_is_charged_past_a_contracts_validity() {
     .await;
     let id = sign(&ch, &m, &short, "payer-short", 100, Cycle::Daily).await;
     for day in 1..=4u32 {
-        advance(&ch, DAY).await;
+        assert_eq!(scenario::bill_next_period(&ch, &id).await, day);
         eventually("the day's charge", 20, || {
             let ch = ch.clone();
             let id = id.clone();
@@ -199,8 +216,20 @@ async fn two_scheduler_replicas_issue_each_charge_once() {
     })
     .await;
     let sched = schedulers[0].channel().await;
-    for _ in 0..DAYS {
+    let count = |event: &'static str, at_least: i64| {
+        let store = store.clone();
+        async move {
+            let n = store.query("SELECT COUNT(*) FROM events WHERE event_type = $1", &[event.into()]).await.ok()?;
+            (n[0].i64(0)? >= at_least).then_some(())
+        }
+    };
+    // Each day the replicas issue the day's charges and the next day's pre-debit notices;
+    // the clock moves on once they have, as a ticking clock would.
+    for day in 0..DAYS {
+        eventually("the next period's notices", 30, || count("PreDebitNoticeIssued", CONTRACTS as i64 * (day + 1)))
+            .await;
         advance(&sched, DAY).await;
+        eventually("the day's charges", 30, || count("ChargeScheduled", CONTRACTS as i64 * (day + 1))).await;
     }
     let expected = CONTRACTS as i64 * DAYS;
     eventually("every due charge issued", 60, || {
@@ -252,7 +281,7 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
         }
     };
 
-    advance(&ch, 31 * DAY).await;
+    scenario::bill_next_period(&ch, &id).await;
     let first = attempt(1).await;
     assert_eq!(first.provider_code, "NOTENOUGH");
     // Five hours later: too soon to try again.
@@ -303,7 +332,7 @@ async fn hard_declines_are_not_retried() {
     let m = onboard(&ch, "91330100MA2HRD0001").await;
     let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
     let id = sign(&ch, &m, &monthly, "payer-gone", 1_000, Cycle::Monthly).await;
-    advance(&ch, 31 * DAY).await;
+    scenario::bill_next_period(&ch, &id).await;
     let failed = eventually("the hard decline", 20, || {
         let (ch, id) = (ch.clone(), id.clone());
         async move { charge(&ch, &id, 1).await.filter(|c| c.state == ChargeState::Failed as i32) }

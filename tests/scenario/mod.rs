@@ -65,6 +65,7 @@ pub fn application(credit_code: &str) -> autodebit_proto::contracts::v1::ApplyMe
         documents: base_documents(),
         contact_email: "ops@example.cn".into(),
         idempotency_key: String::new(),
+        time_zone: String::new(),
     }
 }
 
@@ -164,9 +165,8 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     let early = charger.get_charge(GetChargeRequest { charge_id: first.clone() }).await.unwrap_err();
     assert_eq!(early.code(), tonic::Code::NotFound);
 
-    // One cycle later (31 days covers every month) the charge has succeeded.
-    let mut admin = AdminServiceClient::new(e.scheduler.clone());
-    admin.advance_clock(AdvanceClockRequest { seconds: 31 * 86_400 }).await.unwrap();
+    // One cycle later — its pre-debit notice a day before — the charge has succeeded.
+    assert_eq!(bill_next_period(&e.scheduler, &id).await, 1);
     let charge = eventually("the first charge to succeed", 30, || {
         let mut c = charger.clone();
         let first = first.clone();
@@ -207,19 +207,68 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     assert_eq!(summary.charges_failed, 0);
     assert_eq!(summary.succeeded_minor_units_by_currency.get("CNY"), Some(&2_500));
 
-    // The payer heard about the signing and the charge.
+    // The payer heard about the signing, the coming charge (a day ahead) and the charge.
     let notifier = NotifierServiceClient::new(e.notifier.clone());
-    let notices = eventually("two notices", 30, || {
+    let notices = eventually("three notices", 30, || {
         let mut n = notifier.clone();
         let id = id.clone();
         async move {
             let list = n.list_notices(ListNoticesRequest { contract_id: id }).await.ok()?.into_inner().notices;
-            (list.len() == 2).then_some(list)
+            (list.len() == 3).then_some(list)
         }
     })
     .await;
     let kinds: Vec<i32> = notices.iter().map(|n| n.kind).collect();
     assert!(kinds.contains(&(NoticeKind::ContractSigned as i32)));
     assert!(kinds.contains(&(NoticeKind::ChargeSucceeded as i32)));
+    let ahead = notices.iter().find(|n| n.kind == NoticeKind::PreDebit as i32).expect("a pre-debit notice");
+    assert!(ahead.text.contains("扣款提醒") && ahead.text.contains("25.00"), "{}", ahead.text);
     assert!(notices.iter().all(|n| n.recipient == "payer-e2e"));
+}
+
+/// Moves the test clock (through the admin service on `ch`) to `at_ms`, if it is not past it.
+pub async fn advance_to(ch: &Channel, at_ms: i64) {
+    use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
+    let now = SchedulerServiceClient::new(ch.clone())
+        .get_scheduler_status(GetSchedulerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .now_ms;
+    let seconds = (at_ms - now + 999).div_euclid(1000);
+    if seconds > 0 {
+        AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds }).await.unwrap();
+    }
+}
+
+/// Runs a fixed-cycle contract's next period as a ticking clock would: on to its pre-debit
+/// notice time, wait for the notice, on to its due time, wait for the charge to be issued.
+/// `ch` serves the scheduler and the admin service. Returns the period billed.
+pub async fn bill_next_period(ch: &Channel, contract_id: &str) -> u32 {
+    let schedule = |ch: Channel, id: String| async move {
+        SchedulerServiceClient::new(ch)
+            .get_schedule(GetScheduleRequest { contract_id: id })
+            .await
+            .ok()?
+            .into_inner()
+            .schedule
+    };
+    let s = eventually("the contract's schedule", 30, || schedule(ch.clone(), contract_id.to_string())).await;
+    let period = s.next_period;
+    advance_to(ch, s.next_due_at_ms - 24 * 3_600_000).await;
+    eventually("the pre-debit notice", 30, || {
+        let f = schedule(ch.clone(), contract_id.to_string());
+        async move { f.await.filter(|s| s.noticed_period >= period) }
+    })
+    .await;
+    // A notice given late (the contract resumed a moment ago, say) holds its charge back for
+    // the whole lead time: the schedule says until when.
+    let noticed = schedule(ch.clone(), contract_id.to_string()).await.unwrap();
+    advance_to(ch, noticed.next_charge_at_ms.max(s.next_due_at_ms)).await;
+    eventually("the period's charge to be issued", 30, || {
+        let f = schedule(ch.clone(), contract_id.to_string());
+        async move { f.await.filter(|s| s.next_period > period || !s.active) }
+    })
+    .await;
+    period
 }

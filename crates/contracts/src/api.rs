@@ -1,7 +1,6 @@
 //! gRPC handlers of contracts: authenticate, parse the request into domain types, call the
 //! application, map the result.
 use crate::app::{AppError, Contracts, status_name};
-use crate::auth::{Authenticator, Principal};
 use autodebit_domain::contract::{Contract as DomainContract, ContractCommand, ContractError, ContractStatus};
 use autodebit_domain::cycle::beijing;
 use autodebit_domain::plan::ModificationRule;
@@ -9,6 +8,7 @@ use autodebit_domain::{ContractId, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerI
 use autodebit_eventstore::Value;
 use autodebit_proto::contracts::v1::{self as pb, contracts_service_server::ContractsService};
 use autodebit_runtime::Platform;
+use autodebit_runtime::auth::{Authenticator, Principal};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
@@ -338,7 +338,7 @@ impl ContractsService for ContractsApi {
                     match plan.as_ref().map(|p| p.modification_rule).unwrap_or(ModificationRule::NextCycle) {
                         ModificationRule::Immediately => now,
                         ModificationRule::NextCycle => (1..10_000u32)
-                            .filter_map(|n| c.cycle.due_at(c.signed_at, n, beijing()))
+                            .filter_map(|n| c.cycle.due_at(c.signed_at, n, &beijing()))
                             .find(|t| *t > now)
                             .unwrap_or(now),
                     };

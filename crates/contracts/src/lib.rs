@@ -3,7 +3,6 @@
 
 mod api;
 mod app;
-mod auth;
 mod jobs;
 mod merchants;
 mod page;
@@ -22,7 +21,7 @@ use autodebit_runtime::grpc::routes_for;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub use app::{AppError, Contracts};
-pub use auth::sha256_hex;
+pub use autodebit_runtime::auth::sha256_hex;
 pub use jobs::ZombiePolicy;
 pub use merchants::merchant_id_for;
 
@@ -57,7 +56,8 @@ impl std::fmt::Debug for dyn regions::RegionLookup {
 pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Result<Component> {
     platform.store.migrate("contracts", store::MIGRATIONS).await?;
     let app = Contracts::new(platform.clone());
-    let auth = auth::Authenticator::new(platform.store.clone(), &config.operator_key);
+    let auth =
+        autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "contracts_api_keys");
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
     let signing =
         signing::Signing::new(app.clone(), config.public_url.clone(), config.session_ttl, config.regions.clone());

@@ -1,5 +1,5 @@
 //! Merchants: onboarding applications, their review, and API keys.
-use crate::auth::{Authenticator, Principal, new_api_key};
+use autodebit_domain::cycle::DEFAULT_ZONE;
 use autodebit_domain::merchant::{
     self, Application, Document, DocumentKind, EntityKind, IndustryPolicy, Merchant, MerchantCommand, MerchantError,
     MerchantEvent, MerchantStatus, MerchantType,
@@ -10,6 +10,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1::{self as api, merchants_service_server::MerchantsService};
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::Platform;
+use autodebit_runtime::auth::{Authenticator, Principal, new_api_key};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{internal, invalid, store_error};
 use tonic::{Request, Response, Status};
@@ -157,6 +158,7 @@ fn event_to_pb(id: &MerchantId, e: &MerchantEvent) -> pb::Event {
                 review_due_earliest_ms: review_due_earliest.timestamp_millis(),
                 review_due_latest_ms: review_due_latest.timestamp_millis(),
                 applied_at_ms: at.timestamp_millis(),
+                time_zone: a.time_zone.clone(),
             })
         }
         MerchantEvent::DocumentFiled { document, at } => EventKind::MerchantDocumentFiled(pb::MerchantDocumentFiled {
@@ -198,6 +200,7 @@ fn event_from_pb(kind: &EventKind) -> Option<MerchantEvent> {
                 merchant_type: merchant_type_from_pb(a.merchant_type)?,
                 documents: a.documents.iter().filter_map(|d| document_from_pb(d).ok()).collect(),
                 contact_email: a.contact_email.clone(),
+                time_zone: a.time_zone.clone(),
             },
             high_risk: a.high_risk,
             review_due_earliest: from_millis(a.review_due_earliest_ms),
@@ -242,6 +245,7 @@ fn to_api(m: &Merchant, version: u64) -> api::Merchant {
         merchant_type: merchant_type_to_pb(a.merchant_type) as i32,
         documents: a.documents.iter().map(document_to_pb).collect(),
         contact_email: a.contact_email.clone(),
+        time_zone: a.time_zone.clone(),
         status: status_to_pb(m.status) as i32,
         high_risk: m.high_risk,
         applied_at_ms: m.applied_at.timestamp_millis(),
@@ -404,6 +408,7 @@ impl MerchantsService for MerchantsApi {
             merchant_type,
             documents,
             contact_email: r.contact_email,
+            time_zone: if r.time_zone.is_empty() { DEFAULT_ZONE.to_string() } else { r.time_zone },
         };
         merchant::check_application(&application, &self.app.policy).map_err(to_status)?;
         let id = application.merchant_id.clone();

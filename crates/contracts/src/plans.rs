@@ -1,5 +1,4 @@
 //! Deduction plans: a merchant's templates for the contracts its payers sign.
-use crate::auth::Authenticator;
 use autodebit_domain::plan::{AmountType, ChargeMode, ModificationRule, Plan};
 use autodebit_domain::{MerchantId, Money};
 use autodebit_eventstore::{ExpectedVersion, Value};
@@ -7,6 +6,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1::{self as api, plans_service_server::PlansService};
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::Platform;
+use autodebit_runtime::auth::Authenticator;
 use autodebit_runtime::codec;
 use autodebit_runtime::grpc::{internal, invalid, store_error};
 use prost::Message;
@@ -56,6 +56,13 @@ pub fn plan_from_terms(plan_id: &str, merchant: &MerchantId, t: &pb::PlanTerms) 
         Ok(pb::ModificationRule::Immediately) => ModificationRule::Immediately,
         Err(_) => return Err(invalid("terms.modification_rule", "must be a MODIFICATION_RULE_… value")),
     };
+    let usage = match &t.usage {
+        None => None,
+        Some(u) => Some(
+            codec::usage_from_pb(u, pb::ChargeMode::try_from(t.charge_mode).unwrap_or_default(), cycle)
+                .map_err(|f| invalid(&format!("terms.{f}"), "must be a CYCLE_… value"))?,
+        ),
+    };
     let plan = Plan {
         plan_id: plan_id.to_string(),
         merchant_id: merchant.clone(),
@@ -74,6 +81,7 @@ pub fn plan_from_terms(plan_id: &str, merchant: &MerchantId, t: &pb::PlanTerms) 
         provider: if t.provider.is_empty() { "simulator".into() } else { t.provider.clone() },
         first_charge_at_signing: t.first_charge_at_signing,
         modification_rule,
+        usage,
     };
     plan.validate().map_err(|e| invalid(&format!("terms.{}", e.field), e.problem))?;
     Ok(plan)
@@ -108,6 +116,7 @@ fn terms_of(p: &Plan) -> pb::PlanTerms {
             ModificationRule::Immediately => pb::ModificationRule::Immediately,
             ModificationRule::NextCycle => pb::ModificationRule::NextCycle,
         } as i32,
+        usage: p.usage.as_ref().map(codec::usage_to_pb),
     }
 }
 

@@ -2,7 +2,6 @@
 //! authorization page (see `page.rs`), and confirmation signs the contract in the same
 //! transaction. Sign-time risk is decided when the session opens.
 use crate::app::{AppError, Contracts};
-use crate::auth::sha256_hex;
 use crate::regions::RegionLookup;
 use autodebit_domain::contract::ContractCommand;
 use autodebit_domain::plan::Plan;
@@ -12,6 +11,7 @@ use autodebit_eventstore::{ExpectedVersion, Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1 as api;
 use autodebit_proto::events::v1 as pb;
+use autodebit_runtime::auth::sha256_hex;
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{internal, invalid, store_error};
 use std::sync::Arc;

@@ -104,6 +104,12 @@ impl ChargeId {
         ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
     }
 
+    /// A usage period's charge; apart from the fixed periods of the same contract.
+    pub fn for_usage(contract: ContractId, period: u32) -> Self {
+        let name = format!("charge\0{contract}\0usage\0{period}");
+        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
+
     pub fn for_trigger(contract: ContractId, idempotency_key: &str) -> Self {
         let name = format!("charge\0{contract}\0trigger\0{idempotency_key}");
         ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))

@@ -14,6 +14,8 @@ pub mod money;
 pub mod plan;
 pub mod retry;
 pub mod signing;
+pub mod usage;
+pub mod window;
 
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use cycle::Cycle;

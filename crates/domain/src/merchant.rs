@@ -112,6 +112,8 @@ pub struct Application {
     pub merchant_type: MerchantType,
     pub documents: Vec<Document>,
     pub contact_email: String,
+    /// The IANA zone whose calendar the merchant bills in (days, months, daily limits).
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +276,9 @@ pub fn check_application(a: &Application, policy: &IndustryPolicy) -> Result<(),
     }
     if !a.contact_email.contains('@') || a.contact_email.len() > 254 {
         return Err(invalid("contact_email", "must be an e-mail address"));
+    }
+    if let Err(problem) = crate::cycle::zone(&a.time_zone) {
+        return Err(invalid("time_zone", problem));
     }
     for d in &a.documents {
         check_document(d)?;
@@ -454,6 +459,7 @@ mod tests {
             merchant_type: t,
             documents,
             contact_email: "ops@example.cn".into(),
+            time_zone: "Asia/Shanghai".into(),
         }
     }
 

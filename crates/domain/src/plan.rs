@@ -54,6 +54,8 @@ pub struct Plan {
     pub provider: String,
     pub first_charge_at_signing: bool,
     pub modification_rule: ModificationRule,
+    /// How usage is priced: required for usage and hybrid plans, refused for the others.
+    pub usage: Option<crate::usage::UsagePricing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +83,16 @@ impl Plan {
             (ChargeMode::FixedCycle | ChargeMode::Hybrid, None) => {
                 return Err(err("cycle", "is required for fixed-cycle and hybrid plans"));
             }
+            _ => {}
+        }
+        match (self.charge_mode, &self.usage) {
+            (ChargeMode::Usage | ChargeMode::Hybrid, None) => {
+                return Err(err("usage", "is required for usage and hybrid plans"));
+            }
+            (ChargeMode::FixedCycle | ChargeMode::EventTriggered, Some(_)) => {
+                return Err(err("usage", "is only for usage and hybrid plans"));
+            }
+            (_, Some(u)) => u.validate().map_err(|e| err(e.field, e.problem))?,
             _ => {}
         }
         let currency = self.per_charge_cap.currency();
@@ -179,6 +191,7 @@ mod tests {
             provider: "simulator".into(),
             first_charge_at_signing: false,
             modification_rule: ModificationRule::NextCycle,
+            usage: None,
         }
     }
 
@@ -194,6 +207,7 @@ mod tests {
             (Box::new(|p| p.cycle = None), "cycle"),
             (Box::new(|p| p.provider = "paypal".into()), "provider"),
             (Box::new(|p| p.service_name = String::new()), "service_name"),
+            (Box::new(|p| p.charge_mode = ChargeMode::Usage), "usage"),
         ];
         for (change, field) in cases {
             let mut p = sample();

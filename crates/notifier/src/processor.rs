@@ -91,6 +91,19 @@ fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)
             f.charge_id.as_str(),
             format!("本期自动扣款 {} 未成功（{}）。", money(f.amount.as_ref()), f.provider_code),
         ),
+        EventKind::PreDebitNoticeIssued(n) => (
+            NoticeKind::PreDebit,
+            n.payer_id.as_str(),
+            n.contract_id.as_str(),
+            n.charge_id.as_str(),
+            format!(
+                "扣款提醒：您的自动扣费预计于 {} 扣款 {}。如不再需要，可在此之前解约。",
+                autodebit_domain::clock::from_millis(n.charge_due_at_ms)
+                    .with_timezone(&autodebit_domain::cycle::beijing())
+                    .format("%Y-%m-%d %H:%M"),
+                money(n.estimated_amount.as_ref())
+            ),
+        ),
         _ => return None,
     })
 }

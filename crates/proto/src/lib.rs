@@ -67,6 +67,8 @@ impl events::v1::Event {
             Some(Kind::SigningSessionOpened(_)) => "SigningSessionOpened",
             Some(Kind::SigningStepRecorded(_)) => "SigningStepRecorded",
             Some(Kind::ChargeRetryScheduled(_)) => "ChargeRetryScheduled",
+            Some(Kind::PreDebitNoticeIssued(_)) => "PreDebitNoticeIssued",
+            Some(Kind::UsageRecorded(_)) => "UsageRecorded",
             None => "Unknown",
         }
     }

@@ -25,14 +25,16 @@ impl PlatformClock {
         PlatformClock { clock: Arc::new(SystemClock), test: None, moved: watch::channel(0).0 }
     }
 
-    /// A test clock shared through `store`. The first process to start sets it to the wall
-    /// time; later ones, and restarts, pick up wherever it stands.
+    /// A test clock shared through `store`. The first process to start sets it to 10:00
+    /// Beijing time (02:00 UTC) of today's date — inside the default charge window, so a run
+    /// behaves the same whatever the hour it starts at; later processes, and restarts, pick up
+    /// wherever it stands.
     pub async fn test(store: &EventStore, shutdown: &crate::Shutdown) -> anyhow::Result<Self> {
         store.migrate("clock", MIGRATIONS).await?;
         let mut tx = store.begin().await?;
         tx.execute(
             "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            &[Value::Int(chrono::Utc::now().timestamp_millis())],
+            &[Value::Int(test_clock_start())],
         )
         .await?;
         tx.commit().await?;
@@ -109,4 +111,11 @@ impl PlatformClock {
 async fn read(store: &EventStore) -> anyhow::Result<i64> {
     let rows = store.query("SELECT now_ms FROM platform_clock WHERE id = 1", &[]).await?;
     rows.first().and_then(|r| r.i64(0)).context("the test clock row is missing")
+}
+
+/// Today's date (UTC) at 02:00 UTC, in milliseconds.
+fn test_clock_start() -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    now - now.rem_euclid(DAY_MS) + 2 * 3_600_000
 }

@@ -2,6 +2,7 @@
 //! conversions between domain values and their protobuf form.
 use autodebit_domain::charge::{Charge, ChargeEvent, Issue};
 use autodebit_domain::contract::{Contract, ContractEvent, TerminationMode};
+use autodebit_domain::usage::{DEFAULT_GRACE_MINUTES, PriceTier, UsagePricing};
 use autodebit_domain::{ChargeId, ContractId, Currency, Cycle, MerchantId, Money, PayerId, clock::from_millis};
 use autodebit_eventstore::{NewEvent, RecordedEvent};
 use autodebit_proto::EventKind;
@@ -96,6 +97,43 @@ pub fn cycle_from_pb(raw: i32) -> Option<Cycle> {
         pb::Cycle::Monthly => Some(Cycle::Monthly),
         pb::Cycle::Quarterly => Some(Cycle::Quarterly),
         pb::Cycle::Yearly => Some(Cycle::Yearly),
+    }
+}
+
+/// A plan's usage pricing; `plan_cycle` is the plan's own cycle, the usage period when the
+/// pricing names none (hybrid plans default to monthly). `None` for an unknown cycle value.
+pub fn usage_from_pb(
+    u: &pb::UsagePricing,
+    mode: pb::ChargeMode,
+    plan_cycle: Option<Cycle>,
+) -> Result<UsagePricing, &'static str> {
+    let cycle = match (u.cycle, mode) {
+        (0, pb::ChargeMode::Hybrid) => Cycle::Monthly,
+        (0, _) => plan_cycle.unwrap_or(Cycle::Monthly),
+        (raw, _) => cycle_from_pb(raw).ok_or("usage.cycle")?,
+    };
+    Ok(UsagePricing {
+        unit: u.unit.clone(),
+        tiers: u
+            .tiers
+            .iter()
+            .map(|t| PriceTier { up_to: (t.up_to > 0).then_some(t.up_to), unit_price: t.unit_price })
+            .collect(),
+        grace_minutes: if u.grace_minutes == 0 { DEFAULT_GRACE_MINUTES } else { u.grace_minutes },
+        cycle,
+    })
+}
+
+pub fn usage_to_pb(u: &UsagePricing) -> pb::UsagePricing {
+    pb::UsagePricing {
+        unit: u.unit.clone(),
+        tiers: u
+            .tiers
+            .iter()
+            .map(|t| pb::PriceTier { up_to: t.up_to.unwrap_or(0), unit_price: t.unit_price })
+            .collect(),
+        grace_minutes: u.grace_minutes,
+        cycle: cycle_to_pb(u.cycle) as i32,
     }
 }
 
@@ -250,6 +288,15 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
 
 // === charge events ===
 
+/// Marks a `ChargeScheduled` with where it came from; other events pass unchanged.
+pub fn with_origin(mut e: pb::Event, reason: pb::ChargeReason, description: &str) -> pb::Event {
+    if let Some(EventKind::ChargeScheduled(s)) = &mut e.kind {
+        s.reason = reason as i32;
+        s.description = description.to_string();
+    }
+    e
+}
+
 /// The protobuf form of a charge event. Outcome events repeat the charge's contract, merchant
 /// and amount so that followers need no lookup; `charge` is the state the event applies to.
 pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb::Event> {
@@ -263,6 +310,9 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 amount: Some(money_to_pb(*amount)),
                 period: *period,
                 due_at_ms: due_at.timestamp_millis(),
+                // A period's charge unless the issuer says otherwise (see `with_origin`).
+                reason: pb::ChargeReason::Cycle as i32,
+                description: String::new(),
             })
         }
         ChargeEvent::Succeeded { provider_transaction_id, at } => {

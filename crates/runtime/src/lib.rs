@@ -1,6 +1,7 @@
 //! What every autodebit service shares: the platform clock, the event codec, log followers,
 //! gRPC and HTTP plumbing, telemetry and shutdown.
 
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod follower;

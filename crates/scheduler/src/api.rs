@@ -1,21 +1,76 @@
-//! gRPC handlers of the scheduler.
-use crate::store::{COLUMNS, ScheduleRow, cycle_from_str};
-use autodebit_domain::{ContractId, Currency, Money};
-use autodebit_eventstore::Value;
+//! gRPC handlers of the scheduler: reading schedules, and the two merchant calls that make
+//! charges happen outside the calendar — RecordUsage and TriggerCharge.
+use crate::issue::{Ledger, charge_append, load_plans};
+use crate::store::{COLUMNS, Mode, ScheduleRow, cycle_from_str};
+use autodebit_domain::charge::Issue;
+use autodebit_domain::clock::from_millis;
+use autodebit_domain::{ChargeId, ContractId, Currency, Money};
+use autodebit_eventstore::{BackendKind, ExpectedVersion, Tx, Value};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1::{self as events, ChargeReason};
 use autodebit_proto::scheduler::v1::{self as pb, scheduler_service_server::SchedulerService};
 use autodebit_runtime::Platform;
-use autodebit_runtime::codec;
+use autodebit_runtime::auth::{Authenticator, Principal};
+use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
 
+/// How far in the future a usage record's time may lie (clock skew between systems).
+const USAGE_SKEW_MS: i64 = 5 * 60_000;
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e1d_0c2a_9b47_4f83_a61e_28c9_d0b3_7a45);
+
 pub struct SchedulerApi {
     platform: Platform,
+    auth: Authenticator,
 }
 
 impl SchedulerApi {
-    pub fn new(platform: Platform) -> Self {
-        SchedulerApi { platform }
+    pub fn new(platform: Platform, auth: Authenticator) -> Self {
+        SchedulerApi { platform, auth }
     }
+
+    /// A contract's schedule, locked for the transaction on PostgreSQL (SQLite's single
+    /// writer already serialises), and checked to be the caller's.
+    async fn locked(&self, tx: &mut Tx, contract_id: &str, who: &Principal) -> Result<ScheduleRow, Status> {
+        let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE" } else { "" };
+        let rows = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM scheduler_schedules WHERE contract_id = $1{lock}"),
+                &[Value::from(contract_id)],
+            )
+            .await
+            .map_err(store_error)?;
+        let row = rows.first().and_then(ScheduleRow::from_row);
+        match row {
+            Some(r) if who.may_see(&autodebit_domain::MerchantId::parse(&r.merchant_id).map_err(invalid_id)?) => Ok(r),
+            _ => Err(Status::not_found(format!("contract_id: no contract {contract_id}"))),
+        }
+    }
+}
+
+fn invalid_id(e: autodebit_domain::IdError) -> Status {
+    Status::internal(format!("stored merchant id: {e}"))
+}
+
+fn key_of(field: &'static str, key: &str) -> Result<(), Status> {
+    if key.is_empty() || key.chars().count() > 64 {
+        return Err(invalid(field, "must be 1 to 64 characters"));
+    }
+    Ok(())
+}
+
+/// Why a schedule takes no charge now, as the error a caller sees; `None` when it does.
+fn refusal(row: &ScheduleRow, now_ms: i64) -> Option<Status> {
+    if !row.active {
+        return Some(Status::failed_precondition(format!(
+            "contract_id: contract {} is not active (suspended, terminated or expired)",
+            row.contract_id
+        )));
+    }
+    if row.expires_at_ms > 0 && now_ms > row.expires_at_ms {
+        return Some(Status::failed_precondition(format!("contract_id: contract {} has expired", row.contract_id)));
+    }
+    None
 }
 
 #[tonic::async_trait]
@@ -38,7 +93,24 @@ impl SchedulerService for SchedulerApi {
             .first()
             .and_then(ScheduleRow::from_row)
             .ok_or_else(|| Status::not_found(format!("no schedule for contract {id}")))?;
+        let open_usage = if row.mode.metered() {
+            self.platform
+                .store
+                .query(
+                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM scheduler_usage
+                     WHERE contract_id = $1 AND period = $2",
+                    &[Value::from(&row.contract_id), Value::Int(row.usage_period)],
+                )
+                .await
+                .map_err(store_error)?
+                .first()
+                .and_then(|r| r.i64(0))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let amount = Currency::parse(&row.currency).map(|c| codec::money_to_pb(Money::new(row.amount, c))).ok();
+        let fixed = row.mode.fixed();
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: Some(pb::Schedule {
                 contract_id: row.contract_id,
@@ -46,9 +118,20 @@ impl SchedulerService for SchedulerApi {
                 amount,
                 cycle: cycle_from_str(&row.cycle).map(|c| codec::cycle_to_pb(c) as i32).unwrap_or(0),
                 anchor_ms: row.anchor_ms,
-                next_period: u32::try_from(row.next_period).unwrap_or(u32::MAX),
-                next_due_at_ms: row.next_due_ms,
+                next_period: if fixed { u32::try_from(row.next_period).unwrap_or(u32::MAX) } else { 0 },
+                next_due_at_ms: if fixed { row.next_due_ms } else { 0 },
                 active: row.active,
+                next_usage_period: u32::try_from(row.usage_period).unwrap_or(0),
+                next_usage_period_ends_at_ms: row.usage_end_ms,
+                open_usage_quantity: u64::try_from(open_usage).unwrap_or(0),
+                charge_mode: row.mode.to_pb() as i32,
+                time_zone: row.time_zone.clone(),
+                noticed_period: u32::try_from(row.noticed_period).unwrap_or(0),
+                next_charge_at_ms: match (fixed, row.noticed_period >= row.next_period) {
+                    (false, _) => 0,
+                    (true, true) => row.next_due_ms.max(row.ready_ms),
+                    (true, false) => row.next_due_ms,
+                },
             }),
         }))
     }
@@ -62,7 +145,7 @@ impl SchedulerService for SchedulerApi {
             .platform
             .store
             .query(
-                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_due_ms <= $1 THEN 1 ELSE 0 END), 0)
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN wake_ms <= $1 THEN 1 ELSE 0 END), 0)
                  FROM scheduler_schedules WHERE active = 1",
                 &[Value::Int(now_ms)],
             )
@@ -71,4 +154,239 @@ impl SchedulerService for SchedulerApi {
         let count = |i| rows.first().and_then(|r| r.i64(i)).unwrap_or(0).max(0) as u64;
         Ok(Response::new(pb::GetSchedulerStatusResponse { active_schedules: count(0), due_timers: count(1), now_ms }))
     }
+
+    async fn record_usage(
+        &self,
+        req: Request<pb::RecordUsageRequest>,
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        let who = self.auth.principal(&req).await?;
+        who.merchant()?;
+        let r = req.into_inner();
+        let contract = ContractId::parse(&r.contract_id).map_err(|e| invalid("contract_id", e))?;
+        if r.quantity == 0 || i64::try_from(r.quantity).is_err() {
+            return Err(invalid("quantity", "must be positive"));
+        }
+        key_of("idempotency_key", &r.idempotency_key)?;
+        let now = self.platform.clock.now();
+        let now_ms = now.timestamp_millis();
+        if r.occurred_at_ms > now_ms + USAGE_SKEW_MS {
+            return Err(invalid("occurred_at_ms", format!("{} is in the future (now {now_ms})", r.occurred_at_ms)));
+        }
+        let usage_id = format!(
+            "us_{}",
+            uuid::Uuid::new_v5(&NAMESPACE, format!("{contract}\0{}", r.idempotency_key).as_bytes()).simple()
+        );
+        let mut tx = self.platform.store.begin().await.map_err(store_error)?;
+        let row = self.locked(&mut tx, &r.contract_id, &who).await?;
+        // A repeated key answers with the first record.
+        let seen = tx
+            .query("SELECT period FROM scheduler_usage WHERE usage_id = $1", &[Value::from(&usage_id)])
+            .await
+            .map_err(store_error)?;
+        if let Some(period) = seen.first().and_then(|r| r.i64(0)) {
+            return Ok(Response::new(pb::RecordUsageResponse {
+                usage_id,
+                period: u32::try_from(period).unwrap_or(0),
+                duplicate: true,
+            }));
+        }
+        if !row.mode.metered() {
+            return Err(Status::failed_precondition(format!(
+                "contract_id: its plan is {}; usage is recorded only for usage and hybrid plans",
+                row.mode.as_str()
+            )));
+        }
+        if let Some(refused) = refusal(&row, now_ms) {
+            return Err(refused);
+        }
+        if r.occurred_at_ms < row.anchor_ms {
+            return Err(invalid("occurred_at_ms", "is before the contract was signed"));
+        }
+        let plans = load_plans(&mut tx, &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let unit = plans.get(&row.plan_id).map(|p| p.usage_unit.clone()).unwrap_or_default();
+        if r.unit != unit {
+            return Err(invalid("unit", format!("{:?} is not the plan's unit {unit:?}", r.unit)));
+        }
+        let period = usage_period(&row, r.occurred_at_ms, now_ms)
+            .ok_or_else(|| Status::internal("the contract's usage periods cannot be computed"))?;
+        tx.execute(
+            "INSERT INTO scheduler_usage (usage_id, contract_id, period, quantity, occurred_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                Value::from(&usage_id),
+                Value::from(&row.contract_id),
+                Value::Int(period),
+                Value::Int(r.quantity as i64),
+                Value::Int(r.occurred_at_ms),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+        let event = events::Event {
+            kind: Some(EventKind::UsageRecorded(events::UsageRecorded {
+                usage_id: usage_id.clone(),
+                contract_id: row.contract_id.clone(),
+                merchant_id: row.merchant_id.clone(),
+                payer_id: row.payer_id.clone(),
+                quantity: r.quantity,
+                unit: r.unit,
+                occurred_at_ms: r.occurred_at_ms,
+                period: u32::try_from(period).unwrap_or(0),
+                idempotency_key: r.idempotency_key,
+                recorded_at_ms: now_ms,
+            })),
+        };
+        tx.append(
+            &format!("usage-{}", row.contract_id),
+            ExpectedVersion::Any,
+            vec![codec::encode(event, &Cause::request(&usage_id), now_ms)],
+        )
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        autodebit_runtime::metrics::add("autodebit_usage_records_total", &[], 1);
+        Ok(Response::new(pb::RecordUsageResponse {
+            usage_id,
+            period: u32::try_from(period).unwrap_or(0),
+            duplicate: false,
+        }))
+    }
+
+    async fn trigger_charge(
+        &self,
+        req: Request<pb::TriggerChargeRequest>,
+    ) -> Result<Response<pb::TriggerChargeResponse>, Status> {
+        let who = self.auth.principal(&req).await?;
+        who.merchant()?;
+        let r = req.into_inner();
+        let contract = ContractId::parse(&r.contract_id).map_err(|e| invalid("contract_id", e))?;
+        let amount = codec::money_from_pb(r.amount.as_ref()).map_err(|e| invalid("amount", e))?;
+        if amount.minor_units() <= 0 {
+            return Err(invalid("amount.minor_units", "must be positive"));
+        }
+        let reason = r.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 128 {
+            return Err(invalid("reason", "must be 1 to 128 characters"));
+        }
+        key_of("idempotency_key", &r.idempotency_key)?;
+        let charge_id = ChargeId::for_trigger(contract, &r.idempotency_key);
+        let now = self.platform.clock.now();
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.platform.store.begin().await.map_err(store_error)?;
+        let row = self.locked(&mut tx, &r.contract_id, &who).await?;
+        if let Some(answer) = self.earlier_answer(charge_id, amount).await? {
+            return Ok(Response::new(answer));
+        }
+        if row.mode != Mode::Event {
+            return Err(Status::failed_precondition(format!(
+                "contract_id: its plan is {}; TriggerCharge is for event-triggered plans",
+                row.mode.as_str()
+            )));
+        }
+        if amount.currency().as_str() != row.currency {
+            return Err(invalid("amount.currency", format!("must be the contract's currency {}", row.currency)));
+        }
+        let base = crate::due::base_issue(&row).ok_or_else(|| Status::internal("the schedule cannot be billed"))?;
+        let issue = Issue { charge_id, amount, period: 0, due_at: now, ..base };
+        // A contract that no longer bills is answered with a rejected charge, like a limit.
+        let admitted = match refusal(&row, now_ms) {
+            Some(_) if !row.active => Err(autodebit_domain::limits::Breach {
+                rule: "contract_state",
+                detail: "the contract is not active (suspended, terminated or expired)".into(),
+            }),
+            Some(_) => Err(autodebit_domain::limits::Breach {
+                rule: "validity",
+                detail: format!("the contract expired at {}", from_millis(row.expires_at_ms).to_rfc3339()),
+            }),
+            None => Ok(()),
+        };
+        let plans = load_plans(&mut tx, &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let mut ledger = Ledger::load(&mut tx, &[&row], now).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let admitted = admitted.and_then(|()| ledger.admit(&row, plans.get(&row.plan_id), amount));
+        let answer = match &admitted {
+            Ok(()) => pb::TriggerChargeResponse {
+                charge_id: charge_id.to_string(),
+                outcome: pb::TriggerOutcome::Scheduled as i32,
+                ..Default::default()
+            },
+            Err(b) => pb::TriggerChargeResponse {
+                charge_id: charge_id.to_string(),
+                outcome: pb::TriggerOutcome::Rejected as i32,
+                rule: b.rule.to_string(),
+                detail: b.detail.clone(),
+                duplicate: false,
+            },
+        };
+        let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
+        let (append, ok) = charge_append(issue, admitted, ChargeReason::Trigger, reason, &cause, now);
+        match tx.append(&append.stream, append.expected, append.events).await {
+            Ok(_) => {}
+            // Another call with the same key got there first: its answer is the answer.
+            Err(e) if e.is_conflict() => {
+                drop(tx);
+                return self
+                    .earlier_answer(charge_id, amount)
+                    .await?
+                    .map(Response::new)
+                    .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"));
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+        ledger.save(&mut tx).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        tx.commit().await.map_err(store_error)?;
+        let metric = if ok { "autodebit_charges_scheduled_total" } else { "autodebit_charges_rejected_total" };
+        autodebit_runtime::metrics::add(metric, &[], 1);
+        Ok(Response::new(answer))
+    }
+}
+
+impl SchedulerApi {
+    /// The answer a charge id already has, if it was issued: the same again for the same
+    /// amount, an error for a different one.
+    async fn earlier_answer(
+        &self,
+        charge_id: ChargeId,
+        amount: Money,
+    ) -> Result<Option<pb::TriggerChargeResponse>, Status> {
+        let first = self.platform.store.read_stream(&charge_id.stream(), 0).await.map_err(store_error)?;
+        let Some(kind) = first.first().and_then(|e| codec::decode(e.clone())).map(|d| d.kind) else { return Ok(None) };
+        let (outcome, rule, detail, earlier) = match kind {
+            EventKind::ChargeScheduled(s) => (pb::TriggerOutcome::Scheduled, String::new(), String::new(), s.amount),
+            EventKind::ChargeRejected(r) => (pb::TriggerOutcome::Rejected, r.rule, r.detail, r.amount),
+            _ => return Ok(None),
+        };
+        if codec::money_from_pb(earlier.as_ref()).ok() != Some(amount) {
+            return Err(Status::already_exists(format!(
+                "idempotency_key: already used for a charge of a different amount ({charge_id})"
+            )));
+        }
+        Ok(Some(pb::TriggerChargeResponse {
+            charge_id: charge_id.to_string(),
+            outcome: outcome as i32,
+            rule,
+            detail,
+            duplicate: true,
+        }))
+    }
+}
+
+/// The usage period a record counts in: the one it occurred in while that period's grace
+/// window is open, else the first period still open (late usage moves forward, never back
+/// into a period already billed).
+fn usage_period(row: &ScheduleRow, occurred_ms: i64, now_ms: i64) -> Option<i64> {
+    let cycle = cycle_from_str(&row.usage_cycle)?;
+    let tz = autodebit_domain::cycle::zone(&row.time_zone).ok()?;
+    let anchor = from_millis(row.anchor_ms);
+    let end = |p: i64| -> Option<i64> { Some(cycle.due_at(anchor, u32::try_from(p).ok()?, &tz)?.timestamp_millis()) };
+    // The first period not billed yet whose grace window is still open.
+    let mut open = row.usage_period.max(1);
+    while end(open)? + row.usage_grace_ms <= now_ms {
+        open += 1;
+    }
+    // The period it occurred in, searched from there.
+    let mut p = open;
+    while end(p)? <= occurred_ms {
+        p += 1;
+    }
+    Some(p)
 }

@@ -1,17 +1,20 @@
-//! The due loop: claims schedules whose next period is due by the platform clock, issues each
-//! period's charge (`ChargeScheduled`, its id derived from contract + period) and moves the
-//! schedule on, all in one transaction. On PostgreSQL rows are claimed `FOR UPDATE SKIP
-//! LOCKED`, so several scheduler processes share the work and never issue a charge twice; the
-//! derived charge id makes a second issue impossible anyway (its stream must not exist).
-use crate::store::{COLUMNS, ScheduleRow, cycle_from_str, placeholders};
-use autodebit_domain::MAX_CHARGE_CNY_FEN;
+//! The due loop: claims schedules whose timer (`wake_ms`) has passed by the platform clock,
+//! works out what each calls for (`timeline::advance`: pre-debit notices, cycle charges, usage
+//! charges), issues it under the limits, and moves each schedule on — all in one transaction.
+//! On PostgreSQL rows are claimed `FOR UPDATE SKIP LOCKED`, so several scheduler processes
+//! share the work and never issue a charge twice; the derived charge id makes a second issue
+//! impossible anyway (its stream must not exist). Nothing is issued while the daily window
+//! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
+use crate::issue::{Ledger, charge_append, load_plans};
+use crate::store::{COLUMNS, ScheduleRow, placeholders};
+use crate::timeline::{self, Side, Step};
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::clock::from_millis;
-use autodebit_domain::cycle::beijing;
-use autodebit_domain::limits::{self, Limits, Today};
-use autodebit_domain::plan::MAX_DAILY_COUNT;
+use autodebit_domain::window::DailyWindow;
 use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId};
-use autodebit_eventstore::{BackendKind, ExpectedVersion, StreamAppend, Value};
+use autodebit_eventstore::{BackendKind, ExpectedVersion, StreamAppend, Tx, Value};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
 use std::collections::HashMap;
@@ -22,12 +25,12 @@ const CLAIM: i64 = 1000;
 /// How often the loop looks for due schedules when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
 
-pub fn spawn(platform: Platform) {
+pub fn spawn(platform: Platform, window: DailyWindow) {
     tokio::spawn(async move {
         let mut moved = platform.clock.watch();
         loop {
-            let issued = match issue_due(&platform).await {
-                Ok(n) => issue_retries(&platform).await.map(|r| n + r),
+            let issued = match issue_due(&platform, &window).await {
+                Ok(n) => issue_retries(&platform, &window).await.map(|r| n + r),
                 Err(e) => Err(e),
             };
             match issued {
@@ -47,36 +50,37 @@ pub fn spawn(platform: Platform) {
     });
 }
 
-/// Issues one batch of due charges; returns how many.
-pub async fn issue_due(platform: &Platform) -> anyhow::Result<usize> {
+/// Claims one batch of due schedules and issues what they call for; returns how many
+/// schedules it took (0: nothing was due).
+pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
     let now = platform.clock.now();
+    if !window.is_open(now) {
+        return Ok(0);
+    }
     let now_ms = now.timestamp_millis();
     // Look on a reader first, so an idle scheduler never takes the write lock.
     let any = platform
         .store
-        .query(
-            "SELECT 1 FROM scheduler_schedules WHERE active = 1 AND next_due_ms <= $1 LIMIT 1",
-            &[Value::Int(now_ms)],
-        )
+        .query("SELECT 1 FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1 LIMIT 1", &[Value::Int(now_ms)])
         .await?;
     if any.is_empty() {
         return Ok(0);
     }
     let mut tx = platform.store.begin().await?;
     let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let rows = tx
+    let found = tx
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM scheduler_schedules WHERE active = 1 AND next_due_ms <= $1 \
-                 ORDER BY next_due_ms LIMIT $2{lock}"
+                "SELECT {COLUMNS} FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1 \
+                 ORDER BY wake_ms LIMIT $2{lock}"
             ),
             &[Value::Int(now_ms), Value::Int(CLAIM)],
         )
         .await?;
-    if rows.is_empty() {
+    if found.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<ScheduleRow> = rows
+    let mut rows: Vec<ScheduleRow> = found
         .iter()
         .filter_map(|r| {
             let parsed = ScheduleRow::from_row(r);
@@ -86,179 +90,205 @@ pub async fn issue_due(platform: &Platform) -> anyhow::Result<usize> {
             parsed
         })
         .collect();
-
-    // The limits of every claimed contract's plan, and what each was charged today.
-    let mut plan_ids: Vec<&str> = rows.iter().map(|r| r.plan_id.as_str()).filter(|p| !p.is_empty()).collect();
-    plan_ids.sort_unstable();
-    plan_ids.dedup();
-    let mut plans: HashMap<String, (i64, i64, i64)> = HashMap::new();
-    if !plan_ids.is_empty() {
-        let found = tx
-            .query(
-                &format!(
-                    "SELECT plan_id, per_charge_cap, daily_count_limit, daily_amount_limit FROM scheduler_plans WHERE plan_id IN ({})",
-                    placeholders(1, plan_ids.len())
-                ),
-                &plan_ids.iter().map(|p| Value::from(*p)).collect::<Vec<_>>(),
-            )
-            .await?;
-        for r in &found {
-            if let (Some(id), Some(cap), Some(count), Some(amount)) = (r.text(0), r.i64(1), r.i64(2), r.i64(3)) {
-                plans.insert(id.to_string(), (cap, count, amount));
-            }
-        }
-    }
-    let day = now.with_timezone(&beijing()).format("%Y-%m-%d").to_string();
-    let mut today: HashMap<String, Today> = HashMap::new();
-    {
-        let mut params = vec![Value::from(&day)];
-        params.extend(rows.iter().map(|r| Value::from(&r.contract_id)));
-        let found = tx
-            .query(
-                &format!(
-                    "SELECT contract_id, count, amount FROM scheduler_daily WHERE day = $1 AND contract_id IN ({})",
-                    placeholders(2, rows.len())
-                ),
-                &params,
-            )
-            .await?;
-        for r in &found {
-            if let (Some(id), Some(count), Some(amount)) = (r.text(0), r.i64(1), r.i64(2)) {
-                today.insert(id.to_string(), Today { count: u32::try_from(count).unwrap_or(u32::MAX), amount });
-            }
-        }
-    }
+    let claimed = rows.len();
+    let plans = load_plans(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
+    let usage = load_usage(&mut tx, &rows).await?;
+    let mut ledger = Ledger::load(&mut tx, &rows.iter().collect::<Vec<_>>(), now).await?;
 
     let mut appends = Vec::with_capacity(rows.len());
-    let mut moves = Vec::with_capacity(rows.len());
-    let mut charged: Vec<(String, i64)> = Vec::new();
-    let mut rejected = 0;
-    for row in &rows {
-        // Past the contract's validity nothing more is charged.
-        if row.expires_at_ms > 0 && row.next_due_ms > row.expires_at_ms {
-            tx.execute(
-                "UPDATE scheduler_schedules SET active = 0 WHERE contract_id = $1",
-                &[Value::from(&row.contract_id)],
-            )
-            .await?;
-            continue;
-        }
-        let Some((issue, next_due)) = issue_for(row) else {
+    let (mut scheduled, mut rejected, mut notices) = (0i64, 0i64, 0i64);
+    for row in rows.iter_mut() {
+        let plan = plans.get(&row.plan_id);
+        let contract = row.contract_id.clone();
+        let steps = timeline::advance(
+            row,
+            now_ms,
+            |period| usage.get(&(contract.clone(), period)).copied().unwrap_or(0),
+            |q| plan.and_then(|p| p.price(q)),
+        );
+        let Some(base) = base_issue(row) else {
             tracing::error!(contract = row.contract_id, "schedule cannot be billed; deactivated");
-            tx.execute(
-                "UPDATE scheduler_schedules SET active = 0 WHERE contract_id = $1",
-                &[Value::from(&row.contract_id)],
-            )
-            .await?;
+            row.active = false;
             continue;
         };
-        let limits = limits_of(row, plans.get(&row.plan_id).copied(), now_ms);
-        let used = today.entry(row.contract_id.clone()).or_default();
-        let command = match limits::check(issue.amount, &limits, *used) {
-            Ok(()) => {
-                used.count += 1;
-                used.amount += issue.amount.minor_units();
-                charged.push((row.contract_id.clone(), issue.amount.minor_units()));
-                ChargeCommand::Schedule {
-                    charge_id: issue.charge_id,
-                    contract_id: issue.contract_id,
-                    merchant_id: issue.merchant_id.clone(),
-                    payer_id: issue.payer_id.clone(),
-                    amount: issue.amount,
-                    period: issue.period,
-                    due_at: issue.due_at,
+        for step in steps {
+            match step {
+                Step::Notice { side, period, estimated, charge_due_ms } => {
+                    notices += 1;
+                    appends.push(notice_append(&base, side, period, estimated, charge_due_ms, now_ms));
+                }
+                Step::Charge { side, period, amount, due_ms, quantity } => {
+                    let (charge_id, reason, description) = match side {
+                        Side::Cycle => {
+                            (ChargeId::for_period(base.contract_id, period), ChargeReason::Cycle, String::new())
+                        }
+                        Side::Usage => (
+                            ChargeId::for_usage(base.contract_id, period),
+                            ChargeReason::Usage,
+                            format!("{quantity} {}", plan.map(|p| p.usage_unit.as_str()).unwrap_or("")),
+                        ),
+                    };
+                    let issue = Issue {
+                        charge_id,
+                        amount: Money::new(amount, base.amount.currency()),
+                        period,
+                        due_at: from_millis(due_ms),
+                        ..base.clone()
+                    };
+                    let admitted = ledger.admit(row, plan, issue.amount);
+                    let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
+                    let (append, ok) = charge_append(issue, admitted, reason, &description, &cause, now);
+                    if ok {
+                        scheduled += 1
+                    } else {
+                        rejected += 1
+                    }
+                    appends.push(append);
                 }
             }
-            Err(breach) => {
-                rejected += 1;
-                ChargeCommand::Reject {
-                    issue: Some(issue.clone()),
-                    rule: breach.rule.to_string(),
-                    detail: breach.detail,
-                }
-            }
-        };
-        let Ok(events) = charge::decide(&None, command, now) else { continue };
-        let cause = Cause::request(format!("{}/period/{}", issue.contract_id, issue.period));
-        let encoded = events
-            .iter()
-            .filter_map(|e| codec::charge_event_to_pb(None, e))
-            .map(|e| codec::encode(e, &cause, now_ms))
-            .collect();
-        appends.push(StreamAppend {
-            stream: issue.charge_id.stream(),
-            expected: ExpectedVersion::NoStream,
-            events: encoded,
-        });
-        moves.push((row.contract_id.clone(), row.next_period + 1, next_due));
+        }
     }
-    // A charge stream that already exists means that period was issued before (say, the
-    // schedule table was restored from an older copy): it is not issued again, and the
-    // schedule moves on past it all the same.
+    // A stream that already exists means that step was taken before (say, the schedule table
+    // was restored from an older copy): it is not taken again, and the schedule moves on.
     for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
         if let Err(e) = outcome {
-            tracing::warn!(stream = append.stream, error = %e, "period already issued; moving on");
+            tracing::warn!(stream = append.stream, error = %e, "already issued; moving on");
         }
     }
-    for (contract_id, period, due) in &moves {
-        tx.execute(
-            "UPDATE scheduler_schedules SET next_period = $1, next_due_ms = $2 WHERE contract_id = $3",
-            &[Value::Int(*period), Value::Int(*due), Value::from(contract_id)],
-        )
-        .await?;
-    }
-    for (contract_id, amount) in &charged {
-        tx.execute(
-            "INSERT INTO scheduler_daily (contract_id, day, count, amount) VALUES ($1, $2, 1, $3)
-             ON CONFLICT (contract_id, day) DO UPDATE SET count = scheduler_daily.count + 1,
-               amount = scheduler_daily.amount + excluded.amount",
-            &[Value::from(contract_id), Value::from(&day), Value::Int(*amount)],
-        )
-        .await?;
-    }
+    save_rows(&mut tx, &rows).await?;
+    ledger.save(&mut tx).await?;
+    tx.commit().await?;
+    autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], scheduled);
     if rejected > 0 {
         autodebit_runtime::metrics::add("autodebit_charges_rejected_total", &[], rejected);
     }
-    tx.commit().await?;
-    autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], appends.len() as i64);
-    Ok(appends.len())
+    if notices > 0 {
+        autodebit_runtime::metrics::add("autodebit_pre_debit_notices_total", &[], notices);
+    }
+    Ok(claimed)
 }
 
-/// The charge a schedule's next period calls for, and when the period after falls due.
-fn issue_for(row: &ScheduleRow) -> Option<(Issue, i64)> {
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Cycle => "period",
+        Side::Usage => "usage",
+    }
+}
+
+/// Usage recorded in the open and later usage periods of the metered `rows`.
+async fn load_usage(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<HashMap<(String, i64), u64>> {
+    let metered: Vec<&ScheduleRow> = rows.iter().filter(|r| r.mode.metered()).collect();
+    let mut usage = HashMap::new();
+    if metered.is_empty() {
+        return Ok(usage);
+    }
+    let found = tx
+        .query(
+            &format!(
+                "SELECT contract_id, period, CAST(SUM(quantity) AS BIGINT) FROM scheduler_usage
+                 WHERE contract_id IN ({}) GROUP BY contract_id, period",
+                placeholders(1, metered.len())
+            ),
+            &metered.iter().map(|r| Value::from(&r.contract_id)).collect::<Vec<_>>(),
+        )
+        .await?;
+    for r in &found {
+        if let (Some(id), Some(period), Some(q)) = (r.text(0), r.i64(1), r.i64(2)) {
+            usage.insert((id.to_string(), period), u64::try_from(q).unwrap_or(0));
+        }
+    }
+    Ok(usage)
+}
+
+/// The parts of every charge of a schedule that do not change from one to the next.
+pub fn base_issue(row: &ScheduleRow) -> Option<Issue> {
     let contract_id = ContractId::parse(&row.contract_id).ok()?;
-    let cycle = cycle_from_str(&row.cycle)?;
-    let period = u32::try_from(row.next_period).ok()?;
-    let issue = Issue {
-        charge_id: ChargeId::for_period(contract_id, period),
+    Some(Issue {
+        charge_id: ChargeId::for_period(contract_id, 0),
         contract_id,
         merchant_id: MerchantId::parse(&row.merchant_id).ok()?,
         payer_id: PayerId::parse(&row.payer_id).ok()?,
         amount: Money::new(row.amount, Currency::parse(&row.currency).ok()?),
-        period,
+        period: 0,
         due_at: from_millis(row.next_due_ms),
-    };
-    let next_due = cycle.due_at(from_millis(row.anchor_ms), period.checked_add(1)?, beijing())?;
-    Some((issue, next_due.timestamp_millis()))
+    })
 }
 
-/// A contract's limits: its plan's, or the platform's where it has no plan; the daily amount
-/// defaults to three times its monthly average once it has a month of history.
-fn limits_of(row: &ScheduleRow, plan: Option<(i64, i64, i64)>, now_ms: i64) -> Limits {
-    const MONTH_MS: i64 = 30 * 86_400_000;
-    let (cap, count, daily) = plan.unwrap_or((MAX_CHARGE_CNY_FEN, i64::from(MAX_DAILY_COUNT), 0));
-    let months = if row.first_success_ms > 0 { (now_ms - row.first_success_ms) / MONTH_MS } else { 0 };
-    Limits {
-        per_charge_cap: if cap > 0 { cap } else { MAX_CHARGE_CNY_FEN },
-        daily_count: u32::try_from(count).ok().filter(|c| *c > 0).unwrap_or(MAX_DAILY_COUNT),
-        daily_amount: if daily > 0 { Some(daily) } else { limits::default_daily_amount(row.total_succeeded, months) },
+/// The pre-debit notice of a coming charge, on its own stream (named after the charge), so
+/// that it is given once.
+fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: i64, now_ms: i64) -> StreamAppend {
+    let (charge_id, reason) = match side {
+        Side::Cycle => (ChargeId::for_period(base.contract_id, period), ChargeReason::Cycle),
+        Side::Usage => (ChargeId::for_usage(base.contract_id, period), ChargeReason::Usage),
+    };
+    let event = pb::Event {
+        kind: Some(EventKind::PreDebitNoticeIssued(pb::PreDebitNoticeIssued {
+            charge_id: charge_id.to_string(),
+            contract_id: base.contract_id.to_string(),
+            merchant_id: base.merchant_id.to_string(),
+            payer_id: base.payer_id.to_string(),
+            reason: reason as i32,
+            period,
+            estimated_amount: Some(codec::money_to_pb(Money::new(estimated, base.amount.currency()))),
+            charge_due_at_ms: due_ms,
+            issued_at_ms: now_ms,
+        })),
+    };
+    let cause = Cause::request(format!("{}/notice/{}/{period}", base.contract_id, side_name(side)));
+    StreamAppend {
+        stream: format!("prenotice-{charge_id}"),
+        expected: ExpectedVersion::NoStream,
+        events: vec![codec::encode(event, &cause, now_ms)],
     }
+}
+
+/// Writes the claimed schedules' new state back: one statement for the batch.
+async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
+    const COLS: usize = 10;
+    for chunk in rows.chunks(2_000) {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * COLS);
+        for (i, r) in chunk.iter().enumerate() {
+            let p: Vec<String> = (1..=COLS).map(|k| format!("${}", i * COLS + k)).collect();
+            values.push(format!("({})", p.join(", ")));
+            params.extend([
+                Value::from(&r.contract_id),
+                Value::Int(r.next_period),
+                Value::Int(r.next_due_ms),
+                Value::Int(r.noticed_period),
+                Value::Int(r.ready_ms),
+                Value::Int(r.usage_period),
+                Value::Int(r.usage_end_ms),
+                Value::Int(r.usage_noticed),
+                Value::Int(r.usage_ready_ms),
+                Value::Int(if r.active { r.wake_ms } else { -1 }),
+            ]);
+        }
+        // A wake of -1 marks a schedule that has nothing left to do.
+        tx.execute(
+            &format!(
+                "WITH v (id, np, nd, npd, rd, up, ue, un, ur, wk) AS (VALUES {})
+                 UPDATE scheduler_schedules SET next_period = v.np, next_due_ms = v.nd, noticed_period = v.npd,
+                   ready_ms = v.rd, usage_period = v.up, usage_end_ms = v.ue, usage_noticed = v.un,
+                   usage_ready_ms = v.ur, wake_ms = CASE WHEN v.wk < 0 THEN wake_ms ELSE v.wk END,
+                   active = CASE WHEN v.wk < 0 THEN 0 ELSE active END
+                 FROM v WHERE scheduler_schedules.contract_id = v.id",
+                values.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Issues the retries that are due: each failed charge's next attempt, once its timer (at least
 /// six hours after the failure) has passed and its contract still bills. Returns how many.
-pub async fn issue_retries(platform: &Platform) -> anyhow::Result<usize> {
+pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
     let now = platform.clock.now();
+    if !window.is_open(now) {
+        return Ok(0);
+    }
     let now_ms = now.timestamp_millis();
     let any = platform
         .store

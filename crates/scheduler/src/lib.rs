@@ -3,20 +3,36 @@
 
 mod api;
 mod due;
+mod issue;
 mod processor;
 mod store;
+mod timeline;
 
+use autodebit_domain::window::DailyWindow;
 use autodebit_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
+use autodebit_runtime::auth::Authenticator;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub const GRPC_NAME: &str = "autodebit.scheduler.v1.SchedulerService";
 
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The key operator calls authenticate with (merchants use their API keys).
+    pub operator_key: String,
+    /// When notices and charges may go out; what falls due outside waits for it to open.
+    pub window: DailyWindow,
+}
+
 /// Starts the service: the contract follower, the due-charge loop and the gRPC routes.
-pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
+pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate("scheduler", store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
-    due::spawn(platform.clone());
-    let routes =
-        autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(platform.clone())));
+    due::spawn(platform.clone(), config.window);
+    let auth = Authenticator::new(platform.store.clone(), &config.operator_key, "scheduler_api_keys");
+    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
+        platform.clone(),
+        auth,
+    )));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

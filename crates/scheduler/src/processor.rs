@@ -1,8 +1,11 @@
 //! Follows contracts: a signed contract gets a schedule; a terminated one stops billing.
+use crate::store::Mode;
+use autodebit_domain::Cycle;
 use autodebit_domain::clock::from_millis;
-use autodebit_domain::cycle::beijing;
+use autodebit_domain::cycle::DEFAULT_ZONE;
 use autodebit_eventstore::{Tx, Value};
 use autodebit_proto::EventKind;
+use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::codec;
 use autodebit_runtime::{Decoded, Processor};
 
@@ -27,6 +30,9 @@ impl Processor for ContractFollower {
                 | EventKind::PlanCreated(_)
                 | EventKind::ChargeSucceeded(_)
                 | EventKind::ChargeFailed(_)
+                | EventKind::MerchantApplied(_)
+                | EventKind::ApiKeyIssued(_)
+                | EventKind::ApiKeyRevoked(_)
         )
     }
 
@@ -37,63 +43,28 @@ impl Processor for ContractFollower {
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
         for d in events {
             match &d.kind {
-                EventKind::ContractSigned(s) => {
-                    let Some(cycle) = codec::cycle_from_pb(s.cycle) else {
-                        tracing::error!(contract = s.contract_id, "signed contract without a cycle; not scheduled");
-                        continue;
-                    };
-                    let Ok(amount) = codec::money_from_pb(s.amount_per_cycle.as_ref()) else {
-                        tracing::error!(contract = s.contract_id, "signed contract without an amount; not scheduled");
-                        continue;
-                    };
-                    // A plan may ask for the first charge at signing (period 0).
-                    let first_at_signing = tx
-                        .query(
-                            "SELECT first_charge_at_signing FROM scheduler_plans WHERE plan_id = $1",
-                            &[Value::from(&s.plan_id)],
-                        )
-                        .await?
-                        .first()
-                        .and_then(|r| r.i64(0))
-                        .unwrap_or(0)
-                        != 0;
-                    let (period, due) = if first_at_signing {
-                        (0, s.signed_at_ms)
-                    } else {
-                        let Some(due) = cycle.due_at(from_millis(s.signed_at_ms), 1, beijing()) else { continue };
-                        (1, due.timestamp_millis())
-                    };
-                    tx.execute(
-                        "INSERT INTO scheduler_schedules
-                           (contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms,
-                            active, plan_id, expires_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11)
-                         ON CONFLICT (contract_id) DO NOTHING",
-                        &[
-                            Value::from(&s.contract_id),
-                            Value::from(&s.merchant_id),
-                            Value::from(&s.payer_id),
-                            Value::Int(amount.minor_units()),
-                            Value::from(amount.currency().as_str()),
-                            Value::from(cycle.as_str()),
-                            Value::Int(s.signed_at_ms),
-                            Value::Int(period),
-                            Value::Int(due),
-                            Value::from(&s.plan_id),
-                            Value::Int(s.expires_at_ms),
-                        ],
-                    )
-                    .await?;
-                }
+                EventKind::ContractSigned(s) => signed(tx, s).await?,
                 EventKind::PlanCreated(p) => {
                     let Some(terms) = &p.terms else { continue };
                     let cap = terms.per_charge_cap.as_ref().map(|m| m.minor_units).unwrap_or(0);
                     let daily = terms.daily_amount_limit.as_ref().map(|m| m.minor_units).unwrap_or(0);
+                    let mode = match pb::ChargeMode::try_from(terms.charge_mode) {
+                        Ok(pb::ChargeMode::Usage) => Mode::Usage,
+                        Ok(pb::ChargeMode::EventTriggered) => Mode::Event,
+                        Ok(pb::ChargeMode::Hybrid) => Mode::Hybrid,
+                        _ => Mode::Fixed,
+                    };
+                    let usage = terms.usage.clone().unwrap_or_default();
+                    let usage_cycle = match (mode, codec::cycle_from_pb(usage.cycle)) {
+                        (_, Some(c)) => c.as_str(),
+                        (Mode::Usage, None) => codec::cycle_from_pb(terms.cycle).unwrap_or(Cycle::Monthly).as_str(),
+                        (_, None) => Cycle::Monthly.as_str(),
+                    };
                     tx.execute(
                         "INSERT INTO scheduler_plans
                            (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing,
-                            retry_gaps)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plan_id) DO NOTHING",
+                            retry_gaps, mode, notice_lead_hours, usage_unit, usage_tiers, usage_grace_minutes, usage_cycle)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (plan_id) DO NOTHING",
                         &[
                             Value::from(&p.plan_id),
                             Value::Int(cap),
@@ -103,9 +74,33 @@ impl Processor for ContractFollower {
                             Value::from(
                                 terms.retry_schedule_hours.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(","),
                             ),
+                            Value::from(mode.as_str()),
+                            Value::Int(i64::from(if terms.notice_lead_hours == 0 { 24 } else { terms.notice_lead_hours })),
+                            Value::from(&usage.unit),
+                            Value::from(crate::store::tiers_to_str(&usage.tiers)),
+                            Value::Int(i64::from(if usage.grace_minutes == 0 {
+                                autodebit_domain::usage::DEFAULT_GRACE_MINUTES
+                            } else {
+                                usage.grace_minutes
+                            })),
+                            Value::from(usage_cycle),
                         ],
                     )
                     .await?;
+                }
+                EventKind::MerchantApplied(m) => {
+                    tx.execute(
+                        "INSERT INTO scheduler_merchants (merchant_id, time_zone) VALUES ($1, $2)
+                         ON CONFLICT (merchant_id) DO NOTHING",
+                        &[
+                            Value::from(&m.merchant_id),
+                            Value::from(if m.time_zone.is_empty() { DEFAULT_ZONE } else { m.time_zone.as_str() }),
+                        ],
+                    )
+                    .await?;
+                }
+                EventKind::ApiKeyIssued(_) | EventKind::ApiKeyRevoked(_) => {
+                    autodebit_runtime::auth::follow_key_event(tx, "scheduler_api_keys", &d.kind).await?;
                 }
                 EventKind::ChargeFailed(f) if f.retryable => {
                     // The next attempt, on the plan's schedule and never sooner than six hours.
@@ -196,19 +191,111 @@ async fn resume(tx: &mut Tx, contract_id: &str, at_ms: i64) -> anyhow::Result<()
         )
         .await?;
     let Some(row) = rows.first().and_then(crate::store::ScheduleRow::from_row) else { return Ok(()) };
-    let Some(cycle) = crate::store::cycle_from_str(&row.cycle) else { return Ok(()) };
     let mut period = u32::try_from(row.next_period).unwrap_or(u32::MAX);
     let mut due = row.next_due_ms;
-    while due <= at_ms {
-        period = period.saturating_add(1);
-        match cycle.due_at(from_millis(row.anchor_ms), period, beijing()) {
-            Some(t) => due = t.timestamp_millis(),
-            None => return stop(tx, contract_id).await,
+    if row.mode.fixed() {
+        let Some(cycle) = crate::store::cycle_from_str(&row.cycle) else { return Ok(()) };
+        let tz = autodebit_domain::cycle::zone(&row.time_zone).unwrap_or(chrono_tz::Asia::Shanghai);
+        while due <= at_ms {
+            period = period.saturating_add(1);
+            match cycle.due_at(from_millis(row.anchor_ms), period, &tz) {
+                Some(t) => due = t.timestamp_millis(),
+                None => return stop(tx, contract_id).await,
+            }
         }
     }
+    // Wake at once: the due loop works out the schedule's next moment (usage recorded before
+    // the suspension is still billed when its period closes).
     tx.execute(
-        "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2 WHERE contract_id = $3",
+        "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2, wake_ms = 0
+         WHERE contract_id = $3",
         &[Value::Int(i64::from(period)), Value::Int(due), Value::from(contract_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A signed contract gets its schedule: the sides its plan's mode calls for, in its merchant's
+/// calendar, with its first timer set.
+async fn signed(tx: &mut Tx, s: &pb::ContractSigned) -> anyhow::Result<()> {
+    let Some(cycle) = codec::cycle_from_pb(s.cycle) else {
+        tracing::error!(contract = s.contract_id, "signed contract without a cycle; not scheduled");
+        return Ok(());
+    };
+    let Ok(amount) = codec::money_from_pb(s.amount_per_cycle.as_ref()) else {
+        tracing::error!(contract = s.contract_id, "signed contract without an amount; not scheduled");
+        return Ok(());
+    };
+    let plan = tx
+        .query(
+            "SELECT first_charge_at_signing, mode, notice_lead_hours, usage_grace_minutes, usage_cycle
+             FROM scheduler_plans WHERE plan_id = $1",
+            &[Value::from(&s.plan_id)],
+        )
+        .await?;
+    let plan = plan.first();
+    let first_at_signing = plan.and_then(|r| r.i64(0)).unwrap_or(0) != 0;
+    let mode = Mode::parse(plan.and_then(|r| r.text(1)).unwrap_or("fixed"));
+    let lead_ms = plan.and_then(|r| r.i64(2)).unwrap_or(24) * 3_600_000;
+    let grace_ms = plan.and_then(|r| r.i64(3)).unwrap_or(60) * 60_000;
+    let usage_cycle = plan.and_then(|r| r.text(4)).and_then(crate::store::cycle_from_str).unwrap_or(Cycle::Monthly);
+    let zone_name = tx
+        .query("SELECT time_zone FROM scheduler_merchants WHERE merchant_id = $1", &[Value::from(&s.merchant_id)])
+        .await?
+        .first()
+        .and_then(|r| r.text(0).map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_ZONE.to_string());
+    let tz = autodebit_domain::cycle::zone(&zone_name).unwrap_or(chrono_tz::Asia::Shanghai);
+    let anchor = from_millis(s.signed_at_ms);
+    // The fixed side: a plan may ask for the first charge at signing (period 0, no notice).
+    let (period, due) = if first_at_signing {
+        (0, s.signed_at_ms)
+    } else {
+        let Some(due) = cycle.due_at(anchor, 1, &tz) else { return Ok(()) };
+        (1, due.timestamp_millis())
+    };
+    let (usage_period, usage_end) = if mode.metered() {
+        let Some(end) = usage_cycle.due_at(anchor, 1, &tz) else { return Ok(()) };
+        (1, end.timestamp_millis())
+    } else {
+        (0, 0)
+    };
+    let fixed_wake = if period == 0 { due } else { due - lead_ms };
+    let usage_wake = usage_end + grace_ms - lead_ms;
+    let wake = match mode {
+        Mode::Fixed => fixed_wake,
+        Mode::Usage => usage_wake,
+        Mode::Hybrid => fixed_wake.min(usage_wake),
+        Mode::Event => i64::MAX,
+    };
+    tx.execute(
+        "INSERT INTO scheduler_schedules
+           (contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms,
+            active, plan_id, expires_at_ms, mode, time_zone, notice_lead_ms, usage_cycle, usage_grace_ms,
+            usage_period, usage_end_ms, wake_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         ON CONFLICT (contract_id) DO NOTHING",
+        &[
+            Value::from(&s.contract_id),
+            Value::from(&s.merchant_id),
+            Value::from(&s.payer_id),
+            Value::Int(amount.minor_units()),
+            Value::from(amount.currency().as_str()),
+            Value::from(cycle.as_str()),
+            Value::Int(s.signed_at_ms),
+            Value::Int(period),
+            Value::Int(due),
+            Value::from(&s.plan_id),
+            Value::Int(s.expires_at_ms),
+            Value::from(mode.as_str()),
+            Value::from(zone_name.as_str()),
+            Value::Int(lead_ms),
+            Value::from(if mode.metered() { usage_cycle.as_str() } else { "" }),
+            Value::Int(grace_ms),
+            Value::Int(usage_period),
+            Value::Int(usage_end),
+            Value::Int(wake),
+        ],
     )
     .await?;
     Ok(())

@@ -54,10 +54,105 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX scheduler_retries_due ON scheduler_retries (state, due_ms);",
     ),
+    // Charge modes, pre-debit notices, usage, merchant time zones, and the merchant keys the
+    // scheduler's own API checks. `wake_ms` is the schedule's one timer: the earliest moment
+    // anything (a notice, a cycle charge, a usage charge) is due.
+    Migration::common(
+        4,
+        "ALTER TABLE scheduler_schedules ADD COLUMN mode TEXT NOT NULL DEFAULT 'fixed';
+        ALTER TABLE scheduler_schedules ADD COLUMN time_zone TEXT NOT NULL DEFAULT 'Asia/Shanghai';
+        ALTER TABLE scheduler_schedules ADD COLUMN notice_lead_ms BIGINT NOT NULL DEFAULT 86400000;
+        ALTER TABLE scheduler_schedules ADD COLUMN noticed_period BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN ready_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_cycle TEXT NOT NULL DEFAULT '';
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_grace_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_period BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_end_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_noticed BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN usage_ready_ms BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN wake_ms BIGINT NOT NULL DEFAULT 0;
+        UPDATE scheduler_schedules SET wake_ms = next_due_ms - notice_lead_ms;
+        CREATE INDEX scheduler_schedules_wake ON scheduler_schedules (active, wake_ms);
+        ALTER TABLE scheduler_plans ADD COLUMN mode TEXT NOT NULL DEFAULT 'fixed';
+        ALTER TABLE scheduler_plans ADD COLUMN notice_lead_hours BIGINT NOT NULL DEFAULT 24;
+        ALTER TABLE scheduler_plans ADD COLUMN usage_unit TEXT NOT NULL DEFAULT '';
+        ALTER TABLE scheduler_plans ADD COLUMN usage_tiers TEXT NOT NULL DEFAULT '';
+        ALTER TABLE scheduler_plans ADD COLUMN usage_grace_minutes BIGINT NOT NULL DEFAULT 60;
+        ALTER TABLE scheduler_plans ADD COLUMN usage_cycle TEXT NOT NULL DEFAULT '';
+        CREATE TABLE scheduler_merchants (
+            merchant_id TEXT PRIMARY KEY,
+            time_zone   TEXT NOT NULL
+        );
+        CREATE TABLE scheduler_usage (
+            usage_id       TEXT   PRIMARY KEY,
+            contract_id    TEXT   NOT NULL,
+            period         BIGINT NOT NULL,
+            quantity       BIGINT NOT NULL,
+            occurred_at_ms BIGINT NOT NULL
+        );
+        CREATE INDEX scheduler_usage_period ON scheduler_usage (contract_id, period);
+        CREATE TABLE scheduler_api_keys (
+            key_id         TEXT   PRIMARY KEY,
+            merchant_id    TEXT   NOT NULL,
+            secret_sha256  TEXT   NOT NULL,
+            revoked        BIGINT NOT NULL
+        );",
+    ),
 ];
 
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
-                           next_due_ms, active, plan_id, expires_at_ms, total_succeeded, first_success_ms";
+                           next_due_ms, active, plan_id, expires_at_ms, total_succeeded, first_success_ms, mode, \
+                           time_zone, notice_lead_ms, noticed_period, ready_ms, usage_cycle, usage_grace_ms, \
+                           usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms";
+
+/// How a schedule's charges arise: which of its two sides run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fixed,
+    Usage,
+    Event,
+    Hybrid,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Mode {
+        match s {
+            "usage" => Mode::Usage,
+            "event" => Mode::Event,
+            "hybrid" => Mode::Hybrid,
+            _ => Mode::Fixed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fixed => "fixed",
+            Mode::Usage => "usage",
+            Mode::Event => "event",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+
+    /// Whether it charges a fixed amount each cycle.
+    pub fn fixed(self) -> bool {
+        matches!(self, Mode::Fixed | Mode::Hybrid)
+    }
+
+    /// Whether it charges each usage period's metered total.
+    pub fn metered(self) -> bool {
+        matches!(self, Mode::Usage | Mode::Hybrid)
+    }
+
+    pub fn to_pb(self) -> autodebit_proto::events::v1::ChargeMode {
+        use autodebit_proto::events::v1::ChargeMode as M;
+        match self {
+            Mode::Fixed => M::FixedCycle,
+            Mode::Usage => M::Usage,
+            Mode::Event => M::EventTriggered,
+            Mode::Hybrid => M::Hybrid,
+        }
+    }
+}
 
 pub fn cycle_from_str(s: &str) -> Option<Cycle> {
     Some(match s {
@@ -89,6 +184,23 @@ pub struct ScheduleRow {
     /// Sum of the contract's successful charges, and when the first one was.
     pub total_succeeded: i64,
     pub first_success_ms: i64,
+    pub mode: Mode,
+    pub time_zone: String,
+    /// How long before a charge its pre-debit notice goes out.
+    pub notice_lead_ms: i64,
+    /// The fixed-cycle period whose notice went out last, and when its charge may go.
+    pub noticed_period: i64,
+    pub ready_ms: i64,
+    /// The usage side: the period (0: none), its grace window, the open period, when it ends,
+    /// which period was noticed, and when its charge may go.
+    pub usage_cycle: String,
+    pub usage_grace_ms: i64,
+    pub usage_period: i64,
+    pub usage_end_ms: i64,
+    pub usage_noticed: i64,
+    pub usage_ready_ms: i64,
+    /// The earliest moment anything is due.
+    pub wake_ms: i64,
 }
 
 impl ScheduleRow {
@@ -109,6 +221,18 @@ impl ScheduleRow {
             expires_at_ms: r.i64(11)?,
             total_succeeded: r.i64(12)?,
             first_success_ms: r.i64(13)?,
+            mode: Mode::parse(r.text(14)?),
+            time_zone: r.text(15)?.to_string(),
+            notice_lead_ms: r.i64(16)?,
+            noticed_period: r.i64(17)?,
+            ready_ms: r.i64(18)?,
+            usage_cycle: r.text(19)?.to_string(),
+            usage_grace_ms: r.i64(20)?,
+            usage_period: r.i64(21)?,
+            usage_end_ms: r.i64(22)?,
+            usage_noticed: r.i64(23)?,
+            usage_ready_ms: r.i64(24)?,
+            wake_ms: r.i64(25)?,
         })
     }
 }
@@ -116,4 +240,65 @@ impl ScheduleRow {
 /// `$from, $from+1, …` for `n` values, for IN lists.
 pub fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A plan as the scheduler keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRow {
+    pub per_charge_cap: i64,
+    pub daily_count_limit: i64,
+    pub daily_amount_limit: i64,
+    pub usage_unit: String,
+    /// `up_to:unit_price` pairs joined by `,`; `up_to` 0 is unbounded.
+    pub usage_tiers: String,
+}
+
+pub const PLAN_COLUMNS: &str =
+    "plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, usage_unit, usage_tiers";
+
+impl PlanRow {
+    /// From a row selected with `PLAN_COLUMNS`: (plan id, plan).
+    pub fn from_row(r: &autodebit_eventstore::Row) -> Option<(String, Self)> {
+        Some((
+            r.text(0)?.to_string(),
+            PlanRow {
+                per_charge_cap: r.i64(1)?,
+                daily_count_limit: r.i64(2)?,
+                daily_amount_limit: r.i64(3)?,
+                usage_unit: r.text(4)?.to_string(),
+                usage_tiers: r.text(5)?.to_string(),
+            },
+        ))
+    }
+
+    /// The price of `quantity` under the plan's tiers; `None` when it has none or on overflow.
+    pub fn price(&self, quantity: u64) -> Option<i64> {
+        let tiers = self
+            .usage_tiers
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let (up, price) = t.split_once(':')?;
+                let up: u64 = up.parse().ok()?;
+                Some(autodebit_domain::usage::PriceTier {
+                    up_to: (up > 0).then_some(up),
+                    unit_price: price.parse().ok()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if tiers.is_empty() {
+            return None;
+        }
+        autodebit_domain::usage::UsagePricing {
+            unit: self.usage_unit.clone(),
+            tiers,
+            grace_minutes: 0,
+            cycle: Cycle::Monthly,
+        }
+        .price(quantity)
+    }
+}
+
+pub fn tiers_to_str(tiers: &[autodebit_proto::events::v1::PriceTier]) -> String {
+    tiers.iter().map(|t| format!("{}:{}", t.up_to, t.unit_price)).collect::<Vec<_>>().join(",")
 }

@@ -1,7 +1,9 @@
-//! Who is calling: a merchant (by API key) or an operator (by the operator key).
+//! Who is calling: a merchant (by API key) or an operator (by the operator key). The contracts
+//! service issues keys; every service that takes merchant calls keeps its own copy of the key
+//! table (`{service}_api_keys`), following `ApiKeyIssued` and `ApiKeyRevoked`.
+use crate::grpc::store_error;
 use autodebit_domain::MerchantId;
 use autodebit_eventstore::{EventStore, Value};
-use autodebit_runtime::grpc::store_error;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
@@ -51,11 +53,51 @@ pub struct Authenticator {
     store: EventStore,
     /// SHA-256 of the operator key.
     operator_key_sha256: String,
+    /// The table of merchant keys this service reads (columns as in `KEY_TABLE`).
+    table: &'static str,
+}
+
+/// The columns of a key table: `format!` it with the table's name.
+pub fn key_table_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE {table} (
+            key_id         TEXT   PRIMARY KEY,
+            merchant_id    TEXT   NOT NULL,
+            secret_sha256  TEXT   NOT NULL,
+            revoked        BIGINT NOT NULL
+        )"
+    )
+}
+
+/// Keeps a key table in step with one key event; other events are ignored.
+pub async fn follow_key_event(
+    tx: &mut autodebit_eventstore::Tx,
+    table: &str,
+    kind: &autodebit_proto::EventKind,
+) -> anyhow::Result<()> {
+    use autodebit_proto::EventKind;
+    match kind {
+        EventKind::ApiKeyIssued(k) => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (key_id, merchant_id, secret_sha256, revoked) VALUES ($1, $2, $3, 0)
+                     ON CONFLICT (key_id) DO NOTHING"
+                ),
+                &[Value::from(&k.key_id), Value::from(&k.merchant_id), Value::from(&k.secret_sha256)],
+            )
+            .await?;
+        }
+        EventKind::ApiKeyRevoked(k) => {
+            tx.execute(&format!("UPDATE {table} SET revoked = 1 WHERE key_id = $1"), &[Value::from(&k.key_id)]).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Authenticator {
-    pub fn new(store: EventStore, operator_key: &str) -> Self {
-        Authenticator { store, operator_key_sha256: sha256_hex(operator_key) }
+    pub fn new(store: EventStore, operator_key: &str, table: &'static str) -> Self {
+        Authenticator { store, operator_key_sha256: sha256_hex(operator_key), table }
     }
 
     /// The caller named by `authorization: Bearer …`; `UNAUTHENTICATED` when there is none or
@@ -83,7 +125,7 @@ impl Authenticator {
         let rows = self
             .store
             .query(
-                "SELECT merchant_id, secret_sha256, revoked FROM contracts_api_keys WHERE key_id = $1",
+                &format!("SELECT merchant_id, secret_sha256, revoked FROM {} WHERE key_id = $1", self.table),
                 &[Value::from(key_id)],
             )
             .await
@@ -95,7 +137,7 @@ impl Authenticator {
         if row.i64(2).unwrap_or(1) != 0 {
             return Err(Status::unauthenticated("authorization: this API key was revoked"));
         }
-        let merchant = MerchantId::parse(row.text(0).unwrap_or_default()).map_err(autodebit_runtime::grpc::internal)?;
+        let merchant = MerchantId::parse(row.text(0).unwrap_or_default()).map_err(crate::grpc::internal)?;
         Ok(Principal::Merchant(merchant))
     }
 

@@ -1,0 +1,285 @@
+//! What a schedule calls for at a given moment: pure, so every rule here is tested without a
+//! database. A schedule has up to two sides:
+//!
+//! - the **fixed** side (fixed-cycle and hybrid plans): period `n` falls due `n` cycles after
+//!   the anchor; its pre-debit notice goes out the plan's lead time before, and the charge goes
+//!   no sooner than the due time and no sooner than the lead time after the notice went out
+//!   (a late notice, say after an outage, delays its charge). Period 0, the charge at signing,
+//!   needs no notice: the payer confirmed it moments before.
+//! - the **usage** side (usage and hybrid plans): usage period `u` runs from `u - 1` to `u`
+//!   usage cycles after the anchor and closes its grace window later. Its notice goes out the
+//!   lead time before the close, with the usage so far as the estimate; once closed and
+//!   noticed, one charge bills the period's total. A period with nothing to bill is passed
+//!   over without notice or charge; one whose usage arrived after the notice time is noticed
+//!   at the close and charged the lead time after.
+use crate::store::{Mode, ScheduleRow, cycle_from_str};
+use autodebit_domain::clock::from_millis;
+
+/// Where a charge comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Cycle,
+    Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Notice {
+        side: Side,
+        period: u32,
+        estimated: i64,
+        charge_due_ms: i64,
+    },
+    /// `quantity` is the usage billed (0 for cycle charges).
+    Charge {
+        side: Side,
+        period: u32,
+        amount: i64,
+        due_ms: i64,
+        quantity: u64,
+    },
+}
+
+/// How many steps one side may take in one call: a schedule far behind catches up over
+/// several passes of the due loop instead of holding one transaction.
+const MAX_STEPS: usize = 64;
+
+/// Advances `row` to `now_ms`: returns what is due now, in order, and leaves the row at its
+/// next state (periods, notices, `wake_ms`, `active`). `quantity(period)` is the usage
+/// recorded in a usage period; `price` what a quantity costs (`None`: it cannot be priced,
+/// and the charge is issued at `i64::MAX` for the limits to refuse, never dropped).
+pub fn advance(
+    row: &mut ScheduleRow,
+    now_ms: i64,
+    quantity: impl Fn(i64) -> u64,
+    price: impl Fn(u64) -> Option<i64>,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let fixed_wake = if row.mode.fixed() { fixed(row, now_ms, &mut steps) } else { None };
+    let usage_wake = if row.mode.metered() { usage(row, now_ms, &mut steps, &quantity, &price) } else { None };
+    row.wake_ms = match (fixed_wake, usage_wake) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        // Event-triggered schedules have no timer but stay active for TriggerCharge.
+        (None, None) if row.mode == Mode::Event => i64::MAX,
+        (None, None) => {
+            row.active = false;
+            i64::MAX
+        }
+    };
+    steps
+}
+
+fn zone(row: &ScheduleRow) -> chrono_tz::Tz {
+    autodebit_domain::cycle::zone(&row.time_zone).unwrap_or(chrono_tz::Asia::Shanghai)
+}
+
+/// The fixed side; returns when it next needs attention, `None` when it is done.
+fn fixed(row: &mut ScheduleRow, now_ms: i64, steps: &mut Vec<Step>) -> Option<i64> {
+    let cycle = cycle_from_str(&row.cycle)?;
+    let tz = zone(row);
+    for _ in 0..MAX_STEPS {
+        let (period, due) = (u32::try_from(row.next_period).ok()?, row.next_due_ms);
+        if row.expires_at_ms > 0 && due > row.expires_at_ms {
+            return None;
+        }
+        let needs_notice = period > 0 && row.notice_lead_ms > 0;
+        if needs_notice && row.noticed_period < row.next_period {
+            let notice_at = due - row.notice_lead_ms;
+            if now_ms < notice_at {
+                return Some(notice_at);
+            }
+            steps.push(Step::Notice { side: Side::Cycle, period, estimated: row.amount, charge_due_ms: due });
+            row.noticed_period = row.next_period;
+            row.ready_ms = due.max(now_ms + row.notice_lead_ms);
+            continue;
+        }
+        let ready = if needs_notice { due.max(row.ready_ms) } else { due };
+        if now_ms < ready {
+            return Some(ready);
+        }
+        steps.push(Step::Charge { side: Side::Cycle, period, amount: row.amount, due_ms: due, quantity: 0 });
+        let next = period.checked_add(1)?;
+        row.next_period = i64::from(next);
+        row.next_due_ms = cycle.due_at(from_millis(row.anchor_ms), next, &tz)?.timestamp_millis();
+    }
+    Some(now_ms)
+}
+
+/// The usage side; returns when it next needs attention, `None` when it is done.
+fn usage(
+    row: &mut ScheduleRow,
+    now_ms: i64,
+    steps: &mut Vec<Step>,
+    quantity: &impl Fn(i64) -> u64,
+    price: &impl Fn(u64) -> Option<i64>,
+) -> Option<i64> {
+    let cycle = cycle_from_str(&row.usage_cycle)?;
+    let tz = zone(row);
+    let anchor = from_millis(row.anchor_ms);
+    for _ in 0..MAX_STEPS {
+        let period = u32::try_from(row.usage_period).ok().filter(|p| *p > 0)?;
+        if row.expires_at_ms > 0 {
+            let start = cycle.due_at(anchor, period - 1, &tz)?.timestamp_millis();
+            if start >= row.expires_at_ms {
+                return None;
+            }
+        }
+        let close = row.usage_end_ms + row.usage_grace_ms;
+        let used = quantity(row.usage_period);
+        let amount = if used == 0 { 0 } else { price(used).unwrap_or(i64::MAX) };
+        if row.usage_noticed < row.usage_period {
+            let notice_at = close - row.notice_lead_ms;
+            if now_ms < notice_at {
+                return Some(notice_at);
+            }
+            if amount > 0 {
+                steps.push(Step::Notice { side: Side::Usage, period, estimated: amount, charge_due_ms: close });
+                row.usage_noticed = row.usage_period;
+                row.usage_ready_ms = close.max(now_ms + row.notice_lead_ms);
+                continue;
+            }
+            if now_ms < close {
+                return Some(close);
+            }
+            // Closed with nothing to bill: on to the next period.
+        } else {
+            let ready = close.max(row.usage_ready_ms);
+            if now_ms < ready {
+                return Some(ready);
+            }
+            if amount > 0 {
+                steps.push(Step::Charge { side: Side::Usage, period, amount, due_ms: close, quantity: used });
+            }
+        }
+        let next = period.checked_add(1)?;
+        row.usage_period = i64::from(next);
+        row.usage_end_ms = cycle.due_at(anchor, next, &tz)?.timestamp_millis();
+    }
+    Some(now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+    const DAY: i64 = 24 * H;
+
+    fn row(mode: Mode) -> ScheduleRow {
+        ScheduleRow {
+            contract_id: "ct_1".into(),
+            merchant_id: "mch_1".into(),
+            payer_id: "p".into(),
+            amount: 1_000,
+            currency: "CNY".into(),
+            cycle: "daily".into(),
+            anchor_ms: 0,
+            next_period: 1,
+            next_due_ms: DAY,
+            active: true,
+            plan_id: String::new(),
+            expires_at_ms: 0,
+            total_succeeded: 0,
+            first_success_ms: 0,
+            mode,
+            time_zone: "UTC".into(),
+            notice_lead_ms: 2 * H,
+            noticed_period: 0,
+            ready_ms: 0,
+            usage_cycle: "daily".into(),
+            usage_grace_ms: H,
+            usage_period: if mode.metered() { 1 } else { 0 },
+            usage_end_ms: DAY,
+            usage_noticed: 0,
+            usage_ready_ms: 0,
+            wake_ms: 0,
+        }
+    }
+
+    fn none(_: i64) -> u64 {
+        0
+    }
+
+    fn per_unit(q: u64) -> Option<i64> {
+        Some(q as i64 * 10)
+    }
+
+    #[test]
+    fn a_cycle_charge_waits_for_its_notice() {
+        let mut r = row(Mode::Fixed);
+        assert!(advance(&mut r, DAY - 3 * H, none, per_unit).is_empty());
+        assert_eq!(r.wake_ms, DAY - 2 * H);
+        let s = advance(&mut r, DAY - 2 * H, none, per_unit);
+        assert_eq!(s, vec![Step::Notice { side: Side::Cycle, period: 1, estimated: 1_000, charge_due_ms: DAY }]);
+        assert_eq!(r.wake_ms, DAY);
+        let s = advance(&mut r, DAY, none, per_unit);
+        assert_eq!(s, vec![Step::Charge { side: Side::Cycle, period: 1, amount: 1_000, due_ms: DAY, quantity: 0 }]);
+        assert_eq!((r.next_period, r.next_due_ms, r.wake_ms), (2, 2 * DAY, 2 * DAY - 2 * H));
+    }
+
+    #[test]
+    fn a_late_notice_delays_its_charge_by_the_lead_time() {
+        let mut r = row(Mode::Fixed);
+        // The platform was down until an hour after the due time.
+        let s = advance(&mut r, DAY + H, none, per_unit);
+        assert!(matches!(s[..], [Step::Notice { .. }]));
+        assert_eq!(r.wake_ms, DAY + 3 * H);
+        assert!(advance(&mut r, DAY + 2 * H, none, per_unit).is_empty());
+        assert_eq!(advance(&mut r, DAY + 3 * H, none, per_unit).len(), 1);
+    }
+
+    #[test]
+    fn usage_is_billed_after_the_grace_window_and_empty_periods_are_passed_over() {
+        let mut r = row(Mode::Usage);
+        // No usage in period 1: no notice, no charge; the period closes at DAY + 1 h.
+        assert!(advance(&mut r, DAY - H, none, per_unit).is_empty());
+        assert_eq!(r.wake_ms, DAY + H);
+        assert!(advance(&mut r, DAY + H, none, per_unit).is_empty());
+        assert_eq!((r.usage_period, r.usage_end_ms), (2, 2 * DAY));
+        // 7 units in period 2: noticed two hours before the close, charged at it.
+        let used = |p: i64| if p == 2 { 7 } else { 0 };
+        let s = advance(&mut r, 2 * DAY - H, used, per_unit);
+        assert_eq!(s, vec![Step::Notice { side: Side::Usage, period: 2, estimated: 70, charge_due_ms: 2 * DAY + H }]);
+        let s = advance(&mut r, 2 * DAY + H, used, per_unit);
+        assert_eq!(
+            s,
+            vec![Step::Charge { side: Side::Usage, period: 2, amount: 70, due_ms: 2 * DAY + H, quantity: 7 }]
+        );
+        assert_eq!(r.usage_period, 3);
+    }
+
+    #[test]
+    fn usage_arriving_after_the_notice_time_is_noticed_at_the_close() {
+        let mut r = row(Mode::Usage);
+        assert!(advance(&mut r, DAY - H, none, per_unit).is_empty());
+        let used = |p: i64| if p == 1 { 3 } else { 0 };
+        let s = advance(&mut r, DAY + H, used, per_unit);
+        assert!(matches!(s[..], [Step::Notice { period: 1, estimated: 30, .. }]));
+        assert_eq!(r.wake_ms, DAY + 3 * H);
+        assert!(matches!(advance(&mut r, DAY + 3 * H, used, per_unit)[..], [Step::Charge { amount: 30, .. }]));
+    }
+
+    #[test]
+    fn hybrid_runs_both_sides_and_validity_ends_them() {
+        let mut r = row(Mode::Hybrid);
+        r.expires_at_ms = DAY;
+        let used = |_: i64| 1;
+        let s = advance(&mut r, DAY + 3 * H, used, per_unit);
+        // Fixed: notice (late) only; usage: notice (late) only.
+        assert_eq!(s.len(), 2);
+        let s = advance(&mut r, DAY + 5 * H, used, per_unit);
+        assert_eq!(s.len(), 2, "{s:?}");
+        // Both sides are past the validity now.
+        assert!(advance(&mut r, 10 * DAY, used, per_unit).is_empty());
+        assert!(!r.active);
+    }
+
+    #[test]
+    fn event_schedules_stay_active_without_a_timer() {
+        let mut r = row(Mode::Event);
+        assert!(advance(&mut r, 100 * DAY, none, per_unit).is_empty());
+        assert!(r.active);
+        assert_eq!(r.wake_ms, i64::MAX);
+    }
+}
