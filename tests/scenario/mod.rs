@@ -86,12 +86,20 @@ pub fn monthly_terms() -> autodebit_proto::events::v1::PlanTerms {
 
 /// Applies, reviews and approves a merchant, and creates a monthly plan for it.
 pub async fn onboard(channel: &Channel, credit_code: &str) -> Merchant {
+    onboard_with(channel, application(credit_code)).await
+}
+
+/// Onboards the merchant `application` describes.
+pub async fn onboard_with(
+    channel: &Channel,
+    application: autodebit_proto::contracts::v1::ApplyMerchantRequest,
+) -> Merchant {
     use autodebit_proto::contracts::v1::{
         CreatePlanRequest, ReviewAction, ReviewMerchantRequest, merchants_service_client::MerchantsServiceClient,
         plans_service_client::PlansServiceClient,
     };
     let mut merchants = MerchantsServiceClient::new(channel.clone());
-    let m = merchants.apply_merchant(application(credit_code)).await.unwrap().into_inner().merchant.unwrap();
+    let m = merchants.apply_merchant(application).await.unwrap().into_inner().merchant.unwrap();
     let review = |action: ReviewAction| {
         authed(
             ReviewMerchantRequest { merchant_id: m.merchant_id.clone(), action: action as i32, reason: String::new() },
