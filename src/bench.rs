@@ -9,6 +9,27 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Event-store appends: batched, one event per command, and the bare database's ceiling.
     Append(AppendArgs),
+    /// The scheduler's due loop: N monthly contracts all due at once, issued under the limits.
+    BillingRun(BillingRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BillingRunArgs {
+    #[arg(long, value_enum)]
+    backend: Backend,
+    /// PostgreSQL server to create a fresh benchmark database on (default: the local one).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Active monthly contracts, all due at once.
+    #[arg(long, default_value_t = 100_000)]
+    contracts: usize,
+    /// Due loops running at once (PostgreSQL shares the work with SKIP LOCKED; SQLite has one
+    /// writer, so more loops only queue).
+    #[arg(long)]
+    loops: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -47,6 +68,7 @@ pub struct AppendArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Append(a) => append(a).await,
+        BenchCommand::BillingRun(a) => billing_run(a).await,
     }
 }
 
@@ -293,4 +315,176 @@ mod raw {
         }
         Ok(())
     }
+}
+
+#[derive(serde::Serialize)]
+struct BillingRunReport {
+    backend: &'static str,
+    contracts: usize,
+    loops: usize,
+    /// Claim the timer, check the limits, append `ChargeScheduled`, move the schedule on,
+    /// commit: issued charges per second.
+    charges_issued_per_second: f64,
+    /// Due timers found per second by the due loop's index scan.
+    due_scan_per_second: f64,
+    peak_rss_bytes: u64,
+    /// The same number of events appended in batches of the due loop's size with nothing
+    /// else done: the store's raw ceiling in this run.
+    append_events_per_second: f64,
+    ratio_to_append: f64,
+}
+
+/// The process's peak resident set, from /proc (0 where there is none).
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
+    use autodebit_eventstore::Value;
+    let tmp = tempfile::tempdir()?;
+    let url = match a.backend {
+        Backend::Sqlite => testing::sqlite_url(tmp.path()),
+        Backend::Postgres => match &a.database_url {
+            Some(u) => testing::fresh_postgres_database(u).await,
+            None => testing::fresh_postgres_url().await,
+        },
+    };
+    let store = EventStore::open(StoreOptions::new(&url)).await?;
+    let shutdown = autodebit_runtime::Shutdown::new();
+    let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
+    let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown: shutdown.clone() };
+    store.migrate("scheduler", autodebit_scheduler::store::MIGRATIONS).await.context("scheduler tables")?;
+
+    // N monthly schedules, signed a month ago, their notices given: every one is due now.
+    let now = platform.clock.now_ms();
+    let anchor = now - 31 * 86_400_000;
+    let progress = ProgressBar::new(a.contracts as u64 * 2);
+    const COLS: usize = 11;
+    for chunk in (0..a.contracts).collect::<Vec<_>>().chunks(1_000) {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * COLS);
+        for (j, i) in chunk.iter().enumerate() {
+            let p: Vec<String> = (1..=COLS).map(|k| format!("${}", j * COLS + k)).collect();
+            values.push(format!("({})", p.join(", ")));
+            params.extend([
+                Value::from(format!("ct_{}", uuid::Uuid::from_u128(*i as u128 + 1))),
+                Value::from("mch_bench"),
+                Value::from(format!("payer-{i}")),
+                Value::Int(1_990),
+                Value::from("CNY"),
+                Value::from("monthly"),
+                Value::Int(anchor),
+                Value::Int(1),
+                Value::Int(now - 1),
+                Value::Int(1),
+                Value::Int(now - 1),
+            ]);
+        }
+        let mut tx = store.begin().await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
+                   anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
+                 SELECT v.*, 1 FROM (VALUES {}) AS v",
+                values.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+        tx.commit().await?;
+        progress.inc(chunk.len() as u64);
+    }
+
+    // How fast the due index yields due timers.
+    let t = Instant::now();
+    let found = store
+        .query(
+            "SELECT COUNT(*) FROM (SELECT contract_id FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1) d",
+            &[Value::Int(now)],
+        )
+        .await?;
+    let scanned = found.first().and_then(|r| r.i64(0)).unwrap_or(0);
+    let due_scan = scanned as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(scanned as usize == a.contracts, "{scanned} due of {}", a.contracts);
+
+    let loops = a.loops.unwrap_or(if a.backend == Backend::Postgres { 2 } else { 1 }).max(1);
+    let window = autodebit_domain::window::DailyWindow::always();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..loops {
+        let (platform, progress) = (platform.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = autodebit_scheduler::due::issue_due(&platform, &window).await?;
+                if n == 0 {
+                    return anyhow::Ok(());
+                }
+                progress.inc(n as u64);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let issued_secs = t.elapsed().as_secs_f64();
+    let issued = store.query("SELECT COUNT(*) FROM events WHERE event_type = 'ChargeScheduled'", &[]).await?;
+    let issued = issued.first().and_then(|r| r.i64(0)).unwrap_or(0);
+    anyhow::ensure!(issued as usize == a.contracts, "issued {issued} charges for {} due contracts", a.contracts);
+    progress.finish_and_clear();
+
+    // The store's ceiling in the same run: the same events, in batches of the loop's size.
+    // One new stream per event, as each charge is.
+    let shaped: Vec<Vec<StreamAppend>> = (0..a.contracts)
+        .collect::<Vec<_>>()
+        .chunks(1_000)
+        .map(|c| {
+            c.iter()
+                .map(|i| StreamAppend {
+                    stream: format!("ceiling-{i}"),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![event(*i)],
+                })
+                .collect()
+        })
+        .collect();
+    let appended = timed_batches(shaped, loops, &ProgressBar::hidden(), {
+        let store = store.clone();
+        move |b| {
+            let store = store.clone();
+            async move {
+                store.append_many(&b).await?;
+                anyhow::Ok(())
+            }
+        }
+    })
+    .await?;
+    shutdown.trigger();
+
+    let cps = a.contracts as f64 / issued_secs;
+    let report = BillingRunReport {
+        backend: match store.kind() {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+        },
+        contracts: a.contracts,
+        loops,
+        charges_issued_per_second: cps.round(),
+        due_scan_per_second: due_scan.round(),
+        peak_rss_bytes: peak_rss_bytes(),
+        append_events_per_second: appended.round(),
+        ratio_to_append: (cps / appended * 1000.0).round() / 1000.0,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
 }

@@ -315,15 +315,24 @@ async fn migrations_run_once(db: Db) {
     tx.commit().await.unwrap();
 }
 
-/// Transaction ids sort as numbers, not as text: 10000 comes after 9999. (A reader that
+/// Transaction ids sort as numbers, not as text: 10^k comes after 10^k - 1. (A reader that
 /// sorted them as text would skip and repeat events whenever the cluster's ids gained a digit.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_transaction_ids_sort_as_numbers() {
     let db = postgres().await;
     let s = &db.store;
+    // Three ids below the cluster's current one (so readers may see them), the first two either
+    // side of a power of ten: 10^k - 1 and 10^k.
+    let current: u64 =
+        s.query("SELECT pg_current_xact_id()::text", &[]).await.unwrap()[0].text(0).unwrap().parse().unwrap();
+    assert!(current > 100, "a cluster this young cannot host the test (current xid {current})");
+    let mut power = 10u64.pow(current.ilog10());
+    if power + 2 >= current - 10 {
+        power /= 10;
+    }
+    let (low, mid, high) = (power - 1, power, current - 10);
     let mut tx = s.begin().await.unwrap();
-    // All three ids are long past (below any live transaction), so readers may see them.
-    for (xid, v) in [("10000", 2), ("9999", 1), ("100000", 3)] {
+    for (xid, v) in [(mid, 2), (low, 1), (high, 3)] {
         tx.execute(
             &format!(
                 "INSERT INTO events (transaction_id, stream, version, event_type, event_id, payload, metadata, recorded_at)
@@ -337,7 +346,7 @@ async fn on_postgres_transaction_ids_sort_as_numbers() {
     tx.commit().await.unwrap();
     let all = read_settled(s, Checkpoint::default(), 3).await;
     let ids: Vec<u64> = all.iter().map(|e| e.transaction_id).collect();
-    assert_eq!(ids, vec![9_999, 10_000, 100_000]);
+    assert_eq!(ids, vec![low, mid, high]);
     let after = s.read_all(all[0].checkpoint(), 10).await.unwrap();
-    assert_eq!(after.iter().map(|e| e.transaction_id).collect::<Vec<_>>(), vec![10_000, 100_000]);
+    assert_eq!(after.iter().map(|e| e.transaction_id).collect::<Vec<_>>(), vec![mid, high]);
 }

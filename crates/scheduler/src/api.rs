@@ -1,6 +1,6 @@
 //! gRPC handlers of the scheduler: reading schedules, and the two merchant calls that make
 //! charges happen outside the calendar — RecordUsage and TriggerCharge.
-use crate::issue::{Ledger, charge_append, load_plans};
+use crate::issue::{admit, charge_append, load_plans};
 use crate::store::{COLUMNS, Mode, ScheduleRow, cycle_from_str};
 use autodebit_domain::charge::Issue;
 use autodebit_domain::clock::from_millis;
@@ -301,8 +301,9 @@ impl SchedulerService for SchedulerApi {
             None => Ok(()),
         };
         let plans = load_plans(&mut tx, &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
-        let mut ledger = Ledger::load(&mut tx, &[&row], now).await.map_err(|e| Status::internal(format!("{e:#}")))?;
-        let admitted = admitted.and_then(|()| ledger.admit(&row, plans.get(&row.plan_id), amount));
+        let mut row = row;
+        let plan = plans.get(&row.plan_id).cloned();
+        let admitted = admitted.and_then(|()| admit(&mut row, plan.as_ref(), amount, now));
         let answer = match &admitted {
             Ok(()) => pb::TriggerChargeResponse {
                 charge_id: charge_id.to_string(),
@@ -332,7 +333,19 @@ impl SchedulerService for SchedulerApi {
             }
             Err(e) => return Err(store_error(e)),
         }
-        ledger.save(&mut tx).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        if ok {
+            tx.execute(
+                "UPDATE scheduler_schedules SET day_key = $1, day_count = $2, day_amount = $3 WHERE contract_id = $4",
+                &[
+                    Value::from(&row.day_key),
+                    Value::Int(row.day_count),
+                    Value::Int(row.day_amount),
+                    Value::from(&row.contract_id),
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)?;
         let metric = if ok { "autodebit_charges_scheduled_total" } else { "autodebit_charges_rejected_total" };
         autodebit_runtime::metrics::add(metric, &[], 1);

@@ -5,8 +5,8 @@
 //! share the work and never issue a charge twice; the derived charge id makes a second issue
 //! impossible anyway (its stream must not exist). Nothing is issued while the daily window
 //! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
-use crate::issue::{Ledger, charge_append, load_plans};
-use crate::store::{COLUMNS, ScheduleRow, placeholders};
+use crate::issue::{admit, charge_append, load_plans};
+use crate::store::{COLUMNS, ScheduleRow, in_list};
 use crate::timeline::{self, Side, Step};
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::clock::from_millis;
@@ -93,7 +93,6 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
     let claimed = rows.len();
     let plans = load_plans(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
     let usage = load_usage(&mut tx, &rows).await?;
-    let mut ledger = Ledger::load(&mut tx, &rows.iter().collect::<Vec<_>>(), now).await?;
 
     let mut appends = Vec::with_capacity(rows.len());
     let (mut scheduled, mut rejected, mut notices) = (0i64, 0i64, 0i64);
@@ -135,7 +134,7 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
                         due_at: from_millis(due_ms),
                         ..base.clone()
                     };
-                    let admitted = ledger.admit(row, plan, issue.amount);
+                    let admitted = admit(row, plan, issue.amount, now);
                     let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
                     let (append, ok) = charge_append(issue, admitted, reason, &description, &cause, now);
                     if ok {
@@ -156,7 +155,6 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
         }
     }
     save_rows(&mut tx, &rows).await?;
-    ledger.save(&mut tx).await?;
     tx.commit().await?;
     autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], scheduled);
     if rejected > 0 {
@@ -182,14 +180,15 @@ async fn load_usage(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<HashMap
     if metered.is_empty() {
         return Ok(usage);
     }
+    let ids: Vec<&str> = metered.iter().map(|r| r.contract_id.as_str()).collect();
+    let (list, params) = in_list(tx.kind(), 1, &ids);
     let found = tx
         .query(
             &format!(
                 "SELECT contract_id, period, CAST(SUM(quantity) AS BIGINT) FROM scheduler_usage
-                 WHERE contract_id IN ({}) GROUP BY contract_id, period",
-                placeholders(1, metered.len())
+                 WHERE contract_id IN {list} GROUP BY contract_id, period"
             ),
-            &metered.iter().map(|r| Value::from(&r.contract_id)).collect::<Vec<_>>(),
+            &params,
         )
         .await?;
     for r in &found {
@@ -242,9 +241,70 @@ fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: 
     }
 }
 
-/// Writes the claimed schedules' new state back: one statement for the batch.
+/// Writes the claimed schedules' new state back in one statement. SQLite takes the rows as
+/// one JSON parameter (binding thousands of parameters costs it quadratic time, and a
+/// statement per row a thread hand-off each); PostgreSQL a VALUES list.
 async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
-    const COLS: usize = 10;
+    // The columns written, in the order the values come.
+    const WRITTEN: [&str; 11] = [
+        "next_period",
+        "next_due_ms",
+        "noticed_period",
+        "ready_ms",
+        "usage_period",
+        "usage_end_ms",
+        "usage_noticed",
+        "usage_ready_ms",
+        "day_key",
+        "day_count",
+        "day_amount",
+    ];
+    let set_from = |source: &str| WRITTEN.iter().map(|c| format!("{c} = {source}.{c}")).collect::<Vec<_>>().join(", ");
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if tx.kind() == BackendKind::Sqlite {
+        let json: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "[\"{}\",{},{},{},{},{},{},{},{},{},\"{}\",{},{}]",
+                    r.contract_id,
+                    r.next_period,
+                    r.next_due_ms,
+                    r.noticed_period,
+                    r.ready_ms,
+                    r.usage_period,
+                    r.usage_end_ms,
+                    r.usage_noticed,
+                    r.usage_ready_ms,
+                    if r.active { r.wake_ms } else { -1 },
+                    r.day_key,
+                    r.day_count,
+                    r.day_amount
+                )
+            })
+            .collect();
+        // An upsert driven by the JSON rows: each finds its schedule by primary key (an
+        // UPDATE … FROM would let the planner scan the table). Never inserts: every row exists.
+        let cols = (0..13).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>().join(", ");
+        tx.execute(
+            &format!(
+                "INSERT INTO scheduler_schedules (contract_id, next_period, next_due_ms, noticed_period, ready_ms,
+                   usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms, day_key, day_count, day_amount,
+                   merchant_id, payer_id, amount, currency, cycle, anchor_ms, active)
+                 SELECT {cols}, '', '', 0, '', '', 0, 0 FROM json_each($1) WHERE true
+                 ON CONFLICT (contract_id) DO UPDATE SET {},
+                   wake_ms = CASE WHEN excluded.wake_ms < 0 THEN scheduler_schedules.wake_ms ELSE excluded.wake_ms END,
+                   active = CASE WHEN excluded.wake_ms < 0 THEN 0 ELSE scheduler_schedules.active END",
+                set_from("excluded")
+            ),
+            &[Value::from(format!("[{}]", json.join(",")))],
+        )
+        .await?;
+        return Ok(());
+    }
+    const COLS: usize = 13;
     for chunk in rows.chunks(2_000) {
         let mut values = Vec::with_capacity(chunk.len());
         let mut params = Vec::with_capacity(chunk.len() * COLS);
@@ -261,19 +321,23 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
                 Value::Int(r.usage_end_ms),
                 Value::Int(r.usage_noticed),
                 Value::Int(r.usage_ready_ms),
+                // -1: nothing left to do.
                 Value::Int(if r.active { r.wake_ms } else { -1 }),
+                Value::from(&r.day_key),
+                Value::Int(r.day_count),
+                Value::Int(r.day_amount),
             ]);
         }
-        // A wake of -1 marks a schedule that has nothing left to do.
         tx.execute(
             &format!(
-                "WITH v (id, np, nd, npd, rd, up, ue, un, ur, wk) AS (VALUES {})
-                 UPDATE scheduler_schedules SET next_period = v.np, next_due_ms = v.nd, noticed_period = v.npd,
-                   ready_ms = v.rd, usage_period = v.up, usage_end_ms = v.ue, usage_noticed = v.un,
-                   usage_ready_ms = v.ur, wake_ms = CASE WHEN v.wk < 0 THEN wake_ms ELSE v.wk END,
-                   active = CASE WHEN v.wk < 0 THEN 0 ELSE active END
+                "WITH v (id, next_period, next_due_ms, noticed_period, ready_ms, usage_period, usage_end_ms,
+                   usage_noticed, usage_ready_ms, wk, day_key, day_count, day_amount) AS (VALUES {})
+                 UPDATE scheduler_schedules SET {},
+                   wake_ms = CASE WHEN v.wk < 0 THEN scheduler_schedules.wake_ms ELSE v.wk END,
+                   active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END
                  FROM v WHERE scheduler_schedules.contract_id = v.id",
-                values.join(", ")
+                values.join(", "),
+                set_from("v")
             ),
             &params,
         )

@@ -1,13 +1,13 @@
 //! Issuing a charge, shared by the due loop and TriggerCharge: the limits of the contract's
-//! plan against what it was charged today (in its merchant's calendar), checked and recorded
-//! in the transaction that appends the charge, so no two charges can both take the last slot.
-use crate::store::{PLAN_COLUMNS, PlanRow, ScheduleRow, placeholders};
+//! plan against what it was charged today (in its merchant's calendar), checked and counted on
+//! the schedule row the transaction holds, so no two charges can both take the last slot.
+use crate::store::{PLAN_COLUMNS, PlanRow, ScheduleRow, in_list};
 use autodebit_domain::MAX_CHARGE_CNY_FEN;
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::limits::{self, Limits, Today};
 use autodebit_domain::plan::MAX_DAILY_COUNT;
 use autodebit_domain::{Money, Timestamp};
-use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx, Value};
+use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
 use autodebit_proto::events::v1::ChargeReason;
 use autodebit_runtime::codec::{self, Cause};
 use std::collections::HashMap;
@@ -21,12 +21,9 @@ pub async fn load_plans(tx: &mut Tx, rows: &[&ScheduleRow]) -> anyhow::Result<Ha
     if ids.is_empty() {
         return Ok(plans);
     }
-    let found = tx
-        .query(
-            &format!("SELECT {PLAN_COLUMNS} FROM scheduler_plans WHERE plan_id IN ({})", placeholders(1, ids.len())),
-            &ids.iter().map(|p| Value::from(*p)).collect::<Vec<_>>(),
-        )
-        .await?;
+    let (list, params) = in_list(tx.kind(), 1, &ids);
+    let found =
+        tx.query(&format!("SELECT {PLAN_COLUMNS} FROM scheduler_plans WHERE plan_id IN {list}"), &params).await?;
     plans.extend(found.iter().filter_map(PlanRow::from_row));
     Ok(plans)
 }
@@ -37,86 +34,26 @@ pub fn day_of(row: &ScheduleRow, at: Timestamp) -> String {
     at.with_timezone(&tz).format("%Y-%m-%d").to_string()
 }
 
-/// What each of `rows` was charged on its day of `now`.
-pub struct Ledger {
+/// Checks `amount` against the contract's limits and what it was charged so far on its day
+/// of `now` (kept on the schedule row, so it is read and written with the row the transaction
+/// holds); on success counts the charge.
+pub fn admit(
+    row: &mut ScheduleRow,
+    plan: Option<&PlanRow>,
+    amount: Money,
     now: Timestamp,
-    today: HashMap<(String, String), Today>,
-    /// Charges issued in this transaction, to record.
-    issued: HashMap<(String, String), Today>,
-}
-
-impl Ledger {
-    pub async fn load(tx: &mut Tx, rows: &[&ScheduleRow], now: Timestamp) -> anyhow::Result<Self> {
-        let mut ledger = Ledger { now, today: HashMap::new(), issued: HashMap::new() };
-        if rows.is_empty() {
-            return Ok(ledger);
-        }
-        let mut days: Vec<String> = rows.iter().map(|r| day_of(r, now)).collect();
-        days.sort_unstable();
-        days.dedup();
-        let mut params: Vec<Value> = days.iter().map(Value::from).collect();
-        params.extend(rows.iter().map(|r| Value::from(&r.contract_id)));
-        let found = tx
-            .query(
-                &format!(
-                    "SELECT contract_id, day, count, amount FROM scheduler_daily
-                     WHERE day IN ({}) AND contract_id IN ({})",
-                    placeholders(1, days.len()),
-                    placeholders(days.len() + 1, rows.len())
-                ),
-                &params,
-            )
-            .await?;
-        for r in &found {
-            if let (Some(id), Some(day), Some(count), Some(amount)) = (r.text(0), r.text(1), r.i64(2), r.i64(3)) {
-                let today = Today { count: u32::try_from(count).unwrap_or(u32::MAX), amount };
-                ledger.today.insert((id.to_string(), day.to_string()), today);
-            }
-        }
-        Ok(ledger)
-    }
-
-    /// Checks `amount` against the contract's limits; on success counts it as charged today.
-    pub fn admit(&mut self, row: &ScheduleRow, plan: Option<&PlanRow>, amount: Money) -> Result<(), limits::Breach> {
-        let key = (row.contract_id.clone(), day_of(row, self.now));
-        let used = self.today.entry(key.clone()).or_default();
-        limits::check(amount, &limits_of(row, plan, self.now.timestamp_millis()), *used)?;
-        used.count += 1;
-        used.amount += amount.minor_units();
-        let issued = self.issued.entry(key).or_default();
-        issued.count += 1;
-        issued.amount += amount.minor_units();
-        Ok(())
-    }
-
-    /// Writes what this transaction charged: one statement for the whole batch.
-    pub async fn save(self, tx: &mut Tx) -> anyhow::Result<()> {
-        if self.issued.is_empty() {
-            return Ok(());
-        }
-        let mut params = Vec::with_capacity(self.issued.len() * 4);
-        let mut values = Vec::with_capacity(self.issued.len());
-        for (i, ((contract, day), t)) in self.issued.into_iter().enumerate() {
-            values.push(format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4));
-            params.extend([
-                Value::from(contract),
-                Value::from(day),
-                Value::Int(i64::from(t.count)),
-                Value::Int(t.amount),
-            ]);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO scheduler_daily (contract_id, day, count, amount) VALUES {}
-                 ON CONFLICT (contract_id, day) DO UPDATE SET count = scheduler_daily.count + excluded.count,
-                   amount = scheduler_daily.amount + excluded.amount",
-                values.join(", ")
-            ),
-            &params,
-        )
-        .await?;
-        Ok(())
-    }
+) -> Result<(), limits::Breach> {
+    let day = day_of(row, now);
+    let used = if row.day_key == day {
+        Today { count: u32::try_from(row.day_count).unwrap_or(u32::MAX), amount: row.day_amount }
+    } else {
+        Today::default()
+    };
+    limits::check(amount, &limits_of(row, plan, now.timestamp_millis()), used)?;
+    row.day_key = day;
+    row.day_count = i64::from(used.count) + 1;
+    row.day_amount = used.amount + amount.minor_units();
+    Ok(())
 }
 
 /// A contract's limits: its plan's, or the platform's where it has no plan; the daily amount

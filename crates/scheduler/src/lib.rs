@@ -2,10 +2,10 @@
 //! by the platform clock, issues its charge exactly once.
 
 mod api;
-mod due;
+pub mod due;
 mod issue;
 mod processor;
-mod store;
+pub mod store;
 mod timeline;
 
 use autodebit_domain::window::DailyWindow;

@@ -72,7 +72,16 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE scheduler_schedules ADD COLUMN usage_ready_ms BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE scheduler_schedules ADD COLUMN wake_ms BIGINT NOT NULL DEFAULT 0;
         UPDATE scheduler_schedules SET wake_ms = next_due_ms - notice_lead_ms;
+        DROP INDEX scheduler_schedules_due;
         CREATE INDEX scheduler_schedules_wake ON scheduler_schedules (active, wake_ms);
+        ALTER TABLE scheduler_schedules ADD COLUMN day_key TEXT NOT NULL DEFAULT '';
+        ALTER TABLE scheduler_schedules ADD COLUMN day_count BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN day_amount BIGINT NOT NULL DEFAULT 0;
+        UPDATE scheduler_schedules SET day_key = d.day, day_count = d.count, day_amount = d.amount
+          FROM (SELECT contract_id, MAX(day) AS day FROM scheduler_daily GROUP BY contract_id) AS latest
+          JOIN scheduler_daily d ON d.contract_id = latest.contract_id AND d.day = latest.day
+          WHERE scheduler_schedules.contract_id = d.contract_id;
+        DROP TABLE scheduler_daily;
         ALTER TABLE scheduler_plans ADD COLUMN mode TEXT NOT NULL DEFAULT 'fixed';
         ALTER TABLE scheduler_plans ADD COLUMN notice_lead_hours BIGINT NOT NULL DEFAULT 24;
         ALTER TABLE scheduler_plans ADD COLUMN usage_unit TEXT NOT NULL DEFAULT '';
@@ -103,7 +112,8 @@ pub const MIGRATIONS: &[Migration] = &[
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
                            next_due_ms, active, plan_id, expires_at_ms, total_succeeded, first_success_ms, mode, \
                            time_zone, notice_lead_ms, noticed_period, ready_ms, usage_cycle, usage_grace_ms, \
-                           usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms";
+                           usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms, day_key, day_count, \
+                           day_amount";
 
 /// How a schedule's charges arise: which of its two sides run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +211,10 @@ pub struct ScheduleRow {
     pub usage_ready_ms: i64,
     /// The earliest moment anything is due.
     pub wake_ms: i64,
+    /// What the contract was charged on its latest charging day (merchant's calendar).
+    pub day_key: String,
+    pub day_count: i64,
+    pub day_amount: i64,
 }
 
 impl ScheduleRow {
@@ -233,6 +247,9 @@ impl ScheduleRow {
             usage_noticed: r.i64(23)?,
             usage_ready_ms: r.i64(24)?,
             wake_ms: r.i64(25)?,
+            day_key: r.text(26)?.to_string(),
+            day_count: r.i64(27)?,
+            day_amount: r.i64(28)?,
         })
     }
 }
@@ -301,4 +318,25 @@ impl PlanRow {
 
 pub fn tiers_to_str(tiers: &[autodebit_proto::events::v1::PriceTier]) -> String {
     tiers.iter().map(|t| format!("{}:{}", t.up_to, t.unit_price)).collect::<Vec<_>>().join(",")
+}
+
+/// The right-hand side of `x IN …` for `items`, its parameters numbered from `from`. SQLite
+/// gets one JSON array parameter (`json_each`): binding a thousand parameters by name costs it
+/// quadratic time. PostgreSQL gets a plain list.
+pub fn in_list(
+    kind: autodebit_eventstore::BackendKind,
+    from: usize,
+    items: &[&str],
+) -> (String, Vec<autodebit_eventstore::Value>) {
+    use autodebit_eventstore::{BackendKind, Value};
+    match kind {
+        BackendKind::Sqlite => {
+            let json: Vec<String> =
+                items.iter().map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+            (format!("(SELECT value FROM json_each(${from}))"), vec![Value::from(format!("[{}]", json.join(",")))])
+        }
+        BackendKind::Postgres => {
+            (format!("({})", placeholders(from, items.len())), items.iter().map(|i| Value::from(*i)).collect())
+        }
+    }
 }

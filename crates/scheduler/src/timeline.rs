@@ -194,6 +194,9 @@ mod tests {
             usage_noticed: 0,
             usage_ready_ms: 0,
             wake_ms: 0,
+            day_key: String::new(),
+            day_count: 0,
+            day_amount: 0,
         }
     }
 
