@@ -12,8 +12,36 @@
 //!   noticed, one charge bills the period's total. A period with nothing to bill is passed
 //!   over without notice or charge; one whose usage arrived after the notice time is noticed
 //!   at the close and charged the lead time after.
+//!
+//! Two paces. On the system clock a step is taken when its moment has passed, at the moment
+//! the loop takes it: a notice the platform sends late (after an outage) is late, and its
+//! charge waits the lead time after it. On a test clock, moving the clock *simulates* the
+//! time in between: each step is taken at its own moment (moved into the charge window), so
+//! advancing the clock by a year runs a year of billing, notices a day before each charge.
 use crate::store::{Mode, ScheduleRow, cycle_from_str};
 use autodebit_domain::clock::from_millis;
+use autodebit_domain::window::DailyWindow;
+
+/// How steps whose moment has passed are taken.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// At `now` (the due loop runs only while the window is open).
+    Real,
+    /// At their own moment, moved into the window.
+    Simulated(DailyWindow),
+}
+
+impl Pace {
+    /// When a step scheduled for `at` is taken, if it is taken by `now`; else `Err(wake)`, the
+    /// moment to look again.
+    fn take(self, at: i64, now: i64) -> Result<i64, i64> {
+        let at = match self {
+            Pace::Real => return if at <= now { Ok(now) } else { Err(at) },
+            Pace::Simulated(w) => w.next_open(from_millis(at)).timestamp_millis(),
+        };
+        if at <= now { Ok(at) } else { Err(at) }
+    }
+}
 
 /// Where a charge comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +50,7 @@ pub enum Side {
     Usage,
 }
 
+/// `at_ms` is when the step is taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Notice {
@@ -29,6 +58,7 @@ pub enum Step {
         period: u32,
         estimated: i64,
         charge_due_ms: i64,
+        at_ms: i64,
     },
     /// `quantity` is the usage billed (0 for cycle charges).
     Charge {
@@ -37,6 +67,7 @@ pub enum Step {
         amount: i64,
         due_ms: i64,
         quantity: u64,
+        at_ms: i64,
     },
 }
 
@@ -51,12 +82,17 @@ const MAX_STEPS: usize = 64;
 pub fn advance(
     row: &mut ScheduleRow,
     now_ms: i64,
+    pace: Pace,
     quantity: impl Fn(i64) -> u64,
     price: impl Fn(u64) -> Option<i64>,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
-    let fixed_wake = if row.mode.fixed() { fixed(row, now_ms, &mut steps) } else { None };
-    let usage_wake = if row.mode.metered() { usage(row, now_ms, &mut steps, &quantity, &price) } else { None };
+    let fixed_wake = if row.mode.fixed() { fixed(row, now_ms, pace, &mut steps) } else { None };
+    let usage_wake = if row.mode.metered() { usage(row, now_ms, pace, &mut steps, &quantity, &price) } else { None };
+    // Steps of the two sides interleave in time order (limits count per calendar day).
+    steps.sort_by_key(|s| match s {
+        Step::Notice { at_ms, .. } | Step::Charge { at_ms, .. } => *at_ms,
+    });
     row.wake_ms = match (fixed_wake, usage_wake) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
@@ -75,7 +111,7 @@ fn zone(row: &ScheduleRow) -> chrono_tz::Tz {
 }
 
 /// The fixed side; returns when it next needs attention, `None` when it is done.
-fn fixed(row: &mut ScheduleRow, now_ms: i64, steps: &mut Vec<Step>) -> Option<i64> {
+fn fixed(row: &mut ScheduleRow, now_ms: i64, pace: Pace, steps: &mut Vec<Step>) -> Option<i64> {
     let cycle = cycle_from_str(&row.cycle)?;
     let tz = zone(row);
     for _ in 0..MAX_STEPS {
@@ -85,20 +121,27 @@ fn fixed(row: &mut ScheduleRow, now_ms: i64, steps: &mut Vec<Step>) -> Option<i6
         }
         let needs_notice = period > 0 && row.notice_lead_ms > 0;
         if needs_notice && row.noticed_period < row.next_period {
-            let notice_at = due - row.notice_lead_ms;
-            if now_ms < notice_at {
-                return Some(notice_at);
-            }
-            steps.push(Step::Notice { side: Side::Cycle, period, estimated: row.amount, charge_due_ms: due });
+            let at = match pace.take(due - row.notice_lead_ms, now_ms) {
+                Ok(at) => at,
+                Err(wake) => return Some(wake),
+            };
+            steps.push(Step::Notice {
+                side: Side::Cycle,
+                period,
+                estimated: row.amount,
+                charge_due_ms: due,
+                at_ms: at,
+            });
             row.noticed_period = row.next_period;
-            row.ready_ms = due.max(now_ms + row.notice_lead_ms);
+            row.ready_ms = due.max(at + row.notice_lead_ms);
             continue;
         }
         let ready = if needs_notice { due.max(row.ready_ms) } else { due };
-        if now_ms < ready {
-            return Some(ready);
-        }
-        steps.push(Step::Charge { side: Side::Cycle, period, amount: row.amount, due_ms: due, quantity: 0 });
+        let at = match pace.take(ready, now_ms) {
+            Ok(at) => at,
+            Err(wake) => return Some(wake),
+        };
+        steps.push(Step::Charge { side: Side::Cycle, period, amount: row.amount, due_ms: due, quantity: 0, at_ms: at });
         let next = period.checked_add(1)?;
         row.next_period = i64::from(next);
         row.next_due_ms = cycle.due_at(from_millis(row.anchor_ms), next, &tz)?.timestamp_millis();
@@ -110,6 +153,7 @@ fn fixed(row: &mut ScheduleRow, now_ms: i64, steps: &mut Vec<Step>) -> Option<i6
 fn usage(
     row: &mut ScheduleRow,
     now_ms: i64,
+    pace: Pace,
     steps: &mut Vec<Step>,
     quantity: &impl Fn(i64) -> u64,
     price: &impl Fn(u64) -> Option<i64>,
@@ -134,9 +178,19 @@ fn usage(
                 return Some(notice_at);
             }
             if amount > 0 {
-                steps.push(Step::Notice { side: Side::Usage, period, estimated: amount, charge_due_ms: close });
+                let at = match pace.take(notice_at, now_ms) {
+                    Ok(at) => at,
+                    Err(wake) => return Some(wake),
+                };
+                steps.push(Step::Notice {
+                    side: Side::Usage,
+                    period,
+                    estimated: amount,
+                    charge_due_ms: close,
+                    at_ms: at,
+                });
                 row.usage_noticed = row.usage_period;
-                row.usage_ready_ms = close.max(now_ms + row.notice_lead_ms);
+                row.usage_ready_ms = close.max(at + row.notice_lead_ms);
                 continue;
             }
             if now_ms < close {
@@ -145,11 +199,19 @@ fn usage(
             // Closed with nothing to bill: on to the next period.
         } else {
             let ready = close.max(row.usage_ready_ms);
-            if now_ms < ready {
-                return Some(ready);
-            }
+            let at = match pace.take(ready, now_ms) {
+                Ok(at) => at,
+                Err(wake) => return Some(wake),
+            };
             if amount > 0 {
-                steps.push(Step::Charge { side: Side::Usage, period, amount, due_ms: close, quantity: used });
+                steps.push(Step::Charge {
+                    side: Side::Usage,
+                    period,
+                    amount,
+                    due_ms: close,
+                    quantity: used,
+                    at_ms: at,
+                });
             }
         }
         let next = period.checked_add(1)?;
@@ -211,13 +273,25 @@ mod tests {
     #[test]
     fn a_cycle_charge_waits_for_its_notice() {
         let mut r = row(Mode::Fixed);
-        assert!(advance(&mut r, DAY - 3 * H, none, per_unit).is_empty());
+        assert!(advance(&mut r, DAY - 3 * H, Pace::Real, none, per_unit).is_empty());
         assert_eq!(r.wake_ms, DAY - 2 * H);
-        let s = advance(&mut r, DAY - 2 * H, none, per_unit);
-        assert_eq!(s, vec![Step::Notice { side: Side::Cycle, period: 1, estimated: 1_000, charge_due_ms: DAY }]);
+        let s = advance(&mut r, DAY - 2 * H, Pace::Real, none, per_unit);
+        assert_eq!(
+            s,
+            vec![Step::Notice {
+                side: Side::Cycle,
+                period: 1,
+                estimated: 1_000,
+                charge_due_ms: DAY,
+                at_ms: DAY - 2 * H
+            }]
+        );
         assert_eq!(r.wake_ms, DAY);
-        let s = advance(&mut r, DAY, none, per_unit);
-        assert_eq!(s, vec![Step::Charge { side: Side::Cycle, period: 1, amount: 1_000, due_ms: DAY, quantity: 0 }]);
+        let s = advance(&mut r, DAY, Pace::Real, none, per_unit);
+        assert_eq!(
+            s,
+            vec![Step::Charge { side: Side::Cycle, period: 1, amount: 1_000, due_ms: DAY, quantity: 0, at_ms: DAY }]
+        );
         assert_eq!((r.next_period, r.next_due_ms, r.wake_ms), (2, 2 * DAY, 2 * DAY - 2 * H));
     }
 
@@ -225,29 +299,45 @@ mod tests {
     fn a_late_notice_delays_its_charge_by_the_lead_time() {
         let mut r = row(Mode::Fixed);
         // The platform was down until an hour after the due time.
-        let s = advance(&mut r, DAY + H, none, per_unit);
+        let s = advance(&mut r, DAY + H, Pace::Real, none, per_unit);
         assert!(matches!(s[..], [Step::Notice { .. }]));
         assert_eq!(r.wake_ms, DAY + 3 * H);
-        assert!(advance(&mut r, DAY + 2 * H, none, per_unit).is_empty());
-        assert_eq!(advance(&mut r, DAY + 3 * H, none, per_unit).len(), 1);
+        assert!(advance(&mut r, DAY + 2 * H, Pace::Real, none, per_unit).is_empty());
+        assert_eq!(advance(&mut r, DAY + 3 * H, Pace::Real, none, per_unit).len(), 1);
     }
 
     #[test]
     fn usage_is_billed_after_the_grace_window_and_empty_periods_are_passed_over() {
         let mut r = row(Mode::Usage);
         // No usage in period 1: no notice, no charge; the period closes at DAY + 1 h.
-        assert!(advance(&mut r, DAY - H, none, per_unit).is_empty());
+        assert!(advance(&mut r, DAY - H, Pace::Real, none, per_unit).is_empty());
         assert_eq!(r.wake_ms, DAY + H);
-        assert!(advance(&mut r, DAY + H, none, per_unit).is_empty());
+        assert!(advance(&mut r, DAY + H, Pace::Real, none, per_unit).is_empty());
         assert_eq!((r.usage_period, r.usage_end_ms), (2, 2 * DAY));
         // 7 units in period 2: noticed two hours before the close, charged at it.
         let used = |p: i64| if p == 2 { 7 } else { 0 };
-        let s = advance(&mut r, 2 * DAY - H, used, per_unit);
-        assert_eq!(s, vec![Step::Notice { side: Side::Usage, period: 2, estimated: 70, charge_due_ms: 2 * DAY + H }]);
-        let s = advance(&mut r, 2 * DAY + H, used, per_unit);
+        let s = advance(&mut r, 2 * DAY - H, Pace::Real, used, per_unit);
         assert_eq!(
             s,
-            vec![Step::Charge { side: Side::Usage, period: 2, amount: 70, due_ms: 2 * DAY + H, quantity: 7 }]
+            vec![Step::Notice {
+                side: Side::Usage,
+                period: 2,
+                estimated: 70,
+                charge_due_ms: 2 * DAY + H,
+                at_ms: 2 * DAY - H
+            }]
+        );
+        let s = advance(&mut r, 2 * DAY + H, Pace::Real, used, per_unit);
+        assert_eq!(
+            s,
+            vec![Step::Charge {
+                side: Side::Usage,
+                period: 2,
+                amount: 70,
+                due_ms: 2 * DAY + H,
+                quantity: 7,
+                at_ms: 2 * DAY + H
+            }]
         );
         assert_eq!(r.usage_period, 3);
     }
@@ -255,12 +345,15 @@ mod tests {
     #[test]
     fn usage_arriving_after_the_notice_time_is_noticed_at_the_close() {
         let mut r = row(Mode::Usage);
-        assert!(advance(&mut r, DAY - H, none, per_unit).is_empty());
+        assert!(advance(&mut r, DAY - H, Pace::Real, none, per_unit).is_empty());
         let used = |p: i64| if p == 1 { 3 } else { 0 };
-        let s = advance(&mut r, DAY + H, used, per_unit);
+        let s = advance(&mut r, DAY + H, Pace::Real, used, per_unit);
         assert!(matches!(s[..], [Step::Notice { period: 1, estimated: 30, .. }]));
         assert_eq!(r.wake_ms, DAY + 3 * H);
-        assert!(matches!(advance(&mut r, DAY + 3 * H, used, per_unit)[..], [Step::Charge { amount: 30, .. }]));
+        assert!(matches!(
+            advance(&mut r, DAY + 3 * H, Pace::Real, used, per_unit)[..],
+            [Step::Charge { amount: 30, .. }]
+        ));
     }
 
     #[test]
@@ -268,20 +361,51 @@ mod tests {
         let mut r = row(Mode::Hybrid);
         r.expires_at_ms = DAY;
         let used = |_: i64| 1;
-        let s = advance(&mut r, DAY + 3 * H, used, per_unit);
+        let s = advance(&mut r, DAY + 3 * H, Pace::Real, used, per_unit);
         // Fixed: notice (late) only; usage: notice (late) only.
         assert_eq!(s.len(), 2);
-        let s = advance(&mut r, DAY + 5 * H, used, per_unit);
+        let s = advance(&mut r, DAY + 5 * H, Pace::Real, used, per_unit);
         assert_eq!(s.len(), 2, "{s:?}");
         // Both sides are past the validity now.
-        assert!(advance(&mut r, 10 * DAY, used, per_unit).is_empty());
+        assert!(advance(&mut r, 10 * DAY, Pace::Real, used, per_unit).is_empty());
         assert!(!r.active);
+    }
+
+    #[test]
+    fn a_simulated_clock_takes_each_step_at_its_own_moment() {
+        // The test clock jumps ten days: ten notices and ten charges, each a day apart, each
+        // notice the lead time before its charge; in the real pace only the first notice.
+        let mut r = row(Mode::Fixed);
+        let s = advance(&mut r, 10 * DAY + H, Pace::Simulated(DailyWindow::always()), none, per_unit);
+        let charges: Vec<i64> =
+            s.iter().filter_map(|s| if let Step::Charge { at_ms, .. } = s { Some(*at_ms) } else { None }).collect();
+        assert_eq!(charges, (1..=10).map(|d| d * DAY).collect::<Vec<_>>());
+        assert_eq!(s.len(), 20, "ten notices, ten charges");
+        let mut real = row(Mode::Fixed);
+        assert_eq!(advance(&mut real, 10 * DAY + H, Pace::Real, none, per_unit).len(), 1);
+    }
+
+    #[test]
+    fn a_simulated_clock_moves_steps_into_the_window() {
+        use chrono::TimeZone;
+        let bj = |d: u32, h: u32| {
+            chrono_tz::Asia::Shanghai.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap().timestamp_millis()
+        };
+        let mut r = row(Mode::Fixed);
+        // Signed at 23:00 Beijing: due 23:00 the next day, its notice due at once.
+        r.anchor_ms = bj(1, 23);
+        r.next_due_ms = bj(2, 23);
+        r.notice_lead_ms = DAY;
+        let s = advance(&mut r, bj(5, 12), Pace::Simulated(DailyWindow::default()), none, per_unit);
+        // The notice waits for 07:00; the charge a full day after it, 07:00 on the 3rd.
+        assert!(matches!(s[0], Step::Notice { at_ms, .. } if at_ms == bj(2, 7)), "{s:?}");
+        assert!(matches!(s[1], Step::Charge { at_ms, .. } if at_ms == bj(3, 7)), "{s:?}");
     }
 
     #[test]
     fn event_schedules_stay_active_without_a_timer() {
         let mut r = row(Mode::Event);
-        assert!(advance(&mut r, 100 * DAY, none, per_unit).is_empty());
+        assert!(advance(&mut r, 100 * DAY, Pace::Real, none, per_unit).is_empty());
         assert!(r.active);
         assert_eq!(r.wake_ms, i64::MAX);
     }
