@@ -366,36 +366,23 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     let now = platform.clock.now_ms();
     let anchor = now - 31 * 86_400_000;
     let progress = ProgressBar::new(a.contracts as u64 * 2);
-    const COLS: usize = 11;
-    for chunk in (0..a.contracts).collect::<Vec<_>>().chunks(1_000) {
-        let mut values = Vec::with_capacity(chunk.len());
-        let mut params = Vec::with_capacity(chunk.len() * COLS);
-        for (j, i) in chunk.iter().enumerate() {
-            let p: Vec<String> = (1..=COLS).map(|k| format!("${}", j * COLS + k)).collect();
-            values.push(format!("({})", p.join(", ")));
-            params.extend([
-                Value::from(format!("ct_{}", uuid::Uuid::from_u128(*i as u128 + 1))),
-                Value::from("mch_bench"),
-                Value::from(format!("payer-{i}")),
-                Value::Int(1_990),
-                Value::from("CNY"),
-                Value::from("monthly"),
-                Value::Int(anchor),
-                Value::Int(1),
-                Value::Int(now - 1),
-                Value::Int(1),
-                Value::Int(now - 1),
-            ]);
-        }
+    for chunk in (0..a.contracts).collect::<Vec<_>>().chunks(5_000) {
+        // One JSON parameter per chunk: SQLite binds many parameters in quadratic time, and
+        // PostgreSQL takes the same JSON as well.
+        let rows: Vec<String> =
+            chunk.iter().map(|i| format!("[\"ct_{}\",\"payer-{i}\"]", uuid::Uuid::from_u128(*i as u128 + 1))).collect();
+        let (each, id, payer) = match store.kind() {
+            BackendKind::Sqlite => ("json_each($1)", "json_extract(value, '$[0]')", "json_extract(value, '$[1]')"),
+            BackendKind::Postgres => ("json_array_elements($1::json) AS e(value)", "value->>0", "value->>1"),
+        };
         let mut tx = store.begin().await?;
         tx.execute(
             &format!(
                 "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
                    anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
-                 SELECT v.*, 1 FROM (VALUES {}) AS v",
-                values.join(", ")
+                 SELECT {id}, 'mch_bench', {payer}, 1990, 'CNY', 'monthly', $2, 1, $3, 1, $3, 1 FROM {each}"
             ),
-            &params,
+            &[Value::from(format!("[{}]", rows.join(","))), Value::Int(anchor), Value::Int(now - 1)],
         )
         .await?;
         tx.commit().await?;

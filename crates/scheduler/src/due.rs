@@ -69,29 +69,10 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
         return Ok(0);
     }
     let mut tx = platform.store.begin().await?;
-    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let found = tx
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1 \
-                 ORDER BY wake_ms LIMIT $2{lock}"
-            ),
-            &[Value::Int(now_ms), Value::Int(CLAIM)],
-        )
-        .await?;
-    if found.is_empty() {
+    let mut rows = claim(&mut tx, now_ms).await?;
+    if rows.is_empty() {
         return Ok(0);
     }
-    let mut rows: Vec<ScheduleRow> = found
-        .iter()
-        .filter_map(|r| {
-            let parsed = ScheduleRow::from_row(r);
-            if parsed.is_none() {
-                tracing::error!(?r, "unreadable schedule row skipped");
-            }
-            parsed
-        })
-        .collect();
     let claimed = rows.len();
     let plans = load_plans(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
     let usage = load_usage(&mut tx, &rows).await?;
@@ -175,6 +156,44 @@ fn side_name(side: Side) -> &'static str {
         Side::Cycle => "period",
         Side::Usage => "usage",
     }
+}
+
+/// Claims up to `CLAIM` schedules whose timer has passed, earliest first. PostgreSQL locks
+/// them (`SKIP LOCKED`: other schedulers take the rest); SQLite's single writer already holds
+/// the database, and hands the rows over as one JSON value — decoding a thousand rows of
+/// thirty columns value by value costs more than the whole claim otherwise.
+async fn claim(tx: &mut Tx, now_ms: i64) -> anyhow::Result<Vec<ScheduleRow>> {
+    let due = format!(
+        "SELECT {COLUMNS} FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1 ORDER BY wake_ms LIMIT $2"
+    );
+    let params = [Value::Int(now_ms), Value::Int(CLAIM)];
+    let rows: Vec<ScheduleRow> = if tx.kind() == BackendKind::Sqlite {
+        let found = tx.query(&format!("SELECT json_group_array(json_array({COLUMNS})) FROM ({due})"), &params).await?;
+        let text = found.first().and_then(|r| r.text(0)).unwrap_or("[]");
+        let all: Vec<serde_json::Value> = serde_json::from_str(text)?;
+        all.iter()
+            .filter_map(|v| {
+                let parsed = ScheduleRow::from_json(v);
+                if parsed.is_none() {
+                    tracing::error!(%v, "unreadable schedule row skipped");
+                }
+                parsed
+            })
+            .collect()
+    } else {
+        let found = tx.query(&format!("{due} FOR UPDATE SKIP LOCKED"), &params).await?;
+        found
+            .iter()
+            .filter_map(|r| {
+                let parsed = ScheduleRow::from_row(r);
+                if parsed.is_none() {
+                    tracing::error!(?r, "unreadable schedule row skipped");
+                }
+                parsed
+            })
+            .collect()
+    };
+    Ok(rows)
 }
 
 /// Usage recorded in the open and later usage periods of the metered `rows`.
@@ -268,21 +287,25 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
         return Ok(());
     }
     if tx.kind() == BackendKind::Sqlite {
+        // Only the columns the batch can have changed: usage state only if it has metered rows.
+        let metered = rows.iter().any(|r| r.mode.metered());
+        let written: Vec<&str> = WRITTEN.iter().copied().filter(|c| metered || !c.starts_with("usage_")).collect();
         let json: Vec<String> = rows
             .iter()
             .map(|r| {
+                let usage = if metered {
+                    format!(",{},{},{},{}", r.usage_period, r.usage_end_ms, r.usage_noticed, r.usage_ready_ms)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "[\"{}\",{},{},{},{},{},{},{},{},{},\"{}\",{},{}]",
+                    "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{}]",
                     r.contract_id,
+                    if r.active { r.wake_ms } else { -1 },
                     r.next_period,
                     r.next_due_ms,
                     r.noticed_period,
                     r.ready_ms,
-                    r.usage_period,
-                    r.usage_end_ms,
-                    r.usage_noticed,
-                    r.usage_ready_ms,
-                    if r.active { r.wake_ms } else { -1 },
                     r.day_key,
                     r.day_count,
                     r.day_amount
@@ -291,17 +314,18 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
             .collect();
         // An upsert driven by the JSON rows: each finds its schedule by primary key (an
         // UPDATE … FROM would let the planner scan the table). Never inserts: every row exists.
-        let cols = (0..13).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>().join(", ");
+        let cols =
+            (0..written.len() + 2).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>().join(", ");
+        let set = written.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
         tx.execute(
             &format!(
-                "INSERT INTO scheduler_schedules (contract_id, next_period, next_due_ms, noticed_period, ready_ms,
-                   usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms, day_key, day_count, day_amount,
+                "INSERT INTO scheduler_schedules (contract_id, wake_ms, {},
                    merchant_id, payer_id, amount, currency, cycle, anchor_ms, active)
                  SELECT {cols}, '', '', 0, '', '', 0, 0 FROM json_each($1) WHERE true
-                 ON CONFLICT (contract_id) DO UPDATE SET {},
+                 ON CONFLICT (contract_id) DO UPDATE SET {set},
                    wake_ms = CASE WHEN excluded.wake_ms < 0 THEN scheduler_schedules.wake_ms ELSE excluded.wake_ms END,
                    active = CASE WHEN excluded.wake_ms < 0 THEN 0 ELSE scheduler_schedules.active END",
-                set_from("excluded")
+                written.join(", ")
             ),
             &[Value::from(format!("[{}]", json.join(",")))],
         )

@@ -254,6 +254,46 @@ impl ScheduleRow {
     }
 }
 
+impl ScheduleRow {
+    /// From a JSON array of the `COLUMNS` values, as SQLite's `json_array` gives it.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let a = v.as_array()?;
+        let t = |i: usize| a.get(i)?.as_str().map(str::to_string);
+        let n = |i: usize| a.get(i)?.as_i64();
+        Some(ScheduleRow {
+            contract_id: t(0)?,
+            merchant_id: t(1)?,
+            payer_id: t(2)?,
+            amount: n(3)?,
+            currency: t(4)?,
+            cycle: t(5)?,
+            anchor_ms: n(6)?,
+            next_period: n(7)?,
+            next_due_ms: n(8)?,
+            active: n(9)? != 0,
+            plan_id: t(10)?,
+            expires_at_ms: n(11)?,
+            total_succeeded: n(12)?,
+            first_success_ms: n(13)?,
+            mode: Mode::parse(a.get(14)?.as_str()?),
+            time_zone: t(15)?,
+            notice_lead_ms: n(16)?,
+            noticed_period: n(17)?,
+            ready_ms: n(18)?,
+            usage_cycle: t(19)?,
+            usage_grace_ms: n(20)?,
+            usage_period: n(21)?,
+            usage_end_ms: n(22)?,
+            usage_noticed: n(23)?,
+            usage_ready_ms: n(24)?,
+            wake_ms: n(25)?,
+            day_key: t(26)?,
+            day_count: n(27)?,
+            day_amount: n(28)?,
+        })
+    }
+}
+
 /// `$from, $from+1, …` for `n` values, for IN lists.
 pub fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
