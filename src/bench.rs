@@ -327,6 +327,7 @@ struct BillingRunReport {
     charges_issued_per_second: f64,
     /// Due timers found per second by the due loop's index scan.
     due_scan_per_second: f64,
+    /// The process's peak resident set up to the end of the billing run.
     peak_rss_bytes: u64,
     /// The same number of events appended in batches of the due loop's size with nothing
     /// else done: the store's raw ceiling in this run.
@@ -425,6 +426,8 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     let issued = issued.first().and_then(|r| r.i64(0)).unwrap_or(0);
     anyhow::ensure!(issued as usize == a.contracts, "issued {issued} charges for {} due contracts", a.contracts);
     progress.finish_and_clear();
+    // Read before the ceiling run below builds its own batches.
+    let peak_rss = peak_rss_bytes();
 
     // The store's ceiling in the same run: the same events, in batches of the loop's size.
     // One new stream per event, as each charge is.
@@ -464,7 +467,7 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
         loops,
         charges_issued_per_second: cps.round(),
         due_scan_per_second: due_scan.round(),
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
         append_events_per_second: appended.round(),
         ratio_to_append: (cps / appended * 1000.0).round() / 1000.0,
     };

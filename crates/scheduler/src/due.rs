@@ -158,10 +158,25 @@ fn side_name(side: Side) -> &'static str {
     }
 }
 
+/// Schedule rows from a JSON array of `COLUMNS` arrays; unreadable ones are logged and left.
+fn parse_claimed(text: &str) -> anyhow::Result<Vec<ScheduleRow>> {
+    let all: Vec<serde_json::Value> = serde_json::from_str(text)?;
+    Ok(all
+        .iter()
+        .filter_map(|v| {
+            let parsed = ScheduleRow::from_json(v);
+            if parsed.is_none() {
+                tracing::error!(%v, "unreadable schedule row skipped");
+            }
+            parsed
+        })
+        .collect())
+}
+
 /// Claims up to `CLAIM` schedules whose timer has passed, earliest first. PostgreSQL locks
 /// them (`SKIP LOCKED`: other schedulers take the rest); SQLite's single writer already holds
-/// the database, and hands the rows over as one JSON value — decoding a thousand rows of
-/// thirty columns value by value costs more than the whole claim otherwise.
+/// the database. Both hand the rows over as one JSON value: decoding a thousand rows of
+/// thirty columns value by value costs more than the rest of the claim.
 async fn claim(tx: &mut Tx, now_ms: i64) -> anyhow::Result<Vec<ScheduleRow>> {
     let due = format!(
         "SELECT {COLUMNS} FROM scheduler_schedules WHERE active = 1 AND wake_ms <= $1 ORDER BY wake_ms LIMIT $2"
@@ -169,29 +184,18 @@ async fn claim(tx: &mut Tx, now_ms: i64) -> anyhow::Result<Vec<ScheduleRow>> {
     let params = [Value::Int(now_ms), Value::Int(CLAIM)];
     let rows: Vec<ScheduleRow> = if tx.kind() == BackendKind::Sqlite {
         let found = tx.query(&format!("SELECT json_group_array(json_array({COLUMNS})) FROM ({due})"), &params).await?;
-        let text = found.first().and_then(|r| r.text(0)).unwrap_or("[]");
-        let all: Vec<serde_json::Value> = serde_json::from_str(text)?;
-        all.iter()
-            .filter_map(|v| {
-                let parsed = ScheduleRow::from_json(v);
-                if parsed.is_none() {
-                    tracing::error!(%v, "unreadable schedule row skipped");
-                }
-                parsed
-            })
-            .collect()
+        parse_claimed(found.first().and_then(|r| r.text(0)).unwrap_or("[]"))?
     } else {
-        let found = tx.query(&format!("{due} FOR UPDATE SKIP LOCKED"), &params).await?;
-        found
-            .iter()
-            .filter_map(|r| {
-                let parsed = ScheduleRow::from_row(r);
-                if parsed.is_none() {
-                    tracing::error!(?r, "unreadable schedule row skipped");
-                }
-                parsed
-            })
-            .collect()
+        // Locked in the subquery, handed over as one JSON value like SQLite's.
+        let found = tx
+            .query(
+                &format!(
+                    "SELECT CAST(json_agg(json_build_array({COLUMNS})) AS TEXT) FROM ({due} FOR UPDATE SKIP LOCKED) d"
+                ),
+                &params,
+            )
+            .await?;
+        parse_claimed(found.first().and_then(|r| r.text(0)).unwrap_or("[]"))?
     };
     Ok(rows)
 }
@@ -264,113 +268,98 @@ fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: 
     }
 }
 
-/// Writes the claimed schedules' new state back in one statement. SQLite takes the rows as
-/// one JSON parameter (binding thousands of parameters costs it quadratic time, and a
-/// statement per row a thread hand-off each); PostgreSQL a VALUES list.
+/// Writes the claimed schedules' new state back in one statement, the rows passed as one JSON
+/// parameter (SQLite binds many parameters in quadratic time; PostgreSQL spends less on one
+/// long value than on thousands of binds). Only the columns the batch can have changed: the
+/// usage state only if it has metered rows.
 async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
-    // The columns written, in the order the values come.
-    const WRITTEN: [&str; 11] = [
-        "next_period",
-        "next_due_ms",
-        "noticed_period",
-        "ready_ms",
-        "usage_period",
-        "usage_end_ms",
-        "usage_noticed",
-        "usage_ready_ms",
-        "day_key",
-        "day_count",
-        "day_amount",
+    // The columns written after the id and the wake, in the order the values come.
+    const WRITTEN: [(&str, bool); 11] = [
+        ("next_period", false),
+        ("next_due_ms", false),
+        ("noticed_period", false),
+        ("ready_ms", false),
+        ("usage_period", false),
+        ("usage_end_ms", false),
+        ("usage_noticed", false),
+        ("usage_ready_ms", false),
+        ("day_key", true),
+        ("day_count", false),
+        ("day_amount", false),
     ];
-    let set_from = |source: &str| WRITTEN.iter().map(|c| format!("{c} = {source}.{c}")).collect::<Vec<_>>().join(", ");
     if rows.is_empty() {
         return Ok(());
     }
+    let metered = rows.iter().any(|r| r.mode.metered());
+    let written: Vec<(&str, bool)> =
+        WRITTEN.iter().copied().filter(|(c, _)| metered || !c.starts_with("usage_")).collect();
+    let json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let usage = if metered {
+                format!(",{},{},{},{}", r.usage_period, r.usage_end_ms, r.usage_noticed, r.usage_ready_ms)
+            } else {
+                String::new()
+            };
+            // A wake of -1: nothing left to do.
+            format!(
+                "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{}]",
+                r.contract_id,
+                if r.active { r.wake_ms } else { -1 },
+                r.next_period,
+                r.next_due_ms,
+                r.noticed_period,
+                r.ready_ms,
+                r.day_key,
+                r.day_count,
+                r.day_amount
+            )
+        })
+        .collect();
+    let json = Value::from(format!("[{}]", json.join(",")));
+    let names: Vec<&str> = written.iter().map(|(c, _)| *c).collect();
     if tx.kind() == BackendKind::Sqlite {
-        // Only the columns the batch can have changed: usage state only if it has metered rows.
-        let metered = rows.iter().any(|r| r.mode.metered());
-        let written: Vec<&str> = WRITTEN.iter().copied().filter(|c| metered || !c.starts_with("usage_")).collect();
-        let json: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                let usage = if metered {
-                    format!(",{},{},{},{}", r.usage_period, r.usage_end_ms, r.usage_noticed, r.usage_ready_ms)
-                } else {
-                    String::new()
-                };
-                format!(
-                    "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{}]",
-                    r.contract_id,
-                    if r.active { r.wake_ms } else { -1 },
-                    r.next_period,
-                    r.next_due_ms,
-                    r.noticed_period,
-                    r.ready_ms,
-                    r.day_key,
-                    r.day_count,
-                    r.day_amount
-                )
-            })
-            .collect();
         // An upsert driven by the JSON rows: each finds its schedule by primary key (an
-        // UPDATE … FROM would let the planner scan the table). Never inserts: every row exists.
-        let cols =
-            (0..written.len() + 2).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>().join(", ");
-        let set = written.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
+        // UPDATE … FROM would let SQLite's planner scan the table). Never inserts.
+        let cols = (0..written.len() + 2).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>();
+        let set = names.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
         tx.execute(
             &format!(
                 "INSERT INTO scheduler_schedules (contract_id, wake_ms, {},
                    merchant_id, payer_id, amount, currency, cycle, anchor_ms, active)
-                 SELECT {cols}, '', '', 0, '', '', 0, 0 FROM json_each($1) WHERE true
+                 SELECT {}, '', '', 0, '', '', 0, 0 FROM json_each($1) WHERE true
                  ON CONFLICT (contract_id) DO UPDATE SET {set},
                    wake_ms = CASE WHEN excluded.wake_ms < 0 THEN scheduler_schedules.wake_ms ELSE excluded.wake_ms END,
                    active = CASE WHEN excluded.wake_ms < 0 THEN 0 ELSE scheduler_schedules.active END",
-                written.join(", ")
+                names.join(", "),
+                cols.join(", ")
             ),
-            &[Value::from(format!("[{}]", json.join(",")))],
+            &[json],
         )
         .await?;
         return Ok(());
     }
-    const COLS: usize = 13;
-    for chunk in rows.chunks(2_000) {
-        let mut values = Vec::with_capacity(chunk.len());
-        let mut params = Vec::with_capacity(chunk.len() * COLS);
-        for (i, r) in chunk.iter().enumerate() {
-            let p: Vec<String> = (1..=COLS).map(|k| format!("${}", i * COLS + k)).collect();
-            values.push(format!("({})", p.join(", ")));
-            params.extend([
-                Value::from(&r.contract_id),
-                Value::Int(r.next_period),
-                Value::Int(r.next_due_ms),
-                Value::Int(r.noticed_period),
-                Value::Int(r.ready_ms),
-                Value::Int(r.usage_period),
-                Value::Int(r.usage_end_ms),
-                Value::Int(r.usage_noticed),
-                Value::Int(r.usage_ready_ms),
-                // -1: nothing left to do.
-                Value::Int(if r.active { r.wake_ms } else { -1 }),
-                Value::from(&r.day_key),
-                Value::Int(r.day_count),
-                Value::Int(r.day_amount),
-            ]);
-        }
-        tx.execute(
-            &format!(
-                "WITH v (id, next_period, next_due_ms, noticed_period, ready_ms, usage_period, usage_end_ms,
-                   usage_noticed, usage_ready_ms, wk, day_key, day_count, day_amount) AS (VALUES {})
-                 UPDATE scheduler_schedules SET {},
-                   wake_ms = CASE WHEN v.wk < 0 THEN scheduler_schedules.wake_ms ELSE v.wk END,
-                   active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END
-                 FROM v WHERE scheduler_schedules.contract_id = v.id",
-                values.join(", "),
-                set_from("v")
-            ),
-            &params,
-        )
-        .await?;
+    let mut cols = vec!["value->>0 AS id".to_string(), "CAST(value->>1 AS BIGINT) AS wk".to_string()];
+    for (i, (c, text)) in written.iter().enumerate() {
+        cols.push(if *text {
+            format!("value->>{} AS {c}", i + 2)
+        } else {
+            format!("CAST(value->>{} AS BIGINT) AS {c}", i + 2)
+        });
     }
+    let set = names.iter().map(|c| format!("{c} = v.{c}")).collect::<Vec<_>>().join(", ");
+    tx.execute(
+        &format!(
+            "UPDATE scheduler_schedules SET {set},
+               wake_ms = CASE WHEN v.wk < 0 THEN scheduler_schedules.wake_ms ELSE v.wk END,
+               active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END
+             FROM (SELECT {} FROM json_array_elements(CAST($1 AS TEXT)::json)) v
+             WHERE scheduler_schedules.contract_id = v.id",
+            cols.join(", ")
+        ),
+        &[json],
+    )
+    .await?;
     Ok(())
 }
 
