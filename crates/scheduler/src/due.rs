@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Schedules claimed per transaction.
-const CLAIM: i64 = 1000;
+const CLAIM: i64 = 4000;
 /// How often the loop looks for due schedules when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
 
