@@ -49,6 +49,16 @@ async fn get_charge(ch: &Channel, id: &str) -> Option<autodebit_proto::charger::
     ChargerServiceClient::new(ch.clone()).get_charge(req).await.ok()?.into_inner().charge
 }
 
+/// Waits for the scheduler to have taken in a freshly signed contract.
+async fn known(ch: &Channel, contract: &str) {
+    use autodebit_proto::scheduler::v1::GetScheduleRequest;
+    eventually("the scheduler to know the contract", 20, || {
+        let (ch, id) = (ch.clone(), contract.to_string());
+        async move { SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok() }
+    })
+    .await;
+}
+
 /// TriggerCharge with the merchant's key.
 async fn trigger(ch: &Channel, m: &Merchant, contract: &str, fen: i64, key: &str) -> TriggerChargeResponse {
     let req = TriggerChargeRequest {
@@ -104,6 +114,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     })
     .await;
     let counted = sign(&ch, &m, &two_a_day, "payer-count", 1_000, Cycle::Daily).await;
+    known(&ch, &counted).await;
     let keys: Vec<String> = (0..5).map(|i| format!("ride-{i}")).collect();
     let answers = futures::future::join_all(keys.iter().map(|k| trigger(&ch, &m, &counted, 300, k))).await;
     let outcome = |a: &TriggerChargeResponse| TriggerOutcome::try_from(a.outcome).unwrap();
@@ -122,6 +133,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     })
     .await;
     let amount = sign(&ch, &m, &capped, "payer-amount", 20_000, Cycle::Daily).await;
+    known(&ch, &amount).await;
     let mut by_amount = Vec::new();
     for i in 0..3 {
         by_amount.push(trigger(&ch, &m, &amount, 20_000, &format!("order-{i}")).await);

@@ -43,7 +43,9 @@ impl SchedulerApi {
         let row = rows.first().and_then(ScheduleRow::from_row);
         match row {
             Some(r) if who.may_see(&autodebit_domain::MerchantId::parse(&r.merchant_id).map_err(invalid_id)?) => Ok(r),
-            _ => Err(Status::not_found(format!("contract_id: no contract {contract_id}"))),
+            _ => Err(Status::not_found(format!(
+                "contract_id: no contract {contract_id} (one signed a moment ago reaches the scheduler within moments)"
+            ))),
         }
     }
 }
