@@ -318,27 +318,6 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
         .collect();
     let json = Value::from(format!("[{}]", json.join(",")));
     let names: Vec<&str> = written.iter().map(|(c, _)| *c).collect();
-    if tx.kind() == BackendKind::Sqlite {
-        // An upsert driven by the JSON rows: each finds its schedule by primary key (an
-        // UPDATE … FROM would let SQLite's planner scan the table). Never inserts.
-        let cols = (0..written.len() + 2).map(|i| format!("json_extract(value, '$[{i}]')")).collect::<Vec<_>>();
-        let set = names.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
-        tx.execute(
-            &format!(
-                "INSERT INTO scheduler_schedules (contract_id, wake_ms, {},
-                   merchant_id, payer_id, amount, currency, cycle, anchor_ms, active)
-                 SELECT {}, '', '', 0, '', '', 0, 0 FROM json_each($1) WHERE true
-                 ON CONFLICT (contract_id) DO UPDATE SET {set},
-                   wake_ms = CASE WHEN excluded.wake_ms < 0 THEN scheduler_schedules.wake_ms ELSE excluded.wake_ms END,
-                   active = CASE WHEN excluded.wake_ms < 0 THEN 0 ELSE scheduler_schedules.active END",
-                names.join(", "),
-                cols.join(", ")
-            ),
-            &[json],
-        )
-        .await?;
-        return Ok(());
-    }
     let mut cols = vec!["value->>0 AS id".to_string(), "CAST(value->>1 AS BIGINT) AS wk".to_string()];
     for (i, (c, text)) in written.iter().enumerate() {
         cols.push(if *text {
@@ -353,9 +332,14 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
             "UPDATE scheduler_schedules SET {set},
                wake_ms = CASE WHEN v.wk < 0 THEN scheduler_schedules.wake_ms ELSE v.wk END,
                active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END
-             FROM (SELECT {} FROM json_array_elements(CAST($1 AS TEXT)::json)) v
+             FROM (SELECT {} FROM {}) v
              WHERE scheduler_schedules.contract_id = v.id",
-            cols.join(", ")
+            cols.join(", "),
+            if tx.kind() == BackendKind::Sqlite {
+                "json_each($1)"
+            } else {
+                "json_array_elements(CAST($1 AS TEXT)::json)"
+            }
         ),
         &[json],
     )
