@@ -278,6 +278,22 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let e = scheduler.trigger_charge(authed(wrong, &m.api_key)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
+    // At 23:00 Beijing time a ride is admitted (and counted) but held for the charge window —
+    // WeChat Pay deducts only between 07:00 and 22:00 — and goes to the provider at 07:00.
+    let t0 = now_ms(&ch).await;
+    advance_to(&ch, t0 + 13 * HOUR_MS).await;
+    let night = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
+    let night = night.into_inner();
+    assert_eq!(night.outcome, TriggerOutcome::Scheduled as i32);
+    assert_eq!(night.charge_at_ms, t0 + 21 * HOUR_MS, "the next 07:00");
+    let again = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
+    let again = again.into_inner();
+    assert_eq!((again.duplicate, again.charge_at_ms), (true, night.charge_at_ms));
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(charge(&ch, &night.charge_id).await.is_none(), "held overnight");
+    advance_to(&ch, night.charge_at_ms).await;
+    assert_eq!(settled(&ch, &night.charge_id).await.amount.unwrap().minor_units, 200);
+
     // Suspended: the trigger is answered, and recorded, as a refused charge.
     ContractsServiceClient::new(ch.clone())
         .suspend_contract(authed(

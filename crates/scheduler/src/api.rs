@@ -4,6 +4,7 @@ use crate::issue::{admit, charge_append, load_plans};
 use crate::store::{COLUMNS, Mode, ScheduleRow, cycle_from_str};
 use autodebit_domain::charge::Issue;
 use autodebit_domain::clock::from_millis;
+use autodebit_domain::window::DailyWindow;
 use autodebit_domain::{ChargeId, ContractId, Currency, Money};
 use autodebit_eventstore::{BackendKind, ExpectedVersion, Tx, Value};
 use autodebit_proto::EventKind;
@@ -22,11 +23,12 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e1d_0c2a_9b47_4f83_a61e_2
 pub struct SchedulerApi {
     platform: Platform,
     auth: Authenticator,
+    window: DailyWindow,
 }
 
 impl SchedulerApi {
-    pub fn new(platform: Platform, auth: Authenticator) -> Self {
-        SchedulerApi { platform, auth }
+    pub fn new(platform: Platform, auth: Authenticator, window: DailyWindow) -> Self {
+        SchedulerApi { platform, auth, window }
     }
 
     /// A contract's schedule, locked for the transaction on PostgreSQL (SQLite's single
@@ -306,10 +308,14 @@ impl SchedulerService for SchedulerApi {
         let mut row = row;
         let plan = plans.get(&row.plan_id).cloned();
         let admitted = admitted.and_then(|()| admit(&mut row, plan.as_ref(), amount, now));
+        // Outside the charge window an admitted charge is held until it opens.
+        let charge_at = self.window.next_open(now);
+        let held = admitted.is_ok() && charge_at > now;
         let answer = match &admitted {
             Ok(()) => pb::TriggerChargeResponse {
                 charge_id: charge_id.to_string(),
                 outcome: pb::TriggerOutcome::Scheduled as i32,
+                charge_at_ms: charge_at.timestamp_millis(),
                 ..Default::default()
             },
             Err(b) => pb::TriggerChargeResponse {
@@ -318,9 +324,42 @@ impl SchedulerService for SchedulerApi {
                 rule: b.rule.to_string(),
                 detail: b.detail.clone(),
                 duplicate: false,
+                charge_at_ms: 0,
             },
         };
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
+        if held {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO scheduler_held
+                       (charge_id, contract_id, merchant_id, payer_id, amount, currency, reason, due_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (charge_id) DO NOTHING",
+                    &[
+                        Value::from(charge_id.to_string()),
+                        Value::from(&row.contract_id),
+                        Value::from(&row.merchant_id),
+                        Value::from(&row.payer_id),
+                        Value::Int(amount.minor_units()),
+                        Value::from(amount.currency().as_str()),
+                        Value::from(reason),
+                        Value::Int(charge_at.timestamp_millis()),
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            if inserted == 0 {
+                drop(tx);
+                return self
+                    .earlier_answer(charge_id, amount)
+                    .await?
+                    .map(Response::new)
+                    .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"));
+            }
+            self.count_today(&mut tx, &row).await?;
+            tx.commit().await.map_err(store_error)?;
+            autodebit_runtime::metrics::add("autodebit_charges_held_total", &[], 1);
+            return Ok(Response::new(answer));
+        }
         let (append, ok) = charge_append(issue, admitted, ChargeReason::Trigger, reason, &cause, now);
         match tx.append(&append.stream, append.expected, append.events).await {
             Ok(_) => {}
@@ -336,17 +375,7 @@ impl SchedulerService for SchedulerApi {
             Err(e) => return Err(store_error(e)),
         }
         if ok {
-            tx.execute(
-                "UPDATE scheduler_schedules SET day_key = $1, day_count = $2, day_amount = $3 WHERE contract_id = $4",
-                &[
-                    Value::from(&row.day_key),
-                    Value::Int(row.day_count),
-                    Value::Int(row.day_amount),
-                    Value::from(&row.contract_id),
-                ],
-            )
-            .await
-            .map_err(store_error)?;
+            self.count_today(&mut tx, &row).await?;
         }
         tx.commit().await.map_err(store_error)?;
         let metric = if ok { "autodebit_charges_scheduled_total" } else { "autodebit_charges_rejected_total" };
@@ -356,13 +385,54 @@ impl SchedulerService for SchedulerApi {
 }
 
 impl SchedulerApi {
-    /// The answer a charge id already has, if it was issued: the same again for the same
-    /// amount, an error for a different one.
+    /// Saves the contract's count and total for the day, as `admit` left them on `row`.
+    async fn count_today(&self, tx: &mut Tx, row: &ScheduleRow) -> Result<(), Status> {
+        tx.execute(
+            "UPDATE scheduler_schedules SET day_key = $1, day_count = $2, day_amount = $3 WHERE contract_id = $4",
+            &[
+                Value::from(&row.day_key),
+                Value::Int(row.day_count),
+                Value::Int(row.day_amount),
+                Value::from(&row.contract_id),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The answer a charge id already has, if it was issued or is held for the window: the
+    /// same again for the same amount, an error for a different one.
     async fn earlier_answer(
         &self,
         charge_id: ChargeId,
         amount: Money,
     ) -> Result<Option<pb::TriggerChargeResponse>, Status> {
+        let held = self
+            .platform
+            .store
+            .query(
+                "SELECT amount, currency, due_ms FROM scheduler_held WHERE charge_id = $1",
+                &[Value::from(charge_id.to_string())],
+            )
+            .await
+            .map_err(store_error)?;
+        if let Some(h) = held.first() {
+            let earlier =
+                Currency::parse(h.text(1).unwrap_or_default()).ok().map(|c| Money::new(h.i64(0).unwrap_or(0), c));
+            if earlier != Some(amount) {
+                return Err(Status::already_exists(format!(
+                    "idempotency_key: already used for a charge of a different amount ({charge_id})"
+                )));
+            }
+            return Ok(Some(pb::TriggerChargeResponse {
+                charge_id: charge_id.to_string(),
+                outcome: pb::TriggerOutcome::Scheduled as i32,
+                duplicate: true,
+                charge_at_ms: h.i64(2).unwrap_or(0),
+                ..Default::default()
+            }));
+        }
         let first = self.platform.store.read_stream(&charge_id.stream(), 0).await.map_err(store_error)?;
         let Some(kind) = first.first().and_then(|e| codec::decode(e.clone())).map(|d| d.kind) else { return Ok(None) };
         let (outcome, rule, detail, earlier) = match kind {
@@ -375,12 +445,14 @@ impl SchedulerApi {
                 "idempotency_key: already used for a charge of a different amount ({charge_id})"
             )));
         }
+        let charge_at_ms = if outcome == pb::TriggerOutcome::Scheduled { first[0].recorded_at_ms } else { 0 };
         Ok(Some(pb::TriggerChargeResponse {
             charge_id: charge_id.to_string(),
             outcome: outcome as i32,
             rule,
             detail,
             duplicate: true,
+            charge_at_ms,
         }))
     }
 }

@@ -29,10 +29,13 @@ pub fn spawn(platform: Platform, window: DailyWindow) {
     tokio::spawn(async move {
         let mut moved = platform.clock.watch();
         loop {
-            let issued = match issue_due(&platform, &window).await {
-                Ok(n) => issue_retries(&platform, &window).await.map(|r| n + r),
-                Err(e) => Err(e),
-            };
+            let issued = async {
+                let due = issue_due(&platform, &window).await?;
+                let retries = issue_retries(&platform, &window).await?;
+                let held = release_held(&platform, &window).await?;
+                anyhow::Ok(due + retries + held)
+            }
+            .await;
             match issued {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
@@ -417,5 +420,73 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
     }
     tx.commit().await?;
     autodebit_runtime::metrics::add("autodebit_charge_retries_total", &[], issued as i64);
+    Ok(rows.len())
+}
+
+/// Releases the triggered charges held for the window once it is open: each becomes its
+/// `ChargeScheduled` (limits were checked, and the charge counted, when it was triggered).
+pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
+    let now = platform.clock.now();
+    if !window.is_open(now) {
+        return Ok(0);
+    }
+    let now_ms = now.timestamp_millis();
+    let any =
+        platform.store.query("SELECT 1 FROM scheduler_held WHERE due_ms <= $1 LIMIT 1", &[Value::Int(now_ms)]).await?;
+    if any.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = platform.store.begin().await?;
+    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE OF h SKIP LOCKED" } else { "" };
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT h.charge_id, h.contract_id, h.merchant_id, h.payer_id, h.amount, h.currency, h.reason, h.due_ms,
+                   COALESCE(s.active, 0)
+                 FROM scheduler_held h LEFT JOIN scheduler_schedules s ON s.contract_id = h.contract_id
+                 WHERE h.due_ms <= $1 ORDER BY h.due_ms LIMIT $2{lock}"
+            ),
+            &[Value::Int(now_ms), Value::Int(CLAIM)],
+        )
+        .await?;
+    let mut appends = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let issue = (|| {
+            Some(Issue {
+                charge_id: ChargeId::parse(r.text(0)?).ok()?,
+                contract_id: ContractId::parse(r.text(1)?).ok()?,
+                merchant_id: MerchantId::parse(r.text(2)?).ok()?,
+                payer_id: PayerId::parse(r.text(3)?).ok()?,
+                amount: Money::new(r.i64(4)?, Currency::parse(r.text(5)?).ok()?),
+                period: 0,
+                due_at: from_millis(r.i64(7)?),
+            })
+        })();
+        let charge_id = r.text(0).unwrap_or_default().to_string();
+        tx.execute("DELETE FROM scheduler_held WHERE charge_id = $1", &[Value::from(&charge_id)]).await?;
+        let Some(issue) = issue else {
+            tracing::error!(charge_id, "unreadable held charge dropped from the hold");
+            continue;
+        };
+        let cause = Cause::request(format!("{}/held/{charge_id}", issue.contract_id));
+        let reason = r.text(6).unwrap_or_default().to_string();
+        // A contract suspended or ended while its charge was held is not charged.
+        let admitted = if r.i64(8).unwrap_or(0) != 0 {
+            Ok(())
+        } else {
+            Err(autodebit_domain::limits::Breach {
+                rule: "contract_state",
+                detail: "the contract stopped billing while the charge waited for the charge window".into(),
+            })
+        };
+        appends.push(charge_append(issue, admitted, ChargeReason::Trigger, &reason, &cause, now).0);
+    }
+    for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
+        if let Err(e) = outcome {
+            tracing::warn!(stream = append.stream, error = %e, "held charge already issued; moving on");
+        }
+    }
+    tx.commit().await?;
+    autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], appends.len() as i64);
     Ok(rows.len())
 }

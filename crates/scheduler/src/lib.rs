@@ -33,6 +33,7 @@ pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Resu
     let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
         platform.clone(),
         auth,
+        config.window,
     )));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

@@ -107,6 +107,21 @@ pub const MIGRATIONS: &[Migration] = &[
             revoked        BIGINT NOT NULL
         );",
     ),
+    // Triggered charges admitted while the charge window was closed, waiting for it to open.
+    Migration::common(
+        5,
+        "CREATE TABLE scheduler_held (
+            charge_id   TEXT   PRIMARY KEY,
+            contract_id TEXT   NOT NULL,
+            merchant_id TEXT   NOT NULL,
+            payer_id    TEXT   NOT NULL,
+            amount      BIGINT NOT NULL,
+            currency    TEXT   NOT NULL,
+            reason      TEXT   NOT NULL,
+            due_ms      BIGINT NOT NULL
+        );
+        CREATE INDEX scheduler_held_due ON scheduler_held (due_ms);",
+    ),
 ];
 
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
