@@ -1,0 +1,2 @@
+//! WeChat Pay.
+pub mod v2;
