@@ -1,2 +1,3 @@
 //! WeChat Pay.
 pub mod v2;
+pub mod v3;

@@ -1,0 +1,212 @@
+//! API v3 (the pre-deduction notice `POST /v3/papay/contracts/{contract_id}/notify`, and v3
+//! JSON callbacks): requests signed with the merchant's RSA key, responses and callbacks
+//! signed by WeChat Pay and checked against its platform certificate or public key, callback
+//! resources encrypted with AEAD_AES_256_GCM under the merchant's APIv3 key.
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use sha2::Sha256;
+use std::collections::HashMap;
+
+/// The most a response's or callback's timestamp may differ from the local clock.
+pub const MAX_SKEW_SECS: i64 = 5 * 60;
+/// WeChat Pay's probe traffic carries signatures with this prefix; they must fail.
+pub const PROBE_PREFIX: &str = "WECHATPAY/SIGNTEST/";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {problem}")]
+    Key { what: &'static str, problem: String },
+    /// Names the exact message that was checked, to compare with what was sent.
+    #[error("signature does not verify over {message:?}")]
+    BadSignature { message: String },
+    #[error("a probe signature (WECHATPAY/SIGNTEST/…) is refused by design")]
+    Probe,
+    #[error("Wechatpay-Serial {0:?} names no known platform certificate or public key")]
+    UnknownSerial(String),
+    #[error("Wechatpay-Timestamp {timestamp} is {skew} s from the local clock (at most {MAX_SKEW_SECS} s)")]
+    Skew { timestamp: i64, skew: i64 },
+    #[error("cannot decrypt the resource: {0}")]
+    Decrypt(&'static str),
+}
+
+/// What a request's signature covers: five lines, each ending in `\n`. `url` is the path
+/// with its query, without the host; `body` is empty for GET.
+pub fn request_message(method: &str, url: &str, timestamp: i64, nonce: &str, body: &str) -> String {
+    format!("{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n")
+}
+
+/// What a response's or callback's signature covers.
+pub fn response_message(timestamp: i64, nonce: &str, body: &str) -> String {
+    format!("{timestamp}\n{nonce}\n{body}\n")
+}
+
+/// Signs requests as one merchant.
+pub struct MerchantSigner {
+    mchid: String,
+    /// The serial number of the merchant's API certificate.
+    serial: String,
+    key: SigningKey<Sha256>,
+}
+
+impl MerchantSigner {
+    /// From the merchant's API private key (PKCS#8 PEM, as WeChat Pay issues `apiclient_key.pem`).
+    pub fn from_pem(mchid: &str, serial: &str, pem: &str) -> Result<Self, Error> {
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+            .map_err(|e| Error::Key { what: "merchant private key", problem: e.to_string() })?;
+        Ok(MerchantSigner { mchid: mchid.into(), serial: serial.into(), key: SigningKey::new(key) })
+    }
+
+    /// SHA256-with-RSA over `message`, Base64.
+    pub fn sign(&self, message: &str) -> String {
+        B64.encode(self.key.sign(message.as_bytes()).to_bytes())
+    }
+
+    /// The `Authorization` header of a request.
+    pub fn authorization(&self, method: &str, url: &str, body: &str, timestamp: i64, nonce: &str) -> String {
+        let signature = self.sign(&request_message(method, url, timestamp, nonce, body));
+        format!(
+            "WECHATPAY2-SHA256-RSA2048 mchid=\"{}\",nonce_str=\"{nonce}\",timestamp=\"{timestamp}\",serial_no=\"{}\",signature=\"{signature}\"",
+            self.mchid, self.serial
+        )
+    }
+}
+
+/// Checks what WeChat Pay signs, with the keys it may sign with: platform certificates by
+/// serial, or WeChat Pay public keys by id (`PUB_KEY_ID_…`). Both are kept during a switch.
+#[derive(Default)]
+pub struct PlatformVerifier {
+    keys: HashMap<String, VerifyingKey<Sha256>>,
+}
+
+impl PlatformVerifier {
+    /// Adds a key (SubjectPublicKeyInfo PEM) under the serial or id WeChat Pay names it by.
+    pub fn add_pem(&mut self, serial: &str, pem: &str) -> Result<(), Error> {
+        let key = rsa::RsaPublicKey::from_public_key_pem(pem)
+            .map_err(|e| Error::Key { what: "WeChat Pay public key", problem: e.to_string() })?;
+        self.keys.insert(serial.into(), VerifyingKey::new(key));
+        Ok(())
+    }
+
+    /// Checks a response or callback from its `Wechatpay-*` headers and body, at `now_secs`.
+    pub fn verify(
+        &self,
+        serial: &str,
+        timestamp: i64,
+        nonce: &str,
+        body: &str,
+        signature: &str,
+        now_secs: i64,
+    ) -> Result<(), Error> {
+        if signature.starts_with(PROBE_PREFIX) {
+            return Err(Error::Probe);
+        }
+        let skew = (now_secs - timestamp).abs();
+        if skew > MAX_SKEW_SECS {
+            return Err(Error::Skew { timestamp, skew });
+        }
+        let key = self.keys.get(serial).ok_or_else(|| Error::UnknownSerial(serial.into()))?;
+        let message = response_message(timestamp, nonce, body);
+        let bad = || Error::BadSignature { message: message.clone() };
+        let bytes = B64.decode(signature).map_err(|_| bad())?;
+        let signature = Signature::try_from(bytes.as_slice()).map_err(|_| bad())?;
+        key.verify(message.as_bytes(), &signature).map_err(|_| bad())
+    }
+}
+
+/// Decrypts a callback's `resource` (AEAD_AES_256_GCM): the key is the 32-byte APIv3 key,
+/// the nonce its 12 characters, the associated data as given, the tag the last 16 bytes of
+/// the Base64 ciphertext.
+pub fn decrypt_resource(
+    api_v3_key: &str,
+    nonce: &str,
+    associated_data: &str,
+    ciphertext: &str,
+) -> Result<String, Error> {
+    if api_v3_key.len() != 32 {
+        return Err(Error::Key { what: "APIv3 key", problem: format!("is {} bytes, not 32", api_v3_key.len()) });
+    }
+    if nonce.len() != 12 {
+        return Err(Error::Decrypt("the nonce is not 12 bytes"));
+    }
+    let cipher = Aes256Gcm::new_from_slice(api_v3_key.as_bytes()).map_err(|_| Error::Decrypt("bad key"))?;
+    let sealed = B64.decode(ciphertext).map_err(|_| Error::Decrypt("the ciphertext is not Base64"))?;
+    let plain = cipher
+        .decrypt(Nonce::from_slice(nonce.as_bytes()), Payload { msg: &sealed, aad: associated_data.as_bytes() })
+        .map_err(|_| {
+            Error::Decrypt("authentication failed (wrong APIv3 key, nonce or associated data, or tampered)")
+        })?;
+    String::from_utf8(plain).map_err(|_| Error::Decrypt("the plaintext is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRIVATE: &str = include_str!("testdata/merchant_test_key.pem");
+    const PUBLIC: &str = include_str!("testdata/merchant_test_pub.pem");
+
+    fn signer() -> MerchantSigner {
+        MerchantSigner::from_pem("1900000001", "5157F09EFDC096DE15EBE81A47057A72", PRIVATE).unwrap()
+    }
+
+    #[test]
+    fn the_request_message_and_header() {
+        let m = request_message(
+            "POST",
+            "/v3/papay/contracts/ct1/notify",
+            1_554_208_460,
+            "593BEC0C930BF1AFEB40B4A08C8FB242",
+            "{}",
+        );
+        assert_eq!(m, "POST\n/v3/papay/contracts/ct1/notify\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n{}\n");
+        let h = signer().authorization("GET", "/v3/certificates", "", 1_554_208_460, "abc");
+        assert!(
+            h.starts_with("WECHATPAY2-SHA256-RSA2048 mchid=\"1900000001\",nonce_str=\"abc\",timestamp=\"1554208460\"")
+        );
+        assert!(h.contains("serial_no=\"5157F09EFDC096DE15EBE81A47057A72\",signature=\""), "{h}");
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_is_named() {
+        let s = signer();
+        let mut v = PlatformVerifier::default();
+        v.add_pem("PUB_KEY_ID_0114", PUBLIC).unwrap();
+        let (ts, nonce, body) = (1_700_000_000, "n0nce", r#"{"code":"SUCCESS"}"#);
+        let sig = s.sign(&response_message(ts, nonce, body));
+        assert_eq!(v.verify("PUB_KEY_ID_0114", ts, nonce, body, &sig, ts + 10), Ok(()));
+        let Err(Error::BadSignature { message }) = v.verify("PUB_KEY_ID_0114", ts, nonce, "{}", &sig, ts) else {
+            panic!("a changed body verified")
+        };
+        assert_eq!(message, format!("{ts}\n{nonce}\n{{}}\n"));
+        assert_eq!(
+            v.verify("PUB_KEY_ID_0114", ts, nonce, body, &sig, ts + 301),
+            Err(Error::Skew { timestamp: ts, skew: 301 })
+        );
+        assert_eq!(v.verify("other", ts, nonce, body, &sig, ts), Err(Error::UnknownSerial("other".into())));
+        assert_eq!(v.verify("PUB_KEY_ID_0114", ts, nonce, body, "WECHATPAY/SIGNTEST/abc", ts), Err(Error::Probe));
+        assert!(matches!(v.verify("PUB_KEY_ID_0114", ts, nonce, body, "%%%", ts), Err(Error::BadSignature { .. })));
+    }
+
+    #[test]
+    fn resources_decrypt_and_tampering_fails() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let (nonce, aad) = ("fdasflkja484", "transaction");
+        let plain = r#"{"out_trade_no":"ch_1_1","trade_state":"SUCCESS"}"#;
+        let cipher = Aes256Gcm::new_from_slice(key.as_bytes()).unwrap();
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(nonce.as_bytes()), Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
+            .unwrap();
+        let b64 = B64.encode(&sealed);
+        assert_eq!(decrypt_resource(key, nonce, aad, &b64).unwrap(), plain);
+        assert!(matches!(decrypt_resource(key, nonce, "other", &b64), Err(Error::Decrypt(_))));
+        assert!(matches!(decrypt_resource("short", nonce, aad, &b64), Err(Error::Key { .. })));
+        let mut tampered = sealed.clone();
+        tampered[0] ^= 1;
+        assert!(matches!(decrypt_resource(key, nonce, aad, &B64.encode(&tampered)), Err(Error::Decrypt(_))));
+    }
+}
