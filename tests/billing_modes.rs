@@ -302,9 +302,12 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
         ))
         .await
         .unwrap();
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     let refused = eventually("the schedule to stop", 30, || async {
+        // A new key each try: a repeated key would repeat the first answer.
+        let key = format!("ride-s-{}", attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let r = SchedulerServiceClient::new(ch.clone())
-            .trigger_charge(authed(req(350, "骑行结束", &format!("ride-s-{}", now_ms(&ch).await)), &m.api_key))
+            .trigger_charge(authed(req(350, "骑行结束", &key), &m.api_key))
             .await
             .ok()?
             .into_inner();
