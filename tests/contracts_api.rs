@@ -1128,6 +1128,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
 
     // Suspended (so neither charged nor flagged) for half a year, then resumed: idle, flagged.
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
+    scenario::wait_stopped(&ch, &id).await;
     AdminServiceClient::new(ch.clone())
         .advance_clock(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 })
         .await
@@ -1154,6 +1155,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
 
     // Idle again for more than 180 days: flagged again, later than the first time.
     c.suspend_contract(suspend(&id, "payer abroad again", None, &m.api_key)).await.unwrap();
+    scenario::wait_stopped(&ch, &id).await;
     advance_days(&ch, 181).await;
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
     nudge().await;

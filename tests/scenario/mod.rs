@@ -280,3 +280,16 @@ pub async fn bill_next_period(ch: &Channel, contract_id: &str) -> u32 {
     .await;
     period
 }
+
+/// Waits for the scheduler to have taken in a suspension (or an end) of `contract_id`, so that
+/// moving the test clock afterwards cannot bill periods the contract no longer owes.
+pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
+    eventually("the schedule to stop", 30, || {
+        let (ch, id) = (ch.clone(), contract_id.to_string());
+        async move {
+            let s = SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?;
+            s.into_inner().schedule.filter(|s| !s.active).map(|_| ())
+        }
+    })
+    .await;
+}
