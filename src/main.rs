@@ -66,6 +66,35 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A mock WeChat Pay (papay v2 deductions and order queries) that checks every signature.
+    MockWechatpay(MockArgs),
+}
+
+#[derive(clap::Args)]
+struct MockArgs {
+    /// Where to listen (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    addr: SocketAddr,
+    #[arg(long, default_value = "wxd930ea5d5a258f4f")]
+    appid: String,
+    #[arg(long, default_value = "10000100")]
+    mch_id: String,
+    /// The merchant's APIv2 key the requests are signed with.
+    #[arg(
+        long,
+        env = "AUTODEBIT_MOCK_WECHATPAY_KEY",
+        hide_env_values = true,
+        default_value = "192006250b4c09247ec02edce69f6a2d"
+    )]
+    api_key: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Deductions per 10,000 declined with NOTENOUGH.
+    #[arg(long, default_value_t = 0)]
+    notenough_basis_points: u32,
+    /// Deductions per 10,000 answered SYSTEMERROR (half of them taken all the same).
+    #[arg(long, default_value_t = 0)]
+    systemerror_basis_points: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,6 +125,23 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-demo", format, "warn");
                 demo::run(args).await
+            }
+            Command::MockWechatpay(m) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-mock-wechatpay", format, "info");
+                let listener = tokio::net::TcpListener::bind(m.addr).await?;
+                println!("autodebit mock-wechatpay listening http={}", local(&listener)?);
+                let config = autodebit_provider::wechatpay::mock::MockConfig {
+                    appid: m.appid,
+                    mch_id: m.mch_id,
+                    api_key: m.api_key,
+                    seed: m.seed,
+                    notenough_basis_points: m.notenough_basis_points,
+                    systemerror_basis_points: m.systemerror_basis_points,
+                };
+                tokio::select! {
+                    served = autodebit_provider::wechatpay::mock::serve(listener, config) => Ok(served?),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
             }
             Command::Bench(b) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-bench", format, "warn");

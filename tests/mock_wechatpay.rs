@@ -1,0 +1,95 @@
+//! `autodebit mock-wechatpay`: the real binary on port 0, spoken to over HTTP as a merchant's
+//! client would, with signatures made by the provider crate.
+use autodebit_provider::wechatpay::v2::{self, Params, SignType};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+const KEY: &str = "test-apiv2-key-0123456789abcdef0";
+
+struct Mock(std::process::Child, SocketAddr);
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start() -> Mock {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
+        .args(["mock-wechatpay", "--addr", "127.0.0.1:0", "--api-key", KEY, "--mch-id", "1900000109"])
+        .args(["--appid", "wx8888888888888888"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the mock");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit_once("http=").expect("the listening line").1.parse().unwrap();
+    Mock(child, addr)
+}
+
+fn post_xml(addr: SocketAddr, path: &str, xml: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+        xml.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+fn request(out_trade_no: &str) -> Params {
+    [
+        ("appid", "wx8888888888888888"),
+        ("mch_id", "1900000109"),
+        ("nonce_str", "Wm3WZYTPz0wzccnW"),
+        ("body", "视频会员"),
+        ("out_trade_no", out_trade_no),
+        ("total_fee", "2500"),
+        ("spbill_create_ip", "203.0.113.7"),
+        ("notify_url", "https://merchant.example/notify"),
+        ("trade_type", "PAP"),
+        ("contract_id", "201710180325670965"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[test]
+fn deducts_once_per_order_number_checks_signatures_and_reports() {
+    let mock = start();
+    let mut p = request("chx_1");
+    v2::sign_in_place(&mut p, KEY, SignType::HmacSha256);
+    let (status, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
+    assert_eq!(status, 200);
+    let answer = v2::from_xml(&body).unwrap();
+    assert_eq!(answer["result_code"], "SUCCESS", "{answer:?}");
+    assert_eq!(v2::verify(&answer, KEY), Ok(()));
+    // The same order number again is not debited again.
+    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
+    assert_eq!(v2::from_xml(&body).unwrap()["err_code"], "ORDERPAID");
+    // A request signed with the wrong key is refused, naming what was signed.
+    let mut forged = request("chx_2");
+    v2::sign_in_place(&mut forged, "wrong", SignType::Md5);
+    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&forged));
+    let refused = v2::from_xml(&body).unwrap();
+    assert_eq!(refused["return_code"], "FAIL");
+    assert!(refused["return_msg"].contains("out_trade_no=chx_2"), "{refused:?}");
+
+    let mut s = std::net::TcpStream::connect(mock.1).unwrap();
+    write!(s, "GET /mock/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let report: serde_json::Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(report["debited"], 1);
+    assert_eq!(report["debited_fen"], 2500);
+    assert_eq!(report["applied_more_than_once"], serde_json::json!(["chx_1"]));
+    assert_eq!(report["refused_requests"], 1);
+}
