@@ -3,13 +3,12 @@
 
 mod api;
 mod processor;
-pub mod simulator;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 use std::sync::Arc;
 
-pub use simulator::{Simulator, SimulatorConfig};
+pub use autodebit_provider::simulator::{Simulator, SimulatorConfig};
 
 pub const GRPC_NAME: &str = "autodebit.charger.v1.ChargerService";
 

@@ -1,24 +1,24 @@
 //! Follows `ChargeScheduled`: calls the provider (before the transaction, so no database lock
 //! is held while it answers), then records each charge's outcome with the checkpoint.
-use crate::simulator::{ProviderOutcome, Simulator};
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::{ChargeId, ContractId, MerchantId, PayerId};
 use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
 use autodebit_proto::EventKind;
+use autodebit_provider::{ChargeAttempt, Provider, ProviderOutcome};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
 use futures::StreamExt;
 use std::sync::Arc;
 
 pub struct ChargeExecutor {
-    provider: Arc<Simulator>,
+    provider: Arc<dyn Provider>,
     clock: PlatformClock,
     concurrency: usize,
 }
 
 impl ChargeExecutor {
-    pub fn new(provider: Arc<Simulator>, clock: PlatformClock, concurrency: usize) -> Self {
+    pub fn new(provider: Arc<dyn Provider>, clock: PlatformClock, concurrency: usize) -> Self {
         ChargeExecutor { provider, clock, concurrency: concurrency.max(1) }
     }
 }
@@ -41,7 +41,7 @@ impl Processor for ChargeExecutor {
             let provider = self.provider.clone();
             async move {
                 let c = w?;
-                Some(provider.charge(c.charge_id, c.attempt, c.amount).await)
+                Some(provider.charge(&ChargeAttempt::new(c.charge_id, c.attempt, c.amount)).await)
             }
         });
         Ok(futures::stream::iter(calls).buffered(self.concurrency).collect().await)

@@ -104,6 +104,23 @@ impl ChargeId {
         ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
     }
 
+    /// The merchant order number of attempt `attempt` of this charge, as providers need one
+    /// per attempt (WeChat Pay debits an `out_trade_no` at most once, and a retry needs a new
+    /// one): the charge id in base 36 and the attempt, at most 29 characters of `[0-9a-z_]`
+    /// (WeChat Pay allows 32), the same every time it is derived.
+    pub fn out_trade_no(&self, attempt: u32) -> String {
+        const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut n = self.0.as_u128();
+        let mut out = Vec::with_capacity(25);
+        while n > 0 {
+            out.push(DIGITS[(n % 36) as usize]);
+            n /= 36;
+        }
+        out.resize(25, b'0');
+        out.reverse();
+        format!("{}_{attempt}", String::from_utf8_lossy(&out))
+    }
+
     /// A usage period's charge; apart from the fixed periods of the same contract.
     pub fn for_usage(contract: ContractId, period: u32) -> Self {
         let name = format!("charge\0{contract}\0usage\0{period}");
@@ -141,6 +158,18 @@ fn parse_prefixed(s: &str, prefix: &str) -> Result<Uuid, IdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_trade_numbers_are_short_stable_and_distinct_per_attempt() {
+        let c = ChargeId::for_period(ContractId::generate(), 3);
+        let (a, b) = (c.out_trade_no(1), c.out_trade_no(2));
+        assert_eq!(a, c.out_trade_no(1));
+        assert_ne!(a, b);
+        assert!(a.len() <= 32 && c.out_trade_no(999).len() <= 32, "{a}");
+        assert!(a.bytes().all(|x| x.is_ascii_digit() || x.is_ascii_lowercase() || x == b'_'), "{a}");
+        let other = ChargeId::for_period(ContractId::generate(), 3);
+        assert_ne!(other.out_trade_no(1), a);
+    }
 
     #[test]
     fn contract_ids_round_trip() {

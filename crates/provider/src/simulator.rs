@@ -1,4 +1,5 @@
 //! The simulator provider: deterministic from a seed, so a run can be repeated exactly.
+use crate::{BoxFuture, ChargeAttempt, Provider, ProviderOutcome};
 use autodebit_domain::{ChargeId, Money};
 use std::time::Duration;
 
@@ -20,13 +21,6 @@ impl Default for SimulatorConfig {
     }
 }
 
-/// What the provider answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderOutcome {
-    Succeeded { transaction_id: String },
-    Declined { code: String, message: String, retryable: bool },
-}
-
 pub struct Simulator {
     config: SimulatorConfig,
 }
@@ -38,7 +32,7 @@ impl Simulator {
 
     /// Charges `amount` for `charge`'s attempt `attempt`: the same seed, charge and attempt
     /// always give the same answer; another attempt rolls again.
-    pub async fn charge(&self, charge: ChargeId, attempt: u32, amount: Money) -> ProviderOutcome {
+    pub async fn roll(&self, charge: ChargeId, attempt: u32, amount: Money) -> ProviderOutcome {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
@@ -60,6 +54,16 @@ impl Simulator {
         } else {
             ProviderOutcome::Succeeded { transaction_id: format!("sim{:016x}", mix(roll)) }
         }
+    }
+}
+
+impl Provider for Simulator {
+    fn name(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn charge<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, ProviderOutcome> {
+        Box::pin(self.roll(attempt.charge_id, attempt.attempt, attempt.amount))
     }
 }
 
@@ -92,8 +96,8 @@ mod tests {
         let mut declined = 0;
         for p in 0..2_000 {
             let id = ChargeId::for_period(contract, p);
-            let a = sim.charge(id, 1, Money::cny(100)).await;
-            assert_eq!(a, sim.charge(id, 1, Money::cny(100)).await);
+            let a = sim.roll(id, 1, Money::cny(100)).await;
+            assert_eq!(a, sim.roll(id, 1, Money::cny(100)).await);
             if matches!(a, ProviderOutcome::Declined { .. }) {
                 declined += 1;
             }
@@ -112,11 +116,11 @@ mod tests {
             latency: Duration::ZERO,
         });
         assert!(matches!(
-            hard.charge(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
+            hard.roll(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
             ProviderOutcome::Declined { retryable: false, .. }
         ));
         assert!(matches!(
-            never.charge(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
+            never.roll(ChargeId::for_period(contract, 1), 1, Money::cny(1)).await,
             ProviderOutcome::Succeeded { .. }
         ));
     }
