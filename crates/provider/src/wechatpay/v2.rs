@@ -144,6 +144,18 @@ pub fn to_xml(params: &Params) -> String {
 /// repeated name, a document type declaration or anything after the root are refused.
 pub fn from_xml(xml: &str) -> Result<Params, Error> {
     let bad = |m: &str| Error::Xml(m.to_string());
+    // WeChat Pay's parameter names are letters, digits and underscores; no attributes.
+    let named = |e: &BytesStart| -> Result<String, Error> {
+        let raw = e.name();
+        let raw = raw.as_ref();
+        if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+            return Err(Error::Xml(format!("{:?} is not a parameter name", String::from_utf8_lossy(raw))));
+        }
+        if e.attributes().next().is_some() {
+            return Err(Error::Xml("attributes are not allowed".into()));
+        }
+        Ok(String::from_utf8_lossy(raw).into_owned())
+    };
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut params = Params::new();
     let mut depth = 0usize;
@@ -153,8 +165,7 @@ pub fn from_xml(xml: &str) -> Result<Params, Error> {
     loop {
         match reader.read_event().map_err(|e| Error::Xml(e.to_string()))? {
             Event::Start(e) => {
-                let name =
-                    String::from_utf8(e.name().as_ref().to_vec()).map_err(|_| bad("element name is not UTF-8"))?;
+                let name = named(&e)?;
                 match depth {
                     0 if name == "xml" && !seen_root => seen_root = true,
                     0 => return Err(bad("the root element must be <xml>, once")),
@@ -170,8 +181,7 @@ pub fn from_xml(xml: &str) -> Result<Params, Error> {
                 if depth != 1 {
                     return Err(bad("an empty element outside <xml>"));
                 }
-                let name =
-                    String::from_utf8(e.name().as_ref().to_vec()).map_err(|_| bad("element name is not UTF-8"))?;
+                let name = named(&e)?;
                 if params.insert(name.clone(), String::new()).is_some() {
                     return Err(Error::Xml(format!("{name} appears twice")));
                 }
@@ -300,12 +310,31 @@ mod tests {
             "<!DOCTYPE x [<!ENTITY e \"boom\">]><xml><a>&e;</a></xml>",
             "<xml><a>1</a>",
             "",
+            "<xml><return_cod''''Eml<//></xml>",
+            "<xml><a x=\"1\">1</a></xml>",
         ] {
             assert!(from_xml(bad).is_err(), "accepted {bad:?}");
         }
     }
 
     proptest! {
+        /// Any input at all is parsed or refused, never a panic: arbitrary text, and XML-like
+        /// fragments stitched together.
+        #[test]
+        fn the_reader_never_panics(
+            text in "\\PC{0,200}",
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "<xml>", "</xml>", "<a>", "</a>", "<![CDATA[", "]]>", "&amp;", "&#x41;", "&#0;", "&e;",
+                    "<!DOCTYPE x>", "<?xml version=\"1.0\"?>", "<b/>", "<!-- c -->", "x", " ", "<", ">", "&",
+                ]),
+                0..30,
+            ),
+        ) {
+            let _ = from_xml(&text);
+            let _ = from_xml(&parts.concat());
+        }
+
         /// Whatever the values, writing then reading gives the same parameters, and the
         /// signature survives the trip.
         #[test]
