@@ -143,6 +143,77 @@ pub fn decrypt_resource(
     String::from_utf8(plain).map_err(|_| Error::Decrypt("the plaintext is not UTF-8"))
 }
 
+/// A v3 callback's envelope, read strictly: every field the platform relies on is present
+/// and of the right type, or the error names the first that is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: String,
+    pub create_time: String,
+    pub event_type: String,
+    pub resource_type: String,
+    pub summary: String,
+    pub resource: Resource,
+}
+
+/// The encrypted part of a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub original_type: String,
+    pub algorithm: String,
+    pub ciphertext: String,
+    pub associated_data: String,
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotificationError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("{0} is missing or not a string")]
+    Field(&'static str),
+    #[error("resource.algorithm {0:?} is not AEAD_AES_256_GCM")]
+    Algorithm(String),
+    #[error(transparent)]
+    Decrypt(#[from] Error),
+}
+
+impl Notification {
+    pub fn parse(body: &[u8]) -> Result<Self, NotificationError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| NotificationError::NotJson(e.to_string()))?;
+        let text = |v: &serde_json::Value, path: &'static str, key: &str| -> Result<String, NotificationError> {
+            v.get(key).and_then(|x| x.as_str()).map(str::to_string).ok_or(NotificationError::Field(path))
+        };
+        // `associated_data` and `summary` may be empty or absent.
+        let optional = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let r = v.get("resource").filter(|r| r.is_object()).ok_or(NotificationError::Field("resource"))?;
+        let resource = Resource {
+            original_type: optional(r, "original_type"),
+            algorithm: text(r, "resource.algorithm", "algorithm")?,
+            ciphertext: text(r, "resource.ciphertext", "ciphertext")?,
+            associated_data: optional(r, "associated_data"),
+            nonce: text(r, "resource.nonce", "nonce")?,
+        };
+        if resource.algorithm != "AEAD_AES_256_GCM" {
+            return Err(NotificationError::Algorithm(resource.algorithm));
+        }
+        Ok(Notification {
+            id: text(&v, "id", "id")?,
+            create_time: text(&v, "create_time", "create_time")?,
+            event_type: text(&v, "event_type", "event_type")?,
+            resource_type: optional(&v, "resource_type"),
+            summary: optional(&v, "summary"),
+            resource,
+        })
+    }
+
+    /// The decrypted resource (JSON text) under the merchant's APIv3 key.
+    pub fn open(&self, api_v3_key: &str) -> Result<String, NotificationError> {
+        let r = &self.resource;
+        Ok(decrypt_resource(api_v3_key, &r.nonce, &r.associated_data, &r.ciphertext)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +261,36 @@ mod tests {
         assert_eq!(v.verify("other", ts, nonce, body, &sig, ts), Err(Error::UnknownSerial("other".into())));
         assert_eq!(v.verify("PUB_KEY_ID_0114", ts, nonce, body, "WECHATPAY/SIGNTEST/abc", ts), Err(Error::Probe));
         assert!(matches!(v.verify("PUB_KEY_ID_0114", ts, nonce, body, "%%%", ts), Err(Error::BadSignature { .. })));
+    }
+
+    #[test]
+    fn notifications_parse_strictly_and_open() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let plain = r#"{"out_trade_no":"abc_1","trade_state":"SUCCESS"}"#;
+        let cipher = Aes256Gcm::new_from_slice(key.as_bytes()).unwrap();
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(b"fdasflkja484"), Payload { msg: plain.as_bytes(), aad: b"transaction" })
+            .unwrap();
+        let body = serde_json::json!({
+            "id": "EV-2018022511223320873", "create_time": "2015-05-20T13:29:35+08:00",
+            "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+                         "ciphertext": B64.encode(&sealed), "associated_data": "transaction", "nonce": "fdasflkja484"}
+        });
+        let n = Notification::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(n.event_type, "TRANSACTION.SUCCESS");
+        assert_eq!(n.open(key).unwrap(), plain);
+        let mut no_nonce = body.clone();
+        no_nonce["resource"].as_object_mut().unwrap().remove("nonce");
+        assert_eq!(
+            Notification::parse(no_nonce.to_string().as_bytes()),
+            Err(NotificationError::Field("resource.nonce"))
+        );
+        let mut other = body.clone();
+        other["resource"]["algorithm"] = "AES_128_CBC".into();
+        assert!(matches!(Notification::parse(other.to_string().as_bytes()), Err(NotificationError::Algorithm(_))));
+        assert!(matches!(Notification::parse(b"{not json"), Err(NotificationError::NotJson(_))));
+        assert!(matches!(n.open("0123456789abcdef0123456789abcdeX"), Err(NotificationError::Decrypt(_))));
     }
 
     #[test]
