@@ -68,6 +68,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         simulator_seed: args.simulator_seed,
         decline_basis_points: args.decline_basis_points,
         hard_decline_basis_points: 0,
+        merchant_concurrency: 256,
+        provider_qps: 0,
         operator_key: Some(operator_key.clone()),
         public_url: None,
         signing_session_minutes: 10,

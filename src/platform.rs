@@ -56,6 +56,12 @@ pub struct PlatformArgs {
     /// Of the simulator's declines, how many per 10,000 are hard (not retried).
     #[arg(long, default_value_t = 0)]
     pub hard_decline_basis_points: u32,
+    /// Provider calls in flight at once for one merchant.
+    #[arg(long, default_value_t = 256)]
+    pub merchant_concurrency: usize,
+    /// Provider calls per second at most, 0 for no limit (WeChat Pay allows 150 for deductions).
+    #[arg(long, default_value_t = 0)]
+    pub provider_qps: u32,
     /// The key operator calls (merchant reviews, imports) authenticate with. When absent a
     /// random one is made and logged at start.
     #[arg(long, env = "AUTODEBIT_OPERATOR_KEY", hide_env_values = true)]
@@ -173,6 +179,8 @@ impl PlatformArgs {
                 hard_decline_basis_points: self.hard_decline_basis_points,
                 ..SimulatorConfig::default()
             },
+            per_merchant_concurrency: self.merchant_concurrency,
+            provider_qps: self.provider_qps,
             ..ChargerConfig::default()
         }
     }

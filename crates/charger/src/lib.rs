@@ -18,17 +18,30 @@ pub struct ChargerConfig {
     pub simulator: SimulatorConfig,
     /// Provider calls in flight at once.
     pub concurrency: usize,
+    /// Provider calls in flight at once for one merchant.
+    pub per_merchant_concurrency: usize,
+    /// Provider calls per second at most (0: no limit; WeChat Pay allows 150 for deductions).
+    pub provider_qps: u32,
 }
 
 impl Default for ChargerConfig {
     fn default() -> Self {
-        ChargerConfig { simulator: SimulatorConfig::default(), concurrency: 256 }
+        ChargerConfig {
+            simulator: SimulatorConfig::default(),
+            concurrency: 256,
+            per_merchant_concurrency: 256,
+            provider_qps: 0,
+        }
     }
 }
 
 /// Starts the service: the charge executor and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
-    let provider = Arc::new(Simulator::new(config.simulator.clone()));
+    let provider = Arc::new(autodebit_provider::limit::Limited::new(
+        Simulator::new(config.simulator.clone()),
+        config.per_merchant_concurrency,
+        config.provider_qps,
+    ));
     spawn_follower(platform, processor::ChargeExecutor::new(provider, platform.clock.clone(), config.concurrency));
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })

@@ -41,7 +41,7 @@ impl Processor for ChargeExecutor {
             let provider = self.provider.clone();
             async move {
                 let c = w?;
-                Some(provider.charge(&ChargeAttempt::new(c.charge_id, c.attempt, c.amount)).await)
+                Some(provider.charge(&ChargeAttempt::new(c.charge_id, c.merchant_id, c.attempt, c.amount)).await)
             }
         });
         Ok(futures::stream::iter(calls).buffered(self.concurrency).collect().await)

@@ -5,10 +5,11 @@
 //! that the commonest integration failures are plain: a signature mismatch shows the exact
 //! string that was signed, a missing parameter is named before any request is sent, and a
 //! timestamp outside five minutes, an unknown key serial or a probe signature is named as such.
+pub mod limit;
 pub mod simulator;
 pub mod wechatpay;
 
-use autodebit_domain::{ChargeId, Money};
+use autodebit_domain::{ChargeId, MerchantId, Money};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -18,6 +19,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeAttempt {
     pub charge_id: ChargeId,
+    /// Whose charge it is: limits apply per merchant.
+    pub merchant_id: MerchantId,
     /// The first is 1.
     pub attempt: u32,
     /// The attempt's own merchant order number (`ChargeId::out_trade_no`).
@@ -26,8 +29,8 @@ pub struct ChargeAttempt {
 }
 
 impl ChargeAttempt {
-    pub fn new(charge_id: ChargeId, attempt: u32, amount: Money) -> Self {
-        ChargeAttempt { charge_id, attempt, out_trade_no: charge_id.out_trade_no(attempt), amount }
+    pub fn new(charge_id: ChargeId, merchant_id: MerchantId, attempt: u32, amount: Money) -> Self {
+        ChargeAttempt { charge_id, merchant_id, attempt, out_trade_no: charge_id.out_trade_no(attempt), amount }
     }
 }
 

@@ -1,0 +1,136 @@
+//! Back-pressure in front of a provider: at most N calls in flight per merchant, and calls
+//! spaced to the provider's quota (WeChat Pay allows 150 requests a second to `pappayapply`).
+use crate::{BoxFuture, ChargeAttempt, Provider, ProviderOutcome};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Spaces calls evenly at `per_second`, no bursts: a caller waits for its slot.
+pub struct RateLimiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    pub fn per_second(per_second: u32) -> Self {
+        RateLimiter { interval: Duration::from_secs(1) / per_second.max(1), next: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Waits for the next free slot.
+    pub async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + self.interval);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A provider behind a per-merchant concurrency limit and, optionally, a rate limit.
+pub struct Limited<P> {
+    inner: P,
+    per_merchant: usize,
+    merchants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    rate: Option<RateLimiter>,
+}
+
+impl<P: Provider> Limited<P> {
+    /// `per_merchant` calls in flight per merchant; `per_second` 0 means no rate limit.
+    pub fn new(inner: P, per_merchant: usize, per_second: u32) -> Self {
+        Limited {
+            inner,
+            per_merchant: per_merchant.max(1),
+            merchants: Mutex::new(HashMap::new()),
+            rate: (per_second > 0).then(|| RateLimiter::per_second(per_second)),
+        }
+    }
+
+    fn permits(&self, merchant: &str) -> Arc<Semaphore> {
+        let mut all = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(merchant.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_merchant))).clone()
+    }
+}
+
+impl<P: Provider> Provider for Limited<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn charge<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, ProviderOutcome> {
+        Box::pin(async move {
+            let permits = self.permits(attempt.merchant_id.as_str());
+            // The semaphore is never closed.
+            let _permit = permits.acquire_owned().await.ok();
+            if let Some(rate) = &self.rate {
+                rate.wait().await;
+            }
+            self.inner.charge(attempt).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebit_domain::{ChargeId, ContractId, MerchantId, Money};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts calls in flight, and the most at once.
+    #[derive(Default)]
+    struct Probe {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Provider for Arc<Probe> {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn charge<'a>(&'a self, _: &'a ChargeAttempt) -> BoxFuture<'a, ProviderOutcome> {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                ProviderOutcome::Succeeded { transaction_id: "t".into() }
+            })
+        }
+    }
+
+    fn attempt(merchant: &str, n: u32) -> ChargeAttempt {
+        let id = ChargeId::for_period(ContractId::generate(), n);
+        ChargeAttempt::new(id, MerchantId::parse(merchant).unwrap(), 1, Money::cny(100))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_n_in_flight_per_merchant() {
+        let probe = Arc::new(Probe::default());
+        let limited = Limited::new(probe.clone(), 3, 0);
+        let attempts: Vec<_> = (0..12).map(|n| attempt("mch_a", n)).collect();
+        futures::future::join_all(attempts.iter().map(|a| limited.charge(a))).await;
+        assert_eq!(probe.most.load(Ordering::SeqCst), 3);
+        // Another merchant has its own allowance.
+        let probe = Arc::new(Probe::default());
+        let limited = Limited::new(probe.clone(), 3, 0);
+        let attempts: Vec<_> = (0..12).map(|n| attempt(if n % 2 == 0 { "mch_a" } else { "mch_b" }, n)).collect();
+        futures::future::join_all(attempts.iter().map(|a| limited.charge(a))).await;
+        assert_eq!(probe.most.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_spaced_to_the_quota() {
+        let limiter = RateLimiter::per_second(150);
+        let start = Instant::now();
+        for _ in 0..301 {
+            limiter.wait().await;
+        }
+        // 301 calls at 150 a second: the last goes two seconds after the first (virtual time).
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1_990) && took <= Duration::from_millis(2_010), "{took:?}");
+    }
+}
