@@ -9,16 +9,16 @@ use autodebit_proto::charger::v1::{
     Charge, ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient,
 };
 use autodebit_proto::contracts::v1::{
-    CreatePlanRequest, SuspendContractRequest, contracts_service_client::ContractsServiceClient,
-    merchants_service_client::MerchantsServiceClient, plans_service_client::PlansServiceClient,
+    SuspendContractRequest, contracts_service_client::ContractsServiceClient,
+    merchants_service_client::MerchantsServiceClient,
 };
-use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, NoticeKind, PlanTerms, PriceTier, UsagePricing};
+use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, NoticeKind, PriceTier, UsagePricing};
 use autodebit_proto::notifier::v1::{ListNoticesRequest, Notice, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{
     GetScheduleRequest, RecordUsageRequest, RecordUsageResponse, Schedule, TriggerChargeRequest, TriggerOutcome,
     scheduler_service_client::SchedulerServiceClient,
 };
-use scenario::{Merchant, OPERATOR_KEY, advance_to, authed, onboard, sign_request};
+use scenario::{Merchant, advance_to, authed, create_plan as plan, onboard, sign_on as sign};
 use support::{Process, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -60,28 +60,6 @@ both!(
 
 fn cny(fen: i64) -> Option<Money> {
     Some(Money { minor_units: fen, currency: "CNY".into() })
-}
-
-async fn plan(ch: &Channel, m: &Merchant, change: impl FnOnce(&mut PlanTerms)) -> String {
-    let mut terms = scenario::monthly_terms();
-    change(&mut terms);
-    let req = CreatePlanRequest { terms: Some(terms), idempotency_key: String::new() };
-    PlansServiceClient::new(ch.clone())
-        .create_plan(authed(req, &m.api_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap()
-        .plan_id
-}
-
-async fn sign(ch: &Channel, m: &Merchant, plan_id: &str, payer: &str, fen: i64, cycle: Cycle) -> String {
-    let mut req = sign_request(m, payer, fen);
-    req.plan_id = plan_id.into();
-    req.cycle = cycle as i32;
-    let c = ContractsServiceClient::new(ch.clone()).sign_contract(authed(req, OPERATOR_KEY)).await.unwrap();
-    c.into_inner().contract.unwrap().contract_id
 }
 
 async fn schedule(ch: &Channel, contract: &str) -> Schedule {

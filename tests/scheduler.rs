@@ -5,39 +5,24 @@ mod support;
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient};
-use autodebit_proto::contracts::v1::{
-    CreatePlanRequest, contracts_service_client::ContractsServiceClient, plans_service_client::PlansServiceClient,
-};
+use autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient;
 use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, PlanTerms};
 use autodebit_proto::scheduler::v1::{
     TriggerChargeRequest, TriggerChargeResponse, TriggerOutcome, scheduler_service_client::SchedulerServiceClient,
 };
-use scenario::{Merchant, OPERATOR_KEY, authed, onboard, sign_request};
+use scenario::{Merchant, authed, onboard, sign_on as sign};
 use support::{Process, eventually};
 use tonic::transport::Channel;
 
 const DAY: i64 = 86_400;
 
+/// A plan of daily cycles, changed as asked.
 async fn plan(ch: &Channel, m: &Merchant, change: impl FnOnce(&mut PlanTerms)) -> String {
-    let mut terms = scenario::monthly_terms();
-    terms.cycle = Cycle::Daily as i32;
-    change(&mut terms);
-    PlansServiceClient::new(ch.clone())
-        .create_plan(authed(CreatePlanRequest { terms: Some(terms), idempotency_key: String::new() }, &m.api_key))
-        .await
-        .unwrap()
-        .into_inner()
-        .plan
-        .unwrap()
-        .plan_id
-}
-
-async fn sign(ch: &Channel, m: &Merchant, plan_id: &str, payer: &str, fen: i64, cycle: Cycle) -> String {
-    let mut req = sign_request(m, payer, fen);
-    req.plan_id = plan_id.into();
-    req.cycle = cycle as i32;
-    let c = ContractsServiceClient::new(ch.clone()).sign_contract(authed(req, OPERATOR_KEY)).await.unwrap();
-    c.into_inner().contract.unwrap().contract_id
+    scenario::create_plan(ch, m, |t| {
+        t.cycle = Cycle::Daily as i32;
+        change(t)
+    })
+    .await
 }
 
 async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_proto::charger::v1::Charge> {

@@ -293,3 +293,26 @@ pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
     })
     .await;
 }
+
+/// Creates a plan for `m`: the monthly terms with `change` applied.
+pub async fn create_plan(
+    ch: &Channel,
+    m: &Merchant,
+    change: impl FnOnce(&mut autodebit_proto::events::v1::PlanTerms),
+) -> String {
+    use autodebit_proto::contracts::v1::{CreatePlanRequest, plans_service_client::PlansServiceClient};
+    let mut terms = monthly_terms();
+    change(&mut terms);
+    let req = CreatePlanRequest { terms: Some(terms), idempotency_key: String::new() };
+    let plan = PlansServiceClient::new(ch.clone()).create_plan(authed(req, &m.api_key)).await.unwrap();
+    plan.into_inner().plan.unwrap().plan_id
+}
+
+/// Imports (operator key) a contract of `payer` on `plan_id`; returns its id.
+pub async fn sign_on(ch: &Channel, m: &Merchant, plan_id: &str, payer: &str, fen: i64, cycle: Cycle) -> String {
+    let mut req = sign_request(m, payer, fen);
+    req.plan_id = plan_id.into();
+    req.cycle = cycle as i32;
+    let c = ContractsServiceClient::new(ch.clone()).sign_contract(authed(req, OPERATOR_KEY)).await.unwrap();
+    c.into_inner().contract.unwrap().contract_id
+}

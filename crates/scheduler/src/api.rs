@@ -349,11 +349,7 @@ impl SchedulerService for SchedulerApi {
                 .map_err(store_error)?;
             if inserted == 0 {
                 drop(tx);
-                return self
-                    .earlier_answer(charge_id, amount)
-                    .await?
-                    .map(Response::new)
-                    .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"));
+                return self.concurrent_answer(charge_id, amount).await;
             }
             self.count_today(&mut tx, &row).await?;
             tx.commit().await.map_err(store_error)?;
@@ -366,11 +362,7 @@ impl SchedulerService for SchedulerApi {
             // Another call with the same key got there first: its answer is the answer.
             Err(e) if e.is_conflict() => {
                 drop(tx);
-                return self
-                    .earlier_answer(charge_id, amount)
-                    .await?
-                    .map(Response::new)
-                    .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"));
+                return self.concurrent_answer(charge_id, amount).await;
             }
             Err(e) => return Err(store_error(e)),
         }
@@ -385,6 +377,18 @@ impl SchedulerService for SchedulerApi {
 }
 
 impl SchedulerApi {
+    /// The answer of a concurrent call with the same key that got there first.
+    async fn concurrent_answer(
+        &self,
+        charge_id: ChargeId,
+        amount: Money,
+    ) -> Result<Response<pb::TriggerChargeResponse>, Status> {
+        self.earlier_answer(charge_id, amount)
+            .await?
+            .map(Response::new)
+            .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"))
+    }
+
     /// Saves the contract's count and total for the day, as `admit` left them on `row`.
     async fn count_today(&self, tx: &mut Tx, row: &ScheduleRow) -> Result<(), Status> {
         tx.execute(
