@@ -129,14 +129,7 @@ struct AppendReport {
 
 async fn append(a: AppendArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let url = match a.backend {
-        Backend::Sqlite => testing::sqlite_url(tmp.path()),
-        Backend::Postgres => match &a.database_url {
-            // A database of its own beside the one named, so runs never mix.
-            Some(u) => testing::fresh_postgres_database(u).await,
-            None => testing::fresh_postgres_url().await,
-        },
-    };
+    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
     let store = EventStore::open(StoreOptions::new(&url)).await?;
     let progress = ProgressBar::new((a.events * 2 + a.commands) as u64);
 
@@ -194,12 +187,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
         raw_rows_per_second: raw_rps.round(),
         ratio: (eps / raw_rps * 1000.0).round() / 1000.0,
     };
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    Ok(())
+    print_report(&report, a.json)
 }
 
 /// Runs `write` over `batches` with `concurrency` in flight; returns events per second.
@@ -350,13 +338,7 @@ fn peak_rss_bytes() -> u64 {
 async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     use autodebit_eventstore::Value;
     let tmp = tempfile::tempdir()?;
-    let url = match a.backend {
-        Backend::Sqlite => testing::sqlite_url(tmp.path()),
-        Backend::Postgres => match &a.database_url {
-            Some(u) => testing::fresh_postgres_database(u).await,
-            None => testing::fresh_postgres_url().await,
-        },
-    };
+    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
     let store = EventStore::open(StoreOptions::new(&url)).await?;
     let shutdown = autodebit_runtime::Shutdown::new();
     let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
@@ -471,10 +453,24 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
         append_events_per_second: appended.round(),
         ratio_to_append: (cps / appended * 1000.0).round() / 1000.0,
     };
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_report(&report, a.json)
+}
+
+/// A database of the run's own: a SQLite file in `dir`, or a fresh PostgreSQL database beside
+/// the one named (so runs never mix).
+async fn bench_database(backend: Backend, database_url: Option<&str>, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => testing::sqlite_url(dir),
+        Backend::Postgres => match database_url {
+            Some(u) => testing::fresh_postgres_database(u).await,
+            None => testing::fresh_postgres_url().await,
+        },
     }
+}
+
+/// One JSON object on stdout: one line with `--json`, indented otherwise.
+fn print_report(report: &impl serde::Serialize, json: bool) -> anyhow::Result<()> {
+    let text = if json { serde_json::to_string(report)? } else { serde_json::to_string_pretty(report)? };
+    println!("{text}");
     Ok(())
 }

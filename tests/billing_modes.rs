@@ -2,6 +2,7 @@
 //! the daily charge window and merchant time zones, through the public interfaces of the
 //! real binary, on SQLite and on PostgreSQL.
 mod scenario;
+#[macro_use]
 mod support;
 
 use autodebit_domain::{ChargeId, ContractId};
@@ -19,35 +20,15 @@ use autodebit_proto::scheduler::v1::{
     scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, advance_to, authed, create_plan as plan, onboard, sign_on as sign};
-use support::{Process, eventually};
+use support::{Backend, Process, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 async fn run(backend: &Backend, dir: &std::path::Path) -> Process {
-    let url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(autodebit_eventstore::testing::fresh_postgres_url().await),
-    };
-    let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--test-clock", "--decline-basis-points", "0"];
-    if let Some(url) = &url {
-        args.extend_from_slice(&["--database-url", url.as_str()]);
-    }
-    Process::start(&args)
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
-    };
+    support::run_on(backend, dir, 0, &["--test-clock"]).await
 }
 
 both!(

@@ -3,6 +3,7 @@
 //! including what the platform does on its own as its clock moves (expiry, suspension after
 //! failed charges, zombie clean-up).
 mod scenario;
+#[macro_use]
 mod support;
 
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
@@ -19,39 +20,16 @@ use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client:
 use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
 use scenario::{Merchant, OPERATOR_KEY, application, authed, documents, monthly_terms, onboard, sign_request};
 use std::time::Duration;
-use support::{Process, eventually};
+use support::{Backend, Process, eventually};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const DAY_SECS: i64 = 86_400;
 const DAY_MS: i64 = 86_400_000;
 
-/// Which database the platform under test runs on.
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// `autodebit run` on SQLite in `dir`, or on a fresh PostgreSQL database.
+/// `autodebit run` on `backend`, declining as asked.
 async fn run(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
-    let decline = decline_basis_points.to_string();
-    let url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(autodebit_eventstore::testing::fresh_postgres_url().await),
-    };
-    let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--decline-basis-points", decline.as_str()];
-    if let Some(url) = &url {
-        args.extend_from_slice(&["--database-url", url.as_str()]);
-    }
-    args.extend_from_slice(extra);
-    Process::start(&args)
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
-    };
+    support::run_on(backend, dir, decline_basis_points, extra).await
 }
 
 both!(

@@ -126,3 +126,34 @@ pub fn element_text(html: &str, id: &str) -> Option<String> {
     let end = start + html[start..].find('<')?;
     Some(html[start..end].to_string())
 }
+
+/// The two deployments a black-box scenario runs on.
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `autodebit run` on SQLite in `dir`, or on a fresh PostgreSQL database, declining as asked.
+pub async fn run_on(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
+    let decline = decline_basis_points.to_string();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(autodebit_eventstore::testing::fresh_postgres_url().await),
+    };
+    let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--decline-basis-points", decline.as_str()];
+    if let Some(url) = &url {
+        args.extend_from_slice(&["--database-url", url.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    Process::start(&args)
+}
+
+/// One test per scenario and backend: `both!(a, b)` makes `on_sqlite::a`, `on_postgres::a`, …
+/// calling `a(Backend)`; the test file imports `Backend`.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
+    };
+}

@@ -54,11 +54,16 @@ impl Processor for ContractFollower {
                         Ok(pb::ChargeMode::Hybrid) => Mode::Hybrid,
                         _ => Mode::Fixed,
                     };
-                    let usage = terms.usage.clone().unwrap_or_default();
-                    let usage_cycle = match (mode, codec::cycle_from_pb(usage.cycle)) {
-                        (_, Some(c)) => c.as_str(),
-                        (Mode::Usage, None) => codec::cycle_from_pb(terms.cycle).unwrap_or(Cycle::Monthly).as_str(),
-                        (_, None) => Cycle::Monthly.as_str(),
+                    // The usage side's defaults (cycle, grace) as the plans service fills them in.
+                    let charge_mode = pb::ChargeMode::try_from(terms.charge_mode).unwrap_or_default();
+                    let unpriced = pb::UsagePricing::default();
+                    let Ok(usage) = codec::usage_from_pb(
+                        terms.usage.as_ref().unwrap_or(&unpriced),
+                        charge_mode,
+                        codec::cycle_from_pb(terms.cycle),
+                    ) else {
+                        tracing::error!(plan = p.plan_id, "plan with an unknown usage cycle; not kept");
+                        continue;
                     };
                     tx.execute(
                         "INSERT INTO scheduler_plans
@@ -78,12 +83,8 @@ impl Processor for ContractFollower {
                             Value::Int(i64::from(if terms.notice_lead_hours == 0 { 24 } else { terms.notice_lead_hours })),
                             Value::from(&usage.unit),
                             Value::from(crate::store::tiers_to_str(&usage.tiers)),
-                            Value::Int(i64::from(if usage.grace_minutes == 0 {
-                                autodebit_domain::usage::DEFAULT_GRACE_MINUTES
-                            } else {
-                                usage.grace_minutes
-                            })),
-                            Value::from(usage_cycle),
+                            Value::Int(i64::from(usage.grace_minutes)),
+                            Value::from(usage.cycle.as_str()),
                         ],
                     )
                     .await?;

@@ -371,8 +371,9 @@ impl PlanRow {
     }
 }
 
-pub fn tiers_to_str(tiers: &[autodebit_proto::events::v1::PriceTier]) -> String {
-    tiers.iter().map(|t| format!("{}:{}", t.up_to, t.unit_price)).collect::<Vec<_>>().join(",")
+/// Tiers as `PlanRow::usage_tiers` keeps them.
+pub fn tiers_to_str(tiers: &[autodebit_domain::usage::PriceTier]) -> String {
+    tiers.iter().map(|t| format!("{}:{}", t.up_to.unwrap_or(0), t.unit_price)).collect::<Vec<_>>().join(",")
 }
 
 /// The right-hand side of `x IN …` for `items`, its parameters numbered from `from`. SQLite
