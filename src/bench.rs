@@ -352,8 +352,9 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     for chunk in (0..a.contracts).collect::<Vec<_>>().chunks(5_000) {
         // One JSON parameter per chunk: SQLite binds many parameters in quadratic time, and
         // PostgreSQL takes the same JSON as well.
-        let rows: Vec<String> =
-            chunk.iter().map(|i| format!("[\"ct_{}\",\"payer-{i}\"]", uuid::Uuid::from_u128(*i as u128 + 1))).collect();
+        // Time-ordered contract ids, as contracts get them: one signed each millisecond.
+        let id = |i: usize| uuid::Uuid::from_u128(((anchor as u128 + i as u128) << 80) | (i as u128 + 1));
+        let rows: Vec<String> = chunk.iter().map(|i| format!("[\"ct_{}\",\"payer-{i}\"]", id(*i))).collect();
         let (each, id, payer) = match store.kind() {
             BackendKind::Sqlite => ("json_each($1)", "json_extract(value, '$[0]')", "json_extract(value, '$[1]')"),
             BackendKind::Postgres => ("json_array_elements($1::json) AS e(value)", "value->>0", "value->>1"),

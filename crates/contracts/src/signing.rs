@@ -283,9 +283,10 @@ impl Signing {
         if let SigningCommand::Confirm { .. } = command {
             // Decide first (ticked, not held, SMS done, not expired), then sign.
             signing::decide(&loaded.session, SigningCommand::Confirm { contract_id: String::new() }, now)?;
-            let id = ContractId::from_idempotency_key(
+            let id = ContractId::for_signing_session(
                 &MerchantId::parse(&loaded.opened.merchant_id).map_err(internal)?,
-                &format!("signing-session\0{session_id}"),
+                session_id,
+                loaded.opened.opened_at_ms,
             );
             self.sign_contract(&mut tx, &loaded, id, cause).await?;
             contract_id = id.to_string();

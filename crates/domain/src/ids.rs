@@ -79,6 +79,17 @@ impl ContractId {
         ContractId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
     }
 
+    /// The id of the contract a signing session signs: the same for the session every time,
+    /// and time-ordered like a generated one (the session's opening time leads), so that
+    /// contracts signed around the same time, and their charges, sit together in indexes.
+    pub fn for_signing_session(merchant: &MerchantId, session_id: &str, opened_at_ms: i64) -> Self {
+        let name = format!("contract\0{}\0signing-session\0{session_id}", merchant.as_str());
+        let hash = Uuid::new_v5(&NAMESPACE, name.as_bytes());
+        let mut b = *hash.as_bytes();
+        b[..6].copy_from_slice(&opened_at_ms.max(0).to_be_bytes()[2..]);
+        ContractId(custom(b))
+    }
+
     pub fn parse(s: &str) -> Result<Self, IdError> {
         parse_prefixed(s, "ct_").map(ContractId)
     }
@@ -98,10 +109,29 @@ impl fmt::Display for ContractId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChargeId(Uuid);
 
+/// A UUID of version 8 (custom layout, RFC 9562) from `b`.
+fn custom(mut b: [u8; 16]) -> Uuid {
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(b)
+}
+
 impl ChargeId {
+    /// The charge of `contract` called `what`: the contract id's first eight bytes, then eight
+    /// of a UUID v5 of both. A contract's charges sit together in the event log's stream index,
+    /// and those of contracts signed around the same time (time-ordered contract ids) next to
+    /// each other; the due loop issues them in about that order, so the index takes them as
+    /// near-appends instead of inserts at random places, which at a million contracts is the
+    /// difference between the store's random and sequential insert rates.
+    fn derived(contract: ContractId, what: &str) -> Self {
+        let hash = Uuid::new_v5(&NAMESPACE, format!("charge\0{contract}\0{what}").as_bytes());
+        let mut b = *hash.as_bytes();
+        b[..8].copy_from_slice(&contract.0.as_bytes()[..8]);
+        ChargeId(custom(b))
+    }
+
     pub fn for_period(contract: ContractId, period: u32) -> Self {
-        let name = format!("charge\0{contract}\0period\0{period}");
-        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+        Self::derived(contract, &format!("period\0{period}"))
     }
 
     /// The merchant order number of attempt `attempt` of this charge, as providers need one
@@ -123,13 +153,11 @@ impl ChargeId {
 
     /// A usage period's charge; apart from the fixed periods of the same contract.
     pub fn for_usage(contract: ContractId, period: u32) -> Self {
-        let name = format!("charge\0{contract}\0usage\0{period}");
-        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+        Self::derived(contract, &format!("usage\0{period}"))
     }
 
     pub fn for_trigger(contract: ContractId, idempotency_key: &str) -> Self {
-        let name = format!("charge\0{contract}\0trigger\0{idempotency_key}");
-        ChargeId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+        Self::derived(contract, &format!("trigger\0{idempotency_key}"))
     }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
@@ -177,6 +205,22 @@ mod tests {
         assert_eq!(ContractId::parse(&id.to_string()).unwrap(), id);
         assert!(ContractId::parse("ch_0000").is_err());
         assert_eq!(ContractId::parse(""), Err(IdError::Empty));
+    }
+
+    #[test]
+    fn charges_sort_with_their_contracts_signing_time() {
+        let m = MerchantId::parse("m1").unwrap();
+        let earlier = ContractId::for_signing_session(&m, "s9", 1_700_000_000_000);
+        let later = ContractId::for_signing_session(&m, "s1", 1_700_000_000_001);
+        assert_eq!(ContractId::for_signing_session(&m, "s9", 1_700_000_000_000), earlier);
+        assert_eq!(ContractId::parse(&earlier.to_string()).unwrap(), earlier);
+        assert!(earlier.to_string() < later.to_string());
+        for (a, b) in [(9, 1), (1, 9)] {
+            let (x, y) = (ChargeId::for_period(earlier, a), ChargeId::for_period(later, b));
+            assert!(x.stream() < y.stream(), "{x} {y}");
+            assert_eq!(ChargeId::parse(&x.to_string()).unwrap(), x);
+        }
+        assert_ne!(ChargeId::for_usage(earlier, 1), ChargeId::for_period(earlier, 1));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! gRPC handlers of the scheduler: reading schedules, and the two merchant calls that make
 //! charges happen outside the calendar — RecordUsage and TriggerCharge.
 use crate::issue::{admit, charge_append, load_plans};
-use crate::store::{COLUMNS, Mode, ScheduleRow, cycle_from_str};
+use crate::store::{COLUMNS, Db, Mode, ScheduleRow, cycle_from_str};
 use autodebit_domain::charge::Issue;
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::window::DailyWindow;
@@ -206,7 +206,7 @@ impl SchedulerService for SchedulerApi {
         if r.occurred_at_ms < row.anchor_ms {
             return Err(invalid("occurred_at_ms", "is before the contract was signed"));
         }
-        let plans = load_plans(&mut tx, &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
         let unit = plans.get(&row.plan_id).map(|p| p.usage_unit.clone()).unwrap_or_default();
         if r.unit != unit {
             return Err(invalid("unit", format!("{:?} is not the plan's unit {unit:?}", r.unit)));
@@ -223,6 +223,13 @@ impl SchedulerService for SchedulerApi {
                 Value::Int(r.quantity as i64),
                 Value::Int(r.occurred_at_ms),
             ],
+        )
+        .await
+        .map_err(store_error)?;
+        // The usage changes what the schedule's open period bills.
+        tx.execute(
+            "UPDATE scheduler_schedules SET rev = rev + 1 WHERE contract_id = $1",
+            &[Value::from(&row.contract_id)],
         )
         .await
         .map_err(store_error)?;
@@ -304,7 +311,7 @@ impl SchedulerService for SchedulerApi {
             }),
             None => Ok(()),
         };
-        let plans = load_plans(&mut tx, &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
         let mut row = row;
         let plan = plans.get(&row.plan_id).cloned();
         let admitted = admitted.and_then(|()| admit(&mut row, plan.as_ref(), amount, now));
@@ -392,7 +399,8 @@ impl SchedulerApi {
     /// Saves the contract's count and total for the day, as `admit` left them on `row`.
     async fn count_today(&self, tx: &mut Tx, row: &ScheduleRow) -> Result<(), Status> {
         tx.execute(
-            "UPDATE scheduler_schedules SET day_key = $1, day_count = $2, day_amount = $3 WHERE contract_id = $4",
+            "UPDATE scheduler_schedules SET day_key = $1, day_count = $2, day_amount = $3, rev = rev + 1
+             WHERE contract_id = $4",
             &[
                 Value::from(&row.day_key),
                 Value::Int(row.day_count),

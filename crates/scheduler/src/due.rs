@@ -6,13 +6,13 @@
 //! impossible anyway (its stream must not exist). Nothing is issued while the daily window
 //! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
 use crate::issue::{admit, charge_append, load_plans};
-use crate::store::{COLUMNS, ScheduleRow, in_list};
+use crate::store::{COLUMNS, Db, PlanRow, ScheduleRow, in_list};
 use crate::timeline::{self, Pace, Side, Step};
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::window::DailyWindow;
-use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId};
-use autodebit_eventstore::{BackendKind, ExpectedVersion, StreamAppend, Tx, Value};
+use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId, Timestamp};
+use autodebit_eventstore::{BackendKind, EventStore, ExpectedVersion, StreamAppend, Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::Platform;
@@ -30,7 +30,7 @@ pub fn spawn(platform: Platform, window: DailyWindow) {
         let mut moved = platform.clock.watch();
         loop {
             let issued = async {
-                let due = issue_due(&platform, &window).await?;
+                let due = issue_all_due(&platform, &window).await?;
                 let retries = issue_retries(&platform, &window).await?;
                 let held = release_held(&platform, &window).await?;
                 anyhow::Ok(due + retries + held)
@@ -53,15 +53,34 @@ pub fn spawn(platform: Platform, window: DailyWindow) {
     });
 }
 
-/// Claims one batch of due schedules and issues what they call for; returns how many
-/// schedules it took (0: nothing was due).
+/// Issues everything due now, batch after batch, until nothing is left; returns how many
+/// schedules it took. On SQLite the batches are pipelined (`pipelined`); on PostgreSQL each
+/// is claimed under row locks (`issue_due`), so that several schedulers share the work.
+pub async fn issue_all_due(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
+    if platform.store.kind() == BackendKind::Sqlite {
+        return pipelined(platform, window).await;
+    }
+    let mut taken = 0;
+    loop {
+        match issue_due(platform, window).await? {
+            0 => return Ok(taken),
+            n => taken += n,
+        }
+    }
+}
+
+/// The pace of a pass at `now`, or `None` when nothing may be issued now. A test clock
+/// simulates the time it skips; the system clock's loop waits for the window.
+fn pace_at(platform: &Platform, window: &DailyWindow, now: Timestamp) -> Option<Pace> {
+    let pace = if platform.clock.is_test() { Pace::Simulated(*window) } else { Pace::Real };
+    (!matches!(pace, Pace::Real) || window.is_open(now)).then_some(pace)
+}
+
+/// Claims one batch of due schedules under the write lock and issues what they call for;
+/// returns how many schedules it took (0: nothing was due).
 pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
     let now = platform.clock.now();
-    // A test clock simulates the time it skips; the system clock's loop waits for the window.
-    let pace = if platform.clock.is_test() { Pace::Simulated(*window) } else { Pace::Real };
-    if matches!(pace, Pace::Real) && !window.is_open(now) {
-        return Ok(0);
-    }
+    let Some(pace) = pace_at(platform, window, now) else { return Ok(0) };
     let now_ms = now.timestamp_millis();
     // Look on a reader first, so an idle scheduler never takes the write lock.
     let any = platform
@@ -72,14 +91,140 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
         return Ok(0);
     }
     let mut tx = platform.store.begin().await?;
-    let mut rows = claim(&mut tx, now_ms).await?;
+    let rows = claim(&mut tx, now_ms).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let claimed = rows.len();
-    let plans = load_plans(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
-    let usage = load_usage(&mut tx, &rows).await?;
+    let mut db = Db::Tx(&mut tx);
+    let plans = load_plans(&mut db, &rows.iter().collect::<Vec<_>>()).await?;
+    let usage = load_usage(&mut db, &rows).await?;
+    let decided = decide(rows, &plans, &usage, now, pace);
+    write(&mut tx, &decided, false).await?;
+    tx.commit().await?;
+    decided.count();
+    Ok(claimed)
+}
 
+/// The SQLite due pass. Its one writer is the bottleneck, so the writer does only the writing:
+/// the next batch is read (on a reader connection, without locks) and decided while the last
+/// one is written. Batches follow each other by (`wake_ms`, rowid), so none reads a row an
+/// earlier one of the pass is still writing. A batch is written back only if every row in it
+/// is still at the revision it was read at; one that changed meanwhile (a suspension, usage,
+/// a triggered charge) voids its batch, which the next pass takes again from fresh rows.
+async fn pipelined(platform: &Platform, window: &DailyWindow) -> anyhow::Result<usize> {
+    let now = platform.clock.now();
+    let Some(pace) = pace_at(platform, window, now) else { return Ok(0) };
+    let now_ms = now.timestamp_millis();
+    let mut after = (i64::MIN, 0i64);
+    let mut writing: Option<tokio::task::JoinHandle<anyhow::Result<usize>>> = None;
+    let mut taken = 0;
+    loop {
+        let (rows, last) = read_due(&platform.store, now_ms, after).await?;
+        let Some(last) = last else { break };
+        after = last;
+        let mut db = Db::Store(&platform.store);
+        let plans = load_plans(&mut db, &rows.iter().collect::<Vec<_>>()).await?;
+        let usage = load_usage(&mut db, &rows).await?;
+        let decided = decide(rows, &plans, &usage, now, pace);
+        if let Some(w) = writing.take() {
+            taken += w.await??;
+        }
+        let store = platform.store.clone();
+        writing = Some(tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            let n = decided.rows.len();
+            if !write(&mut tx, &decided, true).await? {
+                // Dropped uncommitted: nothing of the batch is kept. Counted as taken, so the
+                // loop looks again at once.
+                tracing::debug!(schedules = n, "a schedule changed while its batch was decided; batch voided");
+                autodebit_runtime::metrics::add("autodebit_scheduler_batches_voided_total", &[], 1);
+                return Ok(n);
+            }
+            tx.commit().await?;
+            decided.count();
+            Ok(n)
+        }));
+    }
+    if let Some(w) = writing {
+        taken += w.await??;
+    }
+    Ok(taken)
+}
+
+/// Up to `CLAIM` due schedules after `after` (`wake_ms`, rowid) in that order, read without
+/// locks, and where the last one stands. Two index seeks: the rest of `after`'s wake moment,
+/// then the later ones (a row-value comparison would scan every row of an equal wake).
+async fn read_due(
+    store: &EventStore,
+    now_ms: i64,
+    after: (i64, i64),
+) -> anyhow::Result<(Vec<ScheduleRow>, Option<(i64, i64)>)> {
+    let found = store
+        .query(
+            &format!(
+                "SELECT json_group_array(json_array({COLUMNS}, rid)) FROM (
+                   SELECT * FROM (SELECT {COLUMNS}, rowid AS rid FROM scheduler_schedules
+                     WHERE active = 1 AND wake_ms = $2 AND rowid > $3 ORDER BY rowid LIMIT $4)
+                   UNION ALL
+                   SELECT * FROM (SELECT {COLUMNS}, rowid AS rid FROM scheduler_schedules
+                     WHERE active = 1 AND wake_ms > $2 AND wake_ms <= $1 ORDER BY wake_ms, rowid LIMIT $4)
+                   LIMIT $4)"
+            ),
+            &[Value::Int(now_ms), Value::Int(after.0), Value::Int(after.1), Value::Int(CLAIM)],
+        )
+        .await?;
+    let all: Vec<serde_json::Value> = serde_json::from_str(found.first().and_then(|r| r.text(0)).unwrap_or("[]"))?;
+    let mut rows = Vec::with_capacity(all.len());
+    let mut last = None;
+    for v in &all {
+        let rid = v.get(RID).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        match ScheduleRow::from_json(v) {
+            Some(row) => {
+                last = last.max(Some((row.wake_ms, rid)));
+                rows.push(row);
+            }
+            None => tracing::error!(%v, "unreadable schedule row skipped"),
+        }
+    }
+    Ok((rows, last))
+}
+
+/// Where the rowid comes in `read_due`'s arrays: after the `COLUMNS`.
+const RID: usize = 30;
+
+/// What a batch of schedules calls for, decided: the events to append, and the rows moved on.
+struct Decided {
+    rows: Vec<ScheduleRow>,
+    appends: Vec<StreamAppend>,
+    scheduled: i64,
+    rejected: i64,
+    notices: i64,
+}
+
+impl Decided {
+    /// Counts what a committed batch issued.
+    fn count(&self) {
+        autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], self.scheduled);
+        if self.rejected > 0 {
+            autodebit_runtime::metrics::add("autodebit_charges_rejected_total", &[], self.rejected);
+        }
+        if self.notices > 0 {
+            autodebit_runtime::metrics::add("autodebit_pre_debit_notices_total", &[], self.notices);
+        }
+    }
+}
+
+/// Works out what each of `rows` calls for at `now` (`timeline::advance`), checks each charge
+/// against the limits, and moves the rows on.
+fn decide(
+    mut rows: Vec<ScheduleRow>,
+    plans: &HashMap<String, PlanRow>,
+    usage: &HashMap<(String, i64), u64>,
+    now: Timestamp,
+    pace: Pace,
+) -> Decided {
+    let now_ms = now.timestamp_millis();
     let mut appends = Vec::with_capacity(rows.len());
     let (mut scheduled, mut rejected, mut notices) = (0i64, 0i64, 0i64);
     for row in rows.iter_mut() {
@@ -135,23 +280,25 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
             }
         }
     }
+    Decided { rows, appends, scheduled, rejected, notices }
+}
+
+/// Writes a decided batch: the rows moved on, then the events. With `checked`, the rows are
+/// written back only where still at the revision read; if any is not, nothing is appended and
+/// the answer is `false` (the caller drops the transaction).
+async fn write(tx: &mut Tx, decided: &Decided, checked: bool) -> anyhow::Result<bool> {
+    let saved = save_rows(tx, &decided.rows, checked).await?;
+    if checked && saved != decided.rows.len() as u64 {
+        return Ok(false);
+    }
     // A stream that already exists means that step was taken before (say, the schedule table
     // was restored from an older copy): it is not taken again, and the schedule moves on.
-    for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
+    for (outcome, append) in tx.append_each(&decided.appends).await?.iter().zip(&decided.appends) {
         if let Err(e) = outcome {
             tracing::warn!(stream = append.stream, error = %e, "already issued; moving on");
         }
     }
-    save_rows(&mut tx, &rows).await?;
-    tx.commit().await?;
-    autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], scheduled);
-    if rejected > 0 {
-        autodebit_runtime::metrics::add("autodebit_charges_rejected_total", &[], rejected);
-    }
-    if notices > 0 {
-        autodebit_runtime::metrics::add("autodebit_pre_debit_notices_total", &[], notices);
-    }
-    Ok(claimed)
+    Ok(true)
 }
 
 fn side_name(side: Side) -> &'static str {
@@ -204,15 +351,15 @@ async fn claim(tx: &mut Tx, now_ms: i64) -> anyhow::Result<Vec<ScheduleRow>> {
 }
 
 /// Usage recorded in the open and later usage periods of the metered `rows`.
-async fn load_usage(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<HashMap<(String, i64), u64>> {
+async fn load_usage(db: &mut Db<'_>, rows: &[ScheduleRow]) -> anyhow::Result<HashMap<(String, i64), u64>> {
     let metered: Vec<&ScheduleRow> = rows.iter().filter(|r| r.mode.metered()).collect();
     let mut usage = HashMap::new();
     if metered.is_empty() {
         return Ok(usage);
     }
     let ids: Vec<&str> = metered.iter().map(|r| r.contract_id.as_str()).collect();
-    let (list, params) = in_list(tx.kind(), 1, &ids);
-    let found = tx
+    let (list, params) = in_list(db.kind(), 1, &ids);
+    let found = db
         .query(
             &format!(
                 "SELECT contract_id, period, CAST(SUM(quantity) AS BIGINT) FROM scheduler_usage
@@ -275,7 +422,7 @@ fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: 
 /// parameter (SQLite binds many parameters in quadratic time; PostgreSQL spends less on one
 /// long value than on thousands of binds). Only the columns the batch can have changed: the
 /// usage state only if it has metered rows.
-async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
+async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::Result<u64> {
     // The columns written after the id and the wake, in the order the values come.
     const WRITTEN: [(&str, bool); 11] = [
         ("next_period", false),
@@ -291,7 +438,7 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
         ("day_amount", false),
     ];
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let metered = rows.iter().any(|r| r.mode.metered());
     let written: Vec<(&str, bool)> =
@@ -306,7 +453,7 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
             };
             // A wake of -1: nothing left to do.
             format!(
-                "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{}]",
+                "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{},{}]",
                 r.contract_id,
                 if r.active { r.wake_ms } else { -1 },
                 r.next_period,
@@ -315,7 +462,8 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
                 r.ready_ms,
                 r.day_key,
                 r.day_count,
-                r.day_amount
+                r.day_amount,
+                r.rev
             )
         })
         .collect();
@@ -329,25 +477,29 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow]) -> anyhow::Result<()> {
             format!("CAST(value->>{} AS BIGINT) AS {c}", i + 2)
         });
     }
+    cols.push(format!("CAST(value->>{} AS BIGINT) AS rev", written.len() + 2));
     let set = names.iter().map(|c| format!("{c} = v.{c}")).collect::<Vec<_>>().join(", ");
-    tx.execute(
-        &format!(
-            "UPDATE scheduler_schedules SET {set},
+    let check = if checked { " AND scheduler_schedules.rev = v.rev" } else { "" };
+    let saved = tx
+        .execute(
+            &format!(
+                "UPDATE scheduler_schedules SET {set},
                wake_ms = CASE WHEN v.wk < 0 THEN scheduler_schedules.wake_ms ELSE v.wk END,
-               active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END
+               active = CASE WHEN v.wk < 0 THEN 0 ELSE scheduler_schedules.active END,
+               rev = scheduler_schedules.rev + 1
              FROM (SELECT {} FROM {}) v
-             WHERE scheduler_schedules.contract_id = v.id",
-            cols.join(", "),
-            if tx.kind() == BackendKind::Sqlite {
-                "json_each($1)"
-            } else {
-                "json_array_elements(CAST($1 AS TEXT)::json)"
-            }
-        ),
-        &[json],
-    )
-    .await?;
-    Ok(())
+             WHERE scheduler_schedules.contract_id = v.id{check}",
+                cols.join(", "),
+                if tx.kind() == BackendKind::Sqlite {
+                    "json_each($1)"
+                } else {
+                    "json_array_elements(CAST($1 AS TEXT)::json)"
+                }
+            ),
+            &[json],
+        )
+        .await?;
+    Ok(saved)
 }
 
 /// Issues the retries that are due: each failed charge's next attempt, once its timer (at least
@@ -489,4 +641,73 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
     tx.commit().await?;
     autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], appends.len() as i64);
     Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebit_eventstore::StoreOptions;
+
+    /// `n` monthly schedules due at `now`, each with its notice given.
+    async fn due_schedules(store: &EventStore, n: usize, now: i64) -> Vec<String> {
+        let mut tx = store.begin().await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("ct_{}", uuid::Uuid::from_u128(((now as u128) << 80) | i as u128));
+            tx.execute(
+                "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
+                   anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
+                 VALUES ($1, 'm1', 'p1', 1990, 'CNY', 'monthly', $2, 1, $3, 1, $3, 1)",
+                &[Value::from(&id), Value::Int(now - 31 * 86_400_000), Value::Int(now - 1)],
+            )
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        tx.commit().await.unwrap();
+        ids
+    }
+
+    async fn scheduled(store: &EventStore) -> i64 {
+        let n = store.query("SELECT COUNT(*) FROM events WHERE event_type = 'ChargeScheduled'", &[]).await.unwrap();
+        n[0].i64(0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_schedule_changed_after_it_was_read_is_voided_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            EventStore::open(StoreOptions::new(autodebit_eventstore::testing::sqlite_url(dir.path()))).await.unwrap();
+        store.migrate("scheduler", crate::store::MIGRATIONS).await.unwrap();
+        let now = chrono::Utc::now();
+        let ids = due_schedules(&store, 3, now.timestamp_millis()).await;
+        let pace = Pace::Simulated(DailyWindow::always());
+        let decide_due = async |after| {
+            let (rows, last) = read_due(&store, now.timestamp_millis(), after).await.unwrap();
+            (decide(rows, &HashMap::new(), &HashMap::new(), now, pace), last)
+        };
+
+        let (decided, last) = decide_due((i64::MIN, 0)).await;
+        assert_eq!((decided.rows.len(), decided.scheduled), (3, 3));
+        // Reads go on after where the last batch ended.
+        assert!(decide_due(last.unwrap()).await.0.rows.is_empty());
+
+        // The contract is suspended between the read and the write.
+        let mut tx = store.begin().await.unwrap();
+        crate::processor::stop(&mut tx, &ids[1]).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        assert!(!write(&mut tx, &decided, true).await.unwrap());
+        drop(tx);
+        assert_eq!(scheduled(&store).await, 0, "nothing of the voided batch is kept");
+
+        // Read again: the other two are charged once, the suspended one not at all.
+        let (decided, _) = decide_due((i64::MIN, 0)).await;
+        assert_eq!(decided.rows.len(), 2);
+        let mut tx = store.begin().await.unwrap();
+        assert!(write(&mut tx, &decided, true).await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(scheduled(&store).await, 2);
+        assert!(decide_due((i64::MIN, 0)).await.0.rows.is_empty(), "the schedules moved on");
+    }
 }

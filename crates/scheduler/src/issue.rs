@@ -1,19 +1,19 @@
 //! Issuing a charge, shared by the due loop and TriggerCharge: the limits of the contract's
 //! plan against what it was charged today (in its merchant's calendar), checked and counted on
 //! the schedule row the transaction holds, so no two charges can both take the last slot.
-use crate::store::{PLAN_COLUMNS, PlanRow, ScheduleRow, in_list};
+use crate::store::{Db, PLAN_COLUMNS, PlanRow, ScheduleRow, in_list};
 use autodebit_domain::MAX_CHARGE_CNY_FEN;
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::limits::{self, Limits, Today};
 use autodebit_domain::plan::MAX_DAILY_COUNT;
 use autodebit_domain::{Money, Timestamp};
-use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
+use autodebit_eventstore::{ExpectedVersion, StreamAppend};
 use autodebit_proto::events::v1::ChargeReason;
 use autodebit_runtime::codec::{self, Cause};
 use std::collections::HashMap;
 
 /// The plans named by `rows`, by id.
-pub async fn load_plans(tx: &mut Tx, rows: &[&ScheduleRow]) -> anyhow::Result<HashMap<String, PlanRow>> {
+pub async fn load_plans(db: &mut Db<'_>, rows: &[&ScheduleRow]) -> anyhow::Result<HashMap<String, PlanRow>> {
     let mut ids: Vec<&str> = rows.iter().map(|r| r.plan_id.as_str()).filter(|p| !p.is_empty()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -21,9 +21,9 @@ pub async fn load_plans(tx: &mut Tx, rows: &[&ScheduleRow]) -> anyhow::Result<Ha
     if ids.is_empty() {
         return Ok(plans);
     }
-    let (list, params) = in_list(tx.kind(), 1, &ids);
+    let (list, params) = in_list(db.kind(), 1, &ids);
     let found =
-        tx.query(&format!("SELECT {PLAN_COLUMNS} FROM scheduler_plans WHERE plan_id IN {list}"), &params).await?;
+        db.query(&format!("SELECT {PLAN_COLUMNS} FROM scheduler_plans WHERE plan_id IN {list}"), &params).await?;
     plans.extend(found.iter().filter_map(PlanRow::from_row));
     Ok(plans)
 }

@@ -141,7 +141,7 @@ impl Processor for ContractFollower {
                 EventKind::ChargeSucceeded(c) => {
                     let amount = c.amount.as_ref().map(|m| m.minor_units).unwrap_or(0);
                     tx.execute(
-                        "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + $1,
+                        "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + $1, rev = rev + 1,
                            first_success_ms = CASE WHEN first_success_ms = 0 THEN $2 ELSE first_success_ms END
                          WHERE contract_id = $3",
                         &[Value::Int(amount), Value::Int(c.succeeded_at_ms), Value::from(&c.contract_id)],
@@ -160,7 +160,8 @@ impl Processor for ContractFollower {
                         continue;
                     };
                     tx.execute(
-                        "UPDATE scheduler_schedules SET amount = $1, currency = $2, cycle = $3 WHERE contract_id = $4",
+                        "UPDATE scheduler_schedules SET amount = $1, currency = $2, cycle = $3, rev = rev + 1
+                         WHERE contract_id = $4",
                         &[
                             Value::Int(amount.minor_units()),
                             Value::from(amount.currency().as_str()),
@@ -177,8 +178,12 @@ impl Processor for ContractFollower {
     }
 }
 
-async fn stop(tx: &mut Tx, contract_id: &str) -> anyhow::Result<()> {
-    tx.execute("UPDATE scheduler_schedules SET active = 0 WHERE contract_id = $1", &[Value::from(contract_id)]).await?;
+pub(crate) async fn stop(tx: &mut Tx, contract_id: &str) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE scheduler_schedules SET active = 0, rev = rev + 1 WHERE contract_id = $1",
+        &[Value::from(contract_id)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -208,7 +213,7 @@ async fn resume(tx: &mut Tx, contract_id: &str, at_ms: i64) -> anyhow::Result<()
     // Wake at once: the due loop works out the schedule's next moment (usage recorded before
     // the suspension is still billed when its period closes).
     tx.execute(
-        "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2, wake_ms = 0
+        "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2, wake_ms = 0, rev = rev + 1
          WHERE contract_id = $3",
         &[Value::Int(i64::from(period)), Value::Int(due), Value::from(contract_id)],
     )

@@ -122,13 +122,17 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX scheduler_held_due ON scheduler_held (due_ms);",
     ),
+    // A revision on each schedule, raised by every change to it (and by usage recorded against
+    // it): a due pass that decided on a row read without a lock writes its decision back only
+    // if the row is still at the revision it read.
+    Migration::common(6, "ALTER TABLE scheduler_schedules ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;"),
 ];
 
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
                            next_due_ms, active, plan_id, expires_at_ms, total_succeeded, first_success_ms, mode, \
                            time_zone, notice_lead_ms, noticed_period, ready_ms, usage_cycle, usage_grace_ms, \
                            usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms, day_key, day_count, \
-                           day_amount";
+                           day_amount, rev";
 
 /// How a schedule's charges arise: which of its two sides run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +234,8 @@ pub struct ScheduleRow {
     pub day_key: String,
     pub day_count: i64,
     pub day_amount: i64,
+    /// Raised by every change to the row.
+    pub rev: i64,
 }
 
 impl ScheduleRow {
@@ -265,6 +271,7 @@ impl ScheduleRow {
             day_key: r.text(26)?.to_string(),
             day_count: r.i64(27)?,
             day_amount: r.i64(28)?,
+            rev: r.i64(29)?,
         })
     }
 }
@@ -305,6 +312,7 @@ impl ScheduleRow {
             day_key: t(26)?,
             day_count: n(27)?,
             day_amount: n(28)?,
+            rev: n(29)?,
         })
     }
 }
@@ -393,6 +401,33 @@ pub fn in_list(
         }
         BackendKind::Postgres => {
             (format!("({})", placeholders(from, items.len())), items.iter().map(|i| Value::from(*i)).collect())
+        }
+    }
+}
+
+/// Where a read goes: inside a write transaction (seeing its own changes, holding its locks)
+/// or to a reader connection.
+pub enum Db<'a> {
+    Tx(&'a mut autodebit_eventstore::Tx),
+    Store(&'a autodebit_eventstore::EventStore),
+}
+
+impl Db<'_> {
+    pub fn kind(&self) -> autodebit_eventstore::BackendKind {
+        match self {
+            Db::Tx(tx) => tx.kind(),
+            Db::Store(store) => store.kind(),
+        }
+    }
+
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[autodebit_eventstore::Value],
+    ) -> autodebit_eventstore::Result<Vec<autodebit_eventstore::Row>> {
+        match self {
+            Db::Tx(tx) => tx.query(sql, params).await,
+            Db::Store(store) => store.query(sql, params).await,
         }
     }
 }

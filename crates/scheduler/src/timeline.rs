@@ -259,6 +259,7 @@ mod tests {
             day_key: String::new(),
             day_count: 0,
             day_amount: 0,
+            rev: 0,
         }
     }
 
