@@ -2,20 +2,47 @@
 //! outcome.
 
 mod api;
+pub mod attempts;
 mod processor;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
+use autodebit_provider::Provider;
 use autodebit_runtime::{Component, Platform, spawn_follower};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use autodebit_provider::simulator::{Simulator, SimulatorConfig};
 
 pub const GRPC_NAME: &str = "autodebit.charger.v1.ChargerService";
 
+/// The provider each merchant's charges go to: its own where configured, else the default.
+pub struct Providers {
+    default: Arc<dyn Provider>,
+    by_merchant: HashMap<String, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn new(default: Arc<dyn Provider>) -> Self {
+        Providers { default, by_merchant: HashMap::new() }
+    }
+
+    /// Sends `merchant`'s charges to `provider`.
+    pub fn with_merchant(mut self, merchant: impl Into<String>, provider: Arc<dyn Provider>) -> Self {
+        self.by_merchant.insert(merchant.into(), provider);
+        self
+    }
+
+    pub fn for_merchant(&self, merchant: &str) -> &Arc<dyn Provider> {
+        self.by_merchant.get(merchant).unwrap_or(&self.default)
+    }
+}
+
 /// How the charger runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChargerConfig {
     pub simulator: SimulatorConfig,
+    /// Providers of particular merchants (the others use the simulator).
+    pub merchants: Vec<(String, Arc<dyn Provider>)>,
     /// Provider calls in flight at once.
     pub concurrency: usize,
     /// Provider calls in flight at once for one merchant.
@@ -28,6 +55,7 @@ impl Default for ChargerConfig {
     fn default() -> Self {
         ChargerConfig {
             simulator: SimulatorConfig::default(),
+            merchants: Vec::new(),
             concurrency: 256,
             per_merchant_concurrency: 256,
             provider_qps: 0,
@@ -35,14 +63,19 @@ impl Default for ChargerConfig {
     }
 }
 
-/// Starts the service: the charge executor and the gRPC routes.
+/// Starts the service: the attempt starter, the attempts worker and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
-    let provider = Arc::new(autodebit_provider::limit::Limited::new(
-        Simulator::new(config.simulator.clone()),
-        config.per_merchant_concurrency,
-        config.provider_qps,
-    ));
-    spawn_follower(platform, processor::ChargeExecutor::new(provider, platform.clock.clone(), config.concurrency));
+    platform.store.migrate("charger", attempts::MIGRATIONS).await?;
+    let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
+        Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
+    };
+    let mut providers = Providers::new(limited(Arc::new(Simulator::new(config.simulator.clone()))));
+    for (merchant, provider) in &config.merchants {
+        providers = providers.with_merchant(merchant.clone(), limited(provider.clone()));
+    }
+    let providers = Arc::new(providers);
+    spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone()));
+    attempts::spawn(platform.clone(), providers, config.concurrency);
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
 }

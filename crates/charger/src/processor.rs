@@ -1,31 +1,31 @@
-//! Follows `ChargeScheduled`: calls the provider (before the transaction, so no database lock
-//! is held while it answers), then records each charge's outcome with the checkpoint.
+//! Follows `ChargeScheduled` and `ChargeRetryScheduled`: starts the attempt — appends
+//! `ChargeAttemptStarted` with its order number and writes its row in `charger_attempts` — in
+//! the transaction that moves the checkpoint on. The provider is called afterwards, by the
+//! attempts worker (`attempts`), once this is committed.
+use crate::Providers;
+use crate::attempts::{self, AttemptRow};
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::{ChargeId, ContractId, MerchantId, PayerId};
 use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
 use autodebit_proto::EventKind;
-use autodebit_provider::{ChargeAttempt, Provider, ProviderOutcome};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
-use futures::StreamExt;
 use std::sync::Arc;
 
-pub struct ChargeExecutor {
-    provider: Arc<dyn Provider>,
+pub struct AttemptStarter {
+    providers: Arc<Providers>,
     clock: PlatformClock,
-    concurrency: usize,
 }
 
-impl ChargeExecutor {
-    pub fn new(provider: Arc<dyn Provider>, clock: PlatformClock, concurrency: usize) -> Self {
-        ChargeExecutor { provider, clock, concurrency: concurrency.max(1) }
+impl AttemptStarter {
+    pub fn new(providers: Arc<Providers>, clock: PlatformClock) -> Self {
+        AttemptStarter { providers, clock }
     }
 }
 
-impl Processor for ChargeExecutor {
-    /// The provider's answer for each event of the batch, by index.
-    type Prepared = Vec<Option<ProviderOutcome>>;
+impl Processor for AttemptStarter {
+    type Prepared = ();
 
     fn name(&self) -> &'static str {
         "charger.charges"
@@ -35,38 +35,25 @@ impl Processor for ChargeExecutor {
         matches!(kind, EventKind::ChargeScheduled(_) | EventKind::ChargeRetryScheduled(_))
     }
 
-    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Self::Prepared> {
-        let work: Vec<Option<Charge>> = events.iter().map(attempt_of).collect();
-        let calls = work.into_iter().map(|w| {
-            let provider = self.provider.clone();
-            async move {
-                let c = w?;
-                Some(provider.charge(&ChargeAttempt::new(c.charge_id, c.merchant_id, c.attempt, c.amount)).await)
-            }
-        });
-        Ok(futures::stream::iter(calls).buffered(self.concurrency).collect().await)
+    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
+        Ok(())
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], outcomes: Self::Prepared) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
         let now = self.clock.now();
         let mut appends = Vec::with_capacity(events.len());
-        for (d, outcome) in events.iter().zip(outcomes) {
-            let (Some(attempt), Some(outcome)) = (attempt_of(d), outcome) else {
+        let mut rows = Vec::with_capacity(events.len());
+        for d in events {
+            let Some(state) = attempt_of(d) else {
                 tracing::error!(stream = d.stream, "damaged charge event skipped");
                 continue;
             };
-            let state = Some(attempt);
-            let command = match outcome {
-                ProviderOutcome::Succeeded { transaction_id } => {
-                    ChargeCommand::RecordSuccess { provider_transaction_id: transaction_id }
-                }
-                ProviderOutcome::Declined { code, message, retryable } => {
-                    ChargeCommand::RecordFailure { provider_code: code, message, retryable }
-                }
-            };
-            let events_out = charge::decide(&state, command, now)?;
+            let provider = self.providers.for_merchant(state.merchant_id.as_str()).name().to_string();
+            let command = ChargeCommand::StartAttempt { provider: provider.clone() };
+            let state = Some(state);
+            let Ok(started) = charge::decide(&state, command, now) else { continue };
             let cause = Cause::of(d);
-            let encoded = events_out
+            let encoded = started
                 .iter()
                 .filter_map(|e| codec::charge_event_to_pb(state.as_ref(), e))
                 .map(|e| codec::encode(e, &cause, now.timestamp_millis()))
@@ -76,11 +63,30 @@ impl Processor for ChargeExecutor {
                 expected: ExpectedVersion::Exact(d.version),
                 events: encoded,
             });
+            let charge = started.iter().fold(state, charge::apply).expect("a started charge exists");
+            rows.push(AttemptRow {
+                out_trade_no: charge.out_trade_no.clone().unwrap_or_default(),
+                charge,
+                provider,
+                stream_version: d.version + 1,
+                sent: false,
+                checks: 0,
+            });
         }
-        if !appends.is_empty() {
-            tx.append_many(&appends).await?;
-        }
-        Ok(())
+        // A stream that moved on since (replayed events) keeps what it has; its row is not written.
+        let outcomes = tx.append_each(&appends).await?;
+        let started: Vec<AttemptRow> = rows
+            .into_iter()
+            .zip(&outcomes)
+            .filter_map(|(row, o)| match o {
+                Ok(_) => Some(row),
+                Err(e) => {
+                    tracing::debug!(out_trade_no = row.out_trade_no, error = %e, "attempt started before");
+                    None
+                }
+            })
+            .collect();
+        attempts::insert(tx, &started, now.timestamp_millis()).await
     }
 }
 
@@ -103,6 +109,8 @@ fn attempt_of(d: &Decoded) -> Option<Charge> {
             message: None,
             attempt: r.attempt,
             retryable: false,
+            started: 0,
+            out_trade_no: None,
         }),
         _ => None,
     }

@@ -22,6 +22,13 @@ pub enum ChargeEvent {
         retryable: bool,
         at: Timestamp,
     },
+    /// Attempt `attempt` is about to go to `provider` as `out_trade_no`.
+    AttemptStarted {
+        attempt: u32,
+        out_trade_no: String,
+        provider: String,
+        at: Timestamp,
+    },
     /// A retryable failure is tried again: attempt `attempt` (the first is 1).
     RetryScheduled {
         attempt: u32,
@@ -69,6 +76,10 @@ pub enum ChargeCommand {
         message: String,
         retryable: bool,
     },
+    /// Sends the current attempt to `provider` (once per attempt).
+    StartAttempt {
+        provider: String,
+    },
     /// Tries a charge that failed retryably again.
     Retry,
     /// Refuses a charge: at issue (`issue` given, no charge yet) or after scheduling.
@@ -105,6 +116,9 @@ pub struct Charge {
     pub attempt: u32,
     /// Whether the last failure may be retried.
     pub retryable: bool,
+    /// The attempt last sent to the provider (0: none yet), and its order number.
+    pub started: u32,
+    pub out_trade_no: Option<String>,
 }
 
 /// `None` until the charge is scheduled.
@@ -120,6 +134,8 @@ pub enum ChargeError {
     AlreadyEnded(ChargeStatus),
     #[error("only a charge whose last attempt failed retryably can be retried")]
     NotRetryable,
+    #[error("attempt {0} was started already")]
+    AlreadyStarted(u32),
 }
 
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
@@ -140,6 +156,17 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
             }
         }
         (Some(c), _) if c.status != ChargeStatus::Scheduled => Err(ChargeError::AlreadyEnded(c.status)),
+        (Some(c), ChargeCommand::StartAttempt { provider }) => {
+            if c.started == c.attempt {
+                return Err(ChargeError::AlreadyStarted(c.attempt));
+            }
+            Ok(vec![ChargeEvent::AttemptStarted {
+                attempt: c.attempt,
+                out_trade_no: c.charge_id.out_trade_no(c.attempt),
+                provider,
+                at: now,
+            }])
+        }
         (Some(_), ChargeCommand::RecordSuccess { provider_transaction_id }) => {
             Ok(vec![ChargeEvent::Succeeded { provider_transaction_id, at: now }])
         }
@@ -182,6 +209,8 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             message: Some(detail.clone()),
             attempt: 0,
             retryable: false,
+            started: 0,
+            out_trade_no: None,
         }),
         (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
             Some(Charge {
@@ -198,6 +227,8 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
                 message: None,
                 attempt: 1,
                 retryable: false,
+                started: 0,
+                out_trade_no: None,
             })
         }
         (Some(mut c), ChargeEvent::RetryScheduled { attempt, .. })
@@ -211,6 +242,10 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
         (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
             match e {
                 ChargeEvent::Scheduled { .. } | ChargeEvent::RetryScheduled { .. } => {}
+                ChargeEvent::AttemptStarted { attempt, out_trade_no, .. } => {
+                    c.started = *attempt;
+                    c.out_trade_no = Some(out_trade_no.clone());
+                }
                 ChargeEvent::Succeeded { provider_transaction_id, .. } => {
                     c.status = ChargeStatus::Succeeded;
                     c.provider_transaction_id = Some(provider_transaction_id.clone());
@@ -285,6 +320,24 @@ mod tests {
             prop_assert!(outcomes <= 1);
             prop_assert!(outcomes == 0 || schedules == 1);
         }
+    }
+
+    #[test]
+    fn each_attempt_is_started_once_with_its_own_order_number() {
+        let start = || ChargeCommand::StartAttempt { provider: "simulator".into() };
+        let state = decide(&None, schedule(), from_millis(0)).unwrap().iter().fold(None, apply);
+        let events = decide(&state, start(), from_millis(1)).unwrap();
+        let state = events.iter().fold(state, apply);
+        let first = state.as_ref().unwrap().out_trade_no.clone().unwrap();
+        assert_eq!(decide(&state, start(), from_millis(2)), Err(ChargeError::AlreadyStarted(1)));
+        let failed =
+            ChargeCommand::RecordFailure { provider_code: "NOTENOUGH".into(), message: "".into(), retryable: true };
+        let state = decide(&state, failed, from_millis(3)).unwrap().iter().fold(state, apply);
+        let state = decide(&state, ChargeCommand::Retry, from_millis(4)).unwrap().iter().fold(state, apply);
+        let state = decide(&state, start(), from_millis(5)).unwrap().iter().fold(state, apply);
+        let c = state.unwrap();
+        assert_eq!((c.attempt, c.started), (2, 2));
+        assert_ne!(c.out_trade_no.unwrap(), first);
     }
 
     #[test]

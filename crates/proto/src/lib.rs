@@ -69,6 +69,7 @@ impl events::v1::Event {
             Some(Kind::ChargeRetryScheduled(_)) => "ChargeRetryScheduled",
             Some(Kind::PreDebitNoticeIssued(_)) => "PreDebitNoticeIssued",
             Some(Kind::UsageRecorded(_)) => "UsageRecorded",
+            Some(Kind::ChargeAttemptStarted(_)) => "ChargeAttemptStarted",
             None => "Unknown",
         }
     }

@@ -1,6 +1,9 @@
 //! Back-pressure in front of a provider: at most N calls in flight per merchant, and calls
 //! spaced to the provider's quota (WeChat Pay allows 150 requests a second to `pappayapply`).
-use crate::{BoxFuture, ChargeAttempt, Provider, ProviderOutcome};
+use crate::{
+    BoxFuture, ChargeAttempt, Lookup, PreDebitNotice, Provider, ProviderError, ProviderOutcome, RefundOutcome,
+    RefundRequest, SigningRequest, Termination,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +59,19 @@ impl<P: Provider> Limited<P> {
     }
 }
 
+impl<P: Provider> Limited<P> {
+    /// Waits for a slot of `merchant`'s allowance (held until the permit drops) and, with
+    /// `rated`, for the quota.
+    async fn slot(&self, merchant: &str, rated: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed.
+        let permit = self.permits(merchant).acquire_owned().await.ok();
+        if let (true, Some(rate)) = (rated, &self.rate) {
+            rate.wait().await;
+        }
+        permit
+    }
+}
+
 impl<P: Provider> Provider for Limited<P> {
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -63,14 +79,41 @@ impl<P: Provider> Provider for Limited<P> {
 
     fn charge<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, ProviderOutcome> {
         Box::pin(async move {
-            let permits = self.permits(attempt.merchant_id.as_str());
-            // The semaphore is never closed.
-            let _permit = permits.acquire_owned().await.ok();
-            if let Some(rate) = &self.rate {
-                rate.wait().await;
-            }
+            let _slot = self.slot(attempt.merchant_id.as_str(), true).await;
             self.inner.charge(attempt).await
         })
+    }
+
+    fn query<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            let _slot = self.slot(attempt.merchant_id.as_str(), true).await;
+            self.inner.query(attempt).await
+        })
+    }
+
+    fn refund<'a>(&'a self, refund: &'a RefundRequest) -> BoxFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            let _slot = self.slot(refund.merchant_id.as_str(), false).await;
+            self.inner.refund(refund).await
+        })
+    }
+
+    fn notify<'a>(&'a self, notice: &'a PreDebitNotice) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let _slot = self.slot(notice.merchant_id.as_str(), false).await;
+            self.inner.notify(notice).await
+        })
+    }
+
+    fn terminate<'a>(&'a self, termination: &'a Termination) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let _slot = self.slot(termination.merchant_id.as_str(), false).await;
+            self.inner.terminate(termination).await
+        })
+    }
+
+    fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
+        self.inner.signing_url(request)
     }
 }
 
@@ -87,7 +130,7 @@ mod tests {
         most: AtomicUsize,
     }
 
-    impl Provider for Arc<Probe> {
+    impl Provider for Probe {
         fn name(&self) -> &'static str {
             "probe"
         }
@@ -100,11 +143,32 @@ mod tests {
                 ProviderOutcome::Succeeded { transaction_id: "t".into() }
             })
         }
+        fn query<'a>(&'a self, _: &'a ChargeAttempt) -> BoxFuture<'a, Lookup> {
+            Box::pin(async { Lookup::NotFound })
+        }
+        fn refund<'a>(&'a self, _: &'a RefundRequest) -> BoxFuture<'a, RefundOutcome> {
+            Box::pin(async { RefundOutcome::Failed { code: "PROBE".into(), message: String::new() } })
+        }
+        fn notify<'a>(&'a self, _: &'a PreDebitNotice) -> BoxFuture<'a, Result<(), ProviderError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn terminate<'a>(&'a self, _: &'a Termination) -> BoxFuture<'a, Result<(), ProviderError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn signing_url<'a>(&'a self, _: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
+            Box::pin(async { Err(ProviderError::Unsupported("probe".into())) })
+        }
     }
 
     fn attempt(merchant: &str, n: u32) -> ChargeAttempt {
-        let id = ChargeId::for_period(ContractId::generate(), n);
-        ChargeAttempt::new(id, MerchantId::parse(merchant).unwrap(), 1, Money::cny(100))
+        let contract = ContractId::generate();
+        ChargeAttempt::new(
+            ChargeId::for_period(contract, n),
+            contract,
+            MerchantId::parse(merchant).unwrap(),
+            1,
+            Money::cny(100),
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -342,6 +342,20 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 attempt: c.attempt,
             })
         }
+        ChargeEvent::AttemptStarted { attempt, out_trade_no, provider, at } => {
+            let c = charge?;
+            EventKind::ChargeAttemptStarted(pb::ChargeAttemptStarted {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                payer_id: c.payer_id.to_string(),
+                amount: Some(money_to_pb(c.amount)),
+                attempt: *attempt,
+                out_trade_no: out_trade_no.clone(),
+                provider: provider.clone(),
+                started_at_ms: at.timestamp_millis(),
+            })
+        }
         ChargeEvent::RetryScheduled { attempt, at } => {
             let c = charge?;
             EventKind::ChargeRetryScheduled(pb::ChargeRetryScheduled {
@@ -394,6 +408,12 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
         EventKind::ChargeRetryScheduled(r) => {
             Some(ChargeEvent::RetryScheduled { attempt: r.attempt, at: from_millis(r.scheduled_at_ms) })
         }
+        EventKind::ChargeAttemptStarted(a) => Some(ChargeEvent::AttemptStarted {
+            attempt: a.attempt,
+            out_trade_no: a.out_trade_no.clone(),
+            provider: a.provider.clone(),
+            at: from_millis(a.started_at_ms),
+        }),
         EventKind::ChargeRejected(r) => Some(ChargeEvent::Rejected {
             issue: Issue {
                 charge_id: ChargeId::parse(&r.charge_id).ok()?,

@@ -1,0 +1,408 @@
+//! Attempts in flight, and the worker that takes each to its one outcome.
+//!
+//! An attempt is written down before it may reach the provider: the charge stream gets
+//! `ChargeAttemptStarted` and `charger_attempts` a row, in one transaction (the follower in
+//! `processor`). The worker then claims due rows, marking each as possibly sent and leasing it
+//! for `LEASE`, and commits that before any call. So a row found again — after a crash, or a
+//! lease that ran out — may have reached the provider, and it is settled by asking the
+//! provider (`query`), never by sending it again; only a provider that says it never saw the
+//! order number gets it sent. An ambiguous answer (a timeout, `SYSTEMERROR`, still paying) is
+//! asked about again with growing gaps. The outcome is appended to the charge stream at the
+//! version the attempt left it, and the row deleted, in one transaction; a callback from the
+//! provider that got there first has already done both, and the second is a no-op.
+use crate::Providers;
+use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
+use autodebit_domain::clock::from_millis;
+use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId};
+use autodebit_eventstore::{BackendKind, ExpectedVersion, Migration, StreamAppend, Tx, Value};
+use autodebit_provider::{ChargeAttempt, Lookup, ProviderOutcome};
+use autodebit_runtime::Platform;
+use autodebit_runtime::codec::{self, Cause};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+
+pub const MIGRATIONS: &[Migration] = &[Migration::common(
+    1,
+    "CREATE TABLE charger_attempts (
+        out_trade_no   TEXT   PRIMARY KEY,
+        charge_id      TEXT   NOT NULL,
+        contract_id    TEXT   NOT NULL,
+        merchant_id    TEXT   NOT NULL,
+        payer_id       TEXT   NOT NULL,
+        amount         BIGINT NOT NULL,
+        currency       TEXT   NOT NULL,
+        attempt        BIGINT NOT NULL,
+        provider       TEXT   NOT NULL,
+        stream_version BIGINT NOT NULL,
+        sent           BIGINT NOT NULL,
+        checks         BIGINT NOT NULL,
+        due_ms         BIGINT NOT NULL
+    );
+    CREATE INDEX charger_attempts_due ON charger_attempts (due_ms);",
+)];
+
+/// How long a claimed attempt is left to its claimer before another may take it up (by query).
+/// Longer than any provider call may take.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// Rows claimed per transaction at most.
+const CLAIM: usize = 2_000;
+/// How often the worker looks when nothing wakes it.
+const TICK: Duration = Duration::from_millis(200);
+/// The longest gap between two queries of an ambiguous attempt.
+const MAX_GAP: Duration = Duration::from_secs(300);
+
+/// An attempt as `charger_attempts` keeps it.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub out_trade_no: String,
+    pub charge: Charge,
+    pub provider: String,
+    /// The charge stream's version once the attempt was started.
+    pub stream_version: u64,
+    /// Whether it may have reached the provider.
+    pub sent: bool,
+    pub checks: i64,
+}
+
+const COLUMNS: &str = "out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount, currency, attempt, \
+                       provider, stream_version, sent, checks";
+
+impl AttemptRow {
+    fn from_row(r: &autodebit_eventstore::Row) -> Option<Self> {
+        let attempt = u32::try_from(r.i64(7)?).ok()?;
+        Some(AttemptRow {
+            out_trade_no: r.text(0)?.to_string(),
+            charge: Charge {
+                charge_id: ChargeId::parse(r.text(1)?).ok()?,
+                contract_id: ContractId::parse(r.text(2)?).ok()?,
+                merchant_id: MerchantId::parse(r.text(3)?).ok()?,
+                payer_id: PayerId::parse(r.text(4)?).ok()?,
+                amount: Money::new(r.i64(5)?, Currency::parse(r.text(6)?).ok()?),
+                period: 0,
+                due_at: from_millis(0),
+                status: ChargeStatus::Scheduled,
+                provider_transaction_id: None,
+                code: None,
+                message: None,
+                attempt,
+                retryable: false,
+                started: attempt,
+                out_trade_no: Some(r.text(0)?.to_string()),
+            },
+            provider: r.text(8)?.to_string(),
+            stream_version: u64::try_from(r.i64(9)?).ok()?,
+            sent: r.i64(10)? != 0,
+            checks: r.i64(11)?,
+        })
+    }
+
+    fn attempt(&self) -> ChargeAttempt {
+        let c = &self.charge;
+        let mut a = ChargeAttempt::new(c.charge_id, c.contract_id, c.merchant_id.clone(), c.attempt, c.amount);
+        a.out_trade_no = self.out_trade_no.clone();
+        a
+    }
+}
+
+/// Writes down attempts just started (in the follower's transaction), as not yet sent and due now.
+pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], now_ms: i64) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let c = &r.charge;
+            serde_json::json!([
+                r.out_trade_no,
+                c.charge_id.to_string(),
+                c.contract_id.to_string(),
+                c.merchant_id.as_str(),
+                c.payer_id.as_str(),
+                c.amount.minor_units(),
+                c.amount.currency().as_str(),
+                c.attempt,
+                r.provider,
+                r.stream_version,
+            ])
+        })
+        .collect();
+    let (each, v) = json_rows(tx.kind());
+    let cols: Vec<String> = (0..10)
+        .map(|i| if matches!(i, 5 | 7 | 9) { format!("CAST({v}->>{i} AS BIGINT)") } else { format!("{v}->>{i}") })
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO charger_attempts (out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount,
+               currency, attempt, provider, stream_version, sent, checks, due_ms)
+             SELECT {}, 0, 0, $2 FROM {each} WHERE true
+             ON CONFLICT (out_trade_no) DO NOTHING",
+            cols.join(", ")
+        ),
+        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(now_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The table expression that yields a JSON array parameter's elements, and their column.
+fn json_rows(kind: BackendKind) -> (&'static str, &'static str) {
+    match kind {
+        BackendKind::Sqlite => ("json_each($1)", "value"),
+        BackendKind::Postgres => ("json_array_elements(CAST($1 AS TEXT)::json) AS e(value)", "value"),
+    }
+}
+
+/// What became of a claimed attempt.
+#[derive(Debug)]
+pub enum Resolution {
+    /// It ended at the provider.
+    Ended(AttemptRow, ProviderOutcome),
+    /// Not known yet: ask again later.
+    Later(AttemptRow, String),
+}
+
+/// Starts the worker and the recorder of what it learns.
+pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) {
+    let (tx, rx) = mpsc::channel::<Resolution>(concurrency.max(1) * 2);
+    tokio::spawn(record_loop(platform.clone(), rx));
+    tokio::spawn(async move {
+        if let Err(e) = release_own_leases(&platform).await {
+            tracing::error!(error = format!("{e:#}"), "could not release the leases of the last run");
+        }
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut commits = platform.store.watch_commits();
+        loop {
+            let free = slots.available_permits().min(CLAIM);
+            let claimed = if free == 0 { Ok(Vec::new()) } else { claim(&platform, free).await };
+            let claimed = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "claiming charge attempts failed; retrying");
+                    autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+                    Vec::new()
+                }
+            };
+            let busy = !claimed.is_empty();
+            for row in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let (providers, tx) = (providers.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let resolution = resolve(&providers, row).await;
+                    drop(permit);
+                    let _ = tx.send(resolution).await;
+                });
+            }
+            if busy && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(TICK) => {}
+                _ = platform.shutdown.wait() => return,
+            }
+        }
+    });
+}
+
+/// On SQLite one process owns the database, so leases left by its last run (a crash) are
+/// over: those attempts are asked about at once instead of when the lease would run out.
+async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
+    if platform.store.kind() != BackendKind::Sqlite {
+        return Ok(());
+    }
+    let now = platform.clock.now_ms();
+    let mut tx = platform.store.begin().await?;
+    tx.execute("UPDATE charger_attempts SET due_ms = $1 WHERE sent = 1 AND due_ms > $1", &[Value::Int(now)]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due attempts: each is marked as possibly sent and leased, and that is
+/// committed before any of them is sent.
+async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptRow>> {
+    let now = platform.clock.now_ms();
+    let any =
+        platform.store.query("SELECT 1 FROM charger_attempts WHERE due_ms <= $1 LIMIT 1", &[Value::Int(now)]).await?;
+    if any.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = platform.store.begin().await?;
+    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let found = tx
+        .query(
+            &format!("SELECT {COLUMNS} FROM charger_attempts WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2{lock}"),
+            &[Value::Int(now), Value::Int(limit as i64)],
+        )
+        .await?;
+    let rows: Vec<AttemptRow> = found.iter().filter_map(AttemptRow::from_row).collect();
+    if rows.len() < found.len() {
+        tracing::error!(unreadable = found.len() - rows.len(), "unreadable charge attempts left in place");
+    }
+    let keys: Vec<&str> = rows.iter().map(|r| r.out_trade_no.as_str()).collect();
+    let (each, v) = json_rows(tx.kind());
+    tx.execute(
+        &format!(
+            "UPDATE charger_attempts SET sent = 1, due_ms = $2
+             WHERE out_trade_no IN (SELECT {v}->>0 FROM {each})"
+        ),
+        &[Value::from(keys_json(&keys)), Value::Int(now + LEASE.as_millis() as i64)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// `keys` as a JSON array of one-element arrays (`value->>0` reads each on both backends).
+fn keys_json(keys: &[&str]) -> String {
+    serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k])).collect()).to_string()
+}
+
+/// Sends a fresh attempt, or asks about one that may have been sent.
+pub async fn resolve(providers: &Providers, row: AttemptRow) -> Resolution {
+    let provider = providers.for_merchant(row.charge.merchant_id.as_str());
+    let attempt = row.attempt();
+    if row.sent {
+        match provider.query(&attempt).await {
+            Lookup::Ended(outcome) => return Resolution::Ended(row, outcome),
+            Lookup::Pending { reason } => return Resolution::Later(row, reason),
+            // Never received: sending it now cannot debit twice.
+            Lookup::NotFound => {}
+        }
+    }
+    match provider.charge(&attempt).await {
+        ProviderOutcome::Unknown { reason } => Resolution::Later(row, reason),
+        outcome => Resolution::Ended(row, outcome),
+    }
+}
+
+/// Records resolutions in batches as they come.
+async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
+    let mut batch = Vec::with_capacity(CLAIM);
+    loop {
+        batch.clear();
+        if rx.recv_many(&mut batch, CLAIM).await == 0 {
+            return;
+        }
+        let mut failures = 0;
+        while let Err(e) = record(&platform, &batch).await {
+            // Nothing was committed; the provider's answers are kept in memory and tried again
+            // (and, if this process dies, the rows' leases run out and the attempts are queried).
+            failures += 1;
+            tracing::error!(error = format!("{e:#}"), failures, "recording charge outcomes failed; retrying");
+            autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+            tokio::time::sleep(Duration::from_millis(200 * failures.min(25))).await;
+            if platform.shutdown.is_triggered() {
+                return;
+            }
+        }
+    }
+}
+
+/// Appends each ended attempt's outcome and drops its row; moves each undecided one's next
+/// question on. One transaction.
+pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result<()> {
+    let now = platform.clock.now();
+    let now_ms = now.timestamp_millis();
+    let mut appends = Vec::new();
+    let mut ended = Vec::new();
+    let mut later = Vec::new();
+    for r in batch {
+        match r {
+            Resolution::Ended(row, outcome) => {
+                if let Some(append) = outcome_append(row, outcome, now) {
+                    appends.push(append);
+                }
+                ended.push(row.out_trade_no.as_str());
+            }
+            Resolution::Later(row, reason) => {
+                tracing::info!(out_trade_no = row.out_trade_no, reason, "attempt outcome not known yet; will ask");
+                later.push(serde_json::json!([row.out_trade_no, now_ms + gap(row.checks).as_millis() as i64]));
+            }
+        }
+    }
+    let mut tx = platform.store.begin().await?;
+    let (mut succeeded, mut failed) = (0i64, 0i64);
+    for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
+        match outcome {
+            Ok(_) if append.events.iter().any(|e| e.event_type == "ChargeSucceeded") => succeeded += 1,
+            Ok(_) => failed += 1,
+            // A callback or another worker recorded it first.
+            Err(e) => tracing::debug!(stream = append.stream, error = %e, "outcome already recorded"),
+        }
+    }
+    let (each, v) = json_rows(tx.kind());
+    if !ended.is_empty() {
+        tx.execute(
+            &format!("DELETE FROM charger_attempts WHERE out_trade_no IN (SELECT {v}->>0 FROM {each})"),
+            &[Value::from(keys_json(&ended))],
+        )
+        .await?;
+    }
+    if !later.is_empty() {
+        tx.execute(
+            &format!(
+                "UPDATE charger_attempts SET checks = checks + 1, due_ms = d.due
+                 FROM (SELECT {v}->>0 AS k, CAST({v}->>1 AS BIGINT) AS due FROM {each}) d
+                 WHERE charger_attempts.out_trade_no = d.k"
+            ),
+            &[Value::from(serde_json::Value::Array(later).to_string())],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    autodebit_runtime::metrics::add("autodebit_charges_succeeded_total", &[], succeeded);
+    autodebit_runtime::metrics::add("autodebit_charges_failed_total", &[], failed);
+    Ok(())
+}
+
+/// The wait before asking about an undecided attempt again: 1 s, doubling, at most 5 minutes.
+pub fn gap(checks: i64) -> Duration {
+    let doubled = Duration::from_secs(1).saturating_mul(1u32 << checks.clamp(0, 16));
+    doubled.min(MAX_GAP)
+}
+
+/// The event that records `outcome` on the charge stream, where the attempt left it.
+fn outcome_append(
+    row: &AttemptRow,
+    outcome: &ProviderOutcome,
+    now: autodebit_domain::Timestamp,
+) -> Option<StreamAppend> {
+    let command = match outcome {
+        ProviderOutcome::Succeeded { transaction_id } => {
+            ChargeCommand::RecordSuccess { provider_transaction_id: transaction_id.clone() }
+        }
+        ProviderOutcome::Declined { code, message, retryable } => ChargeCommand::RecordFailure {
+            provider_code: code.clone(),
+            message: message.clone(),
+            retryable: *retryable,
+        },
+        ProviderOutcome::Unknown { .. } => return None,
+    };
+    let state = Some(row.charge.clone());
+    let events = charge::decide(&state, command, now).ok()?;
+    let cause = Cause::request(format!("{}/attempt/{}", row.charge.charge_id, row.charge.attempt));
+    let encoded = events
+        .iter()
+        .filter_map(|e| codec::charge_event_to_pb(state.as_ref(), e))
+        .map(|e| codec::encode(e, &cause, now.timestamp_millis()))
+        .collect();
+    Some(StreamAppend {
+        stream: row.charge.charge_id.stream(),
+        expected: ExpectedVersion::Exact(row.stream_version),
+        events: encoded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_space_out_to_five_minutes() {
+        assert_eq!(gap(0), Duration::from_secs(1));
+        assert_eq!(gap(3), Duration::from_secs(8));
+        assert_eq!(gap(40), MAX_GAP);
+    }
+}
