@@ -37,11 +37,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration::common(
         stream_version BIGINT NOT NULL,
         sent           BIGINT NOT NULL,
         checks         BIGINT NOT NULL,
-        due_ms         BIGINT NOT NULL
+        due_ms         BIGINT NOT NULL,
+        started_unix_ms BIGINT NOT NULL
     );
     CREATE INDEX charger_attempts_due ON charger_attempts (due_ms);",
 )];
 
+/// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
+pub const SETTLE_LATENCY: &str = "autodebit_charge_settle_ms";
 /// How long a claimed attempt is left to its claimer before another may take it up (by query).
 /// Longer than any provider call may take.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -63,10 +66,13 @@ pub struct AttemptRow {
     /// Whether it may have reached the provider.
     pub sent: bool,
     pub checks: i64,
+    /// When the attempt was started, by the machine's clock (not the platform's, which may be
+    /// a test clock): what the settle-latency histogram measures from.
+    pub started_unix_ms: i64,
 }
 
 const COLUMNS: &str = "out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount, currency, attempt, \
-                       provider, stream_version, sent, checks";
+                       provider, stream_version, sent, checks, started_unix_ms";
 
 impl AttemptRow {
     fn from_row(r: &autodebit_eventstore::Row) -> Option<Self> {
@@ -94,6 +100,7 @@ impl AttemptRow {
             stream_version: u64::try_from(r.i64(9)?).ok()?,
             sent: r.i64(10)? != 0,
             checks: r.i64(11)?,
+            started_unix_ms: r.i64(12)?,
         })
     }
 
@@ -135,15 +142,20 @@ pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], now_ms: i64) -> anyhow::Re
     tx.execute(
         &format!(
             "INSERT INTO charger_attempts (out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount,
-               currency, attempt, provider, stream_version, sent, checks, due_ms)
-             SELECT {}, 0, 0, $2 FROM {each} WHERE true
+               currency, attempt, provider, stream_version, sent, checks, due_ms, started_unix_ms)
+             SELECT {}, 0, 0, $2, $3 FROM {each} WHERE true
              ON CONFLICT (out_trade_no) DO NOTHING",
             cols.join(", ")
         ),
-        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(now_ms)],
+        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(now_ms), Value::Int(unix_ms())],
     )
     .await?;
     Ok(())
+}
+
+/// Milliseconds since the epoch by the machine's clock, for latency figures only.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The table expression that yields a JSON array parameter's elements, and their column.
@@ -352,6 +364,12 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
         .await?;
     }
     tx.commit().await?;
+    let done = unix_ms();
+    for r in batch {
+        if let Resolution::Ended(row, _) = r {
+            autodebit_runtime::metrics::observe_ms(SETTLE_LATENCY, done - row.started_unix_ms);
+        }
+    }
     autodebit_runtime::metrics::add("autodebit_charges_succeeded_total", &[], succeeded);
     autodebit_runtime::metrics::add("autodebit_charges_failed_total", &[], failed);
     Ok(())

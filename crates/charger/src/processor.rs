@@ -71,6 +71,7 @@ impl Processor for AttemptStarter {
                 stream_version: d.version + 1,
                 sent: false,
                 checks: 0,
+                started_unix_ms: attempts::unix_ms(),
             });
         }
         // A stream that moved on since (replayed events) keeps what it has; its row is not written.

@@ -1,8 +1,9 @@
-//! Payment providers: the `Provider` trait the charger calls, the deterministic simulator,
-//! and WeChat Pay. For WeChat Pay this release holds WeChat Pay's message layer: API v2's signatures and
-//! flat XML (classic papay endpoints and callbacks), and API v3's request signing, response
-//! and callback verification and resource decryption (the pre-deduction notice). It is built so
-//! that the commonest integration failures are plain: a signature mismatch shows the exact
+//! Payment providers: the `Provider` trait the charger and the contracts service call, the
+//! deterministic simulator, and WeChat Pay's papay protocol — API v2 (signatures, flat XML,
+//! deductions, order and contract queries, contract deletion, signing entries, callbacks) and
+//! API v3 (request signing, response and callback verification, resource decryption, the
+//! pre-deduction notice, refunds), with a mock WeChat Pay server to run against. It is built
+//! so that the commonest integration failures are plain: a signature mismatch shows the exact
 //! string that was signed, a missing parameter is named before any request is sent, and a
 //! timestamp outside five minutes, an unknown key serial or a probe signature is named as such.
 pub mod limit;

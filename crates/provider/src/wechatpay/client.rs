@@ -1,0 +1,1024 @@
+//! The WeChat Pay provider: papay over HTTP. Deductions, order and contract queries,
+//! termination and the signing entries speak API v2 (flat XML signed with the APIv2 key); the
+//! pre-deduction notice and refunds speak API v3 (JSON, signed with the merchant's RSA key, and
+//! answered signed by WeChat Pay).
+//!
+//! Money that may or may not have moved is never guessed at: an answer that cannot be read or
+//! trusted, a timeout, a 5xx, `SYSTEMERROR`, `USERPAYING`, an error code this module does not
+//! know, or an acceptance (`result_code=SUCCESS` only means the request was accepted) is
+//! `Unknown` for a deduction and `Pending` for a query. Only the query settles an attempt; an
+//! attempt is never sent again by this module.
+use super::cert::CertInfo;
+use super::v2::{self, Params, SignType};
+use super::v3::{MerchantSigner, PlatformVerifier};
+use crate::{
+    BoxFuture, ChargeAttempt, Lookup, PreDebitNotice, Provider, ProviderError, ProviderOutcome, RefundOutcome,
+    RefundRequest, SigningChannel, SigningRequest, Termination,
+};
+use autodebit_domain::{Currency, Money};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// WeChat Pay's API host, for v2 and v3 alike.
+pub const DEFAULT_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+
+/// What `charge` answers when WeChat Pay accepted a deduction: the outcome comes later.
+pub const ACCEPTED: &str = "accepted; the result comes by notice or query";
+
+/// A key WeChat Pay signs its v3 answers and callbacks with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformKey {
+    /// A platform certificate (PEM); it is known by its own serial, and refused when expired.
+    Certificate { pem: String },
+    /// A WeChat Pay public key (SubjectPublicKeyInfo PEM) and its id (`PUB_KEY_ID_…`).
+    PublicKey { id: String, pem: String },
+}
+
+/// The API v3 settings, needed by the pre-deduction notice and refunds only. `Debug` leaves
+/// the private key and the APIv3 key out, so a logged configuration leaks neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct V3Config {
+    /// The serial number of the merchant's API certificate (`serial_no` in every request).
+    pub merchant_serial: String,
+    /// The merchant's API private key, PKCS#8 PEM (`apiclient_key.pem`).
+    pub merchant_private_key_pem: String,
+    /// The 32-byte APIv3 key, which decrypts v3 callbacks (kept here for their handlers).
+    pub api_v3_key: String,
+    /// Every key WeChat Pay may sign with; during a switch from certificates to the public key
+    /// both are kept.
+    pub platform_keys: Vec<PlatformKey>,
+}
+
+/// How to reach one merchant's WeChat Pay account. `Debug` masks the APIv2 key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WeChatPayConfig {
+    pub appid: String,
+    pub mch_id: String,
+    /// The APIv2 key (32 characters, set in the merchant platform).
+    pub api_v2_key: String,
+    /// How v2 requests are signed; `entrustweb` and `deletecontract` are MD5 whatever this
+    /// says, as WeChat Pay documents them MD5 only.
+    pub sign_type: SignType,
+    /// Where v2 calls go (`/pay/…`, `/papay/…`).
+    pub base_url: String,
+    /// Where v3 calls go (`/v3/…`).
+    pub v3_base_url: String,
+    /// The host of the signing entries the payer's browser opens (`entrustweb`, `h5entrustweb`).
+    pub signing_base_url: String,
+    /// Where WeChat Pay sends deduction results (`notify_url` of `pappayapply`).
+    pub notify_url: String,
+    /// Where WeChat Pay sends refund results (v3 `notify_url`); may be empty.
+    pub refund_notify_url: String,
+    /// The papay template (`plan_id`) a signing uses when the request names none.
+    pub plan_id: String,
+    /// What the payer sees as the deduction's description (`body`).
+    pub body: String,
+    /// The IP of the merchant's server (`spbill_create_ip`).
+    pub spbill_create_ip: String,
+    /// How many days the pre-deduction notice announces (`deduct_duration.count`, 1 to 3).
+    pub notice_days: u32,
+    /// The longest a call may take; a deduction that times out is `Unknown`.
+    pub timeout: Duration,
+    pub v3: Option<V3Config>,
+}
+
+impl WeChatPayConfig {
+    /// A configuration against WeChat Pay itself, with HMAC-SHA256 v2 signatures; `notify_url`,
+    /// `spbill_create_ip` and `plan_id` are still to be set (a call that needs one names it).
+    pub fn new(appid: impl Into<String>, mch_id: impl Into<String>, api_v2_key: impl Into<String>) -> Self {
+        WeChatPayConfig {
+            appid: appid.into(),
+            mch_id: mch_id.into(),
+            api_v2_key: api_v2_key.into(),
+            sign_type: SignType::HmacSha256,
+            base_url: DEFAULT_BASE_URL.into(),
+            v3_base_url: DEFAULT_BASE_URL.into(),
+            signing_base_url: DEFAULT_BASE_URL.into(),
+            notify_url: String::new(),
+            refund_notify_url: String::new(),
+            plan_id: String::new(),
+            body: "Auto-debit".into(),
+            spbill_create_ip: String::new(),
+            notice_days: 1,
+            timeout: Duration::from_secs(10),
+            v3: None,
+        }
+    }
+
+    /// Points every call (v2, v3 and the signing entries) at `url`, as a test does at the mock.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        let url = url.into().trim_end_matches('/').to_string();
+        self.base_url = url.clone();
+        self.v3_base_url = url.clone();
+        self.signing_base_url = url;
+        self
+    }
+}
+
+impl std::fmt::Debug for V3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("V3Config")
+            .field("merchant_serial", &self.merchant_serial)
+            .field("merchant_private_key_pem", &"***")
+            .field("api_v3_key", &"***")
+            .field("platform_keys", &self.platform_keys.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WeChatPayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeChatPayConfig")
+            .field("appid", &self.appid)
+            .field("mch_id", &self.mch_id)
+            .field("api_v2_key", &"***")
+            .field("sign_type", &self.sign_type)
+            .field("base_url", &self.base_url)
+            .field("v3_base_url", &self.v3_base_url)
+            .field("signing_base_url", &self.signing_base_url)
+            .field("notify_url", &self.notify_url)
+            .field("refund_notify_url", &self.refund_notify_url)
+            .field("plan_id", &self.plan_id)
+            .field("body", &self.body)
+            .field("spbill_create_ip", &self.spbill_create_ip)
+            .field("notice_days", &self.notice_days)
+            .field("timeout", &self.timeout)
+            .field("v3", &self.v3)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("WeChat Pay configuration: {0} is empty")]
+    Missing(&'static str),
+    #[error("WeChat Pay configuration: {field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+/// Which contract a contract call names: WeChat Pay's id, or the template and the merchant's code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractRef {
+    Id(String),
+    Code { plan_id: String, contract_code: String },
+}
+
+/// `contract_state` of `querycontract`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractState {
+    /// 0: signed.
+    Signed,
+    /// 1: not signed, which includes terminated.
+    NotSigned,
+    /// 9: the payer is signing.
+    Signing,
+    Other(String),
+}
+
+/// What `querycontract` tells of a contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractInfo {
+    pub contract_id: String,
+    pub plan_id: String,
+    pub contract_code: String,
+    pub openid: String,
+    pub display_account: String,
+    pub state: ContractState,
+    pub signed_time: String,
+    pub expired_time: String,
+    pub terminated_time: String,
+    /// 2 user, 3 merchant API (or merchant platform), 4 merchant platform, 5 account
+    /// cancelled, 7 customer service; empty while signed.
+    pub termination_mode: String,
+    pub termination_remark: String,
+}
+
+/// What `preentrustweb` answers: the APP hands `pre_entrustweb_id` to the WeChat SDK, or opens
+/// the mini-program WeChat Pay names (templates from 2025-09-23 on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreEntrust {
+    pub pre_entrustweb_id: String,
+    pub miniprogram_username: String,
+    pub miniprogram_path: String,
+}
+
+/// How a v2 call went wrong before a trustworthy business answer was had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallError {
+    /// Not sent: a parameter is missing (the merchant's configuration, or the request).
+    Missing(&'static str),
+    /// Sent, and WeChat Pay refused the request itself (`return_code=FAIL`).
+    Refused(String),
+    /// Sent or maybe sent, and no answer can be trusted.
+    Transport(String),
+}
+
+/// A v3 answer whose signature verified.
+struct V3Answer {
+    status: u16,
+    body: String,
+}
+
+/// The WeChat Pay papay provider.
+pub struct WeChatPay {
+    config: WeChatPayConfig,
+    http: reqwest::Client,
+    signer: Option<MerchantSigner>,
+    verifier: PlatformVerifier,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string().to_uppercase()
+}
+
+fn code_of(p: &Params, name: &str) -> String {
+    p.get(name).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+/// Error codes that say the merchant's own setup is wrong: no attempt can pass until it is fixed.
+const CONFIG_CODES: &[&str] = &[
+    "SIGNERROR",
+    "SIGN_ERROR",
+    "PARAM_ERROR",
+    "LACK_PARAMS",
+    "INVALID_REQUEST",
+    "NOAUTH",
+    "NO_AUTH",
+    "MCHID_NOT_EXIST",
+    "APPID_NOT_EXIST",
+    "APPID_MCHID_NOT_MATCH",
+    "XML_FORMAT_ERROR",
+    "POST_DATA_EMPTY",
+    "REQUIRE_POST_METHOD",
+    "NOT_UTF8",
+    "TRADE_TYPE_ERROR",
+    "PLAN_ID_NOT_EXIST",
+];
+
+/// Whether a `return_code=FAIL` message names a configuration problem (a signature, a
+/// parameter, the merchant's ids) rather than a passing failure.
+fn config_message(message: &str) -> bool {
+    let upper = message.to_ascii_uppercase();
+    ["SIGN", "PARAM", "MCH_ID", "APPID", "MISSING", "XML"].iter().any(|w| upper.contains(w))
+        || ["签名", "参数", "商户号", "权限"].iter().any(|w| message.contains(w))
+}
+
+fn misconfigured(code: &str, detail: &str) -> ProviderOutcome {
+    ProviderOutcome::Declined {
+        code: code.to_string(),
+        message: format!("the merchant's WeChat Pay configuration is wrong ({detail}); fix it before charging again"),
+        retryable: false,
+    }
+}
+
+/// The decline an error code of a failed deduction means, or `None` when the code does not
+/// say that no money moved (the caller then answers `Unknown`).
+fn decline(code: &str, description: &str) -> Option<ProviderOutcome> {
+    let declined = |retryable: bool, why: &str| {
+        Some(ProviderOutcome::Declined {
+            code: code.to_string(),
+            message: if description.is_empty() { why.to_string() } else { format!("{why}: {description}") },
+            retryable,
+        })
+    };
+    match code {
+        "NOTENOUGH" => declined(true, "the payer's balance is too low"),
+        "RULELIMIT" => declined(true, "a payment limit of the payer's account was reached"),
+        "BANKERROR" => declined(true, "the payer's bank is under maintenance"),
+        "ACCOUNTERROR" | "USER_ACCOUNT_ABNORMAL" => declined(true, "the payer's account is abnormal"),
+        "CONTRACT_NOT_EXIST" | "CONTRACTERROR" | "CONTRACT_ERROR" => {
+            declined(false, "the contract no longer exists or has expired at WeChat Pay")
+        }
+        "USER_NOT_EXIST" => declined(false, "the payer's WeChat account was cancelled"),
+        "TRADE_ERROR" => declined(false, "WeChat Pay refused the order"),
+        c if CONFIG_CODES.contains(&c) => Some(misconfigured(c, description)),
+        _ => None,
+    }
+}
+
+impl WeChatPay {
+    /// Checks the configuration: the v2 ids and key are present, and the v3 keys (if given)
+    /// can be read and are not expired.
+    pub fn new(config: WeChatPayConfig) -> Result<Self, ConfigError> {
+        for (name, value) in [
+            ("appid", &config.appid),
+            ("mch_id", &config.mch_id),
+            ("api_v2_key", &config.api_v2_key),
+            ("base_url", &config.base_url),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Missing(name));
+            }
+        }
+        if !(1..=3).contains(&config.notice_days) {
+            return Err(ConfigError::Invalid {
+                field: "notice_days",
+                problem: format!("{} is outside 1 to 3, which WeChat Pay accepts", config.notice_days),
+            });
+        }
+        let mut verifier = PlatformVerifier::default();
+        let signer = match &config.v3 {
+            None => None,
+            Some(v3c) => {
+                if v3c.merchant_serial.is_empty() {
+                    return Err(ConfigError::Missing("v3.merchant_serial"));
+                }
+                if v3c.platform_keys.is_empty() {
+                    return Err(ConfigError::Missing("v3.platform_keys"));
+                }
+                let signer =
+                    MerchantSigner::from_pem(&config.mch_id, &v3c.merchant_serial, &v3c.merchant_private_key_pem)
+                        .map_err(|e| ConfigError::Invalid {
+                            field: "v3.merchant_private_key_pem",
+                            problem: e.to_string(),
+                        })?;
+                for key in &v3c.platform_keys {
+                    let (serial, pem) = match key {
+                        PlatformKey::PublicKey { id, pem } => (id.clone(), pem.clone()),
+                        PlatformKey::Certificate { pem } => {
+                            let what = "platform certificate";
+                            let invalid = |e: super::cert::CertError| ConfigError::Invalid {
+                                field: "v3.platform_keys",
+                                problem: e.to_string(),
+                            };
+                            let info = CertInfo::from_pem(what, pem).map_err(invalid)?;
+                            info.check(what, now_secs()).map_err(invalid)?;
+                            (info.serial, info.public_key_pem)
+                        }
+                    };
+                    verifier
+                        .add_pem(&serial, &pem)
+                        .map_err(|e| ConfigError::Invalid { field: "v3.platform_keys", problem: e.to_string() })?;
+                }
+                Some(signer)
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| ConfigError::Invalid { field: "timeout", problem: e.to_string() })?;
+        Ok(WeChatPay { config, http, signer, verifier })
+    }
+
+    pub fn config(&self) -> &WeChatPayConfig {
+        &self.config
+    }
+
+    /// The parameters every v2 request carries.
+    fn base_params(&self) -> Params {
+        let mut p = Params::new();
+        p.insert("appid".into(), self.config.appid.clone());
+        p.insert("mch_id".into(), self.config.mch_id.clone());
+        p.insert("nonce_str".into(), nonce());
+        p
+    }
+
+    /// Signs and posts a v2 request, then reads and verifies the answer: `Ok` holds a signed
+    /// answer with `return_code=SUCCESS` (its `result_code` is the caller's to read).
+    async fn post_v2(
+        &self,
+        path: &str,
+        mut params: Params,
+        required: &[&'static str],
+        sign_type: SignType,
+    ) -> Result<Params, CallError> {
+        v2::require(&params, required).map_err(|e| match e {
+            v2::Error::Missing(name) => CallError::Missing(name),
+            other => CallError::Transport(other.to_string()),
+        })?;
+        v2::sign_in_place(&mut params, &self.config.api_v2_key, sign_type);
+        let url = format!("{}{path}", self.config.base_url);
+        let response = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(v2::to_xml(&params))
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(format!("{path}: {e}")))?;
+        let status = response.status();
+        let text =
+            response.text().await.map_err(|e| CallError::Transport(format!("{path}: reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(CallError::Transport(format!("{path}: HTTP {status}")));
+        }
+        self.read_v2(path, &text, true)
+    }
+
+    /// Reads a v2 answer; `signed` says whether a missing `sign` is refused.
+    fn read_v2(&self, path: &str, text: &str, signed: bool) -> Result<Params, CallError> {
+        let answer = v2::from_xml(text).map_err(|e| CallError::Transport(format!("{path}: unreadable answer: {e}")))?;
+        if code_of(&answer, "return_code") != "SUCCESS" {
+            // A refusal of the request itself is not signed.
+            return Err(CallError::Refused(code_of(&answer, "return_msg")));
+        }
+        if signed || answer.get("sign").is_some_and(|s| !s.is_empty()) {
+            v2::verify(&answer, &self.config.api_v2_key)
+                .map_err(|e| CallError::Transport(format!("{path}: the answer's signature does not verify: {e}")))?;
+        }
+        Ok(answer)
+    }
+
+    /// `POST /pay/paporderquery` (papay's own query) by `out_trade_no`.
+    pub async fn paporderquery(&self, out_trade_no: &str) -> Lookup {
+        self.lookup("/pay/paporderquery", "out_trade_no", out_trade_no).await
+    }
+
+    /// `POST /pay/orderquery` by `out_trade_no`: the only query that still finds a closed order.
+    pub async fn orderquery(&self, out_trade_no: &str) -> Lookup {
+        self.lookup("/pay/orderquery", "out_trade_no", out_trade_no).await
+    }
+
+    /// `POST /pay/orderquery` by WeChat Pay's `transaction_id`.
+    pub async fn query_by_transaction_id(&self, transaction_id: &str) -> Lookup {
+        self.lookup("/pay/orderquery", "transaction_id", transaction_id).await
+    }
+
+    async fn lookup(&self, path: &str, by: &'static str, value: &str) -> Lookup {
+        let mut p = self.base_params();
+        p.insert(by.into(), value.into());
+        let answer = match self.post_v2(path, p, &["appid", "mch_id", "nonce_str", by], self.config.sign_type).await {
+            Ok(answer) => answer,
+            Err(CallError::Missing(name)) => {
+                return Lookup::Pending { reason: format!("{path}: missing parameter {name}; nothing was sent") };
+            }
+            Err(CallError::Refused(message)) => {
+                return Lookup::Pending { reason: format!("{path}: WeChat Pay refused the query: {message}") };
+            }
+            Err(CallError::Transport(reason)) => return Lookup::Pending { reason },
+        };
+        if code_of(&answer, "result_code") != "SUCCESS" {
+            let code = code_of(&answer, "err_code");
+            return if code == "ORDERNOTEXIST" {
+                Lookup::NotFound
+            } else {
+                Lookup::Pending { reason: format!("{path}: {code}: {}", code_of(&answer, "err_code_des")) }
+            };
+        }
+        // An answer about another order is no answer.
+        let named = code_of(&answer, by);
+        if !named.is_empty() && named != value {
+            return Lookup::Pending { reason: format!("{path}: the answer names {by} {named}, not {value}") };
+        }
+        let state = code_of(&answer, "trade_state");
+        let transaction_id = code_of(&answer, "transaction_id");
+        match state.as_str() {
+            // REFUND: it was paid, and (part of) it went back since.
+            "SUCCESS" | "REFUND" if !transaction_id.is_empty() => {
+                Lookup::Ended(ProviderOutcome::Succeeded { transaction_id })
+            }
+            "SUCCESS" | "REFUND" => Lookup::Pending { reason: format!("{path}: {state} without a transaction_id") },
+            "PAYERROR" | "CLOSED" | "REVOKED" => {
+                let err_code = code_of(&answer, "err_code");
+                let description = [code_of(&answer, "trade_state_desc"), code_of(&answer, "err_code_des")]
+                    .into_iter()
+                    .filter(|d| !d.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                // A known cause decides whether another attempt may pass; otherwise the order
+                // ended unpaid and a new attempt (a new out_trade_no) may be made.
+                let known = if err_code.is_empty() { None } else { decline(&err_code, &description) };
+                Lookup::Ended(known.unwrap_or(ProviderOutcome::Declined {
+                    code: state.clone(),
+                    message: if description.is_empty() {
+                        format!("the order ended unpaid ({state})")
+                    } else {
+                        format!("the order ended unpaid ({state}): {description}")
+                    },
+                    retryable: true,
+                }))
+            }
+            _ => Lookup::Pending { reason: format!("{path}: trade_state {state:?}") },
+        }
+    }
+
+    /// `POST /papay/querycontract`.
+    pub async fn querycontract(&self, contract: &ContractRef) -> Result<ContractInfo, ProviderError> {
+        let mut p = self.base_params();
+        p.insert("version".into(), "1.0".into());
+        let required: &[&'static str] = match contract {
+            ContractRef::Id(id) => {
+                p.insert("contract_id".into(), id.clone());
+                &["appid", "mch_id", "contract_id", "version"]
+            }
+            ContractRef::Code { plan_id, contract_code } => {
+                p.insert("plan_id".into(), plan_id.clone());
+                p.insert("contract_code".into(), contract_code.clone());
+                &["appid", "mch_id", "plan_id", "contract_code", "version"]
+            }
+        };
+        let a = self.contract_call("/papay/querycontract", p, required, self.config.sign_type).await?;
+        let state = match code_of(&a, "contract_state").as_str() {
+            "0" => ContractState::Signed,
+            "1" => ContractState::NotSigned,
+            "9" => ContractState::Signing,
+            other => ContractState::Other(other.to_string()),
+        };
+        Ok(ContractInfo {
+            contract_id: code_of(&a, "contract_id"),
+            plan_id: code_of(&a, "plan_id"),
+            contract_code: code_of(&a, "contract_code"),
+            openid: code_of(&a, "openid"),
+            display_account: code_of(&a, "contract_display_account"),
+            state,
+            signed_time: code_of(&a, "contract_signed_time"),
+            expired_time: code_of(&a, "contract_expired_time"),
+            terminated_time: code_of(&a, "contract_terminated_time"),
+            termination_mode: code_of(&a, "contract_termination_mode"),
+            termination_remark: code_of(&a, "contract_termination_remark"),
+        })
+    }
+
+    /// `POST /papay/deletecontract` (MD5, as documented). A contract already gone counts as
+    /// terminated.
+    pub async fn deletecontract(&self, contract: &ContractRef, remark: &str) -> Result<(), ProviderError> {
+        let mut p = self.base_params();
+        p.insert("version".into(), "1.0".into());
+        let remark = if remark.is_empty() { "terminated by the merchant" } else { remark };
+        p.insert("contract_termination_remark".into(), remark.chars().take(512).collect());
+        let required: &[&'static str] = match contract {
+            ContractRef::Id(id) => {
+                p.insert("contract_id".into(), id.clone());
+                &["appid", "mch_id", "contract_id", "contract_termination_remark", "version"]
+            }
+            ContractRef::Code { plan_id, contract_code } => {
+                p.insert("plan_id".into(), plan_id.clone());
+                p.insert("contract_code".into(), contract_code.clone());
+                &["appid", "mch_id", "plan_id", "contract_code", "contract_termination_remark", "version"]
+            }
+        };
+        match self.contract_call("/papay/deletecontract", p, required, SignType::Md5).await {
+            Ok(_) => Ok(()),
+            Err(ProviderError::Refused { code, .. }) if code == "CONTRACT_NOT_EXIST" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A v2 contract call whose `result_code` must be SUCCESS.
+    async fn contract_call(
+        &self,
+        path: &str,
+        p: Params,
+        required: &[&'static str],
+        sign_type: SignType,
+    ) -> Result<Params, ProviderError> {
+        let answer = self.post_v2(path, p, required, sign_type).await.map_err(|e| call_error(path, e))?;
+        if code_of(&answer, "result_code") != "SUCCESS" {
+            return Err(ProviderError::Refused {
+                code: code_of(&answer, "err_code"),
+                message: code_of(&answer, "err_code_des"),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// The signing parameters `entrustweb`, `h5entrustweb` and `preentrustweb` share.
+    fn signing_params(&self, request: &SigningRequest) -> Params {
+        let mut p = Params::new();
+        p.insert("appid".into(), self.config.appid.clone());
+        p.insert("mch_id".into(), self.config.mch_id.clone());
+        let plan_id =
+            if request.provider_plan_id.is_empty() { &self.config.plan_id } else { &request.provider_plan_id };
+        p.insert("plan_id".into(), plan_id.clone());
+        p.insert("contract_code".into(), request.contract_code.clone());
+        p.insert("request_serial".into(), request.request_serial.to_string());
+        p.insert("contract_display_account".into(), request.display_account.clone());
+        p.insert("notify_url".into(), request.notify_url.clone());
+        p.insert("version".into(), "1.0".into());
+        p.insert("timestamp".into(), now_secs().to_string());
+        p
+    }
+
+    const SIGNING_REQUIRED: &[&'static str] = &[
+        "appid",
+        "mch_id",
+        "plan_id",
+        "contract_code",
+        "request_serial",
+        "contract_display_account",
+        "notify_url",
+        "version",
+        "timestamp",
+    ];
+
+    /// The `GET /papay/entrustweb` address (MD5 only): the payer's browser opens it inside WeChat.
+    pub fn entrustweb_url(&self, request: &SigningRequest) -> Result<String, ProviderError> {
+        let mut p = self.signing_params(request);
+        if !request.return_url.is_empty() {
+            p.insert("return_web".into(), "1".into());
+        }
+        v2::require(&p, Self::SIGNING_REQUIRED).map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        v2::sign_in_place(&mut p, &self.config.api_v2_key, SignType::Md5);
+        self.signing_address("/papay/entrustweb", &p)
+    }
+
+    fn signing_address(&self, path: &str, p: &Params) -> Result<String, ProviderError> {
+        let url = format!("{}{path}", self.config.signing_base_url);
+        reqwest::Url::parse_with_params(&url, p.iter())
+            .map(String::from)
+            .map_err(|e| ProviderError::Invalid(format!("signing_base_url {url:?}: {e}")))
+    }
+
+    /// `GET /papay/h5entrustweb` (HMAC-SHA256): WeChat Pay answers a `redirect_url`, valid ten
+    /// minutes and once. The documented answer carries no `sign`; one that does is verified.
+    pub async fn h5entrustweb(&self, request: &SigningRequest) -> Result<String, ProviderError> {
+        let path = "/papay/h5entrustweb";
+        let mut p = self.signing_params(request);
+        p.insert("clientip".into(), request.client_ip.clone());
+        let mut required = Self::SIGNING_REQUIRED.to_vec();
+        required.push("clientip");
+        v2::require(&p, &required).map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        v2::sign_in_place(&mut p, &self.config.api_v2_key, SignType::HmacSha256);
+        let url = self.signing_address(path, &p)?;
+        let response =
+            self.http.get(&url).send().await.map_err(|e| ProviderError::Transport(format!("{path}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ProviderError::Transport(format!("{path}: {e}")))?;
+        if !status.is_success() {
+            return Err(ProviderError::Transport(format!("{path}: HTTP {status}")));
+        }
+        let answer = self.read_v2(path, &text, false).map_err(|e| call_error(path, e))?;
+        if code_of(&answer, "result_code") != "SUCCESS" {
+            return Err(ProviderError::Refused {
+                code: code_of(&answer, "result_code"),
+                message: code_of(&answer, "result_msg"),
+            });
+        }
+        let redirect = code_of(&answer, "redirect_url");
+        if redirect.is_empty() {
+            return Err(ProviderError::Transport(format!("{path}: the answer has no redirect_url")));
+        }
+        Ok(redirect)
+    }
+
+    /// `POST /papay/preentrustweb` (APP signing): the id the APP hands to the WeChat SDK.
+    pub async fn preentrustweb(&self, request: &SigningRequest) -> Result<PreEntrust, ProviderError> {
+        let path = "/papay/preentrustweb";
+        let mut p = self.signing_params(request);
+        p.insert("nonce_str".into(), nonce());
+        let a = self.contract_call(path, p, Self::SIGNING_REQUIRED, self.config.sign_type).await?;
+        let id = code_of(&a, "pre_entrustweb_id");
+        if id.is_empty() {
+            return Err(ProviderError::Transport(format!("{path}: the answer has no pre_entrustweb_id")));
+        }
+        Ok(PreEntrust {
+            pre_entrustweb_id: id,
+            miniprogram_username: code_of(&a, "miniprogram_username"),
+            miniprogram_path: code_of(&a, "miniprogram_path"),
+        })
+    }
+
+    fn signer(&self) -> Result<&MerchantSigner, ProviderError> {
+        self.signer.as_ref().ok_or_else(|| {
+            ProviderError::Invalid(
+                "this call is API v3: the WeChat Pay configuration needs v3 settings (merchant serial, private key, platform keys)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Signs and sends a v3 request, then verifies the answer's signature (any status).
+    async fn call_v3(&self, method: reqwest::Method, path: &str, body: &str) -> Result<V3Answer, ProviderError> {
+        let signer = self.signer()?;
+        let (timestamp, nonce) = (now_secs(), nonce());
+        let authorization = signer.authorization(method.as_str(), path, body, timestamp, &nonce);
+        let url = format!("{}{path}", self.config.v3_base_url);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::USER_AGENT, "autodebit-provider");
+        if !body.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| ProviderError::Transport(format!("{path}: {e}")))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_default()
+        };
+        let (serial, ts, answer_nonce, signature) = (
+            header("Wechatpay-Serial"),
+            header("Wechatpay-Timestamp"),
+            header("Wechatpay-Nonce"),
+            header("Wechatpay-Signature"),
+        );
+        let text = response.text().await.map_err(|e| ProviderError::Transport(format!("{path}: {e}")))?;
+        let ts: i64 = ts.parse().map_err(|_| {
+            ProviderError::Transport(format!("{path}: HTTP {status}, unsigned answer (no Wechatpay-Timestamp): {text}"))
+        })?;
+        self.verifier
+            .verify(&serial, ts, &answer_nonce, &text, &signature, now_secs())
+            .map_err(|e| ProviderError::Transport(format!("{path}: HTTP {status}, the answer does not verify: {e}")))?;
+        Ok(V3Answer { status, body: text })
+    }
+
+    /// `POST /v3/papay/contracts/{contract_id}/fail-notify`: tells the payer a deduction failed,
+    /// so they can top up before the next attempt.
+    pub async fn fail_notify(&self, provider_contract_id: &str) -> Result<(), ProviderError> {
+        let body = serde_json::json!({"mchid": self.config.mch_id, "appid": self.config.appid}).to_string();
+        let path = format!("/v3/papay/contracts/{}/fail-notify", path_segment(provider_contract_id)?);
+        let answer = self.call_v3(reqwest::Method::POST, &path, &body).await?;
+        v3_done(&path, answer)
+    }
+}
+
+/// A contract id as one path segment: WeChat Pay's ids are letters and digits.
+fn path_segment(id: &str) -> Result<&str, ProviderError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(ProviderError::Invalid(format!("contract_id {id:?} is not a WeChat Pay contract id")));
+    }
+    Ok(id)
+}
+
+/// A v3 error body's `code` and `message`.
+fn v3_error(body: &str) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    (text("code"), text("message"))
+}
+
+/// A v3 call that answers 2xx without content when done. `RESOURCE_ALREADY_EXISTS` (the same
+/// notice was passed before) is done too.
+fn v3_done(path: &str, answer: V3Answer) -> Result<(), ProviderError> {
+    if (200..300).contains(&answer.status) {
+        return Ok(());
+    }
+    let (code, message) = v3_error(&answer.body);
+    match (answer.status, code.as_str()) {
+        (_, "RESOURCE_ALREADY_EXISTS") => Ok(()),
+        (500.., _) | (_, "SYSTEM_ERROR") | (_, "FREQUENCY_LIMITED") => {
+            Err(ProviderError::Transport(format!("{path}: HTTP {}: {code}: {message}", answer.status)))
+        }
+        _ if code.is_empty() => {
+            Err(ProviderError::Transport(format!("{path}: HTTP {}: {}", answer.status, answer.body)))
+        }
+        _ => Err(ProviderError::Refused { code, message }),
+    }
+}
+
+fn call_error(path: &str, e: CallError) -> ProviderError {
+    match e {
+        CallError::Missing(name) => {
+            ProviderError::Invalid(format!("{path}: missing parameter {name}: required before the request is sent"))
+        }
+        CallError::Refused(message) => ProviderError::Refused { code: "FAIL".into(), message },
+        CallError::Transport(reason) => ProviderError::Transport(reason),
+    }
+}
+
+fn fen(amount: Money) -> Result<i64, String> {
+    if amount.currency() != Currency::CNY {
+        return Err(format!("WeChat Pay papay charges CNY only, not {}", amount.currency()));
+    }
+    if amount.minor_units() <= 0 {
+        return Err(format!("amount {} fen must be positive", amount.minor_units()));
+    }
+    Ok(amount.minor_units())
+}
+
+impl Provider for WeChatPay {
+    fn name(&self) -> &'static str {
+        "wechatpay"
+    }
+
+    /// `POST /pay/pappayapply`. Acceptance is `Unknown` (the result comes by callback or query);
+    /// a refusal that proves no money moved is `Declined`; anything else is `Unknown`.
+    fn charge<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, ProviderOutcome> {
+        Box::pin(async move {
+            let path = "/pay/pappayapply";
+            let total_fee = match fen(attempt.amount) {
+                Ok(fen) => fen,
+                Err(message) => {
+                    return ProviderOutcome::Declined { code: "INVALID_AMOUNT".into(), message, retryable: false };
+                }
+            };
+            let contract_id = if attempt.provider_contract_id.is_empty() {
+                attempt.contract_id.to_string()
+            } else {
+                attempt.provider_contract_id.clone()
+            };
+            let mut p = self.base_params();
+            p.insert("body".into(), self.config.body.clone());
+            p.insert("out_trade_no".into(), attempt.out_trade_no.clone());
+            p.insert("total_fee".into(), total_fee.to_string());
+            p.insert("spbill_create_ip".into(), self.config.spbill_create_ip.clone());
+            p.insert("notify_url".into(), self.config.notify_url.clone());
+            p.insert("trade_type".into(), "PAP".into());
+            p.insert("contract_id".into(), contract_id);
+            const REQUIRED: &[&str] = &[
+                "appid",
+                "mch_id",
+                "nonce_str",
+                "body",
+                "out_trade_no",
+                "total_fee",
+                "spbill_create_ip",
+                "notify_url",
+                "trade_type",
+                "contract_id",
+            ];
+            let answer = match self.post_v2(path, p, REQUIRED, self.config.sign_type).await {
+                Ok(answer) => answer,
+                Err(CallError::Missing(name)) => {
+                    return misconfigured(
+                        "MISSING_PARAMETER",
+                        &format!("{path}: missing parameter {name}; nothing was sent"),
+                    );
+                }
+                Err(CallError::Refused(message)) if config_message(&message) => {
+                    return misconfigured("FAIL", &format!("{path}: WeChat Pay refused the request: {message}"));
+                }
+                Err(CallError::Refused(message)) => {
+                    return ProviderOutcome::Unknown { reason: format!("{path}: WeChat Pay answered FAIL: {message}") };
+                }
+                Err(CallError::Transport(reason)) => return ProviderOutcome::Unknown { reason },
+            };
+            if code_of(&answer, "result_code") == "SUCCESS" {
+                // Only an answer that itself states the money moved is a success.
+                let transaction_id = code_of(&answer, "transaction_id");
+                if code_of(&answer, "trade_state") == "SUCCESS" && !transaction_id.is_empty() {
+                    return ProviderOutcome::Succeeded { transaction_id };
+                }
+                return ProviderOutcome::Unknown { reason: ACCEPTED.into() };
+            }
+            let (code, description) = (code_of(&answer, "err_code"), code_of(&answer, "err_code_des"));
+            decline(&code, &description).unwrap_or_else(|| ProviderOutcome::Unknown {
+                // ORDERPAID, OUT_TRADE_NO_USED, SYSTEMERROR, USERPAYING, FREQUENCY_LIMITED and
+                // codes not known here: the query tells.
+                reason: format!("{path}: {code}: {description}"),
+            })
+        })
+    }
+
+    /// `paporderquery` by `out_trade_no`; an order it does not find is looked for with
+    /// `orderquery` too (only that one finds closed orders) before it counts as never sent.
+    fn query<'a>(&'a self, attempt: &'a ChargeAttempt) -> BoxFuture<'a, Lookup> {
+        Box::pin(async move {
+            match self.paporderquery(&attempt.out_trade_no).await {
+                Lookup::NotFound => self.orderquery(&attempt.out_trade_no).await,
+                other => other,
+            }
+        })
+    }
+
+    /// The v3 refund (`POST /v3/refund/domestic/refunds`). WeChat Pay's v2 refund
+    /// (`/secapi/pay/refund`) needs the merchant's client certificate on the TLS connection;
+    /// the v3 one needs only the request signature this provider already makes for the notice,
+    /// and refunds orders paid through any API version, papay's v2 deductions included.
+    fn refund<'a>(&'a self, refund: &'a RefundRequest) -> BoxFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            let path = "/v3/refund/domestic/refunds";
+            let failed = |code: &str, message: String| RefundOutcome::Failed { code: code.into(), message };
+            let (total, amount) = match (fen(refund.charge_amount), fen(refund.refund_amount)) {
+                (Ok(t), Ok(a)) => (t, a),
+                (Err(m), _) | (_, Err(m)) => return failed("INVALID_AMOUNT", m),
+            };
+            if amount > total {
+                return failed("INVALID_AMOUNT", format!("refund of {amount} fen exceeds the charge of {total} fen"));
+            }
+            if refund.out_refund_no.is_empty() {
+                return failed(
+                    "PARAM_ERROR",
+                    "missing parameter out_refund_no: required before the request is sent".into(),
+                );
+            }
+            let mut body = serde_json::json!({
+                "out_refund_no": refund.out_refund_no,
+                "amount": {"refund": amount, "total": total, "currency": "CNY"},
+            });
+            if !refund.transaction_id.is_empty() {
+                body["transaction_id"] = refund.transaction_id.clone().into();
+            } else if !refund.out_trade_no.is_empty() {
+                body["out_trade_no"] = refund.out_trade_no.clone().into();
+            } else {
+                return failed(
+                    "PARAM_ERROR",
+                    "missing parameter transaction_id or out_trade_no: required before the request is sent".into(),
+                );
+            }
+            if !refund.reason.is_empty() {
+                body["reason"] = refund.reason.chars().take(80).collect::<String>().into();
+            }
+            if !self.config.refund_notify_url.is_empty() {
+                body["notify_url"] = self.config.refund_notify_url.clone().into();
+            }
+            let answer = match self.call_v3(reqwest::Method::POST, path, &body.to_string()).await {
+                Ok(answer) => answer,
+                Err(ProviderError::Invalid(message)) => return failed("CONFIG", message),
+                Err(e) => return RefundOutcome::Unknown { reason: e.to_string() },
+            };
+            if !(200..300).contains(&answer.status) {
+                let (code, message) = v3_error(&answer.body);
+                return match code.as_str() {
+                    _ if answer.status >= 500 => {
+                        RefundOutcome::Unknown { reason: format!("{path}: HTTP {}: {code}: {message}", answer.status) }
+                    }
+                    "" | "SYSTEM_ERROR" | "FREQUENCY_LIMITED" => {
+                        RefundOutcome::Unknown { reason: format!("{path}: HTTP {}: {code}: {message}", answer.status) }
+                    }
+                    "NOT_ENOUGH" => failed(
+                        &code,
+                        format!(
+                            "{message}: the merchant's balance is too low; top up, then ask again with the same out_refund_no"
+                        ),
+                    ),
+                    _ => failed(&code, message),
+                };
+            }
+            let v: serde_json::Value = match serde_json::from_str(&answer.body) {
+                Ok(v) => v,
+                Err(e) => return RefundOutcome::Unknown { reason: format!("{path}: unreadable answer: {e}") },
+            };
+            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+            if text("out_refund_no") != refund.out_refund_no {
+                return RefundOutcome::Unknown { reason: format!("{path}: the answer names another out_refund_no") };
+            }
+            let refund_id = text("refund_id");
+            match text("status").as_str() {
+                "SUCCESS" if !refund_id.is_empty() => RefundOutcome::Succeeded { refund_id },
+                "PROCESSING" | "SUCCESS" => {
+                    RefundOutcome::Unknown { reason: format!("{path}: refund {refund_id} is processing") }
+                }
+                "ABNORMAL" => failed(
+                    "ABNORMAL",
+                    format!(
+                        "refund {refund_id} could not reach the payer's account; handle it in the merchant platform"
+                    ),
+                ),
+                "CLOSED" => failed("CLOSED", format!("refund {refund_id} was closed")),
+                other => RefundOutcome::Unknown { reason: format!("{path}: status {other:?}") },
+            }
+        })
+    }
+
+    /// `POST /v3/papay/contracts/{contract_id}/notify`; `RESOURCE_ALREADY_EXISTS` (passed before
+    /// with the same parameters) is success.
+    fn notify<'a>(&'a self, notice: &'a PreDebitNotice) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let amount = fen(notice.amount).map_err(ProviderError::Invalid)?;
+            if notice.provider_contract_id.is_empty() {
+                return Err(ProviderError::Invalid(
+                    "missing parameter contract_id (the contract's WeChat Pay id): required before the request is sent"
+                        .into(),
+                ));
+            }
+            let path = format!("/v3/papay/contracts/{}/notify", path_segment(&notice.provider_contract_id)?);
+            let body = serde_json::json!({
+                "mchid": self.config.mch_id,
+                "appid": self.config.appid,
+                "deduct_duration": {"count": self.config.notice_days, "unit": "DAY"},
+                "estimated_amount": {"amount": amount, "currency": "CNY"},
+            })
+            .to_string();
+            let answer = self.call_v3(reqwest::Method::POST, &path, &body).await?;
+            v3_done(&path, answer)
+        })
+    }
+
+    /// `deletecontract` by the contract's WeChat Pay id (the platform's id when it has none).
+    fn terminate<'a>(&'a self, termination: &'a Termination) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let id = if termination.provider_contract_id.is_empty() {
+                termination.contract_id.to_string()
+            } else {
+                termination.provider_contract_id.clone()
+            };
+            self.deletecontract(&ContractRef::Id(id), &termination.remark).await
+        })
+    }
+
+    /// Web: the signed `entrustweb` address. H5: the `redirect_url` WeChat Pay answers to
+    /// `h5entrustweb`. WithPayment (APP signing): there is no web address; the answer is the
+    /// `pre_entrustweb_id` of `preentrustweb`, which the APP hands to the WeChat SDK (use
+    /// `preentrustweb` for the mini-program fields). Paying and signing in one order
+    /// (`/pay/contractorder`) needs an order this request does not carry.
+    fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(async move {
+            match request.channel {
+                SigningChannel::Web => self.entrustweb_url(request),
+                SigningChannel::H5 => self.h5entrustweb(request).await,
+                SigningChannel::WithPayment => self.preentrustweb(request).await.map(|p| p.pre_entrustweb_id),
+            }
+        })
+    }
+}
+
+/// Verifies the `sign` of a v2 callback (a deduction result or a signing notice) and returns its
+/// parameters; the acknowledgement WeChat Pay waits for is `CALLBACK_ACK`.
+pub fn read_callback(xml: &str, api_v2_key: &str) -> Result<Params, v2::Error> {
+    let p = v2::from_xml(xml)?;
+    v2::verify(&p, api_v2_key)?;
+    Ok(p)
+}
+
+/// The answer that stops WeChat Pay redelivering a v2 callback.
+pub const CALLBACK_ACK: &str =
+    "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
