@@ -56,9 +56,25 @@ pub struct PlatformArgs {
     /// Of the simulator's declines, how many per 10,000 are hard (not retried).
     #[arg(long, default_value_t = 0)]
     pub hard_decline_basis_points: u32,
+    /// Simulator deductions per 10,000 answered ambiguously (settled by query).
+    #[arg(long, default_value_t = 0)]
+    pub transient_basis_points: u32,
+    /// Median time a simulator call takes, in milliseconds (0: at once).
+    #[arg(long, default_value_t = 0)]
+    pub simulator_latency_ms: u64,
+    /// 99th percentile of the time a simulator call takes, in milliseconds (log-normal between).
+    #[arg(long, default_value_t = 0)]
+    pub simulator_latency_p99_ms: u64,
+    /// Provider calls in flight at once, all merchants together.
+    #[arg(long, default_value_t = 1024)]
+    pub charger_concurrency: usize,
     /// Provider calls in flight at once for one merchant.
     #[arg(long, default_value_t = 256)]
     pub merchant_concurrency: usize,
+    /// Merchants whose charges go to WeChat Pay, and how to reach it: a JSON file (see the
+    /// README, "Pointing a merchant at WeChat Pay"). Other merchants use the simulator.
+    #[arg(long)]
+    pub wechatpay_config: Option<std::path::PathBuf>,
     /// Provider calls per second at most, 0 for no limit (WeChat Pay allows 150 for deductions).
     #[arg(long, default_value_t = 0)]
     pub provider_qps: u32,
@@ -177,8 +193,11 @@ impl PlatformArgs {
                 seed: self.simulator_seed,
                 decline_basis_points: self.decline_basis_points,
                 hard_decline_basis_points: self.hard_decline_basis_points,
-                ..SimulatorConfig::default()
+                transient_basis_points: self.transient_basis_points,
+                latency_median: std::time::Duration::from_millis(self.simulator_latency_ms),
+                latency_p99: std::time::Duration::from_millis(self.simulator_latency_p99_ms),
             },
+            concurrency: self.charger_concurrency,
             per_merchant_concurrency: self.merchant_concurrency,
             provider_qps: self.provider_qps,
             ..ChargerConfig::default()

@@ -9,7 +9,8 @@
 //! order number gets it sent. An ambiguous answer (a timeout, `SYSTEMERROR`, still paying) is
 //! asked about again with growing gaps. The outcome is appended to the charge stream at the
 //! version the attempt left it, and the row deleted, in one transaction; a callback from the
-//! provider that got there first has already done both, and the second is a no-op.
+//! provider that got there first has already done both, and the second is a no-op. Leases and
+//! gaps are machine time (`unix_ms`), not the platform clock.
 use crate::Providers;
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
 use autodebit_domain::clock::from_millis;
@@ -113,7 +114,7 @@ impl AttemptRow {
 }
 
 /// Writes down attempts just started (in the follower's transaction), as not yet sent and due now.
-pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], now_ms: i64) -> anyhow::Result<()> {
+pub async fn insert(tx: &mut Tx, rows: &[AttemptRow]) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -147,13 +148,15 @@ pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], now_ms: i64) -> anyhow::Re
              ON CONFLICT (out_trade_no) DO NOTHING",
             cols.join(", ")
         ),
-        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(now_ms), Value::Int(unix_ms())],
+        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(unix_ms()), Value::Int(unix_ms())],
     )
     .await?;
     Ok(())
 }
 
-/// Milliseconds since the epoch by the machine's clock, for latency figures only.
+/// Milliseconds since the epoch by the machine's clock. The attempts' timers (leases, the gaps
+/// between questions) run on it rather than on the platform clock: they pace calls to a real
+/// provider, and a test clock that stands still between jumps must not stall them.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -224,7 +227,7 @@ async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
     if platform.store.kind() != BackendKind::Sqlite {
         return Ok(());
     }
-    let now = platform.clock.now_ms();
+    let now = unix_ms();
     let mut tx = platform.store.begin().await?;
     tx.execute("UPDATE charger_attempts SET due_ms = $1 WHERE sent = 1 AND due_ms > $1", &[Value::Int(now)]).await?;
     tx.commit().await?;
@@ -234,7 +237,7 @@ async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
 /// Claims up to `limit` due attempts: each is marked as possibly sent and leased, and that is
 /// committed before any of them is sent.
 async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptRow>> {
-    let now = platform.clock.now_ms();
+    let now = unix_ms();
     let any =
         platform.store.query("SELECT 1 FROM charger_attempts WHERE due_ms <= $1 LIMIT 1", &[Value::Int(now)]).await?;
     if any.is_empty() {
@@ -316,7 +319,6 @@ async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
 /// question on. One transaction.
 pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result<()> {
     let now = platform.clock.now();
-    let now_ms = now.timestamp_millis();
     let mut appends = Vec::new();
     let mut ended = Vec::new();
     let mut later = Vec::new();
@@ -330,7 +332,7 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
             }
             Resolution::Later(row, reason) => {
                 tracing::info!(out_trade_no = row.out_trade_no, reason, "attempt outcome not known yet; will ask");
-                later.push(serde_json::json!([row.out_trade_no, now_ms + gap(row.checks).as_millis() as i64]));
+                later.push(serde_json::json!([row.out_trade_no, unix_ms() + gap(row.checks).as_millis() as i64]));
             }
         }
     }

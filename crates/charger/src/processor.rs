@@ -87,7 +87,7 @@ impl Processor for AttemptStarter {
                 }
             })
             .collect();
-        attempts::insert(tx, &started, now.timestamp_millis()).await
+        attempts::insert(tx, &started).await
     }
 }
 
