@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod platform;
+mod wechatpay_config;
 
 /// Allocation-heavy paths (event encoding, row decoding) run markedly faster on mimalloc than
 /// on the system allocator.

@@ -187,8 +187,13 @@ impl PlatformArgs {
         })
     }
 
-    pub fn charger(&self) -> ChargerConfig {
-        ChargerConfig {
+    pub fn charger(&self) -> anyhow::Result<ChargerConfig> {
+        let wechatpay = match &self.wechatpay_config {
+            Some(path) => crate::wechatpay_config::load(path)?,
+            None => Vec::new(),
+        };
+        Ok(ChargerConfig {
+            wechatpay,
             simulator: SimulatorConfig {
                 seed: self.simulator_seed,
                 decline_basis_points: self.decline_basis_points,
@@ -200,8 +205,7 @@ impl PlatformArgs {
             concurrency: self.charger_concurrency,
             per_merchant_concurrency: self.merchant_concurrency,
             provider_qps: self.provider_qps,
-            ..ChargerConfig::default()
-        }
+        })
     }
 }
 
@@ -274,7 +278,7 @@ pub async fn start(
                 let config = autodebit_scheduler::SchedulerConfig { operator_key: operator_key.clone(), window };
                 autodebit_scheduler::start(&platform, config).await?
             }
-            Service::Charger => autodebit_charger::start(&platform, options.charger()).await?,
+            Service::Charger => autodebit_charger::start(&platform, options.charger()?).await?,
             Service::Notifier => autodebit_notifier::start(&platform).await?,
             Service::Analytics => autodebit_analytics::start(&platform).await?,
         });

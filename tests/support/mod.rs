@@ -24,9 +24,15 @@ impl Drop for Process {
 impl Process {
     /// Starts `autodebit ARGS` and waits for its "listening" line.
     pub fn start(args: &[&str]) -> Process {
+        Process::start_at(args, "127.0.0.1:0")
+    }
+
+    /// Starts `autodebit ARGS` with its HTTP listener at `http` (a restarted process keeps
+    /// the address its callbacks were sent to).
+    pub fn start_at(args: &[&str], http: &str) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
             .args(args)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--operator-key", "test-operator-key"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--operator-key", "test-operator-key"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

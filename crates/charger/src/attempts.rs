@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
-pub const MIGRATIONS: &[Migration] = &[Migration::common(
-    1,
-    "CREATE TABLE charger_attempts (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::common(
+        1,
+        "CREATE TABLE charger_attempts (
         out_trade_no   TEXT   PRIMARY KEY,
         charge_id      TEXT   NOT NULL,
         contract_id    TEXT   NOT NULL,
@@ -42,7 +43,20 @@ pub const MIGRATIONS: &[Migration] = &[Migration::common(
         started_unix_ms BIGINT NOT NULL
     );
     CREATE INDEX charger_attempts_due ON charger_attempts (due_ms);",
-)];
+    ),
+    // What WeChat Pay's signing notices said: each contract's id at WeChat Pay, and whether
+    // WeChat Pay still holds it.
+    Migration::common(
+        2,
+        "CREATE TABLE charger_provider_contracts (
+            contract_id          TEXT   PRIMARY KEY,
+            merchant_id          TEXT   NOT NULL,
+            provider_contract_id TEXT   NOT NULL,
+            state                TEXT   NOT NULL,
+            changed_at_ms        BIGINT NOT NULL
+        );",
+    ),
+];
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
 pub const SETTLE_LATENCY: &str = "autodebit_charge_settle_ms";
@@ -70,13 +84,18 @@ pub struct AttemptRow {
     /// When the attempt was started, by the machine's clock (not the platform's, which may be
     /// a test clock): what the settle-latency histogram measures from.
     pub started_unix_ms: i64,
+    /// The contract's id at the provider; empty where none is known.
+    pub provider_contract_id: String,
 }
 
-const COLUMNS: &str = "out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount, currency, attempt, \
-                       provider, stream_version, sent, checks, started_unix_ms";
+/// Read with the contract's id at the provider, where a signing notice gave one.
+const COLUMNS: &str = "a.out_trade_no, a.charge_id, a.contract_id, a.merchant_id, a.payer_id, a.amount, a.currency, \
+                       a.attempt, a.provider, a.stream_version, a.sent, a.checks, a.started_unix_ms, \
+                       COALESCE(p.provider_contract_id, '')";
+const FROM: &str = "charger_attempts a LEFT JOIN charger_provider_contracts p ON p.contract_id = a.contract_id";
 
 impl AttemptRow {
-    fn from_row(r: &autodebit_eventstore::Row) -> Option<Self> {
+    pub fn from_row(r: &autodebit_eventstore::Row) -> Option<Self> {
         let attempt = u32::try_from(r.i64(7)?).ok()?;
         Some(AttemptRow {
             out_trade_no: r.text(0)?.to_string(),
@@ -102,6 +121,7 @@ impl AttemptRow {
             sent: r.i64(10)? != 0,
             checks: r.i64(11)?,
             started_unix_ms: r.i64(12)?,
+            provider_contract_id: r.text(13).unwrap_or_default().to_string(),
         })
     }
 
@@ -109,6 +129,7 @@ impl AttemptRow {
         let c = &self.charge;
         let mut a = ChargeAttempt::new(c.charge_id, c.contract_id, c.merchant_id.clone(), c.attempt, c.amount);
         a.out_trade_no = self.out_trade_no.clone();
+        a.provider_contract_id = self.provider_contract_id.clone();
         a
     }
 }
@@ -244,10 +265,10 @@ async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptR
         return Ok(Vec::new());
     }
     let mut tx = platform.store.begin().await?;
-    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE OF a SKIP LOCKED" } else { "" };
     let found = tx
         .query(
-            &format!("SELECT {COLUMNS} FROM charger_attempts WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2{lock}"),
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE a.due_ms <= $1 ORDER BY a.due_ms LIMIT $2{lock}"),
             &[Value::Int(now), Value::Int(limit as i64)],
         )
         .await?;
@@ -425,4 +446,12 @@ mod tests {
         assert_eq!(gap(3), Duration::from_secs(8));
         assert_eq!(gap(40), MAX_GAP);
     }
+}
+
+/// The attempt `out_trade_no` names, if it is still waiting for its outcome.
+pub async fn find(store: &autodebit_eventstore::EventStore, out_trade_no: &str) -> anyhow::Result<Option<AttemptRow>> {
+    let found = store
+        .query(&format!("SELECT {COLUMNS} FROM {FROM} WHERE a.out_trade_no = $1"), &[Value::from(out_trade_no)])
+        .await?;
+    Ok(found.first().and_then(AttemptRow::from_row))
 }

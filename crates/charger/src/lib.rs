@@ -3,6 +3,7 @@
 
 mod api;
 pub mod attempts;
+pub mod callbacks;
 mod processor;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
@@ -41,8 +42,9 @@ impl Providers {
 #[derive(Clone)]
 pub struct ChargerConfig {
     pub simulator: SimulatorConfig,
-    /// Providers of particular merchants (the others use the simulator).
-    pub merchants: Vec<(String, Arc<dyn Provider>)>,
+    /// Merchants whose charges go to WeChat Pay, with their accounts (the others use the
+    /// simulator).
+    pub wechatpay: Vec<(String, Arc<autodebit_provider::wechatpay::WeChatPay>)>,
     /// Provider calls in flight at once.
     pub concurrency: usize,
     /// Provider calls in flight at once for one merchant.
@@ -55,7 +57,7 @@ impl Default for ChargerConfig {
     fn default() -> Self {
         ChargerConfig {
             simulator: SimulatorConfig::default(),
-            merchants: Vec::new(),
+            wechatpay: Vec::new(),
             concurrency: 256,
             per_merchant_concurrency: 256,
             provider_qps: 0,
@@ -70,12 +72,13 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
     };
     let mut providers = Providers::new(limited(Arc::new(Simulator::new(config.simulator.clone()))));
-    for (merchant, provider) in &config.merchants {
-        providers = providers.with_merchant(merchant.clone(), limited(provider.clone()));
+    for (merchant, account) in &config.wechatpay {
+        providers = providers.with_merchant(merchant.clone(), limited(account.clone()));
     }
     let providers = Arc::new(providers);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone()));
     attempts::spawn(platform.clone(), providers, config.concurrency);
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
+    let http = callbacks::routes(platform.clone(), Arc::new(callbacks::Accounts::new(&config.wechatpay)));
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http })
 }

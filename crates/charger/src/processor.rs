@@ -72,6 +72,7 @@ impl Processor for AttemptStarter {
                 sent: false,
                 checks: 0,
                 started_unix_ms: attempts::unix_ms(),
+                provider_contract_id: String::new(),
             });
         }
         // A stream that moved on since (replayed events) keeps what it has; its row is not written.

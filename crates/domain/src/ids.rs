@@ -151,6 +151,26 @@ impl ChargeId {
         format!("{}_{attempt}", String::from_utf8_lossy(&out))
     }
 
+    /// The charge and attempt an order number of `out_trade_no` names; `None` for any other text.
+    pub fn from_out_trade_no(s: &str) -> Option<(ChargeId, u32)> {
+        let (digits, attempt) = s.split_once('_')?;
+        if digits.len() != 25 {
+            return None;
+        }
+        let mut n: u128 = 0;
+        for c in digits.bytes() {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'z' => c - b'a' + 10,
+                _ => return None,
+            };
+            n = n.checked_mul(36)?.checked_add(u128::from(d))?;
+        }
+        let id = ChargeId(Uuid::from_u128(n));
+        let attempt: u32 = attempt.parse().ok()?;
+        (id.out_trade_no(attempt) == s).then_some((id, attempt))
+    }
+
     /// A usage period's charge; apart from the fixed periods of the same contract.
     pub fn for_usage(contract: ContractId, period: u32) -> Self {
         Self::derived(contract, &format!("usage\0{period}"))
@@ -197,6 +217,17 @@ mod tests {
         assert!(a.bytes().all(|x| x.is_ascii_digit() || x.is_ascii_lowercase() || x == b'_'), "{a}");
         let other = ChargeId::for_period(ContractId::generate(), 3);
         assert_ne!(other.out_trade_no(1), a);
+    }
+
+    #[test]
+    fn order_numbers_name_their_charge_and_attempt() {
+        let c = ChargeId::for_period(ContractId::generate(), 3);
+        assert_eq!(ChargeId::from_out_trade_no(&c.out_trade_no(2)), Some((c, 2)));
+        let upper = c.out_trade_no(2).to_uppercase();
+        let dashed = c.out_trade_no(2).replace('_', "-");
+        for bad in ["", "x_1", "zzzzzzzzzzzzzzzzzzzzzzzzz_1", &upper, &dashed] {
+            assert_eq!(ChargeId::from_out_trade_no(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -463,36 +463,7 @@ impl WeChatPay {
         if !named.is_empty() && named != value {
             return Lookup::Pending { reason: format!("{path}: the answer names {by} {named}, not {value}") };
         }
-        let state = code_of(&answer, "trade_state");
-        let transaction_id = code_of(&answer, "transaction_id");
-        match state.as_str() {
-            // REFUND: it was paid, and (part of) it went back since.
-            "SUCCESS" | "REFUND" if !transaction_id.is_empty() => {
-                Lookup::Ended(ProviderOutcome::Succeeded { transaction_id })
-            }
-            "SUCCESS" | "REFUND" => Lookup::Pending { reason: format!("{path}: {state} without a transaction_id") },
-            "PAYERROR" | "CLOSED" | "REVOKED" => {
-                let err_code = code_of(&answer, "err_code");
-                let description = [code_of(&answer, "trade_state_desc"), code_of(&answer, "err_code_des")]
-                    .into_iter()
-                    .filter(|d| !d.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                // A known cause decides whether another attempt may pass; otherwise the order
-                // ended unpaid and a new attempt (a new out_trade_no) may be made.
-                let known = if err_code.is_empty() { None } else { decline(&err_code, &description) };
-                Lookup::Ended(known.unwrap_or(ProviderOutcome::Declined {
-                    code: state.clone(),
-                    message: if description.is_empty() {
-                        format!("the order ended unpaid ({state})")
-                    } else {
-                        format!("the order ended unpaid ({state}): {description}")
-                    },
-                    retryable: true,
-                }))
-            }
-            _ => Lookup::Pending { reason: format!("{path}: trade_state {state:?}") },
-        }
+        order_state(&answer, path)
     }
 
     /// `POST /papay/querycontract`.
@@ -1004,6 +975,41 @@ impl Provider for WeChatPay {
                 SigningChannel::WithPayment => self.preentrustweb(request).await.map(|p| p.pre_entrustweb_id),
             }
         })
+    }
+}
+
+/// What an order's state says of its attempt — in a query's answer or a deduction-result
+/// callback (`trade_state`, `transaction_id`, `err_code`); `origin` names where it came from.
+pub fn order_state(answer: &Params, origin: &str) -> Lookup {
+    let state = code_of(answer, "trade_state");
+    let transaction_id = code_of(answer, "transaction_id");
+    match state.as_str() {
+        // REFUND: it was paid, and (part of) it went back since.
+        "SUCCESS" | "REFUND" if !transaction_id.is_empty() => {
+            Lookup::Ended(ProviderOutcome::Succeeded { transaction_id })
+        }
+        "SUCCESS" | "REFUND" => Lookup::Pending { reason: format!("{origin}: {state} without a transaction_id") },
+        "PAYERROR" | "CLOSED" | "REVOKED" => {
+            let err_code = code_of(answer, "err_code");
+            let description = [code_of(answer, "trade_state_desc"), code_of(answer, "err_code_des")]
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            // A known cause decides whether another attempt may pass; otherwise the order
+            // ended unpaid and a new attempt (a new out_trade_no) may be made.
+            let known = if err_code.is_empty() { None } else { decline(&err_code, &description) };
+            Lookup::Ended(known.unwrap_or(ProviderOutcome::Declined {
+                code: state.clone(),
+                message: if description.is_empty() {
+                    format!("the order ended unpaid ({state})")
+                } else {
+                    format!("the order ended unpaid ({state}): {description}")
+                },
+                retryable: true,
+            }))
+        }
+        _ => Lookup::Pending { reason: format!("{origin}: trade_state {state:?}") },
     }
 }
 

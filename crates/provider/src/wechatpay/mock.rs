@@ -1031,6 +1031,7 @@ async fn orders(State(mock): State<Mock>) -> axum::Json<serde_json::Value> {
         "debited": debited,
         "debited_fen": book.orders.values().filter(|o| o.trade_state == "SUCCESS").map(|o| o.total_fee).sum::<i64>(),
         "applied_more_than_once": reapplied,
+        "debited_orders": book.orders.iter().filter(|(_, o)| o.trade_state == "SUCCESS").map(|(no, _)| no).collect::<Vec<_>>(),
         "refused_requests": book.refused,
         "requests": book.requests,
         "refunded_fen": book.orders.values().map(|o| o.refunded_fen).sum::<i64>(),
