@@ -111,12 +111,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 POST of a form on loopback; returns (status, headers and body).
 pub fn http_post(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
+    http_post_with(addr, path, &[("Content-Type", "application/x-www-form-urlencoded".into())], form)
+}
+
+/// A plain HTTP/1.1 POST with `headers` on loopback; returns (status, headers and body).
+pub fn http_post_with(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();

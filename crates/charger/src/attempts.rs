@@ -56,6 +56,15 @@ pub const MIGRATIONS: &[Migration] = &[
             changed_at_ms        BIGINT NOT NULL
         );",
     ),
+    // The nonces of v3 callbacks accepted lately: one seen again is a replay.
+    Migration::common(
+        3,
+        "CREATE TABLE charger_callback_nonces (
+            nonce      TEXT   PRIMARY KEY,
+            seen_at_ms BIGINT NOT NULL
+        );
+        CREATE INDEX charger_callback_nonces_seen ON charger_callback_nonces (seen_at_ms);",
+    ),
 ];
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).

@@ -1,10 +1,13 @@
 //! WeChat Pay's callbacks, on the charger's HTTP listener:
 //!
 //! - `POST /callbacks/wechatpay/v2/deduction` — a deduction's result (v2 XML);
-//! - `POST /callbacks/wechatpay/v2/contract` — a contract signed or deleted at WeChat Pay.
+//! - `POST /callbacks/wechatpay/v2/contract` — a contract signed or deleted at WeChat Pay;
+//! - `POST /callbacks/wechatpay/v3/{mch_id}` — v3 notices (JSON, signed in `Wechatpay-*`
+//!   headers, resource encrypted with the APIv3 key): deduction results.
 //!
-//! Each is checked before it may change anything: well-formed XML (400), a merchant account
-//! the platform holds (404), a valid signature with that account's key (401), an order or
+//! Each is checked before it may change anything: well-formed XML or JSON (400), a merchant
+//! account the platform holds (404), a valid signature with that account's key and, for v3,
+//! a timestamp within five minutes (401) and a nonce not seen before (409), an order or
 //! contract the platform knows (404). What passes is recorded once: a deduction result goes
 //! the same way as a query's answer (`attempts::record`, at the version the attempt left the
 //! charge stream), so whichever arrives first decides and the other changes nothing; a result
@@ -49,6 +52,7 @@ pub fn routes(platform: Platform, accounts: Arc<Accounts>) -> Router {
     Router::new()
         .route("/callbacks/wechatpay/v2/deduction", post(deduction))
         .route("/callbacks/wechatpay/v2/contract", post(contract))
+        .route("/callbacks/wechatpay/v3/{mch_id}", post(v3_notice))
         .with_state(Callbacks { platform, accounts })
 }
 
@@ -93,6 +97,11 @@ async fn deduction(State(cb): State<Callbacks>, body: String) -> Response {
 
 async fn on_deduction(cb: &Callbacks, body: &str) -> Result<&'static str, Refused> {
     let (p, merchant) = verified(&cb.accounts, body)?;
+    on_order(cb, &p, &merchant).await
+}
+
+/// A deduction's result, from a v2 callback or a v3 notice's resource, for `merchant`.
+async fn on_order(cb: &Callbacks, p: &Params, merchant: &str) -> Result<&'static str, Refused> {
     let out_trade_no = p.get("out_trade_no").cloned().unwrap_or_default();
     let unknown =
         || Refused(StatusCode::NOT_FOUND, "unknown_order", format!("out_trade_no {out_trade_no:?} is not ours"));
@@ -121,7 +130,12 @@ async fn on_deduction(cb: &Callbacks, body: &str) -> Result<&'static str, Refuse
             format!("total_fee {:?} is not the attempt's {}", fee, row.charge.amount.minor_units()),
         ));
     }
-    match order_state(&p, "deduction callback") {
+    settle(cb, row, p, "deduction callback").await
+}
+
+/// Records what an order's state (`trade_state`, …) says of a waiting attempt.
+async fn settle(cb: &Callbacks, row: attempts::AttemptRow, p: &Params, origin: &str) -> Result<&'static str, Refused> {
+    match order_state(p, origin) {
         Lookup::Ended(outcome) => {
             attempts::record(&cb.platform, &[Resolution::Ended(row, outcome)]).await.map_err(internal)?;
             Ok("recorded")
@@ -192,4 +206,96 @@ async fn on_contract(cb: &Callbacks, body: &str) -> Result<&'static str, Refused
         tracing::warn!(contract = %contract, "WeChat Pay reports the contract deleted; its deductions will be declined");
     }
     Ok(state)
+}
+
+async fn v3_notice(
+    State(cb): State<Callbacks>,
+    axum::extract::Path(mch_id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let result = on_v3(&cb, &mch_id, &headers, &body).await;
+    let (status, counted, body) = match result {
+        Ok(counted) => (StatusCode::OK, counted, serde_json::json!({"code": "SUCCESS", "message": "OK"})),
+        Err(Refused(status, reason, message)) => {
+            tracing::warn!(kind = "v3", reason, message, "WeChat Pay v3 callback refused");
+            (status, reason, serde_json::json!({"code": "FAIL", "message": message}))
+        }
+    };
+    autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", "v3"), ("result", counted)], 1);
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// How long a v3 nonce is remembered: past the five minutes a timestamp may be off, a replay
+/// fails on its timestamp instead.
+const NONCE_MEMORY_MS: i64 = 15 * 60 * 1000;
+
+async fn on_v3(
+    cb: &Callbacks,
+    mch_id: &str,
+    headers: &axum::http::HeaderMap,
+    body: &str,
+) -> Result<&'static str, Refused> {
+    use autodebit_provider::wechatpay::client::CallbackError;
+    let (merchant, account) =
+        cb.accounts.by_mch_id.get(mch_id).ok_or_else(|| {
+            Refused(StatusCode::NOT_FOUND, "unknown_merchant", format!("mch_id {mch_id:?} is not ours"))
+        })?;
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let nonce = h("Wechatpay-Nonce");
+    let (notice, resource) = account
+        .open_callback(h("Wechatpay-Serial"), h("Wechatpay-Timestamp"), nonce, h("Wechatpay-Signature"), body)
+        .map_err(|e| match e {
+            CallbackError::Malformed(m) => Refused(StatusCode::BAD_REQUEST, "malformed", m),
+            CallbackError::Undecryptable(m) => Refused(StatusCode::BAD_REQUEST, "undecryptable", m),
+            CallbackError::Signature(e @ autodebit_provider::wechatpay::v3::Error::Skew { .. }) => {
+                Refused(StatusCode::UNAUTHORIZED, "stale_timestamp", e.to_string())
+            }
+            CallbackError::Signature(e) => Refused(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
+            CallbackError::NoV3 => Refused(StatusCode::NOT_FOUND, "unknown_merchant", e.to_string()),
+        })?;
+    remember_nonce(cb, nonce).await?;
+    let r: serde_json::Value = serde_json::from_str(&resource)
+        .map_err(|e| Refused(StatusCode::BAD_REQUEST, "malformed", format!("resource: {e}")))?;
+    let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    if !notice.event_type.starts_with("TRANSACTION.") {
+        return Err(Refused(
+            StatusCode::BAD_REQUEST,
+            "unsupported",
+            format!("event_type {:?} is not a deduction result", notice.event_type),
+        ));
+    }
+    if text("mchid") != mch_id && !text("mchid").is_empty() {
+        return Err(Refused(StatusCode::BAD_REQUEST, "malformed", "the resource names another mchid".into()));
+    }
+    // The same fields as a v2 result, for one reading of both.
+    let mut p = Params::new();
+    for k in ["out_trade_no", "transaction_id", "trade_state", "trade_state_desc"] {
+        p.insert(k.into(), text(k));
+    }
+    if let Some(total) = r.pointer("/amount/total").and_then(|v| v.as_i64()) {
+        p.insert("total_fee".into(), total.to_string());
+    }
+    on_order(cb, &p, merchant).await
+}
+
+/// Takes `nonce` as used; a nonce used before is a replay.
+async fn remember_nonce(cb: &Callbacks, nonce: &str) -> Result<(), Refused> {
+    let now = attempts::unix_ms();
+    let mut tx = cb.platform.store.begin().await.map_err(|e| internal(e.into()))?;
+    tx.execute("DELETE FROM charger_callback_nonces WHERE seen_at_ms < $1", &[Value::Int(now - NONCE_MEMORY_MS)])
+        .await
+        .map_err(|e| internal(e.into()))?;
+    let fresh = tx
+        .execute(
+            "INSERT INTO charger_callback_nonces (nonce, seen_at_ms) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+            &[Value::from(nonce), Value::Int(now)],
+        )
+        .await
+        .map_err(|e| internal(e.into()))?;
+    if fresh == 0 {
+        return Err(Refused(StatusCode::CONFLICT, "replayed", format!("Wechatpay-Nonce {nonce:?} was used before")));
+    }
+    tx.commit().await.map_err(|e| internal(e.into()))?;
+    Ok(())
 }

@@ -1013,6 +1013,53 @@ pub fn order_state(answer: &Params, origin: &str) -> Lookup {
     }
 }
 
+/// Why a v3 callback was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// A header or the envelope is missing or malformed (the first bad part named).
+    #[error("{0}")]
+    Malformed(String),
+    /// The signature, its key serial or its timestamp does not hold.
+    #[error(transparent)]
+    Signature(#[from] super::v3::Error),
+    /// The resource does not decrypt under the APIv3 key.
+    #[error("{0}")]
+    Undecryptable(String),
+    #[error("the account has no API v3 settings, so its v3 callbacks cannot be checked")]
+    NoV3,
+}
+
+impl WeChatPay {
+    /// Checks a v3 callback — `Wechatpay-Serial`, `-Timestamp` (five minutes of skew at most),
+    /// `-Nonce` and `-Signature` over its body — and opens its resource with the APIv3 key:
+    /// the envelope and the resource's JSON text.
+    pub fn open_callback(
+        &self,
+        serial: &str,
+        timestamp: &str,
+        nonce: &str,
+        signature: &str,
+        body: &str,
+    ) -> Result<(super::v3::Notification, String), CallbackError> {
+        let v3c = self.config.v3.as_ref().ok_or(CallbackError::NoV3)?;
+        for (name, value) in
+            [("Wechatpay-Serial", serial), ("Wechatpay-Nonce", nonce), ("Wechatpay-Signature", signature)]
+        {
+            if value.is_empty() {
+                return Err(CallbackError::Malformed(format!("header {name} is missing")));
+            }
+        }
+        let ts: i64 = timestamp.parse().map_err(|_| {
+            CallbackError::Malformed(format!("header Wechatpay-Timestamp {timestamp:?} is not a number"))
+        })?;
+        self.verifier.verify(serial, ts, nonce, body, signature, now_secs())?;
+        let notification =
+            super::v3::Notification::parse(body.as_bytes()).map_err(|e| CallbackError::Malformed(e.to_string()))?;
+        let resource = notification.open(&v3c.api_v3_key).map_err(|e| CallbackError::Undecryptable(e.to_string()))?;
+        Ok((notification, resource))
+    }
+}
+
 /// Verifies the `sign` of a v2 callback (a deduction result or a signing notice) and returns its
 /// parameters; the acknowledgement WeChat Pay waits for is `CALLBACK_ACK`.
 pub fn read_callback(xml: &str, api_v2_key: &str) -> Result<Params, v2::Error> {

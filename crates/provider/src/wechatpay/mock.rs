@@ -41,6 +41,46 @@ pub const PLATFORM_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000001";
 pub const PLATFORM_PUBLIC_KEY_PEM: &str = include_str!("testdata/platform_test_pub.pem");
 const PLATFORM_PRIVATE_KEY_PEM: &str = include_str!("testdata/platform_test_key.pem");
 
+/// `message` signed with the mock's platform key, as WeChat Pay signs answers and callbacks.
+pub fn sign_as_platform(message: &str) -> String {
+    super::v3::MerchantSigner::from_pem("wechatpay", PLATFORM_KEY_ID, PLATFORM_PRIVATE_KEY_PEM)
+        .expect("the mock's platform key reads")
+        .sign(message)
+}
+
+/// A v3 callback as WeChat Pay sends it: the `Wechatpay-*` headers, signed with the mock's
+/// platform key (`PLATFORM_KEY_ID`) at `timestamp` with `nonce`, and the JSON envelope whose
+/// resource is `resource` encrypted under `api_v3_key`.
+pub fn v3_callback(
+    event_type: &str,
+    resource: &serde_json::Value,
+    api_v3_key: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> (Vec<(&'static str, String)>, String) {
+    let resource_nonce = format!("{:012}", roll(timestamp as u64, nonce) % 1_000_000_000_000);
+    let ciphertext = super::v3::encrypt_resource(api_v3_key, &resource_nonce, "transaction", &resource.to_string())
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "id": format!("EV-{nonce}"),
+        "create_time": beijing_time(timestamp),
+        "event_type": event_type,
+        "resource_type": "encrypt-resource",
+        "summary": "",
+        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext,
+                     "associated_data": "transaction", "nonce": resource_nonce},
+    })
+    .to_string();
+    let signature = sign_as_platform(&super::v3::response_message(timestamp, nonce, &body));
+    let headers = vec![
+        ("Wechatpay-Serial", PLATFORM_KEY_ID.to_string()),
+        ("Wechatpay-Timestamp", timestamp.to_string()),
+        ("Wechatpay-Nonce", nonce.to_string()),
+        ("Wechatpay-Signature", signature),
+    ];
+    (headers, body)
+}
+
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     pub appid: String,

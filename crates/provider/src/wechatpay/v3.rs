@@ -143,6 +143,27 @@ pub fn decrypt_resource(
     String::from_utf8(plain).map_err(|_| Error::Decrypt("the plaintext is not UTF-8"))
 }
 
+/// Encrypts a callback resource as WeChat Pay does (the inverse of `decrypt_resource`): for the
+/// mock, and for tests that play WeChat Pay.
+pub fn encrypt_resource(
+    api_v3_key: &str,
+    nonce: &str,
+    associated_data: &str,
+    plaintext: &str,
+) -> Result<String, Error> {
+    if api_v3_key.len() != 32 || nonce.len() != 12 {
+        return Err(Error::Key { what: "APIv3 key and nonce", problem: "must be 32 and 12 bytes".into() });
+    }
+    let cipher = Aes256Gcm::new_from_slice(api_v3_key.as_bytes()).map_err(|_| Error::Decrypt("bad key"))?;
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(nonce.as_bytes()),
+            Payload { msg: plaintext.as_bytes(), aad: associated_data.as_bytes() },
+        )
+        .map_err(|_| Error::Decrypt("encryption failed"))?;
+    Ok(B64.encode(sealed))
+}
+
 /// A v3 callback's envelope, read strictly: every field the platform relies on is present
 /// and of the right type, or the error names the first that is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
