@@ -193,6 +193,7 @@ impl PlatformArgs {
             None => Vec::new(),
         };
         Ok(ChargerConfig {
+            operator_key: String::new(),
             wechatpay,
             simulator: SimulatorConfig {
                 seed: self.simulator_seed,
@@ -259,7 +260,8 @@ pub async fn start(
     let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
     let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-    let takes_merchant_calls = services.iter().any(|s| matches!(s, Service::Contracts | Service::Scheduler));
+    let takes_merchant_calls =
+        services.iter().any(|s| matches!(s, Service::Contracts | Service::Scheduler | Service::Charger));
     let operator_key = if takes_merchant_calls { options.operator_key() } else { String::new() };
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)
         .map_err(|e| anyhow::anyhow!("--charge-window {e}"))?;
@@ -278,7 +280,11 @@ pub async fn start(
                 let config = autodebit_scheduler::SchedulerConfig { operator_key: operator_key.clone(), window };
                 autodebit_scheduler::start(&platform, config).await?
             }
-            Service::Charger => autodebit_charger::start(&platform, options.charger()?).await?,
+            Service::Charger => {
+                let config =
+                    autodebit_charger::ChargerConfig { operator_key: operator_key.clone(), ..options.charger()? };
+                autodebit_charger::start(&platform, config).await?
+            }
             Service::Notifier => autodebit_notifier::start(&platform).await?,
             Service::Analytics => autodebit_analytics::start(&platform).await?,
         });

@@ -65,6 +65,24 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         CREATE INDEX charger_callback_nonces_seen ON charger_callback_nonces (seen_at_ms);",
     ),
+    // Refunds waiting to be sent or answered, and the merchant keys the charger's API checks.
+    Migration::common(
+        4,
+        "CREATE TABLE charger_refunds (
+            refund_id   TEXT   PRIMARY KEY,
+            charge_id   TEXT   NOT NULL,
+            merchant_id TEXT   NOT NULL,
+            due_ms      BIGINT NOT NULL,
+            checks      BIGINT NOT NULL
+        );
+        CREATE INDEX charger_refunds_due ON charger_refunds (due_ms);
+        CREATE TABLE charger_api_keys (
+            key_id         TEXT   PRIMARY KEY,
+            merchant_id    TEXT   NOT NULL,
+            secret_sha256  TEXT   NOT NULL,
+            revoked        BIGINT NOT NULL
+        );",
+    ),
 ];
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
@@ -124,6 +142,7 @@ impl AttemptRow {
                 retryable: false,
                 started: attempt,
                 out_trade_no: Some(r.text(0)?.to_string()),
+                refunds: Vec::new(),
             },
             provider: r.text(8)?.to_string(),
             stream_version: u64::try_from(r.i64(9)?).ok()?,

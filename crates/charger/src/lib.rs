@@ -5,6 +5,7 @@ mod api;
 pub mod attempts;
 pub mod callbacks;
 mod processor;
+pub mod refunds;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_provider::Provider;
@@ -41,6 +42,8 @@ impl Providers {
 /// How the charger runs.
 #[derive(Clone)]
 pub struct ChargerConfig {
+    /// The key operator calls authenticate with (merchants use their API keys).
+    pub operator_key: String,
     pub simulator: SimulatorConfig,
     /// Merchants whose charges go to WeChat Pay, with their accounts (the others use the
     /// simulator).
@@ -56,6 +59,7 @@ pub struct ChargerConfig {
 impl Default for ChargerConfig {
     fn default() -> Self {
         ChargerConfig {
+            operator_key: String::new(),
             simulator: SimulatorConfig::default(),
             wechatpay: Vec::new(),
             concurrency: 256,
@@ -77,8 +81,13 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     }
     let providers = Arc::new(providers);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone()));
-    attempts::spawn(platform.clone(), providers, config.concurrency);
-    let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
+    spawn_follower(platform, processor::KeyFollower);
+    attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
+    refunds::spawn(platform.clone(), providers);
+    let auth =
+        autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "charger_api_keys");
+    let routes =
+        autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone(), auth)));
     let http = callbacks::routes(platform.clone(), Arc::new(callbacks::Accounts::new(&config.wechatpay)));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http })
 }

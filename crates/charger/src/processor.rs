@@ -113,7 +113,34 @@ fn attempt_of(d: &Decoded) -> Option<Charge> {
             retryable: false,
             started: 0,
             out_trade_no: None,
+            refunds: Vec::new(),
         }),
         _ => None,
+    }
+}
+
+/// Keeps `charger_api_keys` in step with the merchants' keys, for the charger's API.
+pub struct KeyFollower;
+
+impl Processor for KeyFollower {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        "charger.keys"
+    }
+
+    fn wants(&self, kind: &EventKind) -> bool {
+        matches!(kind, EventKind::ApiKeyIssued(_) | EventKind::ApiKeyRevoked(_))
+    }
+
+    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        for d in events {
+            autodebit_runtime::auth::follow_key_event(tx, "charger_api_keys", &d.kind).await?;
+        }
+        Ok(())
     }
 }

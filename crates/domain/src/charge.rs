@@ -29,6 +29,24 @@ pub enum ChargeEvent {
         provider: String,
         at: Timestamp,
     },
+    /// A refund of `amount` is asked for.
+    RefundRequested {
+        refund_id: String,
+        amount: Money,
+        reason: String,
+        at: Timestamp,
+    },
+    RefundSucceeded {
+        refund_id: String,
+        provider_refund_id: String,
+        at: Timestamp,
+    },
+    RefundFailed {
+        refund_id: String,
+        provider_code: String,
+        message: String,
+        at: Timestamp,
+    },
     /// A retryable failure is tried again: attempt `attempt` (the first is 1).
     RetryScheduled {
         attempt: u32,
@@ -82,6 +100,21 @@ pub enum ChargeCommand {
     },
     /// Tries a charge that failed retryably again.
     Retry,
+    /// Pays back `amount` of a succeeded charge.
+    Refund {
+        refund_id: String,
+        amount: Money,
+        reason: String,
+    },
+    RecordRefundSuccess {
+        refund_id: String,
+        provider_refund_id: String,
+    },
+    RecordRefundFailure {
+        refund_id: String,
+        provider_code: String,
+        message: String,
+    },
     /// Refuses a charge: at issue (`issue` given, no charge yet) or after scheduling.
     Reject {
         issue: Option<Issue>,
@@ -119,6 +152,38 @@ pub struct Charge {
     /// The attempt last sent to the provider (0: none yet), and its order number.
     pub started: u32,
     pub out_trade_no: Option<String>,
+    /// Refunds asked for, in order.
+    pub refunds: Vec<Refund>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    Requested,
+    Succeeded,
+    Failed,
+}
+
+/// A refund of a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub refund_id: String,
+    pub amount: Money,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub provider_refund_id: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl Charge {
+    /// What refunds that have not failed hold of the charge: paid back, or being paid back.
+    pub fn refund_committed(&self) -> i64 {
+        self.refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount.minor_units()).sum()
+    }
+
+    pub fn refund(&self, refund_id: &str) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.refund_id == refund_id)
+    }
 }
 
 /// `None` until the charge is scheduled.
@@ -136,6 +201,16 @@ pub enum ChargeError {
     NotRetryable,
     #[error("attempt {0} was started already")]
     AlreadyStarted(u32),
+    #[error("only a succeeded charge can be refunded (this one is {0:?})")]
+    NotRefundable(ChargeStatus),
+    #[error("amount: {asked} is more than the {left} left to refund of {charged}")]
+    RefundTooLarge { asked: Money, left: Money, charged: Money },
+    #[error("amount: must be positive and in the charge's currency ({0})")]
+    RefundAmount(Money),
+    #[error("refund {0} exists already")]
+    RefundExists(String),
+    #[error("refund {0} is not waiting for an outcome")]
+    RefundNotPending(String),
 }
 
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
@@ -147,6 +222,40 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
             Ok(vec![ChargeEvent::Rejected { issue, rule, detail, at: now }])
         }
         (None, _) => Err(ChargeError::NotScheduled),
+        (Some(c), ChargeCommand::Refund { refund_id, amount, reason }) => {
+            if c.status != ChargeStatus::Succeeded {
+                return Err(ChargeError::NotRefundable(c.status));
+            }
+            if c.refund(&refund_id).is_some() {
+                return Err(ChargeError::RefundExists(refund_id));
+            }
+            if amount.minor_units() <= 0 || amount.currency() != c.amount.currency() {
+                return Err(ChargeError::RefundAmount(c.amount));
+            }
+            let left = c.amount.minor_units() - c.refund_committed();
+            if amount.minor_units() > left {
+                return Err(ChargeError::RefundTooLarge {
+                    asked: amount,
+                    left: Money::new(left, c.amount.currency()),
+                    charged: c.amount,
+                });
+            }
+            Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, at: now }])
+        }
+        (Some(c), ChargeCommand::RecordRefundSuccess { refund_id, provider_refund_id }) => match c.refund(&refund_id) {
+            Some(r) if r.status == RefundStatus::Requested => {
+                Ok(vec![ChargeEvent::RefundSucceeded { refund_id, provider_refund_id, at: now }])
+            }
+            _ => Err(ChargeError::RefundNotPending(refund_id)),
+        },
+        (Some(c), ChargeCommand::RecordRefundFailure { refund_id, provider_code, message }) => {
+            match c.refund(&refund_id) {
+                Some(r) if r.status == RefundStatus::Requested => {
+                    Ok(vec![ChargeEvent::RefundFailed { refund_id, provider_code, message, at: now }])
+                }
+                _ => Err(ChargeError::RefundNotPending(refund_id)),
+            }
+        }
         (Some(_), ChargeCommand::Schedule { .. }) => Err(ChargeError::AlreadyScheduled),
         (Some(c), ChargeCommand::Retry) => {
             if c.status == ChargeStatus::Failed && c.retryable {
@@ -211,6 +320,7 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             retryable: false,
             started: 0,
             out_trade_no: None,
+            refunds: Vec::new(),
         }),
         (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
             Some(Charge {
@@ -229,6 +339,7 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
                 retryable: false,
                 started: 0,
                 out_trade_no: None,
+                refunds: Vec::new(),
             })
         }
         (Some(mut c), ChargeEvent::RetryScheduled { attempt, .. })
@@ -239,9 +350,41 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             c.retryable = false;
             Some(c)
         }
+        (Some(mut c), ChargeEvent::RefundRequested { refund_id, amount, reason, .. })
+            if c.status == ChargeStatus::Succeeded =>
+        {
+            c.refunds.push(Refund {
+                refund_id: refund_id.clone(),
+                amount: *amount,
+                reason: reason.clone(),
+                status: RefundStatus::Requested,
+                provider_refund_id: None,
+                code: None,
+                message: None,
+            });
+            Some(c)
+        }
+        (Some(mut c), ChargeEvent::RefundSucceeded { refund_id, provider_refund_id, .. }) => {
+            if let Some(r) = c.refunds.iter_mut().find(|r| &r.refund_id == refund_id) {
+                r.status = RefundStatus::Succeeded;
+                r.provider_refund_id = Some(provider_refund_id.clone());
+            }
+            Some(c)
+        }
+        (Some(mut c), ChargeEvent::RefundFailed { refund_id, provider_code, message, .. }) => {
+            if let Some(r) = c.refunds.iter_mut().find(|r| &r.refund_id == refund_id) {
+                r.status = RefundStatus::Failed;
+                r.code = Some(provider_code.clone());
+                r.message = Some(message.clone());
+            }
+            Some(c)
+        }
         (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
             match e {
                 ChargeEvent::Scheduled { .. } | ChargeEvent::RetryScheduled { .. } => {}
+                ChargeEvent::RefundRequested { .. }
+                | ChargeEvent::RefundSucceeded { .. }
+                | ChargeEvent::RefundFailed { .. } => {}
                 ChargeEvent::AttemptStarted { attempt, out_trade_no, .. } => {
                     c.started = *attempt;
                     c.out_trade_no = Some(out_trade_no.clone());
@@ -338,6 +481,32 @@ mod tests {
         let c = state.unwrap();
         assert_eq!((c.attempt, c.started), (2, 2));
         assert_ne!(c.out_trade_no.unwrap(), first);
+    }
+
+    proptest! {
+        /// Whatever refunds are asked for and however they end, what is refunded or being
+        /// refunded never exceeds what the charge took.
+        #[test]
+        fn refunds_never_exceed_the_charge(steps in proptest::collection::vec((1i64..80, 0u8..3), 0..20)) {
+            let mut state = decide(&None, schedule(), from_millis(0)).unwrap().iter().fold(None, apply);
+            let ok = ChargeCommand::RecordSuccess { provider_transaction_id: "tx".into() };
+            state = decide(&state, ok, from_millis(1)).unwrap().iter().fold(state, apply);
+            for (i, (fen, end)) in steps.into_iter().enumerate() {
+                let id = format!("rf{i}");
+                let ask = ChargeCommand::Refund { refund_id: id.clone(), amount: Money::cny(fen), reason: String::new() };
+                if let Ok(events) = decide(&state, ask, from_millis(2)) {
+                    state = events.iter().fold(state, apply);
+                    let end = match end {
+                        0 => ChargeCommand::RecordRefundSuccess { refund_id: id, provider_refund_id: "r".into() },
+                        1 => ChargeCommand::RecordRefundFailure { refund_id: id, provider_code: "X".into(), message: String::new() },
+                        _ => continue,
+                    };
+                    state = decide(&state, end, from_millis(3)).unwrap().iter().fold(state, apply);
+                }
+                let c = state.as_ref().unwrap();
+                prop_assert!(c.refund_committed() <= c.amount.minor_units());
+            }
+        }
     }
 
     #[test]

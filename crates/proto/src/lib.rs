@@ -70,6 +70,9 @@ impl events::v1::Event {
             Some(Kind::PreDebitNoticeIssued(_)) => "PreDebitNoticeIssued",
             Some(Kind::UsageRecorded(_)) => "UsageRecorded",
             Some(Kind::ChargeAttemptStarted(_)) => "ChargeAttemptStarted",
+            Some(Kind::RefundRequested(_)) => "RefundRequested",
+            Some(Kind::RefundSucceeded(_)) => "RefundSucceeded",
+            Some(Kind::RefundFailed(_)) => "RefundFailed",
             None => "Unknown",
         }
     }

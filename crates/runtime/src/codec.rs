@@ -356,6 +356,45 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 started_at_ms: at.timestamp_millis(),
             })
         }
+        ChargeEvent::RefundRequested { refund_id, amount, reason, at } => {
+            let c = charge?;
+            EventKind::RefundRequested(pb::RefundRequested {
+                refund_id: refund_id.clone(),
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                payer_id: c.payer_id.to_string(),
+                amount: Some(money_to_pb(*amount)),
+                reason: reason.clone(),
+                out_refund_no: refund_id.clone(),
+                requested_at_ms: at.timestamp_millis(),
+            })
+        }
+        ChargeEvent::RefundSucceeded { refund_id, provider_refund_id, at } => {
+            let c = charge?;
+            EventKind::RefundSucceeded(pb::RefundSucceeded {
+                refund_id: refund_id.clone(),
+                charge_id: c.charge_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                amount: c.refund(refund_id).map(|r| money_to_pb(r.amount)),
+                provider_refund_id: provider_refund_id.clone(),
+                succeeded_at_ms: at.timestamp_millis(),
+                payer_id: c.payer_id.to_string(),
+            })
+        }
+        ChargeEvent::RefundFailed { refund_id, provider_code, message, at } => {
+            let c = charge?;
+            EventKind::RefundFailed(pb::RefundFailed {
+                refund_id: refund_id.clone(),
+                charge_id: c.charge_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                amount: c.refund(refund_id).map(|r| money_to_pb(r.amount)),
+                provider_code: provider_code.clone(),
+                message: message.clone(),
+                failed_at_ms: at.timestamp_millis(),
+                payer_id: c.payer_id.to_string(),
+            })
+        }
         ChargeEvent::RetryScheduled { attempt, at } => {
             let c = charge?;
             EventKind::ChargeRetryScheduled(pb::ChargeRetryScheduled {
@@ -408,6 +447,23 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
         EventKind::ChargeRetryScheduled(r) => {
             Some(ChargeEvent::RetryScheduled { attempt: r.attempt, at: from_millis(r.scheduled_at_ms) })
         }
+        EventKind::RefundRequested(r) => Some(ChargeEvent::RefundRequested {
+            refund_id: r.refund_id.clone(),
+            amount: money_from_pb(r.amount.as_ref()).ok()?,
+            reason: r.reason.clone(),
+            at: from_millis(r.requested_at_ms),
+        }),
+        EventKind::RefundSucceeded(r) => Some(ChargeEvent::RefundSucceeded {
+            refund_id: r.refund_id.clone(),
+            provider_refund_id: r.provider_refund_id.clone(),
+            at: from_millis(r.succeeded_at_ms),
+        }),
+        EventKind::RefundFailed(r) => Some(ChargeEvent::RefundFailed {
+            refund_id: r.refund_id.clone(),
+            provider_code: r.provider_code.clone(),
+            message: r.message.clone(),
+            at: from_millis(r.failed_at_ms),
+        }),
         EventKind::ChargeAttemptStarted(a) => Some(ChargeEvent::AttemptStarted {
             attempt: a.attempt,
             out_trade_no: a.out_trade_no.clone(),
