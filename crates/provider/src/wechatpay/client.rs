@@ -405,7 +405,28 @@ impl WeChatPay {
         if !status.is_success() {
             return Err(CallError::Transport(format!("{path}: HTTP {status}")));
         }
-        self.read_v2(path, &text, true)
+        // WeChat Pay rejecting the signature: say exactly what was signed, so it can be
+        // compared with what WeChat Pay's own signature tool makes of the same parameters.
+        let signed_over = || {
+            let text = format!(
+                "the request was signed ({}) over \"{}&key=***\"",
+                sign_type.as_str(),
+                v2::string_to_sign(&params)
+            );
+            tracing::error!(path, signed = text, "WeChat Pay rejected the request's signature");
+            text
+        };
+        match self.read_v2(path, &text, true) {
+            Err(CallError::Refused(m)) if m.to_ascii_uppercase().contains("SIGN") || m.contains("签名") => {
+                Err(CallError::Refused(format!("{m}; {}", signed_over())))
+            }
+            Ok(mut answer) if code_of(&answer, "err_code") == "SIGNERROR" => {
+                let des = format!("{}; {}", code_of(&answer, "err_code_des"), signed_over());
+                answer.insert("err_code_des".into(), des);
+                Ok(answer)
+            }
+            other => other,
+        }
     }
 
     /// Reads a v2 answer; `signed` says whether a missing `sign` is refused.

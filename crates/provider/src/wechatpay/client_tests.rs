@@ -209,6 +209,10 @@ async fn a_wrong_key_is_a_configuration_decline() {
         panic!("a bad signature was not a configuration decline")
     };
     assert!(message.contains("configuration") && message.contains("SIGNERROR"), "{message}");
+    // What was signed, exactly, with the key masked.
+    assert!(message.contains("signed (HMAC-SHA256) over \"appid="), "{message}");
+    assert!(message.contains("&out_trade_no=") && message.contains("&key=***\""), "{message}");
+    assert!(!message.contains("not-the-key"), "{message}");
     assert_eq!(report(&base).await["orders"], 0);
 }
 
