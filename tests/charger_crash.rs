@@ -47,6 +47,10 @@ fn mock() -> Mock {
     Mock(child, addr)
 }
 
+fn testdata(name: &str) -> String {
+    format!("{}/crates/provider/src/wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -123,6 +127,13 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
         "base_url": format!("http://{}", mock.1),
         "notify_url": format!("http://{http}/callbacks/wechatpay/v2/deduction"),
         "spbill_create_ip": "127.0.0.1",
+        "v3": {
+            "merchant_serial": autodebit_provider::wechatpay::mock::MERCHANT_SERIAL,
+            "merchant_private_key_file": testdata("merchant_test_key.pem"),
+            "api_v3_key": "test-apiv3-key-0123456789abcdef0",
+            "platform_public_key_id": autodebit_provider::wechatpay::mock::PLATFORM_KEY_ID,
+            "platform_public_key_file": testdata("platform_test_pub.pem"),
+        },
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
     let mut args = base.to_vec();
@@ -180,6 +191,13 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
     );
     let fen: i64 = summary.succeeded_minor_units_by_currency.get("CNY").copied().unwrap_or(0);
     assert_eq!(book["debited_fen"].as_i64().unwrap(), fen);
+    // Every charge's pre-debit notice reached WeChat Pay too (one sent again counts once).
+    eventually("every pre-debit notice at the mock", 120, || async {
+        let (_, body) = http_get(mock.1, "/mock/orders");
+        let book: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (book["notices"].as_u64()? == CONTRACTS as u64).then_some(())
+    })
+    .await;
     println!(
         "{} charges: {} succeeded, {} failed; mock: {} requests, {} callbacks delivered, re-applied orders {}",
         CONTRACTS,

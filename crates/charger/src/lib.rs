@@ -82,6 +82,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     let providers = Arc::new(providers);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone()));
     spawn_follower(platform, processor::KeyFollower);
+    spawn_follower(platform, processor::ProviderNotices::new(providers.clone(), platform.store.clone()));
     attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     refunds::spawn(platform.clone(), providers);
     let auth =

@@ -144,3 +144,145 @@ impl Processor for KeyFollower {
         Ok(())
     }
 }
+
+/// Tells the merchant's provider what the payer must hear from it or what ended: each
+/// pre-debit notice goes to the provider too (WeChat Pay's pre-deduction notice, which its
+/// papay requires before a deduction), and a contract terminated on the platform is deleted at
+/// WeChat Pay where it was signed there. Calls are made before the transaction and tried a few
+/// times; one that still fails is logged and counted, not retried forever (the deduction that
+/// follows is then declined by the provider, and handled as any decline).
+pub struct ProviderNotices {
+    providers: Arc<Providers>,
+    store: autodebit_eventstore::EventStore,
+}
+
+impl ProviderNotices {
+    pub fn new(providers: Arc<Providers>, store: autodebit_eventstore::EventStore) -> Self {
+        ProviderNotices { providers, store }
+    }
+
+    /// The merchant and WeChat Pay contract id of a contract signed at WeChat Pay.
+    async fn signed_at_provider(&self, contract_id: &str) -> anyhow::Result<Option<(String, String)>> {
+        let rows = self
+            .store
+            .query(
+                "SELECT merchant_id, provider_contract_id FROM charger_provider_contracts
+                 WHERE contract_id = $1 AND state = 'signed'",
+                &[autodebit_eventstore::Value::from(contract_id)],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| Some((r.text(0)?.to_string(), r.text(1)?.to_string()))))
+    }
+}
+
+/// Tries `call` up to three times, a little apart.
+async fn with_tries<F, Fut>(what: &str, mut call: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), autodebit_provider::ProviderError>>,
+{
+    for n in 1..=3u64 {
+        match call().await {
+            Ok(()) => return true,
+            Err(e @ autodebit_provider::ProviderError::Transport(_)) if n < 3 => {
+                tracing::warn!(what, error = %e, "provider call failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * n)).await;
+            }
+            Err(e) => {
+                tracing::error!(what, error = %e, "provider call failed");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+impl Processor for ProviderNotices {
+    /// The contracts deleted at the provider.
+    type Prepared = Vec<String>;
+
+    fn name(&self) -> &'static str {
+        "charger.provider_notices"
+    }
+
+    fn wants(&self, kind: &EventKind) -> bool {
+        matches!(kind, EventKind::PreDebitNoticeIssued(_) | EventKind::ContractTerminated(_))
+    }
+
+    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<String>> {
+        use futures::StreamExt;
+        let calls: Vec<autodebit_provider::BoxFuture<'_, anyhow::Result<Option<String>>>> =
+            events.iter().map(|d| Box::pin(self.tell(d)) as autodebit_provider::BoxFuture<'_, _>).collect();
+        let told: Vec<anyhow::Result<Option<String>>> =
+            futures::stream::iter(calls).buffer_unordered(PROVIDER_NOTICES_IN_FLIGHT).collect().await;
+        let mut deleted = Vec::new();
+        for t in told {
+            deleted.extend(t?);
+        }
+        Ok(deleted)
+    }
+
+    async fn apply(&self, tx: &mut Tx, _: &[Decoded], deleted: Vec<String>) -> anyhow::Result<()> {
+        for contract in deleted {
+            tx.execute(
+                "UPDATE charger_provider_contracts SET state = 'deleted' WHERE contract_id = $1",
+                &[autodebit_eventstore::Value::from(contract)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Provider notices in flight at once.
+const PROVIDER_NOTICES_IN_FLIGHT: usize = 64;
+
+impl ProviderNotices {
+    /// Tells the provider of one event; the contract it deleted, if any.
+    async fn tell(&self, d: &Decoded) -> anyhow::Result<Option<String>> {
+        match &d.kind {
+            EventKind::PreDebitNoticeIssued(n) => {
+                let (Ok(merchant_id), Ok(contract_id), Ok(amount)) = (
+                    MerchantId::parse(&n.merchant_id),
+                    ContractId::parse(&n.contract_id),
+                    codec::money_from_pb(n.estimated_amount.as_ref()),
+                ) else {
+                    return Ok(None);
+                };
+                let provider = self.providers.for_merchant(merchant_id.as_str());
+                let provider_contract_id =
+                    self.signed_at_provider(&n.contract_id).await?.map(|(_, id)| id).unwrap_or_default();
+                let notice =
+                    autodebit_provider::PreDebitNotice { merchant_id, contract_id, provider_contract_id, amount };
+                let ok = with_tries("pre-deduction notice", || provider.notify(&notice)).await;
+                let outcome = if ok { "sent" } else { "failed" };
+                autodebit_runtime::metrics::add(
+                    "autodebit_provider_notices_total",
+                    &[("provider", provider.name()), ("outcome", outcome)],
+                    1,
+                );
+                Ok(None)
+            }
+            EventKind::ContractTerminated(t) => {
+                let Some((merchant, provider_contract_id)) = self.signed_at_provider(&t.contract_id).await? else {
+                    return Ok(None);
+                };
+                let (Ok(merchant_id), Ok(contract_id)) =
+                    (MerchantId::parse(&merchant), ContractId::parse(&t.contract_id))
+                else {
+                    return Ok(None);
+                };
+                let provider = self.providers.for_merchant(&merchant);
+                let termination = autodebit_provider::Termination {
+                    merchant_id,
+                    contract_id,
+                    provider_contract_id,
+                    remark: if t.remark.is_empty() { "terminated".into() } else { t.remark.clone() },
+                };
+                let ok = with_tries("contract deletion", || provider.terminate(&termination)).await;
+                Ok(ok.then(|| t.contract_id.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+}

@@ -136,8 +136,12 @@ impl Postgres {
         )))
     }
 
+    /// Begun on a task of its own, like SQLite's: a caller dropped while waiting must not
+    /// return a connection to the pool inside a transaction nothing will end.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.pool.begin().await?)
+        let pool = self.pool.clone();
+        let begun = tokio::spawn(async move { pool.begin().await });
+        Ok(begun.await.map_err(|e| crate::StoreError::Invalid(format!("beginning a transaction: {e}")))??)
     }
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {

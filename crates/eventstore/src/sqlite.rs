@@ -84,8 +84,15 @@ impl Sqlite {
 
     /// IMMEDIATE takes the write lock at once: should a second process open the file, it
     /// waits here instead of failing half-way through a transaction.
+    ///
+    /// Begun on a task of its own: a caller dropped while waiting (a gRPC or HTTP handler whose
+    /// client went away) must not leave the one writer connection inside a transaction that
+    /// nothing will end. The task finishes the begin, and an unclaimed transaction is dropped,
+    /// which rolls it back.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        let writer = self.writer.clone();
+        let begun = tokio::spawn(async move { writer.begin_with("BEGIN IMMEDIATE").await });
+        Ok(begun.await.map_err(|e| StoreError::Invalid(format!("beginning a transaction: {e}")))??)
     }
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {

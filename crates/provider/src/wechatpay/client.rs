@@ -947,18 +947,20 @@ impl Provider for WeChatPay {
         })
     }
 
-    /// `POST /v3/papay/contracts/{contract_id}/notify`; `RESOURCE_ALREADY_EXISTS` (passed before
-    /// with the same parameters) is success.
+    /// `POST /v3/papay/contracts/{contract_id}/notify` (WeChat Pay's contract id, or the
+    /// platform's where none is known); `RESOURCE_ALREADY_EXISTS` (passed before with the same
+    /// parameters) is success.
     fn notify<'a>(&'a self, notice: &'a PreDebitNotice) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             let amount = fen(notice.amount).map_err(ProviderError::Invalid)?;
-            if notice.provider_contract_id.is_empty() {
-                return Err(ProviderError::Invalid(
-                    "missing parameter contract_id (the contract's WeChat Pay id): required before the request is sent"
-                        .into(),
-                ));
-            }
-            let path = format!("/v3/papay/contracts/{}/notify", path_segment(&notice.provider_contract_id)?);
+            // Like deductions: the platform's id where no signing notice gave WeChat Pay's own.
+            let platform_id = notice.contract_id.to_string();
+            let contract = if notice.provider_contract_id.is_empty() {
+                platform_id.as_str()
+            } else {
+                &notice.provider_contract_id
+            };
+            let path = format!("/v3/papay/contracts/{}/notify", path_segment(contract)?);
             let body = serde_json::json!({
                 "mchid": self.config.mch_id,
                 "appid": self.config.appid,
