@@ -13,38 +13,17 @@ use autodebit_proto::scheduler::v1::{GetSchedulerStatusRequest, scheduler_servic
 use futures::StreamExt;
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{Process, eventually, http_get};
+use support::{MockWechatpay, Process, eventually, http_get};
 
 const CONTRACTS: usize = 3_000;
 const KILLS: usize = 5;
 
-struct Mock(Child, SocketAddr);
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The mock with its default account; some deductions answered SYSTEMERROR (half of those
 /// taken all the same), some declined for funds.
-fn mock() -> Mock {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
-        .args(["mock-wechatpay", "--addr", "127.0.0.1:0", "--systemerror-basis-points", "500"])
-        .args(["--notenough-basis-points", "300", "--seed", "11"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the mock");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit_once("http=").expect("the listening line").1.parse().unwrap();
-    Mock(child, addr)
+fn mock() -> MockWechatpay {
+    MockWechatpay::start(&["--systemerror-basis-points", "500", "--notenough-basis-points", "300", "--seed", "11"])
 }
 
 fn testdata(name: &str) -> String {
@@ -79,7 +58,7 @@ async fn settled(p: &Process) -> u64 {
     }
 }
 
-fn orders_at(mock: &Mock) -> u64 {
+fn orders_at(mock: &MockWechatpay) -> u64 {
     let (_, body) = http_get(mock.1, "/mock/orders");
     serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|b| b["orders"].as_u64()).unwrap_or(0)
 }

@@ -1,33 +1,16 @@
 //! `autodebit mock-wechatpay`: the real binary on port 0, spoken to over HTTP as a merchant's
 //! client would, with signatures made by the provider crate.
+mod support;
+
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use support::MockWechatpay;
 
 const KEY: &str = "test-apiv2-key-0123456789abcdef0";
 
-struct Mock(std::process::Child, SocketAddr);
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start() -> Mock {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
-        .args(["mock-wechatpay", "--addr", "127.0.0.1:0", "--api-key", KEY, "--mch-id", "1900000109"])
-        .args(["--appid", "wx8888888888888888"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the mock");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit_once("http=").expect("the listening line").1.parse().unwrap();
-    Mock(child, addr)
+fn start() -> MockWechatpay {
+    MockWechatpay::start(&["--api-key", KEY, "--mch-id", "1900000109", "--appid", "wx8888888888888888"])
 }
 
 fn post_xml(addr: SocketAddr, path: &str, xml: &str) -> (u16, String) {

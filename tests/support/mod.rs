@@ -169,3 +169,29 @@ macro_rules! both {
         mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
     };
 }
+
+/// `autodebit mock-wechatpay ARGS` on port 0, killed when dropped; `.1` is where it listens.
+pub struct MockWechatpay(Child, pub SocketAddr);
+
+impl Drop for MockWechatpay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl MockWechatpay {
+    pub fn start(args: &[&str]) -> MockWechatpay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
+            .args(["mock-wechatpay", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the mock");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("its first line");
+        let addr = line.trim().rsplit_once("http=").expect("the listening line").1.parse().expect("an address");
+        MockWechatpay(child, addr)
+    }
+}

@@ -903,6 +903,19 @@ fn live_contract(book: &mut Book, contract_id: &str) -> bool {
         == "0"
 }
 
+/// A signed v3 request from the mock's own merchant, its body read.
+fn merchant_request(
+    mock: &Mock,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<serde_json::Value, Box<Response>> {
+    let v = v3_request(mock, method, uri, headers, body)?;
+    same_merchant(mock, &v)?;
+    Ok(v)
+}
+
 /// `POST /v3/papay/contracts/{contract_id}/notify`: 204 the first time in a cycle; the same
 /// notice again is `RESOURCE_ALREADY_EXISTS`, another one `INVALID_REQUEST`.
 async fn notify(
@@ -913,13 +926,10 @@ async fn notify(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let v = match v3_request(&mock, &method, &uri, &headers, &body) {
+    let v = match merchant_request(&mock, &method, &uri, &headers, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = same_merchant(&mock, &v) {
-        return *r;
-    }
     let Some(amount) = v.pointer("/estimated_amount/amount").and_then(|a| a.as_i64()).filter(|a| *a > 0) else {
         return mock.v3_error(
             StatusCode::BAD_REQUEST,
@@ -962,11 +972,7 @@ async fn fail_notify(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let v = match v3_request(&mock, &method, &uri, &headers, &body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    if let Err(r) = same_merchant(&mock, &v) {
+    if let Err(r) = merchant_request(&mock, &method, &uri, &headers, &body) {
         return *r;
     }
     let live = mock.book.lock().map(|mut book| live_contract(&mut book, &contract_id)).unwrap_or(false);
