@@ -173,6 +173,7 @@ impl ContractsArgs {
             public_url,
             session_ttl: std::time::Duration::from_secs(session_minutes * 60),
             regions: std::sync::Arc::new(regions),
+            wechatpay: Vec::new(),
         })
     }
 }
@@ -188,13 +189,9 @@ impl PlatformArgs {
     }
 
     pub fn charger(&self) -> anyhow::Result<ChargerConfig> {
-        let wechatpay = match &self.wechatpay_config {
-            Some(path) => crate::wechatpay_config::load(path)?,
-            None => Vec::new(),
-        };
         Ok(ChargerConfig {
             operator_key: String::new(),
-            wechatpay,
+            wechatpay: Vec::new(),
             simulator: SimulatorConfig {
                 seed: self.simulator_seed,
                 decline_basis_points: self.decline_basis_points,
@@ -265,6 +262,12 @@ pub async fn start(
     let operator_key = if takes_merchant_calls { options.operator_key() } else { String::new() };
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)
         .map_err(|e| anyhow::anyhow!("--charge-window {e}"))?;
+    // Merchants that sign and charge through WeChat Pay: the contracts service offers WeChat
+    // Pay's signing entry and takes its signing notices, the charger charges there.
+    let wechatpay = match &options.wechatpay_config {
+        Some(path) => crate::wechatpay_config::load(path)?,
+        None => Vec::new(),
+    };
     let mut components: Vec<Component> = Vec::new();
     for s in services {
         components.push(match s {
@@ -274,6 +277,7 @@ pub async fn start(
                     public_url.clone(),
                     options.signing_session_minutes,
                 )?;
+                let config = autodebit_contracts::ContractsConfig { wechatpay: wechatpay.clone(), ..config };
                 autodebit_contracts::start(&platform, config).await?
             }
             Service::Scheduler => {
@@ -281,8 +285,11 @@ pub async fn start(
                 autodebit_scheduler::start(&platform, config).await?
             }
             Service::Charger => {
-                let config =
-                    autodebit_charger::ChargerConfig { operator_key: operator_key.clone(), ..options.charger()? };
+                let config = autodebit_charger::ChargerConfig {
+                    operator_key: operator_key.clone(),
+                    wechatpay: wechatpay.clone(),
+                    ..options.charger()?
+                };
                 autodebit_charger::start(&platform, config).await?
             }
             Service::Notifier => autodebit_notifier::start(&platform).await?,

@@ -1,46 +1,32 @@
-//! WeChat Pay's callbacks, on the charger's HTTP listener:
+//! WeChat Pay's deduction results, on the charger's HTTP listener (its signing and deletion
+//! notices go to the contracts service, which owns contracts):
 //!
 //! - `POST /callbacks/wechatpay/v2/deduction` — a deduction's result (v2 XML);
-//! - `POST /callbacks/wechatpay/v2/contract` — a contract signed or deleted at WeChat Pay;
 //! - `POST /callbacks/wechatpay/v3/{mch_id}` — v3 notices (JSON, signed in `Wechatpay-*`
 //!   headers, resource encrypted with the APIv3 key): deduction results.
 //!
 //! Each is checked before it may change anything: well-formed XML or JSON (400), a merchant
 //! account the platform holds (404), a valid signature with that account's key and, for v3,
-//! a timestamp within five minutes (401) and a nonce not seen before (409), an order or
-//! contract the platform knows (404). What passes is recorded once: a deduction result goes
+//! a timestamp within five minutes (401) and a nonce not seen before (409), an order the
+//! platform knows (404). What passes is recorded once: a deduction result goes
 //! the same way as a query's answer (`attempts::record`, at the version the attempt left the
 //! charge stream), so whichever arrives first decides and the other changes nothing; a result
 //! delivered again is acknowledged and ignored. Every callback is counted in
 //! `autodebit_callbacks_total{kind, result}`.
 use crate::attempts::{self, Resolution};
-use autodebit_domain::{ChargeId, ContractId};
+use autodebit_domain::ChargeId;
 use autodebit_eventstore::Value;
 use autodebit_provider::Lookup;
-use autodebit_provider::wechatpay::WeChatPay;
 use autodebit_provider::wechatpay::client::{CALLBACK_ACK, order_state};
 use autodebit_provider::wechatpay::v2::{self, Params};
+use autodebit_provider::wechatpay::{Accounts, CallbackRefusal};
 use autodebit_runtime::Platform;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use std::collections::HashMap;
 use std::sync::Arc;
-
-/// The WeChat Pay accounts the platform holds, by `mch_id`: whose they are and their keys.
-#[derive(Default)]
-pub struct Accounts {
-    by_mch_id: HashMap<String, (String, Arc<WeChatPay>)>,
-}
-
-impl Accounts {
-    pub fn new(merchants: &[(String, Arc<WeChatPay>)]) -> Self {
-        let by_mch_id = merchants.iter().map(|(m, w)| (w.config().mch_id.clone(), (m.clone(), w.clone()))).collect();
-        Accounts { by_mch_id }
-    }
-}
 
 #[derive(Clone)]
 struct Callbacks {
@@ -51,7 +37,6 @@ struct Callbacks {
 pub fn routes(platform: Platform, accounts: Arc<Accounts>) -> Router {
     Router::new()
         .route("/callbacks/wechatpay/v2/deduction", post(deduction))
-        .route("/callbacks/wechatpay/v2/contract", post(contract))
         .route("/callbacks/wechatpay/v3/{mch_id}", post(v3_notice))
         .with_state(Callbacks { platform, accounts })
 }
@@ -76,15 +61,11 @@ fn answer(kind: &'static str, result: Result<&'static str, Refused>) -> Response
 
 /// Reads and checks a v2 callback: its XML, its account, its signature.
 fn verified(accounts: &Accounts, body: &str) -> Result<(Params, String), Refused> {
-    let p = v2::from_xml(body).map_err(|e| Refused(StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
-    let mch_id = p.get("mch_id").map(String::as_str).unwrap_or_default();
-    let (merchant, account) = accounts
-        .by_mch_id
-        .get(mch_id)
-        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, "unknown_merchant", format!("mch_id {mch_id:?} is not ours")))?;
-    v2::verify(&p, &account.config().api_v2_key)
-        .map_err(|e| Refused(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
-    Ok((p, merchant.clone()))
+    accounts.verify_v2(body).map_err(|e| match e {
+        CallbackRefusal::Malformed(m) => Refused(StatusCode::BAD_REQUEST, "malformed", m),
+        CallbackRefusal::UnknownAccount(_) => Refused(StatusCode::NOT_FOUND, "unknown_merchant", e.to_string()),
+        CallbackRefusal::BadSignature(m) => Refused(StatusCode::UNAUTHORIZED, "bad_signature", m),
+    })
 }
 
 fn internal(e: anyhow::Error) -> Refused {
@@ -145,69 +126,6 @@ async fn settle(cb: &Callbacks, row: attempts::AttemptRow, p: &Params, origin: &
     }
 }
 
-async fn contract(State(cb): State<Callbacks>, body: String) -> Response {
-    answer("contract", on_contract(&cb, &body).await)
-}
-
-/// A signing (`change_type` ADD) or deletion (DELETE) at WeChat Pay of a contract whose
-/// `contract_code` is the platform's contract id: remembered, so deductions name WeChat Pay's
-/// `contract_id`. Delivered again, it changes nothing.
-async fn on_contract(cb: &Callbacks, body: &str) -> Result<&'static str, Refused> {
-    let (p, merchant) = verified(&cb.accounts, body)?;
-    let field = |name: &str| p.get(name).cloned().unwrap_or_default();
-    let code = field("contract_code");
-    let unknown = || Refused(StatusCode::NOT_FOUND, "unknown_contract", format!("contract_code {code:?} is not ours"));
-    let contract = ContractId::parse(&code).map_err(|_| unknown())?;
-    let signed = cb
-        .platform
-        .store
-        .query(
-            "SELECT 1 FROM events WHERE stream = $1 AND event_type = 'ContractSigned' LIMIT 1",
-            &[Value::from(contract.stream())],
-        )
-        .await
-        .map_err(|e| internal(e.into()))?;
-    if signed.is_empty() {
-        return Err(unknown());
-    }
-    let state = match field("change_type").as_str() {
-        "ADD" => "signed",
-        "DELETE" => "deleted",
-        other => {
-            return Err(Refused(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("change_type {other:?} is neither ADD nor DELETE"),
-            ));
-        }
-    };
-    let provider_contract_id = field("contract_id");
-    if provider_contract_id.is_empty() {
-        return Err(Refused(StatusCode::BAD_REQUEST, "malformed", "contract_id is missing".into()));
-    }
-    let mut tx = cb.platform.store.begin().await.map_err(|e| internal(e.into()))?;
-    tx.execute(
-        "INSERT INTO charger_provider_contracts (contract_id, merchant_id, provider_contract_id, state, changed_at_ms)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (contract_id) DO UPDATE SET provider_contract_id = excluded.provider_contract_id,
-           state = excluded.state, changed_at_ms = excluded.changed_at_ms",
-        &[
-            Value::from(contract.to_string()),
-            Value::from(merchant),
-            Value::from(provider_contract_id),
-            Value::from(state),
-            Value::Int(cb.platform.clock.now_ms()),
-        ],
-    )
-    .await
-    .map_err(|e| internal(e.into()))?;
-    tx.commit().await.map_err(|e| internal(e.into()))?;
-    if state == "deleted" {
-        tracing::warn!(contract = %contract, "WeChat Pay reports the contract deleted; its deductions will be declined");
-    }
-    Ok(state)
-}
-
 async fn v3_notice(
     State(cb): State<Callbacks>,
     axum::extract::Path(mch_id): axum::extract::Path<String>,
@@ -237,10 +155,10 @@ async fn on_v3(
     body: &str,
 ) -> Result<&'static str, Refused> {
     use autodebit_provider::wechatpay::client::CallbackError;
-    let (merchant, account) =
-        cb.accounts.by_mch_id.get(mch_id).ok_or_else(|| {
-            Refused(StatusCode::NOT_FOUND, "unknown_merchant", format!("mch_id {mch_id:?} is not ours"))
-        })?;
+    let (merchant, account) = cb
+        .accounts
+        .by_mch_id(mch_id)
+        .ok_or_else(|| Refused(StatusCode::NOT_FOUND, "unknown_merchant", format!("mch_id {mch_id:?} is not ours")))?;
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let nonce = h("Wechatpay-Nonce");
     let (notice, resource) = account

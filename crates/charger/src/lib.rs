@@ -89,6 +89,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "charger_api_keys");
     let routes =
         autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone(), auth)));
-    let http = callbacks::routes(platform.clone(), Arc::new(callbacks::Accounts::new(&config.wechatpay)));
+    let http =
+        callbacks::routes(platform.clone(), Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http })
 }

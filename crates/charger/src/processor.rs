@@ -206,7 +206,12 @@ impl Processor for ProviderNotices {
     }
 
     fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::PreDebitNoticeIssued(_) | EventKind::ContractTerminated(_))
+        matches!(
+            kind,
+            EventKind::PreDebitNoticeIssued(_)
+                | EventKind::ContractTerminated(_)
+                | EventKind::ProviderContractChanged(_)
+        )
     }
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<String>> {
@@ -222,7 +227,28 @@ impl Processor for ProviderNotices {
         Ok(deleted)
     }
 
-    async fn apply(&self, tx: &mut Tx, _: &[Decoded], deleted: Vec<String>) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], deleted: Vec<String>) -> anyhow::Result<()> {
+        // What WeChat Pay's notices said (through the contracts service): the contract's id
+        // there, which deductions name, and whether WeChat Pay still holds it.
+        for d in events {
+            if let EventKind::ProviderContractChanged(c) = &d.kind {
+                tx.execute(
+                    "INSERT INTO charger_provider_contracts
+                       (contract_id, merchant_id, provider_contract_id, state, changed_at_ms)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (contract_id) DO UPDATE SET provider_contract_id = excluded.provider_contract_id,
+                       state = excluded.state, changed_at_ms = excluded.changed_at_ms",
+                    &[
+                        autodebit_eventstore::Value::from(&c.contract_id),
+                        autodebit_eventstore::Value::from(&c.merchant_id),
+                        autodebit_eventstore::Value::from(&c.provider_contract_id),
+                        autodebit_eventstore::Value::from(&c.state),
+                        autodebit_eventstore::Value::Int(c.changed_at_ms),
+                    ],
+                )
+                .await?;
+            }
+        }
         for contract in deleted {
             tx.execute(
                 "UPDATE charger_provider_contracts SET state = 'deleted' WHERE contract_id = $1",
@@ -261,6 +287,12 @@ impl ProviderNotices {
                     &[("provider", provider.name()), ("outcome", outcome)],
                     1,
                 );
+                Ok(None)
+            }
+            // Ended by the provider itself: nothing to tell it.
+            EventKind::ContractTerminated(t)
+                if t.mode == autodebit_proto::events::v1::TerminationMode::Provider as i32 =>
+            {
                 Ok(None)
             }
             EventKind::ContractTerminated(t) => {

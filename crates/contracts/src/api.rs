@@ -414,9 +414,7 @@ impl ContractsService for ContractsApi {
     ) -> Result<Response<pb::GetSigningSessionResponse>, Status> {
         let principal = self.auth.principal(&req).await?;
         let l = self.visible_session(&principal, &req.get_ref().session_id).await?;
-        Ok(Response::new(pb::GetSigningSessionResponse {
-            session: Some(crate::signing::to_api(&l, &self.signing.public_url)),
-        }))
+        Ok(Response::new(pb::GetSigningSessionResponse { session: Some(self.session_to_api(&l).await?) }))
     }
 
     async fn review_signing_session(
@@ -473,10 +471,13 @@ impl ContractsApi {
         if plan.merchant_id != merchant {
             return Err(Status::permission_denied("the plan belongs to another merchant"));
         }
-        if plan.provider != "simulator" {
+        let signs_at_wechatpay =
+            plan.provider == "wechatpay" && self.signing.wechatpay.of_merchant(merchant.as_str()).is_some();
+        if plan.provider != "simulator" && !signs_at_wechatpay {
             return Err(Status::failed_precondition(format!(
-                "plans on the {} provider sign through the provider's own entry, which this deployment has not configured",
-                plan.provider
+                "plans on the {} provider sign through the provider's own entry, and this merchant has no {} account \
+                 configured (--wechatpay-config)",
+                plan.provider, plan.provider
             )));
         }
         let payer = PayerId::parse(&r.payer_id).map_err(|e| invalid("payer_id", e))?;
@@ -535,6 +536,15 @@ impl ContractsApi {
             idempotency_key: r.idempotency_key,
         };
         let l = self.signing.open(open, &cause).await?;
-        Ok(crate::signing::to_api(&l, &self.signing.public_url))
+        self.session_to_api(&l).await
+    }
+
+    /// A session as the API shows it, with WeChat Pay's signing entry where it signs there.
+    async fn session_to_api(&self, l: &crate::signing::Loaded) -> Result<pb::SigningSession, Status> {
+        let mut s = crate::signing::to_api(l, &self.signing.public_url);
+        if s.state == pb::SigningState::Open as i32 {
+            s.provider_signing_url = crate::wechatpay::signing_url(&self.signing, l).await?;
+        }
+        Ok(s)
     }
 }

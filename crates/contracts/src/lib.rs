@@ -11,6 +11,7 @@ mod processor;
 pub mod regions;
 mod signing;
 mod store;
+mod wechatpay;
 
 use autodebit_domain::merchant::IndustryPolicy;
 use autodebit_proto::contracts::v1::{
@@ -43,6 +44,8 @@ pub struct ContractsConfig {
     /// How long a signing session stays open.
     pub session_ttl: std::time::Duration,
     pub regions: std::sync::Arc<dyn regions::RegionLookup>,
+    /// Merchants that sign and charge through WeChat Pay, with their accounts.
+    pub wechatpay: Vec<(String, std::sync::Arc<autodebit_provider::wechatpay::WeChatPay>)>,
 }
 
 impl std::fmt::Debug for dyn regions::RegionLookup {
@@ -59,11 +62,18 @@ pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Resu
     let auth =
         autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "contracts_api_keys");
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
-    let signing =
-        signing::Signing::new(app.clone(), config.public_url.clone(), config.session_ttl, config.regions.clone());
+    let accounts = std::sync::Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));
+    let signing = signing::Signing::new(
+        app.clone(),
+        config.public_url.clone(),
+        config.session_ttl,
+        config.regions.clone(),
+        accounts,
+    );
     jobs::spawn(app.clone(), signing.clone(), config.zombies.clone());
     let merchants = merchants::Merchants::new(platform.clone(), config.industries.clone());
-    let http = page::routes(page::PageState { signing: signing.clone(), merchants: merchants.clone() });
+    let http = page::routes(page::PageState { signing: signing.clone(), merchants: merchants.clone() })
+        .merge(wechatpay::routes(signing.clone()));
     let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, auth.clone(), signing)))
         .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants, auth.clone()))))
         .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone(), auth))));

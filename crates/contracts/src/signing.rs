@@ -24,6 +24,15 @@ const DEVICE_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x0e6c_4b8a_57f2_4d3c_b1a9_6f20_8e4d_93c7);
 
+/// The contract a session signs: the same every time it is derived.
+pub fn contract_of(l: &Loaded) -> Result<ContractId, Status> {
+    Ok(ContractId::for_signing_session(
+        &MerchantId::parse(&l.opened.merchant_id).map_err(internal)?,
+        &l.opened.session_id,
+        l.opened.opened_at_ms,
+    ))
+}
+
 pub fn stream(session_id: &str) -> String {
     format!("signing-{session_id}")
 }
@@ -41,6 +50,8 @@ pub struct Loaded {
 pub struct Signing {
     pub(crate) contracts: Contracts,
     pub(crate) public_url: String,
+    /// Merchants that sign and charge through WeChat Pay.
+    pub(crate) wechatpay: Arc<autodebit_provider::wechatpay::Accounts>,
     ttl: Duration,
     regions: Arc<dyn RegionLookup>,
 }
@@ -116,6 +127,7 @@ pub fn to_api(l: &Loaded, public_url: &str) -> api::SigningSession {
             })
             .collect(),
         return_url: o.return_url.clone(),
+        provider_signing_url: String::new(),
     }
 }
 
@@ -134,8 +146,14 @@ pub struct OpenRequest {
 }
 
 impl Signing {
-    pub fn new(contracts: Contracts, public_url: String, ttl: Duration, regions: Arc<dyn RegionLookup>) -> Self {
-        Signing { contracts, public_url, ttl, regions }
+    pub fn new(
+        contracts: Contracts,
+        public_url: String,
+        ttl: Duration,
+        regions: Arc<dyn RegionLookup>,
+        wechatpay: Arc<autodebit_provider::wechatpay::Accounts>,
+    ) -> Self {
+        Signing { contracts, public_url, wechatpay, ttl, regions }
     }
 
     pub async fn load(&self, session_id: &str) -> Result<Option<Loaded>, Status> {
@@ -280,17 +298,26 @@ impl Signing {
         let mut tx = platform.store.begin().await.map_err(store_error)?;
         let mut command = command;
         let mut contract_id = String::new();
-        if let SigningCommand::Confirm { .. } = command {
-            // Decide first (ticked, not held, SMS done, not expired), then sign.
-            signing::decide(&loaded.session, SigningCommand::Confirm { contract_id: String::new() }, now)?;
-            let id = ContractId::for_signing_session(
-                &MerchantId::parse(&loaded.opened.merchant_id).map_err(internal)?,
-                session_id,
-                loaded.opened.opened_at_ms,
-            );
+        let confirming = match &command {
+            SigningCommand::Confirm { .. } => Some(false),
+            SigningCommand::ConfirmAtProvider { .. } => Some(true),
+            _ => None,
+        };
+        if let Some(at_provider) = confirming {
+            // Decide first (ticked, not held, SMS done, not expired — or, signed at the
+            // provider, only not held and not expired), then sign.
+            let probe = |contract_id: String| {
+                if at_provider {
+                    SigningCommand::ConfirmAtProvider { contract_id }
+                } else {
+                    SigningCommand::Confirm { contract_id }
+                }
+            };
+            signing::decide(&loaded.session, probe(String::new()), now)?;
+            let id = contract_of(&loaded)?;
             self.sign_contract(&mut tx, &loaded, id, cause).await?;
             contract_id = id.to_string();
-            command = SigningCommand::Confirm { contract_id: contract_id.clone() };
+            command = probe(contract_id.clone());
         }
         let steps = signing::decide(&loaded.session, command, now)?;
         let mut session = loaded.session.clone();

@@ -95,6 +95,11 @@ pub enum SigningCommand {
     Confirm {
         contract_id: String,
     },
+    /// The payer signed at the provider (which authenticated them): confirmed without the
+    /// hosted page's tick and SMS, unless the session is held for review.
+    ConfirmAtProvider {
+        contract_id: String,
+    },
     Abandon,
     Expire,
     Hold {
@@ -138,6 +143,8 @@ pub fn decide(s: &Session, command: SigningCommand, now: Timestamp) -> Result<Ve
             }
             vec![(Step::Confirmed, contract_id)]
         }
+        SigningCommand::ConfirmAtProvider { .. } if s.status == Held => return Err(SigningError::Held),
+        SigningCommand::ConfirmAtProvider { contract_id } => vec![(Step::Confirmed, contract_id)],
         SigningCommand::Abandon => vec![(Step::Abandoned, String::new())],
         SigningCommand::Expire if now >= s.expires_at => vec![(Step::Expired, String::new())],
         SigningCommand::Expire => vec![],

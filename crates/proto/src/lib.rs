@@ -73,6 +73,7 @@ impl events::v1::Event {
             Some(Kind::RefundRequested(_)) => "RefundRequested",
             Some(Kind::RefundSucceeded(_)) => "RefundSucceeded",
             Some(Kind::RefundFailed(_)) => "RefundFailed",
+            Some(Kind::ProviderContractChanged(_)) => "ProviderContractChanged",
             None => "Unknown",
         }
     }

@@ -1036,6 +1036,13 @@ pub fn order_state(answer: &Params, origin: &str) -> Lookup {
     }
 }
 
+/// Shows the configuration, whose `Debug` leaves the keys out.
+impl std::fmt::Debug for WeChatPay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeChatPay").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 /// Why a v3 callback was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {

@@ -6,3 +6,52 @@ pub mod v2;
 pub mod v3;
 
 pub use client::{WeChatPay, WeChatPayConfig};
+
+/// The WeChat Pay accounts the platform holds, by `mch_id`: whose they are and their keys.
+#[derive(Default)]
+pub struct Accounts {
+    by_mch_id: std::collections::HashMap<String, (String, std::sync::Arc<WeChatPay>)>,
+    by_merchant: std::collections::HashMap<String, std::sync::Arc<WeChatPay>>,
+}
+
+impl Accounts {
+    /// From (platform merchant id, account) pairs.
+    pub fn new(merchants: &[(String, std::sync::Arc<WeChatPay>)]) -> Self {
+        Accounts {
+            by_mch_id: merchants.iter().map(|(m, w)| (w.config().mch_id.clone(), (m.clone(), w.clone()))).collect(),
+            by_merchant: merchants.iter().map(|(m, w)| (m.clone(), w.clone())).collect(),
+        }
+    }
+
+    /// The platform merchant and account of a WeChat Pay `mch_id`.
+    pub fn by_mch_id(&self, mch_id: &str) -> Option<&(String, std::sync::Arc<WeChatPay>)> {
+        self.by_mch_id.get(mch_id)
+    }
+
+    /// A platform merchant's account, if it charges through WeChat Pay.
+    pub fn of_merchant(&self, merchant_id: &str) -> Option<&std::sync::Arc<WeChatPay>> {
+        self.by_merchant.get(merchant_id)
+    }
+
+    /// Reads and checks a v2 callback: well-formed XML, an account the platform holds (by
+    /// `mch_id`), a valid signature with its key. The parameters and the platform merchant.
+    pub fn verify_v2(&self, xml: &str) -> Result<(v2::Params, String), CallbackRefusal> {
+        let p = v2::from_xml(xml).map_err(|e| CallbackRefusal::Malformed(e.to_string()))?;
+        let mch_id = p.get("mch_id").map(String::as_str).unwrap_or_default();
+        let (merchant, account) =
+            self.by_mch_id(mch_id).ok_or_else(|| CallbackRefusal::UnknownAccount(format!("mch_id {mch_id:?}")))?;
+        v2::verify(&p, &account.config().api_v2_key).map_err(|e| CallbackRefusal::BadSignature(e.to_string()))?;
+        Ok((p, merchant.clone()))
+    }
+}
+
+/// Why a v2 callback was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackRefusal {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0} is not an account of the platform")]
+    UnknownAccount(String),
+    #[error("{0}")]
+    BadSignature(String),
+}
