@@ -96,6 +96,12 @@ struct MockArgs {
     /// Deductions per 10,000 answered SYSTEMERROR (half of them taken all the same).
     #[arg(long, default_value_t = 0)]
     systemerror_basis_points: u32,
+    /// Deductions per 10,000 answered USERPAYING (debited; the first query still says so).
+    #[arg(long, default_value_t = 0)]
+    userpaying_basis_points: u32,
+    /// How many times a result or signing callback is posted before the mock gives up.
+    #[arg(long, default_value_t = 3)]
+    callback_attempts: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,8 +145,13 @@ fn main() -> anyhow::Result<()> {
                     notenough_basis_points: m.notenough_basis_points,
                     systemerror_basis_points: m.systemerror_basis_points,
                 };
+                let options = autodebit_provider::wechatpay::mock::MockOptions {
+                    userpaying_basis_points: m.userpaying_basis_points,
+                    callback_attempts: m.callback_attempts.max(1),
+                    ..Default::default()
+                };
                 tokio::select! {
-                    served = autodebit_provider::wechatpay::mock::serve(listener, config) => Ok(served?),
+                    served = autodebit_provider::wechatpay::mock::serve_with(listener, config, options) => Ok(served?),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             }
