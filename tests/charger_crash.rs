@@ -21,9 +21,18 @@ const CONTRACTS: usize = 3_000;
 const KILLS: usize = 5;
 
 /// The mock with its default account; some deductions answered SYSTEMERROR (half of those
-/// taken all the same), some declined for funds.
+/// taken all the same), some USERPAYING (settled later), some declined for funds.
 fn mock() -> MockWechatpay {
-    MockWechatpay::start(&["--systemerror-basis-points", "500", "--notenough-basis-points", "300", "--seed", "11"])
+    MockWechatpay::start(&[
+        "--systemerror-basis-points",
+        "500",
+        "--notenough-basis-points",
+        "300",
+        "--userpaying-basis-points",
+        "300",
+        "--seed",
+        "11",
+    ])
 }
 
 fn testdata(name: &str) -> String {
