@@ -43,14 +43,14 @@ impl Contracts {
 
     /// The contract's state and stream version.
     pub async fn load(&self, id: ContractId) -> Result<(ContractState, u64), AppError> {
-        let records = self.platform.store.read_stream(&id.stream(), 0).await?;
-        let version = records.last().map(|r| r.version).unwrap_or(0);
-        let state = records
-            .into_iter()
-            .filter_map(codec::decode)
-            .filter_map(|d| codec::contract_event_from_pb(&d.kind))
-            .fold(None, |s, e| contract::apply(s, &e));
-        Ok((state, version))
+        Ok(fold(self.platform.store.read_stream(&id.stream(), 0).await?))
+    }
+
+    /// The contract's state and version as `tx` sees them (no second connection is taken: on
+    /// PostgreSQL, signings that each held a pool connection while waiting for another to read
+    /// their contract once used up the pool between them).
+    pub async fn load_in(&self, tx: &mut Tx, id: ContractId) -> Result<(ContractState, u64), AppError> {
+        Ok(fold(tx.read_stream(&id.stream(), 0).await?))
     }
 
     pub async fn get(&self, id: ContractId) -> Result<(Contract, u64), AppError> {
@@ -85,7 +85,7 @@ impl Contracts {
         cause: &Cause,
     ) -> Result<(Contract, u64), AppError> {
         let signing = matches!(command, ContractCommand::Sign { .. });
-        let (state, version) = self.load(id).await?;
+        let (state, version) = self.load_in(tx, id).await?;
         if state.is_none() && !signing {
             return Err(AppError::NotFound(id));
         }
@@ -171,4 +171,15 @@ async fn sync_table(tx: &mut Tx, c: &Contract, e: &ContractEvent) -> Result<(), 
 
 fn is_unique_violation(e: &autodebit_eventstore::SqlxError) -> bool {
     matches!(e, autodebit_eventstore::SqlxError::Database(d) if d.is_unique_violation())
+}
+
+/// A contract's state and version from its stream's events.
+fn fold(records: Vec<autodebit_eventstore::RecordedEvent>) -> (ContractState, u64) {
+    let version = records.last().map(|r| r.version).unwrap_or(0);
+    let state = records
+        .into_iter()
+        .filter_map(codec::decode)
+        .filter_map(|d| codec::contract_event_from_pb(&d.kind))
+        .fold(None, |s, e| contract::apply(s, &e));
+    (state, version)
 }

@@ -295,6 +295,13 @@ impl Signing {
         let platform = &self.contracts.platform;
         let loaded = self.load(session_id).await?.ok_or(StepError::NotFound)?;
         let now = platform.clock.now();
+        // Read before the transaction takes its connection (PostgreSQL's pool is shared).
+        let plan = match command {
+            SigningCommand::Confirm { .. } | SigningCommand::ConfirmAtProvider { .. } => {
+                Some(crate::plans::load(platform, &loaded.opened.plan_id).await?.ok_or(StepError::NotFound)?.1)
+            }
+            _ => None,
+        };
         let mut tx = platform.store.begin().await.map_err(store_error)?;
         let mut command = command;
         let mut contract_id = String::new();
@@ -315,7 +322,8 @@ impl Signing {
             };
             signing::decide(&loaded.session, probe(String::new()), now)?;
             let id = contract_of(&loaded)?;
-            self.sign_contract(&mut tx, &loaded, id, cause).await?;
+            let plan = plan.as_ref().ok_or(StepError::NotFound)?;
+            self.sign_contract(&mut tx, &loaded, plan, id, cause).await?;
             contract_id = id.to_string();
             command = probe(contract_id.clone());
         }
@@ -343,9 +351,15 @@ impl Signing {
         })
     }
 
-    async fn sign_contract(&self, tx: &mut Tx, l: &Loaded, id: ContractId, cause: &Cause) -> Result<(), StepError> {
+    async fn sign_contract(
+        &self,
+        tx: &mut Tx,
+        l: &Loaded,
+        plan: &Plan,
+        id: ContractId,
+        cause: &Cause,
+    ) -> Result<(), StepError> {
         let o = &l.opened;
-        let (_, plan) = crate::plans::load(&self.contracts.platform, &o.plan_id).await?.ok_or(StepError::NotFound)?;
         let cycle = plan.cycle.unwrap_or(autodebit_domain::Cycle::Monthly);
         let now = self.contracts.platform.clock.now();
         let command = ContractCommand::Sign {

@@ -490,6 +490,15 @@ impl Tx {
         }
     }
 
+    /// A stream's events after `after_version`, read inside the transaction: it sees the
+    /// transaction's own appends and, on PostgreSQL, takes no second pool connection.
+    pub async fn read_stream(&mut self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::read_stream_on(&mut **tx, stream, after_version).await,
+            TxInner::Postgres(tx) => postgres::read_stream_on(&mut **tx, stream, after_version).await,
+        }
+    }
+
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,

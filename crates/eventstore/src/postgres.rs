@@ -145,16 +145,7 @@ impl Postgres {
     }
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(
-            "SELECT position, transaction_id::text AS transaction_id_text, stream, version, event_type, event_id,
-                    payload, metadata, recorded_at
-             FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
-        )
-        .bind(stream)
-        .bind(after_version as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode_event).collect()
+        read_stream_on(&self.pool, stream, after_version).await
     }
 
     pub(crate) async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
@@ -343,4 +334,22 @@ pub(crate) async fn fetch(conn: &mut PgConnection, sql: &str, params: &[Value]) 
                 .map(Row)
         })
         .collect()
+}
+
+/// A stream's events after `after_version`, read on `conn` (the pool, or a transaction's own
+/// connection so that a transaction never waits on the pool for a read).
+pub(crate) async fn read_stream_on<'e, E>(conn: E, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let rows = sqlx::query(
+        "SELECT position, transaction_id::text AS transaction_id_text, stream, version, event_type, event_id,
+                payload, metadata, recorded_at
+         FROM events WHERE stream = $1 AND version > $2 ORDER BY version",
+    )
+    .bind(stream)
+    .bind(after_version as i64)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_event).collect()
 }

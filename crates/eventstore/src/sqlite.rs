@@ -96,15 +96,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn read_stream(&self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(
-            "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
-             FROM events WHERE stream = ?1 AND version > ?2 ORDER BY version",
-        )
-        .bind(stream)
-        .bind(after_version as i64)
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(decode_event).collect()
+        read_stream_on(&self.readers, stream, after_version).await
     }
 
     pub(crate) async fn read_all(&self, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>> {
@@ -266,4 +258,21 @@ pub(crate) async fn fetch(conn: &mut SqliteConnection, sql: &str, params: &[Valu
                 .map(Row)
         })
         .collect()
+}
+
+/// A stream's events after `after_version`, read on `conn` (a reader, or the writer's
+/// transaction, which then sees its own appends).
+pub(crate) async fn read_stream_on<'e, E>(conn: E, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let rows = sqlx::query(
+        "SELECT position, stream, version, event_type, event_id, payload, metadata, recorded_at
+         FROM events WHERE stream = ?1 AND version > ?2 ORDER BY version",
+    )
+    .bind(stream)
+    .bind(after_version as i64)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_event).collect()
 }
