@@ -11,6 +11,10 @@ pub enum BenchCommand {
     Append(AppendArgs),
     /// The scheduler's due loop: N monthly contracts all due at once, issued under the limits.
     BillingRun(BillingRunArgs),
+    /// Charges end to end through the all-in-one process: N monthly contracts signed over gRPC,
+    /// the test clock moved a month, every charge noticed, issued, sent to the simulator and
+    /// settled.
+    Charges(ChargesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -27,6 +31,39 @@ pub struct BillingRunArgs {
     /// writer, so more loops only queue).
     #[arg(long)]
     loops: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChargesArgs {
+    /// Monthly contracts signed over gRPC (not timed): one charge each once the clock moves.
+    #[arg(long, default_value_t = 20_000)]
+    contracts: usize,
+    /// Database backend; default: PostgreSQL when `--database-url` is given, else SQLite in a
+    /// temporary directory.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// PostgreSQL server to create a fresh benchmark database on (default: the local one).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Provider calls in flight at once: the charger's limit and the one merchant's.
+    #[arg(long, default_value_t = 8_192)]
+    concurrency: usize,
+    /// Contracts signed at once over gRPC while setting up (default 64).
+    #[arg(long)]
+    signers: Option<usize>,
+    /// Leave these services out (diagnosis: what the notifier's and analytics' followers cost
+    /// the charges). Contracts, scheduler and charger are always run.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    without: Vec<crate::platform::Service>,
+    /// Fail when the charges have not all settled this many seconds after the clock moved.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Every second, one line on stderr: how far each stage of the pipeline has got.
+    #[arg(long)]
+    trace: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -69,6 +106,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Append(a) => append(a).await,
         BenchCommand::BillingRun(a) => billing_run(a).await,
+        BenchCommand::Charges(a) => charges::run(a).await,
     }
 }
 
@@ -474,4 +512,299 @@ fn print_report(report: &impl serde::Serialize, json: bool) -> anyhow::Result<()
     let text = if json { serde_json::to_string(report)? } else { serde_json::to_string_pretty(report)? };
     println!("{text}");
     Ok(())
+}
+
+/// `bench charges`: the charger end to end, through the services' own gRPC APIs.
+mod charges {
+    use super::{Backend, ChargesArgs, bench_database, peak_rss_bytes, print_report};
+    use crate::demo::{authed, bar, onboard};
+    use crate::platform::{self, ListenArgs, PlatformArgs, Service};
+    use anyhow::{Context, bail};
+    use autodebit_eventstore::{BackendKind, EventStore};
+    use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
+    use autodebit_proto::contracts::v1::{SignContractRequest, contracts_service_client::ContractsServiceClient};
+    use autodebit_proto::events::v1::{Cycle, Money};
+    use autodebit_runtime::metrics;
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+    use tonic::transport::Channel;
+
+    #[derive(serde::Serialize)]
+    struct ChargesReport {
+        backend: &'static str,
+        contracts: usize,
+        /// Provider calls in flight at once at most.
+        concurrency: usize,
+        /// Charges with an outcome per second, from the clock's move to the last outcome.
+        charges_per_second: f64,
+        /// Seconds from the clock's move to the last outcome.
+        seconds: f64,
+        /// Seconds from the clock's move to the first outcome.
+        first_outcome_seconds: f64,
+        /// Outcomes per second between the 10th and the 90th percent of them: the pipeline's
+        /// pace with the start-up and the latency tail left out.
+        middle_charges_per_second: f64,
+        /// Each attempt's start (`ChargeAttemptStarted` written) to its outcome recorded, by
+        /// the machine clock: the charger's settle-latency histogram.
+        p50_ms: i64,
+        p99_ms: i64,
+        mean_ms: i64,
+        succeeded: i64,
+        failed: i64,
+        /// The process's peak resident set up to the last outcome.
+        peak_rss_bytes: u64,
+        /// Setting up (not timed): contracts signed over gRPC, and their schedules made.
+        signing_seconds: f64,
+        /// The services run (all five unless `--without`).
+        services: Vec<&'static str>,
+    }
+
+    const SUCCEEDED: &str = "autodebit_charges_succeeded_total";
+    const FAILED: &str = "autodebit_charges_failed_total";
+
+    /// Outcomes the charger has committed, by its in-process counters (no database read): they
+    /// move just after each outcome batch commits.
+    fn settled() -> i64 {
+        metrics::get(SUCCEEDED, &[]) + metrics::get(FAILED, &[])
+    }
+
+    pub async fn run(a: ChargesArgs) -> anyhow::Result<()> {
+        let backend = a.backend.unwrap_or(if a.database_url.is_some() { Backend::Postgres } else { Backend::Sqlite });
+        let tmp = tempfile::tempdir()?;
+        let url = bench_database(backend, a.database_url.as_deref(), tmp.path()).await;
+        let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
+        let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
+        let concurrency = a.concurrency.max(1);
+        let options = PlatformArgs {
+            test_clock: true,
+            simulator_seed: 1,
+            // Every charge settles in one attempt: no retries a day later to wait for.
+            decline_basis_points: 0,
+            hard_decline_basis_points: 0,
+            // 5% of deductions answered ambiguously, settled by query.
+            transient_basis_points: 500,
+            simulator_latency_ms: 300,
+            simulator_latency_p99_ms: 1_500,
+            charger_concurrency: concurrency,
+            // One merchant: its limit is the charger's.
+            merchant_concurrency: concurrency,
+            wechatpay_config: None,
+            provider_qps: 0,
+            operator_key: Some(operator_key.clone()),
+            public_url: None,
+            signing_session_minutes: 10,
+            charge_window: "00:00-24:00".into(),
+            contracts: Default::default(),
+        };
+        let needed = [Service::Contracts, Service::Scheduler, Service::Charger];
+        let services: Vec<Service> =
+            Service::all().into_iter().filter(|s| needed.contains(s) || !a.without.contains(s)).collect();
+        let running = platform::start(&url, &services, &listen, &options).await?;
+        let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
+        let result = drive(&a, channel, &running.platform.store, &operator_key).await;
+        running.stop().await?;
+        let mut report = result?;
+        report.services = services.iter().map(|s| s.name()).collect();
+        print_report(&report, a.json)
+    }
+
+    async fn drive(
+        a: &ChargesArgs,
+        channel: Channel,
+        store: &EventStore,
+        operator_key: &str,
+    ) -> anyhow::Result<ChargesReport> {
+        let timeout = Duration::from_secs(a.timeout_secs);
+        let setup = Instant::now();
+        let (merchant_id, plan_id) = onboard(&channel, operator_key).await.context("onboarding the merchant")?;
+        let contracts = ContractsServiceClient::new(channel.clone());
+        let mut admin = AdminServiceClient::new(channel);
+
+        let signers = a.signers.unwrap_or(64).max(1);
+        let pb = bar(a.contracts as u64, "signing");
+        let mut signed = futures::stream::iter(0..a.contracts)
+            .map(|i| {
+                let mut client = contracts.clone();
+                let request = authed(
+                    SignContractRequest {
+                        merchant_id: merchant_id.clone(),
+                        payer_id: format!("payer-{i}"),
+                        amount_per_cycle: Some(Money { minor_units: 1_990, currency: "CNY".into() }),
+                        cycle: Cycle::Monthly as i32,
+                        idempotency_key: format!("bench-{i}"),
+                        merchant_contract_code: format!("B{i:08}"),
+                        plan_id: plan_id.clone(),
+                    },
+                    operator_key,
+                );
+                async move { client.sign_contract(request?).await.map_err(anyhow::Error::from) }
+            })
+            .buffer_unordered(signers);
+        while let Some(r) = signed.next().await {
+            r.context("signing a contract")?;
+            pb.inc(1);
+        }
+        drop(signed);
+        pb.finish_and_clear();
+
+        // Every contract has its schedule, and every follower has read the log to its end, before
+        // time moves: the timed part starts from a quiet platform.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let schedules = count(store, "SELECT COUNT(*) FROM scheduler_schedules").await?;
+            if schedules >= a.contracts as i64 && followers_caught_up(store).await? {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for the schedules: {schedules} of {}", a.contracts);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let signing_seconds = setup.elapsed().as_secs_f64();
+        let before = outcomes(store).await?;
+        let counted_before = settled();
+
+        // Timed: a month and a day pass at once; each contract's notice goes out, then its charge.
+        let pb = bar(a.contracts as u64, "settled");
+        let started = Instant::now();
+        admin.advance_clock(AdvanceClockRequest { seconds: 32 * 86_400 }).await.context("advancing the clock")?;
+        if a.trace {
+            pb.suspend(|| eprintln!("the clock moved in {} ms", started.elapsed().as_millis()));
+        }
+        let target = counted_before + a.contracts as i64;
+        let deadline = started + timeout;
+        let mut next_trace = started;
+        let mut last_seen = (0i64, started);
+        // When the first outcome, 10% and 90% of them were seen.
+        let marks = [1, (a.contracts / 10).max(1), (a.contracts * 9 / 10).max(1)];
+        let mut seen: [Option<(i64, f64)>; 3] = [None; 3];
+        loop {
+            let n = settled();
+            if n > last_seen.0 {
+                last_seen = (n, Instant::now());
+            }
+            for (m, s) in marks.iter().zip(seen.iter_mut()) {
+                if s.is_none() && n - counted_before >= *m as i64 {
+                    *s = Some((n - counted_before, started.elapsed().as_secs_f64()));
+                }
+            }
+            pb.set_position((n - counted_before).max(0) as u64);
+            if n >= target {
+                break;
+            }
+            if a.trace && Instant::now() >= next_trace {
+                let line = stages(store, started).await?;
+                pb.suspend(|| eprintln!("{line}"));
+                next_trace = Instant::now() + Duration::from_secs(1);
+            }
+            if Instant::now() > deadline {
+                let line = stages(store, started).await?;
+                bail!(
+                    "only {} of {} charges settled within {}s of the clock's move (the last outcome came after \
+                     {:.1}s); {line}",
+                    n - counted_before,
+                    a.contracts,
+                    a.timeout_secs,
+                    last_seen.1.duration_since(started).as_secs_f64(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let peak_rss_bytes = peak_rss_bytes();
+        pb.finish_and_clear();
+        if a.trace {
+            eprintln!("{}", stages(store, started).await?);
+        }
+
+        // The log agrees with the counters. (Not polled: with no index by event type the count
+        // scans the whole log, a reader busy for hundreds of milliseconds at these sizes.)
+        let t = Instant::now();
+        let recorded = outcomes(store).await? - before;
+        if a.trace {
+            eprintln!("counting outcomes in the log took {} ms", t.elapsed().as_millis());
+        }
+        anyhow::ensure!(
+            recorded >= a.contracts as i64,
+            "the charger counted {} outcomes but the log holds {recorded}",
+            a.contracts
+        );
+
+        let latency = autodebit_charger::attempts::SETTLE_LATENCY;
+        let observed = metrics::get(&format!("{latency}_count"), &[]).max(1);
+        Ok(ChargesReport {
+            backend: match store.kind() {
+                BackendKind::Sqlite => "sqlite",
+                BackendKind::Postgres => "postgres",
+            },
+            contracts: a.contracts,
+            concurrency: a.concurrency.max(1),
+            charges_per_second: (a.contracts as f64 / seconds).round(),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            first_outcome_seconds: seen[0].map_or(0.0, |(_, t)| (t * 1000.0).round() / 1000.0),
+            middle_charges_per_second: match (seen[1], seen[2]) {
+                (Some((n1, t1)), Some((n2, t2))) if t2 > t1 => ((n2 - n1) as f64 / (t2 - t1)).round(),
+                _ => 0.0,
+            },
+            p50_ms: metrics::quantile_ms(latency, 500).unwrap_or(0),
+            p99_ms: metrics::quantile_ms(latency, 990).unwrap_or(0),
+            mean_ms: metrics::get(&format!("{latency}_sum"), &[]) / observed,
+            succeeded: metrics::get(SUCCEEDED, &[]),
+            failed: metrics::get(FAILED, &[]),
+            peak_rss_bytes,
+            signing_seconds: (signing_seconds * 10.0).round() / 10.0,
+            services: Vec::new(),
+        })
+    }
+
+    async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
+        let rows = store.query(sql, &[]).await?;
+        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
+    }
+
+    /// Charge outcomes in the log (a scan of it: there is no index by event type).
+    async fn outcomes(store: &EventStore) -> anyhow::Result<i64> {
+        count(store, "SELECT COUNT(*) FROM events WHERE event_type IN ('ChargeSucceeded', 'ChargeFailed')").await
+    }
+
+    /// Each follower's position, by its own gauge, and the name it goes by.
+    fn follower_positions() -> Vec<(String, i64)> {
+        metrics::render()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("autodebit_follower_position{follower=\"")?;
+                let (name, tail) = rest.split_once("\"}")?;
+                Some((name.to_string(), tail.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    async fn head(store: &EventStore) -> anyhow::Result<i64> {
+        count(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
+    }
+
+    async fn followers_caught_up(store: &EventStore) -> anyhow::Result<bool> {
+        let head = head(store).await?;
+        let positions = follower_positions();
+        Ok(!positions.is_empty() && positions.iter().all(|(_, p)| *p >= head))
+    }
+
+    /// How far each stage has got: notices and charges issued (the scheduler's counters),
+    /// attempts still open in `charger_attempts`, outcomes recorded, and how far behind the head
+    /// of the log each follower is.
+    async fn stages(store: &EventStore, since: Instant) -> anyhow::Result<String> {
+        let head = head(store).await?;
+        let open = count(store, "SELECT COUNT(*) FROM charger_attempts").await?;
+        let lag: Vec<String> = follower_positions().iter().map(|(n, p)| format!("{n}={}", head - p)).collect();
+        let errors =
+            metrics::get("autodebit_charger_errors_total", &[]) + metrics::get("autodebit_scheduler_errors_total", &[]);
+        Ok(format!(
+            "t={:.1}s head={head} notices={} scheduled={} attempts_open={open} settled={} errors={errors} lag[{}]",
+            since.elapsed().as_secs_f64(),
+            metrics::get("autodebit_pre_debit_notices_total", &[]),
+            metrics::get("autodebit_charges_scheduled_total", &[]),
+            settled(),
+            lag.join(" "),
+        ))
+    }
 }

@@ -46,7 +46,7 @@ struct Report {
     wall_seconds: f64,
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed}")
@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// A request carrying `key` as its bearer credential.
-fn authed<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn authed<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(message);
     req.metadata_mut().insert("authorization", format!("Bearer {key}").parse()?);
     Ok(req)
@@ -108,7 +108,7 @@ fn authed<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<T>> {
 
 /// Onboards one merchant (apply, review, approve) and gives it a monthly plan; returns its
 /// id and the plan's.
-async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Result<(String, String)> {
     use autodebit_proto::contracts::v1::{
         ApplyMerchantRequest, CreatePlanRequest, ReviewAction, ReviewMerchantRequest,
         merchants_service_client::MerchantsServiceClient, plans_service_client::PlansServiceClient,
