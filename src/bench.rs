@@ -522,8 +522,7 @@ mod charges {
     use anyhow::{Context, bail};
     use autodebit_eventstore::{BackendKind, EventStore};
     use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
-    use autodebit_proto::contracts::v1::{SignContractRequest, contracts_service_client::ContractsServiceClient};
-    use autodebit_proto::events::v1::{Cycle, Money};
+    use autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient;
     use autodebit_runtime::metrics;
     use futures::StreamExt;
     use std::time::{Duration, Instant};
@@ -625,18 +624,8 @@ mod charges {
         let mut signed = futures::stream::iter(0..a.contracts)
             .map(|i| {
                 let mut client = contracts.clone();
-                let request = authed(
-                    SignContractRequest {
-                        merchant_id: merchant_id.clone(),
-                        payer_id: format!("payer-{i}"),
-                        amount_per_cycle: Some(Money { minor_units: 1_990, currency: "CNY".into() }),
-                        cycle: Cycle::Monthly as i32,
-                        idempotency_key: format!("bench-{i}"),
-                        merchant_contract_code: format!("B{i:08}"),
-                        plan_id: plan_id.clone(),
-                    },
-                    operator_key,
-                );
+                let request =
+                    authed(crate::demo::import_request(&merchant_id, &plan_id, "bench", i as i64, 1_990), operator_key);
                 async move { client.sign_contract(request?).await.map_err(anyhow::Error::from) }
             })
             .buffer_unordered(signers);

@@ -172,6 +172,20 @@ pub(crate) async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Re
     Ok((applied.merchant_id, plan.plan_id))
 }
 
+/// The import of payer `i`'s monthly contract of `fen` on `plan_id` (idempotency key and
+/// merchant code made from `label` and `i`).
+pub(crate) fn import_request(merchant_id: &str, plan_id: &str, label: &str, i: i64, fen: i64) -> SignContractRequest {
+    SignContractRequest {
+        merchant_id: merchant_id.to_string(),
+        payer_id: format!("payer-{i}"),
+        amount_per_cycle: Some(Money { minor_units: fen, currency: "CNY".into() }),
+        cycle: Cycle::Monthly as i32,
+        idempotency_key: format!("{label}-{i}"),
+        merchant_contract_code: format!("{}{i:08}", label[..1].to_uppercase()),
+        plan_id: plan_id.to_string(),
+    }
+}
+
 /// Six digits that differ between runs, so repeated demos on one database onboard afresh.
 fn rand_digits() -> u32 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as u32
@@ -194,18 +208,7 @@ async fn drive(
         .map(|i| {
             let mut client = contracts.clone();
             let request = authed(
-                SignContractRequest {
-                    merchant_id: merchant_id.clone(),
-                    payer_id: format!("payer-{i}"),
-                    amount_per_cycle: Some(Money {
-                        minor_units: 990 + i64::from(i % 50) * 100,
-                        currency: "CNY".into(),
-                    }),
-                    cycle: Cycle::Monthly as i32,
-                    idempotency_key: format!("demo-{i}"),
-                    merchant_contract_code: format!("D{i:08}"),
-                    plan_id: plan_id.clone(),
-                },
+                import_request(&merchant_id, &plan_id, "demo", i64::from(i), 990 + i64::from(i % 50) * 100),
                 operator_key,
             );
             async move { client.sign_contract(request?).await.map_err(anyhow::Error::from) }
