@@ -380,7 +380,8 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
                 ended.push(row.out_trade_no.as_str());
             }
             Resolution::Later(row, reason) => {
-                tracing::info!(out_trade_no = row.out_trade_no, reason, "attempt outcome not known yet; will ask");
+                // Every WeChat Pay deduction passes here once (accepted, result to come).
+                tracing::debug!(out_trade_no = row.out_trade_no, reason, "attempt outcome not known yet; will ask");
                 later.push(serde_json::json!([row.out_trade_no, unix_ms() + gap(row.checks).as_millis() as i64]));
             }
         }

@@ -276,8 +276,12 @@ impl ProviderNotices {
                     return Ok(None);
                 };
                 let provider = self.providers.for_merchant(merchant_id.as_str());
-                let provider_contract_id =
-                    self.signed_at_provider(&n.contract_id).await?.map(|(_, id)| id).unwrap_or_default();
+                // Only WeChat Pay knows contracts by an id of its own.
+                let provider_contract_id = if provider.name() == "wechatpay" {
+                    self.signed_at_provider(&n.contract_id).await?.map(|(_, id)| id).unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 let notice =
                     autodebit_provider::PreDebitNotice { merchant_id, contract_id, provider_contract_id, amount };
                 let ok = with_tries("pre-deduction notice", || provider.notify(&notice)).await;
