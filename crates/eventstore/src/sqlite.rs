@@ -117,6 +117,9 @@ impl Sqlite {
     }
 }
 
+/// WAL frames (pages) past which the checkpointer makes the WAL start over: 64 MB of 4 KB pages.
+const RESTART_FRAMES: i64 = 16_384;
+
 /// Checkpoints the WAL passively (never blocking the writer or readers) four times a second
 /// while the store is open; with nothing new in the WAL that costs next to nothing.
 fn spawn_checkpointer(pool: SqlitePool, commits: tokio::sync::watch::Receiver<u64>) {
@@ -127,8 +130,20 @@ fn spawn_checkpointer(pool: SqlitePool, commits: tokio::sync::watch::Receiver<u6
             if commits.has_changed().is_err() {
                 return;
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+            let frames: Result<(i64, i64, i64)> =
+                async { Ok(sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await?) }.await;
+            match frames {
+                // Readers that never pause keep the WAL from starting over, so it grows
+                // without bound under load. Past `RESTART_FRAMES`, with everything copied, a
+                // RESTART checkpoint waits for the readers of the moment to finish (a few
+                // milliseconds; new writers wait too), and the next write starts the WAL anew.
+                Ok((_, log, copied)) if log > RESTART_FRAMES && copied == log => {
+                    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+                        tracing::warn!(error = %e, "WAL restart checkpoint failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
     });
