@@ -107,6 +107,12 @@ async fn bad_callbacks_are_refused_with_their_status_and_counted() {
     let resigned = resign(&signed_garbage, garbage);
     assert_eq!(post(&p, &v3_path, &resigned, garbage), 400);
     assert_eq!(post(&p, "/callbacks/wechatpay/v3/1234", &headers, &body), 404);
+    // A refund result for a refund not ours.
+    let refund = serde_json::json!({"mchid": MCH_ID, "out_refund_no": "rf_nonsense", "refund_id": "50000",
+                                    "refund_status": "SUCCESS"});
+    let (rh, rb) = mock::v3_callback("REFUND.SUCCESS", &refund, API_V3_KEY, now_secs(), "nonce-0004");
+    assert_eq!(post(&p, &v3_path, &rh, &rb), 404);
+    assert_eq!(counted(&p, "v3", "unknown_refund"), 1);
     for (result, n) in [("bad_signature", 1), ("stale_timestamp", 1), ("unknown_order", 1), ("replayed", 1)] {
         assert_eq!(counted(&p, "v3", result), n, "{result}");
     }

@@ -176,6 +176,9 @@ async fn on_v3(
     let r: serde_json::Value = serde_json::from_str(&resource)
         .map_err(|e| Refused(StatusCode::BAD_REQUEST, "malformed", format!("resource: {e}")))?;
     let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    if notice.event_type.starts_with("REFUND.") {
+        return on_refund(cb, &r, merchant).await;
+    }
     if !notice.event_type.starts_with("TRANSACTION.") {
         return Err(Refused(
             StatusCode::BAD_REQUEST,
@@ -216,4 +219,34 @@ async fn remember_nonce(cb: &Callbacks, nonce: &str) -> Result<(), Refused> {
     }
     tx.commit().await.map_err(|e| internal(e.into()))?;
     Ok(())
+}
+
+/// A refund's result (`REFUND.SUCCESS`, `.ABNORMAL`, `.CLOSED`): recorded like the refund
+/// call's own answer, once.
+async fn on_refund(cb: &Callbacks, r: &serde_json::Value, merchant: &str) -> Result<&'static str, Refused> {
+    use autodebit_provider::RefundOutcome;
+    let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let refund_id = text("out_refund_no");
+    let unknown =
+        || Refused(StatusCode::NOT_FOUND, "unknown_refund", format!("out_refund_no {refund_id:?} is not ours"));
+    let charge = crate::refunds::charge_of(&refund_id).ok_or_else(unknown)?;
+    let (state, _) = crate::refunds::load(&cb.platform.store, charge).await.map_err(internal)?;
+    let c = state.filter(|c| c.merchant_id.as_str() == merchant).ok_or_else(unknown)?;
+    c.refund(&refund_id).ok_or_else(unknown)?;
+    let outcome = match text("refund_status").as_str() {
+        "SUCCESS" => RefundOutcome::Succeeded { refund_id: text("refund_id") },
+        "CLOSED" => RefundOutcome::Failed { code: "CLOSED".into(), message: "WeChat Pay closed the refund".into() },
+        "ABNORMAL" => RefundOutcome::Failed {
+            code: "ABNORMAL".into(),
+            message: "the refund could not reach the payer; handle it in the merchant platform".into(),
+        },
+        other => RefundOutcome::Unknown { reason: format!("refund_status {other:?}") },
+    };
+    match crate::refunds::outcome_command(&refund_id, outcome) {
+        Some(command) => {
+            crate::refunds::record(&cb.platform, charge, &refund_id, command).await.map_err(internal)?;
+            Ok("refund_recorded")
+        }
+        None => Ok("pending"),
+    }
 }

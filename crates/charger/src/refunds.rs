@@ -204,14 +204,14 @@ async fn carry_out(platform: &Platform, providers: &Providers, refund_id: &str, 
         refund_amount: r.amount,
         reason: r.reason.clone(),
     };
-    let command = match providers.for_merchant(c.merchant_id.as_str()).refund(&request).await {
-        RefundOutcome::Succeeded { refund_id: provider_refund_id } => {
-            ChargeCommand::RecordRefundSuccess { refund_id: refund_id.to_string(), provider_refund_id }
-        }
-        RefundOutcome::Failed { code, message } => {
-            ChargeCommand::RecordRefundFailure { refund_id: refund_id.to_string(), provider_code: code, message }
-        }
-        RefundOutcome::Unknown { reason } => {
+    let outcome = providers.for_merchant(c.merchant_id.as_str()).refund(&request).await;
+    let reason = match &outcome {
+        RefundOutcome::Unknown { reason } => reason.clone(),
+        _ => String::new(),
+    };
+    let command = match outcome_command(refund_id, outcome) {
+        Some(command) => command,
+        None => {
             tracing::info!(refund_id, reason, "refund outcome not known yet; will ask again");
             let mut tx = platform.store.begin().await?;
             tx.execute(
@@ -223,6 +223,31 @@ async fn carry_out(platform: &Platform, providers: &Providers, refund_id: &str, 
             return Ok(());
         }
     };
+    record(platform, charge, refund_id, command).await
+}
+
+/// What a provider's refund notice (or answer) says of a refund: its outcome command, or
+/// `None` while it is still processing.
+pub fn outcome_command(refund_id: &str, outcome: RefundOutcome) -> Option<ChargeCommand> {
+    match outcome {
+        RefundOutcome::Succeeded { refund_id: provider_refund_id } => {
+            Some(ChargeCommand::RecordRefundSuccess { refund_id: refund_id.to_string(), provider_refund_id })
+        }
+        RefundOutcome::Failed { code, message } => {
+            Some(ChargeCommand::RecordRefundFailure { refund_id: refund_id.to_string(), provider_code: code, message })
+        }
+        RefundOutcome::Unknown { .. } => None,
+    }
+}
+
+/// Records a refund's outcome once (a second answer, or a notice after the answer, finds it
+/// recorded and changes nothing) and drops its work row.
+pub async fn record(
+    platform: &Platform,
+    charge: ChargeId,
+    refund_id: &str,
+    command: ChargeCommand,
+) -> anyhow::Result<()> {
     // Decided on the charge as it is now: other refunds may move its stream on meanwhile, and
     // then it is decided again (the provider's answer is kept).
     let cause = Cause::request(format!("{refund_id}/outcome"));
