@@ -17,9 +17,9 @@ use crate::attempts::{self, Resolution};
 use autodebit_domain::ChargeId;
 use autodebit_eventstore::Value;
 use autodebit_provider::Lookup;
-use autodebit_provider::wechatpay::client::{CALLBACK_ACK, order_state};
-use autodebit_provider::wechatpay::v2::{self, Params};
-use autodebit_provider::wechatpay::{Accounts, CallbackRefusal};
+use autodebit_provider::wechatpay::client::order_state;
+use autodebit_provider::wechatpay::v2::Params;
+use autodebit_provider::wechatpay::{Accounts, Refused, v2_reply};
 use autodebit_runtime::Platform;
 use axum::Router;
 use axum::extract::State;
@@ -41,35 +41,15 @@ pub fn routes(platform: Platform, accounts: Arc<Accounts>) -> Router {
         .with_state(Callbacks { platform, accounts })
 }
 
-/// A refusal: its status, the reason counted, and what the body says.
-struct Refused(StatusCode, &'static str, String);
-
+/// Counts a v2 callback's result and answers it.
 fn answer(kind: &'static str, result: Result<&'static str, Refused>) -> Response {
-    let (status, counted, body) = match result {
-        Ok(counted) => (StatusCode::OK, counted, CALLBACK_ACK.to_string()),
-        Err(Refused(status, reason, message)) => {
-            tracing::warn!(kind, reason, message, "WeChat Pay callback refused");
-            let mut p = Params::new();
-            p.insert("return_code".into(), "FAIL".into());
-            p.insert("return_msg".into(), message);
-            (status, reason, v2::to_xml(&p))
-        }
-    };
+    let (counted, response) = v2_reply(kind, result);
     autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", kind), ("result", counted)], 1);
-    (status, [(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
-}
-
-/// Reads and checks a v2 callback: its XML, its account, its signature.
-fn verified(accounts: &Accounts, body: &str) -> Result<(Params, String), Refused> {
-    accounts.verify_v2(body).map_err(|e| match e {
-        CallbackRefusal::Malformed(m) => Refused(StatusCode::BAD_REQUEST, "malformed", m),
-        CallbackRefusal::UnknownAccount(_) => Refused(StatusCode::NOT_FOUND, "unknown_merchant", e.to_string()),
-        CallbackRefusal::BadSignature(m) => Refused(StatusCode::UNAUTHORIZED, "bad_signature", m),
-    })
+    response
 }
 
 fn internal(e: anyhow::Error) -> Refused {
-    Refused(StatusCode::INTERNAL_SERVER_ERROR, "error", format!("{e:#}"))
+    Refused::internal(format!("{e:#}"))
 }
 
 async fn deduction(State(cb): State<Callbacks>, body: String) -> Response {
@@ -77,7 +57,7 @@ async fn deduction(State(cb): State<Callbacks>, body: String) -> Response {
 }
 
 async fn on_deduction(cb: &Callbacks, body: &str) -> Result<&'static str, Refused> {
-    let (p, merchant) = verified(&cb.accounts, body)?;
+    let (p, merchant) = cb.accounts.verify_v2(body)?;
     on_order(cb, &p, &merchant).await
 }
 

@@ -21,14 +21,12 @@ use autodebit_domain::signing::{SessionStatus, SigningCommand, SigningError};
 use autodebit_eventstore::ExpectedVersion;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
-use autodebit_provider::wechatpay::client::CALLBACK_ACK;
-use autodebit_provider::wechatpay::v2::{self, Params};
-use autodebit_provider::wechatpay::{Accounts, CallbackRefusal};
+use autodebit_provider::wechatpay::{Accounts, Refused, v2_reply};
 use autodebit_provider::{Provider, SigningChannel, SigningRequest};
 use autodebit_runtime::codec::{self, Cause};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::post;
 use tonic::Status;
 
@@ -79,35 +77,19 @@ pub fn routes(signing: Signing) -> axum::Router {
     axum::Router::new().route(NOTIFY_PATH, post(notice)).with_state(signing)
 }
 
-/// A refusal: its status, the reason counted, and what the body says.
-struct Refused(StatusCode, &'static str, String);
-
 fn internal(e: impl std::fmt::Display) -> Refused {
-    Refused(StatusCode::INTERNAL_SERVER_ERROR, "error", e.to_string())
+    Refused::internal(e)
 }
 
 async fn notice(State(signing): State<Signing>, body: String) -> Response {
-    let (status, counted, body) = match on_notice(&signing, &body).await {
-        Ok(counted) => (StatusCode::OK, counted, CALLBACK_ACK.to_string()),
-        Err(Refused(status, reason, message)) => {
-            tracing::warn!(kind = "contract", reason, message, "WeChat Pay callback refused");
-            let mut p = Params::new();
-            p.insert("return_code".into(), "FAIL".into());
-            p.insert("return_msg".into(), message);
-            (status, reason, v2::to_xml(&p))
-        }
-    };
+    let (counted, response) = v2_reply("contract", on_notice(&signing, &body).await);
     autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", "contract"), ("result", counted)], 1);
-    (status, [(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+    response
 }
 
 async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refused> {
     let accounts: &Accounts = &signing.wechatpay;
-    let (p, merchant) = accounts.verify_v2(body).map_err(|e| match e {
-        CallbackRefusal::Malformed(m) => Refused(StatusCode::BAD_REQUEST, "malformed", m),
-        CallbackRefusal::UnknownAccount(_) => Refused(StatusCode::NOT_FOUND, "unknown_merchant", e.to_string()),
-        CallbackRefusal::BadSignature(m) => Refused(StatusCode::UNAUTHORIZED, "bad_signature", m),
-    })?;
+    let (p, merchant) = accounts.verify_v2(body)?;
     let field = |name: &str| p.get(name).cloned().unwrap_or_default();
     let code = field("contract_code");
     let provider_contract_id = field("contract_id");

@@ -55,3 +55,42 @@ pub enum CallbackRefusal {
     #[error("{0}")]
     BadSignature(String),
 }
+
+/// A callback refused: its HTTP status, the reason it is counted under, and the message.
+#[derive(Debug)]
+pub struct Refused(pub axum::http::StatusCode, pub &'static str, pub String);
+
+impl Refused {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Refused(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "error", e.to_string())
+    }
+}
+
+impl From<CallbackRefusal> for Refused {
+    fn from(e: CallbackRefusal) -> Self {
+        use axum::http::StatusCode;
+        match e {
+            CallbackRefusal::Malformed(m) => Refused(StatusCode::BAD_REQUEST, "malformed", m),
+            CallbackRefusal::UnknownAccount(_) => Refused(StatusCode::NOT_FOUND, "unknown_merchant", e.to_string()),
+            CallbackRefusal::BadSignature(m) => Refused(StatusCode::UNAUTHORIZED, "bad_signature", m),
+        }
+    }
+}
+
+/// The answer to a v2 callback — `SUCCESS`, or `FAIL` with the refusal's message and status —
+/// and the result it is counted under.
+pub fn v2_reply(kind: &'static str, result: Result<&'static str, Refused>) -> (&'static str, axum::response::Response) {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let (status, counted, body) = match result {
+        Ok(counted) => (StatusCode::OK, counted, client::CALLBACK_ACK.to_string()),
+        Err(Refused(status, reason, message)) => {
+            tracing::warn!(kind, reason, message, "WeChat Pay callback refused");
+            let mut p = v2::Params::new();
+            p.insert("return_code".into(), "FAIL".into());
+            p.insert("return_msg".into(), message);
+            (status, reason, v2::to_xml(&p))
+        }
+    };
+    (counted, (status, [(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response())
+}
