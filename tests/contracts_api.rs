@@ -1118,6 +1118,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         .zombie_flagged_at_ms;
 
     // Used again: the sixth month's charge (the first due after the resumption) succeeds.
+    scenario::wait_billing(&ch, &id).await;
     assert_eq!(scenario::bill_next_period(&ch, &id).await, 6);
     let sixth = scenario::charge_id(&id, 6);
     eventually("the sixth period's charge to succeed", 15, || {

@@ -294,6 +294,19 @@ pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
     .await;
 }
 
+/// Waits for the scheduler to have taken in a resumption of `contract_id` (its schedule bills
+/// again), so that the next period it reports is the one after the resumption.
+pub async fn wait_billing(ch: &Channel, contract_id: &str) {
+    eventually("the schedule to bill again", 30, || {
+        let (ch, id) = (ch.clone(), contract_id.to_string());
+        async move {
+            let s = SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?;
+            s.into_inner().schedule.filter(|s| s.active).map(|_| ())
+        }
+    })
+    .await;
+}
+
 /// Creates a plan for `m`: the monthly terms with `change` applied.
 pub async fn create_plan(
     ch: &Channel,
