@@ -211,7 +211,7 @@ pub fn unix_ms() -> i64 {
 }
 
 /// The table expression that yields a JSON array parameter's elements, and their column.
-fn json_rows(kind: BackendKind) -> (&'static str, &'static str) {
+pub(crate) fn json_rows(kind: BackendKind) -> (&'static str, &'static str) {
     match kind {
         BackendKind::Sqlite => ("json_each($1)", "value"),
         BackendKind::Postgres => ("json_array_elements(CAST($1 AS TEXT)::json) AS e(value)", "value"),
@@ -319,7 +319,7 @@ async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptR
 }
 
 /// `keys` as a JSON array of one-element arrays (`value->>0` reads each on both backends).
-fn keys_json(keys: &[&str]) -> String {
+pub(crate) fn keys_json(keys: &[&str]) -> String {
     serde_json::Value::Array(keys.iter().map(|k| serde_json::json!([k])).collect()).to_string()
 }
 

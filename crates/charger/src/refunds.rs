@@ -9,7 +9,7 @@
 //! sent again. An answer records `RefundSucceeded` or `RefundFailed`; no answer (a timeout, a
 //! refund still processing) is asked again 1 s, 2 s, … 5 minutes later.
 use crate::Providers;
-use crate::attempts::{gap, unix_ms};
+use crate::attempts::{gap, json_rows, keys_json, unix_ms};
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeState, RefundStatus};
 use autodebit_domain::{ChargeId, Money};
 use autodebit_eventstore::{EventStore, ExpectedVersion, StreamAppend, Tx, Value};
@@ -168,13 +168,13 @@ async fn pass(platform: &Platform, providers: &Providers) -> anyhow::Result<usiz
         .await?;
     let claimed: Vec<(String, i64)> =
         rows.iter().filter_map(|r| Some((r.text(0)?.to_string(), r.i64(1).unwrap_or(0)))).collect();
-    for (id, _) in &claimed {
-        tx.execute(
-            "UPDATE charger_refunds SET due_ms = $2 WHERE refund_id = $1",
-            &[Value::from(id.as_str()), Value::Int(now + LEASE.as_millis() as i64)],
-        )
-        .await?;
-    }
+    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+    let (each, v) = json_rows(tx.kind());
+    tx.execute(
+        &format!("UPDATE charger_refunds SET due_ms = $2 WHERE refund_id IN (SELECT {v}->>0 FROM {each})"),
+        &[Value::from(keys_json(&ids)), Value::Int(now + LEASE.as_millis() as i64)],
+    )
+    .await?;
     tx.commit().await?;
     let work = claimed.iter().map(|(id, checks)| carry_out(platform, providers, id, *checks));
     for r in futures::future::join_all(work).await {

@@ -77,10 +77,6 @@ pub fn routes(signing: Signing) -> axum::Router {
     axum::Router::new().route(NOTIFY_PATH, post(notice)).with_state(signing)
 }
 
-fn internal(e: impl std::fmt::Display) -> Refused {
-    Refused::internal(e)
-}
-
 async fn notice(State(signing): State<Signing>, body: String) -> Response {
     let (counted, response) = v2_reply("contract", on_notice(&signing, &body).await);
     autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", "contract"), ("result", counted)], 1);
@@ -98,13 +94,14 @@ async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refuse
     }
     let unknown = || Refused(StatusCode::NOT_FOUND, "unknown_contract", format!("contract_code {code:?} is not ours"));
     // A session's contract, or one imported under its platform id.
-    let session = if code.is_empty() { None } else { signing.load(&format!("ss_{code}")).await.map_err(internal)? };
+    let session =
+        if code.is_empty() { None } else { signing.load(&format!("ss_{code}")).await.map_err(Refused::internal)? };
     let session = session.filter(|l| l.opened.merchant_id == merchant);
     let contract = match &session {
-        Some(l) => contract_of(l).map_err(internal)?,
+        Some(l) => contract_of(l).map_err(Refused::internal)?,
         None => {
             let id = ContractId::parse(&code).map_err(|_| unknown())?;
-            let (state, _) = signing.contracts.load(id).await.map_err(internal)?;
+            let (state, _) = signing.contracts.load(id).await.map_err(Refused::internal)?;
             state.filter(|c| c.merchant_id.as_str() == merchant).ok_or_else(unknown)?;
             id
         }
@@ -127,7 +124,7 @@ async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refuse
                 Ok(_) => {}
                 // Ended already (terminated here first, or this notice delivered again).
                 Err(crate::app::AppError::Rule(autodebit_domain::contract::ContractError::Ended(_))) => {}
-                Err(e) => return Err(internal(e)),
+                Err(e) => return Err(Refused::internal(e)),
             }
             "deleted"
         }
@@ -139,7 +136,7 @@ async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refuse
             ));
         }
     };
-    bind(signing, contract, &merchant, &provider_contract_id, state, &cause).await.map_err(internal)?;
+    bind(signing, contract, &merchant, &provider_contract_id, state, &cause).await.map_err(Refused::internal)?;
     Ok(state)
 }
 
@@ -161,8 +158,8 @@ async fn confirm(signing: &Signing, l: &Loaded, provider_contract_id: &str, caus
             ),
         )),
         Err(StepError::NotFound) => Err(Refused(StatusCode::NOT_FOUND, "unknown_contract", "no such session".into())),
-        Err(StepError::Contract(e)) => Err(internal(e)),
-        Err(StepError::Status(s)) => Err(internal(s.message())),
+        Err(StepError::Contract(e)) => Err(Refused::internal(e)),
+        Err(StepError::Status(s)) => Err(Refused::internal(s.message())),
     }
 }
 
