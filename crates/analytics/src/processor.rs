@@ -46,8 +46,9 @@ impl Processor for Projector {
         "analytics.projections"
     }
 
-    fn wants(&self, _: &EventKind) -> bool {
-        true
+    /// Every event: the projections count them all (`events_projected`).
+    fn event_types(&self) -> &'static [&'static str] {
+        &[]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {

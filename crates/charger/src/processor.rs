@@ -31,8 +31,8 @@ impl Processor for AttemptStarter {
         "charger.charges"
     }
 
-    fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::ChargeScheduled(_) | EventKind::ChargeRetryScheduled(_))
+    fn event_types(&self) -> &'static [&'static str] {
+        &["ChargeScheduled", "ChargeRetryScheduled"]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
@@ -129,8 +129,8 @@ impl Processor for KeyFollower {
         "charger.keys"
     }
 
-    fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::ApiKeyIssued(_) | EventKind::ApiKeyRevoked(_))
+    fn event_types(&self) -> &'static [&'static str] {
+        &["ApiKeyIssued", "ApiKeyRevoked"]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
@@ -205,13 +205,8 @@ impl Processor for ProviderNotices {
         "charger.provider_notices"
     }
 
-    fn wants(&self, kind: &EventKind) -> bool {
-        matches!(
-            kind,
-            EventKind::PreDebitNoticeIssued(_)
-                | EventKind::ContractTerminated(_)
-                | EventKind::ProviderContractChanged(_)
-        )
+    fn event_types(&self) -> &'static [&'static str] {
+        &["PreDebitNoticeIssued", "ContractTerminated", "ProviderContractChanged"]
     }
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<String>> {

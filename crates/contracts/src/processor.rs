@@ -22,8 +22,8 @@ impl Processor for ChargeOutcomes {
         "contracts.charge_outcomes"
     }
 
-    fn wants(&self, kind: &EventKind) -> bool {
-        matches!(kind, EventKind::ChargeSucceeded(_) | EventKind::ChargeFailed(_))
+    fn event_types(&self) -> &'static [&'static str] {
+        &["ChargeSucceeded", "ChargeFailed"]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {

@@ -89,6 +89,15 @@ impl RecordedEvent {
     }
 }
 
+/// What [`EventStore::read_types`] found.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// The events of the asked-for types, in log order.
+    pub events: Vec<RecordedEvent>,
+    /// How far the scan went: every event up to here that is not in `events` is of another type.
+    pub through: Checkpoint,
+}
+
 /// A place in the global log: everything up to and including it has been read.
 /// Ordered by (transaction id, position), which is commit-safe order on both backends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -299,6 +308,31 @@ impl EventStore {
             Backend::Sqlite(b) => b.read_all(after, limit).await,
             Backend::Postgres(b) => b.read_all(after, limit).await,
         }
+    }
+
+    /// Up to `limit` events of the types in `types` among the next `window` events of the
+    /// global log after `after`, in the same commit-safe order as [`read_all`]. The events of
+    /// other types are passed over inside the database, and the answer says how far the scan
+    /// went, so a follower that wants few types moves past the rest without reading them.
+    ///
+    /// [`read_all`]: EventStore::read_all
+    pub async fn read_types(&self, after: Checkpoint, window: i64, limit: i64, types: &[&str]) -> Result<Scan> {
+        if types.is_empty() {
+            let events = self.read_all(after, limit).await?;
+            let through = events.last().map(|e| e.checkpoint()).unwrap_or(after);
+            return Ok(Scan { events, through });
+        }
+        let (mut events, end) = match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_types(after, window, limit, types).await?,
+            Backend::Postgres(b) => b.read_types(after, window, limit, types).await?,
+        };
+        events.sort_unstable_by_key(|e| e.checkpoint());
+        let through = if events.len() as i64 >= limit {
+            events.last().map(|e| e.checkpoint()).unwrap_or(after)
+        } else {
+            end.unwrap_or(after)
+        };
+        Ok(Scan { events, through })
     }
 
     /// How many events the log holds.

@@ -168,6 +168,54 @@ impl Postgres {
         rows.iter().map(decode_event).collect()
     }
 
+    /// The events of `types` among the `window` after `after` (at most `limit`), and the
+    /// place the window ended at, both from one statement and so under one horizon.
+    pub(crate) async fn read_types(
+        &self,
+        after: Checkpoint,
+        window: i64,
+        limit: i64,
+        types: &[&str],
+    ) -> Result<(Vec<RecordedEvent>, Option<Checkpoint>)> {
+        let rows = sqlx::query(
+            "WITH w AS MATERIALIZED (
+                 SELECT e.transaction_id, e.position, e.event_type FROM events e
+                 WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
+                   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY e.transaction_id, e.position
+                 LIMIT $3),
+             m AS (SELECT transaction_id, position FROM w WHERE event_type = ANY($5)
+                   ORDER BY transaction_id, position LIMIT $4)
+             SELECT e.position, e.transaction_id::text AS transaction_id_text, e.stream, e.version, e.event_type,
+                    e.event_id, e.payload, e.metadata, e.recorded_at
+             FROM m JOIN events e ON e.transaction_id = m.transaction_id AND e.position = m.position
+             UNION ALL
+             (SELECT w.position, w.transaction_id::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM w
+              ORDER BY w.transaction_id DESC, w.position DESC LIMIT 1)",
+        )
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .bind(window)
+        .bind(limit)
+        .bind(types)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut end = None;
+        for r in &rows {
+            if r.try_get::<Option<String>, _>(2)?.is_none() {
+                let tx: String = r.try_get(1)?;
+                end = Some(Checkpoint {
+                    transaction_id: tx.parse().map_err(|_| StoreError::Invalid(format!("bad transaction id {tx}")))?,
+                    position: r.try_get(0)?,
+                });
+            } else {
+                events.push(decode_event(r)?);
+            }
+        }
+        Ok((events, end))
+    }
+
     pub(crate) async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let mut conn = self.pool.acquire().await?;
         fetch(&mut conn, sql, params).await

@@ -111,6 +111,42 @@ impl Sqlite {
         rows.iter().map(decode_event).collect()
     }
 
+    /// The events of `types` among the `window` after `after` (at most `limit`), and the
+    /// position the window ended at, both from one statement and so from one snapshot.
+    pub(crate) async fn read_types(
+        &self,
+        after: Checkpoint,
+        window: i64,
+        limit: i64,
+        types: &[&str],
+    ) -> Result<(Vec<RecordedEvent>, Option<Checkpoint>)> {
+        let sql = format!(
+            "WITH w AS MATERIALIZED (
+                 SELECT position, event_type FROM events WHERE position > ?1 ORDER BY position LIMIT ?2),
+             m AS (SELECT position FROM w WHERE event_type IN ({}) ORDER BY position LIMIT ?3)
+             SELECT e.position, e.stream, e.version, e.event_type, e.event_id, e.payload, e.metadata, e.recorded_at
+             FROM m JOIN events e ON e.position = m.position
+             UNION ALL
+             SELECT MAX(position), NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM w",
+            (0..types.len()).map(|i| format!("?{}", i + 4)).collect::<Vec<_>>().join(",")
+        );
+        let mut q = sqlx::query(&sql).bind(after.position).bind(window).bind(limit);
+        for t in types {
+            q = q.bind(*t);
+        }
+        let rows = q.fetch_all(&self.readers).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut end = None;
+        for r in &rows {
+            if r.try_get::<Option<String>, _>(1)?.is_none() {
+                end = r.try_get::<Option<i64>, _>(0)?.map(|position| Checkpoint { transaction_id: 0, position });
+            } else {
+                events.push(decode_event(r)?);
+            }
+        }
+        Ok((events, end))
+    }
+
     pub(crate) async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let mut conn = self.readers.acquire().await?;
         fetch(&mut conn, sql, params).await

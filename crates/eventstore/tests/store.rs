@@ -59,7 +59,53 @@ both!(
     group_commit_answers_each_caller,
     concurrent_writers_and_a_tailing_reader,
     migrations_run_once,
+    reads_by_type_pass_over_other_types,
 );
+
+/// `read_types` returns only the asked-for types, in log order, and says how far it scanned:
+/// to the end of its window, to its limit, or to the end of the log.
+async fn reads_by_type_pass_over_other_types(db: Db) {
+    let s = &db.store;
+    let typed = |t: &str, tag: usize| NewEvent { event_type: t.into(), ..ev(&tag.to_string()) };
+    for i in 0..30 {
+        let t = if i % 3 == 0 { "Wanted" } else { "Other" };
+        s.append(&format!("t-{i}"), ExpectedVersion::NoStream, vec![typed(t, i)]).await.unwrap();
+    }
+    let all = read_settled(s, Checkpoint::default(), 30).await;
+    assert_eq!(all.len(), 30);
+    let tag = |e: &autodebit_eventstore::RecordedEvent| String::from_utf8(e.payload.clone()).unwrap();
+
+    // A window of 10 events holds 4 wanted ones (0, 3, 6, 9) and ends at the 10th.
+    let scan = s.read_types(Checkpoint::default(), 10, 100, &["Wanted"]).await.unwrap();
+    assert_eq!(scan.events.iter().map(tag).collect::<Vec<_>>(), ["0", "3", "6", "9"]);
+    assert!(scan.events.iter().all(|e| e.event_type == "Wanted"));
+    assert_eq!(scan.through, all[9].checkpoint());
+
+    // The limit ends the scan at the last event returned.
+    let scan = s.read_types(scan.through, 100, 2, &["Wanted"]).await.unwrap();
+    assert_eq!(scan.events.iter().map(tag).collect::<Vec<_>>(), ["12", "15"]);
+    assert_eq!(scan.through, all[15].checkpoint());
+
+    // The end of the log ends it, even past events of other types only.
+    let scan = s.read_types(scan.through, 100, 100, &["Wanted"]).await.unwrap();
+    assert_eq!(scan.events.iter().map(tag).collect::<Vec<_>>(), ["18", "21", "24", "27"]);
+    assert_eq!(scan.through, all[29].checkpoint());
+    let scan = s.read_types(all[27].checkpoint(), 100, 100, &["Wanted"]).await.unwrap();
+    assert!(scan.events.is_empty());
+    assert_eq!(scan.through, all[29].checkpoint(), "the two other events after the last wanted are passed");
+
+    // Nothing after the end: the scan stays where it was.
+    let scan = s.read_types(all[29].checkpoint(), 100, 100, &["Wanted"]).await.unwrap();
+    assert!(scan.events.is_empty());
+    assert_eq!(scan.through, all[29].checkpoint());
+
+    // Several types, and no types (every event).
+    let scan = s.read_types(Checkpoint::default(), 6, 100, &["Other", "Wanted"]).await.unwrap();
+    assert_eq!(scan.events.len(), 6);
+    let scan = s.read_types(Checkpoint::default(), 6, 5, &[]).await.unwrap();
+    assert_eq!(scan.events.len(), 5);
+    assert_eq!(scan.through, all[4].checkpoint());
+}
 
 async fn appends_and_reads_streams(db: Db) {
     let s = &db.store;

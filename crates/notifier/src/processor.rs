@@ -115,6 +115,21 @@ impl Processor for NoticeWriter {
         "notifier.notices"
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            "ContractSigned",
+            "ContractTerminated",
+            "ContractModified",
+            "ContractSuspended",
+            "ContractResumed",
+            "ContractExpired",
+            "ContractZombieFlagged",
+            "ChargeSucceeded",
+            "ChargeFailed",
+            "PreDebitNoticeIssued",
+        ]
+    }
+
     fn wants(&self, kind: &EventKind) -> bool {
         notice_for(kind).is_some()
     }

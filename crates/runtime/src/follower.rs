@@ -11,6 +11,8 @@ use tracing::Instrument;
 
 /// How many events a follower takes per transaction.
 const BATCH: i64 = 1000;
+/// How many events of the log a follower of some types scans for them per read.
+const WINDOW: i64 = 8 * BATCH;
 /// A follower that saw only events it ignores saves its place at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
@@ -32,8 +34,14 @@ pub trait Processor: Send + Sync + 'static {
     /// The consumer name its checkpoint and lease are kept under.
     fn name(&self) -> &'static str;
 
-    /// Whether it acts on events like this one; others pass by.
-    fn wants(&self, kind: &EventKind) -> bool;
+    /// The event types (as stored in the log) it reads; an empty list reads every event.
+    /// Events of other types are passed over inside the database.
+    fn event_types(&self) -> &'static [&'static str];
+
+    /// Whether it acts on this event, of one of its types; others pass by.
+    fn wants(&self, _kind: &EventKind) -> bool {
+        true
+    }
 
     fn prepare(&self, events: &[Decoded]) -> impl Future<Output = anyhow::Result<Self::Prepared>> + Send;
 
@@ -97,8 +105,15 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
         if platform.shutdown.is_triggered() {
             return Ok(());
         }
-        let batch = store.read_all(at, BATCH).await?;
-        let Some(last) = batch.last().map(|e| e.checkpoint()) else {
+        let scan = store.read_types(at, WINDOW, BATCH, p.event_types()).await?;
+        let last = scan.through;
+        if scan.events.is_empty() {
+            if last != at {
+                // Only events of other types: move on without a transaction.
+                at = last;
+                crate::metrics::set("autodebit_follower_position", &[("follower", name)], at.position);
+                continue;
+            }
             if at != saved && last_save.elapsed() >= IDLE_CHECKPOINT_EVERY {
                 let mut tx = store.begin().await?;
                 tx.save_checkpoint(name, saved, at).await?;
@@ -112,9 +127,10 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
                 _ = platform.shutdown.wait() => return Ok(()),
             }
             continue;
-        };
-        let n = batch.len();
-        let wanted: Vec<Decoded> = batch
+        }
+        let n = scan.events.len();
+        let wanted: Vec<Decoded> = scan
+            .events
             .into_iter()
             .filter_map(|r| {
                 let position = r.position;

@@ -18,22 +18,8 @@ impl Processor for ContractFollower {
         "scheduler.contracts"
     }
 
-    fn wants(&self, kind: &EventKind) -> bool {
-        matches!(
-            kind,
-            EventKind::ContractSigned(_)
-                | EventKind::ContractTerminated(_)
-                | EventKind::ContractExpired(_)
-                | EventKind::ContractSuspended(_)
-                | EventKind::ContractResumed(_)
-                | EventKind::ContractModified(_)
-                | EventKind::PlanCreated(_)
-                | EventKind::ChargeSucceeded(_)
-                | EventKind::ChargeFailed(_)
-                | EventKind::MerchantApplied(_)
-                | EventKind::ApiKeyIssued(_)
-                | EventKind::ApiKeyRevoked(_)
-        )
+    fn event_types(&self) -> &'static [&'static str] {
+        &["ContractSigned", "ContractTerminated", "ContractExpired", "ContractSuspended", "ContractResumed", "ContractModified", "PlanCreated", "ChargeSucceeded", "ChargeFailed", "MerchantApplied", "ApiKeyIssued", "ApiKeyRevoked"]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
