@@ -210,12 +210,9 @@ pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The table expression that yields a JSON array parameter's elements, and their column.
-pub(crate) fn json_rows(kind: BackendKind) -> (&'static str, &'static str) {
-    match kind {
-        BackendKind::Sqlite => ("json_each($1)", "value"),
-        BackendKind::Postgres => ("json_array_elements(CAST($1 AS TEXT)::json) AS e(value)", "value"),
-    }
+/// The table of a JSON array parameter's (`$1`) elements, and their column.
+pub(crate) fn json_rows(kind: BackendKind) -> (String, &'static str) {
+    (kind.json_rows(1), "value")
 }
 
 /// What became of a claimed attempt.

@@ -31,17 +31,14 @@ impl Processor for ChargeOutcomes {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        // Successes are written together; a failure, which may suspend its contract, is taken
+        // on its own, after the successes before it.
+        let mut successes: Vec<(&str, i64)> = Vec::new();
         for d in events {
             match &d.kind {
-                EventKind::ChargeSucceeded(s) => {
-                    tx.execute(
-                        "UPDATE contracts_contracts SET consecutive_failures = 0, last_success_at_ms = $1,
-                           zombie_flagged_at_ms = 0 WHERE contract_id = $2",
-                        &[Value::Int(s.succeeded_at_ms), Value::from(&s.contract_id)],
-                    )
-                    .await?;
-                }
+                EventKind::ChargeSucceeded(s) => successes.push((&s.contract_id, s.succeeded_at_ms)),
                 EventKind::ChargeFailed(f) => {
+                    record_successes(tx, std::mem::take(&mut successes)).await?;
                     let rows = tx
                         .query(
                             "UPDATE contracts_contracts SET consecutive_failures = consecutive_failures + 1
@@ -71,6 +68,27 @@ impl Processor for ChargeOutcomes {
                 _ => {}
             }
         }
-        Ok(())
+        record_successes(tx, successes).await
     }
+}
+
+/// Resets the run of failures of each contract with a success, in one statement; a contract's
+/// last success (in log order) sets its time.
+async fn record_successes(tx: &mut Tx, successes: Vec<(&str, i64)>) -> anyhow::Result<()> {
+    if successes.is_empty() {
+        return Ok(());
+    }
+    let last: std::collections::HashMap<&str, i64> = successes.into_iter().collect();
+    let rows: Vec<serde_json::Value> = last.into_iter().map(|(id, at)| serde_json::json!([id, at])).collect();
+    tx.execute(
+        &format!(
+            "UPDATE contracts_contracts SET consecutive_failures = 0, last_success_at_ms = v.at, zombie_flagged_at_ms = 0
+             FROM (SELECT value->>0 AS id, CAST(value->>1 AS BIGINT) AS at FROM {}) v
+             WHERE contracts_contracts.contract_id = v.id",
+            tx.kind().json_rows(1)
+        ),
+        &[Value::from(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
+    Ok(())
 }

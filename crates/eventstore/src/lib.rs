@@ -140,6 +140,19 @@ pub enum BackendKind {
     Postgres,
 }
 
+impl BackendKind {
+    /// A table with one row per element of the JSON array bound as parameter `$n`, the
+    /// element in column `value` (`value->>i` reads its i-th item as text): how one statement
+    /// takes a thousand rows where a statement per row would hold the writer a thousand times
+    /// as many round trips.
+    pub fn json_rows(self, n: usize) -> String {
+        match self {
+            BackendKind::Sqlite => format!("json_each(${n})"),
+            BackendKind::Postgres => format!("json_array_elements(CAST(${n} AS TEXT)::json)"),
+        }
+    }
+}
+
 /// A schema change of one component, in both dialects.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -367,12 +380,17 @@ impl EventStore {
     }
 
     /// Begins a write transaction. On SQLite this waits for the one writer connection.
-    pub async fn begin(&self) -> Result<Tx> {
-        let inner = match &self.inner.backend {
-            Backend::Sqlite(b) => TxInner::Sqlite(b.begin().await?),
-            Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
-        };
-        Ok(Tx { inner, appended: false, commits: self.inner.commits.clone() })
+    #[track_caller]
+    pub fn begin(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
+        let loc = std::panic::Location::caller();
+        async move {
+            let t0 = std::time::Instant::now();
+            let inner = match &self.inner.backend {
+                Backend::Sqlite(b) => TxInner::Sqlite(b.begin().await?),
+                Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
+            };
+            Ok(Tx { inner, appended: false, commits: self.inner.commits.clone(), stat: txstat::Stat::new(loc, t0) })
+        }
     }
 
     /// Runs a read-only query on a reader connection. SQL uses `$1`-style placeholders.
@@ -426,6 +444,26 @@ pub struct Tx {
     inner: TxInner,
     appended: bool,
     commits: watch::Sender<u64>,
+    stat: txstat::Stat,
+}
+
+pub mod txstat {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    pub struct Stat { pub loc: &'static std::panic::Location<'static>, pub t0: Instant, pub began: Instant, pub stmts: u64 }
+    impl Stat {
+        pub fn new(loc: &'static std::panic::Location<'static>, t0: Instant) -> Self { Stat { loc, t0, began: Instant::now(), stmts: 0 } }
+    }
+    impl Drop for Stat {
+        fn drop(&mut self) {
+            let mut m = STATS.lock().unwrap();
+            let e = m.get_or_insert_with(HashMap::new).entry(format!("{}:{}", self.loc.file(), self.loc.line())).or_default();
+            e.0 += 1; e.1 += self.began.duration_since(self.t0).as_micros() as u64; e.2 += self.began.elapsed().as_micros() as u64; e.3 += self.stmts;
+        }
+    }
+    pub static STATS: Mutex<Option<HashMap<String, (u64,u64,u64,u64)>>> = Mutex::new(None);
+    pub fn take() -> Vec<(String,(u64,u64,u64,u64))> { let mut v: Vec<_> = STATS.lock().unwrap().take().unwrap_or_default().into_iter().collect(); v.sort(); v }
 }
 
 impl Tx {
@@ -459,6 +497,7 @@ impl Tx {
     }
 
     async fn write(&mut self, appends: &[StreamAppend], all_or_nothing: bool) -> Result<Vec<Result<AppendOutcome>>> {
+        self.stat.stmts += 1;
         let outcomes = match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends, all_or_nothing).await?,
             TxInner::Postgres(tx) => postgres::write_batch(tx, appends, all_or_nothing).await?,
@@ -518,6 +557,7 @@ impl Tx {
 
     /// Executes one statement; returns the rows it affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        self.stat.stmts += 1;
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::execute(&mut **tx, sql, params).await,
@@ -527,6 +567,7 @@ impl Tx {
     /// A stream's events after `after_version`, read inside the transaction: it sees the
     /// transaction's own appends and, on PostgreSQL, takes no second pool connection.
     pub async fn read_stream(&mut self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
+        self.stat.stmts += 1;
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::read_stream_on(&mut **tx, stream, after_version).await,
             TxInner::Postgres(tx) => postgres::read_stream_on(&mut **tx, stream, after_version).await,
@@ -534,6 +575,7 @@ impl Tx {
     }
 
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        self.stat.stmts += 1;
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,

@@ -141,6 +141,7 @@ impl Processor for NoticeWriter {
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let mut appends = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
         for d in events {
             let Some((kind, recipient, contract_id, charge_id, text)) = notice_for(&d.kind) else { continue };
             // One notice per causing event, whatever happens: its id derives from the event's.
@@ -148,6 +149,8 @@ impl Processor for NoticeWriter {
             // A termination names no payer: the contract's payer is the one its signing notice
             // went to.
             let recipient = if recipient.is_empty() {
+                // It may be among the notices of this batch.
+                insert_notices(tx, std::mem::take(&mut rows), now).await?;
                 let rows = tx
                     .query(
                         "SELECT recipient FROM notifier_notices WHERE contract_id = $1 AND kind = $2",
@@ -159,21 +162,7 @@ impl Processor for NoticeWriter {
                 recipient.to_string()
             };
             tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
-            tx.execute(
-                "INSERT INTO notifier_notices (notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (notice_id) DO NOTHING",
-                &[
-                    Value::from(&notice_id),
-                    Value::Int(kind as i64),
-                    Value::from(LOG_CHANNEL),
-                    Value::from(&recipient),
-                    Value::from(contract_id),
-                    Value::from(charge_id),
-                    Value::from(&text),
-                    Value::Int(now),
-                ],
-            )
-            .await?;
+            rows.push(serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text]));
             let event = pb::Event {
                 kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
                     notice_id: notice_id.clone(),
@@ -192,9 +181,30 @@ impl Processor for NoticeWriter {
                 events: vec![codec::encode(event, &Cause::of(d), now)],
             });
         }
+        insert_notices(tx, rows, now).await?;
         if !appends.is_empty() {
             tx.append_many(&appends).await?;
         }
         Ok(())
     }
+}
+
+/// Writes notices in one statement; each row is `[notice_id, kind, recipient, contract_id,
+/// charge_id, text]`.
+async fn insert_notices(tx: &mut Tx, rows: Vec<serde_json::Value>, now: i64) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO notifier_notices (notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms)
+             SELECT value->>0, CAST(value->>1 AS BIGINT), $2, value->>2, value->>3, value->>4, value->>5, $3
+             FROM {} WHERE true
+             ON CONFLICT (notice_id) DO NOTHING",
+            tx.kind().json_rows(1)
+        ),
+        &[Value::from(serde_json::Value::Array(rows).to_string()), Value::from(LOG_CHANNEL), Value::Int(now)],
+    )
+    .await?;
+    Ok(())
 }

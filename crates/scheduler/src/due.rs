@@ -490,11 +490,7 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::
              FROM (SELECT {} FROM {}) v
              WHERE scheduler_schedules.contract_id = v.id{check}",
                 cols.join(", "),
-                if tx.kind() == BackendKind::Sqlite {
-                    "json_each($1)"
-                } else {
-                    "json_array_elements(CAST($1 AS TEXT)::json)"
-                }
+                tx.kind().json_rows(1)
             ),
             &[json],
         )

@@ -27,7 +27,15 @@ impl Processor for ContractFollower {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        // Successes are written together, before any other event that follows them.
+        let mut successes: Vec<(&str, i64, i64)> = Vec::new();
         for d in events {
+            if let EventKind::ChargeSucceeded(c) = &d.kind {
+                let amount = c.amount.as_ref().map(|m| m.minor_units).unwrap_or(0);
+                successes.push((&c.contract_id, amount, c.succeeded_at_ms));
+                continue;
+            }
+            record_successes(tx, std::mem::take(&mut successes)).await?;
             match &d.kind {
                 EventKind::ContractSigned(s) => signed(tx, s).await?,
                 EventKind::PlanCreated(p) => {
@@ -124,16 +132,6 @@ impl Processor for ContractFollower {
                     )
                     .await?;
                 }
-                EventKind::ChargeSucceeded(c) => {
-                    let amount = c.amount.as_ref().map(|m| m.minor_units).unwrap_or(0);
-                    tx.execute(
-                        "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + $1, rev = rev + 1,
-                           first_success_ms = CASE WHEN first_success_ms = 0 THEN $2 ELSE first_success_ms END
-                         WHERE contract_id = $3",
-                        &[Value::Int(amount), Value::Int(c.succeeded_at_ms), Value::from(&c.contract_id)],
-                    )
-                    .await?;
-                }
                 EventKind::ContractTerminated(t) => stop(tx, &t.contract_id).await?,
                 EventKind::ContractExpired(e) => stop(tx, &e.contract_id).await?,
                 EventKind::ContractSuspended(s) => stop(tx, &s.contract_id).await?,
@@ -160,8 +158,42 @@ impl Processor for ContractFollower {
                 _ => {}
             }
         }
-        Ok(())
+        record_successes(tx, successes).await
     }
+}
+
+/// Adds successes to their schedules' totals in one statement: per contract, the sum of its
+/// amounts, and the time of its first success (in log order) if it had none.
+async fn record_successes(tx: &mut Tx, successes: Vec<(&str, i64, i64)>) -> anyhow::Result<()> {
+    if successes.is_empty() {
+        return Ok(());
+    }
+    let mut per_contract: Vec<(&str, i64, i64)> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (id, amount, at) in successes {
+        match index.get(id) {
+            Some(&i) => per_contract[i].1 += amount,
+            None => {
+                index.insert(id, per_contract.len());
+                per_contract.push((id, amount, at));
+            }
+        }
+    }
+    let rows: Vec<serde_json::Value> =
+        per_contract.into_iter().map(|(id, amount, at)| serde_json::json!([id, amount, at])).collect();
+    tx.execute(
+        &format!(
+            "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + v.amount, rev = rev + 1,
+               first_success_ms = CASE WHEN first_success_ms = 0 THEN v.at ELSE first_success_ms END
+             FROM (SELECT value->>0 AS id, CAST(value->>1 AS BIGINT) AS amount, CAST(value->>2 AS BIGINT) AS at
+                   FROM {}) v
+             WHERE scheduler_schedules.contract_id = v.id",
+            tx.kind().json_rows(1)
+        ),
+        &[Value::from(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn stop(tx: &mut Tx, contract_id: &str) -> anyhow::Result<()> {
