@@ -94,6 +94,14 @@ impl ContractId {
         parse_prefixed(s, "ct_").map(ContractId)
     }
 
+    /// Its first eight bytes: ids of things that belong to the contract lead with them, so
+    /// that they sort with it (signing time first).
+    pub fn leading_bytes(&self) -> [u8; 8] {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.0.as_bytes()[..8]);
+        b
+    }
+
     pub fn stream(&self) -> String {
         format!("contract-{self}")
     }
@@ -126,7 +134,7 @@ impl ChargeId {
     fn derived(contract: ContractId, what: &str) -> Self {
         let hash = Uuid::new_v5(&NAMESPACE, format!("charge\0{contract}\0{what}").as_bytes());
         let mut b = *hash.as_bytes();
-        b[..8].copy_from_slice(&contract.0.as_bytes()[..8]);
+        b[..8].copy_from_slice(&contract.leading_bytes());
         ChargeId(custom(b))
     }
 
