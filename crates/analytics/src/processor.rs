@@ -108,6 +108,10 @@ impl Processor for Projector {
         "analytics.projections"
     }
 
+    fn background(&self) -> bool {
+        true
+    }
+
     /// Every event: the projections count them all (`events_projected`).
     fn event_types(&self) -> &'static [&'static str] {
         &[]

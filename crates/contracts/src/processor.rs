@@ -22,6 +22,10 @@ impl Processor for ChargeOutcomes {
         "contracts.charge_outcomes"
     }
 
+    fn background(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> &'static [&'static str] {
         &["ChargeSucceeded", "ChargeFailed"]
     }

@@ -197,6 +197,56 @@ struct Inner {
     backend: Backend,
     commits: watch::Sender<u64>,
     appender: mpsc::Sender<writer::Job>,
+    gate: Gate,
+}
+
+/// Lets background writers (projections) stand aside for foreground ones on SQLite's one
+/// writer connection, whose waiters are otherwise served first come, first served.
+#[derive(Default)]
+struct Gate {
+    /// Foreground transactions waiting for the writer.
+    waiting: std::sync::atomic::AtomicUsize,
+    clear: tokio::sync::Notify,
+}
+
+/// The longest a background transaction stands aside before it queues anyway.
+const BACKGROUND_YIELD_AT_MOST: Duration = Duration::from_millis(500);
+
+/// Counts a foreground transaction as waiting until it has the writer (or gave up).
+struct Waiting<'a>(&'a Gate);
+
+impl<'a> Waiting<'a> {
+    fn new(gate: &'a Gate) -> Self {
+        gate.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(gate)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.clear.notify_waiters();
+        }
+    }
+}
+
+impl Gate {
+    /// Returns once no foreground transaction waits, or after `BACKGROUND_YIELD_AT_MOST`.
+    async fn stand_aside(&self) {
+        let deadline = tokio::time::Instant::now() + BACKGROUND_YIELD_AT_MOST;
+        loop {
+            let cleared = self.clear.notified();
+            tokio::pin!(cleared);
+            cleared.as_mut().enable();
+            if self.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = cleared => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
 }
 
 /// The event log. Cheap to clone; clones share connections.
@@ -225,7 +275,7 @@ impl EventStore {
         };
         let (appender, jobs) = mpsc::channel(opts.group_commit_max.max(1) * 4);
         writer::spawn(backend.clone(), commits.clone(), jobs, writers, opts.group_commit_max.max(1));
-        let store = EventStore { inner: Arc::new(Inner { backend, commits, appender }) };
+        let store = EventStore { inner: Arc::new(Inner { backend, commits, appender, gate: Gate::default() }) };
         store.migrate("eventstore", store.own_migrations()).await?;
         if let Backend::Postgres(b) = &store.inner.backend {
             b.check_checkpoints_behind_xids().await?;
@@ -386,10 +436,27 @@ impl EventStore {
         async move {
             let t0 = std::time::Instant::now();
             let inner = match &self.inner.backend {
-                Backend::Sqlite(b) => TxInner::Sqlite(b.begin().await?),
+                Backend::Sqlite(b) => {
+                    let _waiting = Waiting::new(&self.inner.gate);
+                    TxInner::Sqlite(b.begin().await?)
+                }
                 Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
             };
             Ok(Tx { inner, appended: false, commits: self.inner.commits.clone(), stat: txstat::Stat::new(loc, t0) })
+        }
+    }
+
+    /// Begins a write transaction for background work (projections that can run behind):
+    /// on SQLite it first lets the foreground transactions waiting for the writer go (for at
+    /// most half a second), so that a burst of projection work does not queue ahead of them.
+    #[track_caller]
+    pub fn begin_background(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
+        let begin = self.begin();
+        async move {
+            if let Backend::Sqlite(_) = &self.inner.backend {
+                self.inner.gate.stand_aside().await;
+            }
+            begin.await
         }
     }
 
@@ -451,19 +518,22 @@ pub mod txstat {
     use std::collections::HashMap;
     use std::sync::Mutex;
     use std::time::Instant;
-    pub struct Stat { pub loc: &'static std::panic::Location<'static>, pub t0: Instant, pub began: Instant, pub stmts: u64 }
+    pub struct Stat { pub loc: &'static std::panic::Location<'static>, pub t0: Instant, pub began: Instant, pub stmts: u64, pub db_us: u64 }
+    pub struct Timer<'a>(&'a mut u64, Instant);
+    impl<'a> Timer<'a> { pub fn new(x: &'a mut u64) -> Self { Timer(x, Instant::now()) } }
+    impl Drop for Timer<'_> { fn drop(&mut self) { *self.0 += self.1.elapsed().as_micros() as u64; } }
     impl Stat {
-        pub fn new(loc: &'static std::panic::Location<'static>, t0: Instant) -> Self { Stat { loc, t0, began: Instant::now(), stmts: 0 } }
+        pub fn new(loc: &'static std::panic::Location<'static>, t0: Instant) -> Self { Stat { loc, t0, began: Instant::now(), stmts: 0, db_us: 0 } }
     }
     impl Drop for Stat {
         fn drop(&mut self) {
             let mut m = STATS.lock().unwrap();
             let e = m.get_or_insert_with(HashMap::new).entry(format!("{}:{}", self.loc.file(), self.loc.line())).or_default();
-            e.0 += 1; e.1 += self.began.duration_since(self.t0).as_micros() as u64; e.2 += self.began.elapsed().as_micros() as u64; e.3 += self.stmts;
+            e.0 += 1; e.1 += self.began.duration_since(self.t0).as_micros() as u64; e.2 += self.began.elapsed().as_micros() as u64; e.3 += self.stmts; e.4 += self.db_us;
         }
     }
-    pub static STATS: Mutex<Option<HashMap<String, (u64,u64,u64,u64)>>> = Mutex::new(None);
-    pub fn take() -> Vec<(String,(u64,u64,u64,u64))> { let mut v: Vec<_> = STATS.lock().unwrap().take().unwrap_or_default().into_iter().collect(); v.sort(); v }
+    pub static STATS: Mutex<Option<HashMap<String, (u64,u64,u64,u64,u64)>>> = Mutex::new(None);
+    pub fn take() -> Vec<(String,(u64,u64,u64,u64,u64))> { let mut v: Vec<_> = STATS.lock().unwrap().take().unwrap_or_default().into_iter().collect(); v.sort(); v }
 }
 
 impl Tx {
@@ -498,6 +568,7 @@ impl Tx {
 
     async fn write(&mut self, appends: &[StreamAppend], all_or_nothing: bool) -> Result<Vec<Result<AppendOutcome>>> {
         self.stat.stmts += 1;
+        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         let outcomes = match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends, all_or_nothing).await?,
             TxInner::Postgres(tx) => postgres::write_batch(tx, appends, all_or_nothing).await?,
@@ -558,6 +629,7 @@ impl Tx {
     /// Executes one statement; returns the rows it affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         self.stat.stmts += 1;
+        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::execute(&mut **tx, sql, params).await,
@@ -568,6 +640,7 @@ impl Tx {
     /// transaction's own appends and, on PostgreSQL, takes no second pool connection.
     pub async fn read_stream(&mut self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
         self.stat.stmts += 1;
+        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::read_stream_on(&mut **tx, stream, after_version).await,
             TxInner::Postgres(tx) => postgres::read_stream_on(&mut **tx, stream, after_version).await,
@@ -576,6 +649,7 @@ impl Tx {
 
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         self.stat.stmts += 1;
+        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,

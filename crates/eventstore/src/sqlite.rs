@@ -73,7 +73,7 @@ impl Sqlite {
             .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        spawn_checkpointer(checkpointer, commits);
+        spawn_checkpointer(checkpointer, writer.clone(), commits);
         let readers = SqlitePoolOptions::new()
             .max_connections(max_readers.max(2))
             .acquire_timeout(Duration::from_secs(60))
@@ -156,9 +156,12 @@ impl Sqlite {
 /// WAL frames (pages) past which the checkpointer makes the WAL start over: 64 MB of 4 KB pages.
 const RESTART_FRAMES: i64 = 16_384;
 
+/// How long a restart checkpoint waits for the readers of the moment before it gives up.
+const RESTART_WAIT_MS: u64 = 100;
+
 /// Checkpoints the WAL passively (never blocking the writer or readers) four times a second
 /// while the store is open; with nothing new in the WAL that costs next to nothing.
-fn spawn_checkpointer(pool: SqlitePool, commits: tokio::sync::watch::Receiver<u64>) {
+fn spawn_checkpointer(pool: SqlitePool, writer: SqlitePool, commits: tokio::sync::watch::Receiver<u64>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -171,10 +174,12 @@ fn spawn_checkpointer(pool: SqlitePool, commits: tokio::sync::watch::Receiver<u6
             match frames {
                 // Readers that never pause keep the WAL from starting over, so it grows
                 // without bound under load. Past `RESTART_FRAMES`, with everything copied, a
-                // RESTART checkpoint waits for the readers of the moment to finish (a few
-                // milliseconds; new writers wait too), and the next write starts the WAL anew.
+                // RESTART checkpoint on the writer connection makes the next write start the
+                // WAL anew. It takes its turn as writers do, so no write waits on it beyond
+                // that, and it waits for the readers of the moment at most `RESTART_WAIT_MS`
+                // (then gives up until the next round).
                 Ok((_, log, copied)) if log > RESTART_FRAMES && copied == log => {
-                    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&pool).await {
+                    if let Err(e) = restart_wal(&writer).await {
                         tracing::warn!(error = %e, "WAL restart checkpoint failed");
                     }
                 }
@@ -183,6 +188,17 @@ fn spawn_checkpointer(pool: SqlitePool, commits: tokio::sync::watch::Receiver<u6
             }
         }
     });
+}
+
+async fn restart_wal(writer: &SqlitePool) -> Result<()> {
+    let mut conn = writer.acquire().await?;
+    sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}")).execute(&mut *conn).await?;
+    let done: Result<(i64, i64, i64)> =
+        async { Ok(sqlx::query_as("PRAGMA wal_checkpoint(RESTART)").fetch_one(&mut *conn).await?) }.await;
+    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+    let (busy, log, copied) = done?;
+    tracing::debug!(busy, log, copied, "WAL restart checkpoint");
+    Ok(())
 }
 
 fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<RecordedEvent> {

@@ -115,6 +115,10 @@ impl Processor for NoticeWriter {
         "notifier.notices"
     }
 
+    fn background(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> &'static [&'static str] {
         &[
             "ContractSigned",

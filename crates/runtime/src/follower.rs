@@ -38,6 +38,12 @@ pub trait Processor: Send + Sync + 'static {
     /// Events of other types are passed over inside the database.
     fn event_types(&self) -> &'static [&'static str];
 
+    /// Whether it is background work (a projection that may run behind), whose transactions
+    /// let the platform's foreground ones go first.
+    fn background(&self) -> bool {
+        false
+    }
+
     /// Whether it acts on this event, of one of its types; others pass by.
     fn wants(&self, _kind: &EventKind) -> bool {
         true
@@ -149,7 +155,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
             }
             async {
                 let prepared = p.prepare(&wanted).await?;
-                let mut tx = store.begin().await?;
+                let mut tx = if p.background() { store.begin_background().await? } else { store.begin().await? };
                 p.apply(&mut tx, &wanted, prepared).await?;
                 tx.save_checkpoint(name, saved, last).await?;
                 tx.commit().await?;

@@ -18,6 +18,10 @@ impl Processor for ContractFollower {
         "scheduler.contracts"
     }
 
+    fn background(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> &'static [&'static str] {
         &["ContractSigned", "ContractTerminated", "ContractExpired", "ContractSuspended", "ContractResumed", "ContractModified", "PlanCreated", "ChargeSucceeded", "ChargeFailed", "MerchantApplied", "ApiKeyIssued", "ApiKeyRevoked"]
     }
