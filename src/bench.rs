@@ -684,9 +684,6 @@ mod charges {
             if a.trace && Instant::now() >= next_trace {
                 let line = stages(store, started).await?;
                 pb.suspend(|| eprintln!("{line}"));
-                for (k, (n, wait, hold, st, db)) in autodebit_eventstore::txstat::take() {
-                    eprintln!("  {k:60} n={n:6} wait={:7.1}ms hold={:7.1}ms db={:7.1}ms stmts={:.1} hold_total={}ms", wait as f64 / n as f64 / 1000.0, hold as f64 / n as f64 / 1000.0, db as f64 / n as f64 / 1000.0, st as f64 / n as f64, hold/1000);
-                }
                 next_trace = Instant::now() + Duration::from_secs(1);
             }
             if Instant::now() > deadline {

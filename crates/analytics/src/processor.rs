@@ -128,7 +128,8 @@ impl Processor for Projector {
         for d in events {
             match &d.kind {
                 EventKind::ContractSigned(s) => {
-                    run.push(tx, Statement::ContractSigned, json!([s.contract_id, s.merchant_id, s.signed_at_ms])).await?
+                    run.push(tx, Statement::ContractSigned, json!([s.contract_id, s.merchant_id, s.signed_at_ms]))
+                        .await?
                 }
                 EventKind::ContractTerminated(t) => {
                     run.push(tx, Statement::ContractState, json!([t.contract_id, "terminated", t.terminated_at_ms]))

@@ -430,34 +430,25 @@ impl EventStore {
     }
 
     /// Begins a write transaction. On SQLite this waits for the one writer connection.
-    #[track_caller]
-    pub fn begin(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
-        let loc = std::panic::Location::caller();
-        async move {
-            let t0 = std::time::Instant::now();
-            let inner = match &self.inner.backend {
-                Backend::Sqlite(b) => {
-                    let _waiting = Waiting::new(&self.inner.gate);
-                    TxInner::Sqlite(b.begin().await?)
-                }
-                Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
-            };
-            Ok(Tx { inner, appended: false, commits: self.inner.commits.clone(), stat: txstat::Stat::new(loc, t0) })
-        }
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.inner.backend {
+            Backend::Sqlite(b) => {
+                let _waiting = Waiting::new(&self.inner.gate);
+                TxInner::Sqlite(b.begin().await?)
+            }
+            Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
+        };
+        Ok(Tx { inner, appended: false, commits: self.inner.commits.clone() })
     }
 
     /// Begins a write transaction for background work (projections that can run behind):
     /// on SQLite it first lets the foreground transactions waiting for the writer go (for at
     /// most half a second), so that a burst of projection work does not queue ahead of them.
-    #[track_caller]
-    pub fn begin_background(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
-        let begin = self.begin();
-        async move {
-            if let Backend::Sqlite(_) = &self.inner.backend {
-                self.inner.gate.stand_aside().await;
-            }
-            begin.await
+    pub async fn begin_background(&self) -> Result<Tx> {
+        if let Backend::Sqlite(_) = &self.inner.backend {
+            self.inner.gate.stand_aside().await;
         }
+        self.begin().await
     }
 
     /// Runs a read-only query on a reader connection. SQL uses `$1`-style placeholders.
@@ -511,29 +502,6 @@ pub struct Tx {
     inner: TxInner,
     appended: bool,
     commits: watch::Sender<u64>,
-    stat: txstat::Stat,
-}
-
-pub mod txstat {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::Instant;
-    pub struct Stat { pub loc: &'static std::panic::Location<'static>, pub t0: Instant, pub began: Instant, pub stmts: u64, pub db_us: u64 }
-    pub struct Timer<'a>(&'a mut u64, Instant);
-    impl<'a> Timer<'a> { pub fn new(x: &'a mut u64) -> Self { Timer(x, Instant::now()) } }
-    impl Drop for Timer<'_> { fn drop(&mut self) { *self.0 += self.1.elapsed().as_micros() as u64; } }
-    impl Stat {
-        pub fn new(loc: &'static std::panic::Location<'static>, t0: Instant) -> Self { Stat { loc, t0, began: Instant::now(), stmts: 0, db_us: 0 } }
-    }
-    impl Drop for Stat {
-        fn drop(&mut self) {
-            let mut m = STATS.lock().unwrap();
-            let e = m.get_or_insert_with(HashMap::new).entry(format!("{}:{}", self.loc.file(), self.loc.line())).or_default();
-            e.0 += 1; e.1 += self.began.duration_since(self.t0).as_micros() as u64; e.2 += self.began.elapsed().as_micros() as u64; e.3 += self.stmts; e.4 += self.db_us;
-        }
-    }
-    pub static STATS: Mutex<Option<HashMap<String, (u64,u64,u64,u64,u64)>>> = Mutex::new(None);
-    pub fn take() -> Vec<(String,(u64,u64,u64,u64,u64))> { let mut v: Vec<_> = STATS.lock().unwrap().take().unwrap_or_default().into_iter().collect(); v.sort(); v }
 }
 
 impl Tx {
@@ -567,8 +535,6 @@ impl Tx {
     }
 
     async fn write(&mut self, appends: &[StreamAppend], all_or_nothing: bool) -> Result<Vec<Result<AppendOutcome>>> {
-        self.stat.stmts += 1;
-        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         let outcomes = match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::write_batch(tx, appends, all_or_nothing).await?,
             TxInner::Postgres(tx) => postgres::write_batch(tx, appends, all_or_nothing).await?,
@@ -628,8 +594,6 @@ impl Tx {
 
     /// Executes one statement; returns the rows it affected.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        self.stat.stmts += 1;
-        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::execute(&mut **tx, sql, params).await,
@@ -639,8 +603,6 @@ impl Tx {
     /// A stream's events after `after_version`, read inside the transaction: it sees the
     /// transaction's own appends and, on PostgreSQL, takes no second pool connection.
     pub async fn read_stream(&mut self, stream: &str, after_version: u64) -> Result<Vec<RecordedEvent>> {
-        self.stat.stmts += 1;
-        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::read_stream_on(&mut **tx, stream, after_version).await,
             TxInner::Postgres(tx) => postgres::read_stream_on(&mut **tx, stream, after_version).await,
@@ -648,8 +610,6 @@ impl Tx {
     }
 
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        self.stat.stmts += 1;
-        let _timer = txstat::Timer::new(&mut self.stat.db_us);
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,

@@ -396,3 +396,33 @@ async fn on_postgres_transaction_ids_sort_as_numbers() {
     let after = s.read_all(all[0].checkpoint(), 10).await.unwrap();
     assert_eq!(after.iter().map(|e| e.transaction_id).collect::<Vec<_>>(), vec![mid, high]);
 }
+
+/// On SQLite's one writer, a background transaction lets foreground ones that are waiting go
+/// first, even those that came after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_sqlite_background_transactions_stand_aside_for_foreground_ones() {
+    let db = sqlite().await;
+    let s = db.store.clone();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = s.begin().await.unwrap();
+    let run = |name: &'static str, background: bool| {
+        let (s, order) = (s.clone(), order.clone());
+        tokio::spawn(async move {
+            let tx = if background { s.begin_background().await } else { s.begin().await }.unwrap();
+            order.lock().unwrap().push(name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.commit().await.unwrap();
+        })
+    };
+    let first = run("foreground 1", false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let background = run("background", true);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = run("foreground 2", false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.commit().await.unwrap();
+    for t in [first, background, second] {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["foreground 1", "foreground 2", "background"]);
+}

@@ -237,7 +237,10 @@ mod tests {
         assert_ne!(notice_id(&a, "ev-1"), notice_id(&a, "ev-2"));
         // Both lead with the contract id's first eight bytes (16 hex digits after the prefix).
         assert_eq!(notice_id(&a, "ev-1")[3..19], a[3..19]);
-        assert!(notice_id(&a, "ev-9") < notice_id(&b, "ev-1") || a[3..19] == b[3..19], "a later contract's notices sort after");
+        assert!(
+            notice_id(&a, "ev-9") < notice_id(&b, "ev-1") || a[3..19] == b[3..19],
+            "a later contract's notices sort after"
+        );
         // A notice of no contract still has an id.
         assert!(notice_id("", "ev-1").starts_with("nt_"));
     }

@@ -82,6 +82,8 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
             let started = tokio::time::Instant::now();
             match follow(&platform, &processor).await {
                 Ok(()) => return,
+                // Stopped in the middle of a transaction by the shutdown: nothing failed.
+                Err(_) if platform.shutdown.is_triggered() => return,
                 Err(e) => {
                     // A follower that ran a while before failing starts its back-off afresh.
                     if started.elapsed() > Duration::from_secs(30) {

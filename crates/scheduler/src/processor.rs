@@ -23,7 +23,20 @@ impl Processor for ContractFollower {
     }
 
     fn event_types(&self) -> &'static [&'static str] {
-        &["ContractSigned", "ContractTerminated", "ContractExpired", "ContractSuspended", "ContractResumed", "ContractModified", "PlanCreated", "ChargeSucceeded", "ChargeFailed", "MerchantApplied", "ApiKeyIssued", "ApiKeyRevoked"]
+        &[
+            "ContractSigned",
+            "ContractTerminated",
+            "ContractExpired",
+            "ContractSuspended",
+            "ContractResumed",
+            "ContractModified",
+            "PlanCreated",
+            "ChargeSucceeded",
+            "ChargeFailed",
+            "MerchantApplied",
+            "ApiKeyIssued",
+            "ApiKeyRevoked",
+        ]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
