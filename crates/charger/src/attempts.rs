@@ -3,7 +3,9 @@
 //! An attempt is written down before it may reach the provider: the charge stream gets
 //! `ChargeAttemptStarted` and `charger_attempts` a row, in one transaction (the follower in
 //! `processor`). The worker then claims due rows, marking each as possibly sent and leasing it
-//! for `LEASE`, and commits that before any call. So a row found again — after a crash, or a
+//! for `LEASE`, and commits that before any call. While the worker has free slots, the
+//! follower writes the rows it starts already claimed that way, and hands them over in memory
+//! once committed, which spares a claim transaction and its wait for the writer. So a row found again — after a crash, or a
 //! lease that ran out — may have reached the provider, and it is settled by asking the
 //! provider (`query`), never by sending it again; only a provider that says it never saw the
 //! order number gets it sent. An ambiguous answer (a timeout, `SYSTEMERROR`, still paying) is
@@ -21,7 +23,7 @@ use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration::common(
@@ -162,15 +164,21 @@ impl AttemptRow {
     }
 }
 
-/// Writes down attempts just started (in the follower's transaction), as not yet sent and due now.
-pub async fn insert(tx: &mut Tx, rows: &[AttemptRow]) -> anyhow::Result<()> {
+/// Writes down attempts just started (in the follower's transaction). Most are not yet sent
+/// and due now, for the worker to claim. Those in `leased` (the first `leased` rows) are
+/// already the worker's: written as possibly sent and leased for `LEASE`, exactly as a claim
+/// would leave them, and handed to it in memory once the transaction commits.
+pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], leased: usize) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
+    let now = unix_ms();
     let json: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let c = &r.charge;
+            let (sent, due) = if i < leased { (1, now + LEASE.as_millis() as i64) } else { (0, now) };
             serde_json::json!([
                 r.out_trade_no,
                 c.charge_id.to_string(),
@@ -182,25 +190,56 @@ pub async fn insert(tx: &mut Tx, rows: &[AttemptRow]) -> anyhow::Result<()> {
                 c.attempt,
                 r.provider,
                 r.stream_version,
+                sent,
+                due,
             ])
         })
         .collect();
     let (each, v) = json_rows(tx.kind());
-    let cols: Vec<String> = (0..10)
-        .map(|i| if matches!(i, 5 | 7 | 9) { format!("CAST({v}->>{i} AS BIGINT)") } else { format!("{v}->>{i}") })
-        .collect();
+    let cols: Vec<String> =
+        (0..12)
+            .map(|i| {
+                if matches!(i, 5 | 7 | 9 | 10 | 11) {
+                    format!("CAST({v}->>{i} AS BIGINT)")
+                } else {
+                    format!("{v}->>{i}")
+                }
+            })
+            .collect();
     tx.execute(
         &format!(
             "INSERT INTO charger_attempts (out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount,
-               currency, attempt, provider, stream_version, sent, checks, due_ms, started_unix_ms)
-             SELECT {}, 0, 0, $2, $3 FROM {each} WHERE true
+               currency, attempt, provider, stream_version, sent, due_ms, checks, started_unix_ms)
+             SELECT {}, 0, $2 FROM {each} WHERE true
              ON CONFLICT (out_trade_no) DO NOTHING",
             cols.join(", ")
         ),
-        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(unix_ms()), Value::Int(unix_ms())],
+        &[Value::from(serde_json::Value::Array(json).to_string()), Value::Int(now)],
     )
     .await?;
     Ok(())
+}
+
+/// The contracts' ids at their providers, where signing notices gave them (by contract id).
+pub async fn provider_contract_ids(
+    tx: &mut Tx,
+    contracts: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    if contracts.is_empty() {
+        return Ok(Default::default());
+    }
+    let keys: Vec<&str> = contracts.iter().map(String::as_str).collect();
+    let (each, v) = json_rows(tx.kind());
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT contract_id, provider_contract_id FROM charger_provider_contracts
+                 WHERE contract_id IN (SELECT {v}->>0 FROM {each})"
+            ),
+            &[Value::from(keys_json(&keys))],
+        )
+        .await?;
+    Ok(rows.iter().filter_map(|r| Some((r.text(0)?.to_string(), r.text(1)?.to_string()))).collect())
 }
 
 /// Milliseconds since the epoch by the machine's clock. The attempts' timers (leases, the gaps
@@ -224,15 +263,42 @@ pub enum Resolution {
     Later(AttemptRow, String),
 }
 
+/// The worker's provider calls: its slots (the concurrency limit) and where their answers go.
+#[derive(Clone)]
+pub struct Dispatch {
+    slots: Arc<Semaphore>,
+    resolutions: mpsc::Sender<Resolution>,
+    providers: Arc<Providers>,
+}
+
+impl Dispatch {
+    /// Up to `n` free slots, taken now (none waited for).
+    pub fn reserve(&self, n: usize) -> Vec<OwnedSemaphorePermit> {
+        std::iter::from_fn(|| self.slots.clone().try_acquire_owned().ok()).take(n).collect()
+    }
+
+    /// Takes `row`, claimed and committed, to its outcome in the slot `permit` holds.
+    pub fn send(&self, row: AttemptRow, permit: OwnedSemaphorePermit) {
+        let (providers, resolutions) = (self.providers.clone(), self.resolutions.clone());
+        tokio::spawn(async move {
+            let resolution = resolve(&providers, row).await;
+            drop(permit);
+            let _ = resolutions.send(resolution).await;
+        });
+    }
+}
+
 /// Starts the worker and the recorder of what it learns.
-pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) {
+pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) -> Dispatch {
     let (tx, rx) = mpsc::channel::<Resolution>(concurrency.max(1) * 2);
     tokio::spawn(record_loop(platform.clone(), rx));
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let dispatch = Dispatch { slots: slots.clone(), resolutions: tx, providers };
+    let worker = dispatch.clone();
     tokio::spawn(async move {
         if let Err(e) = release_own_leases(&platform).await {
             tracing::error!(error = format!("{e:#}"), "could not release the leases of the last run");
         }
-        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut commits = platform.store.watch_commits();
         loop {
             let free = slots.available_permits().min(CLAIM);
@@ -248,12 +314,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
             let busy = !claimed.is_empty();
             for row in claimed {
                 let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                let (providers, tx) = (providers.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let resolution = resolve(&providers, row).await;
-                    drop(permit);
-                    let _ = tx.send(resolution).await;
-                });
+                worker.send(row, permit);
             }
             if busy && slots.available_permits() > 0 {
                 continue;
@@ -265,6 +326,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
             }
         }
     });
+    dispatch
 }
 
 /// On SQLite one process owns the database, so leases left by its last run (a crash) are

@@ -80,10 +80,10 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         providers = providers.with_merchant(merchant.clone(), limited(account.clone()));
     }
     let providers = Arc::new(providers);
-    spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone()));
+    let dispatch = attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
+    spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone(), dispatch));
     spawn_follower(platform, processor::KeyFollower);
     spawn_follower(platform, processor::ProviderNotices::new(providers.clone(), platform.store.clone()));
-    attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     refunds::spawn(platform.clone(), providers);
     let auth =
         autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "charger_api_keys");

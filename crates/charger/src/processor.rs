@@ -12,20 +12,27 @@ use autodebit_proto::EventKind;
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub struct AttemptStarter {
     providers: Arc<Providers>,
     clock: PlatformClock,
+    dispatch: attempts::Dispatch,
+    /// Attempts written already claimed by the batch being applied, with their slots: sent
+    /// once that batch commits.
+    claimed: std::sync::Mutex<Vec<(AttemptRow, OwnedSemaphorePermit)>>,
 }
 
 impl AttemptStarter {
-    pub fn new(providers: Arc<Providers>, clock: PlatformClock) -> Self {
-        AttemptStarter { providers, clock }
+    pub fn new(providers: Arc<Providers>, clock: PlatformClock, dispatch: attempts::Dispatch) -> Self {
+        AttemptStarter { providers, clock, dispatch, claimed: Default::default() }
     }
 }
 
 impl Processor for AttemptStarter {
-    type Prepared = ();
+    /// The worker's free slots, taken before the transaction: as many attempts as this are
+    /// written already claimed.
+    type Prepared = Vec<OwnedSemaphorePermit>;
 
     fn name(&self) -> &'static str {
         "charger.charges"
@@ -35,11 +42,14 @@ impl Processor for AttemptStarter {
         &["ChargeScheduled", "ChargeRetryScheduled"]
     }
 
-    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
-        Ok(())
+    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<OwnedSemaphorePermit>> {
+        Ok(self.dispatch.reserve(events.len()))
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], slots: Vec<OwnedSemaphorePermit>) -> anyhow::Result<()> {
+        // Left by a batch whose commit failed: its rows, if written after all, are found again
+        // when their lease runs out.
+        self.claimed.lock().expect("claimed attempts").clear();
         let now = self.clock.now();
         let mut appends = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
@@ -88,7 +98,25 @@ impl Processor for AttemptStarter {
                 }
             })
             .collect();
-        attempts::insert(tx, &started).await
+        let leased = slots.len().min(started.len());
+        attempts::insert(tx, &started, leased).await?;
+        let mut started = started;
+        started.truncate(leased);
+        let contracts: Vec<String> = started.iter().map(|r| r.charge.contract_id.to_string()).collect();
+        let at_provider = attempts::provider_contract_ids(tx, &contracts).await?;
+        for row in &mut started {
+            if let Some(id) = at_provider.get(&row.charge.contract_id.to_string()) {
+                row.provider_contract_id = id.clone();
+            }
+        }
+        *self.claimed.lock().expect("claimed attempts") = started.into_iter().zip(slots).collect();
+        Ok(())
+    }
+
+    fn committed(&self) {
+        for (row, slot) in std::mem::take(&mut *self.claimed.lock().expect("claimed attempts")) {
+            self.dispatch.send(row, slot);
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub trait Processor: Send + Sync + 'static {
     /// Events of other types are passed over inside the database.
     fn event_types(&self) -> &'static [&'static str];
 
+    /// Called once the transaction of a batch `apply` wrote has committed.
+    fn committed(&self) {}
+
     /// Whether it is background work (a projection that may run behind), whose transactions
     /// let the platform's foreground ones go first.
     fn background(&self) -> bool {
@@ -161,6 +164,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
                 p.apply(&mut tx, &wanted, prepared).await?;
                 tx.save_checkpoint(name, saved, last).await?;
                 tx.commit().await?;
+                p.committed();
                 anyhow::Ok(())
             }
             .instrument(span)
