@@ -296,13 +296,12 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
     let dispatch = Dispatch { slots: slots.clone(), resolutions: tx, providers };
     let worker = dispatch.clone();
     tokio::spawn(async move {
-        if let Err(e) = release_own_leases(&platform).await {
-            tracing::error!(error = format!("{e:#}"), "could not release the leases of the last run");
-        }
         let mut commits = platform.store.watch_commits();
         loop {
-            let free = slots.available_permits().min(CLAIM);
-            let claimed = if free == 0 { Ok(Vec::new()) } else { claim(&platform, free).await };
+            // Slots first, then as many rows as there are slots: a claimed row never waits for
+            // one while its lease runs.
+            let mut free = worker.reserve(CLAIM);
+            let claimed = if free.is_empty() { Ok(Vec::new()) } else { claim(&platform, free.len()).await };
             let claimed = match claimed {
                 Ok(c) => c,
                 Err(e) => {
@@ -313,9 +312,10 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
             };
             let busy = !claimed.is_empty();
             for row in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let Some(permit) = free.pop() else { break };
                 worker.send(row, permit);
             }
+            drop(free);
             if busy && slots.available_permits() > 0 {
                 continue;
             }
@@ -331,7 +331,9 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
 
 /// On SQLite one process owns the database, so leases left by its last run (a crash) are
 /// over: those attempts are asked about at once instead of when the lease would run out.
-async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
+/// Runs before the follower starts attempts: a row it writes already claimed is this run's,
+/// on its way to the worker in memory, and must keep its lease.
+pub async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
     if platform.store.kind() != BackendKind::Sqlite {
         return Ok(());
     }

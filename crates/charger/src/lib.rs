@@ -80,6 +80,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         providers = providers.with_merchant(merchant.clone(), limited(account.clone()));
     }
     let providers = Arc::new(providers);
+    attempts::release_own_leases(platform).await?;
     let dispatch = attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone(), dispatch));
     spawn_follower(platform, processor::KeyFollower);

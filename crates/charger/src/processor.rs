@@ -113,6 +113,11 @@ impl Processor for AttemptStarter {
         Ok(())
     }
 
+    fn abandoned(&self) {
+        // Their rows, if written after all, are found again when their lease runs out.
+        self.claimed.lock().expect("claimed attempts").clear();
+    }
+
     fn committed(&self) {
         for (row, slot) in std::mem::take(&mut *self.claimed.lock().expect("claimed attempts")) {
             self.dispatch.send(row, slot);

@@ -431,9 +431,13 @@ impl EventStore {
 
     /// Begins a write transaction. On SQLite this waits for the one writer connection.
     pub async fn begin(&self) -> Result<Tx> {
+        self.begin_as(true).await
+    }
+
+    async fn begin_as(&self, foreground: bool) -> Result<Tx> {
         let inner = match &self.inner.backend {
             Backend::Sqlite(b) => {
-                let _waiting = Waiting::new(&self.inner.gate);
+                let _waiting = foreground.then(|| Waiting::new(&self.inner.gate));
                 TxInner::Sqlite(b.begin().await?)
             }
             Backend::Postgres(b) => TxInner::Postgres(b.begin().await?),
@@ -448,7 +452,7 @@ impl EventStore {
         if let Backend::Sqlite(_) = &self.inner.backend {
             self.inner.gate.stand_aside().await;
         }
-        self.begin().await
+        self.begin_as(false).await
     }
 
     /// Runs a read-only query on a reader connection. SQL uses `$1`-style placeholders.

@@ -195,7 +195,11 @@ async fn restart_wal(writer: &SqlitePool) -> Result<()> {
     sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}")).execute(&mut *conn).await?;
     let done: Result<(i64, i64, i64)> =
         async { Ok(sqlx::query_as("PRAGMA wal_checkpoint(RESTART)").fetch_one(&mut *conn).await?) }.await;
-    sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
+    if let Err(e) = sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await {
+        // Not back to the pool with a short timeout: the pool opens a fresh writer instead.
+        conn.close_on_drop();
+        return Err(e.into());
+    }
     let (busy, log, copied) = done?;
     tracing::debug!(busy, log, copied, "WAL restart checkpoint");
     Ok(())

@@ -41,6 +41,10 @@ pub trait Processor: Send + Sync + 'static {
     /// Called once the transaction of a batch `apply` wrote has committed.
     fn committed(&self) {}
 
+    /// Called when a batch failed after `prepare` (nothing of it was kept, as far as the
+    /// follower knows): to let go of what `prepare` or `apply` held for it.
+    fn abandoned(&self) {}
+
     /// Whether it is background work (a projection that may run behind), whose transactions
     /// let the platform's foreground ones go first.
     fn background(&self) -> bool {
@@ -168,7 +172,8 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
                 anyhow::Ok(())
             }
             .instrument(span)
-            .await?;
+            .await
+            .inspect_err(|_| p.abandoned())?;
             saved = last;
             last_save = tokio::time::Instant::now();
         }
