@@ -3,10 +3,10 @@
 //! An attempt is written down before it may reach the provider: the charge stream gets
 //! `ChargeAttemptStarted` and `charger_attempts` a row, in one transaction (the follower in
 //! `processor`). The worker then claims due rows, marking each as possibly sent and leasing it
-//! for `LEASE`, and commits that before any call. While the worker has free slots, the
+//! for `LEASE`, and commits that before any call. (While the worker has free slots, the
 //! follower writes the rows it starts already claimed that way, and hands them over in memory
-//! once committed, which spares a claim transaction and its wait for the writer. So a row found again — after a crash, or a
-//! lease that ran out — may have reached the provider, and it is settled by asking the
+//! once committed, which spares a claim transaction and its wait for the writer.) So a row
+//! found again — after a crash, or a lease that ran out — may have reached the provider, and it is settled by asking the
 //! provider (`query`), never by sending it again; only a provider that says it never saw the
 //! order number gets it sent. An ambiguous answer (a timeout, `SYSTEMERROR`, still paying) is
 //! asked about again with growing gaps. The outcome is appended to the charge stream at the
@@ -298,11 +298,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
     tokio::spawn(async move {
         let mut commits = platform.store.watch_commits();
         loop {
-            // Slots first, then as many rows as there are slots: a claimed row never waits for
-            // one while its lease runs.
-            let mut free = worker.reserve(CLAIM);
-            let claimed = if free.is_empty() { Ok(Vec::new()) } else { claim(&platform, free.len()).await };
-            let claimed = match claimed {
+            let claimed = match claim(&platform, &worker).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "claiming charge attempts failed; retrying");
@@ -311,11 +307,9 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
                 }
             };
             let busy = !claimed.is_empty();
-            for row in claimed {
-                let Some(permit) = free.pop() else { break };
-                worker.send(row, permit);
+            for (row, slot) in claimed {
+                worker.send(row, slot);
             }
-            drop(free);
             if busy && slots.available_permits() > 0 {
                 continue;
             }
@@ -344,15 +338,21 @@ pub async fn release_own_leases(platform: &Platform) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Claims up to `limit` due attempts: each is marked as possibly sent and leased, and that is
-/// committed before any of them is sent.
-async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptRow>> {
+/// Claims due attempts, as many as the worker has free slots (up to `CLAIM`), each with its
+/// slot: each is marked as possibly sent and leased, and that is committed before any of them
+/// is sent. Slots are taken first, so a claimed row never waits for one while its lease runs.
+async fn claim(platform: &Platform, worker: &Dispatch) -> anyhow::Result<Vec<(AttemptRow, OwnedSemaphorePermit)>> {
     let now = unix_ms();
     let any =
         platform.store.query("SELECT 1 FROM charger_attempts WHERE due_ms <= $1 LIMIT 1", &[Value::Int(now)]).await?;
     if any.is_empty() {
         return Ok(Vec::new());
     }
+    let slots = worker.reserve(CLAIM);
+    if slots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let limit = slots.len();
     let mut tx = platform.store.begin().await?;
     let lock = if tx.kind() == BackendKind::Postgres { " FOR UPDATE OF a SKIP LOCKED" } else { "" };
     let found = tx
@@ -376,7 +376,8 @@ async fn claim(platform: &Platform, limit: usize) -> anyhow::Result<Vec<AttemptR
     )
     .await?;
     tx.commit().await?;
-    Ok(rows)
+    // Fewer rows than slots: the rest go back.
+    Ok(rows.into_iter().zip(slots).collect())
 }
 
 /// `keys` as a JSON array of one-element arrays (`value->>0` reads each on both backends).
