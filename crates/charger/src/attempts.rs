@@ -195,17 +195,16 @@ pub async fn insert(tx: &mut Tx, rows: &[AttemptRow], leased: usize) -> anyhow::
             ])
         })
         .collect();
-    let (each, v) = json_rows(tx.kind());
-    let cols: Vec<String> =
-        (0..12)
-            .map(|i| {
-                if matches!(i, 5 | 7 | 9 | 10 | 11) {
-                    format!("CAST({v}->>{i} AS BIGINT)")
-                } else {
-                    format!("{v}->>{i}")
-                }
-            })
-            .collect();
+    let each = tx.kind().json_rows(1);
+    let cols: Vec<String> = (0..12)
+        .map(|i| {
+            if matches!(i, 5 | 7 | 9 | 10 | 11) {
+                format!("CAST(value->>{i} AS BIGINT)")
+            } else {
+                format!("value->>{i}")
+            }
+        })
+        .collect();
     tx.execute(
         &format!(
             "INSERT INTO charger_attempts (out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount,
@@ -229,12 +228,12 @@ pub async fn provider_contract_ids(
         return Ok(Default::default());
     }
     let keys: Vec<&str> = contracts.iter().map(String::as_str).collect();
-    let (each, v) = json_rows(tx.kind());
+    let each = tx.kind().json_rows(1);
     let rows = tx
         .query(
             &format!(
                 "SELECT contract_id, provider_contract_id FROM charger_provider_contracts
-                 WHERE contract_id IN (SELECT {v}->>0 FROM {each})"
+                 WHERE contract_id IN (SELECT value->>0 FROM {each})"
             ),
             &[Value::from(keys_json(&keys))],
         )
@@ -247,11 +246,6 @@ pub async fn provider_contract_ids(
 /// provider, and a test clock that stands still between jumps must not stall them.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The table of a JSON array parameter's (`$1`) elements, and their column.
-pub(crate) fn json_rows(kind: BackendKind) -> (String, &'static str) {
-    (kind.json_rows(1), "value")
 }
 
 /// What became of a claimed attempt.
@@ -366,11 +360,11 @@ async fn claim(platform: &Platform, worker: &Dispatch) -> anyhow::Result<Vec<(At
         tracing::error!(unreadable = found.len() - rows.len(), "unreadable charge attempts left in place");
     }
     let keys: Vec<&str> = rows.iter().map(|r| r.out_trade_no.as_str()).collect();
-    let (each, v) = json_rows(tx.kind());
+    let each = tx.kind().json_rows(1);
     tx.execute(
         &format!(
             "UPDATE charger_attempts SET sent = 1, due_ms = $2
-             WHERE out_trade_no IN (SELECT {v}->>0 FROM {each})"
+             WHERE out_trade_no IN (SELECT value->>0 FROM {each})"
         ),
         &[Value::from(keys_json(&keys)), Value::Int(now + LEASE.as_millis() as i64)],
     )
@@ -458,10 +452,10 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
             Err(e) => tracing::debug!(stream = append.stream, error = %e, "outcome already recorded"),
         }
     }
-    let (each, v) = json_rows(tx.kind());
+    let each = tx.kind().json_rows(1);
     if !ended.is_empty() {
         tx.execute(
-            &format!("DELETE FROM charger_attempts WHERE out_trade_no IN (SELECT {v}->>0 FROM {each})"),
+            &format!("DELETE FROM charger_attempts WHERE out_trade_no IN (SELECT value->>0 FROM {each})"),
             &[Value::from(keys_json(&ended))],
         )
         .await?;
@@ -470,7 +464,7 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
         tx.execute(
             &format!(
                 "UPDATE charger_attempts SET checks = checks + 1, due_ms = d.due
-                 FROM (SELECT {v}->>0 AS k, CAST({v}->>1 AS BIGINT) AS due FROM {each}) d
+                 FROM (SELECT value->>0 AS k, CAST(value->>1 AS BIGINT) AS due FROM {each}) d
                  WHERE charger_attempts.out_trade_no = d.k"
             ),
             &[Value::from(serde_json::Value::Array(later).to_string())],

@@ -87,7 +87,7 @@ impl Processor for AttemptStarter {
         }
         // A stream that moved on since (replayed events) keeps what it has; its row is not written.
         let outcomes = tx.append_each(&appends).await?;
-        let started: Vec<AttemptRow> = rows
+        let mut started: Vec<AttemptRow> = rows
             .into_iter()
             .zip(&outcomes)
             .filter_map(|(row, o)| match o {
@@ -100,7 +100,6 @@ impl Processor for AttemptStarter {
             .collect();
         let leased = slots.len().min(started.len());
         attempts::insert(tx, &started, leased).await?;
-        let mut started = started;
         started.truncate(leased);
         let contracts: Vec<String> = started.iter().map(|r| r.charge.contract_id.to_string()).collect();
         let at_provider = attempts::provider_contract_ids(tx, &contracts).await?;

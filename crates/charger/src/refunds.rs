@@ -9,7 +9,7 @@
 //! sent again. An answer records `RefundSucceeded` or `RefundFailed`; no answer (a timeout, a
 //! refund still processing) is asked again 1 s, 2 s, … 5 minutes later.
 use crate::Providers;
-use crate::attempts::{gap, json_rows, keys_json, unix_ms};
+use crate::attempts::{gap, keys_json, unix_ms};
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeState, RefundStatus};
 use autodebit_domain::{ChargeId, Money};
 use autodebit_eventstore::{EventStore, ExpectedVersion, StreamAppend, Tx, Value};
@@ -169,9 +169,9 @@ async fn pass(platform: &Platform, providers: &Providers) -> anyhow::Result<usiz
     let claimed: Vec<(String, i64)> =
         rows.iter().filter_map(|r| Some((r.text(0)?.to_string(), r.i64(1).unwrap_or(0)))).collect();
     let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
-    let (each, v) = json_rows(tx.kind());
+    let each = tx.kind().json_rows(1);
     tx.execute(
-        &format!("UPDATE charger_refunds SET due_ms = $2 WHERE refund_id IN (SELECT {v}->>0 FROM {each})"),
+        &format!("UPDATE charger_refunds SET due_ms = $2 WHERE refund_id IN (SELECT value->>0 FROM {each})"),
         &[Value::from(keys_json(&ids)), Value::Int(now + LEASE.as_millis() as i64)],
     )
     .await?;
