@@ -191,6 +191,17 @@ async fn idempotent_signing_and_termination_stops_billing() {
     let mut different = req.clone();
     different.amount_per_cycle = Some(Money { minor_units: 991, currency: "CNY".into() });
     assert_eq!(c.sign_contract(authed(different, OPERATOR_KEY)).await.unwrap_err().code(), Code::AlreadyExists);
+    // Repeats sent at once: one contract, and every one of them gets it.
+    let mut raced = sign_request(&m, "p-race", 990);
+    raced.idempotency_key = "order-43".into();
+    let answers = futures::future::join_all((0..8).map(|_| {
+        let mut c = c.clone();
+        let req = authed(raced.clone(), OPERATOR_KEY);
+        async move { c.sign_contract(req).await.unwrap().into_inner().contract.unwrap().contract_id }
+    }))
+    .await;
+    assert!(answers.iter().all(|id| *id == answers[0]), "{answers:?}");
+    assert_ne!(answers[0], a.contract_id);
 
     let mut s = SchedulerServiceClient::new(ch.clone());
     eventually("the schedule", 30, || {

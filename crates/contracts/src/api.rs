@@ -186,10 +186,30 @@ impl ContractsService for ContractsApi {
             }
             expires_at = now.checked_add_signed(chrono::Duration::days(i64::from(plan.validity_days)));
         }
-        let id = match r.idempotency_key.as_str() {
-            "" => ContractId::generate(),
-            key => ContractId::from_idempotency_key(&merchant_id, key),
+        let key = r.idempotency_key.as_str();
+        // A repeated request with its idempotency key gets the original contract.
+        let repeated = async |id: ContractId| -> Result<Response<pb::SignContractResponse>, Status> {
+            let (c, v) = self.app.get(id).await.map_err(to_status)?;
+            let same = c.merchant_id == merchant_id
+                && c.payer_id == payer_id
+                && c.amount_per_cycle == amount
+                && c.cycle == cycle
+                && c.merchant_contract_code == r.merchant_contract_code
+                && c.plan_id == r.plan_id;
+            if same {
+                Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) }))
+            } else {
+                Err(Status::already_exists("idempotency_key was already used for a different contract"))
+            }
         };
+        if !key.is_empty() {
+            if let Some(id) = self.app.signed_under_key(&merchant_id, key).await.map_err(to_status)? {
+                return repeated(id).await;
+            }
+        }
+        // Generated, so time-ordered: contracts signed around the same time, and everything
+        // keyed by them (charges, notices, schedules), sit together in the indexes.
+        let id = ContractId::generate();
         let command = ContractCommand::Sign {
             contract_id: id,
             merchant_id: merchant_id.clone(),
@@ -200,24 +220,18 @@ impl ContractsService for ContractsApi {
             plan_id: r.plan_id.clone(),
             expires_at,
         };
-        match self.app.execute(id, None, command, &cause).await {
-            Ok((c, v)) => Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) })),
-            Err(AppError::Rule(ContractError::AlreadySigned) | AppError::Store(_)) if !r.idempotency_key.is_empty() => {
-                // A repeated request with its idempotency key gets the original contract.
-                let (c, v) = self.app.get(id).await.map_err(to_status)?;
-                let same = c.merchant_id == merchant_id
-                    && c.payer_id == payer_id
-                    && c.amount_per_cycle == amount
-                    && c.cycle == cycle
-                    && c.merchant_contract_code == r.merchant_contract_code
-                    && c.plan_id == r.plan_id;
-                if same {
-                    Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) }))
-                } else {
-                    Err(Status::already_exists("idempotency_key was already used for a different contract"))
-                }
-            }
-            Err(e) => Err(to_status(e)),
+        let signed = if key.is_empty() {
+            self.app.execute(id, None, command, &cause).await.map(Some)
+        } else {
+            self.app.sign_under_key(&merchant_id, key, id, command, &cause).await
+        };
+        match signed.map_err(to_status)? {
+            Some((c, v)) => Ok(Response::new(pb::SignContractResponse { contract: Some(to_pb(&c, v)) })),
+            // Another request with the key signed first, between the look and the write.
+            None => match self.app.signed_under_key(&merchant_id, key).await.map_err(to_status)? {
+                Some(id) => repeated(id).await,
+                None => Err(Status::aborted("idempotency_key is being used by a request that did not finish; retry")),
+            },
         }
     }
 

@@ -1,9 +1,9 @@
 //! Load, decide, append: the one place that coordinates the log, the contracts table and the
 //! contract rules.
-use autodebit_domain::ContractId;
 use autodebit_domain::contract::{
     self, Contract, ContractCommand, ContractError, ContractEvent, ContractState, ContractStatus,
 };
+use autodebit_domain::{ContractId, MerchantId};
 use autodebit_eventstore::{ExpectedVersion, StoreError, Tx, Value};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
@@ -58,6 +58,53 @@ impl Contracts {
             (Some(c), v) => Ok((c, v)),
             (None, _) => Err(AppError::NotFound(id)),
         }
+    }
+
+    /// The contract a sign request with this idempotency key signed, if one did. Contracts
+    /// signed before the keys were stored have the id derived from their key
+    /// (`ContractId::from_idempotency_key`), and are found by it.
+    pub async fn signed_under_key(&self, merchant: &MerchantId, key: &str) -> Result<Option<ContractId>, AppError> {
+        let rows = self
+            .platform
+            .store
+            .query(
+                "SELECT contract_id FROM contracts_idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2",
+                &[Value::from(merchant.as_str()), Value::from(key)],
+            )
+            .await?;
+        if let Some(raw) = rows.first().and_then(|r| r.text(0)) {
+            let id = ContractId::parse(raw)
+                .map_err(|e| StoreError::Invalid(format!("contracts_idempotency_keys holds {raw:?}: {e}")))?;
+            return Ok(Some(id));
+        }
+        let derived = ContractId::from_idempotency_key(merchant, key);
+        Ok(self.load(derived).await?.0.is_some().then_some(derived))
+    }
+
+    /// Signs contract `id` under an idempotency key, the key recorded in the same transaction.
+    /// `None`: the key was taken meanwhile, by a request that signed first.
+    pub async fn sign_under_key(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+        id: ContractId,
+        command: ContractCommand,
+        cause: &Cause,
+    ) -> Result<Option<(Contract, u64)>, AppError> {
+        let mut tx = self.platform.store.begin().await?;
+        let claimed = tx
+            .execute(
+                "INSERT INTO contracts_idempotency_keys (merchant_id, idempotency_key, contract_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+                &[Value::from(merchant.as_str()), Value::from(key), Value::from(id.to_string())],
+            )
+            .await?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let out = self.execute_in(&mut tx, id, None, command, cause).await?;
+        tx.commit().await?;
+        Ok(Some(out))
     }
 
     /// Runs a command against a contract in its own transaction.

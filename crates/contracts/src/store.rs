@@ -17,6 +17,17 @@ pub const MIGRATIONS: &[Migration] = &[
                    CREATE INDEX contracts_plans_merchant ON contracts_plans (merchant_id, plan_id);",
     },
     Migration::common(3, SIGNING_SESSIONS),
+    // The contract each idempotency key signed: contract ids are generated (time-ordered), so
+    // a repeated request finds its contract here rather than by deriving the id from the key.
+    Migration::common(
+        4,
+        "CREATE TABLE contracts_idempotency_keys (
+            merchant_id     TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            contract_id     TEXT NOT NULL,
+            PRIMARY KEY (merchant_id, idempotency_key)
+        );",
+    ),
 ];
 
 const TABLES: &str = "

@@ -72,8 +72,9 @@ impl ContractId {
         ContractId(Uuid::now_v7())
     }
 
-    /// The id a create with this idempotency key always gets, so a repeated request finds
-    /// the original contract instead of signing a second one.
+    /// The id a sign request with this idempotency key got before the keys were stored
+    /// (contracts now get generated ids, and the key is recorded with the contract): how a
+    /// repeated request still finds a contract signed then.
     pub fn from_idempotency_key(merchant: &MerchantId, key: &str) -> Self {
         let name = format!("contract\0{}\0{}", merchant.as_str(), key);
         ContractId(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
