@@ -29,10 +29,19 @@ impl AttemptStarter {
     }
 }
 
+/// A batch's attempts, worked out before its transaction: the events that start them, their
+/// rows, and the worker slots free for them.
+pub struct Starts {
+    appends: Vec<StreamAppend>,
+    rows: Vec<AttemptRow>,
+    slots: Vec<OwnedSemaphorePermit>,
+}
+
 impl Processor for AttemptStarter {
-    /// The worker's free slots, taken before the transaction: as many attempts as this are
+    /// Everything but the writes, done before the transaction opens, so that the one writer
+    /// is held only for them; with the worker's free slots, as many as there are attempts
     /// written already claimed.
-    type Prepared = Vec<OwnedSemaphorePermit>;
+    type Prepared = Starts;
 
     fn name(&self) -> &'static str {
         "charger.charges"
@@ -42,14 +51,7 @@ impl Processor for AttemptStarter {
         &["ChargeScheduled", "ChargeRetryScheduled"]
     }
 
-    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<OwnedSemaphorePermit>> {
-        Ok(self.dispatch.reserve(events.len()))
-    }
-
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], slots: Vec<OwnedSemaphorePermit>) -> anyhow::Result<()> {
-        // Left by a batch whose commit failed: its rows, if written after all, are found again
-        // when their lease runs out.
-        self.claimed.lock().expect("claimed attempts").clear();
+    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Starts> {
         let now = self.clock.now();
         let mut appends = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
@@ -85,6 +87,15 @@ impl Processor for AttemptStarter {
                 provider_contract_id: String::new(),
             });
         }
+        let slots = self.dispatch.reserve(rows.len());
+        Ok(Starts { appends, rows, slots })
+    }
+
+    async fn apply(&self, tx: &mut Tx, _: &[Decoded], starts: Starts) -> anyhow::Result<()> {
+        // Left by a batch whose commit failed: its rows, if written after all, are found again
+        // when their lease runs out.
+        self.claimed.lock().expect("claimed attempts").clear();
+        let Starts { appends, rows, slots } = starts;
         // A stream that moved on since (replayed events) keeps what it has; its row is not written.
         let outcomes = tx.append_each(&appends).await?;
         let mut started: Vec<AttemptRow> = rows

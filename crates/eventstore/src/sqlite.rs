@@ -42,6 +42,23 @@ const STREAMS_PER_LOOKUP: usize = 500;
 /// Rows per INSERT statement: 8 parameters each, well under SQLite's 32766 limit.
 const ROWS_PER_INSERT: usize = 1000;
 
+/// Turns off SQLite's memory statistics, process-wide, before its first connection: with them
+/// on, every allocation SQLite makes (a statement's sub-journal copies each page it touches)
+/// takes a global mutex to count itself, which the writer thread felt. Only possible before
+/// SQLite initialises; should a connection have been opened already, the setting stays as it
+/// was, which changes nothing but the speed.
+fn without_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called once, before this process opens any connection
+        // through this store; SQLite refuses it (SQLITE_MISUSE) if it has initialised already.
+        let rc = unsafe { libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(rc, "SQLite was initialised already; its memory statistics stay on");
+        }
+    });
+}
+
 #[derive(Clone)]
 pub(crate) struct Sqlite {
     /// Exactly one connection: every write goes through it, in order.
@@ -51,6 +68,7 @@ pub(crate) struct Sqlite {
 
 impl Sqlite {
     pub(crate) async fn open(url: &str, max_readers: u32, commits: tokio::sync::watch::Receiver<u64>) -> Result<Self> {
+        without_memory_statistics();
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

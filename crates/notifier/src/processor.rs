@@ -108,8 +108,57 @@ fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)
     })
 }
 
+/// One notice, worked out: its row in `notifier_notices` and the event that records it.
+struct Notice {
+    row: serde_json::Value,
+    append: StreamAppend,
+}
+
+/// The notice `d` calls for, told to `recipient` (and logged: the log channel's delivery).
+fn notice(
+    d: &Decoded,
+    kind: NoticeKind,
+    recipient: String,
+    contract_id: &str,
+    charge_id: &str,
+    text: String,
+    now: i64,
+) -> Notice {
+    // One notice per causing event, whatever happens: its id derives from the event's.
+    let notice_id = notice_id(contract_id, &d.meta.event_id);
+    tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
+    let row = serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text]);
+    let event = pb::Event {
+        kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
+            notice_id: notice_id.clone(),
+            kind: kind as i32,
+            channel: LOG_CHANNEL.into(),
+            recipient,
+            contract_id: contract_id.into(),
+            charge_id: charge_id.into(),
+            text,
+            recorded_at_ms: now,
+        })),
+    };
+    let append = StreamAppend {
+        stream: format!("notice-{notice_id}"),
+        expected: ExpectedVersion::NoStream,
+        events: vec![codec::encode(event, &Cause::of(d), now)],
+    };
+    Notice { row, append }
+}
+
+/// A batch's notices worked out before its transaction, one per event, as of `now`; `None`
+/// where the recipient is looked up inside it.
+pub struct Notices {
+    now: i64,
+    each: Vec<Option<Notice>>,
+}
+
 impl Processor for NoticeWriter {
-    type Prepared = ();
+    /// Everything but the writes, done before the transaction opens, so that the one writer is
+    /// held only for them.
+    type Prepared = Notices;
 
     fn name(&self) -> &'static str {
         "notifier.notices"
@@ -138,52 +187,43 @@ impl Processor for NoticeWriter {
         notice_for(kind).is_some()
     }
 
-    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
-        Ok(())
+    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Notices> {
+        let now = self.clock.now_ms();
+        let each = events
+            .iter()
+            .map(|d| {
+                let (kind, recipient, contract_id, charge_id, text) = notice_for(&d.kind)?;
+                (!recipient.is_empty())
+                    .then(|| notice(d, kind, recipient.to_string(), contract_id, charge_id, text, now))
+            })
+            .collect();
+        Ok(Notices { now, each })
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
-        let now = self.clock.now_ms();
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], notices: Notices) -> anyhow::Result<()> {
+        let Notices { now, each } = notices;
         let mut appends = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
-        for d in events {
-            let Some((kind, recipient, contract_id, charge_id, text)) = notice_for(&d.kind) else { continue };
-            // One notice per causing event, whatever happens: its id derives from the event's.
-            let notice_id = notice_id(contract_id, &d.meta.event_id);
-            // A termination names no payer: the contract's payer is the one its signing notice
-            // went to.
-            let recipient = if recipient.is_empty() {
-                // It may be among the notices of this batch.
-                insert_notices(tx, std::mem::take(&mut rows), now).await?;
-                let rows = tx
-                    .query(
-                        "SELECT recipient FROM notifier_notices WHERE contract_id = $1 AND kind = $2",
-                        &[Value::from(contract_id), Value::Int(NoticeKind::ContractSigned as i64)],
-                    )
-                    .await?;
-                rows.first().and_then(|r| r.text(0)).unwrap_or_default().to_string()
-            } else {
-                recipient.to_string()
+        for (d, ready) in events.iter().zip(each) {
+            let n = match ready {
+                Some(n) => n,
+                None => {
+                    let Some((kind, _, contract_id, charge_id, text)) = notice_for(&d.kind) else { continue };
+                    // A termination names no payer: the contract's payer is the one its
+                    // signing notice went to, which may be among the notices of this batch.
+                    insert_notices(tx, std::mem::take(&mut rows), now).await?;
+                    let found = tx
+                        .query(
+                            "SELECT recipient FROM notifier_notices WHERE contract_id = $1 AND kind = $2",
+                            &[Value::from(contract_id), Value::Int(NoticeKind::ContractSigned as i64)],
+                        )
+                        .await?;
+                    let recipient = found.first().and_then(|r| r.text(0)).unwrap_or_default().to_string();
+                    notice(d, kind, recipient, contract_id, charge_id, text, now)
+                }
             };
-            tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
-            rows.push(serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text]));
-            let event = pb::Event {
-                kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
-                    notice_id: notice_id.clone(),
-                    kind: kind as i32,
-                    channel: LOG_CHANNEL.into(),
-                    recipient,
-                    contract_id: contract_id.into(),
-                    charge_id: charge_id.into(),
-                    text,
-                    recorded_at_ms: now,
-                })),
-            };
-            appends.push(StreamAppend {
-                stream: format!("notice-{notice_id}"),
-                expected: ExpectedVersion::NoStream,
-                events: vec![codec::encode(event, &Cause::of(d), now)],
-            });
+            rows.push(n.row);
+            appends.push(n.append);
         }
         insert_notices(tx, rows, now).await?;
         if !appends.is_empty() {
