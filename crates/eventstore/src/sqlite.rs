@@ -36,9 +36,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     postgres: "",
 }];
 
-/// Streams whose versions one lookup reads.
-const STREAMS_PER_LOOKUP: usize = 500;
-
 /// Rows per INSERT statement: 8 parameters each, well under SQLite's 32766 limit.
 const ROWS_PER_INSERT: usize = 1000;
 
@@ -247,19 +244,20 @@ pub(crate) async fn write_batch(
     let mut streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
+    // Each stream's last version, by one seek to its last entry in the stream index; the names
+    // go in as one JSON array (a parameter each would cost SQLite more than the seeks).
     let mut current: HashMap<String, u64> = HashMap::with_capacity(streams.len());
-    for chunk in streams.chunks(STREAMS_PER_LOOKUP) {
-        let sql = format!(
-            "SELECT stream, MAX(version) FROM events WHERE stream IN ({}) GROUP BY stream",
-            vec!["?"; chunk.len()].join(",")
-        );
-        let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for (stream, v) in q.fetch_all(&mut *conn).await? {
-            current.insert(stream, v as u64);
-        }
+    let names = serde_json::to_string(&streams).map_err(|e| StoreError::Invalid(format!("stream names: {e}")))?;
+    let found = sqlx::query_as::<_, (String, i64)>(
+        "SELECT stream, version FROM (SELECT value AS stream,
+           (SELECT version FROM events WHERE stream = value ORDER BY version DESC LIMIT 1) AS version
+         FROM json_each(?1)) WHERE version IS NOT NULL",
+    )
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (stream, v) in found {
+        current.insert(stream, v as u64);
     }
     let mut outcomes = assign_versions(appends, &mut current);
     if all_or_nothing {
