@@ -202,10 +202,10 @@ impl ContractsService for ContractsApi {
                 Err(Status::already_exists("idempotency_key was already used for a different contract"))
             }
         };
-        if !key.is_empty() {
-            if let Some(id) = self.app.signed_under_key(&merchant_id, key).await.map_err(to_status)? {
-                return repeated(id).await;
-            }
+        if !key.is_empty()
+            && let Some(id) = self.app.signed_under_key(&merchant_id, key).await.map_err(to_status)?
+        {
+            return repeated(id).await;
         }
         // Generated, so time-ordered: contracts signed around the same time, and everything
         // keyed by them (charges, notices, schedules), sit together in the indexes.

@@ -49,7 +49,8 @@ fn without_memory_statistics() {
     ONCE.call_once(|| {
         // SAFETY: `sqlite3_config` is called once, before this process opens any connection
         // through this store; SQLite refuses it (SQLITE_MISUSE) if it has initialised already.
-        let rc = unsafe { libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        let rc =
+            unsafe { libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
         if rc != libsqlite3_sys::SQLITE_OK {
             tracing::debug!(rc, "SQLite was initialised already; its memory statistics stay on");
         }
