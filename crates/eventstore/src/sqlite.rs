@@ -80,7 +80,11 @@ impl Sqlite {
             .pragma("journal_size_limit", "67108864");
         // The writer never checkpoints: copying the WAL into the database happens on a
         // connection of its own, beside the writer rather than inside its commits.
+        // No health check before each use (sqlx pings by default): a connection here is a
+        // thread of this process, not a socket that may have died, and the ping is a round trip
+        // to that thread on every acquire — every query and transaction.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(300))
@@ -91,6 +95,7 @@ impl Sqlite {
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
         spawn_checkpointer(checkpointer, writer.clone(), commits);
         let readers = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(max_readers.max(2))
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.read_only(true))
