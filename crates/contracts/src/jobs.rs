@@ -68,7 +68,8 @@ pub async fn run_once(app: &Contracts, zombies: &ZombiePolicy) -> anyhow::Result
             "SELECT contract_id, CASE WHEN last_success_at_ms > signed_at_ms THEN last_success_at_ms ELSE signed_at_ms END
              FROM contracts_contracts
              WHERE state = 'active' AND zombie_flagged_at_ms = 0
-               AND signed_at_ms <= $1 AND last_success_at_ms <= $1 LIMIT $2",
+               AND (CASE WHEN last_success_at_ms > signed_at_ms THEN last_success_at_ms ELSE signed_at_ms END) <= $1
+             LIMIT $2",
             &[Value::Int(now.saturating_sub(idle_ms)), Value::Int(BATCH)],
         )
         .await?;
