@@ -63,6 +63,8 @@ pub async fn run_once(app: &Contracts, zombies: &ZombiePolicy) -> anyhow::Result
         changed += act(app, row.text(0), ContractCommand::Expire).await?;
     }
 
+    // The WHERE's expression is the one `contracts_contracts_idle` (migration 5) indexes,
+    // word for word: written otherwise, the planner cannot use that index.
     let idle = store
         .query(
             "SELECT contract_id, CASE WHEN last_success_at_ms > signed_at_ms THEN last_success_at_ms ELSE signed_at_ms END
