@@ -1,5 +1,9 @@
-//! Compiles every proto under `proto/` and a descriptor set for server reflection.
+//! Compiles every proto under `proto/` with protox (a protobuf compiler in Rust, so the build
+//! needs no `protoc`) and writes the descriptor set that server reflection and `autodebit call`
+//! read.
 use std::path::PathBuf;
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
@@ -11,8 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("autodebit_descriptor.bin"))
-        .compile_protos(&files, &[root])?;
+    let fds = protox::compile(&files, [&root])?;
+    std::fs::write(out.join("autodebit_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }
