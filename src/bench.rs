@@ -656,7 +656,10 @@ mod charges {
         // Timed: a month and a day pass at once; each contract's notice goes out, then its charge.
         let pb = bar(a.contracts as u64, "settled");
         let started = Instant::now();
-        admin.advance_clock(AdvanceClockRequest { seconds: 32 * 86_400 }).await.context("advancing the clock")?;
+        admin
+            .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, operator_key)?)
+            .await
+            .context("advancing the clock")?;
         if a.trace {
             pb.suspend(|| eprintln!("the clock moved in {} ms", started.elapsed().as_millis()));
         }

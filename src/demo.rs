@@ -226,18 +226,28 @@ async fn drive(
     wait_for("schedules", Duration::from_secs(120), || {
         let mut s = scheduler.clone();
         async move {
-            Ok(s.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().active_schedules >= signed)
+            Ok(s.get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
+                .await?
+                .into_inner()
+                .active_schedules
+                >= signed)
         }
     })
     .await?;
 
     let pb = bar(u64::from(args.days), "days");
     for _ in 0..args.days {
-        admin.advance_clock(AdvanceClockRequest { seconds: 86_400 }).await?;
+        admin.advance_clock(authed(AdvanceClockRequest { seconds: 86_400 }, operator_key)?).await?;
         // Let each day's charges be issued before the next, as a real day would.
         wait_for("due charges", Duration::from_secs(120), || {
             let mut s = scheduler.clone();
-            async move { Ok(s.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().due_timers == 0) }
+            async move {
+                Ok(s.get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
+                    .await?
+                    .into_inner()
+                    .due_timers
+                    == 0)
+            }
         })
         .await?;
         pb.inc(1);
@@ -249,8 +259,12 @@ async fn drive(
     let mut stable = 0;
     let mut summary: GetSummaryResponse;
     loop {
-        let due = scheduler.get_scheduler_status(GetSchedulerStatusRequest {}).await?.into_inner().due_timers;
-        summary = analytics.get_summary(GetSummaryRequest {}).await?.into_inner();
+        let due = scheduler
+            .get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
+            .await?
+            .into_inner()
+            .due_timers;
+        summary = analytics.get_summary(authed(GetSummaryRequest {}, operator_key)?).await?.into_inner();
         let events = store.count().await? as u64;
         let ended = summary.charges_succeeded + summary.charges_failed + summary.charges_rejected;
         if due == 0 && summary.events_projected == events && ended == summary.charges_scheduled {

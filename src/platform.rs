@@ -78,8 +78,9 @@ pub struct PlatformArgs {
     /// Provider calls per second at most, 0 for no limit (WeChat Pay allows 150 for deductions).
     #[arg(long, default_value_t = 0)]
     pub provider_qps: u32,
-    /// The key operator calls (merchant reviews, imports) authenticate with. When absent a
-    /// random one is made and logged at start.
+    /// The key operator calls (merchant reviews, imports, the test clock) authenticate with.
+    /// When absent a random one is made and written to a file only its owner can read (the
+    /// file's path is logged; the key never is).
     #[arg(long, env = "AUTODEBIT_OPERATOR_KEY", hide_env_values = true)]
     pub operator_key: Option<String>,
     /// The address payers reach the HTTP listener at (authorization page URLs start with it);
@@ -137,12 +138,7 @@ impl Default for ContractsArgs {
 }
 
 impl ContractsArgs {
-    fn config(
-        &self,
-        operator_key: String,
-        public_url: String,
-        session_minutes: u64,
-    ) -> anyhow::Result<autodebit_contracts::ContractsConfig> {
+    fn config(&self, public_url: String, session_minutes: u64) -> anyhow::Result<autodebit_contracts::ContractsConfig> {
         let mut industries = autodebit_domain::merchant::IndustryPolicy::default();
         if !self.admitted_industries.is_empty() {
             industries.admitted = self.admitted_industries.clone();
@@ -164,7 +160,6 @@ impl ContractsArgs {
         };
         let day = 86_400;
         Ok(autodebit_contracts::ContractsConfig {
-            operator_key,
             industries,
             zombies: autodebit_contracts::ZombiePolicy {
                 idle_after: std::time::Duration::from_secs(self.zombie_after_days * day),
@@ -179,18 +174,21 @@ impl ContractsArgs {
 }
 
 impl PlatformArgs {
-    /// The operator key, made up (and logged, so the operator can use it) when none was given.
-    pub fn operator_key(&self) -> String {
-        self.operator_key.clone().unwrap_or_else(|| {
-            let key = format!("op_{}", uuid::Uuid::new_v4().simple());
-            tracing::warn!(operator_key = %key, "no --operator-key given; generated one for this run");
-            key
-        })
+    /// The operator key. When none was given one is made up and written to `dir/operator-key`
+    /// (mode 0600), whose path is logged: the key itself never reaches a log.
+    pub fn operator_key(&self, dir: &std::path::Path) -> anyhow::Result<String> {
+        if let Some(key) = &self.operator_key {
+            return Ok(key.clone());
+        }
+        let key = format!("op_{}", uuid::Uuid::new_v4().simple());
+        let path = dir.join("operator-key");
+        write_secret(&path, &key).with_context(|| format!("writing the operator key to {}", path.display()))?;
+        tracing::warn!(path = %path.display(), "no --operator-key given; generated one for this run and wrote it to this file");
+        Ok(key)
     }
 
     pub fn charger(&self) -> anyhow::Result<ChargerConfig> {
         Ok(ChargerConfig {
-            operator_key: String::new(),
             wechatpay: Vec::new(),
             simulator: SimulatorConfig {
                 seed: self.simulator_seed,
@@ -205,6 +203,26 @@ impl PlatformArgs {
             provider_qps: self.provider_qps,
         })
     }
+}
+
+/// Where a generated operator key is written: beside the SQLite file, or the temporary
+/// directory for a database elsewhere.
+fn secrets_dir(url: &str) -> std::path::PathBuf {
+    url.strip_prefix("sqlite://")
+        .and_then(|path| std::path::Path::new(path).parent())
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.to_path_buf())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Writes `secret` to `path`, readable and writable by its owner only.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")
 }
 
 /// How long in-flight calls may run on after a shutdown signal.
@@ -257,9 +275,7 @@ pub async fn start(
     let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
     let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-    let takes_merchant_calls =
-        services.iter().any(|s| matches!(s, Service::Contracts | Service::Scheduler | Service::Charger));
-    let operator_key = if takes_merchant_calls { options.operator_key() } else { String::new() };
+    let operator_key = options.operator_key(&secrets_dir(url))?;
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)
         .map_err(|e| anyhow::anyhow!("--charge-window {e}"))?;
     // Merchants that sign and charge through WeChat Pay: the contracts service offers WeChat
@@ -272,24 +288,16 @@ pub async fn start(
     for s in services {
         components.push(match s {
             Service::Contracts => {
-                let config = options.contracts.config(
-                    operator_key.clone(),
-                    public_url.clone(),
-                    options.signing_session_minutes,
-                )?;
+                let config = options.contracts.config(public_url.clone(), options.signing_session_minutes)?;
                 let config = autodebit_contracts::ContractsConfig { wechatpay: wechatpay.clone(), ..config };
                 autodebit_contracts::start(&platform, config).await?
             }
             Service::Scheduler => {
-                let config = autodebit_scheduler::SchedulerConfig { operator_key: operator_key.clone(), window };
+                let config = autodebit_scheduler::SchedulerConfig { window };
                 autodebit_scheduler::start(&platform, config).await?
             }
             Service::Charger => {
-                let config = autodebit_charger::ChargerConfig {
-                    operator_key: operator_key.clone(),
-                    wechatpay: wechatpay.clone(),
-                    ..options.charger()?
-                };
+                let config = autodebit_charger::ChargerConfig { wechatpay: wechatpay.clone(), ..options.charger()? };
                 autodebit_charger::start(&platform, config).await?
             }
             Service::Notifier => autodebit_notifier::start(&platform).await?,
@@ -300,7 +308,7 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn({
             let p = platform.clone();
-            async move { autodebit_runtime::grpc::serve(grpc, &p, components).await }
+            async move { autodebit_runtime::grpc::serve(grpc, &p, components, &operator_key).await }
         }),
         tokio::spawn({
             let p = platform.clone();

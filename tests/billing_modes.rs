@@ -49,7 +49,7 @@ async fn schedule(ch: &Channel, contract: &str) -> Schedule {
         let (ch, id) = (ch.clone(), id.clone());
         async move {
             SchedulerServiceClient::new(ch)
-                .get_schedule(GetScheduleRequest { contract_id: id })
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
                 .await
                 .ok()?
                 .into_inner()
@@ -61,7 +61,7 @@ async fn schedule(ch: &Channel, contract: &str) -> Schedule {
 
 async fn charge(ch: &Channel, id: &str) -> Option<Charge> {
     let req = GetChargeRequest { charge_id: id.to_string() };
-    ChargerServiceClient::new(ch.clone()).get_charge(req).await.ok()?.into_inner().charge
+    ChargerServiceClient::new(ch.clone()).get_charge(crate::support::op(req)).await.ok()?.into_inner().charge
 }
 
 async fn settled(ch: &Channel, id: &str) -> Charge {
@@ -77,13 +77,20 @@ fn usage_charge(contract: &str, period: u32) -> String {
 
 async fn notices(ch: &Channel, contract: &str, kind: NoticeKind) -> Vec<Notice> {
     let req = ListNoticesRequest { contract_id: contract.into() };
-    let all = NotifierServiceClient::new(ch.clone()).list_notices(req).await.unwrap().into_inner().notices;
+    let all = NotifierServiceClient::new(ch.clone())
+        .list_notices(crate::support::op(req))
+        .await
+        .unwrap()
+        .into_inner()
+        .notices;
     all.into_iter().filter(|n| n.kind == kind as i32).collect()
 }
 
 async fn now_ms(ch: &Channel) -> i64 {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
-    let status = SchedulerServiceClient::new(ch.clone()).get_scheduler_status(GetSchedulerStatusRequest {}).await;
+    let status = SchedulerServiceClient::new(ch.clone())
+        .get_scheduler_status(crate::support::op(GetSchedulerStatusRequest {}))
+        .await;
     status.unwrap().into_inner().now_ms
 }
 

@@ -170,7 +170,7 @@ async fn contract_until(
 
 async fn advance_days(channel: &Channel, days: i64) {
     AdminServiceClient::new(channel.clone())
-        .advance_clock(AdvanceClockRequest { seconds: days * DAY_SECS })
+        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: days * DAY_SECS }))
         .await
         .unwrap();
 }
@@ -355,7 +355,7 @@ async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend
     assert_eq!(me.merchant.unwrap().merchant_id, fid);
     refused(
         m.get_merchant(authed(GetMerchantRequest { merchant_id: first.merchant_id.clone() }, &key)).await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "",
     );
     refused(m.get_merchant(GetMerchantRequest { merchant_id: fid.clone() }).await, Code::Unauthenticated, "");
@@ -586,7 +586,7 @@ async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
     // Another merchant's plan is not readable; the operator reads any.
     refused(
         plans.get_plan(authed(GetPlanRequest { plan_id: first.plan_id.clone() }, &b.api_key)).await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "",
     );
     plans.get_plan(authed(GetPlanRequest { plan_id: first.plan_id.clone() }, OPERATOR_KEY)).await.unwrap();
@@ -638,15 +638,12 @@ async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) 
     let theirs = sign(&ch, theirs_req).await;
     let id = theirs.contract_id.clone();
 
-    refused(c.get_contract(by_id(&id, &a.api_key)).await, Code::PermissionDenied, "");
-    refused(c.terminate_contract(terminate(&id, &a.api_key)).await, Code::PermissionDenied, "");
-    refused(c.suspend_contract(suspend(&id, "not yours", None, &a.api_key)).await, Code::PermissionDenied, "");
-    refused(c.resume_contract(resume(&id, &a.api_key)).await, Code::PermissionDenied, "");
-    refused(
-        c.modify_contract(modify(&id, 500, Cycle::Unspecified, None, &a.api_key)).await,
-        Code::PermissionDenied,
-        "",
-    );
+    // Another merchant's contract is answered as one that does not exist.
+    refused(c.get_contract(by_id(&id, &a.api_key)).await, Code::NotFound, "");
+    refused(c.terminate_contract(terminate(&id, &a.api_key)).await, Code::NotFound, "");
+    refused(c.suspend_contract(suspend(&id, "not yours", None, &a.api_key)).await, Code::NotFound, "");
+    refused(c.resume_contract(resume(&id, &a.api_key)).await, Code::NotFound, "");
+    refused(c.modify_contract(modify(&id, 500, Cycle::Unspecified, None, &a.api_key)).await, Code::NotFound, "");
     // B's own code is not found among A's.
     refused(
         c.get_contract(authed(
@@ -960,7 +957,12 @@ async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
     let notifier = NotifierServiceClient::new(ch.clone());
     let notices = |id: String| {
         let mut n = notifier.clone();
-        async move { n.list_notices(ListNoticesRequest { contract_id: id }).await.ok().map(|r| r.into_inner().notices) }
+        async move {
+            n.list_notices(crate::support::op(ListNoticesRequest { contract_id: id }))
+                .await
+                .ok()
+                .map(|r| r.into_inner().notices)
+        }
     };
     // The notifier is following: the signing notice is there.
     eventually("the signing notice", 10, || {
@@ -1025,7 +1027,12 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
             let mut charger = charger.clone();
             let charge = charge.clone();
             async move {
-                let ch = charger.get_charge(GetChargeRequest { charge_id: charge }).await.ok()?.into_inner().charge?;
+                let ch = charger
+                    .get_charge(crate::support::op(GetChargeRequest { charge_id: charge }))
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .charge?;
                 (ch.state == ChargeState::Failed as i32).then_some(())
             }
         })
@@ -1049,7 +1056,12 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
         let mut s = scheduler.clone();
         let id = id.clone();
         async move {
-            let sch = s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?.into_inner().schedule?;
+            let sch = s
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()?
+                .into_inner()
+                .schedule?;
             (!sch.active).then_some(())
         }
     })
@@ -1057,7 +1069,10 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
     advance_days(&ch, 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut charger = charger.clone();
-    let err = charger.get_charge(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }).await.unwrap_err();
+    let err = charger
+        .get_charge(crate::support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(get(&ch, &id).await.state, ContractState::Suspended as i32);
 }
@@ -1101,14 +1116,17 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     let signed = sign(&ch, planless(&m, "payer-back", 1_500, Cycle::Monthly)).await;
     let id = signed.contract_id.clone();
     let nudge = || async {
-        AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds: 1 }).await.unwrap();
+        AdminServiceClient::new(ch.clone())
+            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 1 }))
+            .await
+            .unwrap();
     };
 
     // Suspended (so neither charged nor flagged) for half a year, then resumed: idle, flagged.
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
     AdminServiceClient::new(ch.clone())
-        .advance_clock(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 })
+        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 }))
         .await
         .unwrap();
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
@@ -1125,7 +1143,12 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         let mut charger = charger.clone();
         let sixth = sixth.clone();
         async move {
-            let ch = charger.get_charge(GetChargeRequest { charge_id: sixth }).await.ok()?.into_inner().charge?;
+            let ch = charger
+                .get_charge(crate::support::op(GetChargeRequest { charge_id: sixth }))
+                .await
+                .ok()?
+                .into_inner()
+                .charge?;
             (ch.state == ChargeState::Succeeded as i32).then_some(())
         }
     })

@@ -36,7 +36,8 @@ async fn refunds_are_bounded_idempotent_and_the_merchants_own(backend: Backend) 
         let mut c = charger.clone();
         let id = id.clone();
         async move {
-            let got = c.get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge?;
+            let got =
+                c.get_charge(crate::support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
             (got.state == ChargeState::Succeeded as i32).then_some(())
         }
     })
@@ -82,7 +83,8 @@ async fn refunds_are_bounded_idempotent_and_the_merchants_own(backend: Backend) 
         let mut c = charger.clone();
         let id = id.clone();
         async move {
-            let got = c.get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge?;
+            let got =
+                c.get_charge(crate::support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
             (got.refunded.as_ref()?.minor_units == 1_700).then_some(got)
         }
     })

@@ -171,7 +171,7 @@ async fn bad_input_unknown_ids_and_version_conflicts() {
     assert_eq!(err.code(), Code::FailedPrecondition, "termination is final");
 
     let mut admin = AdminServiceClient::new(p.channel().await);
-    let err = admin.advance_clock(AdvanceClockRequest { seconds: 0 }).await.unwrap_err();
+    let err = admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 0 })).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("seconds"));
 }
@@ -207,7 +207,7 @@ async fn idempotent_signing_and_termination_stops_billing() {
     eventually("the schedule", 30, || {
         let mut s = s.clone();
         let id = a.contract_id.clone();
-        async move { s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok() }
+        async move { s.get_schedule(crate::support::op(GetScheduleRequest { contract_id: id })).await.ok() }
     })
     .await;
     c.terminate_contract(authed(
@@ -225,15 +225,24 @@ async fn idempotent_signing_and_termination_stops_billing() {
         let mut s = s.clone();
         let id = a.contract_id.clone();
         async move {
-            let sch = s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?.into_inner().schedule?;
+            let sch = s
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()?
+                .into_inner()
+                .schedule?;
             (!sch.active).then_some(())
         }
     })
     .await;
     let mut admin = AdminServiceClient::new(ch.clone());
-    admin.advance_clock(AdvanceClockRequest { seconds: 90 * 86_400 }).await.unwrap();
+    admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 90 * 86_400 })).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let sch = s.get_schedule(GetScheduleRequest { contract_id: a.contract_id.clone() }).await.unwrap().into_inner();
+    let sch = s
+        .get_schedule(crate::support::op(GetScheduleRequest { contract_id: a.contract_id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(sch.schedule.unwrap().next_period, 1, "a terminated contract is never charged");
 }
 
@@ -281,7 +290,7 @@ async fn health_reflection_http_and_restart() {
 
     // Without --test-clock the clock cannot be moved.
     let mut admin = AdminServiceClient::new(ch.clone());
-    assert_eq!(admin.get_clock(GetClockRequest {}).await.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(admin.get_clock(crate::support::op(GetClockRequest {})).await.unwrap_err().code(), Code::Unimplemented);
 
     assert_eq!(http_get(p.http, "/healthz").0, 200);
     assert_eq!(http_get(p.http, "/readyz").0, 200);

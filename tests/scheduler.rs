@@ -31,7 +31,7 @@ async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_p
 
 async fn get_charge(ch: &Channel, id: &str) -> Option<autodebit_proto::charger::v1::Charge> {
     let req = GetChargeRequest { charge_id: id.to_string() };
-    ChargerServiceClient::new(ch.clone()).get_charge(req).await.ok()?.into_inner().charge
+    ChargerServiceClient::new(ch.clone()).get_charge(crate::support::op(req)).await.ok()?.into_inner().charge
 }
 
 /// Waits for the scheduler to have taken in a freshly signed contract.
@@ -39,7 +39,12 @@ async fn known(ch: &Channel, contract: &str) {
     use autodebit_proto::scheduler::v1::GetScheduleRequest;
     eventually("the scheduler to know the contract", 20, || {
         let (ch, id) = (ch.clone(), contract.to_string());
-        async move { SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok() }
+        async move {
+            SchedulerServiceClient::new(ch)
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()
+        }
     })
     .await;
 }
@@ -70,7 +75,10 @@ fn start(dir: &tempfile::TempDir, declines: &str, hard_declines: &str) -> Proces
 }
 
 async fn advance(ch: &Channel, seconds: i64) {
-    AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds }).await.unwrap();
+    AdminServiceClient::new(ch.clone())
+        .advance_clock(crate::support::op(AdvanceClockRequest { seconds }))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -145,7 +153,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     eventually("analytics to count refusals", 20, || {
         let mut a = analytics.clone();
         async move {
-            let s = a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner();
+            let s = a.get_summary(crate::support::op(GetSummaryRequest {})).await.ok()?.into_inner();
             // Every issued charge reaches an outcome, refusals included.
             (s.charges_rejected >= 5
                 && s.charges_scheduled == s.charges_succeeded + s.charges_failed + s.charges_rejected)

@@ -202,7 +202,7 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
     let other = onboard(&ch, "91330100MA2EXP0002").await;
     let s = open(&ch, &m, "payer-x", "device-x", "192.0.2.30").await;
     let mut admin = AdminServiceClient::new(ch.clone());
-    admin.advance_clock(AdvanceClockRequest { seconds: 11 * 60 }).await.unwrap();
+    admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 11 * 60 })).await.unwrap();
     eventually("the session to expire", 20, || {
         let ch = ch.clone();
         let (m, id) = (&m, s.session_id.clone());
@@ -229,7 +229,8 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
     }
     let err =
         c.create_signing_session(authed(session_request(&m, "p", "d", "192.0.2.1"), &other.api_key)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "another merchant's plan");
+    assert_eq!(err.code(), Code::InvalidArgument, "another merchant's plan is as good as missing");
+    assert!(err.message().starts_with("plan_id"), "{}", err.message());
     let err = c.create_signing_session(session_request(&m, "p", "d", "192.0.2.1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     // A merchant contract code already in use cannot be signed again.
@@ -243,5 +244,5 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
         .get_signing_session(authed(GetSigningSessionRequest { session_id: s.session_id.clone() }, &other.api_key))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
 }

@@ -159,7 +159,12 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     let schedule = eventually("the contract's schedule", 30, || {
         let mut s = scheduler.clone();
         let id = id.clone();
-        async move { s.get_schedule(GetScheduleRequest { contract_id: id }).await.ok().map(|r| r.into_inner()) }
+        async move {
+            s.get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        }
     })
     .await
     .schedule
@@ -170,7 +175,8 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     // Nothing is charged before the cycle ends.
     let mut charger = ChargerServiceClient::new(e.charger.clone());
     let first = charge_id(&id, 1);
-    let early = charger.get_charge(GetChargeRequest { charge_id: first.clone() }).await.unwrap_err();
+    let early =
+        charger.get_charge(crate::support::op(GetChargeRequest { charge_id: first.clone() })).await.unwrap_err();
     assert_eq!(early.code(), tonic::Code::NotFound);
 
     // One cycle later — its pre-debit notice a day before — the charge has succeeded.
@@ -179,7 +185,12 @@ pub async fn sign_advance_charge(e: &Endpoints) {
         let mut c = charger.clone();
         let first = first.clone();
         async move {
-            let ch = c.get_charge(GetChargeRequest { charge_id: first }).await.ok()?.into_inner().charge?;
+            let ch = c
+                .get_charge(crate::support::op(GetChargeRequest { charge_id: first }))
+                .await
+                .ok()?
+                .into_inner()
+                .charge?;
             (ch.state == ChargeState::Succeeded as i32).then_some(ch)
         }
     })
@@ -190,14 +201,15 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     assert!(!charge.provider_transaction_id.is_empty());
     // Exactly one period was due.
     let next = scheduler
-        .get_schedule(GetScheduleRequest { contract_id: id.clone() })
+        .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id.clone() }))
         .await
         .unwrap()
         .into_inner()
         .schedule
         .unwrap();
     assert_eq!(next.next_period, 2);
-    let second = charger.get_charge(GetChargeRequest { charge_id: charge_id(&id, 2) }).await.unwrap_err();
+    let second =
+        charger.get_charge(crate::support::op(GetChargeRequest { charge_id: charge_id(&id, 2) })).await.unwrap_err();
     assert_eq!(second.code(), tonic::Code::NotFound);
 
     // Analytics counts it.
@@ -205,7 +217,7 @@ pub async fn sign_advance_charge(e: &Endpoints) {
     let summary = eventually("analytics to count the charge", 30, || {
         let mut a = analytics.clone();
         async move {
-            let s = a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner();
+            let s = a.get_summary(crate::support::op(GetSummaryRequest {})).await.ok()?.into_inner();
             (s.charges_succeeded == 1).then_some(s)
         }
     })
@@ -221,7 +233,12 @@ pub async fn sign_advance_charge(e: &Endpoints) {
         let mut n = notifier.clone();
         let id = id.clone();
         async move {
-            let list = n.list_notices(ListNoticesRequest { contract_id: id }).await.ok()?.into_inner().notices;
+            let list = n
+                .list_notices(crate::support::op(ListNoticesRequest { contract_id: id }))
+                .await
+                .ok()?
+                .into_inner()
+                .notices;
             (list.len() == 3).then_some(list)
         }
     })
@@ -238,14 +255,17 @@ pub async fn sign_advance_charge(e: &Endpoints) {
 pub async fn advance_to(ch: &Channel, at_ms: i64) {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
     let now = SchedulerServiceClient::new(ch.clone())
-        .get_scheduler_status(GetSchedulerStatusRequest {})
+        .get_scheduler_status(crate::support::op(GetSchedulerStatusRequest {}))
         .await
         .unwrap()
         .into_inner()
         .now_ms;
     let seconds = (at_ms - now + 999).div_euclid(1000);
     if seconds > 0 {
-        AdminServiceClient::new(ch.clone()).advance_clock(AdvanceClockRequest { seconds }).await.unwrap();
+        AdminServiceClient::new(ch.clone())
+            .advance_clock(crate::support::op(AdvanceClockRequest { seconds }))
+            .await
+            .unwrap();
     }
 }
 
@@ -255,7 +275,7 @@ pub async fn advance_to(ch: &Channel, at_ms: i64) {
 pub async fn bill_next_period(ch: &Channel, contract_id: &str) -> u32 {
     let schedule = |ch: Channel, id: String| async move {
         SchedulerServiceClient::new(ch)
-            .get_schedule(GetScheduleRequest { contract_id: id })
+            .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
             .await
             .ok()?
             .into_inner()
@@ -287,7 +307,10 @@ pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
     eventually("the schedule to stop", 30, || {
         let (ch, id) = (ch.clone(), contract_id.to_string());
         async move {
-            let s = SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?;
+            let s = SchedulerServiceClient::new(ch)
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()?;
             s.into_inner().schedule.filter(|s| !s.active).map(|_| ())
         }
     })
@@ -300,7 +323,10 @@ pub async fn wait_billing(ch: &Channel, contract_id: &str) {
     eventually("the schedule to bill again", 30, || {
         let (ch, id) = (ch.clone(), contract_id.to_string());
         async move {
-            let s = SchedulerServiceClient::new(ch).get_schedule(GetScheduleRequest { contract_id: id }).await.ok()?;
+            let s = SchedulerServiceClient::new(ch)
+                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()?;
             s.into_inner().schedule.filter(|s| s.active).map(|_| ())
         }
     })

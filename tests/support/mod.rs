@@ -195,3 +195,14 @@ impl MockWechatpay {
         MockWechatpay(child, addr)
     }
 }
+
+/// The operator key every test process is started with.
+pub const OPERATOR: &str = "test-operator-key";
+
+/// A request made with the operator key (the operator reads everything and moves the test
+/// clock).
+pub fn op<T>(message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {OPERATOR}").parse().unwrap());
+    req
+}

@@ -1,6 +1,8 @@
 //! gRPC handlers of analytics.
+use autodebit_eventstore::Value;
 use autodebit_proto::analytics::v1::{self as pb, analytics_service_server::AnalyticsService};
 use autodebit_runtime::Platform;
+use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::grpc::store_error;
 use tonic::{Request, Response, Status};
 
@@ -16,11 +18,23 @@ impl AnalyticsApi {
 
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
-    async fn get_summary(&self, _: Request<pb::GetSummaryRequest>) -> Result<Response<pb::GetSummaryResponse>, Status> {
+    /// The operator's summary covers the platform; a merchant's, only its own contracts,
+    /// charges and notices.
+    async fn get_summary(
+        &self,
+        req: Request<pb::GetSummaryRequest>,
+    ) -> Result<Response<pb::GetSummaryResponse>, Status> {
+        let merchant = match caller(&req)? {
+            Principal::Operator => None,
+            Principal::Merchant(m) => Some(m.to_string()),
+        };
+        // `$1` is the merchant, or empty for all of them.
+        let whose = "($1 = '' OR merchant_id = $1)";
+        let by = [Value::from(merchant.clone().unwrap_or_default())];
         let store = &self.platform.store;
         let mut out = pb::GetSummaryResponse::default();
         let contracts = store
-            .query("SELECT state, COUNT(*) FROM analytics_contracts GROUP BY state", &[])
+            .query(&format!("SELECT state, COUNT(*) FROM analytics_contracts WHERE {whose} GROUP BY state"), &by)
             .await
             .map_err(store_error)?;
         for r in &contracts {
@@ -34,7 +48,7 @@ impl AnalyticsService for AnalyticsApi {
             }
         }
         let charges = store
-            .query("SELECT state, COUNT(*) FROM analytics_charges GROUP BY state", &[])
+            .query(&format!("SELECT state, COUNT(*) FROM analytics_charges WHERE {whose} GROUP BY state"), &by)
             .await
             .map_err(store_error)?;
         for r in &charges {
@@ -50,8 +64,11 @@ impl AnalyticsService for AnalyticsApi {
         }
         let sums = store
             .query(
-                "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM analytics_charges WHERE state = 'succeeded' GROUP BY currency",
-                &[],
+                &format!(
+                    "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM analytics_charges
+                     WHERE state = 'succeeded' AND {whose} GROUP BY currency"
+                ),
+                &by,
             )
             .await
             .map_err(store_error)?;
@@ -60,7 +77,13 @@ impl AnalyticsService for AnalyticsApi {
                 out.succeeded_minor_units_by_currency.insert(c.to_string(), v);
             }
         }
-        let counters = store.query("SELECT name, value FROM analytics_counters", &[]).await.map_err(store_error)?;
+        let counters = match &merchant {
+            None => store.query("SELECT name, value FROM analytics_counters", &[]).await,
+            Some(_) => {
+                store.query("SELECT name, value FROM analytics_merchant_counters WHERE merchant_id = $1", &by).await
+            }
+        }
+        .map_err(store_error)?;
         for r in &counters {
             let n = r.i64(1).unwrap_or(0).max(0) as u64;
             match r.text(0) {

@@ -123,7 +123,7 @@ impl Processor for Projector {
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
         use serde_json::json;
-        let mut notices = 0;
+        let mut notices = Vec::new();
         let mut run = Run::default();
         for d in events {
             match &d.kind {
@@ -191,12 +191,28 @@ impl Processor for Projector {
                     )
                     .await?;
                 }
-                EventKind::NoticeRecorded(_) => notices += 1,
+                EventKind::NoticeRecorded(n) => notices.push(json!([n.contract_id])),
                 _ => {}
             }
         }
         run.flush(tx).await?;
-        bump(tx, "notices_recorded", notices).await?;
+        bump(tx, "notices_recorded", notices.len() as i64).await?;
+        if !notices.is_empty() {
+            // Each merchant's own count, through the contract the notice is about.
+            tx.execute(
+                &format!(
+                    "INSERT INTO analytics_merchant_counters (merchant_id, name, value)
+                     SELECT c.merchant_id, 'notices_recorded', COUNT(*)
+                     FROM {} v JOIN analytics_contracts c ON c.contract_id = v.value->>0
+                     WHERE true GROUP BY c.merchant_id
+                     ON CONFLICT (merchant_id, name)
+                       DO UPDATE SET value = analytics_merchant_counters.value + excluded.value",
+                    tx.kind().json_rows(1)
+                ),
+                &[Value::from(serde_json::Value::Array(notices).to_string())],
+            )
+            .await?;
+        }
         bump(tx, "events_projected", events.len() as i64).await?;
         Ok(())
     }

@@ -4,19 +4,18 @@ use autodebit_domain::charge::{Charge, ChargeError, ChargeStatus, Refund, Refund
 use autodebit_domain::{ChargeId, Money};
 use autodebit_proto::charger::v1::{self as pb, charger_service_server::ChargerService};
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::Authenticator;
+use autodebit_runtime::auth::caller;
 use autodebit_runtime::codec;
-use autodebit_runtime::grpc::invalid;
+use autodebit_runtime::grpc::{internal, invalid};
 use tonic::{Request, Response, Status};
 
 pub struct ChargerApi {
     platform: Platform,
-    auth: Authenticator,
 }
 
 impl ChargerApi {
-    pub fn new(platform: Platform, auth: Authenticator) -> Self {
-        ChargerApi { platform, auth }
+    pub fn new(platform: Platform) -> Self {
+        ChargerApi { platform }
     }
 }
 
@@ -68,12 +67,12 @@ fn charge_to_pb(c: &Charge, version: u64) -> pb::Charge {
 
 impl ChargerApi {
     /// The charge, if the caller may see it (another merchant's is as good as missing).
-    async fn visible<T>(&self, req: &Request<T>, id: ChargeId) -> Result<Charge, Status> {
-        let who = self.auth.principal(req).await?;
-        let (state, _) =
-            refunds::load(&self.platform.store, id).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+    async fn visible<T>(&self, req: &Request<T>, id: ChargeId) -> Result<(Charge, u64), Status> {
+        let who = caller(req)?;
+        let (state, version) = refunds::load(&self.platform.store, id).await.map_err(|e| internal(format!("{e:#}")))?;
         state
             .filter(|c| who.may_see(&c.merchant_id))
+            .map(|c| (c, version))
             .ok_or_else(|| Status::not_found(format!("charge_id: {id} not found")))
     }
 }
@@ -82,9 +81,7 @@ impl ChargerApi {
 impl ChargerService for ChargerApi {
     async fn get_charge(&self, req: Request<pb::GetChargeRequest>) -> Result<Response<pb::GetChargeResponse>, Status> {
         let id = ChargeId::parse(&req.get_ref().charge_id).map_err(|e| invalid("charge_id", e))?;
-        let (state, version) =
-            refunds::load(&self.platform.store, id).await.map_err(|e| Status::internal(format!("{e:#}")))?;
-        let c = state.ok_or_else(|| Status::not_found(format!("charge {id} not found")))?;
+        let (c, version) = self.visible(&req, id).await?;
         Ok(Response::new(pb::GetChargeResponse { charge: Some(charge_to_pb(&c, version)) }))
     }
 
@@ -98,7 +95,7 @@ impl ChargerService for ChargerApi {
         if r.idempotency_key.is_empty() || r.idempotency_key.len() > 128 {
             return Err(invalid("idempotency_key", "is required (at most 128 characters)"));
         }
-        let charge = self.visible(&req, id).await?;
+        let (charge, _) = self.visible(&req, id).await?;
         let refund_id = refunds::refund_id(id, &r.idempotency_key);
         // The same key: the same refund, or a refusal if it asked for another amount.
         if let Some(earlier) = charge.refund(&refund_id) {
@@ -123,7 +120,7 @@ impl ChargerService for ChargerApi {
                 }
                 RequestError::Rule(e) => Status::failed_precondition(e.to_string()),
                 RequestError::Busy(_) => Status::aborted(e.to_string()),
-                RequestError::Store(e) => Status::internal(format!("{e:#}")),
+                RequestError::Store(e) => internal(format!("{e:#}")),
             })?;
         let refund = charge.refund(&refund_id).map(|r| refund_to_pb(&charge, r));
         autodebit_runtime::metrics::add("autodebit_refunds_requested_total", &[], 1);
@@ -133,7 +130,7 @@ impl ChargerService for ChargerApi {
     async fn get_refund(&self, req: Request<pb::GetRefundRequest>) -> Result<Response<pb::GetRefundResponse>, Status> {
         let refund_id = req.get_ref().refund_id.clone();
         let id = refunds::charge_of(&refund_id).ok_or_else(|| invalid("refund_id", "is not a refund id"))?;
-        let charge = self.visible(&req, id).await?;
+        let (charge, _) = self.visible(&req, id).await?;
         let refund = charge
             .refund(&refund_id)
             .map(|r| refund_to_pb(&charge, r))

@@ -9,6 +9,7 @@ pub mod refunds;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_provider::Provider;
+use autodebit_runtime::auth::KeyFollower;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,8 +43,6 @@ impl Providers {
 /// How the charger runs.
 #[derive(Clone)]
 pub struct ChargerConfig {
-    /// The key operator calls authenticate with (merchants use their API keys).
-    pub operator_key: String,
     pub simulator: SimulatorConfig,
     /// Merchants whose charges go to WeChat Pay, with their accounts (the others use the
     /// simulator).
@@ -59,7 +58,6 @@ pub struct ChargerConfig {
 impl Default for ChargerConfig {
     fn default() -> Self {
         ChargerConfig {
-            operator_key: String::new(),
             simulator: SimulatorConfig::default(),
             wechatpay: Vec::new(),
             concurrency: 256,
@@ -83,14 +81,11 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     attempts::release_own_leases(platform).await?;
     let dispatch = attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone(), dispatch));
-    spawn_follower(platform, processor::KeyFollower);
+    spawn_follower(platform, KeyFollower { name: "charger.keys", table: "charger_api_keys" });
     spawn_follower(platform, processor::ProviderNotices::new(providers.clone(), platform.store.clone()));
     refunds::spawn(platform.clone(), providers);
-    let auth =
-        autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "charger_api_keys");
-    let routes =
-        autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone(), auth)));
+    let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
     let http =
         callbacks::routes(platform.clone(), Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http, key_table: "charger_api_keys" })
 }

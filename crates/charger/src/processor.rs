@@ -162,32 +162,6 @@ fn attempt_of(d: &Decoded) -> Option<Charge> {
     }
 }
 
-/// Keeps `charger_api_keys` in step with the merchants' keys, for the charger's API.
-pub struct KeyFollower;
-
-impl Processor for KeyFollower {
-    type Prepared = ();
-
-    fn name(&self) -> &'static str {
-        "charger.keys"
-    }
-
-    fn event_types(&self) -> &'static [&'static str] {
-        &["ApiKeyIssued", "ApiKeyRevoked"]
-    }
-
-    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
-        for d in events {
-            autodebit_runtime::auth::follow_key_event(tx, "charger_api_keys", &d.kind).await?;
-        }
-        Ok(())
-    }
-}
-
 /// Tells the merchant's provider what the payer must hear from it or what ended: each
 /// pre-debit notice goes to the provider too (WeChat Pay's pre-deduction notice, which its
 /// papay requires before a deduction), and a contract terminated on the platform is deleted at

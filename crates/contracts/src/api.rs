@@ -8,20 +8,19 @@ use autodebit_domain::{ContractId, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerI
 use autodebit_eventstore::Value;
 use autodebit_proto::contracts::v1::{self as pb, contracts_service_server::ContractsService};
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::{Authenticator, Principal};
+use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
 
 pub struct ContractsApi {
     app: Contracts,
-    auth: Authenticator,
     signing: crate::signing::Signing,
 }
 
 impl ContractsApi {
-    pub fn new(app: Contracts, auth: Authenticator, signing: crate::signing::Signing) -> Self {
-        ContractsApi { app, auth, signing }
+    pub fn new(app: Contracts, signing: crate::signing::Signing) -> Self {
+        ContractsApi { app, signing }
     }
 }
 
@@ -107,12 +106,12 @@ pub async fn require_approved(platform: &Platform, merchant: &MerchantId) -> Res
 }
 
 impl ContractsApi {
-    /// The contract, if the caller may see it: another merchant's contract is
-    /// `PERMISSION_DENIED`.
+    /// The contract, if the caller may see it: another merchant's contract is answered as one
+    /// that does not exist.
     async fn visible(&self, principal: &Principal, id: ContractId) -> Result<(DomainContract, u64), Status> {
         let (c, v) = self.app.get(id).await.map_err(to_status)?;
         if !principal.may_see(&c.merchant_id) {
-            return Err(Status::permission_denied(format!("contract {id} belongs to another merchant")));
+            return Err(to_status(AppError::NotFound(id)));
         }
         Ok((c, v))
     }
@@ -125,7 +124,7 @@ impl ContractsApi {
         expected_version: Option<u64>,
         command: impl FnOnce(&DomainContract) -> Result<ContractCommand, Status>,
     ) -> Result<pb::Contract, Status> {
-        let principal = self.auth.principal(req).await?;
+        let principal = caller(req)?;
         let id = parse_contract_id(raw_id)?;
         let (c, _) = self.visible(&principal, id).await?;
         let command = command(&c)?;
@@ -140,7 +139,6 @@ impl ContractsService for ContractsApi {
         &self,
         req: Request<pb::SignContractRequest>,
     ) -> Result<Response<pb::SignContractResponse>, Status> {
-        self.auth.operator(&req).await?;
         let cause = request_cause(&req);
         let r = req.into_inner();
         let merchant_id = MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
@@ -239,7 +237,7 @@ impl ContractsService for ContractsApi {
         &self,
         req: Request<pb::GetContractRequest>,
     ) -> Result<Response<pb::GetContractResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let r = req.get_ref();
         let id = match (r.contract_id.as_str(), r.merchant_contract_code.as_str()) {
             ("", "") => return Err(invalid("contract_id", "give contract_id or merchant_contract_code")),
@@ -273,7 +271,7 @@ impl ContractsService for ContractsApi {
         &self,
         req: Request<pb::ListContractsRequest>,
     ) -> Result<Response<pb::ListContractsResponse>, Status> {
-        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        let merchant = caller(&req)?.merchant()?.clone();
         let r = req.into_inner();
         let state = match pb::ContractState::try_from(r.state) {
             Ok(pb::ContractState::Unspecified) => "",
@@ -333,7 +331,7 @@ impl ContractsService for ContractsApi {
         let now = platform.clock.now();
         // The plan's cap and modification rule, when the contract has a plan.
         let plan = {
-            let principal = self.auth.principal(&req).await?;
+            let principal = caller(&req)?;
             let id = parse_contract_id(&r.contract_id)?;
             let (c, _) = self.visible(&principal, id).await?;
             match c.plan_id.as_str() {
@@ -426,7 +424,7 @@ impl ContractsService for ContractsApi {
         &self,
         req: Request<pb::GetSigningSessionRequest>,
     ) -> Result<Response<pb::GetSigningSessionResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let l = self.visible_session(&principal, &req.get_ref().session_id).await?;
         Ok(Response::new(pb::GetSigningSessionResponse { session: Some(self.session_to_api(&l).await?) }))
     }
@@ -435,7 +433,6 @@ impl ContractsService for ContractsApi {
         &self,
         req: Request<pb::ReviewSigningSessionRequest>,
     ) -> Result<Response<pb::ReviewSigningSessionResponse>, Status> {
-        self.auth.operator(&req).await?;
         let cause = request_cause(&req);
         let r = req.into_inner();
         self.visible_session(&Principal::Operator, &r.session_id).await?;
@@ -463,7 +460,7 @@ impl ContractsApi {
             self.signing.load(id).await?.ok_or_else(|| Status::not_found(format!("signing session {id} not found")))?;
         let owner = MerchantId::parse(&l.opened.merchant_id).map_err(autodebit_runtime::grpc::internal)?;
         if !principal.may_see(&owner) {
-            return Err(Status::permission_denied("the signing session belongs to another merchant"));
+            return Err(Status::not_found(format!("signing session {id} not found")));
         }
         Ok(l)
     }
@@ -472,7 +469,7 @@ impl ContractsApi {
         &self,
         req: Request<pb::CreateSigningSessionRequest>,
     ) -> Result<pb::SigningSession, Status> {
-        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        let merchant = caller(&req)?.merchant()?.clone();
         require_approved(&self.app.platform, &merchant).await?;
         let cause = request_cause(&req);
         let r = req.into_inner();
@@ -483,7 +480,7 @@ impl ContractsApi {
             .await?
             .ok_or_else(|| invalid("plan_id", format!("plan {} not found", r.plan_id)))?;
         if plan.merchant_id != merchant {
-            return Err(Status::permission_denied("the plan belongs to another merchant"));
+            return Err(invalid("plan_id", format!("plan {} not found", r.plan_id)));
         }
         let signs_at_wechatpay =
             plan.provider == "wechatpay" && self.signing.wechatpay.of_merchant(merchant.as_str()).is_some();

@@ -35,8 +35,6 @@ pub const GRPC_NAMES: &[&str] = &[
 /// How the contracts service runs.
 #[derive(Debug, Clone)]
 pub struct ContractsConfig {
-    /// The key operator calls (reviews, imports) authenticate with.
-    pub operator_key: String,
     pub industries: IndustryPolicy,
     pub zombies: ZombiePolicy,
     /// Where payers reach the HTTP listener: authorization URLs start with it.
@@ -59,8 +57,6 @@ impl std::fmt::Debug for dyn regions::RegionLookup {
 pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Result<Component> {
     platform.store.migrate("contracts", store::MIGRATIONS).await?;
     let app = Contracts::new(platform.clone());
-    let auth =
-        autodebit_runtime::auth::Authenticator::new(platform.store.clone(), &config.operator_key, "contracts_api_keys");
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
     let accounts = std::sync::Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));
     let signing = signing::Signing::new(
@@ -74,8 +70,8 @@ pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Resu
     let merchants = merchants::Merchants::new(platform.clone(), config.industries.clone());
     let http = page::routes(page::PageState { signing: signing.clone(), merchants: merchants.clone() })
         .merge(wechatpay::routes(signing.clone()));
-    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, auth.clone(), signing)))
-        .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants, auth.clone()))))
-        .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone(), auth))));
-    Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes, http })
+    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, signing)))
+        .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants))))
+        .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone()))));
+    Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes, http, key_table: "contracts_api_keys" })
 }

@@ -10,7 +10,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1::{self as api, merchants_service_server::MerchantsService};
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::{Authenticator, Principal, new_api_key};
+use autodebit_runtime::auth::{Principal, caller, new_api_key};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{internal, invalid, store_error};
 use tonic::{Request, Response, Status};
@@ -362,22 +362,22 @@ impl Merchants {
 
 pub struct MerchantsApi {
     app: Merchants,
-    auth: Authenticator,
 }
 
 impl MerchantsApi {
-    pub fn new(app: Merchants, auth: Authenticator) -> Self {
-        MerchantsApi { app, auth }
+    pub fn new(app: Merchants) -> Self {
+        MerchantsApi { app }
     }
 
     async fn visible(&self, principal: &Principal, raw: &str) -> Result<(Merchant, u64), Status> {
         let id = MerchantId::parse(raw).map_err(|e| invalid("merchant_id", e))?;
+        let not_found = || Status::not_found(format!("merchant {id} not found"));
         if !principal.may_see(&id) {
-            return Err(Status::permission_denied("a merchant may read only itself"));
+            return Err(not_found());
         }
         match self.app.load(&id).await? {
             (Some(m), v) => Ok((m, v)),
-            (None, _) => Err(Status::not_found(format!("merchant {id} not found"))),
+            (None, _) => Err(not_found()),
         }
     }
 }
@@ -432,7 +432,7 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::GetMerchantRequest>,
     ) -> Result<Response<api::GetMerchantResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let (m, v) = self.visible(&principal, &req.get_ref().merchant_id).await?;
         Ok(Response::new(api::GetMerchantResponse { merchant: Some(to_api(&m, v)) }))
     }
@@ -441,7 +441,6 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::ListMerchantsRequest>,
     ) -> Result<Response<api::ListMerchantsResponse>, Status> {
-        self.auth.operator(&req).await?;
         let r = req.into_inner();
         let status = match api::MerchantStatus::try_from(r.status) {
             Ok(api::MerchantStatus::Unspecified) => None,
@@ -482,7 +481,6 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::FileMerchantDocumentRequest>,
     ) -> Result<Response<api::FileMerchantDocumentResponse>, Status> {
-        self.auth.operator(&req).await?;
         let cause = cause(&req);
         let r = req.into_inner();
         let id = MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
@@ -495,7 +493,6 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::ReviewMerchantRequest>,
     ) -> Result<Response<api::ReviewMerchantResponse>, Status> {
-        self.auth.operator(&req).await?;
         let cause = cause(&req);
         let r = req.into_inner();
         let id = MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
@@ -529,7 +526,7 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::IssueApiKeyRequest>,
     ) -> Result<Response<api::IssueApiKeyResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let id = principal.merchant()?.clone();
         let cause = cause(&req);
         let (key_id, token, hash) = new_api_key();
@@ -544,7 +541,7 @@ impl MerchantsService for MerchantsApi {
         &self,
         req: Request<api::RevokeApiKeyRequest>,
     ) -> Result<Response<api::RevokeApiKeyResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let id = principal.merchant()?.clone();
         let cause = cause(&req);
         let key_id = req.into_inner().key_id;

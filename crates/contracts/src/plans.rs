@@ -6,7 +6,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1::{self as api, plans_service_server::PlansService};
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::Authenticator;
+use autodebit_runtime::auth::caller;
 use autodebit_runtime::codec;
 use autodebit_runtime::grpc::{internal, invalid, store_error};
 use prost::Message;
@@ -145,12 +145,11 @@ pub async fn load(platform: &Platform, plan_id: &str) -> Result<Option<(api::Pla
 
 pub struct PlansApi {
     platform: Platform,
-    auth: Authenticator,
 }
 
 impl PlansApi {
-    pub fn new(platform: Platform, auth: Authenticator) -> Self {
-        PlansApi { platform, auth }
+    pub fn new(platform: Platform) -> Self {
+        PlansApi { platform }
     }
 }
 
@@ -160,7 +159,7 @@ impl PlansService for PlansApi {
         &self,
         req: Request<api::CreatePlanRequest>,
     ) -> Result<Response<api::CreatePlanResponse>, Status> {
-        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        let merchant = caller(&req)?.merchant()?.clone();
         crate::api::require_approved(&self.platform, &merchant).await?;
         let cause = crate::api::request_cause(&req);
         let r = req.into_inner();
@@ -211,15 +210,15 @@ impl PlansService for PlansApi {
     }
 
     async fn get_plan(&self, req: Request<api::GetPlanRequest>) -> Result<Response<api::GetPlanResponse>, Status> {
-        let principal = self.auth.principal(&req).await?;
+        let principal = caller(&req)?;
         let id = &req.get_ref().plan_id;
         if id.is_empty() {
             return Err(invalid("plan_id", "is required"));
         }
-        let (plan, domain) =
-            load(&self.platform, id).await?.ok_or_else(|| Status::not_found(format!("plan {id} not found")))?;
+        let not_found = || Status::not_found(format!("plan {id} not found"));
+        let (plan, domain) = load(&self.platform, id).await?.ok_or_else(not_found)?;
         if !principal.may_see(&domain.merchant_id) {
-            return Err(Status::permission_denied("the plan belongs to another merchant"));
+            return Err(not_found());
         }
         Ok(Response::new(api::GetPlanResponse { plan: Some(plan) }))
     }
@@ -228,7 +227,7 @@ impl PlansService for PlansApi {
         &self,
         req: Request<api::ListPlansRequest>,
     ) -> Result<Response<api::ListPlansResponse>, Status> {
-        let merchant = self.auth.principal(&req).await?.merchant()?.clone();
+        let merchant = caller(&req)?.merchant()?.clone();
         let r = req.into_inner();
         let limit = crate::store::page_size(r.page_size);
         let rows = self

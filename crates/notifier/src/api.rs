@@ -3,6 +3,7 @@ use autodebit_domain::ContractId;
 use autodebit_eventstore::Value;
 use autodebit_proto::notifier::v1::{self as pb, notifier_service_server::NotifierService};
 use autodebit_runtime::Platform;
+use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
 
@@ -22,7 +23,23 @@ impl NotifierService for NotifierApi {
         &self,
         req: Request<pb::ListNoticesRequest>,
     ) -> Result<Response<pb::ListNoticesResponse>, Status> {
+        let who = caller(&req)?;
         let id = ContractId::parse(&req.get_ref().contract_id).map_err(|e| invalid("contract_id", e))?;
+        // A merchant reads only its own contracts' notices; another's is as good as missing.
+        if let Principal::Merchant(m) = &who {
+            let owner = self
+                .platform
+                .store
+                .query(
+                    "SELECT merchant_id FROM notifier_contracts WHERE contract_id = $1",
+                    &[Value::from(id.to_string())],
+                )
+                .await
+                .map_err(store_error)?;
+            if owner.first().and_then(|r| r.text(0)) != Some(m.as_str()) {
+                return Err(Status::not_found(format!("contract_id: contract {id} not found")));
+            }
+        }
         let rows = self
             .platform
             .store

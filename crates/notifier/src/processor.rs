@@ -226,6 +226,24 @@ impl Processor for NoticeWriter {
             appends.push(n.append);
         }
         insert_notices(tx, rows, now).await?;
+        let owners: Vec<serde_json::Value> = events
+            .iter()
+            .filter_map(|d| match &d.kind {
+                EventKind::ContractSigned(s) => Some(serde_json::json!([s.contract_id, s.merchant_id])),
+                _ => None,
+            })
+            .collect();
+        if !owners.is_empty() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO notifier_contracts (contract_id, merchant_id)
+                     SELECT value->>0, value->>1 FROM {} WHERE true ON CONFLICT (contract_id) DO NOTHING",
+                    tx.kind().json_rows(1)
+                ),
+                &[Value::from(serde_json::Value::Array(owners).to_string())],
+            )
+            .await?;
+        }
         if !appends.is_empty() {
             tx.append_many(&appends).await?;
         }

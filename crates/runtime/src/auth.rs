@@ -95,6 +95,36 @@ pub async fn follow_key_event(
     Ok(())
 }
 
+/// Keeps one service's key table in step with the merchants' keys.
+pub struct KeyFollower {
+    /// The follower's name (its checkpoint), e.g. `charger.keys`.
+    pub name: &'static str,
+    pub table: &'static str,
+}
+
+impl crate::Processor for KeyFollower {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &["ApiKeyIssued", "ApiKeyRevoked"]
+    }
+
+    async fn prepare(&self, _: &[crate::Decoded]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut autodebit_eventstore::Tx, events: &[crate::Decoded], _: ()) -> anyhow::Result<()> {
+        for d in events {
+            follow_key_event(tx, self.table, &d.kind).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Authenticator {
     pub fn new(store: EventStore, operator_key: &str, table: &'static str) -> Self {
         // No operator key: no token can pass as the operator (an empty one would hash to it).
@@ -104,9 +134,8 @@ impl Authenticator {
 
     /// The caller named by `authorization: Bearer …`; `UNAUTHENTICATED` when there is none or
     /// it is unknown or revoked.
-    pub async fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
-        let header = req
-            .metadata()
+    pub async fn principal(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+        let header = headers
             .get("authorization")
             .ok_or_else(|| Status::unauthenticated("authorization: send `Bearer <API key>`"))?;
         let token = header
@@ -116,7 +145,7 @@ impl Authenticator {
             .map(str::trim)
             .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer <API key>`"))?;
         let hash = sha256_hex(token);
-        if same(&hash, &self.operator_key_sha256) {
+        if !self.operator_key_sha256.is_empty() && same(&hash, &self.operator_key_sha256) {
             return Ok(Principal::Operator);
         }
         let key_id = token
@@ -142,11 +171,169 @@ impl Authenticator {
         let merchant = MerchantId::parse(row.text(0).unwrap_or_default()).map_err(crate::grpc::internal)?;
         Ok(Principal::Merchant(merchant))
     }
+}
 
-    pub async fn operator<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        match self.principal(req).await? {
-            Principal::Operator => Ok(()),
-            Principal::Merchant(_) => Err(Status::permission_denied("this call needs the operator key")),
+// === who may call what ===
+
+/// Who may call an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Anyone, without a key.
+    Public,
+    /// A merchant, with its API key; the call acts on that merchant's own objects.
+    Merchant,
+    /// The operator, with the operator key.
+    Operator,
+    /// A merchant (its own objects) or the operator (everything).
+    MerchantOrOperator,
+}
+
+/// Every RPC and who may call it. An RPC missing here is refused, whoever calls.
+pub const AUDIENCES: &[(&str, Audience)] = &[
+    ("autodebit.contracts.v1.MerchantsService/ApplyMerchant", Audience::Public),
+    ("autodebit.contracts.v1.MerchantsService/GetMerchant", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.MerchantsService/ListMerchants", Audience::Operator),
+    ("autodebit.contracts.v1.MerchantsService/FileMerchantDocument", Audience::Operator),
+    ("autodebit.contracts.v1.MerchantsService/ReviewMerchant", Audience::Operator),
+    ("autodebit.contracts.v1.MerchantsService/IssueApiKey", Audience::Merchant),
+    ("autodebit.contracts.v1.MerchantsService/RevokeApiKey", Audience::Merchant),
+    ("autodebit.contracts.v1.PlansService/CreatePlan", Audience::Merchant),
+    ("autodebit.contracts.v1.PlansService/GetPlan", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.PlansService/ListPlans", Audience::Merchant),
+    ("autodebit.contracts.v1.ContractsService/SignContract", Audience::Operator),
+    ("autodebit.contracts.v1.ContractsService/GetContract", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/ListContracts", Audience::Merchant),
+    ("autodebit.contracts.v1.ContractsService/ModifyContract", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/SuspendContract", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/ResumeContract", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/TerminateContract", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/CreateSigningSession", Audience::Merchant),
+    ("autodebit.contracts.v1.ContractsService/GetSigningSession", Audience::MerchantOrOperator),
+    ("autodebit.contracts.v1.ContractsService/ReviewSigningSession", Audience::Operator),
+    ("autodebit.scheduler.v1.SchedulerService/GetSchedule", Audience::MerchantOrOperator),
+    ("autodebit.scheduler.v1.SchedulerService/GetSchedulerStatus", Audience::Operator),
+    ("autodebit.scheduler.v1.SchedulerService/RecordUsage", Audience::Merchant),
+    ("autodebit.scheduler.v1.SchedulerService/TriggerCharge", Audience::Merchant),
+    ("autodebit.charger.v1.ChargerService/GetCharge", Audience::MerchantOrOperator),
+    ("autodebit.charger.v1.ChargerService/RefundCharge", Audience::Merchant),
+    ("autodebit.charger.v1.ChargerService/GetRefund", Audience::MerchantOrOperator),
+    ("autodebit.notifier.v1.NotifierService/ListNotices", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetSummary", Audience::MerchantOrOperator),
+    ("autodebit.admin.v1.AdminService/AdvanceClock", Audience::Operator),
+    ("autodebit.admin.v1.AdminService/GetClock", Audience::Operator),
+    // gRPC's own services: health checks and reflection describe only what is public anyway.
+    ("grpc.health.v1.Health/Check", Audience::Public),
+    ("grpc.health.v1.Health/Watch", Audience::Public),
+    ("grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Audience::Public),
+    ("grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Audience::Public),
+];
+
+/// Who may call `method` (`package.Service/Method`), or `None` for a method not in the table.
+pub fn audience(method: &str) -> Option<Audience> {
+    AUDIENCES.iter().find(|(m, _)| *m == method).map(|(_, a)| *a)
+}
+
+/// The caller of a request that passed the [`AuthLayer`]. A request that did not pass it
+/// (none should reach a handler) is `UNAUTHENTICATED`.
+pub fn caller<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("authorization: send `Bearer <API key>`"))
+}
+
+/// Authenticates every gRPC call before its body is read: the method must be in
+/// [`AUDIENCES`], the key must be valid and of that audience. The caller goes into the
+/// request's extensions for the handler ([`caller`]).
+#[derive(Clone)]
+pub struct AuthLayer {
+    /// Each served service's authenticator (its own key table), by service name.
+    services: std::sync::Arc<std::collections::HashMap<String, Authenticator>>,
+    /// For services without a key table of their own (admin): the first served service's.
+    fallback: Authenticator,
+}
+
+impl AuthLayer {
+    pub fn new(store: &EventStore, operator_key: &str, key_tables: &[(&'static str, &'static str)]) -> Self {
+        let services: std::collections::HashMap<String, Authenticator> = key_tables
+            .iter()
+            .map(|(service, table)| (service.to_string(), Authenticator::new(store.clone(), operator_key, table)))
+            .collect();
+        let fallback = key_tables.first().map(|(_, table)| *table).unwrap_or_default();
+        let fallback = Authenticator::new(store.clone(), operator_key, fallback);
+        AuthLayer { services: std::sync::Arc::new(services), fallback }
+    }
+
+    /// Decides one call from its path and headers: the caller to hand on, or the refusal.
+    pub async fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Principal>, Status> {
+        let method = path.strip_prefix('/').unwrap_or(path);
+        let Some(audience) = audience(method) else {
+            return Err(Status::permission_denied(format!("{method}: no caller may call this method")));
+        };
+        if audience == Audience::Public {
+            return Ok(None);
         }
+        let service = method.split('/').next().unwrap_or_default();
+        let principal = self.services.get(service).unwrap_or(&self.fallback).principal(headers).await?;
+        let allowed = match (audience, &principal) {
+            (Audience::Merchant, Principal::Merchant(_)) => true,
+            (Audience::Operator, Principal::Operator) => true,
+            (Audience::MerchantOrOperator, _) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(Status::permission_denied(match audience {
+                Audience::Operator => "this call needs the operator key",
+                _ => "this call is made with a merchant's API key",
+            }));
+        }
+        Ok(Some(principal))
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, auth: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: AuthLayer,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The service that was polled ready takes this call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            match auth.check(req.uri().path(), req.headers()).await {
+                Ok(principal) => {
+                    if let Some(p) = principal {
+                        req.extensions_mut().insert(p);
+                    }
+                    inner.call(req).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
     }
 }

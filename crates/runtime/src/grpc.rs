@@ -159,6 +159,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     platform: &Platform,
     components: Vec<Component>,
+    operator_key: &str,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -169,6 +170,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    let key_tables: Vec<(&'static str, &'static str)> =
+        components.iter().flat_map(|c| c.grpc_names.iter().map(|n| (*n, c.key_table))).collect();
+    let auth = crate::auth::AuthLayer::new(&platform.store, operator_key, &key_tables);
     let mut router = axum::Router::new();
     let names: Vec<&'static str> = components.iter().flat_map(|c| c.grpc_names.iter().copied()).collect();
     for name in &names {
@@ -190,6 +194,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .layer(TraceLayer)
+        .layer(auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
             shutdown.wait().await;

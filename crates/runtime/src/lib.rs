@@ -32,4 +32,7 @@ pub struct Component {
     pub routes: axum::Router,
     /// Routes for the HTTP listener (pages, callbacks); empty for most services.
     pub http: axum::Router,
+    /// The table of merchant API keys this service keeps (see [`auth::follow_key_event`]);
+    /// its calls are authenticated against it.
+    pub key_table: &'static str,
 }

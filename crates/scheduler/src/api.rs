@@ -11,7 +11,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as events, ChargeReason};
 use autodebit_proto::scheduler::v1::{self as pb, scheduler_service_server::SchedulerService};
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::{Authenticator, Principal};
+use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
@@ -22,13 +22,12 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e1d_0c2a_9b47_4f83_a61e_2
 
 pub struct SchedulerApi {
     platform: Platform,
-    auth: Authenticator,
     window: DailyWindow,
 }
 
 impl SchedulerApi {
-    pub fn new(platform: Platform, auth: Authenticator, window: DailyWindow) -> Self {
-        SchedulerApi { platform, auth, window }
+    pub fn new(platform: Platform, window: DailyWindow) -> Self {
+        SchedulerApi { platform, window }
     }
 
     /// A contract's schedule, locked for the transaction on PostgreSQL (SQLite's single
@@ -83,6 +82,7 @@ impl SchedulerService for SchedulerApi {
         &self,
         req: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
+        let who = caller(&req)?;
         let id = ContractId::parse(&req.get_ref().contract_id).map_err(|e| invalid("contract_id", e))?;
         let rows = self
             .platform
@@ -96,7 +96,8 @@ impl SchedulerService for SchedulerApi {
         let row = rows
             .first()
             .and_then(ScheduleRow::from_row)
-            .ok_or_else(|| Status::not_found(format!("no schedule for contract {id}")))?;
+            .filter(|r| autodebit_domain::MerchantId::parse(&r.merchant_id).is_ok_and(|m| who.may_see(&m)))
+            .ok_or_else(|| Status::not_found(format!("contract_id: no schedule for contract {id}")))?;
         let open_usage = if row.mode.metered() {
             self.platform
                 .store
@@ -163,8 +164,7 @@ impl SchedulerService for SchedulerApi {
         &self,
         req: Request<pb::RecordUsageRequest>,
     ) -> Result<Response<pb::RecordUsageResponse>, Status> {
-        let who = self.auth.principal(&req).await?;
-        who.merchant()?;
+        let who = caller(&req)?;
         let r = req.into_inner();
         let contract = ContractId::parse(&r.contract_id).map_err(|e| invalid("contract_id", e))?;
         if r.quantity == 0 || i64::try_from(r.quantity).is_err() {
@@ -267,8 +267,7 @@ impl SchedulerService for SchedulerApi {
         &self,
         req: Request<pb::TriggerChargeRequest>,
     ) -> Result<Response<pb::TriggerChargeResponse>, Status> {
-        let who = self.auth.principal(&req).await?;
-        who.merchant()?;
+        let who = caller(&req)?;
         let r = req.into_inner();
         let contract = ContractId::parse(&r.contract_id).map_err(|e| invalid("contract_id", e))?;
         let amount = codec::money_from_pb(r.amount.as_ref()).map_err(|e| invalid("amount", e))?;

@@ -10,7 +10,6 @@ mod timeline;
 
 use autodebit_domain::window::DailyWindow;
 use autodebit_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
-use autodebit_runtime::auth::Authenticator;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub const GRPC_NAME: &str = "autodebit.scheduler.v1.SchedulerService";
@@ -18,8 +17,6 @@ pub const GRPC_NAME: &str = "autodebit.scheduler.v1.SchedulerService";
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// The key operator calls authenticate with (merchants use their API keys).
-    pub operator_key: String,
     /// When notices and charges may go out; what falls due outside waits for it to open.
     pub window: DailyWindow,
 }
@@ -29,11 +26,9 @@ pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Resu
     platform.store.migrate("scheduler", store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
     due::spawn(platform.clone(), config.window);
-    let auth = Authenticator::new(platform.store.clone(), &config.operator_key, "scheduler_api_keys");
     let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
         platform.clone(),
-        auth,
         config.window,
     )));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
+    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default(), key_table: "scheduler_api_keys" })
 }
