@@ -19,44 +19,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value as F
 use scenario::{OPERATOR_KEY, authed, bill_next_period, charge_id, onboard, sign_on};
 use support::{Process, eventually};
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
-
-/// Bytes in, bytes out: requests are encoded by hand from the reflected descriptors.
-#[derive(Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// Every method of every service the server lists, described by what reflection returns.
 async fn reflected_methods(ch: &Channel) -> Vec<MethodDescriptor> {
@@ -174,14 +137,7 @@ async fn call(
     body: Vec<u8>,
     key: Option<&str>,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(ch.clone());
-    grpc.ready().await.unwrap();
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name()).parse().unwrap();
-    let mut req = tonic::Request::new(body);
-    if let Some(k) = key {
-        req.metadata_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
-    }
-    grpc.unary(req, path, Raw).await.map(|r| r.into_inner())
+    support::call_raw(ch, &format!("/{}/{}", method.parent_service().full_name(), method.name()), body, key).await
 }
 
 /// Code and message of an answer, with the ids it names masked.

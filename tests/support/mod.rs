@@ -81,6 +81,54 @@ impl Process {
     }
 }
 
+/// Bytes in, bytes out: requests are encoded by hand from the reflected descriptors.
+#[derive(Default)]
+pub struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `path` (`/package.Service/Method`) with `body` as it is, as `key` (none: no
+/// authorization header).
+pub async fn call_raw(ch: &Channel, path: &str, body: Vec<u8>, key: Option<&str>) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(body);
+    if let Some(k) = key {
+        req.metadata_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    grpc.unary(req, path.parse().unwrap(), Raw).await.map(|r| r.into_inner())
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `secs` seconds.
 pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
 where

@@ -152,8 +152,9 @@ impl ContractsService for ContractsApi {
             return Err(invalid(
                 "amount_per_cycle.minor_units",
                 format!(
-                    "{} is above the per-charge cap of {MAX_CHARGE_CNY_FEN} minor units (50,000 CNY)",
-                    amount.minor_units()
+                    "{} is above the per-charge cap of {MAX_CHARGE_CNY_FEN} minor units ({})",
+                    amount.minor_units(),
+                    Money::new(MAX_CHARGE_CNY_FEN, amount.currency())
                 ),
             ));
         }

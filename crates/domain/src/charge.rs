@@ -203,9 +203,9 @@ pub enum ChargeError {
     AlreadyStarted(u32),
     #[error("only a succeeded charge can be refunded (this one is {0:?})")]
     NotRefundable(ChargeStatus),
-    #[error("amount: {asked} is more than the {left} left to refund of {charged}")]
+    #[error("{asked} is more than the {left} left to refund of {charged}")]
     RefundTooLarge { asked: Money, left: Money, charged: Money },
-    #[error("amount: must be positive and in the charge's currency ({0})")]
+    #[error("must be positive and in the charge's currency ({0})")]
     RefundAmount(Money),
     #[error("refund {0} exists already")]
     RefundExists(String),

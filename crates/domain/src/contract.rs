@@ -137,9 +137,9 @@ pub enum ContractError {
     NotSigned,
     #[error("the contract is {0:?}, which is final")]
     Ended(ContractStatus),
-    #[error("amount_per_cycle {amount} is above the per-charge cap of {cap}")]
+    #[error("{amount} is above the per-charge cap of {cap}")]
     AboveCap { amount: Money, cap: Money },
-    #[error("amount_per_cycle must be positive")]
+    #[error("must be positive")]
     NotPositive,
     #[error("the contract is {0:?}; {1}")]
     WrongStatus(ContractStatus, &'static str),

@@ -30,17 +30,49 @@ pub fn store_error(e: StoreError) -> Status {
             Status::unavailable("the write failed and may not have been applied; retry with the same idempotency key")
         }
         StoreError::CheckpointMoved(_) => internal(e),
-        StoreError::Database(d) => {
-            tracing::error!(error = %d, "database error");
-            Status::internal("database error")
-        }
+        StoreError::Database(d) => internal(format!("database error: {d}")),
     }
 }
 
-/// Any other failure inside a handler: logged, answered as `INTERNAL`.
+/// Any other failure inside a handler: logged under a fresh id, answered as `INTERNAL` with
+/// that id alone (no database or internal text reaches a client).
 pub fn internal(e: impl Display) -> Status {
-    tracing::error!(error = %e, "internal error");
-    Status::internal("internal error")
+    let id = format!("err_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    tracing::error!(error_id = %id, error = %e, "internal error");
+    Status::internal(format!("internal error {id}: the platform's log has the details under this id"))
+}
+
+/// The HTTP status that answers what a gRPC call would have answered with `code` (the signing
+/// pages and callbacks use it).
+pub fn http_status(code: tonic::Code) -> http::StatusCode {
+    use http::StatusCode as H;
+    use tonic::Code as C;
+    match code {
+        C::Ok => H::OK,
+        C::InvalidArgument | C::OutOfRange => H::BAD_REQUEST,
+        C::Unauthenticated => H::UNAUTHORIZED,
+        C::PermissionDenied => H::FORBIDDEN,
+        C::NotFound => H::NOT_FOUND,
+        C::AlreadyExists | C::Aborted | C::FailedPrecondition => H::CONFLICT,
+        C::ResourceExhausted => H::TOO_MANY_REQUESTS,
+        C::Unavailable => H::SERVICE_UNAVAILABLE,
+        C::DeadlineExceeded | C::Cancelled => H::GATEWAY_TIMEOUT,
+        C::Unimplemented => H::NOT_IMPLEMENTED,
+        C::Unknown | C::Internal | C::DataLoss => H::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// tonic answers a request body it cannot decode as `INTERNAL`; the fault is the caller's.
+fn undecodable_is_invalid<R>(res: &mut http::Response<R>) {
+    let h = res.headers_mut();
+    let undecodable = h.get("grpc-status").is_some_and(|v| v == "13")
+        && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
+            m.starts_with("failed%20to%20decode%20Protobuf%20message")
+                || m.starts_with("failed to decode Protobuf message")
+        });
+    if undecodable {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
 }
 
 // === tracing layer ===
@@ -91,7 +123,10 @@ where
         let fut = self.inner.call(req);
         Box::pin(
             async move {
-                let res = fut.await;
+                let mut res = fut.await;
+                if let Ok(r) = res.as_mut() {
+                    undecodable_is_invalid(r);
+                }
                 let code = match &res {
                     Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
                     Err(e) => {
@@ -134,6 +169,9 @@ impl admin::admin_service_server::AdminService for AdminApi {
         if secs <= 0 {
             return Err(invalid("seconds", "must be positive"));
         }
+        if secs > MAX_ADVANCE_SECONDS {
+            return Err(invalid("seconds", format!("at most {MAX_ADVANCE_SECONDS} (100 years) at a time")));
+        }
         let by = Duration::from_secs(secs as u64);
         let now = self.platform.clock.advance(by).await.map_err(internal)?;
         tracing::info!(seconds = secs, now = %now, "test clock advanced");
@@ -147,6 +185,9 @@ impl admin::admin_service_server::AdminService for AdminApi {
         }))
     }
 }
+
+/// The furthest one `AdvanceClock` moves the test clock: 100 years.
+const MAX_ADVANCE_SECONDS: i64 = 100 * 366 * 86_400;
 
 // === server ===
 

@@ -13,7 +13,7 @@ use autodebit_proto::scheduler::v1::{self as pb, scheduler_service_server::Sched
 use autodebit_runtime::Platform;
 use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::codec::{self, Cause};
-use autodebit_runtime::grpc::{invalid, store_error};
+use autodebit_runtime::grpc::{internal, invalid, store_error};
 use tonic::{Request, Response, Status};
 
 /// How far in the future a usage record's time may lie (clock skew between systems).
@@ -52,7 +52,7 @@ impl SchedulerApi {
 }
 
 fn invalid_id(e: autodebit_domain::IdError) -> Status {
-    Status::internal(format!("stored merchant id: {e}"))
+    autodebit_runtime::grpc::internal(format!("stored merchant id: {e}"))
 }
 
 fn key_of(field: &'static str, key: &str) -> Result<(), Status> {
@@ -206,13 +206,13 @@ impl SchedulerService for SchedulerApi {
         if r.occurred_at_ms < row.anchor_ms {
             return Err(invalid("occurred_at_ms", "is before the contract was signed"));
         }
-        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| internal(format!("{e:#}")))?;
         let unit = plans.get(&row.plan_id).map(|p| p.usage_unit.clone()).unwrap_or_default();
         if r.unit != unit {
             return Err(invalid("unit", format!("{:?} is not the plan's unit {unit:?}", r.unit)));
         }
         let period = usage_period(&row, r.occurred_at_ms, now_ms)
-            .ok_or_else(|| Status::internal("the contract's usage periods cannot be computed"))?;
+            .ok_or_else(|| internal("the contract's usage periods cannot be computed"))?;
         tx.execute(
             "INSERT INTO scheduler_usage (usage_id, contract_id, period, quantity, occurred_at_ms)
              VALUES ($1, $2, $3, $4, $5)",
@@ -296,7 +296,7 @@ impl SchedulerService for SchedulerApi {
         if amount.currency().as_str() != row.currency {
             return Err(invalid("amount.currency", format!("must be the contract's currency {}", row.currency)));
         }
-        let base = crate::due::base_issue(&row).ok_or_else(|| Status::internal("the schedule cannot be billed"))?;
+        let base = crate::due::base_issue(&row).ok_or_else(|| internal("the schedule cannot be billed"))?;
         let issue = Issue { charge_id, amount, period: 0, due_at: now, ..base };
         // A contract that no longer bills is answered with a rejected charge, like a limit.
         let admitted = match refusal(&row, now_ms) {
@@ -310,7 +310,7 @@ impl SchedulerService for SchedulerApi {
             }),
             None => Ok(()),
         };
-        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| Status::internal(format!("{e:#}")))?;
+        let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| internal(format!("{e:#}")))?;
         let mut row = row;
         let plan = plans.get(&row.plan_id).cloned();
         let admitted = admitted.and_then(|()| admit(&mut row, plan.as_ref(), amount, now));

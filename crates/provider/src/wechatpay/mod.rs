@@ -61,8 +61,11 @@ pub enum CallbackRefusal {
 pub struct Refused(pub axum::http::StatusCode, pub &'static str, pub String);
 
 impl Refused {
+    /// A failure of ours: logged under a fresh id; the caller learns only the id.
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        Refused(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "error", e.to_string())
+        let id = format!("err_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        tracing::error!(error_id = %id, error = %e, "callback failed");
+        Refused(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "error", format!("internal error {id}"))
     }
 }
 
