@@ -575,6 +575,8 @@ mod charges {
         let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
         let concurrency = a.concurrency.max(1);
         let options = PlatformArgs {
+            // The driver keeps 64 calls in flight; none of them is to be shed.
+            max_in_flight: 64,
             test_clock: true,
             simulator_seed: 1,
             // Every charge settles in one attempt: no retries a day later to wait for.

@@ -64,6 +64,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
     let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
     let options = PlatformArgs {
+        // The driver keeps 64 calls in flight; none of them is to be shed.
+        max_in_flight: 64,
         test_clock: true,
         simulator_seed: args.simulator_seed,
         decline_basis_points: args.decline_basis_points,

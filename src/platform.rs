@@ -87,6 +87,10 @@ pub struct PlatformArgs {
     /// default: the HTTP listener's own address.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Calls in flight at once; past it a call waits up to 2 s, then is answered
+    /// RESOURCE_EXHAUSTED. 0: half the PostgreSQL pool, or 64 on SQLite.
+    #[arg(long, default_value_t = 0)]
+    pub max_in_flight: usize,
     /// How long a signing session stays open.
     #[arg(long, default_value_t = 10)]
     pub signing_session_minutes: u64,
@@ -305,10 +309,14 @@ pub async fn start(
         });
     }
     let pages = components.iter().fold(axum::Router::new(), |r, c| r.merge(c.http.clone()));
+    let max_in_flight = match options.max_in_flight {
+        0 => autodebit_runtime::grpc::default_max_in_flight(&platform.store),
+        n => n,
+    };
     let tasks = vec![
         tokio::spawn({
             let p = platform.clone();
-            async move { autodebit_runtime::grpc::serve(grpc, &p, components, &operator_key).await }
+            async move { autodebit_runtime::grpc::serve(grpc, &p, components, &operator_key, max_in_flight).await }
         }),
         tokio::spawn({
             let p = platform.clone();

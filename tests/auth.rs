@@ -29,16 +29,7 @@ async fn reflected_methods(ch: &Channel) -> Vec<MethodDescriptor> {
     };
     let mut client = ServerReflectionClient::new(ch.clone());
     let ask = |m: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter(vec![ask(MessageRequest::ListServices(String::new()))]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("reflection did not list services")
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = support::listed_services(ch).await;
     let mut files = std::collections::BTreeMap::new();
     let mut asks: Vec<_> = names.iter().map(|n| ask(MessageRequest::FileContainingSymbol(n.clone()))).collect();
     // Then the files they import, by name, until nothing is missing.

@@ -21,6 +21,28 @@ async fn five_processes_on_postgres_sign_advance_charge() {
         notifier: procs[3].channel().await,
         analytics: procs[4].channel().await,
     };
+    // Each process lists, in reflection and in health, only what it serves.
+    let names = [
+        "autodebit.contracts.v1.ContractsService",
+        "autodebit.scheduler.v1.SchedulerService",
+        "autodebit.charger.v1.ChargerService",
+        "autodebit.notifier.v1.NotifierService",
+        "autodebit.analytics.v1.AnalyticsService",
+    ];
+    for (i, ch) in [&e.contracts, &e.scheduler, &e.charger, &e.notifier, &e.analytics].into_iter().enumerate() {
+        let listed = support::listed_services(ch).await;
+        let ours: Vec<&String> = listed.iter().filter(|n| n.starts_with("autodebit.")).collect();
+        // Contracts also serves merchants and plans; each, the test clock's admin service.
+        let expected = if i == 0 { 4 } else { 2 };
+        assert_eq!(ours.len(), expected, "{listed:?}");
+        assert!(ours.iter().any(|n| *n == names[i]), "{listed:?}");
+        assert!(listed.iter().any(|n| n == "grpc.health.v1.Health"), "{listed:?}");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        for (j, other) in names.iter().enumerate() {
+            let got = health.check(tonic_health::pb::HealthCheckRequest { service: other.to_string() }).await;
+            assert_eq!(got.is_ok(), i == j, "{other} on the process serving {}: {got:?}", names[i]);
+        }
+    }
     scenario::sign_advance_charge(&e).await;
     drop(e);
     for p in procs {

@@ -129,6 +129,31 @@ pub async fn call_raw(ch: &Channel, path: &str, body: Vec<u8>, key: Option<&str>
     grpc.unary(req, path.parse().unwrap(), Raw).await.map(|r| r.into_inner())
 }
 
+/// The services `ch` lists through gRPC server reflection.
+pub async fn listed_services(ch: &Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    match answers.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }
+        other => panic!("reflection did not list services: {other:?}"),
+    }
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `secs` seconds.
 pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
 where

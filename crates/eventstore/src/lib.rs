@@ -198,6 +198,8 @@ struct Inner {
     commits: watch::Sender<u64>,
     appender: mpsc::Sender<writer::Job>,
     gate: Gate,
+    /// The connection pool's size (readers, on SQLite).
+    max_connections: u32,
 }
 
 /// Lets background writers (projections) stand aside for foreground ones on SQLite's one
@@ -275,7 +277,15 @@ impl EventStore {
         };
         let (appender, jobs) = mpsc::channel(opts.group_commit_max.max(1) * 4);
         writer::spawn(backend.clone(), commits.clone(), jobs, writers, opts.group_commit_max.max(1));
-        let store = EventStore { inner: Arc::new(Inner { backend, commits, appender, gate: Gate::default() }) };
+        let store = EventStore {
+            inner: Arc::new(Inner {
+                backend,
+                commits,
+                appender,
+                gate: Gate::default(),
+                max_connections: opts.max_connections,
+            }),
+        };
         store.migrate("eventstore", store.own_migrations()).await?;
         if let Backend::Postgres(b) = &store.inner.backend {
             b.check_checkpoints_behind_xids().await?;
@@ -295,6 +305,11 @@ impl EventStore {
             Backend::Sqlite(_) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
         }
+    }
+
+    /// The size of the connection pool (of readers, on SQLite).
+    pub fn max_connections(&self) -> u32 {
+        self.inner.max_connections
     }
 
     /// Applies `component`'s migrations that have not run yet, in version order, each in

@@ -215,7 +215,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.scheduler.v1.SchedulerService/RecordUsage", Audience::Merchant),
     ("autodebit.scheduler.v1.SchedulerService/TriggerCharge", Audience::Merchant),
     ("autodebit.charger.v1.ChargerService/GetCharge", Audience::MerchantOrOperator),
-    ("autodebit.charger.v1.ChargerService/RefundCharge", Audience::Merchant),
+    ("autodebit.charger.v1.ChargerService/RefundCharge", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.ChargerService/GetRefund", Audience::MerchantOrOperator),
     ("autodebit.notifier.v1.NotifierService/ListNotices", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/GetSummary", Audience::MerchantOrOperator),

@@ -196,21 +196,43 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `components` on `listener` with health checking, reflection and (with a test clock)
 /// the admin service, until the platform shuts down.
+/// Calls in flight at once per process when the operator does not say: on PostgreSQL half the
+/// connection pool (the followers and workers keep the other half), on SQLite 64 (its one
+/// writer queues them anyway).
+pub fn default_max_in_flight(store: &autodebit_eventstore::EventStore) -> usize {
+    match store.kind() {
+        autodebit_eventstore::BackendKind::Postgres => (store.max_connections() as usize / 2).max(2),
+        autodebit_eventstore::BackendKind::Sqlite => 64,
+    }
+}
+
+/// Serves `components` on `listener` with health checking, reflection and (with a test clock)
+/// the admin service, until the platform shuts down. At most `max_in_flight` calls run at
+/// once; a call that finds no room within [`QUEUE_WAIT`] is shed with `RESOURCE_EXHAUSTED`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     platform: &Platform,
     components: Vec<Component>,
     operator_key: &str,
+    max_in_flight: usize,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection lists only what this process serves.
+    let mut served: Vec<&'static str> = components.iter().flat_map(|c| c.grpc_names.iter().copied()).collect();
+    if platform.clock.is_test() {
+        served.push("autodebit.admin.v1.AdminService");
+    }
+    served.extend(["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+    let reflection = || {
+        served.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(autodebit_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |b, name| b.with_service_name(*name),
+        )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let key_tables: Vec<(&'static str, &'static str)> =
         components.iter().flat_map(|c| c.grpc_names.iter().map(|n| (*n, c.key_table))).collect();
     let auth = crate::auth::AuthLayer::new(&platform.store, operator_key, &key_tables);
@@ -235,6 +257,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .layer(TraceLayer)
+        .layer(LimitLayer::new(max_in_flight))
         .layer(auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
@@ -245,6 +268,82 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+// === load shedding ===
+
+/// How long a call waits for room before it is shed.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Bounds the calls in flight: a call waits at most [`QUEUE_WAIT`] for room, then is answered
+/// `RESOURCE_EXHAUSTED` with a `grpc-retry-pushback-ms` hint, instead of queueing for a
+/// database connection until it times out.
+#[derive(Clone)]
+pub struct LimitLayer {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl LimitLayer {
+    pub fn new(max_in_flight: usize) -> Self {
+        LimitLayer { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))) }
+    }
+}
+
+impl<S> tower::Layer<S> for LimitLayer {
+    type Service = LimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitService { inner, permits: self.permits.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct LimitService<S> {
+    inner: S,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for LimitService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let permits = self.permits.clone();
+        Box::pin(async move {
+            // gRPC's own health and reflection calls are never shed.
+            if req.uri().path().starts_with("/grpc.") {
+                return inner.call(req).await;
+            }
+            match tokio::time::timeout(QUEUE_WAIT, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    let res = inner.call(req).await;
+                    drop(permit);
+                    res
+                }
+                _ => {
+                    crate::metrics::add("autodebit_grpc_shed_total", &[], 1);
+                    let mut res = Status::resource_exhausted(
+                        "the server is at its limit of calls in flight; retry after the time in grpc-retry-pushback-ms",
+                    )
+                    .into_http::<R>();
+                    res.headers_mut().insert("grpc-retry-pushback-ms", http::HeaderValue::from_static("250"));
+                    Ok(res)
+                }
+            }
+        })
+    }
 }
 
 /// A gRPC service as a router that merges with others (tonic's own `Routes` each carry a
