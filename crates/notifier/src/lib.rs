@@ -28,7 +28,7 @@ const MIGRATIONS: &[Migration] = &[Migration::common(
 /// Starts the service: the notice follower and the gRPC routes.
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate("notifier", MIGRATIONS).await?;
-    spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone()));
+    spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone(), platform.store.clone()));
     let routes =
         autodebit_runtime::grpc::routes_for(NotifierServiceServer::new(api::NotifierApi::new(platform.clone())));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default() })
