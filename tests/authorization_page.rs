@@ -1,5 +1,6 @@
 //! The authorization page in a real browser: headless Chromium, driven through ChromeDriver's
-//! WebDriver API, finds the six required elements, ticks, confirms, and the contract is signed.
+//! WebDriver API, finds the six required elements and the plan's terms, ticks, confirms, and
+//! the contract is signed.
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
 mod scenario;
 mod support;
@@ -207,6 +208,7 @@ async fn a_payer_signs_in_headless_chromium() {
         assert_eq!(b.text("#amount-cap"), "500.00 CNY");
         assert!(b.text("#risk-notice").contains("解约"));
         assert!(b.text("#example-charge").contains("500.00 CNY"));
+        assert_eq!(b.text("#terms"), "每月扣款一次，每次不超过 500.00 CNY");
         assert_eq!(b.text("#customer-service"), "联系客服");
         let png = b.screenshot_png();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");

@@ -16,8 +16,8 @@ use autodebit_proto::contracts::v1::{
 use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, NoticeKind, PriceTier, UsagePricing};
 use autodebit_proto::notifier::v1::{ListNoticesRequest, Notice, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{
-    GetScheduleRequest, RecordUsageRequest, RecordUsageResponse, Schedule, TriggerChargeRequest, TriggerOutcome,
-    scheduler_service_client::SchedulerServiceClient,
+    GetScheduleRequest, RecordUsageRequest, RecordUsageResponse, Schedule, TriggerChargeRequest, TriggerChargeResponse,
+    TriggerOutcome, scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, advance_to, authed, create_plan as plan, onboard, sign_on as sign};
 use support::{Backend, Process, eventually};
@@ -220,7 +220,7 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     assert_eq!((first.outcome, first.duplicate), (TriggerOutcome::Scheduled as i32, false));
     let again = scheduler.trigger_charge(authed(req(350, "骑行结束 12 分钟", "ride-9"), &m.api_key)).await.unwrap();
     let again = again.into_inner();
-    assert_eq!((again.charge_id.as_str(), again.duplicate), (first.charge_id.as_str(), true));
+    assert_eq!(again, TriggerChargeResponse { duplicate: true, ..first.clone() }, "the first answer again");
     let done = settled(&ch, &first.charge_id).await;
     assert_eq!(done.amount.unwrap().minor_units, 350);
     let conflict = scheduler.trigger_charge(authed(req(999, "x", "ride-9"), &m.api_key)).await.unwrap_err();
@@ -259,6 +259,9 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     assert!(charge(&ch, &night.charge_id).await.is_none(), "held overnight");
     advance_to(&ch, night.charge_at_ms).await;
     assert_eq!(settled(&ch, &night.charge_id).await.amount.unwrap().minor_units, 200);
+    // Asked again once it went, the answer is still the first one.
+    let later = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
+    assert_eq!(later.into_inner(), TriggerChargeResponse { duplicate: true, ..night.clone() });
 
     // Suspended: the trigger is answered, and recorded, as a refused charge.
     ContractsServiceClient::new(ch.clone())

@@ -19,7 +19,6 @@ use autodebit_proto::events::v1::{Cycle, DocumentKind, EntityKind, MerchantType,
 use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
 use scenario::{Merchant, OPERATOR_KEY, application, authed, documents, monthly_terms, onboard, sign_request};
-use std::time::Duration;
 use support::{Backend, Process, eventually};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -166,6 +165,40 @@ async fn contract_until(
         }
     })
     .await
+}
+
+/// Waits for a whole pass of the contracts clean-up job at the clock's present time. A pass
+/// sweeps contracts, then expires signing sessions: a session opened now expires in the first
+/// pass after the clock passes its end, and one opened after that in a later pass, whose
+/// contract sweeps began after the first one ended, so after the clock moved.
+async fn clean_up_passed(channel: &Channel, m: &Merchant) {
+    use autodebit_proto::contracts::v1::{CreateSigningSessionRequest, GetSigningSessionRequest, SigningState};
+    let mut c = ContractsServiceClient::new(channel.clone());
+    for n in 0..2 {
+        let req = CreateSigningSessionRequest {
+            plan_id: m.plan_id.clone(),
+            payer_id: "payer-witness".into(),
+            channel: autodebit_proto::events::v1::SigningChannel::H5 as i32,
+            device_id: format!("witness-{n}"),
+            client_ip: "192.0.2.90".into(),
+            return_url: "https://merchant.example/done".into(),
+            ..Default::default()
+        };
+        let id =
+            c.create_signing_session(authed(req, &m.api_key)).await.unwrap().into_inner().session.unwrap().session_id;
+        AdminServiceClient::new(channel.clone())
+            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 11 * 60 }))
+            .await
+            .unwrap();
+        eventually("a clean-up pass to expire the witness session", 30, || {
+            let (mut c, id) = (c.clone(), id.clone());
+            async move {
+                let s = c.get_signing_session(authed(GetSigningSessionRequest { session_id: id }, &m.api_key)).await;
+                (s.ok()?.into_inner().session?.state == SigningState::Expired as i32).then_some(())
+            }
+        })
+        .await;
+    }
 }
 
 async fn advance_days(channel: &Channel, days: i64) {
@@ -1038,8 +1071,8 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
         })
         .await;
         if period < 3 {
-            // Give the contracts follower time to see the failure; one or two do not suspend.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Once the contracts follower has seen the failure: one or two do not suspend.
+            p.caught_up().await;
             let c = get(&ch, &id).await;
             assert_eq!(c.state, ContractState::Active as i32, "after {period} failed charge(s): {c:?}");
         }
@@ -1067,7 +1100,8 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
     })
     .await;
     advance_days(&ch, 2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     let mut charger = charger.clone();
     let err = charger
         .get_charge(crate::support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
@@ -1089,7 +1123,7 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backe
 
     // Not yet idle for 180 days: nothing happens.
     advance_days(&ch, 170).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    clean_up_passed(&ch, &m).await;
     let c = get(&ch, &id).await;
     assert_eq!((c.state, c.zombie_flagged_at_ms), (ContractState::Active as i32, 0), "{c:?}");
 
@@ -1153,7 +1187,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.caught_up().await;
 
     // Idle again for more than 180 days: flagged again, later than the first time.
     c.suspend_contract(suspend(&id, "payer abroad again", None, &m.api_key)).await.unwrap();

@@ -237,7 +237,8 @@ async fn idempotent_signing_and_termination_stops_billing() {
     .await;
     let mut admin = AdminServiceClient::new(ch.clone());
     admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 90 * 86_400 })).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     let sch = s
         .get_schedule(crate::support::op(GetScheduleRequest { contract_id: a.contract_id.clone() }))
         .await

@@ -185,7 +185,8 @@ async fn nothing_is_charged_past_a_contracts_validity() {
         .await;
     }
     advance(&ch, 4 * DAY).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     for period in 6..=8 {
         assert!(charge(&ch, &id, period).await.is_none(), "period {period} was charged past the contract's validity");
     }
@@ -245,7 +246,7 @@ async fn two_scheduler_replicas_issue_each_charge_once() {
         }
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    scenario::scheduler_idle(&sched).await;
     let total = store.query("SELECT COUNT(*) FROM events WHERE event_type = 'ChargeScheduled'", &[]).await.unwrap();
     assert_eq!(total[0].i64(0), Some(expected), "exactly one charge per contract and period");
     let twice = store

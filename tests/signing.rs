@@ -42,6 +42,8 @@ both!(
     payer_ticks_confirms_and_the_contract_is_signed,
     one_device_many_accounts_waits_for_review_and_far_away_needs_sms,
     sessions_expire_and_bad_requests_name_the_field,
+    a_used_idempotency_key_opens_its_session_only_for_the_same_request,
+    bad_page_parameters_answer_400_and_record_nothing,
 );
 
 fn session_request(m: &Merchant, payer: &str, device: &str, ip: &str) -> CreateSigningSessionRequest {
@@ -94,6 +96,9 @@ async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
 
     let (status, html) = http_get(p.http, &page);
     assert_eq!(status, 200);
+    // Reloads, in either language, are not further views.
+    assert_eq!(http_get(p.http, &page).0, 200);
+    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).0, 200);
     assert_eq!(element_text(&html, "service-name").as_deref(), Some("视频会员"));
     assert_eq!(element_text(&html, "charge-cycle").as_deref(), Some("每月"));
     assert_eq!(element_text(&html, "amount-cap").as_deref(), Some("500.00 CNY"));
@@ -107,6 +112,8 @@ async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
     assert_eq!(status, 303);
     assert_eq!(get(&ch, &m, &s.session_id).await.state, SigningState::Open as i32);
     assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
+    // The browser follows the redirect back to the page.
+    assert_eq!(http_get(p.http, &format!("{page}?lang=zh")).0, 200);
     // A wrong credential does nothing either.
     http_post(p.http, &format!("{page}/confirm"), "code=999999x");
     assert_eq!(get(&ch, &m, &s.session_id).await.state, SigningState::Open as i32);
@@ -245,4 +252,74 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+async fn a_used_idempotency_key_opens_its_session_only_for_the_same_request(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(backend, dir.path()).await;
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2IDK0001").await;
+    let mut c = ContractsServiceClient::new(ch.clone());
+    let keyed = |payer: &str, device: &str| {
+        let mut r = session_request(&m, payer, device, "192.0.2.40");
+        r.idempotency_key = "checkout-77".into();
+        authed(r, &m.api_key)
+    };
+    let first = c.create_signing_session(keyed("payer-k1", "dev-k")).await.unwrap().into_inner().session.unwrap();
+    // The same request again: the same session.
+    let again = c.create_signing_session(keyed("payer-k1", "dev-k")).await.unwrap().into_inner().session.unwrap();
+    assert_eq!((again.session_id.as_str(), again.payer_id.as_str()), (first.session_id.as_str(), "payer-k1"));
+    // The key with another payer, or another device, is refused: never the first payer's session.
+    for (payer, device) in [("payer-k2", "dev-k"), ("payer-k1", "dev-other")] {
+        let err = c.create_signing_session(keyed(payer, device)).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{payer} on {device}: {err:?}");
+        assert!(err.message().starts_with("idempotency_key"), "{}", err.message());
+    }
+    let s = get(&ch, &m, &first.session_id).await;
+    assert_eq!((s.payer_id.as_str(), s.steps.len()), ("payer-k1", 0), "the session is untouched");
+}
+
+async fn bad_page_parameters_answer_400_and_record_nothing(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(backend, dir.path()).await;
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2PRM0001").await;
+    let s = open(&ch, &m, "payer-p", "device-p", "192.0.2.50").await;
+    let page = path_of(&s.authorization_url);
+    let long = "x".repeat(201);
+    let gets = [
+        (format!("{page}?lang=%0d%0aSet-Cookie:%20a=b"), "lang"),
+        (format!("{page}?lang=fr"), "lang"),
+        (format!("{page}?error={long}"), "error"),
+        (format!("{page}?error=a%0d%0ab"), "error"),
+        (format!("{page}?debug=1"), "debug"),
+    ];
+    for (path, name) in &gets {
+        let (status, body) = http_get(p.http, path);
+        assert_eq!(status, 400, "GET {path}: {body}");
+        assert!(element_text(&body, "error").unwrap().starts_with(&format!("{name}: ")), "{body}");
+    }
+    let posts = [
+        (format!("{page}/tick?lang=%0d%0aLocation:%20https://evil.example"), "agree=yes", "lang"),
+        (format!("{page}/tick"), "agree=no", "agree"),
+        (format!("{page}/tick"), "agree=yes&extra=1", "extra"),
+        (format!("{page}/abandon?lang=xx"), "", "lang"),
+        (format!("{page}/abandon"), "why=1", "why"),
+        (format!("{page}/sms?lang=%0a"), "code=123456", "lang"),
+        (format!("{page}/confirm"), "code=12%0d%0a34", "code"),
+        (format!("{page}/confirm?lang=en&x=1"), "code=123456", "x"),
+    ];
+    for (path, form, name) in &posts {
+        let (status, raw) = http_post(p.http, path, form);
+        assert_eq!(status, 400, "POST {path} {form}: {raw}");
+        assert!(raw.contains(&format!("<p id=\"error\">{name}: ")), "{raw}");
+    }
+    let untouched = get(&ch, &m, &s.session_id).await;
+    assert_eq!(untouched.state, SigningState::Open as i32);
+    assert!(untouched.steps.is_empty(), "nothing was recorded: {:?}", untouched.steps);
+    // The same requests well formed go through.
+    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).0, 200);
+    assert_eq!(http_post(p.http, &format!("{page}/tick?lang=en"), "agree=yes").0, 303);
+    let steps: Vec<i32> = get(&ch, &m, &s.session_id).await.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, vec![SigningStep::PageViewed as i32, SigningStep::AgreementTicked as i32]);
 }

@@ -317,6 +317,23 @@ pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
     .await;
 }
 
+/// Waits until the scheduler's due loop has taken every timer due at the clock's present time
+/// (the count is of active schedules, so a stopped one is never waited for).
+pub async fn scheduler_idle(ch: &Channel) {
+    use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
+    eventually("the due loop to take every due timer", 30, || {
+        let ch = ch.clone();
+        async move {
+            let s = SchedulerServiceClient::new(ch)
+                .get_scheduler_status(authed(GetSchedulerStatusRequest {}, OPERATOR_KEY))
+                .await
+                .ok()?;
+            (s.into_inner().due_timers == 0).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Waits for the scheduler to have taken in a resumption of `contract_id` (its schedule bills
 /// again), so that the next period it reports is the one after the resumption.
 pub async fn wait_billing(ch: &Channel, contract_id: &str) {

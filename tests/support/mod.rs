@@ -12,6 +12,10 @@ pub struct Process {
     child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// Where its log is: `--database-url`, or the SQLite file in `--data-dir`.
+    database: String,
+    /// Whether it runs every service (`run`), and so every follower.
+    all_in_one: bool,
 }
 
 impl Drop for Process {
@@ -59,7 +63,77 @@ impl Process {
                 .parse()
                 .expect("a socket address")
         };
-        Process { grpc: field("grpc"), http: field("http"), child }
+        let arg = |name: &str| args.iter().position(|a| *a == name).and_then(|i| args.get(i + 1)).copied();
+        let database = match (arg("--database-url"), arg("--data-dir")) {
+            (Some(url), _) => url.to_string(),
+            (None, dir) => format!("sqlite://{}/autodebit.db?mode=ro", dir.unwrap_or("autodebit-data")),
+        };
+        Process { grpc: field("grpc"), http: field("http"), child, database, all_in_one: args.first() == Some(&"run") }
+    }
+
+    /// Waits until every follower has taken in the whole log: each one's checkpoint at or past
+    /// the log's head, and the head still there once they are (followers append effects in
+    /// the transaction that moves their checkpoint, so a head that stays put has nothing
+    /// behind it). Use before asserting that something did *not* happen.
+    pub async fn caught_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (head, behind) = self.followers_behind().await;
+            if behind.is_empty() && self.followers_behind().await.0 == head {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "followers {behind:?} did not reach the log's head {head:?} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The log's head as (transaction id, position) — the order followers read in — and the
+    /// followers whose checkpoint is before it.
+    async fn followers_behind(&self) -> ((i64, i64), Vec<String>) {
+        use sqlx::Connection;
+        let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if self.database.starts_with("sqlite:")
+        {
+            let mut db = sqlx::SqliteConnection::connect(&self.database).await.expect("open the SQLite log");
+            let head = sqlx::query_as("SELECT 0, position FROM events ORDER BY position DESC LIMIT 1")
+                .fetch_optional(&mut db)
+                .await
+                .expect("the log's head");
+            let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+                .fetch_all(&mut db)
+                .await
+                .expect("the checkpoints");
+            (head, checkpoints)
+        } else {
+            let mut db = sqlx::PgConnection::connect(&self.database).await.expect("open the PostgreSQL log");
+            let head = sqlx::query_as(
+                "SELECT transaction_id::text::bigint, position FROM events
+                     ORDER BY transaction_id DESC, position DESC LIMIT 1",
+            )
+            .fetch_optional(&mut db)
+            .await
+            .expect("the log's head");
+            let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+                .fetch_all(&mut db)
+                .await
+                .expect("the checkpoints");
+            (head, checkpoints)
+        };
+        let head = head.unwrap_or((0, 0));
+        let mut behind: Vec<String> = checkpoints
+            .iter()
+            .filter(|(_, transaction_id, position)| (*transaction_id, *position) < head)
+            .map(|(consumer, _, _)| consumer.clone())
+            .collect();
+        // A follower that never saved a checkpoint is at the start of the log.
+        if self.all_in_one && head > (0, 0) {
+            behind.extend(
+                FOLLOWERS.iter().filter(|f| !checkpoints.iter().any(|(c, _, _)| c == *f)).map(|f| f.to_string()),
+            );
+        }
+        (head, behind)
     }
 
     pub async fn channel(&self) -> Channel {
@@ -153,6 +227,19 @@ pub async fn listed_services(ch: &Channel) -> Vec<String> {
         other => panic!("reflection did not list services: {other:?}"),
     }
 }
+
+/// The followers of `autodebit run`, by the names their checkpoints are kept under.
+const FOLLOWERS: &[&str] = &[
+    "scheduler.contracts",
+    "charger.charges",
+    "charger.provider_notices",
+    "charger.keys",
+    "contracts.charge_outcomes",
+    "notifier.notices",
+    "analytics.projections",
+    "notifier.keys",
+    "analytics.keys",
+];
 
 /// Polls `check` until it returns `Some`, failing the test after `secs` seconds.
 pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T

@@ -1,11 +1,12 @@
 //! The hosted authorization page, served on the contracts service's HTTP listener: the payer
-//! sees what they agree to (service, cycle, cap, risk notice, an example charge, customer
-//! service), ticks the agreement and confirms with a credential. Chinese by default, English
-//! with `?lang=en` or the session's language.
+//! sees what they agree to (service, cycle, cap, the plan's terms, risk notice, an example
+//! charge, customer service), ticks the agreement and confirms with a credential. Chinese by
+//! default, English with `?lang=en` or the session's language. Every parameter is checked
+//! before anything is recorded.
 use crate::signing::{Loaded, Signing, StepError, simulator_code};
-use autodebit_domain::signing::{SessionStatus, SigningCommand};
-use autodebit_proto::events::v1 as pb;
-use autodebit_runtime::codec::{self, Cause};
+use autodebit_domain::signing::{SessionStatus, SigningCommand, Step};
+use autodebit_domain::terms::Terms;
+use autodebit_runtime::codec::Cause;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -33,6 +34,7 @@ struct Text {
     service: &'static str,
     cycle: &'static str,
     cap: &'static str,
+    terms: &'static str,
     risk: &'static str,
     example: &'static str,
     support: &'static str,
@@ -54,6 +56,7 @@ const ZH: Text = Text {
     service: "服务名称",
     cycle: "扣费周期",
     cap: "单笔扣费上限",
+    terms: "扣费规则",
     risk: "开通后，商户将按以下规则从您的账户自动扣款，扣款前会提前通知您。您可随时在服务中或支付平台内解约，解约后不再扣款。",
     example: "扣费示例",
     support: "联系客服",
@@ -75,6 +78,7 @@ const EN: Text = Text {
     service: "Service",
     cycle: "Charged",
     cap: "Most per charge",
+    terms: "How you are charged",
     risk: "Once set up, the merchant charges your account automatically under these terms, and tells you before each charge. You can cancel at any time in the service or your payment app; after that nothing more is charged.",
     example: "Example charge",
     support: "Customer service",
@@ -95,15 +99,6 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-/// The plan's cycle as payers read it; plans without one charge by use or by event.
-fn cycle_text(raw: i32, en: bool) -> &'static str {
-    match codec::cycle_from_pb(raw) {
-        Some(c) => c.label(en),
-        None if en => "By use or event",
-        None => "按使用或事件扣费",
-    }
-}
-
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Html("<!doctype html><title>404</title><p>No such signing session.</p>")).into_response()
 }
@@ -117,31 +112,69 @@ fn failure(e: tonic::Status) -> Response {
     (code, Html(format!("<!doctype html><title>error</title><p>{}</p>", escape(e.message())))).into_response()
 }
 
+/// A page answering 400 for a malformed parameter, naming it; nothing was recorded.
+fn bad_parameter(name: &str, problem: &str) -> Response {
+    let message = format!("{name}: {problem}");
+    (
+        StatusCode::BAD_REQUEST,
+        Html(format!("<!doctype html><title>400</title><p id=\"error\">{}</p>", escape(&message))),
+    )
+        .into_response()
+}
+
+/// Checks a route's query or form parameters before anything is recorded: only those the
+/// route takes (`allowed`), each well formed.
+fn check(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Response> {
+    for (name, value) in params {
+        let problem = match name.as_str() {
+            n if !allowed.contains(&n) => "is not a parameter of this page",
+            "lang" if value != "zh" && value != "en" => "must be zh or en",
+            "error" if value.chars().count() > 200 || value.chars().any(char::is_control) => {
+                "must be at most 200 characters, none of them control characters"
+            }
+            "code" if value.chars().count() > 32 || value.chars().any(char::is_control) => {
+                "must be at most 32 characters, none of them control characters"
+            }
+            "agree" if value != "yes" => "must be yes",
+            _ => continue,
+        };
+        return Err(bad_parameter(name, problem));
+    }
+    Ok(())
+}
+
 async fn view(
     State(st): State<PageState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if let Err(bad) = check(&q, &["lang", "error"]) {
+        return bad;
+    }
     let cause = Cause::request(format!("page/{id}"));
     let loaded = match st.signing.load(&id).await {
         Ok(Some(l)) => l,
         Ok(None) => return not_found(),
         Err(e) => return failure(e),
     };
-    // Record the view (or, past its time, the expiry) as a funnel step.
+    // Record the first view (or, past its time, the expiry) as a funnel step: a reload is not
+    // another view.
     let command = if loaded.session.expires_at <= st.signing.contracts.platform.clock.now() {
-        SigningCommand::Expire
+        Some(SigningCommand::Expire)
+    } else if loaded.session.steps.iter().any(|(s, _, _)| *s == Step::PageViewed) {
+        None
     } else {
-        SigningCommand::View
+        Some(SigningCommand::View)
     };
-    let loaded = if loaded.session.status.is_final() {
-        loaded
-    } else {
-        match st.signing.step(&id, command, &cause).await {
+    let loaded = match command {
+        Some(command) if !loaded.session.status.is_final() => match st.signing.step(&id, command, &cause).await {
             Ok(l) => l,
             Err(StepError::Rule(_)) => loaded,
+            // Another load of the page recorded the view (or a step) first.
+            Err(StepError::Status(s)) if s.code() == tonic::Code::Aborted => loaded,
             Err(e) => return failure(e.into()),
-        }
+        },
+        _ => loaded,
     };
     let en = q.get("lang").map(|l| l == "en").unwrap_or(loaded.opened.language == "en");
     match render(&st, &loaded, en, q.get("error").map(String::as_str)).await {
@@ -154,11 +187,11 @@ async fn render(st: &PageState, l: &Loaded, en: bool, error: Option<&str>) -> Re
     let t = if en { &EN } else { &ZH };
     let lang = if en { "en" } else { "zh" };
     let o = &l.opened;
-    let (plan, _) = crate::plans::load(&st.signing.contracts.platform, &o.plan_id)
+    let (_, plan) = crate::plans::load(&st.signing.contracts.platform, &o.plan_id)
         .await?
         .ok_or_else(|| tonic::Status::not_found("the session's plan is gone"))?;
-    let terms = plan.terms.unwrap_or_default();
-    let money = |m: Option<&pb::Money>| codec::money_from_pb(m).map(|m| m.to_string()).unwrap_or_default();
+    let terms = Terms::from(&plan);
+    let rules: String = terms.lines(en).iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
     let support = match autodebit_domain::MerchantId::parse(&o.merchant_id) {
         Ok(mid) => st.merchants.load(&mid).await?.0.map(|m| m.application.contact_email).unwrap_or_default(),
         Err(_) => String::new(),
@@ -170,19 +203,20 @@ async fn render(st: &PageState, l: &Loaded, en: bool, error: Option<&str>) -> Re
          <dt>{}</dt><dd id=\"service-name\">{}</dd>\
          <dt>{}</dt><dd id=\"charge-cycle\">{}</dd>\
          <dt>{}</dt><dd id=\"amount-cap\">{}</dd>\
-         <dt>{}</dt><dd id=\"example-charge\">{} {}</dd>\
+         <dt>{}</dt><dd><ul id=\"terms\">{rules}</ul></dd>\
+         <dt>{}</dt><dd id=\"example-charge\">{}</dd>\
          </dl>\
          <p id=\"risk-notice\" class=\"notice\">{}</p>\
          <p><a id=\"customer-service\" href=\"mailto:{}\">{}</a></p>",
         t.service,
         escape(&terms.service_name),
         t.cycle,
-        cycle_text(terms.cycle, en),
+        terms.cycle_label(en),
         t.cap,
-        escape(&money(terms.per_charge_cap.as_ref())),
+        terms.per_charge_cap,
+        t.terms,
         t.example,
-        cycle_text(terms.cycle, en),
-        escape(&money(terms.amount.as_ref())),
+        escape(&terms.example(en)),
         t.risk,
         escape(&support),
         t.support,
@@ -275,7 +309,11 @@ async fn tick(
     State(st): State<PageState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(bad) = check(&q, &["lang"]).and_then(|()| check(&f, &["agree"])) {
+        return bad;
+    }
     act(&st, &id, &q, SigningCommand::Tick).await
 }
 
@@ -283,7 +321,11 @@ async fn abandon(
     State(st): State<PageState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(bad) = check(&q, &["lang"]).and_then(|()| check(&f, &[])) {
+        return bad;
+    }
     act(&st, &id, &q, SigningCommand::Abandon).await
 }
 
@@ -293,6 +335,9 @@ async fn sms(
     Query(q): Query<HashMap<String, String>>,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(bad) = check(&q, &["lang"]).and_then(|()| check(&f, &["code"])) {
+        return bad;
+    }
     match st.signing.sms_code_matches(&id, f.get("code").map(String::as_str).unwrap_or_default()).await {
         Ok(true) => act(&st, &id, &q, SigningCommand::VerifySms).await,
         Ok(false) => back_to(&id, &q, Some("the SMS code is wrong / 短信验证码错误".into())).into_response(),
@@ -306,6 +351,9 @@ async fn confirm(
     Query(q): Query<HashMap<String, String>>,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Err(bad) = check(&q, &["lang"]).and_then(|()| check(&f, &["code"])) {
+        return bad;
+    }
     // The credential step: with the simulator provider, the session's simulated code.
     let code = f.get("code").map(|c| c.trim()).unwrap_or_default();
     if code != simulator_code(&id) {

@@ -189,10 +189,25 @@ impl Signing {
                 format!("ss_{}", uuid::Uuid::new_v5(&NAMESPACE, format!("{}\0{key}", r.merchant).as_bytes()).simple())
             }
         };
-        if !r.idempotency_key.is_empty() {
-            if let Some(existing) = self.load(&session_id).await? {
-                return Ok(existing);
+        if !r.idempotency_key.is_empty()
+            && let Some(existing) = self.load(&session_id).await?
+        {
+            // The same request again is answered with its session; a different one is refused.
+            let o = &existing.opened;
+            let same = o.plan_id == r.plan.plan_id
+                && o.payer_id == r.payer.to_string()
+                && o.channel == r.channel as i32
+                && o.device_id == r.device_id
+                && o.client_ip == r.client_ip.to_string()
+                && o.return_url == r.return_url
+                && o.language == r.language
+                && o.merchant_contract_code == r.merchant_contract_code;
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "idempotency_key: already used for a different signing session request ({session_id})"
+                )));
             }
+            return Ok(existing);
         }
         let region = self.regions.region(r.client_ip).unwrap_or_default();
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);

@@ -14,6 +14,7 @@ pub mod money;
 pub mod plan;
 pub mod retry;
 pub mod signing;
+pub mod terms;
 pub mod usage;
 pub mod window;
 

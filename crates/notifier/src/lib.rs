@@ -46,7 +46,7 @@ const MIGRATIONS: &[Migration] = &[
 /// Starts the service: the notice follower and the gRPC routes.
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate("notifier", MIGRATIONS).await?;
-    spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone()));
+    spawn_follower(platform, processor::NoticeWriter::new(platform.clock.clone(), platform.store.clone()));
     spawn_follower(platform, KeyFollower { name: "notifier.keys", table: "notifier_api_keys" });
     let routes =
         autodebit_runtime::grpc::routes_for(NotifierServiceServer::new(api::NotifierApi::new(platform.clone())));

@@ -1,9 +1,13 @@
 //! Turns contract and charge events into notices for the payer.
-use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx, Value};
+use autodebit_domain::plan::{AmountType, ChargeMode};
+use autodebit_domain::terms::Terms;
+use autodebit_eventstore::{EventStore, ExpectedVersion, StreamAppend, Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as pb, NoticeKind};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The channel of this release: notices go to the process log.
 pub const LOG_CHANNEL: &str = "log";
@@ -12,11 +16,91 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2c0b_51f4_8d7e_4a9b_a3c6_7
 
 pub struct NoticeWriter {
     clock: PlatformClock,
+    store: EventStore,
+    /// Plans by id, as created (a plan never changes): what signing notices state.
+    plans: Mutex<HashMap<String, Arc<pb::PlanTerms>>>,
 }
 
 impl NoticeWriter {
-    pub fn new(clock: PlatformClock) -> Self {
-        NoticeWriter { clock }
+    pub fn new(clock: PlatformClock, store: EventStore) -> Self {
+        NoticeWriter { clock, store, plans: Mutex::default() }
+    }
+
+    /// The terms of the plans the batch's contracts were signed against, read from each
+    /// plan's stream once per process.
+    async fn plans_of(&self, events: &[Decoded]) -> anyhow::Result<Plans> {
+        let mut found = Plans::new();
+        for d in events {
+            let EventKind::ContractSigned(s) = &d.kind else { continue };
+            if s.plan_id.is_empty() || found.contains_key(&s.plan_id) {
+                continue;
+            }
+            let cached = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&s.plan_id).cloned();
+            let terms = match cached {
+                Some(t) => t,
+                None => {
+                    let stream = self.store.read_stream(&format!("plan-{}", s.plan_id), 0).await?;
+                    let created = stream.into_iter().filter_map(codec::decode).find_map(|d| match d.kind {
+                        EventKind::PlanCreated(p) => p.terms,
+                        _ => None,
+                    });
+                    let Some(terms) = created else { continue };
+                    let terms = Arc::new(terms);
+                    self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(s.plan_id.clone(), terms.clone());
+                    terms
+                }
+            };
+            found.insert(s.plan_id.clone(), terms);
+        }
+        Ok(found)
+    }
+}
+
+type Plans = HashMap<String, Arc<pb::PlanTerms>>;
+
+/// The terms a contract was signed on: its plan's, with the contract's own cycle and amount
+/// (an imported contract may differ from its plan's); a contract of no known plan is a fixed
+/// cycle of its amount.
+fn signed_terms(s: &pb::ContractSigned, plan: Option<&pb::PlanTerms>) -> Terms {
+    let amount = codec::money_from_pb(s.amount_per_cycle.as_ref()).unwrap_or(autodebit_domain::Money::cny(0));
+    let cycle = codec::cycle_from_pb(s.cycle);
+    let fixed = Terms {
+        service_name: String::new(),
+        charge_mode: ChargeMode::FixedCycle,
+        cycle,
+        amount_type: AmountType::Fixed,
+        amount,
+        per_charge_cap: amount,
+        first_charge_at_signing: false,
+        usage: None,
+    };
+    let Some(p) = plan else { return fixed };
+    let charge_mode = match pb::ChargeMode::try_from(p.charge_mode) {
+        Ok(pb::ChargeMode::Usage) => ChargeMode::Usage,
+        Ok(pb::ChargeMode::EventTriggered) => ChargeMode::EventTriggered,
+        Ok(pb::ChargeMode::Hybrid) => ChargeMode::Hybrid,
+        _ => ChargeMode::FixedCycle,
+    };
+    let plan_cycle = codec::cycle_from_pb(p.cycle);
+    Terms {
+        service_name: p.service_name.clone(),
+        charge_mode,
+        cycle: if charge_mode == ChargeMode::FixedCycle || charge_mode == ChargeMode::Hybrid {
+            cycle
+        } else {
+            plan_cycle
+        },
+        amount_type: if p.amount_type == pb::AmountType::Fixed as i32 {
+            AmountType::Fixed
+        } else {
+            AmountType::UpToCap
+        },
+        per_charge_cap: codec::money_from_pb(p.per_charge_cap.as_ref()).unwrap_or(amount),
+        first_charge_at_signing: p.first_charge_at_signing,
+        usage: p.usage.as_ref().and_then(|u| {
+            codec::usage_from_pb(u, pb::ChargeMode::try_from(p.charge_mode).unwrap_or_default(), plan_cycle).ok()
+        }),
+        ..fixed
     }
 }
 
@@ -25,20 +109,25 @@ fn money(m: Option<&pb::Money>) -> String {
 }
 
 /// The notice an event calls for: kind, recipient, contract, charge, text (Chinese, the
-/// payers' default language).
-fn notice_for(kind: &EventKind) -> Option<(NoticeKind, &str, &str, &str, String)> {
+/// payers' default language). A signing notice states the terms of the contract's plan, as
+/// the authorization page did.
+fn notice_for<'a>(kind: &'a EventKind, plans: &Plans) -> Option<(NoticeKind, &'a str, &'a str, &'a str, String)> {
     Some(match kind {
-        EventKind::ContractSigned(s) => (
-            NoticeKind::ContractSigned,
-            s.payer_id.as_str(),
-            s.contract_id.as_str(),
-            "",
-            format!(
-                "您已开通自动扣费服务：{}扣款 {}。扣款前会提前通知您，您可随时解约。",
-                codec::cycle_from_pb(s.cycle).map(|c| c.label(false)).unwrap_or("每期"),
-                money(s.amount_per_cycle.as_ref())
-            ),
-        ),
+        EventKind::ContractSigned(s) => {
+            let terms = signed_terms(s, plans.get(&s.plan_id).map(|p| p.as_ref()));
+            let service =
+                if terms.service_name.is_empty() { String::new() } else { format!("「{}」", terms.service_name) };
+            (
+                NoticeKind::ContractSigned,
+                s.payer_id.as_str(),
+                s.contract_id.as_str(),
+                "",
+                format!(
+                    "您已开通自动扣费服务{service}：{}。扣款前会提前通知您，您可随时解约。",
+                    terms.lines(false).join("；")
+                ),
+            )
+        }
         EventKind::ContractTerminated(t) => (
             NoticeKind::ContractTerminated,
             t.payer_id.as_str(),
@@ -153,6 +242,7 @@ fn notice(
 pub struct Notices {
     now: i64,
     each: Vec<Option<Notice>>,
+    plans: Plans,
 }
 
 impl Processor for NoticeWriter {
@@ -184,31 +274,32 @@ impl Processor for NoticeWriter {
     }
 
     fn wants(&self, kind: &EventKind) -> bool {
-        notice_for(kind).is_some()
+        notice_for(kind, &Plans::new()).is_some()
     }
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Notices> {
         let now = self.clock.now_ms();
+        let plans = self.plans_of(events).await?;
         let each = events
             .iter()
             .map(|d| {
-                let (kind, recipient, contract_id, charge_id, text) = notice_for(&d.kind)?;
+                let (kind, recipient, contract_id, charge_id, text) = notice_for(&d.kind, &plans)?;
                 (!recipient.is_empty())
                     .then(|| notice(d, kind, recipient.to_string(), contract_id, charge_id, text, now))
             })
             .collect();
-        Ok(Notices { now, each })
+        Ok(Notices { now, each, plans })
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], notices: Notices) -> anyhow::Result<()> {
-        let Notices { now, each } = notices;
+        let Notices { now, each, plans } = notices;
         let mut appends = Vec::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
         for (d, ready) in events.iter().zip(each) {
             let n = match ready {
                 Some(n) => n,
                 None => {
-                    let Some((kind, _, contract_id, charge_id, text)) = notice_for(&d.kind) else { continue };
+                    let Some((kind, _, contract_id, charge_id, text)) = notice_for(&d.kind, &plans) else { continue };
                     // A termination names no payer: the contract's payer is the one its
                     // signing notice went to, which may be among the notices of this batch.
                     insert_notices(tx, std::mem::take(&mut rows), now).await?;

@@ -446,9 +446,13 @@ impl SchedulerApi {
         }
         let first = self.platform.store.read_stream(&charge_id.stream(), 0).await.map_err(store_error)?;
         let Some(kind) = first.first().and_then(|e| codec::decode(e.clone())).map(|d| d.kind) else { return Ok(None) };
-        let (outcome, rule, detail, earlier) = match kind {
-            EventKind::ChargeScheduled(s) => (pb::TriggerOutcome::Scheduled, String::new(), String::new(), s.amount),
-            EventKind::ChargeRejected(r) => (pb::TriggerOutcome::Rejected, r.rule, r.detail, r.amount),
+        // A scheduled charge goes when it was due: the moment of the call, or the opening of
+        // the charge window it was held for, as the first answer said.
+        let (outcome, rule, detail, earlier, charge_at_ms) = match kind {
+            EventKind::ChargeScheduled(s) => {
+                (pb::TriggerOutcome::Scheduled, String::new(), String::new(), s.amount, s.due_at_ms)
+            }
+            EventKind::ChargeRejected(r) => (pb::TriggerOutcome::Rejected, r.rule, r.detail, r.amount, 0),
             _ => return Ok(None),
         };
         if codec::money_from_pb(earlier.as_ref()).ok() != Some(amount) {
@@ -456,7 +460,6 @@ impl SchedulerApi {
                 "idempotency_key: already used for a charge of a different amount ({charge_id})"
             )));
         }
-        let charge_at_ms = if outcome == pb::TriggerOutcome::Scheduled { first[0].recorded_at_ms } else { 0 };
         Ok(Some(pb::TriggerChargeResponse {
             charge_id: charge_id.to_string(),
             outcome: outcome as i32,
