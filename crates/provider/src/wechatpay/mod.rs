@@ -2,6 +2,8 @@
 pub mod cert;
 pub mod client;
 pub mod mock;
+#[cfg(test)]
+mod sdk_vectors;
 pub mod v2;
 pub mod v3;
 
