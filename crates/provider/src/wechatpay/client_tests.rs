@@ -532,3 +532,24 @@ fn every_documented_code_is_read_as_final_or_retryable() {
         order_state(&p(&[("result_code", "SUCCESS"), ("transaction_id", "1004400740201409030005092168")]), "notice");
     assert!(matches!(paid, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
 }
+
+/// `Wechatpay-Serial` names the key WeChat Pay answers with: the public key when one is
+/// configured, whatever the order, else the first platform certificate.
+#[test]
+fn v3_requests_name_the_public_key_else_the_first_certificate() {
+    let certificate =
+        PlatformKey::Certificate { pem: include_str!("testdata/wechatpay_go_platform_certificate.pem").into() };
+    let public_key =
+        PlatformKey::PublicKey { id: mock::PLATFORM_KEY_ID.into(), pem: mock::PLATFORM_PUBLIC_KEY_PEM.into() };
+    for (keys, named) in [
+        (vec![certificate.clone()], "F5765756002FDD77"),
+        (vec![certificate.clone(), public_key.clone()], mock::PLATFORM_KEY_ID),
+        (vec![public_key, certificate], mock::PLATFORM_KEY_ID),
+    ] {
+        let mut config = config_for("http://127.0.0.1:9", &calm());
+        if let Some(v3c) = config.v3.as_mut() {
+            v3c.platform_keys = keys;
+        }
+        assert_eq!(WeChatPay::new(config).unwrap().platform_serial, named);
+    }
+}

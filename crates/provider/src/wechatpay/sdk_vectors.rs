@@ -35,6 +35,13 @@ const GO_SIGNATURE: &str = concat!(
     "1aJGH6/L+hdwfLpUtJm4QYVazzW7DFD27EpSQEqA8bX9+8m1rLg==",
 );
 
+/// wechatpay-go `core/auth/verifiers/sha256withrsa_pubkey_verifier_test.go` and
+/// `sha256withrsa_verifier_test.go`: the public half of `GO_KEY`, as a WeChat Pay public key
+/// and in a platform certificate, both named `F5765756002FDD77`.
+const GO_PUBLIC_KEY_ID: &str = "F5765756002FDD77";
+const GO_PUBLIC_KEY: &str = include_str!("testdata/wechatpay_go_public_key.pem");
+const GO_PLATFORM_CERT: &str = include_str!("testdata/wechatpay_go_platform_certificate.pem");
+
 /// wechatpay-go `utils/aes_test.go`.
 const GO_AES_KEY: &str = "testAPIv3Key0000";
 const GO_AES_CIPHERTEXT: &str = "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC";
@@ -75,6 +82,33 @@ fn java_rsa_signer_and_verifier_tests() {
 fn go_sign_sha256_with_rsa_test() {
     let signer = MerchantSigner::from_pem("", "", GO_KEY).unwrap();
     assert_eq!(signer.sign("source"), GO_SIGNATURE);
+}
+
+#[test]
+fn go_sha256_with_rsa_verifier_tests() {
+    // The certificate is known by the serial the test gives it, leading zero byte dropped.
+    let cert = CertInfo::from_pem("wechatpay-go platform certificate", GO_PLATFORM_CERT).unwrap();
+    assert_eq!(cert.serial, GO_PUBLIC_KEY_ID);
+    for pem in [GO_PUBLIC_KEY, cert.public_key_pem.as_str()] {
+        let mut verifier = PlatformVerifier::default();
+        verifier.add_pem(GO_PUBLIC_KEY_ID, pem).unwrap();
+        assert_eq!(verifier.verify_message(GO_PUBLIC_KEY_ID, "source", GO_SIGNATURE), Ok(()));
+        // "verify failed", "… with empty message", "… with empty signature", "… with non-base64
+        // signature", "… with empty keyId", "… with no corresponding pubkey".
+        for (serial, message, signature) in [
+            (GO_PUBLIC_KEY_ID, "wrong source", GO_SIGNATURE),
+            (GO_PUBLIC_KEY_ID, "", GO_SIGNATURE),
+            (GO_PUBLIC_KEY_ID, "source", ""),
+            (GO_PUBLIC_KEY_ID, "source", "invalid base64 signature"),
+            ("", "source", GO_SIGNATURE),
+            ("invalid serial number", "source", GO_SIGNATURE),
+        ] {
+            assert!(
+                verifier.verify_message(serial, message, signature).is_err(),
+                "{serial:?} {message:?} {signature:?}"
+            );
+        }
+    }
 }
 
 #[test]
