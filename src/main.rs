@@ -90,7 +90,7 @@ struct MockArgs {
     api_key: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Deductions per 10,000 declined with NOTENOUGH.
+    /// Deductions per 10,000 accepted, then failed (PAY_FAIL) with NOTENOUGH.
     #[arg(long, default_value_t = 0)]
     notenough_basis_points: u32,
     /// Deductions per 10,000 answered SYSTEMERROR (half of them taken all the same).
@@ -102,6 +102,9 @@ struct MockArgs {
     /// How many times a result or signing callback is posted before the mock gives up.
     #[arg(long, default_value_t = 3)]
     callback_attempts: u32,
+    /// How long an accepted deduction stays ACCEPT before it succeeds or fails (PAY_FAIL).
+    #[arg(long, default_value_t = 100)]
+    deduct_after_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 let options = autodebit_provider::wechatpay::mock::MockOptions {
                     userpaying_basis_points: m.userpaying_basis_points,
                     callback_attempts: m.callback_attempts.max(1),
+                    deduct_after: std::time::Duration::from_millis(m.deduct_after_ms),
                     ..Default::default()
                 };
                 tokio::select! {

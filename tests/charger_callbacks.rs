@@ -1,11 +1,14 @@
 //! WeChat Pay's callbacks on the charger's HTTP listener, as bad input would reach them: each
-//! refused with its status, counted by reason, and nothing changed.
+//! refused with its status, counted by reason, and nothing changed; and charges through the mock
+//! WeChat Pay, which answers as WeChat Pay does, reaching their outcomes.
+mod scenario;
 mod support;
 
 use autodebit_domain::{ChargeId, ContractId};
 use autodebit_provider::wechatpay::mock::{self, MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
-use support::{Process, http_get, http_post_with};
+use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
+use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
 
 const MCH_ID: &str = "1900000109";
 const API_V2_KEY: &str = "test-apiv2-key-0123456789abcdef0";
@@ -54,7 +57,8 @@ fn deduction(out_trade_no: &str, key: &str) -> String {
     ] {
         p.insert(k.into(), v.into());
     }
-    v2::sign_in_place(&mut p, key, SignType::HmacSha256);
+    // As WeChat Pay signs it: in the request's sign type (HMAC-SHA256 here), without naming it.
+    v2::sign_answer(&mut p, key, SignType::HmacSha256);
     v2::to_xml(&p)
 }
 
@@ -127,4 +131,76 @@ fn resign(headers: &[(&'static str, String)], body: &str) -> Vec<(&'static str, 
     let message = autodebit_provider::wechatpay::v3::response_message(ts, &get("Wechatpay-Nonce"), body);
     let signature = mock::sign_as_platform(&message);
     headers.iter().map(|(k, v)| (*k, if *k == "Wechatpay-Signature" { signature.clone() } else { v.clone() })).collect()
+}
+
+/// Charges through the mock with HMAC-SHA256 configured: WeChat Pay's answers name no sign
+/// type, deductions are accepted (`ACCEPT`) and then succeed or fail (`PAY_FAIL`, NOTENOUGH);
+/// settled by query alone, every charge reaches its outcome, a decline as `ChargeFailed`, and
+/// the platform records exactly what the mock debited.
+#[tokio::test]
+async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
+    use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
+    use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
+    use autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient;
+    const CONTRACTS: u64 = 16;
+    let mock = MockWechatpay::start(&["--notenough-basis-points", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let base = ["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--charge-window", "00:00-24:00"];
+
+    // Onboard and sign on the simulator; then point the merchant at WeChat Pay.
+    let p = Process::start_at(&base, &http);
+    let ch = p.channel().await;
+    let merchant = onboard(&ch, "91330100MA2HMAC001").await;
+    let mut contracts = ContractsServiceClient::new(ch.clone());
+    for i in 0..CONTRACTS {
+        let req = authed(sign_request(&merchant, &format!("payer-{i}"), 1_990), OPERATOR_KEY);
+        contracts.sign_contract(req).await.unwrap();
+    }
+    drop(p);
+    let config = dir.path().join("wechatpay.json");
+    let account = serde_json::json!({"merchants": [{
+        "merchant_id": merchant.merchant_id,
+        "appid": "wxd930ea5d5a258f4f",
+        "mch_id": "10000100",
+        "api_v2_key": "192006250b4c09247ec02edce69f6a2d",
+        "sign_type": "HMAC-SHA256",
+        "base_url": format!("http://{}", mock.1),
+        // No result notice arrives: only the answers to the queries can settle the charges.
+        "notify_url": "http://127.0.0.1:9/unused",
+        "spbill_create_ip": "127.0.0.1",
+        "v3": {
+            "merchant_serial": MERCHANT_SERIAL,
+            "merchant_private_key_file": testdata("merchant_test_key.pem"),
+            "api_v3_key": API_V3_KEY,
+            "platform_public_key_id": PLATFORM_KEY_ID,
+            "platform_public_key_file": testdata("platform_test_pub.pem"),
+        },
+    }]});
+    std::fs::write(&config, account.to_string()).unwrap();
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
+    let p = Process::start_at(&args, &http);
+    let ch = p.channel().await;
+    AdminServiceClient::new(ch.clone())
+        .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, OPERATOR_KEY))
+        .await
+        .unwrap();
+
+    let summary = eventually("every charge at an outcome", 60, || {
+        let mut a = AnalyticsServiceClient::new(ch.clone());
+        async move {
+            let s = a.get_summary(authed(GetSummaryRequest::default(), OPERATOR_KEY)).await.ok()?.into_inner();
+            (s.charges_succeeded + s.charges_failed >= CONTRACTS).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(summary.charges_succeeded + summary.charges_failed, CONTRACTS, "{summary:?}");
+    assert!(summary.charges_failed > 0 && summary.charges_succeeded > 0, "{summary:?}");
+    let (_, body) = http_get(mock.1, "/mock/orders");
+    let book: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(book["orders"].as_u64(), Some(CONTRACTS), "each charge sent once: {book}");
+    assert_eq!(book["debited"].as_u64(), Some(summary.charges_succeeded), "{book}");
+    assert_eq!(book["refused_requests"], 0, "{book}");
 }

@@ -10,7 +10,16 @@ use support::MockWechatpay;
 const KEY: &str = "test-apiv2-key-0123456789abcdef0";
 
 fn start() -> MockWechatpay {
-    MockWechatpay::start(&["--api-key", KEY, "--mch-id", "1900000109", "--appid", "wx8888888888888888"])
+    MockWechatpay::start(&[
+        "--api-key",
+        KEY,
+        "--mch-id",
+        "1900000109",
+        "--appid",
+        "wx8888888888888888",
+        "--deduct-after-ms",
+        "500",
+    ])
 }
 
 fn post_xml(addr: SocketAddr, path: &str, xml: &str) -> (u16, String) {
@@ -45,19 +54,55 @@ fn request(out_trade_no: &str) -> Params {
     .collect()
 }
 
+fn query(out_trade_no: &str) -> Params {
+    let mut q: Params = [
+        ("appid", "wx8888888888888888"),
+        ("mch_id", "1900000109"),
+        ("nonce_str", "Wm3WZYTPz0wzccnX"),
+        ("out_trade_no", out_trade_no),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    v2::sign_in_place(&mut q, KEY, SignType::HmacSha256);
+    q
+}
+
+/// A v2 answer, verified as a client configured for HMAC-SHA256 must verify it: the answer does
+/// not name its sign type, and does not verify as MD5.
+fn hmac_answer(body: &str) -> Params {
+    let answer = v2::from_xml(body).unwrap();
+    assert!(!answer.contains_key("sign_type"), "{answer:?}");
+    assert_eq!(v2::verify(&answer, KEY, SignType::HmacSha256), Ok(()));
+    assert!(v2::verify(&answer, KEY, SignType::Md5).is_err());
+    answer
+}
+
 #[test]
-fn deducts_once_per_order_number_checks_signatures_and_reports() {
+fn accepts_then_deducts_once_per_order_number_checks_signatures_and_reports() {
     let mock = start();
     let mut p = request("chx_1");
     v2::sign_in_place(&mut p, KEY, SignType::HmacSha256);
     let (status, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
     assert_eq!(status, 200);
-    let answer = v2::from_xml(&body).unwrap();
+    let answer = hmac_answer(&body);
     assert_eq!(answer["result_code"], "SUCCESS", "{answer:?}");
-    assert_eq!(v2::verify(&answer, KEY), Ok(()));
+    // Accepted, the deduction pending; then it succeeds.
+    let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1")));
+    assert_eq!(hmac_answer(&body)["trade_state"], "ACCEPT");
+    let mut state = String::new();
+    for _ in 0..100 {
+        let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1")));
+        state = hmac_answer(&body)["trade_state"].clone();
+        if state != "ACCEPT" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(state, "SUCCESS");
     // The same order number again is not debited again.
     let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
-    assert_eq!(v2::from_xml(&body).unwrap()["err_code"], "ORDERPAID");
+    assert_eq!(hmac_answer(&body)["err_code"], "ORDERPAID");
     // A request signed with the wrong key is refused, naming what was signed.
     let mut forged = request("chx_2");
     v2::sign_in_place(&mut forged, "wrong", SignType::Md5);

@@ -5,9 +5,10 @@
 mod scenario;
 mod support;
 
+use autodebit_proto::contracts::v1::plans_service_client::PlansServiceClient;
 use autodebit_proto::contracts::v1::{
-    ContractState, CreateSigningSessionRequest, GetContractRequest, GetSigningSessionRequest, SigningState,
-    TerminateContractRequest, contracts_service_client::ContractsServiceClient,
+    ContractState, CreatePlanRequest, CreateSigningSessionRequest, GetContractRequest, GetSigningSessionRequest,
+    SigningState, TerminateContractRequest, contracts_service_client::ContractsServiceClient,
 };
 use autodebit_proto::events::v1::{SigningChannel, TerminationMode};
 use autodebit_provider::wechatpay::mock::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
@@ -103,6 +104,17 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     let p = Process::start_at(&args, &http);
     let ch = p.channel().await;
     let plan = create_plan(&ch, &m, |t| t.provider = "wechatpay".into()).await;
+    // WeChat Pay deducts CNY only: a plan in another currency is refused, naming the field.
+    let mut usd = scenario::monthly_terms();
+    usd.provider = "wechatpay".into();
+    usd.per_charge_cap = Some(autodebit_proto::events::v1::Money { minor_units: 5_000, currency: "USD".into() });
+    let req = authed(CreatePlanRequest { terms: Some(usd.clone()), idempotency_key: "usd".into() }, &m.api_key);
+    let refused = PlansServiceClient::new(ch.clone()).create_plan(req).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("terms.per_charge_cap.currency: USD is not CNY"), "{}", refused.message());
+    usd.provider = "simulator".into();
+    let req = authed(CreatePlanRequest { terms: Some(usd), idempotency_key: "usd".into() }, &m.api_key);
+    assert!(PlansServiceClient::new(ch.clone()).create_plan(req).await.is_ok(), "the simulator takes USD");
 
     // Signed at WeChat Pay: the session confirms, the contract is active.
     let first = sign_at_wechatpay(&ch, &mock, &m, &plan, "payer-wx-1").await;

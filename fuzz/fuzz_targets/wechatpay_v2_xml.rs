@@ -9,6 +9,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(params) = v2::from_xml(text) {
         let again = v2::from_xml(&v2::to_xml(&params)).expect("what was read is written readably");
         assert_eq!(again, params);
-        let _ = v2::verify(&params, "192006250b4c09247ec02edce69f6a2d");
+        let _ = v2::verify(&params, "192006250b4c09247ec02edce69f6a2d", v2::SignType::HmacSha256);
     }
 });

@@ -57,7 +57,7 @@ async fn deduction(State(cb): State<Callbacks>, body: String) -> Response {
 }
 
 async fn on_deduction(cb: &Callbacks, body: &str) -> Result<&'static str, Refused> {
-    let (p, merchant) = cb.accounts.verify_v2(body)?;
+    let (p, merchant) = cb.accounts.verify_deduction(body)?;
     on_order(cb, &p, &merchant).await
 }
 

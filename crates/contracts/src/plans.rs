@@ -1,6 +1,6 @@
 //! Deduction plans: a merchant's templates for the contracts its payers sign.
 use autodebit_domain::plan::{AmountType, ChargeMode, ModificationRule, Plan};
-use autodebit_domain::{MerchantId, Money};
+use autodebit_domain::{Currency, MerchantId, Money};
 use autodebit_eventstore::{ExpectedVersion, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::contracts::v1::{self as api, plans_service_server::PlansService};
@@ -166,6 +166,13 @@ impl PlansService for PlansApi {
         let terms = r.terms.ok_or_else(|| invalid("terms", "is required"))?;
         let id = plan_id(&merchant, &r.idempotency_key);
         let plan = plan_from_terms(&id, &merchant, &terms)?;
+        // Papay charges CNY only; every amount of a plan is in the per-charge cap's currency.
+        if plan.provider == "wechatpay" && plan.currency() != Currency::CNY {
+            return Err(invalid(
+                "terms.per_charge_cap.currency",
+                format!("{} is not CNY, the only currency WeChat Pay deducts in", plan.currency()),
+            ));
+        }
         let stored = terms_of(&plan);
         let now = self.platform.clock.now_ms();
         let event = pb::Event {

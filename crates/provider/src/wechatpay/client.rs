@@ -224,6 +224,10 @@ pub struct WeChatPay {
     http: reqwest::Client,
     signer: Option<MerchantSigner>,
     verifier: PlatformVerifier,
+    /// The `Wechatpay-Serial` v3 requests carry: the WeChat Pay public key id when one is
+    /// configured (WeChat Pay then signs its answers with that key), else the first platform
+    /// certificate's serial — as the official SDKs send the serial of the key they verify with.
+    platform_serial: String,
 }
 
 fn now_secs() -> i64 {
@@ -238,25 +242,82 @@ fn code_of(p: &Params, name: &str) -> String {
     p.get(name).map(|v| v.trim().to_string()).unwrap_or_default()
 }
 
-/// Error codes that say the merchant's own setup is wrong: no attempt can pass until it is fixed.
-const CONFIG_CODES: &[&str] = &[
-    "SIGNERROR",
-    "SIGN_ERROR",
-    "PARAM_ERROR",
-    "LACK_PARAMS",
-    "INVALID_REQUEST",
-    "NOAUTH",
-    "NO_AUTH",
-    "MCHID_NOT_EXIST",
-    "APPID_NOT_EXIST",
-    "APPID_MCHID_NOT_MATCH",
-    "XML_FORMAT_ERROR",
-    "POST_DATA_EMPTY",
-    "REQUIRE_POST_METHOD",
-    "NOT_UTF8",
-    "TRADE_TYPE_ERROR",
-    "PLAN_ID_NOT_EXIST",
-];
+/// What a `trade_state` or `err_code` of WeChat Pay says of a deduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The money moved (the answer carries its `transaction_id`).
+    Paid,
+    /// Not decided yet, or not known whether money moved: ask again by query, never resend.
+    Pending,
+    /// No order has that number: it never arrived, and may be sent.
+    NoOrder,
+    /// No money moved; a new attempt (a new `out_trade_no`) may pass.
+    Retryable,
+    /// No money moved, and none will until the contract or the payer's account changes.
+    Final,
+    /// No money moved: the merchant's own setup is wrong, and nothing passes until it is fixed.
+    Misconfigured,
+}
+
+/// Every `trade_state` and `err_code` WeChat Pay documents for `pappayapply`,
+/// `paporderquery` (and `orderquery`) and the deduction result notice, and what each says of
+/// an attempt. A code not listed here is `Pending`: the query settles it.
+pub const CODES: &[(&str, Verdict, &str)] = {
+    use Verdict::*;
+    &[
+        // trade_state
+        ("SUCCESS", Paid, "paid"),
+        ("REFUND", Paid, "paid, and (part of it) refunded since"),
+        ("ACCEPT", Pending, "accepted, the deduction pending"),
+        ("NOTPAY", Pending, "not paid yet"),
+        ("USERPAYING", Pending, "the payer is paying"),
+        ("PAY_FAIL", Retryable, "the deduction failed"),
+        ("PAYERROR", Retryable, "the payment failed"),
+        ("CLOSED", Retryable, "the order was closed unpaid"),
+        ("REVOKED", Retryable, "the order was revoked"),
+        // err_code: the payer's account, for now
+        ("NOTENOUGH", Retryable, "the payer's balance is too low"),
+        ("RULELIMIT", Retryable, "a payment limit of the payer's account was reached"),
+        ("BANKERROR", Retryable, "the payer's bank is under maintenance"),
+        ("ACCOUNTERROR", Retryable, "the payer's account is abnormal"),
+        ("USER_ACCOUNT_ABNORMAL", Retryable, "the payer's account is abnormal"),
+        ("ORDERCLOSED", Retryable, "the order was closed unpaid"),
+        // err_code: for good
+        ("CONTRACT_NOT_EXIST", Final, "the contract no longer exists at WeChat Pay"),
+        ("CONTRACTERROR", Final, "the contract has expired at WeChat Pay"),
+        ("CONTRACT_ERROR", Final, "the contract has expired at WeChat Pay"),
+        ("USER_NOT_EXIST", Final, "the payer's WeChat account was cancelled"),
+        ("TRADE_ERROR", Final, "WeChat Pay refused the order"),
+        // err_code: not known whether the order was taken, or already taken
+        ("SYSTEMERROR", Pending, "WeChat Pay's system error"),
+        ("ORDERPAID", Pending, "the order number was paid before"),
+        ("OUT_TRADE_NO_USED", Pending, "the order number was used before"),
+        ("FREQUENCY_LIMITED", Pending, "too many requests"),
+        ("ORDERNOTEXIST", NoOrder, "no order has this number"),
+        // err_code: the merchant's setup
+        ("SIGNERROR", Misconfigured, "the signature is wrong"),
+        ("SIGN_ERROR", Misconfigured, "the signature is wrong"),
+        ("PARAM_ERROR", Misconfigured, "a parameter is wrong"),
+        ("LACK_PARAMS", Misconfigured, "a parameter is missing"),
+        ("INVALID_REQUEST", Misconfigured, "the request is invalid"),
+        ("NOAUTH", Misconfigured, "the merchant lacks the papay permission"),
+        ("NO_AUTH", Misconfigured, "the merchant lacks the papay permission"),
+        ("MCHID_NOT_EXIST", Misconfigured, "mch_id does not exist"),
+        ("APPID_NOT_EXIST", Misconfigured, "appid does not exist"),
+        ("APPID_MCHID_NOT_MATCH", Misconfigured, "appid and mch_id do not match"),
+        ("XML_FORMAT_ERROR", Misconfigured, "the XML is malformed"),
+        ("POST_DATA_EMPTY", Misconfigured, "the request is empty"),
+        ("REQUIRE_POST_METHOD", Misconfigured, "the request must be a POST"),
+        ("NOT_UTF8", Misconfigured, "the request is not UTF-8"),
+        ("TRADE_TYPE_ERROR", Misconfigured, "trade_type is wrong"),
+        ("PLAN_ID_NOT_EXIST", Misconfigured, "the papay template does not exist"),
+    ]
+};
+
+/// The verdict and meaning of a code, from `CODES`.
+pub fn verdict(code: &str) -> Option<(Verdict, &'static str)> {
+    CODES.iter().find(|(c, ..)| *c == code).map(|(_, v, meaning)| (*v, *meaning))
+}
 
 /// Whether a `return_code=FAIL` message names a configuration problem (a signature, a
 /// parameter, the merchant's ids) rather than a passing failure.
@@ -274,28 +335,19 @@ fn misconfigured(code: &str, detail: &str) -> ProviderOutcome {
     }
 }
 
-/// The decline an error code of a failed deduction means, or `None` when the code does not
-/// say that no money moved (the caller then answers `Unknown`).
+/// The decline a code says no money moved by, or `None` when it does not say so (the caller
+/// then waits for the query). `description` is WeChat Pay's own text.
 fn decline(code: &str, description: &str) -> Option<ProviderOutcome> {
-    let declined = |retryable: bool, why: &str| {
-        Some(ProviderOutcome::Declined {
+    let (verdict, meaning) = verdict(code)?;
+    let message = if description.is_empty() { meaning.to_string() } else { format!("{meaning}: {description}") };
+    match verdict {
+        Verdict::Retryable | Verdict::Final => Some(ProviderOutcome::Declined {
             code: code.to_string(),
-            message: if description.is_empty() { why.to_string() } else { format!("{why}: {description}") },
-            retryable,
-        })
-    };
-    match code {
-        "NOTENOUGH" => declined(true, "the payer's balance is too low"),
-        "RULELIMIT" => declined(true, "a payment limit of the payer's account was reached"),
-        "BANKERROR" => declined(true, "the payer's bank is under maintenance"),
-        "ACCOUNTERROR" | "USER_ACCOUNT_ABNORMAL" => declined(true, "the payer's account is abnormal"),
-        "CONTRACT_NOT_EXIST" | "CONTRACTERROR" | "CONTRACT_ERROR" => {
-            declined(false, "the contract no longer exists or has expired at WeChat Pay")
-        }
-        "USER_NOT_EXIST" => declined(false, "the payer's WeChat account was cancelled"),
-        "TRADE_ERROR" => declined(false, "WeChat Pay refused the order"),
-        c if CONFIG_CODES.contains(&c) => Some(misconfigured(c, description)),
-        _ => None,
+            message,
+            retryable: verdict == Verdict::Retryable,
+        }),
+        Verdict::Misconfigured => Some(misconfigured(code, &message)),
+        Verdict::Paid | Verdict::Pending | Verdict::NoOrder => None,
     }
 }
 
@@ -320,6 +372,7 @@ impl WeChatPay {
             });
         }
         let mut verifier = PlatformVerifier::default();
+        let (mut platform_serial, mut platform_serial_public) = (String::new(), false);
         let signer = match &config.v3 {
             None => None,
             Some(v3c) => {
@@ -352,6 +405,11 @@ impl WeChatPay {
                     verifier
                         .add_pem(&serial, &pem)
                         .map_err(|e| ConfigError::Invalid { field: "v3.platform_keys", problem: e.to_string() })?;
+                    // The first public key, or else the first certificate.
+                    let public = matches!(key, PlatformKey::PublicKey { .. });
+                    if platform_serial.is_empty() || (public && !platform_serial_public) {
+                        (platform_serial, platform_serial_public) = (serial, public);
+                    }
                 }
                 Some(signer)
             }
@@ -360,7 +418,7 @@ impl WeChatPay {
             .timeout(config.timeout)
             .build()
             .map_err(|e| ConfigError::Invalid { field: "timeout", problem: e.to_string() })?;
-        Ok(WeChatPay { config, http, signer, verifier })
+        Ok(WeChatPay { config, http, signer, verifier, platform_serial })
     }
 
     pub fn config(&self) -> &WeChatPayConfig {
@@ -416,7 +474,7 @@ impl WeChatPay {
             tracing::error!(path, signed = text, "WeChat Pay rejected the request's signature");
             text
         };
-        match self.read_v2(path, &text, true) {
+        match self.read_v2(path, &text, true, sign_type) {
             Err(CallError::Refused(m)) if m.to_ascii_uppercase().contains("SIGN") || m.contains("签名") => {
                 Err(CallError::Refused(format!("{m}; {}", signed_over())))
             }
@@ -429,15 +487,16 @@ impl WeChatPay {
         }
     }
 
-    /// Reads a v2 answer; `signed` says whether a missing `sign` is refused.
-    fn read_v2(&self, path: &str, text: &str, signed: bool) -> Result<Params, CallError> {
+    /// Reads a v2 answer to a request signed with `sign_type`, which WeChat Pay signs the
+    /// answer with too (without naming it); `signed` says whether a missing `sign` is refused.
+    fn read_v2(&self, path: &str, text: &str, signed: bool, sign_type: SignType) -> Result<Params, CallError> {
         let answer = v2::from_xml(text).map_err(|e| CallError::Transport(format!("{path}: unreadable answer: {e}")))?;
         if code_of(&answer, "return_code") != "SUCCESS" {
             // A refusal of the request itself is not signed.
             return Err(CallError::Refused(code_of(&answer, "return_msg")));
         }
         if signed || answer.get("sign").is_some_and(|s| !s.is_empty()) {
-            v2::verify(&answer, &self.config.api_v2_key)
+            v2::verify(&answer, &self.config.api_v2_key, sign_type)
                 .map_err(|e| CallError::Transport(format!("{path}: the answer's signature does not verify: {e}")))?;
         }
         Ok(answer)
@@ -473,7 +532,7 @@ impl WeChatPay {
         };
         if code_of(&answer, "result_code") != "SUCCESS" {
             let code = code_of(&answer, "err_code");
-            return if code == "ORDERNOTEXIST" {
+            return if verdict(&code).is_some_and(|(v, _)| v == Verdict::NoOrder) {
                 Lookup::NotFound
             } else {
                 Lookup::Pending { reason: format!("{path}: {code}: {}", code_of(&answer, "err_code_des")) }
@@ -632,7 +691,7 @@ impl WeChatPay {
         if !status.is_success() {
             return Err(ProviderError::Transport(format!("{path}: HTTP {status}")));
         }
-        let answer = self.read_v2(path, &text, false).map_err(|e| call_error(path, e))?;
+        let answer = self.read_v2(path, &text, false, SignType::HmacSha256).map_err(|e| call_error(path, e))?;
         if code_of(&answer, "result_code") != "SUCCESS" {
             return Err(ProviderError::Refused {
                 code: code_of(&answer, "result_code"),
@@ -682,6 +741,7 @@ impl WeChatPay {
             .http
             .request(method, &url)
             .header(reqwest::header::AUTHORIZATION, authorization)
+            .header("Wechatpay-Serial", &self.platform_serial)
             .header(reqwest::header::ACCEPT, "application/json")
             .header(reqwest::header::USER_AGENT, "autodebit-provider");
         if !body.is_empty() {
@@ -1001,38 +1061,38 @@ impl Provider for WeChatPay {
     }
 }
 
-/// What an order's state says of its attempt — in a query's answer or a deduction-result
-/// callback (`trade_state`, `transaction_id`, `err_code`); `origin` names where it came from.
+/// What an order's state says of its attempt — in a query's answer or a deduction result
+/// notice (`trade_state`, `transaction_id`, `err_code`), read through `CODES`; `origin` names
+/// where it came from. A result notice may leave `trade_state` out (WeChat Pay's own examples
+/// do): then `result_code=SUCCESS` with a `transaction_id` is a payment, and `FAIL` is read by
+/// its `err_code`.
 pub fn order_state(answer: &Params, origin: &str) -> Lookup {
-    let state = code_of(answer, "trade_state");
     let transaction_id = code_of(answer, "transaction_id");
-    match state.as_str() {
-        // REFUND: it was paid, and (part of) it went back since.
-        "SUCCESS" | "REFUND" if !transaction_id.is_empty() => {
+    let err_code = code_of(answer, "err_code");
+    let mut state = code_of(answer, "trade_state");
+    if state.is_empty() {
+        match code_of(answer, "result_code").as_str() {
+            "SUCCESS" if !transaction_id.is_empty() => state = "SUCCESS".into(),
+            "FAIL" => state = err_code.clone(),
+            _ => {}
+        }
+    }
+    let description = [code_of(answer, "trade_state_desc"), code_of(answer, "err_code_des")]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match verdict(&state) {
+        Some((Verdict::Paid, _)) if !transaction_id.is_empty() => {
             Lookup::Ended(ProviderOutcome::Succeeded { transaction_id })
         }
-        "SUCCESS" | "REFUND" => Lookup::Pending { reason: format!("{origin}: {state} without a transaction_id") },
-        "PAYERROR" | "CLOSED" | "REVOKED" => {
-            let err_code = code_of(answer, "err_code");
-            let description = [code_of(answer, "trade_state_desc"), code_of(answer, "err_code_des")]
-                .into_iter()
-                .filter(|d| !d.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            // A known cause decides whether another attempt may pass; otherwise the order
-            // ended unpaid and a new attempt (a new out_trade_no) may be made.
-            let known = if err_code.is_empty() { None } else { decline(&err_code, &description) };
-            Lookup::Ended(known.unwrap_or(ProviderOutcome::Declined {
-                code: state.clone(),
-                message: if description.is_empty() {
-                    format!("the order ended unpaid ({state})")
-                } else {
-                    format!("the order ended unpaid ({state}): {description}")
-                },
-                retryable: true,
-            }))
-        }
-        _ => Lookup::Pending { reason: format!("{origin}: trade_state {state:?}") },
+        Some((Verdict::Paid, _)) => Lookup::Pending { reason: format!("{origin}: {state} without a transaction_id") },
+        _ => match decline(&state, &description) {
+            // Ended unpaid: a known cause decides whether another attempt may pass; otherwise
+            // the state does.
+            Some(ended) => Lookup::Ended(decline(&err_code, &description).unwrap_or(ended)),
+            None => Lookup::Pending { reason: format!("{origin}: trade_state {state:?}") },
+        },
     }
 }
 
@@ -1090,11 +1150,12 @@ impl WeChatPay {
     }
 }
 
-/// Verifies the `sign` of a v2 callback (a deduction result or a signing notice) and returns its
-/// parameters; the acknowledgement WeChat Pay waits for is `CALLBACK_ACK`.
-pub fn read_callback(xml: &str, api_v2_key: &str) -> Result<Params, v2::Error> {
+/// Verifies the `sign` of a v2 callback and returns its parameters: a deduction result is
+/// signed in the sign type of its `pappayapply`, a signing notice in MD5, neither naming it.
+/// The acknowledgement WeChat Pay waits for is `CALLBACK_ACK`.
+pub fn read_callback(xml: &str, api_v2_key: &str, sign_type: SignType) -> Result<Params, v2::Error> {
     let p = v2::from_xml(xml)?;
-    v2::verify(&p, api_v2_key)?;
+    v2::verify(&p, api_v2_key, sign_type)?;
     Ok(p)
 }
 

@@ -53,6 +53,19 @@ fn attempt(n: u32) -> ChargeAttempt {
     a
 }
 
+/// Queries until the order is decided (the mock holds an accepted order `ACCEPT` a moment).
+async fn settled(client: &WeChatPay, a: &ChargeAttempt) -> Lookup {
+    for _ in 0..200 {
+        match client.query(a).await {
+            Lookup::Pending { reason } if reason.contains("ACCEPT") => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+    panic!("the order stayed ACCEPT")
+}
+
 async fn report(base: &str) -> serde_json::Value {
     reqwest::get(format!("{base}/mock/orders")).await.unwrap().json().await.unwrap()
 }
@@ -83,13 +96,16 @@ async fn an_accepted_charge_is_unknown_until_the_query_says_succeeded_and_the_ca
     });
 
     let m = calm();
-    let base = start(m.clone(), MockOptions::default()).await;
+    let base =
+        start(m.clone(), MockOptions { deduct_after: Duration::from_millis(500), ..MockOptions::default() }).await;
     let mut config = config_for(&base, &m);
     config.notify_url = merchant;
     let client = WeChatPay::new(config).unwrap();
     let a = attempt(1);
     assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
-    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = client.query(&a).await else {
+    // Accepted, the deduction pending: the answer, signed HMAC-SHA256 without naming it, is read.
+    assert!(matches!(client.query(&a).await, Lookup::Pending { reason } if reason.contains("ACCEPT")));
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&client, &a).await else {
         panic!("the query did not settle the charge")
     };
     assert!(transaction_id.starts_with("4200"));
@@ -103,11 +119,14 @@ async fn an_accepted_charge_is_unknown_until_the_query_says_succeeded_and_the_ca
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let callback = read_callback(&callback.expect("no deduction callback"), &m.api_key).unwrap();
+    let callback = callback.expect("no deduction callback");
+    assert!(read_callback(&callback, &m.api_key, SignType::Md5).is_err(), "signed as the request was");
+    let callback = read_callback(&callback, &m.api_key, SignType::HmacSha256).unwrap();
+    assert!(!callback.contains_key("sign_type"));
     assert_eq!(callback["out_trade_no"], a.out_trade_no);
     assert_eq!((callback["result_code"].as_str(), callback["total_fee"].as_str()), ("SUCCESS", "1990"));
     assert_eq!(callback["transaction_id"], transaction_id);
-    assert!(read_callback(&callback_tampered(&callback), &m.api_key).is_err());
+    assert!(read_callback(&callback_tampered(&callback), &m.api_key, SignType::HmacSha256).is_err());
 }
 
 fn callback_tampered(p: &Params) -> String {
@@ -117,15 +136,26 @@ fn callback_tampered(p: &Params) -> String {
 }
 
 #[tokio::test]
-async fn notenough_is_declined_and_retryable() {
+async fn notenough_is_accepted_then_fails_and_is_retryable() {
     let (client, _) = setup(MockConfig { notenough_basis_points: 10_000, ..calm() }, MockOptions::default()).await;
     let a = attempt(1);
-    let ProviderOutcome::Declined { code, retryable, .. } = client.charge(&a).await else { panic!("not declined") };
-    assert_eq!((code.as_str(), retryable), ("NOTENOUGH", true));
-    let Lookup::Ended(ProviderOutcome::Declined { code, retryable, .. }) = client.query(&a).await else {
-        panic!("the query did not see the decline")
+    assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
+    let Lookup::Ended(ProviderOutcome::Declined { code, retryable, .. }) = settled(&client, &a).await else {
+        panic!("the query did not see PAY_FAIL")
     };
     assert_eq!((code.as_str(), retryable), ("NOTENOUGH", true));
+}
+
+#[tokio::test]
+async fn md5_merchants_read_md5_answers() {
+    let m = calm();
+    let base = start(m.clone(), MockOptions::default()).await;
+    let mut config = config_for(&base, &m);
+    config.sign_type = SignType::Md5;
+    let client = WeChatPay::new(config).unwrap();
+    let a = attempt(1);
+    assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
+    assert!(matches!(settled(&client, &a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
 }
 
 #[tokio::test]
@@ -138,7 +168,7 @@ async fn systemerror_is_unknown_and_the_query_converges() {
             panic!("SYSTEMERROR was taken as an answer")
         };
         assert!(reason.contains("SYSTEMERROR"), "{reason}");
-        match client.query(&a).await {
+        match settled(&client, &a).await {
             Lookup::Ended(ProviderOutcome::Succeeded { .. }) => ended.insert("succeeded"),
             Lookup::Ended(ProviderOutcome::Declined { retryable: true, .. }) => ended.insert("declined"),
             other => panic!("the query did not converge: {other:?}"),
@@ -169,6 +199,7 @@ async fn an_out_trade_no_sent_twice_is_debited_once() {
     let (client, base) = setup(calm(), MockOptions::default()).await;
     let a = attempt(1);
     assert!(matches!(client.charge(&a).await, ProviderOutcome::Unknown { .. }));
+    assert!(matches!(settled(&client, &a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
     let ProviderOutcome::Unknown { reason } = client.charge(&a).await else { panic!("a repeat was not Unknown") };
     assert!(reason.contains("ORDERPAID"), "{reason}");
     let r = report(&base).await;
@@ -224,6 +255,7 @@ async fn a_tampered_answer_is_never_a_success() {
     let ProviderOutcome::Unknown { reason } = client.charge(&a).await else { panic!("a tampered answer was trusted") };
     assert!(reason.contains("signature"), "{reason}");
     assert!(matches!(client.query(&a).await, Lookup::Pending { reason } if reason.contains("signature")));
+    tokio::time::sleep(MockOptions::default().deduct_after).await;
     assert_eq!(report(&base).await["debited"], 1, "the mock did debit: only the query may say so");
     let notice = notice(1990);
     assert!(matches!(client.notify(&notice).await, Err(ProviderError::Transport(e)) if e.contains("verify")));
@@ -259,7 +291,9 @@ async fn the_pre_deduction_notice_round_trips_and_a_repeat_counts_as_done() {
     };
     assert_eq!(code, "INVALID_REQUEST");
     assert_eq!(client.fail_notify("201710180325670965").await, Ok(()));
-    assert_eq!(report(&base).await["notices"], 1);
+    let r = report(&base).await;
+    assert_eq!(r["notices"], 1);
+    assert_eq!(r["v3_requests_without_serial"], 0, "every v3 request names the key it verifies with");
 
     // A merchant whose key the mock does not know is refused by signature.
     let mut config = config_for(&base, &calm());
@@ -283,7 +317,7 @@ async fn refunds_go_back_once_and_never_beyond_the_charge() {
     let (client, base) = setup(calm(), MockOptions::default()).await;
     let a = attempt(1);
     client.charge(&a).await;
-    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = client.query(&a).await else { panic!() };
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&client, &a).await else { panic!() };
     let request = |no: &str, fen: i64| RefundRequest {
         merchant_id: a.merchant_id.clone(),
         charge_id: a.charge_id,
@@ -358,7 +392,7 @@ async fn signing_entries_are_signed_and_verify() {
     assert_eq!(params["notify_url"], "https://merchant.example/wxpay/sign?x=1&y=2");
     assert_eq!(params["plan_id"], "12535", "the configured template");
     assert!(!params.contains_key("sign_type"), "entrustweb is MD5 only");
-    assert_eq!(v2::verify(&params, &m.api_key), Ok(()));
+    assert_eq!(v2::verify(&params, &m.api_key, SignType::Md5), Ok(()));
     let page = reqwest::get(&url).await.unwrap();
     assert!(page.status().is_success());
     let info = client
@@ -396,4 +430,126 @@ fn a_platform_certificate_is_read_by_its_serial() {
     let mut bad = WeChatPayConfig::new("wx1", "1900000001", "k");
     bad.v3 = Some(V3Config { merchant_private_key_pem: "nope".into(), ..v3_settings() });
     assert!(matches!(WeChatPay::new(bad), Err(ConfigError::Invalid { field: "v3.merchant_private_key_pem", .. })));
+}
+
+/// Each row of `CODES`, read as WeChat Pay means it, written out here apart from the table: as
+/// the `trade_state` of a query's answer or a result notice, as the `err_code` of a notice that
+/// names no state, and as the `err_code` of `pappayapply`.
+#[test]
+fn every_documented_code_is_read_as_final_or_retryable() {
+    use Verdict::*;
+    let expected: &[(&str, Verdict)] = &[
+        ("SUCCESS", Paid),
+        ("REFUND", Paid),
+        ("ACCEPT", Pending),
+        ("NOTPAY", Pending),
+        ("USERPAYING", Pending),
+        ("PAY_FAIL", Retryable),
+        ("PAYERROR", Retryable),
+        ("CLOSED", Retryable),
+        ("REVOKED", Retryable),
+        ("NOTENOUGH", Retryable),
+        ("RULELIMIT", Retryable),
+        ("BANKERROR", Retryable),
+        ("ACCOUNTERROR", Retryable),
+        ("USER_ACCOUNT_ABNORMAL", Retryable),
+        ("ORDERCLOSED", Retryable),
+        ("CONTRACT_NOT_EXIST", Final),
+        ("CONTRACTERROR", Final),
+        ("CONTRACT_ERROR", Final),
+        ("USER_NOT_EXIST", Final),
+        ("TRADE_ERROR", Final),
+        ("SYSTEMERROR", Pending),
+        ("ORDERPAID", Pending),
+        ("OUT_TRADE_NO_USED", Pending),
+        ("FREQUENCY_LIMITED", Pending),
+        ("ORDERNOTEXIST", NoOrder),
+        ("SIGNERROR", Misconfigured),
+        ("SIGN_ERROR", Misconfigured),
+        ("PARAM_ERROR", Misconfigured),
+        ("LACK_PARAMS", Misconfigured),
+        ("INVALID_REQUEST", Misconfigured),
+        ("NOAUTH", Misconfigured),
+        ("NO_AUTH", Misconfigured),
+        ("MCHID_NOT_EXIST", Misconfigured),
+        ("APPID_NOT_EXIST", Misconfigured),
+        ("APPID_MCHID_NOT_MATCH", Misconfigured),
+        ("XML_FORMAT_ERROR", Misconfigured),
+        ("POST_DATA_EMPTY", Misconfigured),
+        ("REQUIRE_POST_METHOD", Misconfigured),
+        ("NOT_UTF8", Misconfigured),
+        ("TRADE_TYPE_ERROR", Misconfigured),
+        ("PLAN_ID_NOT_EXIST", Misconfigured),
+    ];
+    let listed: Vec<&str> = CODES.iter().map(|(c, ..)| *c).collect();
+    assert_eq!(listed, expected.iter().map(|(c, _)| *c).collect::<Vec<_>>(), "every row, once, in order");
+    let p = |pairs: &[(&str, &str)]| -> Params { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    for &(code, v) in expected {
+        assert_eq!(verdict(code).map(|(v, _)| v), Some(v), "{code}");
+        let as_state = order_state(&p(&[("trade_state", code), ("transaction_id", "4200000001")]), "query");
+        let as_notice = order_state(&p(&[("result_code", "FAIL"), ("err_code", code)]), "notice");
+        let applied = decline(code, "");
+        match v {
+            Paid => {
+                assert_eq!(as_state, Lookup::Ended(ProviderOutcome::Succeeded { transaction_id: "4200000001".into() }));
+                assert!(applied.is_none(), "{code}");
+            }
+            Pending | NoOrder => {
+                assert!(
+                    matches!(&as_state, Lookup::Pending { reason } if reason.contains(code)),
+                    "{code}: {as_state:?}"
+                );
+                assert!(matches!(as_notice, Lookup::Pending { .. }), "{code}");
+                assert!(applied.is_none(), "{code}");
+            }
+            Retryable | Final | Misconfigured => {
+                let retryable = v == Retryable;
+                for looked in [as_state, as_notice] {
+                    let Lookup::Ended(ProviderOutcome::Declined { code: c, retryable: r, .. }) = looked else {
+                        panic!("{code} did not end the order")
+                    };
+                    assert_eq!((c.as_str(), r), (code, retryable));
+                }
+                let Some(ProviderOutcome::Declined { code: c, retryable: r, message }) = applied else {
+                    panic!("{code} did not decline the deduction")
+                };
+                assert_eq!((c.as_str(), r), (code, retryable));
+                assert_eq!(message.contains("configuration"), v == Misconfigured, "{code}: {message}");
+            }
+        }
+    }
+    // An order that ended unpaid takes its cause from its err_code: a cancelled contract is final.
+    let ended = order_state(&p(&[("trade_state", "PAY_FAIL"), ("err_code", "CONTRACT_NOT_EXIST")]), "query");
+    assert!(
+        matches!(ended, Lookup::Ended(ProviderOutcome::Declined { code, retryable: false, .. }) if code == "CONTRACT_NOT_EXIST")
+    );
+    let unknown = order_state(&p(&[("trade_state", "PAY_FAIL"), ("err_code", "SYSTEMERROR")]), "query");
+    assert!(
+        matches!(unknown, Lookup::Ended(ProviderOutcome::Declined { code, retryable: true, .. }) if code == "PAY_FAIL")
+    );
+    // WeChat Pay's own example of a successful result notice names no trade_state.
+    let paid =
+        order_state(&p(&[("result_code", "SUCCESS"), ("transaction_id", "1004400740201409030005092168")]), "notice");
+    assert!(matches!(paid, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
+}
+
+/// `Wechatpay-Serial` names the key WeChat Pay answers with: the public key when one is
+/// configured, whatever the order, else the first platform certificate.
+#[test]
+fn v3_requests_name_the_public_key_else_the_first_certificate() {
+    let certificate =
+        PlatformKey::Certificate { pem: include_str!("testdata/wechatpay_go_platform_certificate.pem").into() };
+    let public_key =
+        PlatformKey::PublicKey { id: mock::PLATFORM_KEY_ID.into(), pem: mock::PLATFORM_PUBLIC_KEY_PEM.into() };
+    for (keys, named) in [
+        (vec![certificate.clone()], "F5765756002FDD77"),
+        (vec![certificate.clone(), public_key.clone()], mock::PLATFORM_KEY_ID),
+        (vec![public_key, certificate], mock::PLATFORM_KEY_ID),
+    ] {
+        let mut config = config_for("http://127.0.0.1:9", &calm());
+        if let Some(v3c) = config.v3.as_mut() {
+            v3c.platform_keys = keys;
+        }
+        assert_eq!(WeChatPay::new(config).unwrap().platform_serial, named);
+    }
 }

@@ -7,11 +7,14 @@
 //! `Authorization` against the merchant's public key, and v3 answers are signed with a platform
 //! key, as WeChat Pay signs them.
 //!
-//! It answers as WeChat Pay does — including `SYSTEMERROR` (whose order may or may not have
-//! been taken: the caller must query, never resend), `USERPAYING` (decided at the next query),
-//! `NOTENOUGH` and `ORDERPAID` for an `out_trade_no` used before — and once a deduction is
-//! decided it posts the signed v2 deduction-result callback to the order's `notify_url`. Each
-//! `out_trade_no` is debited at most once; `GET /mock/orders` reports what it holds.
+//! It answers as WeChat Pay does. v2 answers and result notices are signed in the sign type of
+//! the request and do not name it (no `sign_type`). `pappayapply` only accepts an order: it is
+//! `ACCEPT` (deduction pending) for `deduct_after`, then `SUCCESS` or `PAY_FAIL` (with its
+//! `err_code`, `NOTENOUGH` for a payer short of funds), and once decided the mock posts the
+//! signed v2 deduction result notice to the order's `notify_url`. It also answers
+//! `SYSTEMERROR` (the order may or may not have been taken: the caller must query, never
+//! resend), `USERPAYING` (decided at the next query) and `ORDERPAID` for an `out_trade_no` used
+//! before. Each `out_trade_no` is debited at most once; `GET /mock/orders` reports what it holds.
 //!
 //! Signing is instant here: an entry that verifies signs the contract at once (and posts the
 //! signing callback to its `notify_url`). A contract the mock has not seen is taken as signed
@@ -88,7 +91,7 @@ pub struct MockConfig {
     /// The merchant's APIv2 key, shared with the client under test.
     pub api_key: String,
     pub seed: u64,
-    /// Per 10,000 deductions: declined for lack of funds.
+    /// Per 10,000 deductions: accepted, then failed (`PAY_FAIL`) for lack of funds.
     pub notenough_basis_points: u32,
     /// Per 10,000 deductions: answered `SYSTEMERROR`; half of those were taken all the same.
     pub systemerror_basis_points: u32,
@@ -128,6 +131,8 @@ pub struct MockOptions {
     /// Answers carry a signature that does not verify (v2 `sign`, v3 `Wechatpay-Signature`):
     /// for tests that a client trusts nothing unverified.
     pub tamper_signatures: bool,
+    /// How long an accepted deduction stays `ACCEPT` before it is decided.
+    pub deduct_after: Duration,
 }
 
 impl Default for MockOptions {
@@ -141,6 +146,7 @@ impl Default for MockOptions {
             callback_attempts: 3,
             callback_retry_delay: Duration::from_millis(200),
             tamper_signatures: false,
+            deduct_after: Duration::from_millis(100),
         }
     }
 }
@@ -149,11 +155,12 @@ impl Default for MockOptions {
 struct Order {
     contract_id: String,
     total_fee: i64,
-    /// `SUCCESS` (debited), `PAYERROR`, or `USERPAYING` until the next query decides it.
+    /// `ACCEPT` until `decided_at`, `USERPAYING` until the next query; then `outcome`.
     trade_state: &'static str,
-    /// Whether the money moved (for `USERPAYING`: whether it will have).
-    debited: bool,
-    /// Why it failed, for `PAYERROR`.
+    /// What the order comes to: `SUCCESS` (debited) or `PAY_FAIL`.
+    outcome: &'static str,
+    decided_at: std::time::Instant,
+    /// Why it failed, for `PAY_FAIL`.
     err_code: &'static str,
     transaction_id: String,
     /// How many `pappayapply` calls named it.
@@ -161,6 +168,17 @@ struct Order {
     notify_url: String,
     sign_type: SignType,
     refunded_fen: i64,
+}
+
+impl Order {
+    /// Moves an accepted order to its outcome once its time has come; whether it moved.
+    fn settle(&mut self, now: std::time::Instant) -> bool {
+        let due = self.trade_state == "ACCEPT" && now >= self.decided_at;
+        if due {
+            self.trade_state = self.outcome;
+        }
+        due
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +209,8 @@ struct Book {
     refunds: HashMap<String, Refund>,
     /// Requests refused for a bad signature or a missing parameter.
     refused: u64,
+    /// v3 requests that named no `Wechatpay-Serial`.
+    v3_without_serial: u64,
     /// Every request to a WeChat Pay endpoint (not `/mock/…`).
     requests: u64,
     callbacks_delivered: u64,
@@ -312,8 +332,9 @@ impl Mock {
         v2::to_xml(&p)
     }
 
+    /// Signs an answer or a notice as WeChat Pay does: in `sign_type`, without naming it.
     fn sign(&self, p: &mut Params, sign_type: SignType) {
-        v2::sign_in_place(p, &self.config.api_key, sign_type);
+        v2::sign_answer(p, &self.config.api_key, sign_type);
         if self.options.tamper_signatures
             && let Some(sign) = p.get_mut("sign")
         {
@@ -341,7 +362,7 @@ impl Mock {
 
     fn accept_params(&self, p: Params, required: &[&'static str]) -> Result<(Params, SignType), String> {
         let sign_type = SignType::of(&p).map_err(|e| e.to_string())?;
-        v2::verify(&p, &self.config.api_key).map_err(|e| format!("SIGNERROR: {e}"))?;
+        v2::verify(&p, &self.config.api_key, sign_type).map_err(|e| format!("SIGNERROR: {e}"))?;
         v2::require(&p, required).map_err(|e| e.to_string())?;
         if p.get("mch_id") != Some(&self.config.mch_id) || p.get("appid") != Some(&self.config.appid) {
             return Err("appid and mch_id do not match".into());
@@ -387,6 +408,20 @@ impl Mock {
         contract_id
     }
 
+    /// Decides every accepted order whose time has come, and posts each one's result notice.
+    fn settle_due(&self) {
+        let now = std::time::Instant::now();
+        let decided: Vec<(String, Order)> = match self.book.lock() {
+            Ok(mut book) => {
+                book.orders.iter_mut().filter_map(|(no, o)| o.settle(now).then(|| (no.clone(), o.clone()))).collect()
+            }
+            Err(_) => return,
+        };
+        for (out_trade_no, order) in decided {
+            self.deduction_callback(&out_trade_no, &order);
+        }
+    }
+
     /// Posts the deduction-result callback of a decided order.
     fn deduction_callback(&self, out_trade_no: &str, order: &Order) {
         let mut p = Params::new();
@@ -401,7 +436,7 @@ impl Mock {
         p.insert("trade_type".into(), "PAP".into());
         p.insert("bank_type".into(), "CFT".into());
         p.insert("trade_state".into(), order.trade_state.into());
-        if order.debited {
+        if order.outcome == "SUCCESS" {
             p.insert("result_code".into(), "SUCCESS".into());
             p.insert("transaction_id".into(), order.transaction_id.clone());
             p.insert("time_end".into(), beijing_time(now_secs()));
@@ -611,25 +646,26 @@ fn apply_answer(mock: &Mock, body: &str) -> String {
     let notenough = u64::from(mock.config.notenough_basis_points);
     let systemerror = notenough + u64::from(mock.config.systemerror_basis_points);
     let userpaying = systemerror + u64::from(mock.options.userpaying_basis_points);
-    let (debited, state, err_code, answer) = if r < notenough {
-        (false, "PAYERROR", "NOTENOUGH", result("FAIL", Some(("NOTENOUGH", "用户账户余额不足"))))
+    // Accepted, then decided: the payer's funds, or an answer that hides whether it was taken.
+    let (state, outcome, err_code, answer) = if r < notenough {
+        ("ACCEPT", "PAY_FAIL", "NOTENOUGH", result("SUCCESS", None))
     } else if r < systemerror {
-        // Ambiguous: taken or not, the answer is the same.
         let taken = roll(mock.config.seed ^ 1, &out_trade_no).is_multiple_of(2);
-        let state = if taken { "SUCCESS" } else { "PAYERROR" };
-        (taken, state, if taken { "" } else { "SYSTEMERROR" }, result("FAIL", Some(("SYSTEMERROR", "系统超时"))))
+        let (outcome, err_code) = if taken { ("SUCCESS", "") } else { ("PAY_FAIL", "SYSTEMERROR") };
+        ("ACCEPT", outcome, err_code, result("FAIL", Some(("SYSTEMERROR", "系统超时"))))
     } else if r < userpaying {
-        (true, "USERPAYING", "", result("FAIL", Some(("USERPAYING", "用户支付中"))))
+        ("USERPAYING", "SUCCESS", "", result("FAIL", Some(("USERPAYING", "用户支付中"))))
     } else {
-        (true, "SUCCESS", "", result("SUCCESS", None))
+        ("ACCEPT", "SUCCESS", "", result("SUCCESS", None))
     };
     let order = Order {
         contract_id,
         total_fee,
         trade_state: state,
-        debited,
+        outcome,
+        decided_at: std::time::Instant::now() + mock.options.deduct_after,
         err_code,
-        transaction_id: if debited {
+        transaction_id: if outcome == "SUCCESS" {
             format!("4200{:016}", roll(mock.config.seed, &out_trade_no) % 10u64.pow(16))
         } else {
             String::new()
@@ -639,11 +675,13 @@ fn apply_answer(mock: &Mock, body: &str) -> String {
         sign_type,
         refunded_fen: 0,
     };
-    book.orders.insert(out_trade_no.clone(), order.clone());
+    book.orders.insert(out_trade_no, order);
     drop(book);
-    if order.trade_state != "USERPAYING" {
-        mock.deduction_callback(&out_trade_no, &order);
-    }
+    let later = mock.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(later.options.deduct_after).await;
+        later.settle_due();
+    });
     mock.answer(answer, sign_type)
 }
 
@@ -661,6 +699,7 @@ fn query_answer(mock: &Mock, body: &str) -> String {
     if by_number.is_none() && by_transaction.is_none() {
         return mock.refuse("missing parameter out_trade_no or transaction_id".into());
     }
+    mock.settle_due();
     let (found, decided) = {
         let Ok(mut book) = mock.book.lock() else { return mock.refuse("mock state poisoned".into()) };
         let found = book.orders.iter_mut().find(|(no, o)| {
@@ -672,7 +711,7 @@ fn query_answer(mock: &Mock, body: &str) -> String {
                 let seen = (no.clone(), order.clone());
                 // The payer finished paying: the next look sees it decided.
                 let decided = if order.trade_state == "USERPAYING" {
-                    order.trade_state = if order.debited { "SUCCESS" } else { "PAYERROR" };
+                    order.trade_state = order.outcome;
                     Some((no.clone(), order.clone()))
                 } else {
                     None
@@ -695,7 +734,7 @@ fn query_answer(mock: &Mock, body: &str) -> String {
     answer.insert("total_fee".into(), order.total_fee.to_string());
     answer.insert("contract_id".into(), order.contract_id);
     answer.insert("transaction_id".into(), order.transaction_id);
-    if order.trade_state == "PAYERROR" {
+    if order.trade_state == "PAY_FAIL" {
         answer.insert("err_code".into(), order.err_code.into());
         answer.insert("trade_state_desc".into(), format!("支付失败: {}", order.err_code));
     }
@@ -873,6 +912,20 @@ fn v3_request(
         }
         return Err(Box::new(mock.v3_error(StatusCode::UNAUTHORIZED, "SIGN_ERROR", &e)));
     }
+    // The key the client verifies with: the mock answers with its own, and counts requests
+    // that name none.
+    match headers.get("wechatpay-serial").and_then(|v| v.to_str().ok()) {
+        None | Some("") => {
+            if let Ok(mut book) = mock.book.lock() {
+                book.v3_without_serial += 1;
+            }
+        }
+        Some(serial) if serial != mock.options.platform_key_id => {
+            let message = format!("Wechatpay-Serial {serial} names no platform certificate or public key");
+            return Err(Box::new(mock.v3_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", &message)));
+        }
+        Some(_) => {}
+    }
     let v: serde_json::Value = serde_json::from_str(body)
         .map_err(|e| Box::new(mock.v3_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", &format!("not JSON: {e}"))))?;
     Ok(v)
@@ -1005,6 +1058,7 @@ async fn refund(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
         return bad("PARAM_ERROR", "amount.currency must be CNY");
     }
     let (by_transaction, by_number) = (text("transaction_id"), text("out_trade_no"));
+    mock.settle_due();
     let Ok(mut book) = mock.book.lock() else {
         return mock.v3_error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "mock state poisoned");
     };
@@ -1069,6 +1123,7 @@ async fn refund(State(mock): State<Mock>, method: Method, uri: Uri, headers: Hea
 }
 
 async fn orders(State(mock): State<Mock>) -> axum::Json<serde_json::Value> {
+    mock.settle_due();
     let Ok(book) = mock.book.lock() else { return axum::Json(serde_json::json!({"error": "mock state poisoned"})) };
     let debited = book.orders.values().filter(|o| o.trade_state == "SUCCESS").count();
     let reapplied: Vec<&String> = book.orders.iter().filter(|(_, o)| o.applications > 1).map(|(no, _)| no).collect();
@@ -1079,6 +1134,7 @@ async fn orders(State(mock): State<Mock>) -> axum::Json<serde_json::Value> {
         "applied_more_than_once": reapplied,
         "debited_orders": book.orders.iter().filter(|(_, o)| o.trade_state == "SUCCESS").map(|(no, _)| no).collect::<Vec<_>>(),
         "refused_requests": book.refused,
+        "v3_requests_without_serial": book.v3_without_serial,
         "requests": book.requests,
         "refunded_fen": book.orders.values().map(|o| o.refunded_fen).sum::<i64>(),
         "refunds": book.refunds.len(),
@@ -1129,26 +1185,42 @@ mod tests {
         v2::from_xml(std::str::from_utf8(&bytes).unwrap()).unwrap()
     }
 
+    fn query(out_trade_no: &str, sign_type: SignType) -> String {
+        let c = config();
+        let mut q: Params = [
+            ("appid", c.appid.as_str()),
+            ("mch_id", c.mch_id.as_str()),
+            ("nonce_str", "x"),
+            ("out_trade_no", out_trade_no),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        v2::sign_in_place(&mut q, &c.api_key, sign_type);
+        v2::to_xml(&q)
+    }
+
     #[tokio::test]
-    async fn deducts_once_per_out_trade_no_and_answers_signed() {
+    async fn accepts_then_deducts_once_per_out_trade_no_and_answers_signed() {
         let c = config();
         let r = router(c.clone());
         let first = call(&r, "/pay/pappayapply", apply("ch1_1", SignType::HmacSha256, &c.api_key)).await;
         assert_eq!((first["return_code"].as_str(), first["result_code"].as_str()), ("SUCCESS", "SUCCESS"));
-        assert_eq!(v2::verify(&first, &c.api_key), Ok(()), "answers are signed");
-        assert_eq!(first["sign_type"], "HMAC-SHA256");
+        assert!(!first.contains_key("sign_type"), "answers do not name their sign type");
+        assert_eq!(v2::verify(&first, &c.api_key, SignType::HmacSha256), Ok(()), "signed as the request was");
         let again = call(&r, "/pay/pappayapply", apply("ch1_1", SignType::Md5, &c.api_key)).await;
-        assert_eq!(again["err_code"], "ORDERPAID");
+        assert_eq!(again["err_code"], "OUT_TRADE_NO_USED");
 
-        let mut q: Params =
-            [("appid", c.appid.as_str()), ("mch_id", c.mch_id.as_str()), ("nonce_str", "x"), ("out_trade_no", "ch1_1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        v2::sign_in_place(&mut q, &c.api_key, SignType::Md5);
-        let found = call(&r, "/pay/paporderquery", v2::to_xml(&q)).await;
+        let pending = call(&r, "/pay/paporderquery", query("ch1_1", SignType::HmacSha256)).await;
+        assert_eq!(pending["trade_state"], "ACCEPT");
+        assert_eq!(v2::verify(&pending, &c.api_key, SignType::HmacSha256), Ok(()));
+        tokio::time::sleep(MockOptions::default().deduct_after).await;
+        let found = call(&r, "/pay/paporderquery", query("ch1_1", SignType::Md5)).await;
         assert_eq!((found["trade_state"].as_str(), found["total_fee"].as_str()), ("SUCCESS", "1990"));
         assert!(found["transaction_id"].starts_with("4200"));
+        assert_eq!(v2::verify(&found, &c.api_key, SignType::Md5), Ok(()));
+        let paid = call(&r, "/pay/pappayapply", apply("ch1_1", SignType::Md5, &c.api_key)).await;
+        assert_eq!(paid["err_code"], "ORDERPAID");
     }
 
     #[tokio::test]
@@ -1171,11 +1243,23 @@ mod tests {
     async fn declines_and_ambiguous_answers_as_configured() {
         let c = MockConfig { notenough_basis_points: 5_000, systemerror_basis_points: 5_000, ..config() };
         let r = router(c.clone());
-        let mut codes = std::collections::BTreeSet::new();
+        let mut answers = std::collections::BTreeSet::new();
         for i in 0..40 {
             let a = call(&r, "/pay/pappayapply", apply(&format!("ch3_{i}"), SignType::Md5, &c.api_key)).await;
-            codes.insert(a["err_code"].clone());
+            answers.insert((a["result_code"].clone(), a.get("err_code").cloned().unwrap_or_default()));
         }
-        assert_eq!(codes.into_iter().collect::<Vec<_>>(), vec!["NOTENOUGH".to_string(), "SYSTEMERROR".to_string()]);
+        let accepted = ("SUCCESS".to_string(), String::new());
+        let systemerror = ("FAIL".to_string(), "SYSTEMERROR".to_string());
+        assert_eq!(answers.into_iter().collect::<Vec<_>>(), vec![systemerror, accepted]);
+        // Every order short of funds fails once decided, naming why.
+        tokio::time::sleep(MockOptions::default().deduct_after).await;
+        let mut failed = std::collections::BTreeSet::new();
+        for i in 0..40 {
+            let q = call(&r, "/pay/paporderquery", query(&format!("ch3_{i}"), SignType::Md5)).await;
+            if q["trade_state"] == "PAY_FAIL" {
+                failed.insert(q["err_code"].clone());
+            }
+        }
+        assert_eq!(failed.into_iter().collect::<Vec<_>>(), vec!["NOTENOUGH".to_string(), "SYSTEMERROR".to_string()]);
     }
 }

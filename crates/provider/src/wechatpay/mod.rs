@@ -2,6 +2,8 @@
 pub mod cert;
 pub mod client;
 pub mod mock;
+#[cfg(test)]
+mod sdk_vectors;
 pub mod v2;
 pub mod v3;
 
@@ -33,14 +35,32 @@ impl Accounts {
         self.by_merchant.get(merchant_id)
     }
 
-    /// Reads and checks a v2 callback: well-formed XML, an account the platform holds (by
-    /// `mch_id`), a valid signature with its key. The parameters and the platform merchant.
+    /// Reads and checks a v2 signing or deletion notice: well-formed XML, an account the
+    /// platform holds (by `mch_id`), a valid signature with its key — MD5 unless the notice
+    /// names another sign type, as WeChat Pay documents these notices (a 32-character `sign`).
+    /// The parameters and the platform merchant.
     pub fn verify_v2(&self, xml: &str) -> Result<(v2::Params, String), CallbackRefusal> {
+        self.verify_v2_signed(xml, |_| v2::SignType::Md5)
+    }
+
+    /// Reads and checks a v2 deduction result like `verify_v2`, but in the sign type the
+    /// account's `pappayapply` is sent with: WeChat Pay signs the result as it was asked, and
+    /// does not name the sign type in it.
+    pub fn verify_deduction(&self, xml: &str) -> Result<(v2::Params, String), CallbackRefusal> {
+        self.verify_v2_signed(xml, |account| account.config().sign_type)
+    }
+
+    fn verify_v2_signed(
+        &self,
+        xml: &str,
+        unnamed: impl FnOnce(&WeChatPay) -> v2::SignType,
+    ) -> Result<(v2::Params, String), CallbackRefusal> {
         let p = v2::from_xml(xml).map_err(|e| CallbackRefusal::Malformed(e.to_string()))?;
         let mch_id = p.get("mch_id").map(String::as_str).unwrap_or_default();
         let (merchant, account) =
             self.by_mch_id(mch_id).ok_or_else(|| CallbackRefusal::UnknownAccount(format!("mch_id {mch_id:?}")))?;
-        v2::verify(&p, &account.config().api_v2_key).map_err(|e| CallbackRefusal::BadSignature(e.to_string()))?;
+        v2::verify(&p, &account.config().api_v2_key, unnamed(account))
+            .map_err(|e| CallbackRefusal::BadSignature(e.to_string()))?;
         Ok((p, merchant.clone()))
     }
 }

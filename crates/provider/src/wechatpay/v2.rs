@@ -82,19 +82,31 @@ pub fn sign(params: &Params, key: &str, sign_type: SignType) -> String {
     }
 }
 
-/// Adds `sign` (and `sign_type` when it is not MD5) to `params`.
+/// Adds `sign` (and `sign_type` when it is not MD5) to a request's `params`.
 pub fn sign_in_place(params: &mut Params, key: &str, sign_type: SignType) {
     if sign_type != SignType::Md5 {
         params.insert("sign_type".into(), sign_type.as_str().into());
     }
+    sign_answer(params, key, sign_type);
+}
+
+/// Adds `sign` alone, as WeChat Pay signs its answers and result notices: in the sign type of
+/// the request, which they do not name.
+pub fn sign_answer(params: &mut Params, key: &str, sign_type: SignType) {
     let signature = sign(params, key, sign_type);
     params.insert("sign".into(), signature);
 }
 
-/// Checks a received message's `sign` under the sign type it declares.
-pub fn verify(params: &Params, key: &str) -> Result<(), Error> {
+/// Checks a received message's `sign`: under the sign type it declares, or `unnamed` when it
+/// declares none. WeChat Pay's answers name none: it signs each with the sign type of the
+/// request it answers, so `unnamed` is the sign type the request was sent with.
+pub fn verify(params: &Params, key: &str, unnamed: SignType) -> Result<(), Error> {
     let got = params.get("sign").filter(|s| !s.is_empty()).ok_or(Error::Unsigned)?;
-    let expected = sign(params, key, SignType::of(params)?);
+    let sign_type = match params.get("sign_type").filter(|t| !t.is_empty()) {
+        None => unnamed,
+        Some(_) => SignType::of(params)?,
+    };
+    let expected = sign(params, key, sign_type);
     // Both are upper-case hex of fixed length; compare without an early exit.
     let same = got.len() == expected.len()
         && got.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a.to_ascii_uppercase() ^ b)) == 0;
@@ -279,12 +291,27 @@ mod tests {
         let mut p = example();
         sign_in_place(&mut p, KEY, SignType::HmacSha256);
         assert_eq!(p["sign_type"], "HMAC-SHA256");
-        assert_eq!(verify(&p, KEY), Ok(()));
+        assert_eq!(verify(&p, KEY, SignType::Md5), Ok(()), "a declared sign type is the one used");
         p.insert("body".into(), "tampered".into());
-        let Err(Error::SignatureMismatch { signed, .. }) = verify(&p, KEY) else { panic!("accepted a tampered body") };
+        let Err(Error::SignatureMismatch { signed, .. }) = verify(&p, KEY, SignType::HmacSha256) else {
+            panic!("accepted a tampered body")
+        };
         assert!(signed.contains("body=tampered") && signed.ends_with("&key=***"), "{signed}");
         assert!(!signed.contains(KEY));
-        assert_eq!(verify(&example(), KEY), Err(Error::Unsigned));
+        assert_eq!(verify(&example(), KEY, SignType::Md5), Err(Error::Unsigned));
+    }
+
+    /// WeChat Pay's answers carry no `sign_type`: one signed HMAC-SHA256 verifies only when the
+    /// reader knows the request was HMAC-SHA256, and the same for MD5.
+    #[test]
+    fn an_answer_without_sign_type_is_read_in_the_requests_sign_type() {
+        for (signed_as, other) in [(SignType::HmacSha256, SignType::Md5), (SignType::Md5, SignType::HmacSha256)] {
+            let mut answer = example();
+            sign_answer(&mut answer, KEY, signed_as);
+            assert!(!answer.contains_key("sign_type"));
+            assert_eq!(verify(&answer, KEY, signed_as), Ok(()));
+            assert!(matches!(verify(&answer, KEY, other), Err(Error::SignatureMismatch { .. })));
+        }
     }
 
     #[test]
@@ -343,7 +370,7 @@ mod tests {
             sign_in_place(&mut p, KEY, SignType::Md5);
             let back = from_xml(&to_xml(&p)).unwrap();
             prop_assert_eq!(&back, &p);
-            prop_assert_eq!(verify(&back, KEY), Ok(()));
+            prop_assert_eq!(verify(&back, KEY, SignType::Md5), Ok(()));
         }
     }
 }
