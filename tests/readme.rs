@@ -107,6 +107,59 @@ fn the_quickstart_runs_as_a_python_grpc_client() {
     assert!(out.contains("quickstart.py: merchant mch_") && out.contains("charged it once"), "{out}");
 }
 
+/// `autodebit call ARGS` against `p` with `stdin` and `env`: (exit code, stdout, stderr).
+fn call(p: &Process, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
+        .args(["call", "--addr", &p.grpc.to_string()])
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("AUTODEBIT_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run autodebit call");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn call_speaks_json_to_any_method_and_prints_errors_as_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = quickstart_platform(dir.path());
+    let op = ["--key", "test-operator-key"];
+
+    // Full, short and bare names; the request from stdin; canonical JSON, pretty printed.
+    for method in ["autodebit.admin.v1.AdminService/GetClock", "AdminService/GetClock", "GetClock"] {
+        let (code, out, err) = call(&p, &[&[method, "-"][..], &op].concat(), "{}", &[]);
+        assert_eq!(code, 0, "{method}: {err}");
+        let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(answer["testClock"], true, "{out}");
+        assert!(answer["nowMs"].is_string(), "int64 as a string: {out}");
+        assert!(out.starts_with("{\n  \""), "pretty printed: {out}");
+    }
+    // The key from the environment; a server error is `CODE: message` on stderr, exit 1.
+    let key = [("AUTODEBIT_KEY", "test-operator-key")];
+    let (code, out, err) = call(&p, &["AdvanceClock", r#"{"seconds": 0}"#], "", &key);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.starts_with("INVALID_ARGUMENT: ") && err.contains("seconds"), "{err}");
+    let (code, _, err) = call(&p, &["GetContract", r#"{"contract_id": "ct_0"}"#, "--key", "adk_key_nobody"], "", &[]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("UNAUTHENTICATED: "), "{err}");
+    // Bad JSON and unknown methods are refused before anything is sent.
+    let (code, _, err) = call(&p, &["AdvanceClock", r#"{"seconds": "soon"}"#], "", &key);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("JSON: seconds: "), "{err}");
+    let (code, _, err) = call(&p, &["Teleport"], "", &key);
+    assert_eq!(code, 1);
+    assert!(err.contains("no method \"Teleport\""), "{err}");
+    let (_, out, _) = call(&p, &["GetClock"], "", &key);
+    assert!(out.contains("\"testClock\": true"), "{out}");
+}
+
 /// `autodebit ARGS`, to its end.
 fn autodebit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_autodebit")).args(args).env("RUST_LOG", "error").output().expect("run autodebit")
