@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's Quickstart, from a merchant's application to a signed contract and its first
-# charge, against a platform started with
+# charge, against a freshly started platform (its merchant applies once):
 #
 #   autodebit run --test-clock --operator-key op-secret --decline-basis-points 0
 #
