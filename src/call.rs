@@ -48,7 +48,8 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach {uri}"))?;
-    let pool = reflect(channel.clone()).await?;
+    let key = args.key.as_deref();
+    let pool = reflect(channel.clone(), key).await?;
     let method = resolve(&pool, &args.method)?;
     if method.is_client_streaming() || method.is_server_streaming() {
         bail!("{} streams; `autodebit call` makes unary calls only", method.full_name());
@@ -62,11 +63,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         }
         Some(json) => json.to_string(),
     };
-    let request = parse(method.input(), &text)?;
-    let request = match &args.key {
-        Some(key) => crate::demo::authed(request, key)?,
-        None => tonic::Request::new(request),
-    };
+    let request = keyed(parse(method.input(), &text)?, key)?;
     let path = PathAndQuery::try_from(format!("/{}/{}", method.parent_service().full_name(), method.name()))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.with_context(|| format!("cannot reach {uri}"))?;
@@ -79,10 +76,19 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Every service the server lists, with the files that define it and their imports.
-async fn reflect(channel: Channel) -> anyhow::Result<DescriptorPool> {
+/// `message`, with `key` as its bearer credential when there is one.
+fn keyed<T>(message: T, key: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    match key {
+        Some(key) => crate::demo::authed(message, key).context("--key: not a valid header value"),
+        None => Ok(tonic::Request::new(message)),
+    }
+}
+
+/// Every service the server lists, with the files that define it and their imports (asked
+/// with the key too, should the server want one for reflection).
+async fn reflect(channel: Channel, key: Option<&str>) -> anyhow::Result<DescriptorPool> {
     let mut client = ServerReflectionClient::new(channel);
-    let services = match ask(&mut client, MessageRequest::ListServices(String::new())).await? {
+    let services = match ask(&mut client, key, MessageRequest::ListServices(String::new())).await? {
         MessageResponse::ListServicesResponse(list) => list.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
         other => bail!("server reflection answered a service listing with {other:?}"),
     };
@@ -90,7 +96,7 @@ async fn reflect(channel: Channel) -> anyhow::Result<DescriptorPool> {
     let mut seen = BTreeSet::new();
     let mut wanted: Vec<MessageRequest> = services.into_iter().map(MessageRequest::FileContainingSymbol).collect();
     while let Some(request) = wanted.pop() {
-        let MessageResponse::FileDescriptorResponse(found) = ask(&mut client, request.clone()).await? else {
+        let MessageResponse::FileDescriptorResponse(found) = ask(&mut client, key, request.clone()).await? else {
             // A listed service the server has no descriptor for cannot be called by name anyway.
             if matches!(request, MessageRequest::FileContainingSymbol(_)) {
                 continue;
@@ -113,10 +119,14 @@ async fn reflect(channel: Channel) -> anyhow::Result<DescriptorPool> {
 }
 
 /// One question to the reflection service (v1).
-async fn ask(client: &mut ServerReflectionClient<Channel>, request: MessageRequest) -> anyhow::Result<MessageResponse> {
+async fn ask(
+    client: &mut ServerReflectionClient<Channel>,
+    key: Option<&str>,
+    request: MessageRequest,
+) -> anyhow::Result<MessageResponse> {
     let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
     let mut answers = client
-        .server_reflection_info(futures::stream::iter([request]))
+        .server_reflection_info(keyed(futures::stream::iter([request]), key)?)
         .await
         .context("server reflection (grpc.reflection.v1) is not available")?
         .into_inner();
