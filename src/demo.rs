@@ -1,7 +1,10 @@
-//! `autodebit demo`: the platform in-process on a test clock, N contracts, D days.
+//! `autodebit demo`: the platform in-process on a test clock, N contracts, D days. The same
+//! seed gives the same report (but for its wall time): the clock starts on the next 1 July,
+//! the merchant and the contracts are named after the seed, and the simulator draws from it.
 use crate::platform::{self, ListenArgs, PlatformArgs, Service};
 use anyhow::{Context, bail};
-use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
+use autodebit_eventstore::{EventStore, StoreOptions};
+use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::analytics::v1::{
     GetSummaryRequest, GetSummaryResponse, analytics_service_client::AnalyticsServiceClient,
 };
@@ -22,11 +25,12 @@ pub struct DemoArgs {
     /// Days to advance the test clock, one day at a time.
     #[arg(long, default_value_t = 90)]
     days: u32,
-    /// Run on this database instead of SQLite in a temporary directory.
+    /// Run on this database (it must hold no events) instead of SQLite in a temporary directory.
     #[arg(long)]
     database_url: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    simulator_seed: u64,
+    /// The same seed, the same report.
+    #[arg(long, alias = "simulator-seed", default_value_t = 1)]
+    seed: u64,
     #[arg(long, default_value_t = 500)]
     decline_basis_points: u32,
     /// How long to wait for every charge to reach an outcome after the last day.
@@ -61,13 +65,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let tmp = tempfile::tempdir()?;
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("demo.db").display()));
+    // The demo's clock and contracts would run among whatever is there: refuse before starting.
+    let held = EventStore::open(StoreOptions::new(url.as_str())).await?.count().await?;
+    if held > 0 {
+        bail!("--database-url: the database already holds {held} events; the demo needs an empty one");
+    }
     let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
     let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
     let options = PlatformArgs {
         // The driver keeps 64 calls in flight; none of them is to be shed.
         max_in_flight: 64,
         test_clock: true,
-        simulator_seed: args.simulator_seed,
+        simulator_seed: args.seed,
         decline_basis_points: args.decline_basis_points,
         hard_decline_basis_points: 0,
         transient_basis_points: 0,
@@ -111,6 +120,11 @@ pub(crate) fn authed<T>(message: T, key: &str) -> anyhow::Result<tonic::Request<
 /// Onboards one merchant (apply, review, approve) and gives it a monthly plan; returns its
 /// id and the plan's.
 pub(crate) async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Result<(String, String)> {
+    onboard_as(channel, operator_key, rand_digits()).await
+}
+
+/// `onboard`, the merchant's credit code ending in `digits` (six of them).
+async fn onboard_as(channel: &Channel, operator_key: &str, digits: u64) -> anyhow::Result<(String, String)> {
     use autodebit_proto::contracts::v1::{
         ApplyMerchantRequest, CreatePlanRequest, ReviewAction, ReviewMerchantRequest,
         merchants_service_client::MerchantsServiceClient, plans_service_client::PlansServiceClient,
@@ -131,7 +145,7 @@ pub(crate) async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Re
     let applied = merchants
         .apply_merchant(ApplyMerchantRequest {
             legal_name: "示例视频会员有限公司".into(),
-            credit_code: format!("91330100DEMO{:06}", rand_digits()),
+            credit_code: format!("91330100DEMO{:06}", digits % 1_000_000),
             entity: EntityKind::Enterprise as i32,
             industry: "membership".into(),
             merchant_type: MerchantType::Other as i32,
@@ -188,9 +202,9 @@ pub(crate) fn import_request(merchant_id: &str, plan_id: &str, label: &str, i: i
     }
 }
 
-/// Six digits that differ between runs, so repeated demos on one database onboard afresh.
-fn rand_digits() -> u32 {
-    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as u32
+/// Six digits that differ between runs, so repeated benchmarks on one database onboard afresh.
+fn rand_digits() -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as u64
 }
 
 async fn drive(
@@ -199,18 +213,25 @@ async fn drive(
     store: &autodebit_eventstore::EventStore,
     operator_key: &str,
 ) -> anyhow::Result<Report> {
-    let (merchant_id, plan_id) = onboard(&channel, operator_key).await?;
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let now_ms = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
+    let seconds = (next_first_of_july(now_ms)? - now_ms) / 1000;
+    if seconds > 0 {
+        admin.advance_clock(authed(AdvanceClockRequest { seconds }, operator_key)?).await?;
+    }
+    let (merchant_id, plan_id) = onboard_as(&channel, operator_key, args.seed).await?;
     let contracts = ContractsServiceClient::new(channel.clone());
     let mut scheduler = SchedulerServiceClient::new(channel.clone());
-    let mut admin = AdminServiceClient::new(channel.clone());
     let mut analytics = AnalyticsServiceClient::new(channel);
+    let status = || authed(GetSchedulerStatusRequest {}, operator_key);
 
     let pb = bar(u64::from(args.contracts), "signing");
+    let label = format!("demo{}", args.seed);
     let signed = futures::stream::iter(0..args.contracts)
         .map(|i| {
             let mut client = contracts.clone();
             let request = authed(
-                import_request(&merchant_id, &plan_id, "demo", i64::from(i), 990 + i64::from(i % 50) * 100),
+                import_request(&merchant_id, &plan_id, &label, i64::from(i), 990 + i64::from(i % 50) * 100),
                 operator_key,
             );
             async move { client.sign_contract(request?).await.map_err(anyhow::Error::from) }
@@ -226,14 +247,8 @@ async fn drive(
 
     // Every contract has its schedule before time moves.
     wait_for("schedules", Duration::from_secs(120), || {
-        let mut s = scheduler.clone();
-        async move {
-            Ok(s.get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
-                .await?
-                .into_inner()
-                .active_schedules
-                >= signed)
-        }
+        let (mut s, request) = (scheduler.clone(), status());
+        async move { Ok(s.get_scheduler_status(request?).await?.into_inner().active_schedules >= signed) }
     })
     .await?;
 
@@ -242,14 +257,8 @@ async fn drive(
         admin.advance_clock(authed(AdvanceClockRequest { seconds: 86_400 }, operator_key)?).await?;
         // Let each day's charges be issued before the next, as a real day would.
         wait_for("due charges", Duration::from_secs(120), || {
-            let mut s = scheduler.clone();
-            async move {
-                Ok(s.get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
-                    .await?
-                    .into_inner()
-                    .due_timers
-                    == 0)
-            }
+            let (mut s, request) = (scheduler.clone(), status());
+            async move { Ok(s.get_scheduler_status(request?).await?.into_inner().due_timers == 0) }
         })
         .await?;
         pb.inc(1);
@@ -261,11 +270,7 @@ async fn drive(
     let mut stable = 0;
     let mut summary: GetSummaryResponse;
     loop {
-        let due = scheduler
-            .get_scheduler_status(authed(GetSchedulerStatusRequest {}, operator_key)?)
-            .await?
-            .into_inner()
-            .due_timers;
+        let due = scheduler.get_scheduler_status(status()?).await?.into_inner().due_timers;
         summary = analytics.get_summary(authed(GetSummaryRequest {}, operator_key)?).await?.into_inner();
         let events = store.count().await? as u64;
         let ended = summary.charges_succeeded + summary.charges_failed + summary.charges_rejected;
@@ -292,6 +297,16 @@ async fn drive(
         events_appended: store.count().await? as u64,
         wall_seconds: 0.0,
     })
+}
+
+/// 02:00 UTC (10:00 in Beijing, inside the charge window) of the first 1 July at or after
+/// `now_ms`: where every demo's calendar starts.
+fn next_first_of_july(now_ms: i64) -> anyhow::Result<i64> {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc.timestamp_millis_opt(now_ms).single().context("the clock's time")?;
+    let july = |year| chrono::Utc.with_ymd_and_hms(year, 7, 1, 2, 0, 0).single().context("1 July");
+    let this_year = july(now.year())?;
+    Ok(if this_year >= now { this_year } else { july(now.year() + 1)? }.timestamp_millis())
 }
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>

@@ -1,7 +1,8 @@
-//! `autodebit`: the whole platform in one process, one service per process, a demo, and
-//! benchmarks.
+//! `autodebit`: the whole platform in one process, one service per process, a client for any
+//! of its RPCs, a demo, and benchmarks.
 
 mod bench;
+mod call;
 mod demo;
 mod platform;
 mod wechatpay_config;
@@ -62,6 +63,8 @@ enum Command {
         #[command(flatten)]
         options: platform::PlatformArgs,
     },
+    /// Calls one RPC of a running platform with a JSON request; prints the JSON answer.
+    Call(call::CallArgs),
     /// Signs N contracts on a test clock, advances D days, and reports what happened as JSON.
     Demo(demo::DemoArgs),
     /// Benchmarks.
@@ -132,6 +135,7 @@ fn main() -> anyhow::Result<()> {
                     autodebit_runtime::telemetry::init(&format!("autodebit-{}", service.name()), format, "info");
                 platform::run_until_stopped(&database_url, &[service], listen, options).await
             }
+            Command::Call(args) => call::run(args).await,
             Command::Demo(args) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-demo", format, "warn");
                 demo::run(args).await

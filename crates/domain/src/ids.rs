@@ -84,10 +84,21 @@ impl ContractId {
     /// and time-ordered like a generated one (the session's opening time leads), so that
     /// contracts signed around the same time, and their charges, sit together in indexes.
     pub fn for_signing_session(merchant: &MerchantId, session_id: &str, opened_at_ms: i64) -> Self {
-        let name = format!("contract\0{}\0signing-session\0{session_id}", merchant.as_str());
+        Self::time_led(&format!("contract\0{}\0signing-session\0{session_id}", merchant.as_str()), opened_at_ms)
+    }
+
+    /// The id of the contract an import under idempotency key `key` signs at `signed_at_ms`:
+    /// time-ordered like a generated one, the rest derived from the merchant and the key, so
+    /// the same imports on the same clock (a test clock) sign the same ids.
+    pub fn for_import(merchant: &MerchantId, key: &str, signed_at_ms: i64) -> Self {
+        Self::time_led(&format!("contract\0{}\0import\0{key}", merchant.as_str()), signed_at_ms)
+    }
+
+    /// A UUID v5 of `name` whose first six bytes are `at_ms`.
+    fn time_led(name: &str, at_ms: i64) -> Self {
         let hash = Uuid::new_v5(&NAMESPACE, name.as_bytes());
         let mut b = *hash.as_bytes();
-        b[..6].copy_from_slice(&opened_at_ms.max(0).to_be_bytes()[2..]);
+        b[..6].copy_from_slice(&at_ms.max(0).to_be_bytes()[2..]);
         ContractId(custom(b))
     }
 
@@ -261,6 +272,18 @@ mod tests {
             assert_eq!(ChargeId::parse(&x.to_string()).unwrap(), x);
         }
         assert_ne!(ChargeId::for_usage(earlier, 1), ChargeId::for_period(earlier, 1));
+    }
+
+    #[test]
+    fn imports_under_a_key_get_the_same_time_led_id_on_the_same_clock() {
+        let (m, other) = (MerchantId::parse("m1").unwrap(), MerchantId::parse("m2").unwrap());
+        let id = ContractId::for_import(&m, "k-1", 1_700_000_000_000);
+        assert_eq!(ContractId::for_import(&m, "k-1", 1_700_000_000_000), id);
+        assert_ne!(ContractId::for_import(&m, "k-2", 1_700_000_000_000), id);
+        assert_ne!(ContractId::for_import(&other, "k-1", 1_700_000_000_000), id);
+        assert_ne!(ContractId::for_signing_session(&m, "k-1", 1_700_000_000_000), id);
+        assert!(id.to_string() < ContractId::for_import(&m, "k-0", 1_700_000_000_001).to_string());
+        assert_eq!(ContractId::parse(&id.to_string()).unwrap(), id);
     }
 
     #[test]
