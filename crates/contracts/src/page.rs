@@ -104,11 +104,7 @@ fn not_found() -> Response {
 }
 
 fn failure(e: tonic::Status) -> Response {
-    let code = match e.code() {
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let code = autodebit_runtime::grpc::http_status(e.code());
     (code, Html(format!("<!doctype html><title>error</title><p>{}</p>", escape(e.message())))).into_response()
 }
 

@@ -284,7 +284,9 @@ impl SchedulerService for SchedulerApi {
         let now_ms = now.timestamp_millis();
         let mut tx = self.platform.store.begin().await.map_err(store_error)?;
         let row = self.locked(&mut tx, &r.contract_id, &who).await?;
-        if let Some(answer) = self.earlier_answer(charge_id, amount).await? {
+        // Read in the transaction: a call never waits for a second connection while it holds
+        // one (and the lock on its schedule row).
+        if let Some(answer) = earlier_answer(Db::Tx(&mut tx), charge_id, amount).await? {
             return Ok(Response::new(answer));
         }
         if row.mode != Mode::Event {
@@ -389,7 +391,7 @@ impl SchedulerApi {
         charge_id: ChargeId,
         amount: Money,
     ) -> Result<Response<pb::TriggerChargeResponse>, Status> {
-        self.earlier_answer(charge_id, amount)
+        earlier_answer(Db::Store(&self.platform.store), charge_id, amount)
             .await?
             .map(Response::new)
             .ok_or_else(|| Status::aborted("a concurrent call with this idempotency key failed; retry"))
@@ -411,64 +413,61 @@ impl SchedulerApi {
         .map_err(store_error)?;
         Ok(())
     }
+}
 
-    /// The answer a charge id already has, if it was issued or is held for the window: the
-    /// same again for the same amount, an error for a different one.
-    async fn earlier_answer(
-        &self,
-        charge_id: ChargeId,
-        amount: Money,
-    ) -> Result<Option<pb::TriggerChargeResponse>, Status> {
-        let held = self
-            .platform
-            .store
-            .query(
-                "SELECT amount, currency, due_ms FROM scheduler_held WHERE charge_id = $1",
-                &[Value::from(charge_id.to_string())],
-            )
-            .await
-            .map_err(store_error)?;
-        if let Some(h) = held.first() {
-            let earlier =
-                Currency::parse(h.text(1).unwrap_or_default()).ok().map(|c| Money::new(h.i64(0).unwrap_or(0), c));
-            if earlier != Some(amount) {
-                return Err(Status::already_exists(format!(
-                    "idempotency_key: already used for a charge of a different amount ({charge_id})"
-                )));
-            }
-            return Ok(Some(pb::TriggerChargeResponse {
-                charge_id: charge_id.to_string(),
-                outcome: pb::TriggerOutcome::Scheduled as i32,
-                duplicate: true,
-                charge_at_ms: h.i64(2).unwrap_or(0),
-                ..Default::default()
-            }));
-        }
-        let first = self.platform.store.read_stream(&charge_id.stream(), 0).await.map_err(store_error)?;
-        let Some(kind) = first.first().and_then(|e| codec::decode(e.clone())).map(|d| d.kind) else { return Ok(None) };
-        // A scheduled charge goes when it was due: the moment of the call, or the opening of
-        // the charge window it was held for, as the first answer said.
-        let (outcome, rule, detail, earlier, charge_at_ms) = match kind {
-            EventKind::ChargeScheduled(s) => {
-                (pb::TriggerOutcome::Scheduled, String::new(), String::new(), s.amount, s.due_at_ms)
-            }
-            EventKind::ChargeRejected(r) => (pb::TriggerOutcome::Rejected, r.rule, r.detail, r.amount, 0),
-            _ => return Ok(None),
-        };
-        if codec::money_from_pb(earlier.as_ref()).ok() != Some(amount) {
+/// The answer a charge id already has, if it was issued or is held for the window: the same
+/// again for the same amount, an error for a different one.
+async fn earlier_answer(
+    mut db: Db<'_>,
+    charge_id: ChargeId,
+    amount: Money,
+) -> Result<Option<pb::TriggerChargeResponse>, Status> {
+    let held = db
+        .query(
+            "SELECT amount, currency, due_ms FROM scheduler_held WHERE charge_id = $1",
+            &[Value::from(charge_id.to_string())],
+        )
+        .await
+        .map_err(store_error)?;
+    if let Some(h) = held.first() {
+        let earlier = Currency::parse(h.text(1).unwrap_or_default()).ok().map(|c| Money::new(h.i64(0).unwrap_or(0), c));
+        if earlier != Some(amount) {
             return Err(Status::already_exists(format!(
                 "idempotency_key: already used for a charge of a different amount ({charge_id})"
             )));
         }
-        Ok(Some(pb::TriggerChargeResponse {
+        return Ok(Some(pb::TriggerChargeResponse {
             charge_id: charge_id.to_string(),
-            outcome: outcome as i32,
-            rule,
-            detail,
+            outcome: pb::TriggerOutcome::Scheduled as i32,
             duplicate: true,
-            charge_at_ms,
-        }))
+            charge_at_ms: h.i64(2).unwrap_or(0),
+            ..Default::default()
+        }));
     }
+    let first = db.read_stream(&charge_id.stream(), 0).await.map_err(store_error)?;
+    let Some(kind) = first.first().and_then(|e| codec::decode(e.clone())).map(|d| d.kind) else { return Ok(None) };
+    // A scheduled charge goes when it was due: the moment of the call, or the opening of
+    // the charge window it was held for, as the first answer said.
+    let (outcome, rule, detail, earlier, charge_at_ms) = match kind {
+        EventKind::ChargeScheduled(s) => {
+            (pb::TriggerOutcome::Scheduled, String::new(), String::new(), s.amount, s.due_at_ms)
+        }
+        EventKind::ChargeRejected(r) => (pb::TriggerOutcome::Rejected, r.rule, r.detail, r.amount, 0),
+        _ => return Ok(None),
+    };
+    if codec::money_from_pb(earlier.as_ref()).ok() != Some(amount) {
+        return Err(Status::already_exists(format!(
+            "idempotency_key: already used for a charge of a different amount ({charge_id})"
+        )));
+    }
+    Ok(Some(pb::TriggerChargeResponse {
+        charge_id: charge_id.to_string(),
+        outcome: outcome as i32,
+        rule,
+        detail,
+        duplicate: true,
+        charge_at_ms,
+    }))
 }
 
 /// The usage period a record counts in: the one it occurred in while that period's grace

@@ -430,4 +430,15 @@ impl Db<'_> {
             Db::Store(store) => store.query(sql, params).await,
         }
     }
+
+    pub async fn read_stream(
+        &mut self,
+        stream: &str,
+        after_version: u64,
+    ) -> autodebit_eventstore::Result<Vec<autodebit_eventstore::RecordedEvent>> {
+        match self {
+            Db::Tx(tx) => tx.read_stream(stream, after_version).await,
+            Db::Store(store) => store.read_stream(stream, after_version).await,
+        }
+    }
 }
