@@ -170,6 +170,26 @@ async fn an_amount_change_from_the_next_cycle_leaves_the_cycle_under_way(backend
     assert_eq!(charged(&ch, &id, 3).await, 3_000);
     let s = schedule_when(&ch, &id, "period 4 next", |s| s.next_period == 4).await;
     assert!(s.change_amount.is_none());
+
+    // Quarterly from the next cycle, then, while that waits, a new amount: both after period 4,
+    // whose date both notices give; the second change replaces the first, keeping its cycle.
+    modify(&ch, &m, &id, 3_000, Cycle::Quarterly).await;
+    modify(&ch, &m, &id, 3_500, Cycle::Unspecified).await;
+    let s = schedule_when(&ch, &id, "the second change waiting", |s| {
+        s.change_amount.as_ref().is_some_and(|a| a.minor_units == 3_500)
+    })
+    .await;
+    assert_eq!((s.change_after_period, s.change_cycle), (4, Cycle::Quarterly as i32));
+    let t4 = monthly_due(s.anchor_ms, 4);
+    let date = from_millis(t4).with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d 的本期扣款").to_string();
+    let told = notices(&ch, &id, NoticeKind::ContractModified, 3).await;
+    assert_eq!(told.iter().filter(|n| n.text.contains(&date)).count(), 2, "both should say {date}: {told:?}");
+    advance_to(&ch, t4 + HOUR_MS).await;
+    assert_eq!(charged(&ch, &id, 4).await, 3_000);
+    let due5 =
+        DomainCycle::Quarterly.due_at(from_millis(t4), 1, &chrono_tz::Asia::Shanghai).unwrap().timestamp_millis();
+    let s = schedule_when(&ch, &id, "quarterly from period 4", |s| s.next_period == 5).await;
+    assert_eq!((s.next_due_at_ms, s.amount.unwrap().minor_units), (due5, 3_500));
 }
 
 async fn monthly_to_quarterly_reanchors_on_the_last_charge(backend: Backend) {

@@ -360,7 +360,11 @@ impl ContractsService for ContractsApi {
                     .map(|p| p.per_charge_cap)
                     .unwrap_or(Money::new(MAX_CHARGE_CNY_FEN, amount.currency()));
                 let rule = plan.as_ref().map(|p| p.modification_rule).unwrap_or(ModificationRule::NextCycle);
-                let calendar = Calendar { cycle: c.cycle, anchor: c.signed_at, anchor_period: 0 };
+                let calendar = modification::calendar(&c.cycle_history, now, &tz).unwrap_or(Calendar {
+                    cycle: c.cycle,
+                    anchor: c.signed_at,
+                    anchor_period: 0,
+                });
                 let effective_at = modification::effective_at(rule, &calendar, now, &tz);
                 let notice =
                     modification::notice(rule, effective_at, (amount, cycle), (c.amount_per_cycle, c.cycle), &tz);

@@ -43,6 +43,20 @@ impl Calendar {
     }
 }
 
+/// The calendar in force at `now` from a contract's cycle history: the signing's time and
+/// cycle, then each cycle change's effective time and new cycle, each re-anchoring on the
+/// last period due by the time it took effect (a change not yet in effect does not count).
+/// `None` for an empty history or past the calendar's end.
+pub fn calendar<Z: TimeZone>(history: &[(Timestamp, Cycle)], now: Timestamp, tz: &Z) -> Option<Calendar> {
+    let (&(signed_at, cycle), changes) = history.split_first()?;
+    let mut calendar = Calendar { cycle, anchor: signed_at, anchor_period: 0 };
+    for &(at, cycle) in changes.iter().take_while(|(at, _)| *at <= now) {
+        let last = calendar.last_due_by(calendar.anchor_period, at, tz);
+        calendar = Calendar { cycle, anchor: calendar.due(last, tz)?, anchor_period: last };
+    }
+    Some(calendar)
+}
+
 /// Where a schedule's fixed side stands when its terms change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -177,6 +191,22 @@ mod tests {
         // The same cycle keeps the calendar.
         let (same, n, due) = rebase(&cal, Cycle::Monthly, 2, 3, at(2026, 4, 10), &tz).unwrap();
         assert_eq!((same, n, due), (cal, 3, at(2026, 4, 30)));
+    }
+
+    #[test]
+    fn a_contracts_history_rebuilds_its_calendar() {
+        let tz = crate::cycle::beijing();
+        // Monthly from 31 January; quarterly from the charge of 31 March (period 2) on.
+        let history = [(at(2026, 1, 31), Cycle::Monthly), (at(2026, 3, 31), Cycle::Quarterly)];
+        let cal = calendar(&history, at(2026, 5, 1), &tz).unwrap();
+        assert_eq!((cal.anchor, cal.anchor_period), (at(2026, 3, 31), 2));
+        assert_eq!(cal.due(3, &tz), Some(at(2026, 6, 30)));
+        // From the next cycle after that: the next due date is 30 June, not 31 May.
+        let next = effective_at(ModificationRule::NextCycle, &cal, at(2026, 5, 1), &tz);
+        assert_eq!(next, at(2026, 6, 30));
+        // Before the change took effect, the monthly calendar still holds.
+        assert_eq!(calendar(&history, at(2026, 3, 10), &tz), Some(monthly()));
+        assert_eq!(calendar(&history[..1], at(2026, 5, 1), &tz), Some(monthly()));
     }
 
     #[test]

@@ -269,9 +269,13 @@ async fn modified(tx: &mut Tx, m: &pb::ContractModified) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    // Locked on PostgreSQL, so that the due loop cannot move the schedule on between this read
+    // and the write below (on SQLite the single writer serialises, and a due batch decided on
+    // the old row is voided by the revision).
+    let lock = if tx.kind() == autodebit_eventstore::BackendKind::Postgres { " FOR UPDATE" } else { "" };
     let rows = tx
         .query(
-            &format!("SELECT {} FROM scheduler_schedules WHERE contract_id = $1", crate::store::COLUMNS),
+            &format!("SELECT {} FROM scheduler_schedules WHERE contract_id = $1{lock}", crate::store::COLUMNS),
             &[Value::from(&m.contract_id)],
         )
         .await?;
