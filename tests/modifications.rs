@@ -330,9 +330,6 @@ async fn a_suspended_merchant_neither_signs_nor_charges(backend: Backend) {
     let rides = create_plan(&ch, &m, |t| t.charge_mode = ChargeMode::EventTriggered as i32).await;
     let (ride, _) = signed(&ch, &m, &rides, "payer-rides").await;
 
-    review(&ch, &m, ReviewAction::Suspend).await;
-    schedule_when(&ch, &id, "the scheduler to know of the suspension", |s| s.merchant_suspended).await;
-    // No signing session opens.
     let session = CreateSigningSessionRequest {
         plan_id: m.plan_id.clone(),
         payer_id: "payer-new".into(),
@@ -342,6 +339,24 @@ async fn a_suspended_merchant_neither_signs_nor_charges(backend: Backend) {
         return_url: "https://merchant.example/done".into(),
         ..Default::default()
     };
+    let opened = ContractsServiceClient::new(ch.clone())
+        .create_signing_session(authed(session.clone(), &m.api_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+
+    review(&ch, &m, ReviewAction::Suspend).await;
+    schedule_when(&ch, &id, "the scheduler to know of the suspension", |s| s.merchant_suspended).await;
+    // No signing session opens, and one opened before cannot be confirmed.
+    let page = opened.authorization_url.split_once(&p.http.to_string()).unwrap().1.to_string();
+    let (_, html) = support::http_get(p.http, &page);
+    let code = support::element_text(&html, "code-hint").expect("the simulator's code");
+    assert_eq!(support::http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
+    let (status, body) = support::http_post(p.http, &format!("{page}/confirm"), &format!("code={code}"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("suspended"), "{body}");
     let refused = ContractsServiceClient::new(ch.clone())
         .create_signing_session(authed(session.clone(), &m.api_key))
         .await
