@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<PathBuf> = ["events", "contracts", "scheduler", "charger", "notifier", "analytics", "admin"]
         .iter()
         .map(|p| root.join(format!("autodebit/{p}/v1/{p}.proto")))

@@ -2,7 +2,7 @@
 //! application, map the result.
 use crate::app::{AppError, Contracts, status_name};
 use autodebit_domain::contract::{Contract as DomainContract, ContractCommand, ContractError, ContractStatus};
-use autodebit_domain::cycle::beijing;
+use autodebit_domain::modification::{self, Calendar};
 use autodebit_domain::plan::ModificationRule;
 use autodebit_domain::{ContractId, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerId};
 use autodebit_eventstore::Value;
@@ -89,6 +89,16 @@ pub fn request_cause<T>(req: &Request<T>) -> Cause {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     Cause::request(id)
+}
+
+/// The time zone a merchant bills in, as it applied with it.
+async fn merchant_zone(platform: &Platform, merchant: &MerchantId) -> Result<chrono_tz::Tz, Status> {
+    let records = platform.store.read_stream(&crate::merchants::stream(merchant), 0).await.map_err(store_error)?;
+    let applied = records.into_iter().filter_map(codec::decode).find_map(|d| match d.kind {
+        autodebit_proto::EventKind::MerchantApplied(a) => Some(a.time_zone),
+        _ => None,
+    });
+    Ok(autodebit_domain::cycle::zone(&applied.unwrap_or_default()).unwrap_or(chrono_tz::Asia::Shanghai))
 }
 
 /// Refuses merchants that are not (or no longer) approved.
@@ -336,14 +346,15 @@ impl ContractsService for ContractsApi {
         let platform = self.app.platform.clone();
         let now = platform.clock.now();
         // The plan's cap and modification rule, when the contract has a plan.
-        let plan = {
+        let (plan, tz) = {
             let principal = caller(&req)?;
             let id = parse_contract_id(&r.contract_id)?;
             let (c, _) = self.visible(&principal, id).await?;
-            match c.plan_id.as_str() {
+            let plan = match c.plan_id.as_str() {
                 "" => None,
                 p => crate::plans::load(&platform, p).await?.map(|(_, plan)| plan),
-            }
+            };
+            (plan, merchant_zone(&platform, &c.merchant_id).await?)
         };
         let contract = self
             .act(&req, &r.contract_id, r.expected_version, |c| {
@@ -352,22 +363,15 @@ impl ContractsService for ContractsApi {
                     .as_ref()
                     .map(|p| p.per_charge_cap)
                     .unwrap_or(Money::new(MAX_CHARGE_CNY_FEN, amount.currency()));
-                let effective_at =
-                    match plan.as_ref().map(|p| p.modification_rule).unwrap_or(ModificationRule::NextCycle) {
-                        ModificationRule::Immediately => now,
-                        ModificationRule::NextCycle => (1..10_000u32)
-                            .filter_map(|n| c.cycle.due_at(c.signed_at, n, &beijing()))
-                            .find(|t| *t > now)
-                            .unwrap_or(now),
-                    };
-                let date = effective_at.with_timezone(&beijing()).format("%Y-%m-%d");
-                let notice = format!(
-                    "您的自动扣费协议将于 {date} 起调整：{}扣款 {}（原为{}扣款 {}）。如不同意，可随时解约。",
-                    cycle.label(false),
-                    amount,
-                    c.cycle.label(false),
-                    c.amount_per_cycle
-                );
+                let rule = plan.as_ref().map(|p| p.modification_rule).unwrap_or(ModificationRule::NextCycle);
+                let calendar = modification::calendar(&c.cycle_history, now, &tz).unwrap_or(Calendar {
+                    cycle: c.cycle,
+                    anchor: c.signed_at,
+                    anchor_period: 0,
+                });
+                let effective_at = modification::effective_at(rule, &calendar, now, &tz);
+                let notice =
+                    modification::notice(rule, effective_at, (amount, cycle), (c.amount_per_cycle, c.cycle), &tz);
                 Ok(ContractCommand::Modify { amount_per_cycle: amount, cycle, cap, effective_at, notice })
             })
             .await?;

@@ -310,6 +310,12 @@ impl Signing {
         let platform = &self.contracts.platform;
         let loaded = self.load(session_id).await?.ok_or(StepError::NotFound)?;
         let now = platform.clock.now();
+        // A merchant suspended since the session opened gets no new contract from its page
+        // (one already signed at the provider is recorded all the same).
+        if let SigningCommand::Confirm { .. } = command {
+            let merchant = MerchantId::parse(&loaded.opened.merchant_id).map_err(internal)?;
+            crate::api::require_approved(platform, &merchant).await?;
+        }
         // Read before the transaction takes its connection (PostgreSQL's pool is shared).
         let plan = match command {
             SigningCommand::Confirm { .. } | SigningCommand::ConfirmAtProvider { .. } => {

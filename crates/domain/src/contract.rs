@@ -124,6 +124,9 @@ pub struct Contract {
     pub zombie_flagged_at: Option<Timestamp>,
     pub termination: Option<(TerminationMode, String, Timestamp)>,
     pub ended_at: Option<Timestamp>,
+    /// The cycle it was signed with (at its signing time), then each new cycle with the time
+    /// the change took effect: `modification::calendar` rebuilds its due dates from it.
+    pub cycle_history: Vec<(Timestamp, Cycle)>,
 }
 
 /// `None` until signed.
@@ -272,6 +275,7 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
             zombie_flagged_at: None,
             termination: None,
             ended_at: None,
+            cycle_history: vec![(*signed_at, *cycle)],
         }));
     }
     let mut c = state?;
@@ -280,7 +284,10 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
     }
     match event {
         ContractEvent::Signed { .. } => {}
-        ContractEvent::Modified { amount_per_cycle, cycle, .. } => {
+        ContractEvent::Modified { amount_per_cycle, cycle, effective_at, .. } => {
+            if *cycle != c.cycle {
+                c.cycle_history.push((*effective_at, *cycle));
+            }
             c.amount_per_cycle = *amount_per_cycle;
             c.cycle = *cycle;
         }

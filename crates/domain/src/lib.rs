@@ -10,6 +10,7 @@ pub mod cycle;
 pub mod ids;
 pub mod limits;
 pub mod merchant;
+pub mod modification;
 pub mod money;
 pub mod plan;
 pub mod retry;

@@ -51,6 +51,18 @@ pub fn check(amount: Money, limits: &Limits, today: Today) -> Result<(), Breach>
     Ok(())
 }
 
+/// A suspended merchant charges nothing: each charge it would issue meanwhile is refused,
+/// not kept for after its reinstatement.
+pub fn check_merchant(suspended: bool) -> Result<(), Breach> {
+    if suspended {
+        return Err(Breach {
+            rule: "merchant_suspended",
+            detail: "the merchant is suspended; no charge is made until it is reinstated".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The default daily amount limit: three times the contract's monthly average, once it has
 /// a month of history.
 pub fn default_daily_amount(total_charged: i64, months_of_history: i64) -> Option<i64> {
@@ -73,6 +85,8 @@ mod tests {
         assert!(check(Money::cny(500), &l, Today { count: 1, amount: 1_000 }).is_ok());
         assert_eq!(default_daily_amount(6_000, 2), Some(9_000));
         assert_eq!(default_daily_amount(6_000, 0), None);
+        assert_eq!(check_merchant(true).unwrap_err().rule, "merchant_suspended");
+        assert!(check_merchant(false).is_ok());
     }
 
     proptest! {

@@ -108,6 +108,19 @@ fn money(m: Option<&pb::Money>) -> String {
     codec::money_from_pb(m).map(|m| m.to_string()).unwrap_or_default()
 }
 
+/// A moment as the payer reads it: in the merchant's zone, named unless it is the default
+/// (Beijing time), e.g. "2026-03-01 09:00 (Europe/London)".
+fn local_time(at_ms: i64, zone: &str) -> String {
+    use autodebit_domain::cycle::{DEFAULT_ZONE, zone as parse_zone};
+    let at = autodebit_domain::clock::from_millis(at_ms);
+    match parse_zone(zone) {
+        Ok(tz) if !zone.is_empty() && zone != DEFAULT_ZONE => {
+            format!("{} ({zone})", at.with_timezone(&tz).format("%Y-%m-%d %H:%M"))
+        }
+        _ => at.with_timezone(&autodebit_domain::cycle::beijing()).format("%Y-%m-%d %H:%M").to_string(),
+    }
+}
+
 /// The notice an event calls for: kind, recipient, contract, charge, text (Chinese, the
 /// payers' default language). A signing notice states the terms of the contract's plan, as
 /// the authorization page did.
@@ -187,9 +200,7 @@ fn notice_for<'a>(kind: &'a EventKind, plans: &Plans) -> Option<(NoticeKind, &'a
             n.charge_id.as_str(),
             format!(
                 "扣款提醒：您的自动扣费预计于 {} 扣款 {}。如不再需要，可在此之前解约。",
-                autodebit_domain::clock::from_millis(n.charge_due_at_ms)
-                    .with_timezone(&autodebit_domain::cycle::beijing())
-                    .format("%Y-%m-%d %H:%M"),
+                local_time(n.charge_due_at_ms, &n.time_zone),
                 money(n.estimated_amount.as_ref())
             ),
         ),

@@ -1,7 +1,7 @@
 //! gRPC handlers of the scheduler: reading schedules, and the two merchant calls that make
 //! charges happen outside the calendar — RecordUsage and TriggerCharge.
 use crate::issue::{admit, charge_append, load_plans};
-use crate::store::{COLUMNS, Db, Mode, ScheduleRow, cycle_from_str};
+use crate::store::{COLUMNS, Db, Mode, ScheduleRow, cycle_from_str, suspended_merchants};
 use autodebit_domain::charge::Issue;
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::window::DailyWindow;
@@ -114,14 +114,21 @@ impl SchedulerService for SchedulerApi {
         } else {
             0
         };
-        let amount = Currency::parse(&row.currency).map(|c| codec::money_to_pb(Money::new(row.amount, c))).ok();
+        let money = |units| Currency::parse(&row.currency).map(|c| codec::money_to_pb(Money::new(units, c))).ok();
+        let amount = money(row.amount);
+        let waiting = row.change_through >= 0;
+        let merchant_suspended = !suspended_merchants(&mut Db::Store(&self.platform.store), &[&row.merchant_id])
+            .await
+            .map_err(store_error)?
+            .is_empty();
+        let cycle_pb = |c: &str| cycle_from_str(c).map(|c| codec::cycle_to_pb(c) as i32).unwrap_or(0);
         let fixed = row.mode.fixed();
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: Some(pb::Schedule {
                 contract_id: row.contract_id,
                 merchant_id: row.merchant_id,
                 amount,
-                cycle: cycle_from_str(&row.cycle).map(|c| codec::cycle_to_pb(c) as i32).unwrap_or(0),
+                cycle: cycle_pb(&row.cycle),
                 anchor_ms: row.anchor_ms,
                 next_period: if fixed { u32::try_from(row.next_period).unwrap_or(u32::MAX) } else { 0 },
                 next_due_at_ms: if fixed { row.next_due_ms } else { 0 },
@@ -137,6 +144,10 @@ impl SchedulerService for SchedulerApi {
                     (true, true) => row.next_due_ms.max(row.ready_ms),
                     (true, false) => row.next_due_ms,
                 },
+                change_amount: if waiting { money(row.change_amount) } else { None },
+                change_cycle: if waiting { cycle_pb(&row.change_cycle) } else { 0 },
+                change_after_period: if waiting { u32::try_from(row.change_through).unwrap_or(0) } else { 0 },
+                merchant_suspended,
             }),
         }))
     }
@@ -313,9 +324,12 @@ impl SchedulerService for SchedulerApi {
             None => Ok(()),
         };
         let plans = load_plans(&mut Db::Tx(&mut tx), &[&row]).await.map_err(|e| internal(format!("{e:#}")))?;
+        let suspended = suspended_merchants(&mut Db::Tx(&mut tx), &[&row.merchant_id]).await.map_err(store_error)?;
         let mut row = row;
         let plan = plans.get(&row.plan_id).cloned();
-        let admitted = admitted.and_then(|()| admit(&mut row, plan.as_ref(), amount, now));
+        let admitted = admitted
+            .and_then(|()| autodebit_domain::limits::check_merchant(suspended.contains(&row.merchant_id)))
+            .and_then(|()| admit(&mut row, plan.as_ref(), amount, now));
         // Outside the charge window an admitted charge is held until it opens.
         let charge_at = self.window.next_open(now);
         let held = admitted.is_ok() && charge_at > now;

@@ -6,10 +6,11 @@
 //! impossible anyway (its stream must not exist). Nothing is issued while the daily window
 //! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
 use crate::issue::{admit, charge_append, load_plans};
-use crate::store::{COLUMNS, Db, PlanRow, ScheduleRow, in_list};
+use crate::store::{COLUMNS, Db, PlanRow, ScheduleRow, in_list, suspended_merchants};
 use crate::timeline::{self, Pace, Side, Step};
 use autodebit_domain::charge::{self, ChargeCommand, Issue};
 use autodebit_domain::clock::from_millis;
+use autodebit_domain::limits;
 use autodebit_domain::window::DailyWindow;
 use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId, Timestamp};
 use autodebit_eventstore::{BackendKind, EventStore, ExpectedVersion, StreamAppend, Tx, Value};
@@ -17,7 +18,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Schedules claimed per transaction.
@@ -99,7 +100,8 @@ pub async fn issue_due(platform: &Platform, window: &DailyWindow) -> anyhow::Res
     let mut db = Db::Tx(&mut tx);
     let plans = load_plans(&mut db, &rows.iter().collect::<Vec<_>>()).await?;
     let usage = load_usage(&mut db, &rows).await?;
-    let decided = decide(rows, &plans, &usage, now, pace);
+    let suspended = suspended_of(&mut db, &rows).await?;
+    let decided = decide(rows, &plans, &usage, &suspended, now, pace);
     write(&mut tx, &decided, false).await?;
     tx.commit().await?;
     decided.count();
@@ -126,7 +128,8 @@ async fn pipelined(platform: &Platform, window: &DailyWindow) -> anyhow::Result<
         let mut db = Db::Store(&platform.store);
         let plans = load_plans(&mut db, &rows.iter().collect::<Vec<_>>()).await?;
         let usage = load_usage(&mut db, &rows).await?;
-        let decided = decide(rows, &plans, &usage, now, pace);
+        let suspended = suspended_of(&mut db, &rows).await?;
+        let decided = decide(rows, &plans, &usage, &suspended, now, pace);
         if let Some(w) = writing.take() {
             taken += w.await??;
         }
@@ -191,7 +194,7 @@ async fn read_due(
 }
 
 /// Where the rowid comes in `read_due`'s arrays: after the `COLUMNS`.
-const RID: usize = 30;
+const RID: usize = 35;
 
 /// What a batch of schedules calls for, decided: the events to append, and the rows moved on.
 struct Decided {
@@ -215,12 +218,18 @@ impl Decided {
     }
 }
 
+/// The suspended merchants among those of `rows`.
+async fn suspended_of(db: &mut Db<'_>, rows: &[ScheduleRow]) -> anyhow::Result<HashSet<String>> {
+    Ok(suspended_merchants(db, &rows.iter().map(|r| r.merchant_id.as_str()).collect::<Vec<_>>()).await?)
+}
+
 /// Works out what each of `rows` calls for at `now` (`timeline::advance`), checks each charge
-/// against the limits, and moves the rows on.
+/// against the limits (a suspended merchant's are refused), and moves the rows on.
 fn decide(
     mut rows: Vec<ScheduleRow>,
     plans: &HashMap<String, PlanRow>,
     usage: &HashMap<(String, i64), u64>,
+    suspended: &HashSet<String>,
     now: Timestamp,
     pace: Pace,
 ) -> Decided {
@@ -246,7 +255,8 @@ fn decide(
             match step {
                 Step::Notice { side, period, estimated, charge_due_ms, at_ms } => {
                     notices += 1;
-                    appends.push(notice_append(&base, side, period, estimated, charge_due_ms, at_ms));
+                    let due = (charge_due_ms, &row.time_zone[..]);
+                    appends.push(notice_append(&base, side, period, estimated, due, at_ms));
                 }
                 Step::Charge { side, period, amount, due_ms, quantity, at_ms } => {
                     let (charge_id, reason, description) = match side {
@@ -267,7 +277,8 @@ fn decide(
                         ..base.clone()
                     };
                     // Counted on the calendar day the charge is taken on.
-                    let admitted = admit(row, plan, issue.amount, from_millis(at_ms));
+                    let admitted = limits::check_merchant(suspended.contains(&row.merchant_id))
+                        .and_then(|()| admit(row, plan, issue.amount, from_millis(at_ms)));
                     let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
                     let (append, ok) = charge_append(issue, admitted, reason, &description, &cause, now);
                     if ok {
@@ -392,7 +403,9 @@ pub fn base_issue(row: &ScheduleRow) -> Option<Issue> {
 
 /// The pre-debit notice of a coming charge, on its own stream (named after the charge), so
 /// that it is given once.
-fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: i64, now_ms: i64) -> StreamAppend {
+/// `due` is when the charge falls due, and the merchant's zone its notice names that time in.
+fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due: (i64, &str), now_ms: i64) -> StreamAppend {
+    let (due_ms, time_zone) = due;
     let (charge_id, reason) = match side {
         Side::Cycle => (ChargeId::for_period(base.contract_id, period), ChargeReason::Cycle),
         Side::Usage => (ChargeId::for_usage(base.contract_id, period), ChargeReason::Usage),
@@ -408,6 +421,7 @@ fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: 
             estimated_amount: Some(codec::money_to_pb(Money::new(estimated, base.amount.currency()))),
             charge_due_at_ms: due_ms,
             issued_at_ms: now_ms,
+            time_zone: time_zone.to_string(),
         })),
     };
     let cause = Cause::request(format!("{}/notice/{}/{period}", base.contract_id, side_name(side)));
@@ -424,7 +438,7 @@ fn notice_append(base: &Issue, side: Side, period: u32, estimated: i64, due_ms: 
 /// usage state only if it has metered rows.
 async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::Result<u64> {
     // The columns written after the id and the wake, in the order the values come.
-    const WRITTEN: [(&str, bool); 11] = [
+    const WRITTEN: [(&str, bool); 16] = [
         ("next_period", false),
         ("next_due_ms", false),
         ("noticed_period", false),
@@ -436,6 +450,12 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::
         ("day_key", true),
         ("day_count", false),
         ("day_amount", false),
+        // A change of terms taking effect.
+        ("amount", false),
+        ("cycle", true),
+        ("cycle_anchor_ms", false),
+        ("cycle_anchor_period", false),
+        ("change_through", false),
     ];
     if rows.is_empty() {
         return Ok(0);
@@ -453,7 +473,7 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::
             };
             // A wake of -1: nothing left to do.
             format!(
-                "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{},{}]",
+                "[\"{}\",{},{},{},{},{}{usage},\"{}\",{},{},{},\"{}\",{},{},{},{}]",
                 r.contract_id,
                 if r.active { r.wake_ms } else { -1 },
                 r.next_period,
@@ -463,6 +483,11 @@ async fn save_rows(tx: &mut Tx, rows: &[ScheduleRow], checked: bool) -> anyhow::
                 r.day_key,
                 r.day_count,
                 r.day_amount,
+                r.amount,
+                r.cycle,
+                r.cycle_anchor_ms,
+                r.cycle_anchor_period,
+                r.change_through,
                 r.rev
             )
         })
@@ -524,6 +549,8 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
                 "SELECT r.charge_id, r.stream_version FROM scheduler_retries r
                  JOIN scheduler_schedules s ON s.contract_id = r.contract_id
                  WHERE r.state = 'waiting' AND r.due_ms <= $1 AND s.active = 1
+                   AND NOT EXISTS (SELECT 1 FROM scheduler_merchants m
+                                   WHERE m.merchant_id = s.merchant_id AND m.suspended = 1)
                  ORDER BY r.due_ms LIMIT $2{lock}"
             ),
             &[Value::Int(now_ms), Value::Int(CLAIM)],
@@ -590,8 +617,9 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         .query(
             &format!(
                 "SELECT h.charge_id, h.contract_id, h.merchant_id, h.payer_id, h.amount, h.currency, h.reason, h.due_ms,
-                   COALESCE(s.active, 0)
+                   COALESCE(s.active, 0), COALESCE(m.suspended, 0)
                  FROM scheduler_held h LEFT JOIN scheduler_schedules s ON s.contract_id = h.contract_id
+                   LEFT JOIN scheduler_merchants m ON m.merchant_id = h.merchant_id
                  WHERE h.due_ms <= $1 ORDER BY h.due_ms LIMIT $2{lock}"
             ),
             &[Value::Int(now_ms), Value::Int(CLAIM)],
@@ -618,11 +646,12 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         };
         let cause = Cause::request(format!("{}/held/{charge_id}", issue.contract_id));
         let reason = r.text(6).unwrap_or_default().to_string();
-        // A contract suspended or ended while its charge was held is not charged.
+        // A contract suspended or ended while its charge was held is not charged, nor is a
+        // suspended merchant's.
         let admitted = if r.i64(8).unwrap_or(0) != 0 {
-            Ok(())
+            limits::check_merchant(r.i64(9).unwrap_or(0) != 0)
         } else {
-            Err(autodebit_domain::limits::Breach {
+            Err(limits::Breach {
                 rule: "contract_state",
                 detail: "the contract stopped billing while the charge waited for the charge window".into(),
             })
@@ -652,8 +681,8 @@ mod tests {
             let id = format!("ct_{}", uuid::Uuid::from_u128(((now as u128) << 80) | i as u128));
             tx.execute(
                 "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
-                   anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
-                 VALUES ($1, 'm1', 'p1', 1990, 'CNY', 'monthly', $2, 1, $3, 1, $3, 1)",
+                   anchor_ms, cycle_anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
+                 VALUES ($1, 'm1', 'p1', 1990, 'CNY', 'monthly', $2, $2, 1, $3, 1, $3, 1)",
                 &[Value::from(&id), Value::Int(now - 31 * 86_400_000), Value::Int(now - 1)],
             )
             .await
@@ -680,7 +709,7 @@ mod tests {
         let pace = Pace::Simulated(DailyWindow::always());
         let decide_due = async |after| {
             let (rows, last) = read_due(&store, now.timestamp_millis(), after).await.unwrap();
-            (decide(rows, &HashMap::new(), &HashMap::new(), now, pace), last)
+            (decide(rows, &HashMap::new(), &HashMap::new(), &HashSet::new(), now, pace), last)
         };
 
         let (decided, last) = decide_due((i64::MIN, 0)).await;

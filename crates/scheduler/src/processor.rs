@@ -3,6 +3,8 @@ use crate::store::Mode;
 use autodebit_domain::Cycle;
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::cycle::DEFAULT_ZONE;
+use autodebit_domain::modification::{Position, last_on_old_terms};
+use autodebit_domain::plan::ModificationRule;
 use autodebit_eventstore::{Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
@@ -34,6 +36,7 @@ impl Processor for ContractFollower {
             "ChargeSucceeded",
             "ChargeFailed",
             "MerchantApplied",
+            "MerchantReviewed",
             "ApiKeyIssued",
             "ApiKeyRevoked",
         ]
@@ -79,8 +82,10 @@ impl Processor for ContractFollower {
                     tx.execute(
                         "INSERT INTO scheduler_plans
                            (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing,
-                            retry_gaps, mode, notice_lead_hours, usage_unit, usage_tiers, usage_grace_minutes, usage_cycle)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (plan_id) DO NOTHING",
+                            retry_gaps, mode, notice_lead_hours, usage_unit, usage_tiers, usage_grace_minutes, usage_cycle,
+                           modification_rule)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                         ON CONFLICT (plan_id) DO NOTHING",
                         &[
                             Value::from(&p.plan_id),
                             Value::Int(cap),
@@ -96,6 +101,12 @@ impl Processor for ContractFollower {
                             Value::from(crate::store::tiers_to_str(&usage.tiers)),
                             Value::Int(i64::from(usage.grace_minutes)),
                             Value::from(usage.cycle.as_str()),
+                            Value::from(crate::store::rule_as_str(
+                                match pb::ModificationRule::try_from(terms.modification_rule) {
+                                    Ok(pb::ModificationRule::Immediately) => ModificationRule::Immediately,
+                                    _ => ModificationRule::NextCycle,
+                                },
+                            )),
                         ],
                     )
                     .await?;
@@ -108,6 +119,18 @@ impl Processor for ContractFollower {
                             Value::from(&m.merchant_id),
                             Value::from(if m.time_zone.is_empty() { DEFAULT_ZONE } else { m.time_zone.as_str() }),
                         ],
+                    )
+                    .await?;
+                }
+                EventKind::MerchantReviewed(r) => {
+                    let suspended = match pb::MerchantReviewOutcome::try_from(r.outcome) {
+                        Ok(pb::MerchantReviewOutcome::Suspended) => 1,
+                        Ok(pb::MerchantReviewOutcome::Reinstated) => 0,
+                        _ => continue,
+                    };
+                    tx.execute(
+                        "UPDATE scheduler_merchants SET suspended = $1 WHERE merchant_id = $2",
+                        &[Value::Int(suspended), Value::from(&r.merchant_id)],
                     )
                     .await?;
                 }
@@ -153,25 +176,7 @@ impl Processor for ContractFollower {
                 EventKind::ContractExpired(e) => stop(tx, &e.contract_id).await?,
                 EventKind::ContractSuspended(s) => stop(tx, &s.contract_id).await?,
                 EventKind::ContractResumed(r) => resume(tx, &r.contract_id, r.resumed_at_ms).await?,
-                EventKind::ContractModified(m) => {
-                    // New terms apply to the periods that fall due from now on.
-                    let (Ok(amount), Some(cycle)) =
-                        (codec::money_from_pb(m.amount_per_cycle.as_ref()), codec::cycle_from_pb(m.cycle))
-                    else {
-                        continue;
-                    };
-                    tx.execute(
-                        "UPDATE scheduler_schedules SET amount = $1, currency = $2, cycle = $3, rev = rev + 1
-                         WHERE contract_id = $4",
-                        &[
-                            Value::Int(amount.minor_units()),
-                            Value::from(amount.currency().as_str()),
-                            Value::from(cycle.as_str()),
-                            Value::from(&m.contract_id),
-                        ],
-                    )
-                    .await?;
-                }
+                EventKind::ContractModified(m) => modified(tx, m).await?,
                 _ => {}
             }
         }
@@ -235,11 +240,11 @@ async fn resume(tx: &mut Tx, contract_id: &str, at_ms: i64) -> anyhow::Result<()
     let mut period = u32::try_from(row.next_period).unwrap_or(u32::MAX);
     let mut due = row.next_due_ms;
     if row.mode.fixed() {
-        let Some(cycle) = crate::store::cycle_from_str(&row.cycle) else { return Ok(()) };
-        let tz = autodebit_domain::cycle::zone(&row.time_zone).unwrap_or(chrono_tz::Asia::Shanghai);
+        let Some(calendar) = row.calendar() else { return Ok(()) };
+        let tz = row.zone();
         while due <= at_ms {
             period = period.saturating_add(1);
-            match cycle.due_at(from_millis(row.anchor_ms), period, &tz) {
+            match calendar.due(period, &tz) {
                 Some(t) => due = t.timestamp_millis(),
                 None => return stop(tx, contract_id).await,
             }
@@ -251,6 +256,79 @@ async fn resume(tx: &mut Tx, contract_id: &str, at_ms: i64) -> anyhow::Result<()
         "UPDATE scheduler_schedules SET active = 1, next_period = $1, next_due_ms = $2, wake_ms = 0, rev = rev + 1
          WHERE contract_id = $3",
         &[Value::Int(i64::from(period)), Value::Int(due), Value::from(contract_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// New terms, from the period `domain::modification` says: at once when that is the period
+/// due next (re-anchoring a changed cycle), else kept on the row until the schedule passes
+/// the last period on the old terms (`timeline`). A later change replaces one still waiting.
+async fn modified(tx: &mut Tx, m: &pb::ContractModified) -> anyhow::Result<()> {
+    let (Ok(amount), Some(cycle)) = (codec::money_from_pb(m.amount_per_cycle.as_ref()), codec::cycle_from_pb(m.cycle))
+    else {
+        return Ok(());
+    };
+    // Locked on PostgreSQL, so that the due loop cannot move the schedule on between this read
+    // and the write below (on SQLite the single writer serialises, and a due batch decided on
+    // the old row is voided by the revision).
+    let lock = if tx.kind() == autodebit_eventstore::BackendKind::Postgres { " FOR UPDATE" } else { "" };
+    let rows = tx
+        .query(
+            &format!("SELECT {} FROM scheduler_schedules WHERE contract_id = $1{lock}", crate::store::COLUMNS),
+            &[Value::from(&m.contract_id)],
+        )
+        .await?;
+    let Some(mut row) = rows.first().and_then(crate::store::ScheduleRow::from_row) else { return Ok(()) };
+    let rule = tx
+        .query("SELECT modification_rule FROM scheduler_plans WHERE plan_id = $1", &[Value::from(&row.plan_id)])
+        .await?
+        .first()
+        .and_then(|r| r.text(0).map(crate::store::rule_from_str))
+        .unwrap_or(ModificationRule::NextCycle);
+    let effective_ms = m.effective_at_ms.max(m.modified_at_ms);
+    row.currency = amount.currency().as_str().to_string();
+    row.change_amount = amount.minor_units();
+    row.change_cycle = cycle.as_str().to_string();
+    if !row.mode.fixed() {
+        // No cycle charges: the terms are kept for what reads them.
+        row.amount = row.change_amount;
+        row.cycle = row.change_cycle.clone();
+    } else {
+        let (Some(calendar), Ok(next_period)) = (row.calendar(), u32::try_from(row.next_period)) else {
+            tracing::error!(contract = m.contract_id, "schedule without a calendar; modification not applied");
+            return Ok(());
+        };
+        let position = Position {
+            next_period,
+            announced: row.notice_lead_ms > 0 && row.next_period > 0 && row.noticed_period >= row.next_period,
+        };
+        let last_old = last_on_old_terms(rule, &calendar, position, from_millis(effective_ms), &row.zone());
+        row.change_through = i64::from(last_old);
+        if last_old < next_period && crate::timeline::apply_change(&mut row, effective_ms).is_none() {
+            tracing::error!(contract = m.contract_id, "modified calendar has no next period; billing stops");
+            return stop(tx, &m.contract_id).await;
+        }
+    }
+    // Wake at once: the due loop works out the schedule's next moment.
+    tx.execute(
+        "UPDATE scheduler_schedules SET amount = $1, currency = $2, cycle = $3, cycle_anchor_ms = $4,
+           cycle_anchor_period = $5, next_period = $6, next_due_ms = $7, change_through = $8, change_amount = $9,
+           change_cycle = $10, wake_ms = 0, rev = rev + 1
+         WHERE contract_id = $11",
+        &[
+            Value::Int(row.amount),
+            Value::from(row.currency.as_str()),
+            Value::from(row.cycle.as_str()),
+            Value::Int(row.cycle_anchor_ms),
+            Value::Int(row.cycle_anchor_period),
+            Value::Int(row.next_period),
+            Value::Int(row.next_due_ms),
+            Value::Int(row.change_through),
+            Value::Int(row.change_amount),
+            Value::from(row.change_cycle.as_str()),
+            Value::from(&m.contract_id),
+        ],
     )
     .await?;
     Ok(())
@@ -313,8 +391,8 @@ async fn signed(tx: &mut Tx, s: &pb::ContractSigned) -> anyhow::Result<()> {
         "INSERT INTO scheduler_schedules
            (contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, next_due_ms,
             active, plan_id, expires_at_ms, mode, time_zone, notice_lead_ms, usage_cycle, usage_grace_ms,
-            usage_period, usage_end_ms, wake_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+            usage_period, usage_end_ms, wake_ms, cycle_anchor_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $7)
          ON CONFLICT (contract_id) DO NOTHING",
         &[
             Value::from(&s.contract_id),

@@ -1,5 +1,7 @@
 //! The scheduler's own table: one billing schedule per contract, which is also its due timer.
 use autodebit_domain::Cycle;
+use autodebit_domain::modification::Calendar;
+use autodebit_domain::plan::ModificationRule;
 use autodebit_eventstore::Migration;
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -126,13 +128,29 @@ pub const MIGRATIONS: &[Migration] = &[
     // it): a due pass that decided on a row read without a lock writes its decision back only
     // if the row is still at the revision it read.
     Migration::common(6, "ALTER TABLE scheduler_schedules ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;"),
+    // Contract modifications: the fixed side's own calendar (period `n` due `n -
+    // cycle_anchor_period` cycles after `cycle_anchor_ms`; a cycle change re-anchors it), a
+    // change waiting for its period (`change_through`: the last period on the old terms, -1
+    // when none waits), each plan's modification rule; and merchant suspensions.
+    Migration::common(
+        7,
+        "ALTER TABLE scheduler_schedules ADD COLUMN cycle_anchor_ms BIGINT NOT NULL DEFAULT 0;
+        UPDATE scheduler_schedules SET cycle_anchor_ms = anchor_ms;
+        ALTER TABLE scheduler_schedules ADD COLUMN cycle_anchor_period BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN change_through BIGINT NOT NULL DEFAULT -1;
+        ALTER TABLE scheduler_schedules ADD COLUMN change_amount BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE scheduler_schedules ADD COLUMN change_cycle TEXT NOT NULL DEFAULT '';
+        ALTER TABLE scheduler_plans ADD COLUMN modification_rule TEXT NOT NULL DEFAULT 'next_cycle';
+        ALTER TABLE scheduler_merchants ADD COLUMN suspended BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 pub const COLUMNS: &str = "contract_id, merchant_id, payer_id, amount, currency, cycle, anchor_ms, next_period, \
                            next_due_ms, active, plan_id, expires_at_ms, total_succeeded, first_success_ms, mode, \
                            time_zone, notice_lead_ms, noticed_period, ready_ms, usage_cycle, usage_grace_ms, \
                            usage_period, usage_end_ms, usage_noticed, usage_ready_ms, wake_ms, day_key, day_count, \
-                           day_amount, rev";
+                           day_amount, rev, cycle_anchor_ms, cycle_anchor_period, change_through, change_amount, \
+                           change_cycle";
 
 /// How a schedule's charges arise: which of its two sides run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +254,15 @@ pub struct ScheduleRow {
     pub day_amount: i64,
     /// Raised by every change to the row.
     pub rev: i64,
+    /// The fixed side's calendar: period `n` falls due `n - cycle_anchor_period` cycles after
+    /// `cycle_anchor_ms` (the signing, until a cycle change re-anchors it).
+    pub cycle_anchor_ms: i64,
+    pub cycle_anchor_period: i64,
+    /// A change of terms waiting for its period: the last period on the old terms (-1: none),
+    /// and the new amount and cycle.
+    pub change_through: i64,
+    pub change_amount: i64,
+    pub change_cycle: String,
 }
 
 impl ScheduleRow {
@@ -272,6 +299,11 @@ impl ScheduleRow {
             day_count: r.i64(27)?,
             day_amount: r.i64(28)?,
             rev: r.i64(29)?,
+            cycle_anchor_ms: r.i64(30)?,
+            cycle_anchor_period: r.i64(31)?,
+            change_through: r.i64(32)?,
+            change_amount: r.i64(33)?,
+            change_cycle: r.text(34)?.to_string(),
         })
     }
 }
@@ -313,8 +345,62 @@ impl ScheduleRow {
             day_count: n(27)?,
             day_amount: n(28)?,
             rev: n(29)?,
+            cycle_anchor_ms: n(30)?,
+            cycle_anchor_period: n(31)?,
+            change_through: n(32)?,
+            change_amount: n(33)?,
+            change_cycle: t(34)?,
         })
     }
+}
+
+impl ScheduleRow {
+    /// The merchant's time zone, which the schedule's calendars count in.
+    pub fn zone(&self) -> chrono_tz::Tz {
+        autodebit_domain::cycle::zone(&self.time_zone).unwrap_or(chrono_tz::Asia::Shanghai)
+    }
+
+    /// The fixed side's calendar; `None` for a cycle the scheduler does not know.
+    pub fn calendar(&self) -> Option<Calendar> {
+        Some(Calendar {
+            cycle: cycle_from_str(&self.cycle)?,
+            anchor: autodebit_domain::clock::from_millis(self.cycle_anchor_ms),
+            anchor_period: u32::try_from(self.cycle_anchor_period).ok()?,
+        })
+    }
+}
+
+/// A plan's modification rule as `scheduler_plans` keeps it.
+pub fn rule_as_str(rule: ModificationRule) -> &'static str {
+    match rule {
+        ModificationRule::Immediately => "immediately",
+        ModificationRule::NextCycle => "next_cycle",
+    }
+}
+
+pub fn rule_from_str(s: &str) -> ModificationRule {
+    if s == "immediately" { ModificationRule::Immediately } else { ModificationRule::NextCycle }
+}
+
+/// The merchants among `ids` that are suspended.
+pub async fn suspended_merchants(
+    db: &mut Db<'_>,
+    ids: &[&str],
+) -> autodebit_eventstore::Result<std::collections::HashSet<String>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let (list, params) = in_list(db.kind(), 1, &ids);
+    let found = db
+        .query(
+            &format!("SELECT merchant_id FROM scheduler_merchants WHERE suspended = 1 AND merchant_id IN {list}"),
+            &params,
+        )
+        .await?;
+    Ok(found.iter().filter_map(|r| r.text(0).map(str::to_string)).collect())
 }
 
 /// `$from, $from+1, …` for `n` values, for IN lists.

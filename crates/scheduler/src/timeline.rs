@@ -20,6 +20,7 @@
 //! advancing the clock by a year runs a year of billing, notices a day before each charge.
 use crate::store::{Mode, ScheduleRow, cycle_from_str};
 use autodebit_domain::clock::from_millis;
+use autodebit_domain::modification;
 use autodebit_domain::window::DailyWindow;
 
 /// How steps whose moment has passed are taken.
@@ -106,15 +107,37 @@ pub fn advance(
     steps
 }
 
-fn zone(row: &ScheduleRow) -> chrono_tz::Tz {
-    autodebit_domain::cycle::zone(&row.time_zone).unwrap_or(chrono_tz::Asia::Shanghai)
+/// Puts the schedule's waiting change of terms into effect (`domain::modification`): the new
+/// amount, and for a new cycle a calendar re-anchored on the last period on the old terms,
+/// its next period the first due no earlier than `not_before_ms`. `None` when the calendar
+/// has no such period.
+pub fn apply_change(row: &mut ScheduleRow, not_before_ms: i64) -> Option<()> {
+    let tz = row.zone();
+    let old = row.calendar()?;
+    let cycle = cycle_from_str(&row.change_cycle)?;
+    let last_old = u32::try_from(row.change_through).ok()?;
+    let not_before = old.due(last_old, &tz)?.timestamp_millis().max(not_before_ms);
+    let next = u32::try_from(row.next_period).ok()?;
+    let (calendar, period, due) = modification::rebase(&old, cycle, last_old, next, from_millis(not_before), &tz)?;
+    row.amount = row.change_amount;
+    row.cycle = cycle.as_str().to_string();
+    row.cycle_anchor_ms = calendar.anchor.timestamp_millis();
+    row.cycle_anchor_period = i64::from(calendar.anchor_period);
+    row.next_period = i64::from(period);
+    row.next_due_ms = due.timestamp_millis();
+    row.change_through = -1;
+    Some(())
 }
 
 /// The fixed side; returns when it next needs attention, `None` when it is done.
 fn fixed(row: &mut ScheduleRow, now_ms: i64, pace: Pace, steps: &mut Vec<Step>) -> Option<i64> {
-    let cycle = cycle_from_str(&row.cycle)?;
-    let tz = zone(row);
+    let tz = row.zone();
     for _ in 0..MAX_STEPS {
+        // A change of terms takes effect once its last period on the old terms is behind.
+        if row.change_through >= 0 && row.next_period > row.change_through {
+            apply_change(row, i64::MIN)?;
+        }
+        let calendar = row.calendar()?;
         let (period, due) = (u32::try_from(row.next_period).ok()?, row.next_due_ms);
         if row.expires_at_ms > 0 && due > row.expires_at_ms {
             return None;
@@ -144,7 +167,7 @@ fn fixed(row: &mut ScheduleRow, now_ms: i64, pace: Pace, steps: &mut Vec<Step>) 
         steps.push(Step::Charge { side: Side::Cycle, period, amount: row.amount, due_ms: due, quantity: 0, at_ms: at });
         let next = period.checked_add(1)?;
         row.next_period = i64::from(next);
-        row.next_due_ms = cycle.due_at(from_millis(row.anchor_ms), next, &tz)?.timestamp_millis();
+        row.next_due_ms = calendar.due(next, &tz)?.timestamp_millis();
     }
     Some(now_ms)
 }
@@ -159,7 +182,7 @@ fn usage(
     price: &impl Fn(u64) -> Option<i64>,
 ) -> Option<i64> {
     let cycle = cycle_from_str(&row.usage_cycle)?;
-    let tz = zone(row);
+    let tz = row.zone();
     let anchor = from_millis(row.anchor_ms);
     for _ in 0..MAX_STEPS {
         let period = u32::try_from(row.usage_period).ok().filter(|p| *p > 0)?;
@@ -260,6 +283,11 @@ mod tests {
             day_count: 0,
             day_amount: 0,
             rev: 0,
+            cycle_anchor_ms: 0,
+            cycle_anchor_period: 0,
+            change_through: -1,
+            change_amount: 0,
+            change_cycle: String::new(),
         }
     }
 
@@ -395,12 +423,33 @@ mod tests {
         let mut r = row(Mode::Fixed);
         // Signed at 23:00 Beijing: due 23:00 the next day, its notice due at once.
         r.anchor_ms = bj(1, 23);
+        r.cycle_anchor_ms = r.anchor_ms;
         r.next_due_ms = bj(2, 23);
         r.notice_lead_ms = DAY;
         let s = advance(&mut r, bj(5, 12), Pace::Simulated(DailyWindow::default()), none, per_unit);
         // The notice waits for 07:00; the charge a full day after it, 07:00 on the 3rd.
         assert!(matches!(s[0], Step::Notice { at_ms, .. } if at_ms == bj(2, 7)), "{s:?}");
         assert!(matches!(s[1], Step::Charge { at_ms, .. } if at_ms == bj(3, 7)), "{s:?}");
+    }
+
+    #[test]
+    fn a_waiting_change_takes_effect_after_its_last_old_period() {
+        // Daily at 10.00; from after period 1 on, weekly at 20.00, re-anchored on period 1.
+        let mut r = row(Mode::Fixed);
+        (r.change_through, r.change_amount, r.change_cycle) = (1, 2_000, "weekly".into());
+        let s = advance(&mut r, 20 * DAY, Pace::Simulated(DailyWindow::always()), none, per_unit);
+        let charges: Vec<(u32, i64, i64)> = s
+            .iter()
+            .filter_map(|s| match s {
+                Step::Charge { period, amount, due_ms, .. } => Some((*period, *amount, *due_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(charges, vec![(1, 1_000, DAY), (2, 2_000, 8 * DAY), (3, 2_000, 15 * DAY)]);
+        assert_eq!(
+            (r.cycle.as_str(), r.cycle_anchor_ms, r.cycle_anchor_period, r.change_through),
+            ("weekly", DAY, 1, -1)
+        );
     }
 
     #[test]
