@@ -255,7 +255,8 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let again = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
     let again = again.into_inner();
     assert_eq!((again.duplicate, again.charge_at_ms), (true, night.charge_at_ms));
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert!(charge(&ch, &night.charge_id).await.is_none(), "held overnight");
     advance_to(&ch, night.charge_at_ms).await;
     assert_eq!(settled(&ch, &night.charge_id).await.amount.unwrap().minor_units, 200);
@@ -351,7 +352,8 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     let due = s.next_due_at_ms;
     // The notice was due at signing (a day before the charge), but it is night in Beijing.
     advance_to(&ch, t0 + 14 * HOUR_MS).await;
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert!(notices(&ch, &id, NoticeKind::PreDebit).await.is_empty(), "no notice at midnight");
     // 07:00: the window opens and the notice goes out; the charge waits a full day after it.
     let opens = t0 + 21 * HOUR_MS;
@@ -365,7 +367,8 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     assert_eq!(noticed.next_charge_at_ms, opens + DAY_MS);
     // Its due time (23:00) passes in the closed window, and it is not charged.
     advance_to(&ch, due).await;
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert!(charge(&ch, &scenario::charge_id(&id, 1)).await.is_none(), "charged outside the window");
     advance_to(&ch, opens + DAY_MS).await;
     let charged = settled(&ch, &scenario::charge_id(&id, 1)).await;

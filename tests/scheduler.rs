@@ -292,13 +292,15 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     assert_eq!(first.provider_code, "NOTENOUGH");
     // Five hours later: too soon to try again.
     advance(&ch, 5 * 3_600).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 1, "no retry within six hours");
     advance(&ch, 3_600 + 60).await;
     attempt(2).await;
     // The plan's second gap is a day.
     advance(&ch, 23 * 3_600).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 2, "no third attempt before 24 h");
     advance(&ch, 3_600 + 60).await;
     attempt(3).await;
@@ -324,7 +326,8 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     .await;
     assert!(suspended.suspension_reason.contains("3 consecutive failed charges"), "{}", suspended.suspension_reason);
     advance(&ch, 3 * DAY).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 3, "retries stop with the suspension");
     let _ = &mut contracts;
 }
@@ -346,7 +349,8 @@ async fn hard_declines_are_not_retried() {
     .await;
     assert_eq!(failed.provider_code, "CONTRACT_NOT_EXIST");
     advance(&ch, 2 * DAY).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    scenario::scheduler_idle(&ch).await;
+    p.caught_up().await;
     let after = charge(&ch, &id, 1).await.unwrap();
     assert_eq!((after.attempt, after.state), (1, ChargeState::Failed as i32), "a hard decline is final");
 }

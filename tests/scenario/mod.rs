@@ -318,7 +318,9 @@ pub async fn wait_stopped(ch: &Channel, contract_id: &str) {
 }
 
 /// Waits until the scheduler's due loop has taken every timer due at the clock's present time
-/// (the count is of active schedules, so a stopped one is never waited for).
+/// (the count is of active schedules, so a stopped one is never waited for) and has made a
+/// pass since the clock got there that found nothing left: retries and charges held for the
+/// window included.
 pub async fn scheduler_idle(ch: &Channel) {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
     eventually("the due loop to take every due timer", 30, || {
@@ -328,7 +330,8 @@ pub async fn scheduler_idle(ch: &Channel) {
                 .get_scheduler_status(authed(GetSchedulerStatusRequest {}, OPERATOR_KEY))
                 .await
                 .ok()?;
-            (s.into_inner().due_timers == 0).then_some(())
+            let s = s.into_inner();
+            (s.due_timers == 0 && s.checked_through_ms >= s.now_ms).then_some(())
         }
     })
     .await;

@@ -23,11 +23,17 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e1d_0c2a_9b47_4f83_a61e_2
 pub struct SchedulerApi {
     platform: Platform,
     window: DailyWindow,
+    /// See `due::spawn`.
+    checked_through: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SchedulerApi {
-    pub fn new(platform: Platform, window: DailyWindow) -> Self {
-        SchedulerApi { platform, window }
+    pub fn new(
+        platform: Platform,
+        window: DailyWindow,
+        checked_through: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> Self {
+        SchedulerApi { platform, window, checked_through }
     }
 
     /// A contract's schedule, locked for the transaction on PostgreSQL (SQLite's single
@@ -168,7 +174,12 @@ impl SchedulerService for SchedulerApi {
             .await
             .map_err(store_error)?;
         let count = |i| rows.first().and_then(|r| r.i64(i)).unwrap_or(0).max(0) as u64;
-        Ok(Response::new(pb::GetSchedulerStatusResponse { active_schedules: count(0), due_timers: count(1), now_ms }))
+        Ok(Response::new(pb::GetSchedulerStatusResponse {
+            active_schedules: count(0),
+            due_timers: count(1),
+            now_ms,
+            checked_through_ms: self.checked_through.load(std::sync::atomic::Ordering::SeqCst),
+        }))
     }
 
     async fn record_usage(

@@ -19,6 +19,8 @@ use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// Schedules claimed per transaction.
@@ -26,10 +28,15 @@ const CLAIM: i64 = 4000;
 /// How often the loop looks for due schedules when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
 
-pub fn spawn(platform: Platform, window: DailyWindow) {
+/// Starts the loop; what it returns tells the platform time as of which the loop last found
+/// nothing left to do (`GetSchedulerStatus.checked_through_ms`).
+pub fn spawn(platform: Platform, window: DailyWindow) -> Arc<AtomicI64> {
+    let checked_through = Arc::new(AtomicI64::new(0));
+    let reported = checked_through.clone();
     tokio::spawn(async move {
         let mut moved = platform.clock.watch();
         loop {
+            let started = platform.clock.now_ms();
             let issued = async {
                 let due = issue_all_due(&platform, &window).await?;
                 let retries = issue_retries(&platform, &window).await?;
@@ -39,7 +46,9 @@ pub fn spawn(platform: Platform, window: DailyWindow) {
             .await;
             match issued {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => {}
+                Ok(_) => {
+                    checked_through.fetch_max(started, Ordering::SeqCst);
+                }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "issuing due charges failed; retrying");
                     autodebit_runtime::metrics::add("autodebit_scheduler_errors_total", &[], 1);
@@ -52,6 +61,7 @@ pub fn spawn(platform: Platform, window: DailyWindow) {
             }
         }
     });
+    reported
 }
 
 /// Issues everything due now, batch after batch, until nothing is left; returns how many

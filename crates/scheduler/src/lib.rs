@@ -25,10 +25,11 @@ pub struct SchedulerConfig {
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate("scheduler", store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
-    due::spawn(platform.clone(), config.window);
+    let checked_through = due::spawn(platform.clone(), config.window);
     let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
         platform.clone(),
         config.window,
+        checked_through,
     )));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default(), key_table: "scheduler_api_keys" })
 }
