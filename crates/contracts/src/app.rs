@@ -22,6 +22,9 @@ pub enum AppError {
     Store(#[from] StoreError),
 }
 
+const STATUSES: [ContractStatus; 4] =
+    [ContractStatus::Active, ContractStatus::Suspended, ContractStatus::Terminated, ContractStatus::Expired];
+
 pub fn status_name(s: ContractStatus) -> &'static str {
     match s {
         ContractStatus::Active => "active",
@@ -29,6 +32,11 @@ pub fn status_name(s: ContractStatus) -> &'static str {
         ContractStatus::Terminated => "terminated",
         ContractStatus::Expired => "expired",
     }
+}
+
+/// The status a stored name stands for.
+pub fn status_of(name: &str) -> Option<ContractStatus> {
+    STATUSES.into_iter().find(|s| status_name(*s) == name)
 }
 
 #[derive(Clone)]

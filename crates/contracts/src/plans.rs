@@ -76,7 +76,7 @@ pub fn plan_from_terms(plan_id: &str, merchant: &MerchantId, t: &pb::PlanTerms) 
         daily_amount_limit,
         service_period_days: t.service_period_days,
         validity_days: t.validity_days,
-        notice_lead_hours: if t.notice_lead_hours == 0 { 24 } else { t.notice_lead_hours },
+        notice_lead_hours: autodebit_domain::plan::notice_lead_hours(t.notice_lead_hours),
         retry_gaps_hours: t.retry_schedule_hours.clone(),
         provider: if t.provider.is_empty() { "simulator".into() } else { t.provider.clone() },
         first_charge_at_signing: t.first_charge_at_signing,

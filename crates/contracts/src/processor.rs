@@ -2,14 +2,11 @@
 //! charge in a row suspends it, and the suspension says why.
 use crate::app::{AppError, Contracts};
 use autodebit_domain::ContractId;
-use autodebit_domain::contract::ContractCommand;
+use autodebit_domain::contract::{self, ContractCommand};
 use autodebit_eventstore::{Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_runtime::codec::Cause;
 use autodebit_runtime::{Decoded, Processor};
-
-/// Failed charges in a row that suspend a contract.
-pub const SUSPEND_AFTER_FAILURES: i64 = 3;
 
 pub struct ChargeOutcomes {
     pub app: Contracts,
@@ -51,8 +48,9 @@ impl Processor for ChargeOutcomes {
                         )
                         .await?;
                     let Some(row) = rows.first() else { continue };
-                    let failures = row.i64(0).unwrap_or(0);
-                    if failures < SUSPEND_AFTER_FAILURES || row.text(1) != Some("active") {
+                    let failures = u32::try_from(row.i64(0).unwrap_or(0)).unwrap_or(u32::MAX);
+                    let status = row.text(1).and_then(crate::app::status_of);
+                    if !status.is_some_and(|s| contract::failures_suspend(failures, s)) {
                         continue;
                     }
                     let Ok(id) = ContractId::parse(&f.contract_id) else { continue };

@@ -92,6 +92,15 @@ pub enum ContractCommand {
     },
 }
 
+/// Failed charges in a row after which an active contract is suspended.
+pub const SUSPEND_AFTER_FAILURES: u32 = 3;
+
+/// Whether a run of `failures` failed charges in a row suspends a contract now in `status`
+/// (only an active one is suspended; a success ends the run).
+pub fn failures_suspend(failures: u32, status: ContractStatus) -> bool {
+    failures >= SUSPEND_AFTER_FAILURES && status == ContractStatus::Active
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContractStatus {
     Active,
@@ -315,6 +324,17 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_third_failed_charge_in_a_row_suspends_an_active_contract() {
+        assert!(!failures_suspend(2, ContractStatus::Active));
+        assert!(failures_suspend(3, ContractStatus::Active));
+        assert!(failures_suspend(4, ContractStatus::Active), "a run past three still suspends");
+        for other in [ContractStatus::Suspended, ContractStatus::Terminated, ContractStatus::Expired] {
+            assert!(!failures_suspend(3, other), "{other:?}");
+        }
+    }
+
     use super::*;
     use crate::clock::from_millis;
     use proptest::prelude::*;

@@ -24,6 +24,13 @@ pub const MIN_RETRY_GAP_HOURS: u32 = 6;
 pub const MAX_DAILY_COUNT: u32 = 10;
 /// A contract may outlive its service period by at most this many days.
 pub const VALIDITY_GRACE_DAYS: u32 = 30;
+/// How long before a charge the payer is told of it when a plan does not say.
+pub const DEFAULT_NOTICE_LEAD_HOURS: u32 = 24;
+
+/// A plan's pre-debit lead time: the hours it asks for (0: not said), else the default.
+pub fn notice_lead_hours(asked: u32) -> u32 {
+    if asked == 0 { DEFAULT_NOTICE_LEAD_HOURS } else { asked }
+}
 
 /// When a contract change (amount, cycle) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +176,14 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_plan_that_names_no_lead_time_notifies_a_day_ahead() {
+        assert_eq!(notice_lead_hours(0), DEFAULT_NOTICE_LEAD_HOURS);
+        assert_eq!(DEFAULT_NOTICE_LEAD_HOURS, 24);
+        assert_eq!(notice_lead_hours(48), 48);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

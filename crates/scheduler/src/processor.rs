@@ -96,7 +96,7 @@ impl Processor for ContractFollower {
                                 terms.retry_schedule_hours.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(","),
                             ),
                             Value::from(mode.as_str()),
-                            Value::Int(i64::from(if terms.notice_lead_hours == 0 { 24 } else { terms.notice_lead_hours })),
+                            Value::Int(i64::from(autodebit_domain::plan::notice_lead_hours(terms.notice_lead_hours))),
                             Value::from(&usage.unit),
                             Value::from(crate::store::tiers_to_str(&usage.tiers)),
                             Value::Int(i64::from(usage.grace_minutes)),
@@ -355,7 +355,8 @@ async fn signed(tx: &mut Tx, s: &pb::ContractSigned) -> anyhow::Result<()> {
     let plan = plan.first();
     let first_at_signing = plan.and_then(|r| r.i64(0)).unwrap_or(0) != 0;
     let mode = Mode::parse(plan.and_then(|r| r.text(1)).unwrap_or("fixed"));
-    let lead_ms = plan.and_then(|r| r.i64(2)).unwrap_or(24) * 3_600_000;
+    let lead_ms =
+        plan.and_then(|r| r.i64(2)).unwrap_or(i64::from(autodebit_domain::plan::DEFAULT_NOTICE_LEAD_HOURS)) * 3_600_000;
     let grace_ms = plan.and_then(|r| r.i64(3)).unwrap_or(60) * 60_000;
     let usage_cycle = plan.and_then(|r| r.text(4)).and_then(crate::store::cycle_from_str).unwrap_or(Cycle::Monthly);
     let zone_name = tx

@@ -85,6 +85,7 @@ pub const MIGRATIONS: &[Migration] = &[
           WHERE scheduler_schedules.contract_id = d.contract_id;
         DROP TABLE scheduler_daily;
         ALTER TABLE scheduler_plans ADD COLUMN mode TEXT NOT NULL DEFAULT 'fixed';
+        -- DEFAULT_NOTICE_LEAD_HOURS (domain::plan); rows are always written with their plan's own.
         ALTER TABLE scheduler_plans ADD COLUMN notice_lead_hours BIGINT NOT NULL DEFAULT 24;
         ALTER TABLE scheduler_plans ADD COLUMN usage_unit TEXT NOT NULL DEFAULT '';
         ALTER TABLE scheduler_plans ADD COLUMN usage_tiers TEXT NOT NULL DEFAULT '';
