@@ -46,7 +46,7 @@ impl CertInfo {
         let unreadable = |problem: String| CertError::Unreadable { what, problem };
         let cert = Certificate::from_pem(pem.as_bytes()).map_err(|e| unreadable(e.to_string()))?;
         let tbs = &cert.tbs_certificate;
-        let serial = tbs.serial_number.as_bytes().iter().map(|b| format!("{b:02X}")).collect::<String>();
+        let serial = hex::encode_upper(tbs.serial_number.as_bytes());
         let secs = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
         let spki = tbs.subject_public_key_info.to_der().map_err(|e| unreadable(e.to_string()))?;
         let key = rsa::RsaPublicKey::try_from(

@@ -65,7 +65,7 @@ pub fn string_to_sign(params: &Params) -> String {
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    hex::encode_upper(bytes)
 }
 
 /// The signature of `params` under `key`.
