@@ -121,7 +121,7 @@ pub struct ContractsArgs {
     /// Days after that notice before an unused contract is terminated.
     #[arg(long, default_value_t = 30)]
     pub zombie_notice_days: u64,
-    /// A file of `CIDR,region` lines for the sign-time region check; default: a built-in table
+    /// A file of `CIDR,region` lines (IPv4 or IPv6) for the sign-time region check; default: a built-in table
     /// of the documentation address blocks.
     #[arg(long)]
     pub region_table: Option<std::path::PathBuf>,

@@ -1,17 +1,18 @@
 //! Where a client IP is: the lookup behind the "signing far from home" risk check. Pluggable;
 //! the built-in table maps a few address blocks for tests and demos, and operators load their
 //! own (CIDR,region lines) with `RegionTable::parse`.
-use std::net::{IpAddr, Ipv4Addr};
+use ipnet::IpNet;
+use std::net::IpAddr;
 
 pub trait RegionLookup: Send + Sync + 'static {
     /// The region of `ip`, or `None` when unknown.
     fn region(&self, ip: IpAddr) -> Option<String>;
 }
 
-/// IPv4 blocks and their regions, longest prefix wins.
+/// Address blocks (IPv4 or IPv6) and their regions, longest prefix wins.
 #[derive(Debug, Clone, Default)]
 pub struct RegionTable {
-    blocks: Vec<(u32, u8, String)>,
+    blocks: Vec<(IpNet, String)>,
 }
 
 /// The built-in table: the three documentation blocks of RFC 5737, so tests and demos can
@@ -32,14 +33,10 @@ impl RegionTable {
                 continue;
             }
             let (cidr, region) = line.split_once(',').ok_or_else(|| format!("line {}: expected CIDR,region", n + 1))?;
-            let (addr, bits) =
-                cidr.trim().split_once('/').ok_or_else(|| format!("line {}: expected a /prefix", n + 1))?;
-            let addr: Ipv4Addr = addr.parse().map_err(|e| format!("line {}: {e}", n + 1))?;
-            let bits: u8 =
-                bits.parse().ok().filter(|b| *b <= 32).ok_or_else(|| format!("line {}: bad prefix", n + 1))?;
-            blocks.push((u32::from(addr) & mask(bits), bits, region.trim().to_string()));
+            let net: IpNet = cidr.trim().parse().map_err(|e| format!("line {}: {cidr:?}: {e}", n + 1))?;
+            blocks.push((net.trunc(), region.trim().to_string()));
         }
-        blocks.sort_by(|a, b| b.1.cmp(&a.1));
+        blocks.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
         Ok(RegionTable { blocks })
     }
 
@@ -49,15 +46,9 @@ impl RegionTable {
     }
 }
 
-fn mask(bits: u8) -> u32 {
-    if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) }
-}
-
 impl RegionLookup for RegionTable {
     fn region(&self, ip: IpAddr) -> Option<String> {
-        let IpAddr::V4(v4) = ip else { return None };
-        let a = u32::from(v4);
-        self.blocks.iter().find(|(net, bits, _)| a & mask(*bits) == *net).map(|(_, _, r)| r.clone())
+        self.blocks.iter().find(|(net, _)| net.contains(&ip)).map(|(_, r)| r.clone())
     }
 }
 
@@ -73,5 +64,10 @@ mod tests {
         assert_eq!(t.region("11.0.0.1".parse().unwrap()), None);
         assert!(RegionTable::parse("10.0.0.0,x").is_err());
         assert_eq!(RegionTable::built_in().region("198.51.100.7".parse().unwrap()).as_deref(), Some("shanghai"));
+        // IPv6 blocks too, and an address of one family never matches the other's.
+        let t = RegionTable::parse("2001:db8::/32,zhejiang\n10.0.0.0/8,north").unwrap();
+        assert_eq!(t.region("2001:db8::1".parse().unwrap()).as_deref(), Some("zhejiang"));
+        assert_eq!(t.region("2001:db9::1".parse().unwrap()), None);
+        assert!(RegionTable::parse("10.0.0.0/33,x").is_err());
     }
 }
