@@ -18,6 +18,17 @@ fn testdata(name: &str) -> String {
     format!("{}/crates/provider/src/wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The merchant's APIv3 account: its key and serial, WeChat Pay's public key.
+fn v3_account() -> serde_json::Value {
+    serde_json::json!({
+        "merchant_serial": MERCHANT_SERIAL,
+        "merchant_private_key_file": testdata("merchant_test_key.pem"),
+        "api_v3_key": API_V3_KEY,
+        "platform_public_key_id": PLATFORM_KEY_ID,
+        "platform_public_key_file": testdata("platform_test_pub.pem"),
+    })
+}
+
 fn platform(dir: &std::path::Path) -> Process {
     let config = dir.join("wechatpay.json");
     let account = serde_json::json!({"merchants": [{
@@ -28,13 +39,7 @@ fn platform(dir: &std::path::Path) -> Process {
         "base_url": "http://127.0.0.1:9",
         "notify_url": "http://127.0.0.1:9/unused",
         "spbill_create_ip": "127.0.0.1",
-        "v3": {
-            "merchant_serial": MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
-            "api_v3_key": API_V3_KEY,
-            "platform_public_key_id": PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
-        },
+        "v3": v3_account(),
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
     let data = dir.join("data");
@@ -170,13 +175,7 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
         // No result notice arrives: only the answers to the queries can settle the charges.
         "notify_url": "http://127.0.0.1:9/unused",
         "spbill_create_ip": "127.0.0.1",
-        "v3": {
-            "merchant_serial": MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
-            "api_v3_key": API_V3_KEY,
-            "platform_public_key_id": PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
-        },
+        "v3": v3_account(),
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
     let mut args = base.to_vec();

@@ -22,14 +22,7 @@ pub struct Endpoints {
 }
 
 /// The operator key every test process is started with.
-pub const OPERATOR_KEY: &str = "test-operator-key";
-
-/// A request carrying `key` as its bearer credential.
-pub fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
-    req
-}
+pub use crate::support::{OPERATOR as OPERATOR_KEY, authed};
 
 /// An onboarded merchant: approved, with an API key and a monthly plan (cap 500.00 CNY).
 pub struct Merchant {

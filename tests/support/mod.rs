@@ -36,7 +36,7 @@ impl Process {
     pub fn start_at(args: &[&str], http: &str) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
             .args(args)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--operator-key", "test-operator-key"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--operator-key", OPERATOR])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -359,10 +359,15 @@ impl MockWechatpay {
 /// The operator key every test process is started with.
 pub const OPERATOR: &str = "test-operator-key";
 
+/// A request carrying `key` as its bearer credential.
+pub fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
 /// A request made with the operator key (the operator reads everything and moves the test
 /// clock).
 pub fn op<T>(message: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    req.metadata_mut().insert("authorization", format!("Bearer {OPERATOR}").parse().unwrap());
-    req
+    authed(message, OPERATOR)
 }

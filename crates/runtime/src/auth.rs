@@ -54,20 +54,9 @@ pub struct Authenticator {
     store: EventStore,
     /// SHA-256 of the operator key.
     operator_key_sha256: String,
-    /// The table of merchant keys this service reads (columns as in `KEY_TABLE`).
+    /// The table of merchant keys this service reads (`key_id`, `merchant_id`, `secret_sha256`,
+    /// `revoked`).
     table: &'static str,
-}
-
-/// The columns of a key table: `format!` it with the table's name.
-pub fn key_table_sql(table: &str) -> String {
-    format!(
-        "CREATE TABLE {table} (
-            key_id         TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            secret_sha256  TEXT   NOT NULL,
-            revoked        BIGINT NOT NULL
-        )"
-    )
 }
 
 /// Keeps a key table in step with one key event; other events are ignored.
