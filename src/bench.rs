@@ -381,7 +381,7 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     let shutdown = autodebit_runtime::Shutdown::new();
     let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
     let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown: shutdown.clone() };
-    store.migrate("scheduler", autodebit_scheduler::store::MIGRATIONS).await.context("scheduler tables")?;
+    store.migrate(&autodebit_scheduler::store::MIGRATIONS).await.context("scheduler tables")?;
 
     // N monthly schedules, signed a month ago, their notices given: every one is due now.
     let now = platform.clock.now_ms();

@@ -2,13 +2,12 @@
 //! process of a deployment reads the same simulated time.
 use anyhow::Context;
 use autodebit_domain::{Clock, SystemClock, TestClock, Timestamp, clock::from_millis};
-use autodebit_eventstore::{EventStore, Migration, Value};
+use autodebit_eventstore::{EventStore, Migrations, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const MIGRATIONS: &[Migration] =
-    &[Migration::common(1, "CREATE TABLE platform_clock (id BIGINT PRIMARY KEY, now_ms BIGINT NOT NULL)")];
+static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("clock", 100..200);
 
 /// How often a process looks for a test clock moved by another process.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
@@ -30,7 +29,7 @@ impl PlatformClock {
     /// behaves the same whatever the hour it starts at; later processes, and restarts, pick up
     /// wherever it stands.
     pub async fn test(store: &EventStore, shutdown: &crate::Shutdown) -> anyhow::Result<Self> {
-        store.migrate("clock", MIGRATIONS).await?;
+        store.migrate(&MIGRATIONS).await?;
         let mut tx = store.begin().await?;
         tx.execute(
             "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
