@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-mock-wechatpay", format, "info");
                 let listener = tokio::net::TcpListener::bind(m.addr).await?;
                 println!("autodebit mock-wechatpay listening http={}", local(&listener)?);
-                let config = autodebit_provider::wechatpay::mock::MockConfig {
+                let config = autodebit_mock_wechatpay::MockConfig {
                     appid: m.appid,
                     mch_id: m.mch_id,
                     api_key: m.api_key,
@@ -152,14 +152,14 @@ fn main() -> anyhow::Result<()> {
                     notenough_basis_points: m.notenough_basis_points,
                     systemerror_basis_points: m.systemerror_basis_points,
                 };
-                let options = autodebit_provider::wechatpay::mock::MockOptions {
+                let options = autodebit_mock_wechatpay::MockOptions {
                     userpaying_basis_points: m.userpaying_basis_points,
                     callback_attempts: m.callback_attempts.max(1),
                     deduct_after: std::time::Duration::from_millis(m.deduct_after_ms),
                     ..Default::default()
                 };
                 tokio::select! {
-                    served = autodebit_provider::wechatpay::mock::serve_with(listener, config, options) => Ok(served?),
+                    served = autodebit_mock_wechatpay::serve_with(listener, config, options) => Ok(served?),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             }
