@@ -1,9 +1,10 @@
 //! `autodebit`: the whole platform in one process, one service per process, a client for any
-//! of its RPCs, a demo, and benchmarks.
+//! of its RPCs, a demo, benchmarks, and the event log's export and import.
 
 mod bench;
 mod call;
 mod demo;
+mod log;
 mod platform;
 mod wechatpay_config;
 
@@ -72,6 +73,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// A mock WeChat Pay (papay v2 deductions and order queries) that checks every signature.
     MockWechatpay(MockArgs),
+    /// The event log as portable JSON lines: export one, import one into an empty database.
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 #[derive(clap::Args)]
@@ -162,6 +166,10 @@ fn main() -> anyhow::Result<()> {
                     served = autodebit_mock_wechatpay::serve_with(listener, config, options) => Ok(served?),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
+            }
+            Command::Log(l) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-log", format, "warn");
+                log::run(l).await
             }
             Command::Bench(b) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-bench", format, "warn");
