@@ -2,9 +2,7 @@
 //! API keys, plans, the merchant boundary, contract reads and the contract lifecycle,
 //! including what the platform does on its own as its clock moves (expiry, suspension after
 //! failed charges, zombie clean-up).
-mod scenario;
-#[macro_use]
-mod support;
+use crate::{scenario, support};
 
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient};
@@ -19,7 +17,7 @@ use autodebit_proto::events::v1::{Cycle, DocumentKind, EntityKind, MerchantType,
 use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
 use scenario::{Merchant, OPERATOR_KEY, application, authed, documents, monthly_terms, onboard, sign_request};
-use support::{Backend, Process, eventually};
+use support::{Backend, TestApp, eventually};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -27,8 +25,8 @@ const DAY_SECS: i64 = 86_400;
 const DAY_MS: i64 = 86_400_000;
 
 /// `autodebit run` on `backend`, declining as asked.
-async fn run(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
-    support::run_on(backend, dir, decline_basis_points, extra).await
+async fn run(backend: Backend, decline_basis_points: u32, extra: &[&str]) -> TestApp {
+    support::run_on(backend, decline_basis_points, extra).await
 }
 
 both!(
@@ -187,7 +185,7 @@ async fn clean_up_passed(channel: &Channel, m: &Merchant) {
         let id =
             c.create_signing_session(authed(req, &m.api_key)).await.unwrap().into_inner().session.unwrap().session_id;
         AdminServiceClient::new(channel.clone())
-            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 11 * 60 }))
+            .advance_clock(support::op(AdvanceClockRequest { seconds: 11 * 60 }))
             .await
             .unwrap();
         eventually("a clean-up pass to expire the witness session", 30, || {
@@ -203,14 +201,13 @@ async fn clean_up_passed(channel: &Channel, m: &Merchant) {
 
 async fn advance_days(channel: &Channel, days: i64) {
     AdminServiceClient::new(channel.clone())
-        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: days * DAY_SECS }))
+        .advance_clock(support::op(AdvanceClockRequest { seconds: days * DAY_SECS }))
         .await
         .unwrap();
 }
 
 async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let mut m = MerchantsServiceClient::new(ch.clone());
 
@@ -439,8 +436,7 @@ async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend
 }
 
 async fn api_keys_are_issued_revoked_and_never_shown_again(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let merchant = onboard(&ch, "91330100MA2KEY0001").await;
     let mut m = MerchantsServiceClient::new(ch.clone());
@@ -536,8 +532,7 @@ async fn api_keys_are_issued_revoked_and_never_shown_again(backend: Backend) {
 }
 
 async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2PLN0001").await;
     let b = onboard(&ch, "91330100MA2PLN0002").await;
@@ -659,8 +654,7 @@ async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
 }
 
 async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2BND0001").await;
     let b = onboard(&ch, "91330100MA2BND0002").await;
@@ -716,8 +710,7 @@ async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) 
 }
 
 async fn contracts_are_read_by_code_paginated_and_filtered(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RDS0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -868,8 +861,7 @@ async fn contracts_are_read_by_code_paginated_and_filtered(backend: Backend) {
 }
 
 async fn lifecycle_modify_suspend_resume_terminate(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIF0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -971,8 +963,7 @@ async fn lifecycle_modify_suspend_resume_terminate(backend: Backend) {
 }
 
 async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2NTC0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -991,7 +982,7 @@ async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
     let notices = |id: String| {
         let mut n = notifier.clone();
         async move {
-            n.list_notices(crate::support::op(ListNoticesRequest { contract_id: id }))
+            n.list_notices(support::op(ListNoticesRequest { contract_id: id }))
                 .await
                 .ok()
                 .map(|r| r.into_inner().notices)
@@ -1014,8 +1005,7 @@ async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
 }
 
 async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2EXP0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -1044,8 +1034,7 @@ async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
 }
 
 async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 10_000, &["--test-clock"]).await;
+    let p = run(backend, 10_000, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2FAL0001").await;
     let signed = sign(&ch, planless(&m, "payer-broke", 800, Cycle::Daily)).await;
@@ -1061,7 +1050,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
             let charge = charge.clone();
             async move {
                 let ch = charger
-                    .get_charge(crate::support::op(GetChargeRequest { charge_id: charge }))
+                    .get_charge(support::op(GetChargeRequest { charge_id: charge }))
                     .await
                     .ok()?
                     .into_inner()
@@ -1090,7 +1079,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
         let id = id.clone();
         async move {
             let sch = s
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
                 .await
                 .ok()?
                 .into_inner()
@@ -1104,7 +1093,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
     p.caught_up().await;
     let mut charger = charger.clone();
     let err = charger
-        .get_charge(crate::support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
+        .get_charge(support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -1112,8 +1101,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
 }
 
 async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0001").await;
     let signed = sign(&ch, planless(&m, "payer-idle", 9_900, Cycle::Yearly)).await;
@@ -1141,8 +1129,7 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backe
 }
 
 async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0002").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -1151,7 +1138,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     let id = signed.contract_id.clone();
     let nudge = || async {
         AdminServiceClient::new(ch.clone())
-            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 1 }))
+            .advance_clock(support::op(AdvanceClockRequest { seconds: 1 }))
             .await
             .unwrap();
     };
@@ -1160,7 +1147,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
     AdminServiceClient::new(ch.clone())
-        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 }))
+        .advance_clock(support::op(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 }))
         .await
         .unwrap();
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
@@ -1178,7 +1165,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         let sixth = sixth.clone();
         async move {
             let ch = charger
-                .get_charge(crate::support::op(GetChargeRequest { charge_id: sixth }))
+                .get_charge(support::op(GetChargeRequest { charge_id: sixth }))
                 .await
                 .ok()?
                 .into_inner()

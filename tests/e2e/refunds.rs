@@ -1,8 +1,6 @@
 //! Refunds through the charger's API, on both backends: partial and full, never more than was
 //! charged (also when asked for at once), idempotent, and only by the charge's merchant.
-#[macro_use]
-mod support;
-mod scenario;
+use crate::{scenario, support};
 
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, GetRefundRequest, RefundChargeRequest, RefundState,
@@ -23,8 +21,7 @@ fn refund(charge: &str, fen: i64, key: &str) -> RefundChargeRequest {
 }
 
 async fn refunds_are_bounded_idempotent_and_the_merchants_own(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run_on(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run_on(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2REFUND1").await;
     let other = onboard(&ch, "91330100MA2REFUND2").await;
@@ -37,7 +34,7 @@ async fn refunds_are_bounded_idempotent_and_the_merchants_own(backend: Backend) 
         let id = id.clone();
         async move {
             let got =
-                c.get_charge(crate::support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
+                c.get_charge(support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
             (got.state == ChargeState::Succeeded as i32).then_some(())
         }
     })
@@ -84,7 +81,7 @@ async fn refunds_are_bounded_idempotent_and_the_merchants_own(backend: Backend) 
         let id = id.clone();
         async move {
             let got =
-                c.get_charge(crate::support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
+                c.get_charge(support::op(GetChargeRequest { charge_id: id })).await.ok()?.into_inner().charge?;
             (got.refunded.as_ref()?.minor_units == 1_700).then_some(got)
         }
     })

@@ -2,8 +2,9 @@
 //! `wechatpay` plan, the payer signs at (the mock) WeChat Pay, and WeChat Pay's signed notice
 //! confirms the session and signs the contract; terminating it deletes it at WeChat Pay, and
 //! WeChat Pay's own deletion notice terminates a contract here.
-mod scenario;
-mod support;
+//! The platform runs as the real binary (`support::Process`), restarted on its database with a
+//! WeChat Pay configuration at the HTTP address WeChat Pay's notices are sent to.
+use crate::{scenario, support};
 
 use autodebit_proto::contracts::v1::plans_service_client::PlansServiceClient;
 use autodebit_proto::contracts::v1::{
@@ -52,7 +53,7 @@ async fn sign_at_wechatpay(ch: &Channel, mock: &MockWechatpay, m: &Merchant, pla
     let prefix = format!("http://{}/papay/entrustweb?", mock.1);
     assert!(url.starts_with(&prefix), "{url}");
     // The payer opens it; the mock signs and sends its notice to the contracts service.
-    let (status, body) = http_get(mock.1, &url[format!("http://{}", mock.1).len()..]);
+    let (status, body) = http_get(mock.1, &url[format!("http://{}", mock.1).len()..]).await;
     assert_eq!(status, 200, "{body}");
     let confirmed = eventually("the session confirmed by WeChat Pay's notice", 30, || {
         let mut c = contracts.clone();
@@ -130,7 +131,7 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     };
     contracts.terminate_contract(authed(req, &m.api_key)).await.unwrap();
     eventually("the contract deleted at WeChat Pay", 30, || async {
-        let (_, body) = http_get(mock.1, "/mock/orders");
+        let (_, body) = http_get(mock.1, "/mock/orders").await;
         let book: serde_json::Value = serde_json::from_str(&body).ok()?;
         (book["terminated_contracts"].as_u64()? == 1).then_some(())
     })
@@ -162,16 +163,16 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     // WeChat Pay names a contract by its code: a session's code, or an imported contract's id.
     let session_code = second.clone();
     let (status, _) =
-        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345"));
+        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345")).await;
     assert_eq!(status, 401);
     let (status, _) =
-        http_post_with(http_addr, path, &xml, &notice("DELETE", "ffffffffffffffffffffffffffffffff", API_V2_KEY));
+        http_post_with(http_addr, path, &xml, &notice("DELETE", "ffffffffffffffffffffffffffffffff", API_V2_KEY)).await;
     assert_eq!(status, 404);
     assert_eq!(contract_state(&ch, &m, &second).await, ContractState::Active as i32, "refused notices change nothing");
-    let (status, body) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY));
+    let (status, body) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(contract_state(&ch, &m, &second).await, ContractState::Terminated as i32);
     // Delivered again: acknowledged, nothing changes.
-    let (status, _) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY));
+    let (status, _) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY)).await;
     assert_eq!(status, 200);
 }

@@ -1,0 +1,31 @@
+//! The end-to-end tests: one binary, one module per area, all through the platform's public
+//! interfaces (gRPC, HTTP, the command line).
+//!
+//! Most tests start the platform in-process through [`support::TestApp`]: every service on
+//! port 0, on a SQLite file in a temporary directory or on a PostgreSQL database of its own.
+//! Tests that kill or restart processes, run `serve`, read `/metrics` (its counters are one per
+//! process) or check the command line start the real `autodebit` binary through
+//! [`support::Process`].
+
+#[macro_use]
+mod support;
+mod scenario;
+
+mod auth;
+mod authorization_page;
+mod billing_modes;
+mod charger_callbacks;
+mod charger_crash;
+mod contracts_api;
+mod errors;
+mod load_shedding;
+mod mock_wechatpay;
+mod modifications;
+mod readme;
+mod refunds;
+mod run_sqlite;
+mod scheduler;
+mod serve_postgres;
+mod signing;
+mod terms;
+mod wechatpay_signing;
