@@ -9,9 +9,9 @@ use autodebit_proto::contracts::v1::{
     contracts_service_client::ContractsServiceClient,
 };
 use autodebit_proto::events::v1::SigningChannel;
-use scenario::{authed, onboard};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use scenario::{authed, onboard};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::TestApp;
@@ -129,7 +129,8 @@ async fn a_payer_signs_in_headless_chromium() {
 
     let profile = tempfile::tempdir().unwrap();
     let (driver, browser) = browser(profile.path()).await;
-    let signed = std::panic::AssertUnwindSafe(sign_on_the_page(&browser, &session.authorization_url)).catch_unwind().await;
+    let signed =
+        std::panic::AssertUnwindSafe(sign_on_the_page(&browser, &session.authorization_url)).catch_unwind().await;
     let _ = browser.close().await;
     drop(driver);
     if let Err(panic) = signed {

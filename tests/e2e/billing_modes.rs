@@ -75,20 +75,14 @@ fn usage_charge(contract: &str, period: u32) -> String {
 
 async fn notices(ch: &Channel, contract: &str, kind: NoticeKind) -> Vec<Notice> {
     let req = ListNoticesRequest { contract_id: contract.into() };
-    let all = NotifierServiceClient::new(ch.clone())
-        .list_notices(support::op(req))
-        .await
-        .unwrap()
-        .into_inner()
-        .notices;
+    let all = NotifierServiceClient::new(ch.clone()).list_notices(support::op(req)).await.unwrap().into_inner().notices;
     all.into_iter().filter(|n| n.kind == kind as i32).collect()
 }
 
 async fn now_ms(ch: &Channel) -> i64 {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
-    let status = SchedulerServiceClient::new(ch.clone())
-        .get_scheduler_status(support::op(GetSchedulerStatusRequest {}))
-        .await;
+    let status =
+        SchedulerServiceClient::new(ch.clone()).get_scheduler_status(support::op(GetSchedulerStatusRequest {})).await;
     status.unwrap().into_inner().now_ms
 }
 
@@ -230,6 +224,8 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let e = scheduler.trigger_charge(req(350, "x", "ride-10")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let other = onboard(&ch, "91330100MA2TRG0002").await;
+    // Its key reaches the scheduler's key table through the log.
+    p.caught_up().await;
     let e = scheduler.trigger_charge(authed(req(350, "x", "ride-10"), &other.api_key)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // A fixed-cycle contract is not charged on demand.
@@ -251,8 +247,7 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let again = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
     let again = again.into_inner();
     assert_eq!((again.duplicate, again.charge_at_ms), (true, night.charge_at_ms));
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(charge(&ch, &night.charge_id).await.is_none(), "held overnight");
     advance_to(&ch, night.charge_at_ms).await;
     assert_eq!(settled(&ch, &night.charge_id).await.amount.unwrap().minor_units, 200);
@@ -346,8 +341,7 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     let due = s.next_due_at_ms;
     // The notice was due at signing (a day before the charge), but it is night in Beijing.
     advance_to(&ch, t0 + 14 * HOUR_MS).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(notices(&ch, &id, NoticeKind::PreDebit).await.is_empty(), "no notice at midnight");
     // 07:00: the window opens and the notice goes out; the charge waits a full day after it.
     let opens = t0 + 21 * HOUR_MS;
@@ -361,8 +355,7 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     assert_eq!(noticed.next_charge_at_ms, opens + DAY_MS);
     // Its due time (23:00) passes in the closed window, and it is not charged.
     advance_to(&ch, due).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(charge(&ch, &scenario::charge_id(&id, 1)).await.is_none(), "charged outside the window");
     advance_to(&ch, opens + DAY_MS).await;
     let charged = settled(&ch, &scenario::charge_id(&id, 1)).await;

@@ -199,13 +199,6 @@ async fn clean_up_passed(channel: &Channel, m: &Merchant) {
     }
 }
 
-async fn advance_days(channel: &Channel, days: i64) {
-    AdminServiceClient::new(channel.clone())
-        .advance_clock(support::op(AdvanceClockRequest { seconds: days * DAY_SECS }))
-        .await
-        .unwrap();
-}
-
 async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend) {
     let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
@@ -1017,7 +1010,7 @@ async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
     let open = sign(&ch, planless(&m, "payer-open", 1_990, Cycle::Monthly)).await;
     assert_eq!(open.expires_at_ms, 0);
 
-    advance_days(&ch, 400).await;
+    p.advance(400).await;
     let expired =
         contract_until(&ch, &id, "the contract to expire", 20, |c| c.state == ContractState::Expired as i32).await;
     assert!(expired.ended_at_ms >= expired.expires_at_ms, "{expired:?}");
@@ -1078,24 +1071,17 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
         let mut s = scheduler.clone();
         let id = id.clone();
         async move {
-            let sch = s
-                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()?
-                .into_inner()
-                .schedule?;
+            let sch =
+                s.get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()?.into_inner().schedule?;
             (!sch.active).then_some(())
         }
     })
     .await;
-    advance_days(&ch, 2).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance(2).await;
+    p.settled().await;
     let mut charger = charger.clone();
-    let err = charger
-        .get_charge(support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
-        .await
-        .unwrap_err();
+    let err =
+        charger.get_charge(support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) })).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(get(&ch, &id).await.state, ContractState::Suspended as i32);
 }
@@ -1110,17 +1096,17 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backe
     assert_eq!(signed.expires_at_ms, 0);
 
     // Not yet idle for 180 days: nothing happens.
-    advance_days(&ch, 170).await;
+    p.advance(170).await;
     clean_up_passed(&ch, &m).await;
     let c = get(&ch, &id).await;
     assert_eq!((c.state, c.zombie_flagged_at_ms), (ContractState::Active as i32, 0), "{c:?}");
 
-    advance_days(&ch, 11).await;
+    p.advance(11).await;
     let flagged = contract_until(&ch, &id, "the zombie flag", 20, |c| c.zombie_flagged_at_ms != 0).await;
     assert_eq!(flagged.state, ContractState::Active as i32);
     assert!(flagged.zombie_flagged_at_ms >= signed.signed_at_ms + 180 * DAY_MS, "{flagged:?}");
 
-    advance_days(&ch, 31).await;
+    p.advance(31).await;
     let ended =
         contract_until(&ch, &id, "the platform to end it", 20, |c| c.state == ContractState::Terminated as i32).await;
     assert_eq!(ended.termination_mode, TerminationMode::Platform as i32);
@@ -1136,20 +1122,12 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     let charger = ChargerServiceClient::new(ch.clone());
     let signed = sign(&ch, planless(&m, "payer-back", 1_500, Cycle::Monthly)).await;
     let id = signed.contract_id.clone();
-    let nudge = || async {
-        AdminServiceClient::new(ch.clone())
-            .advance_clock(support::op(AdvanceClockRequest { seconds: 1 }))
-            .await
-            .unwrap();
-    };
+    let nudge = || p.advance_seconds(1);
 
     // Suspended (so neither charged nor flagged) for half a year, then resumed: idle, flagged.
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(support::op(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 }))
-        .await
-        .unwrap();
+    p.advance_seconds(180 * DAY_SECS + 6 * 3_600).await;
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
     nudge().await;
     let first_flag = contract_until(&ch, &id, "the first zombie flag", 15, |c| c.zombie_flagged_at_ms != 0)
@@ -1179,7 +1157,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     // Idle again for more than 180 days: flagged again, later than the first time.
     c.suspend_contract(suspend(&id, "payer abroad again", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
-    advance_days(&ch, 181).await;
+    p.advance(181).await;
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
     nudge().await;
     let again = contract_until(&ch, &id, "a second zombie flag", 15, |c| c.zombie_flagged_at_ms > first_flag).await;

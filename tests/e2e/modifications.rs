@@ -100,12 +100,8 @@ async fn modify(ch: &Channel, m: &Merchant, contract: &str, fen: i64, cycle: Cyc
 async fn notices(ch: &Channel, contract: &str, kind: NoticeKind, n: usize) -> Vec<Notice> {
     eventually(&format!("{n} notices of kind {kind:?}"), 30, || async move {
         let req = ListNoticesRequest { contract_id: contract.into() };
-        let all = NotifierServiceClient::new(ch.clone())
-            .list_notices(support::op(req))
-            .await
-            .ok()?
-            .into_inner()
-            .notices;
+        let all =
+            NotifierServiceClient::new(ch.clone()).list_notices(support::op(req)).await.ok()?.into_inner().notices;
         let of_kind: Vec<Notice> = all.into_iter().filter(|x| x.kind == kind as i32).collect();
         (of_kind.len() >= n).then_some(of_kind)
     })
@@ -305,9 +301,8 @@ async fn notices_name_times_in_the_merchants_zone(backend: Backend) {
 /// The platform clock.
 async fn scenario_now(ch: &Channel) -> i64 {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
-    let status = SchedulerServiceClient::new(ch.clone())
-        .get_scheduler_status(support::op(GetSchedulerStatusRequest {}))
-        .await;
+    let status =
+        SchedulerServiceClient::new(ch.clone()).get_scheduler_status(support::op(GetSchedulerStatusRequest {})).await;
     status.unwrap().into_inner().now_ms
 }
 

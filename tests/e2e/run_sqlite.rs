@@ -224,12 +224,8 @@ async fn idempotent_signing_and_termination_stops_billing() {
         let mut s = s.clone();
         let id = a.contract_id.clone();
         async move {
-            let sch = s
-                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()?
-                .into_inner()
-                .schedule?;
+            let sch =
+                s.get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()?.into_inner().schedule?;
             (!sch.active).then_some(())
         }
     })

@@ -39,10 +39,7 @@ async fn known(ch: &Channel, contract: &str) {
     eventually("the scheduler to know the contract", 20, || {
         let (ch, id) = (ch.clone(), contract.to_string());
         async move {
-            SchedulerServiceClient::new(ch)
-                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()
+            SchedulerServiceClient::new(ch).get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()
         }
     })
     .await;
@@ -66,10 +63,7 @@ async fn start(declines: &str, hard_declines: &str) -> TestApp {
 }
 
 async fn advance(ch: &Channel, seconds: i64) {
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(support::op(AdvanceClockRequest { seconds }))
-        .await
-        .unwrap();
+    AdminServiceClient::new(ch.clone()).advance_clock(support::op(AdvanceClockRequest { seconds })).await.unwrap();
 }
 
 #[tokio::test]
@@ -134,7 +128,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     assert_eq!((outcome(&over), over.rule.as_str()), (TriggerOutcome::Rejected, "per_charge_cap"));
 
     // A new calendar day (Beijing) starts a new count.
-    advance(&ch, DAY).await;
+    p.advance_seconds(DAY).await;
     let next_day = trigger(&ch, &m, &counted, 300, "ride-next-day").await;
     assert_eq!(outcome(&next_day), TriggerOutcome::Scheduled, "{next_day:?}");
 
@@ -173,9 +167,8 @@ async fn nothing_is_charged_past_a_contracts_validity() {
         })
         .await;
     }
-    advance(&ch, 4 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(4 * DAY).await;
+    p.settled().await;
     for period in 6..=8 {
         assert!(charge(&ch, &id, period).await.is_none(), "period {period} was charged past the contract's validity");
     }
@@ -280,18 +273,16 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     let first = attempt(1).await;
     assert_eq!(first.provider_code, "NOTENOUGH");
     // Five hours later: too soon to try again.
-    advance(&ch, 5 * 3_600).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(5 * 3_600).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 1, "no retry within six hours");
-    advance(&ch, 3_600 + 60).await;
+    p.advance_seconds(3_600 + 60).await;
     attempt(2).await;
     // The plan's second gap is a day.
-    advance(&ch, 23 * 3_600).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(23 * 3_600).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 2, "no third attempt before 24 h");
-    advance(&ch, 3_600 + 60).await;
+    p.advance_seconds(3_600 + 60).await;
     attempt(3).await;
 
     let mut contracts = ContractsServiceClient::new(ch.clone());
@@ -314,9 +305,8 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     })
     .await;
     assert!(suspended.suspension_reason.contains("3 consecutive failed charges"), "{}", suspended.suspension_reason);
-    advance(&ch, 3 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(3 * DAY).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 3, "retries stop with the suspension");
     let _ = &mut contracts;
 }
@@ -336,9 +326,8 @@ async fn hard_declines_are_not_retried() {
     })
     .await;
     assert_eq!(failed.provider_code, "CONTRACT_NOT_EXIST");
-    advance(&ch, 2 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(2 * DAY).await;
+    p.settled().await;
     let after = charge(&ch, &id, 1).await.unwrap();
     assert_eq!((after.attempt, after.state), (1, ChargeState::Failed as i32), "a hard decline is final");
 }

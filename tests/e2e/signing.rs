@@ -2,6 +2,7 @@
 //! risk, expiry, and bad input — driven over gRPC and plain HTTP against `autodebit run`.
 use crate::{scenario, support};
 
+use autodebit::platform::Service;
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::contracts::v1::{
     ContractState, CreateSigningSessionRequest, GetContractRequest, GetSigningSessionRequest,
@@ -9,7 +10,6 @@ use autodebit_proto::contracts::v1::{
 };
 use autodebit_proto::events::v1::{SigningChannel, SigningStep};
 use scenario::{Merchant, OPERATOR_KEY, authed, onboard};
-use autodebit::platform::Service;
 use support::{Backend, TestApp, element_text, eventually, http_get, http_post};
 use tonic::Code;
 use tonic::transport::Channel;

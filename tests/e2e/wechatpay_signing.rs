@@ -163,7 +163,8 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     // WeChat Pay names a contract by its code: a session's code, or an imported contract's id.
     let session_code = second.clone();
     let (status, _) =
-        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345")).await;
+        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345"))
+            .await;
     assert_eq!(status, 401);
     let (status, _) =
         http_post_with(http_addr, path, &xml, &notice("DELETE", "ffffffffffffffffffffffffffffffff", API_V2_KEY)).await;

@@ -119,12 +119,11 @@ impl Builder {
         // Started from a thread of its own on the platform's runtime (whose workers run what it
         // spawns): `start`'s future is not `Send`, so it cannot be a task itself.
         let handle = runtime.handle().clone();
-        let running = tokio::task::spawn_blocking(move || {
-            handle.block_on(platform::start(&url, &services, &listen, &options))
-        })
-        .await
-        .expect("the platform's start did not panic")
-        .unwrap_or_else(|e| panic!("the platform did not start: {e:#}"));
+        let running =
+            tokio::task::spawn_blocking(move || handle.block_on(platform::start(&url, &services, &listen, &options)))
+                .await
+                .expect("the platform's start did not panic")
+                .unwrap_or_else(|e| panic!("the platform did not start: {e:#}"));
         let (grpc, http) = (running.grpc_addr, running.http_addr);
         let shutdown = running.platform.shutdown.clone();
         // The listeners and followers run on as tasks of the platform's runtime.

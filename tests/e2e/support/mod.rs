@@ -121,8 +121,7 @@ pub(crate) async fn wait_caught_up(database: &str, all_in_one: bool) {
 /// followers whose checkpoint is before it.
 async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<String>) {
     use sqlx::Connection;
-    let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if database.starts_with("sqlite:")
-    {
+    let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if database.starts_with("sqlite:") {
         let mut db = sqlx::SqliteConnection::connect(&database).await.expect("open the SQLite log");
         let head = sqlx::query_as("SELECT 0, position FROM events ORDER BY position DESC LIMIT 1")
             .fetch_optional(&mut db)
@@ -156,9 +155,7 @@ async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<
         .collect();
     // A follower that never saved a checkpoint is at the start of the log.
     if all_in_one && head > (0, 0) {
-        behind.extend(
-            FOLLOWERS.iter().filter(|f| !checkpoints.iter().any(|(c, _, _)| c == *f)).map(|f| f.to_string()),
-        );
+        behind.extend(FOLLOWERS.iter().filter(|f| !checkpoints.iter().any(|(c, _, _)| c == *f)).map(|f| f.to_string()));
     }
     (head, behind)
 }
