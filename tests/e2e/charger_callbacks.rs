@@ -1,16 +1,15 @@
 //! WeChat Pay's callbacks on the charger's HTTP listener, as bad input would reach them: each
 //! refused with its status, counted by reason, and nothing changed; and charges through the mock
 //! WeChat Pay, which answers as WeChat Pay does, reaching their outcomes.
-//! The platform runs as the real binary (`support::Process`): the refusals are counted on
-//! `/metrics`, whose counters are one set per process, and the charges test restarts the
-//! platform on its database with a WeChat Pay configuration.
+//! The refusals test runs the real binary (`support::Process`): the refusals are counted on
+//! `/metrics`, whose counters are one set per process.
 use crate::{scenario, support};
 
 use autodebit_domain::{ChargeId, ContractId};
 use autodebit_provider::wechatpay::mock::{self, MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
-use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
+use support::{MockWechatpay, Process, TestApp, eventually, http_get, http_post_with};
 
 const MCH_ID: &str = "1900000109";
 const API_V2_KEY: &str = "test-apiv2-key-0123456789abcdef0";
@@ -146,18 +145,14 @@ fn resign(headers: &[(&'static str, String)], body: &str) -> Vec<(&'static str, 
 /// the platform records exactly what the mock debited.
 #[tokio::test]
 async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
-    use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
     use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
     use autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient;
     const CONTRACTS: u64 = 16;
     let mock = MockWechatpay::start(&["--notenough-basis-points", "5000"]);
     let dir = tempfile::tempdir().unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let data = dir.path().join("data");
-    let base = ["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--charge-window", "00:00-24:00"];
 
     // Onboard and sign on the simulator; then point the merchant at WeChat Pay.
-    let p = Process::start_at(&base, &http);
+    let p = TestApp::spawn(&["--test-clock", "--charge-window", "00:00-24:00"]).await;
     let ch = p.channel().await;
     let merchant = onboard(&ch, "91330100MA2HMAC001").await;
     let mut contracts = ContractsServiceClient::new(ch.clone());
@@ -165,7 +160,6 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
         let req = authed(sign_request(&merchant, &format!("payer-{i}"), 1_990), OPERATOR_KEY);
         contracts.sign_contract(req).await.unwrap();
     }
-    drop(p);
     let config = dir.path().join("wechatpay.json");
     let account = serde_json::json!({"merchants": [{
         "merchant_id": merchant.merchant_id,
@@ -180,14 +174,9 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
         "v3": v3_account(),
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
-    let mut args = base.to_vec();
-    args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
-    let p = Process::start_at(&args, &http);
+    let p = p.restart(&["--wechatpay-config", config.to_str().unwrap()]).await;
     let ch = p.channel().await;
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, OPERATOR_KEY))
-        .await
-        .unwrap();
+    p.advance(32).await;
 
     let summary = eventually("every charge at an outcome", 60, || {
         let mut a = AnalyticsServiceClient::new(ch.clone());

@@ -3,9 +3,9 @@
 //!
 //! Most tests start the platform in-process through [`support::TestApp`]: every service on
 //! port 0, on a SQLite file in a temporary directory or on a PostgreSQL database of its own.
-//! Tests that kill or restart processes, run `serve`, read `/metrics` (its counters are one per
-//! process) or check the command line start the real `autodebit` binary through
-//! [`support::Process`].
+//! Tests that kill the platform or stop it with a signal, run `serve`, count on `/metrics` (its
+//! counters are one set per process) or check the command line and its log start the real
+//! `autodebit` binary through [`support::Process`].
 
 #[macro_use]
 mod support;

@@ -2,8 +2,8 @@
 //! `wechatpay` plan, the payer signs at (the mock) WeChat Pay, and WeChat Pay's signed notice
 //! confirms the session and signs the contract; terminating it deletes it at WeChat Pay, and
 //! WeChat Pay's own deletion notice terminates a contract here.
-//! The platform runs as the real binary (`support::Process`), restarted on its database with a
-//! WeChat Pay configuration at the HTTP address WeChat Pay's notices are sent to.
+//! The platform is restarted on its database with a WeChat Pay configuration, at the HTTP
+//! address WeChat Pay's notices are sent to.
 use crate::{scenario, support};
 
 use autodebit_proto::contracts::v1::plans_service_client::PlansServiceClient;
@@ -15,7 +15,7 @@ use autodebit_proto::events::v1::{SigningChannel, TerminationMode};
 use autodebit_provider::wechatpay::mock::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{Merchant, authed, create_plan, onboard};
-use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
+use support::{MockWechatpay, TestApp, eventually, http_get, http_post_with};
 use tonic::transport::Channel;
 
 const MCH_ID: &str = "10000100";
@@ -78,13 +78,9 @@ async fn contract_state(ch: &Channel, m: &Merchant, id: &str) -> i32 {
 async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     let mock = MockWechatpay::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let base = ["run", "--data-dir", data.to_str().unwrap()];
-
-    let p = Process::start_at(&base, &http);
+    let p = TestApp::spawn(&[]).await;
+    let http = p.http;
     let m = onboard(&p.channel().await, "91330100MA2WXSIGN1").await;
-    drop(p);
     let config = dir.path().join("wechatpay.json");
     let account = serde_json::json!({"merchants": [{
         "merchant_id": m.merchant_id, "appid": "wxd930ea5d5a258f4f", "mch_id": MCH_ID, "api_v2_key": API_V2_KEY,
@@ -100,9 +96,7 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
         },
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
-    let mut args = base.to_vec();
-    args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
-    let p = Process::start_at(&args, &http);
+    let p = p.restart(&["--wechatpay-config", config.to_str().unwrap()]).await;
     let ch = p.channel().await;
     let plan = create_plan(&ch, &m, |t| t.provider = "wechatpay".into()).await;
     // WeChat Pay deducts CNY only: a plan in another currency is refused, naming the field.
@@ -159,7 +153,7 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     };
     let path = "/callbacks/wechatpay/v2/contract";
     let xml = [("Content-Type", "text/xml".to_string())];
-    let http_addr: std::net::SocketAddr = http.parse().unwrap();
+    let http_addr = p.http;
     // WeChat Pay names a contract by its code: a session's code, or an imported contract's id.
     let session_code = second.clone();
     let (status, _) =

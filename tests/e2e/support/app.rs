@@ -2,8 +2,9 @@
 //!
 //! The platform runs on a runtime of its own (so a test's runtime flavour and anything it
 //! blocks on cannot stall it), listens on port 0 for gRPC and HTTP, and stops when the
-//! `TestApp` drops. Its options are the command line's: `--test-clock`,
-//! `--decline-basis-points 0` and the rest parse exactly as `autodebit run` parses them.
+//! `TestApp` drops; `restart` starts it again on the same database. Its options are the command
+//! line's: `--test-clock`, `--decline-basis-points 0` and the rest parse exactly as
+//! `autodebit run` parses them.
 use super::{Backend, OPERATOR, wait_caught_up};
 use autodebit::platform::{self, ListenArgs, PlatformArgs, Service};
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
@@ -51,13 +52,16 @@ pub struct TestApp {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     channel: Channel,
+    /// What it was started with, for a restart.
+    url: String,
+    services: Vec<Service>,
+    args: Vec<String>,
     /// The log's database (the SQLite file, read-only, or the PostgreSQL database).
     database: String,
-    /// Whether every service runs, and so every follower.
-    all_in_one: bool,
     shutdown: autodebit_runtime::Shutdown,
     runtime: Option<tokio::runtime::Runtime>,
-    _dir: tempfile::TempDir,
+    /// Where the SQLite file is (kept across a restart).
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for TestApp {
@@ -95,50 +99,67 @@ impl Builder {
         self
     }
 
+    /// Starts the platform; it stops when the `TestApp` drops.
     pub async fn spawn(self) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = match self.backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("autodebit.db").display()),
             Backend::Postgres => autodebit_eventstore::testing::fresh_postgres_url().await,
         };
-        let database = match self.backend {
-            Backend::Sqlite => format!("{url}?mode=ro"),
-            Backend::Postgres => url.clone(),
-        };
-        let argv = ["autodebit", "--operator-key", OPERATOR].into_iter().map(String::from).chain(self.args);
+        let http = "127.0.0.1:0".parse().unwrap();
+        TestApp::start(url, self.services, self.args, http, std::sync::Arc::new(dir)).await
+    }
+}
+
+impl TestApp {
+    /// Starts `services` on the log at `url` with `args`, HTTP at `http`.
+    async fn start(
+        url: String,
+        services: Vec<Service>,
+        args: Vec<String>,
+        http: SocketAddr,
+        dir: std::sync::Arc<tempfile::TempDir>,
+    ) -> TestApp {
+        let database = if url.starts_with("sqlite:") { format!("{url}?mode=ro") } else { url.clone() };
+        let argv = ["autodebit", "--operator-key", OPERATOR].into_iter().map(String::from).chain(args.clone());
         let options = Flags::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).options;
-        let listen =
-            ListenArgs { grpc_addr: "127.0.0.1:0".parse().unwrap(), http_addr: "127.0.0.1:0".parse().unwrap() };
+        let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse().unwrap(), http_addr: http };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("platform")
             .enable_all()
             .build()
             .expect("the platform's runtime");
-        let services = self.services.clone();
         // Started from a thread of its own on the platform's runtime (whose workers run what it
         // spawns): `start`'s future is not `Send`, so it cannot be a task itself.
         let handle = runtime.handle().clone();
-        let running =
-            tokio::task::spawn_blocking(move || handle.block_on(platform::start(&url, &services, &listen, &options)))
-                .await
-                .expect("the platform's start did not panic")
-                .unwrap_or_else(|e| panic!("the platform did not start: {e:#}"));
+        let (start_url, start_services) = (url.clone(), services.clone());
+        let running = tokio::task::spawn_blocking(move || {
+            handle.block_on(platform::start(&start_url, &start_services, &listen, &options))
+        })
+        .await
+        .expect("the platform's start did not panic")
+        .unwrap_or_else(|e| panic!("the platform did not start: {e:#}"));
         let (grpc, http) = (running.grpc_addr, running.http_addr);
         let shutdown = running.platform.shutdown.clone();
         // The listeners and followers run on as tasks of the platform's runtime.
         drop(running);
         let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.expect("connect to gRPC");
-        TestApp {
-            grpc,
-            http,
-            channel,
-            database,
-            all_in_one: self.services.len() == Service::all().len(),
-            shutdown,
-            runtime: Some(runtime),
-            _dir: dir,
-        }
+        TestApp { grpc, http, channel, url, services, args, database, shutdown, runtime: Some(runtime), dir }
+    }
+
+    /// Stops the platform and starts it again on the same database and HTTP address (the
+    /// address callbacks are sent to), with `extra` options added to those it had.
+    pub async fn restart(mut self, extra: &[&str]) -> TestApp {
+        self.shutdown.trigger();
+        let runtime = self.runtime.take().expect("a running platform");
+        // Waits for its tasks to end, so its listeners are closed before the new ones bind.
+        tokio::task::spawn_blocking(move || runtime.shutdown_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let mut args = self.args.clone();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        TestApp::start(self.url.clone(), self.services.clone(), args, self.http, self.dir.clone()).await
     }
 }
 
@@ -211,7 +232,7 @@ impl TestApp {
 
     /// Waits until every follower has taken in the whole log (see `Process::caught_up`).
     pub async fn caught_up(&self) {
-        wait_caught_up(&self.database, self.all_in_one).await;
+        wait_caught_up(&self.database, self.services.len() == Service::all().len()).await;
     }
 
     /// Waits until the scheduler's due loop has taken every timer due now, then until every
