@@ -122,7 +122,7 @@ pub(crate) async fn wait_caught_up(database: &str, all_in_one: bool) {
 async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<String>) {
     use sqlx::Connection;
     let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if database.starts_with("sqlite:") {
-        let mut db = sqlx::SqliteConnection::connect(&database).await.expect("open the SQLite log");
+        let mut db = sqlx::SqliteConnection::connect(database).await.expect("open the SQLite log");
         let head = sqlx::query_as("SELECT 0, position FROM events ORDER BY position DESC LIMIT 1")
             .fetch_optional(&mut db)
             .await
@@ -133,7 +133,7 @@ async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<
             .expect("the checkpoints");
         (head, checkpoints)
     } else {
-        let mut db = sqlx::PgConnection::connect(&database).await.expect("open the PostgreSQL log");
+        let mut db = sqlx::PgConnection::connect(database).await.expect("open the PostgreSQL log");
         let head = sqlx::query_as(
             "SELECT transaction_id::text::bigint, position FROM events
                  ORDER BY transaction_id DESC, position DESC LIMIT 1",
