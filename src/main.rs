@@ -5,8 +5,8 @@ mod bench;
 mod call;
 mod demo;
 mod log;
-mod platform;
-mod wechatpay_config;
+
+use autodebit::platform;
 
 /// Allocation-heavy paths (event encoding, row decoding) run markedly faster on mimalloc than
 /// on the system allocator.

@@ -277,7 +277,7 @@ pub async fn start(
     let platform = Platform { store, clock, shutdown };
     let grpc = tokio::net::TcpListener::bind(listen.grpc_addr).await?;
     let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
-    let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let operator_key = options.operator_key(&secrets_dir(url))?;
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)

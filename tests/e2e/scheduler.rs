@@ -1,6 +1,5 @@
 //! The scheduler's limits and exactly-once issuing, through the public interfaces.
-mod scenario;
-mod support;
+use crate::{scenario, support};
 
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
@@ -11,7 +10,7 @@ use autodebit_proto::scheduler::v1::{
     TriggerChargeRequest, TriggerChargeResponse, TriggerOutcome, scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, authed, onboard, sign_on as sign};
-use support::{Process, eventually};
+use support::{Process, TestApp, eventually};
 use tonic::transport::Channel;
 
 const DAY: i64 = 86_400;
@@ -31,7 +30,7 @@ async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<autodebit_p
 
 async fn get_charge(ch: &Channel, id: &str) -> Option<autodebit_proto::charger::v1::Charge> {
     let req = GetChargeRequest { charge_id: id.to_string() };
-    ChargerServiceClient::new(ch.clone()).get_charge(crate::support::op(req)).await.ok()?.into_inner().charge
+    ChargerServiceClient::new(ch.clone()).get_charge(support::op(req)).await.ok()?.into_inner().charge
 }
 
 /// Waits for the scheduler to have taken in a freshly signed contract.
@@ -40,10 +39,7 @@ async fn known(ch: &Channel, contract: &str) {
     eventually("the scheduler to know the contract", 20, || {
         let (ch, id) = (ch.clone(), contract.to_string());
         async move {
-            SchedulerServiceClient::new(ch)
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()
+            SchedulerServiceClient::new(ch).get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()
         }
     })
     .await;
@@ -60,31 +56,19 @@ async fn trigger(ch: &Channel, m: &Merchant, contract: &str, fen: i64, key: &str
     SchedulerServiceClient::new(ch.clone()).trigger_charge(authed(req, &m.api_key)).await.unwrap().into_inner()
 }
 
-/// `autodebit run` on a test clock in `dir`, the simulator declining as asked.
-fn start(dir: &tempfile::TempDir, declines: &str, hard_declines: &str) -> Process {
-    Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        declines,
-        "--hard-decline-basis-points",
-        hard_declines,
-    ])
+/// The platform on a test clock, the simulator declining as asked.
+async fn start(declines: &str, hard_declines: &str) -> TestApp {
+    TestApp::spawn(&["--test-clock", "--decline-basis-points", declines, "--hard-decline-basis-points", hard_declines])
+        .await
 }
 
 async fn advance(ch: &Channel, seconds: i64) {
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(crate::support::op(AdvanceClockRequest { seconds }))
-        .await
-        .unwrap();
+    AdminServiceClient::new(ch.clone()).advance_clock(support::op(AdvanceClockRequest { seconds })).await.unwrap();
 }
 
 #[tokio::test]
 async fn limits_are_checked_when_a_charge_is_issued() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(&dir, "0", "0");
+    let p = start("0", "0").await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIM0001").await;
 
@@ -144,7 +128,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     assert_eq!((outcome(&over), over.rule.as_str()), (TriggerOutcome::Rejected, "per_charge_cap"));
 
     // A new calendar day (Beijing) starts a new count.
-    advance(&ch, DAY).await;
+    p.advance_seconds(DAY).await;
     let next_day = trigger(&ch, &m, &counted, 300, "ride-next-day").await;
     assert_eq!(outcome(&next_day), TriggerOutcome::Scheduled, "{next_day:?}");
 
@@ -153,7 +137,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     eventually("analytics to count refusals", 20, || {
         let mut a = analytics.clone();
         async move {
-            let s = a.get_summary(crate::support::op(GetSummaryRequest {})).await.ok()?.into_inner();
+            let s = a.get_summary(support::op(GetSummaryRequest {})).await.ok()?.into_inner();
             // Every issued charge reaches an outcome, refusals included.
             (s.charges_rejected >= 5
                 && s.charges_scheduled == s.charges_succeeded + s.charges_failed + s.charges_rejected)
@@ -165,8 +149,7 @@ async fn limits_are_checked_when_a_charge_is_issued() {
 
 #[tokio::test]
 async fn nothing_is_charged_past_a_contracts_validity() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(&dir, "0", "0");
+    let p = start("0", "0").await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2VAL0001").await;
     let short = plan(&ch, &m, |t| {
@@ -184,15 +167,15 @@ async fn nothing_is_charged_past_a_contracts_validity() {
         })
         .await;
     }
-    advance(&ch, 4 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(4 * DAY).await;
+    p.settled().await;
     for period in 6..=8 {
         assert!(charge(&ch, &id, period).await.is_none(), "period {period} was charged past the contract's validity");
     }
 }
 
-/// Two scheduler processes on one PostgreSQL log issue every due charge exactly once.
+/// Two scheduler processes on one PostgreSQL log issue every due charge exactly once (`autodebit
+/// serve`, one process per service).
 #[tokio::test]
 async fn two_scheduler_replicas_issue_each_charge_once() {
     let url = autodebit_eventstore::testing::fresh_postgres_url().await;
@@ -268,8 +251,7 @@ async fn two_scheduler_replicas_issue_each_charge_once() {
 #[tokio::test]
 async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     use autodebit_proto::contracts::v1::{ContractState, GetContractRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(&dir, "10000", "0");
+    let p = start("10000", "0").await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RTY0001").await;
     let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
@@ -291,18 +273,16 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     let first = attempt(1).await;
     assert_eq!(first.provider_code, "NOTENOUGH");
     // Five hours later: too soon to try again.
-    advance(&ch, 5 * 3_600).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(5 * 3_600).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 1, "no retry within six hours");
-    advance(&ch, 3_600 + 60).await;
+    p.advance_seconds(3_600 + 60).await;
     attempt(2).await;
     // The plan's second gap is a day.
-    advance(&ch, 23 * 3_600).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(23 * 3_600).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 2, "no third attempt before 24 h");
-    advance(&ch, 3_600 + 60).await;
+    p.advance_seconds(3_600 + 60).await;
     attempt(3).await;
 
     let mut contracts = ContractsServiceClient::new(ch.clone());
@@ -325,9 +305,8 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
     })
     .await;
     assert!(suspended.suspension_reason.contains("3 consecutive failed charges"), "{}", suspended.suspension_reason);
-    advance(&ch, 3 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(3 * DAY).await;
+    p.settled().await;
     assert_eq!(charge(&ch, &id, 1).await.unwrap().attempt, 3, "retries stop with the suspension");
     let _ = &mut contracts;
 }
@@ -335,8 +314,7 @@ async fn failed_charges_are_retried_on_schedule_and_three_failures_suspend() {
 /// A hard decline (the contract is gone at the provider) is never retried.
 #[tokio::test]
 async fn hard_declines_are_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(&dir, "10000", "10000");
+    let p = start("10000", "10000").await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2HRD0001").await;
     let monthly = plan(&ch, &m, |t| t.cycle = Cycle::Monthly as i32).await;
@@ -348,9 +326,8 @@ async fn hard_declines_are_not_retried() {
     })
     .await;
     assert_eq!(failed.provider_code, "CONTRACT_NOT_EXIST");
-    advance(&ch, 2 * DAY).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance_seconds(2 * DAY).await;
+    p.settled().await;
     let after = charge(&ch, &id, 1).await.unwrap();
     assert_eq!((after.attempt, after.state), (1, ChargeState::Failed as i32), "a hard decline is final");
 }

@@ -2,8 +2,9 @@
 //! `wechatpay` plan, the payer signs at (the mock) WeChat Pay, and WeChat Pay's signed notice
 //! confirms the session and signs the contract; terminating it deletes it at WeChat Pay, and
 //! WeChat Pay's own deletion notice terminates a contract here.
-mod scenario;
-mod support;
+//! The platform is restarted on its database with a WeChat Pay configuration, at the HTTP
+//! address WeChat Pay's notices are sent to.
+use crate::{scenario, support};
 
 use autodebit_proto::contracts::v1::plans_service_client::PlansServiceClient;
 use autodebit_proto::contracts::v1::{
@@ -14,7 +15,7 @@ use autodebit_proto::events::v1::{SigningChannel, TerminationMode};
 use autodebit_mock_wechatpay::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{Merchant, authed, create_plan, onboard};
-use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
+use support::{MockWechatpay, TestApp, eventually, http_get, http_post_with};
 use tonic::transport::Channel;
 
 const MCH_ID: &str = "10000100";
@@ -52,7 +53,7 @@ async fn sign_at_wechatpay(ch: &Channel, mock: &MockWechatpay, m: &Merchant, pla
     let prefix = format!("http://{}/papay/entrustweb?", mock.1);
     assert!(url.starts_with(&prefix), "{url}");
     // The payer opens it; the mock signs and sends its notice to the contracts service.
-    let (status, body) = http_get(mock.1, &url[format!("http://{}", mock.1).len()..]);
+    let (status, body) = http_get(mock.1, &url[format!("http://{}", mock.1).len()..]).await;
     assert_eq!(status, 200, "{body}");
     let confirmed = eventually("the session confirmed by WeChat Pay's notice", 30, || {
         let mut c = contracts.clone();
@@ -77,13 +78,9 @@ async fn contract_state(ch: &Channel, m: &Merchant, id: &str) -> i32 {
 async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     let mock = MockWechatpay::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let base = ["run", "--data-dir", data.to_str().unwrap()];
-
-    let p = Process::start_at(&base, &http);
+    let p = TestApp::spawn(&[]).await;
+    let http = p.http;
     let m = onboard(&p.channel().await, "91330100MA2WXSIGN1").await;
-    drop(p);
     let config = dir.path().join("wechatpay.json");
     let account = serde_json::json!({"merchants": [{
         "merchant_id": m.merchant_id, "appid": "wxd930ea5d5a258f4f", "mch_id": MCH_ID, "api_v2_key": API_V2_KEY,
@@ -99,9 +96,7 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
         },
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
-    let mut args = base.to_vec();
-    args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
-    let p = Process::start_at(&args, &http);
+    let p = p.restart(&["--wechatpay-config", config.to_str().unwrap()]).await;
     let ch = p.channel().await;
     let plan = create_plan(&ch, &m, |t| t.provider = "wechatpay".into()).await;
     // WeChat Pay deducts CNY only: a plan in another currency is refused, naming the field.
@@ -130,7 +125,7 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     };
     contracts.terminate_contract(authed(req, &m.api_key)).await.unwrap();
     eventually("the contract deleted at WeChat Pay", 30, || async {
-        let (_, body) = http_get(mock.1, "/mock/orders");
+        let (_, body) = http_get(mock.1, "/mock/orders").await;
         let book: serde_json::Value = serde_json::from_str(&body).ok()?;
         (book["terminated_contracts"].as_u64()? == 1).then_some(())
     })
@@ -158,20 +153,21 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
     };
     let path = "/callbacks/wechatpay/v2/contract";
     let xml = [("Content-Type", "text/xml".to_string())];
-    let http_addr: std::net::SocketAddr = http.parse().unwrap();
+    let http_addr = p.http;
     // WeChat Pay names a contract by its code: a session's code, or an imported contract's id.
     let session_code = second.clone();
     let (status, _) =
-        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345"));
+        http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, "wrong-key-0123456789abcdef012345"))
+            .await;
     assert_eq!(status, 401);
     let (status, _) =
-        http_post_with(http_addr, path, &xml, &notice("DELETE", "ffffffffffffffffffffffffffffffff", API_V2_KEY));
+        http_post_with(http_addr, path, &xml, &notice("DELETE", "ffffffffffffffffffffffffffffffff", API_V2_KEY)).await;
     assert_eq!(status, 404);
     assert_eq!(contract_state(&ch, &m, &second).await, ContractState::Active as i32, "refused notices change nothing");
-    let (status, body) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY));
+    let (status, body) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(contract_state(&ch, &m, &second).await, ContractState::Terminated as i32);
     // Delivered again: acknowledged, nothing changes.
-    let (status, _) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY));
+    let (status, _) = http_post_with(http_addr, path, &xml, &notice("DELETE", &session_code, API_V2_KEY)).await;
     assert_eq!(status, 200);
 }

@@ -2,9 +2,7 @@
 //! called with no key, a revoked key and another merchant's key. Only `ApplyMerchant` answers
 //! without a valid key, and another merchant's objects are answered exactly as objects that
 //! do not exist.
-#[macro_use]
-mod support;
-mod scenario;
+use crate::{scenario, support};
 
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, RefundChargeRequest, charger_service_client::ChargerServiceClient,
@@ -17,7 +15,7 @@ use autodebit_proto::events::v1::{Cycle, Money, SigningChannel};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value as Field};
 use scenario::{OPERATOR_KEY, authed, bill_next_period, charge_id, onboard, sign_on};
-use support::{Process, eventually};
+use support::{TestApp, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -148,15 +146,7 @@ fn shape(answer: &Result<Vec<u8>, tonic::Status>, ids: &Ids) -> (Code, String) {
 
 #[tokio::test]
 async fn every_method_denies_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = Process::start(&[
-        "run",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--test-clock",
-        "--decline-basis-points",
-        "0",
-    ]);
+    let p = TestApp::spawn(&["--test-clock", "--decline-basis-points", "0"]).await;
     let ch = p.channel().await;
 
     // Merchant A has one of everything; merchant B has a key, a revoked key and nothing else.
@@ -317,7 +307,8 @@ async fn every_method_denies_by_default() {
     assert!(all.events_projected > 0 && all.contracts_active == 1, "{all:?}");
 }
 
-/// A generated operator key goes to a file only its owner can read, never to the log.
+/// A generated operator key goes to a file only its owner can read, never to the log (the real
+/// binary's, on stderr).
 #[test]
 fn a_generated_operator_key_is_written_to_a_private_file_not_logged() {
     use std::io::{BufRead, BufReader, Read};

@@ -1,5 +1,6 @@
-//! Starting the real `autodebit` binary for black-box tests: port 0, a database of its own,
-//! killed when the handle drops.
+//! What the end-to-end tests share: the platform in-process (`TestApp`) or the real
+//! `autodebit` binary (`Process`), each on port 0 with a database of its own and stopped when
+//! its handle drops; raw gRPC calls, HTTP requests, polling.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -7,6 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+mod app;
+pub use app::TestApp;
 
 pub struct Process {
     child: Child,
@@ -76,64 +80,7 @@ impl Process {
     /// the transaction that moves their checkpoint, so a head that stays put has nothing
     /// behind it). Use before asserting that something did *not* happen.
     pub async fn caught_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (head, behind) = self.followers_behind().await;
-            if behind.is_empty() && self.followers_behind().await.0 == head {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "followers {behind:?} did not reach the log's head {head:?} within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The log's head as (transaction id, position) — the order followers read in — and the
-    /// followers whose checkpoint is before it.
-    async fn followers_behind(&self) -> ((i64, i64), Vec<String>) {
-        use sqlx::Connection;
-        let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if self.database.starts_with("sqlite:")
-        {
-            let mut db = sqlx::SqliteConnection::connect(&self.database).await.expect("open the SQLite log");
-            let head = sqlx::query_as("SELECT 0, position FROM events ORDER BY position DESC LIMIT 1")
-                .fetch_optional(&mut db)
-                .await
-                .expect("the log's head");
-            let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
-                .fetch_all(&mut db)
-                .await
-                .expect("the checkpoints");
-            (head, checkpoints)
-        } else {
-            let mut db = sqlx::PgConnection::connect(&self.database).await.expect("open the PostgreSQL log");
-            let head = sqlx::query_as(
-                "SELECT transaction_id::text::bigint, position FROM events
-                     ORDER BY transaction_id DESC, position DESC LIMIT 1",
-            )
-            .fetch_optional(&mut db)
-            .await
-            .expect("the log's head");
-            let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
-                .fetch_all(&mut db)
-                .await
-                .expect("the checkpoints");
-            (head, checkpoints)
-        };
-        let head = head.unwrap_or((0, 0));
-        let mut behind: Vec<String> = checkpoints
-            .iter()
-            .filter(|(_, transaction_id, position)| (*transaction_id, *position) < head)
-            .map(|(consumer, _, _)| consumer.clone())
-            .collect();
-        // A follower that never saved a checkpoint is at the start of the log.
-        if self.all_in_one && head > (0, 0) {
-            behind.extend(
-                FOLLOWERS.iter().filter(|f| !checkpoints.iter().any(|(c, _, _)| c == *f)).map(|f| f.to_string()),
-            );
-        }
-        (head, behind)
+        wait_caught_up(&self.database, self.all_in_one).await;
     }
 
     pub async fn channel(&self) -> Channel {
@@ -153,6 +100,64 @@ impl Process {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Waits until every follower of the log in `database` has taken in the whole log (see
+/// `Process::caught_up`); `all_in_one`: every service runs, so a follower without a checkpoint
+/// is behind.
+pub(crate) async fn wait_caught_up(database: &str, all_in_one: bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (head, behind) = followers_behind(database, all_in_one).await;
+        if behind.is_empty() && followers_behind(database, all_in_one).await.0 == head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "followers {behind:?} did not reach the log's head {head:?} within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log's head as (transaction id, position) — the order followers read in — and the
+/// followers whose checkpoint is before it.
+async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<String>) {
+    use sqlx::Connection;
+    let (head, checkpoints): (Option<(i64, i64)>, Vec<(String, i64, i64)>) = if database.starts_with("sqlite:") {
+        let mut db = sqlx::SqliteConnection::connect(database).await.expect("open the SQLite log");
+        let head = sqlx::query_as("SELECT 0, position FROM events ORDER BY position DESC LIMIT 1")
+            .fetch_optional(&mut db)
+            .await
+            .expect("the log's head");
+        let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+            .fetch_all(&mut db)
+            .await
+            .expect("the checkpoints");
+        (head, checkpoints)
+    } else {
+        let mut db = sqlx::PgConnection::connect(database).await.expect("open the PostgreSQL log");
+        let head = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, position FROM events
+                 ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&mut db)
+        .await
+        .expect("the log's head");
+        let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+            .fetch_all(&mut db)
+            .await
+            .expect("the checkpoints");
+        (head, checkpoints)
+    };
+    let head = head.unwrap_or((0, 0));
+    let mut behind: Vec<String> = checkpoints
+        .iter()
+        .filter(|(_, transaction_id, position)| (*transaction_id, *position) < head)
+        .map(|(consumer, _, _)| consumer.clone())
+        .collect();
+    // A follower that never saved a checkpoint is at the start of the log.
+    if all_in_one && head > (0, 0) {
+        behind.extend(FOLLOWERS.iter().filter(|f| !checkpoints.iter().any(|(c, _, _)| c == *f)).map(|f| f.to_string()));
+    }
+    (head, behind)
 }
 
 /// Bytes in, bytes out: requests are encoded by hand from the reflected descriptors.
@@ -257,38 +262,39 @@ where
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback; returns (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+/// An HTTP client that leaves redirects to the test (the pages answer 303 and tests check it).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client")
 }
 
-/// A plain HTTP/1.1 POST of a form on loopback; returns (status, headers and body).
-pub fn http_post(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
-    http_post_with(addr, path, &[("Content-Type", "application/x-www-form-urlencoded".into())], form)
+/// A GET of `path` at `addr`; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let answer = http_client().get(format!("http://{addr}{path}")).send().await.expect("GET");
+    let status = answer.status().as_u16();
+    (status, answer.text().await.expect("the body"))
 }
 
-/// A plain HTTP/1.1 POST with `headers` on loopback; returns (status, headers and body).
-pub fn http_post_with(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, raw)
+/// A POST of a form to `path` at `addr`; returns (status, headers and body).
+pub async fn http_post(addr: SocketAddr, path: &str, form: &str) -> (u16, String) {
+    http_post_with(addr, path, &[("Content-Type", "application/x-www-form-urlencoded".into())], form).await
+}
+
+/// A POST of `body` with `headers` to `path` at `addr`; returns (status, headers and body),
+/// the headers one `name: value` line each, then an empty line, then the body.
+pub async fn http_post_with(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &str) -> (u16, String) {
+    let mut request = http_client().post(format!("http://{addr}{path}")).body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let answer = request.send().await.expect("POST");
+    let status = answer.status().as_u16();
+    let head: String =
+        answer.headers().iter().map(|(k, v)| format!("{k}: {}\r\n", String::from_utf8_lossy(v.as_bytes()))).collect();
+    (status, format!("{head}\r\n{}", answer.text().await.expect("the body")))
 }
 
 /// The text of the element with `id` in an HTML page (between its tag's `>` and the next `<`).
@@ -300,24 +306,17 @@ pub fn element_text(html: &str, id: &str) -> Option<String> {
 }
 
 /// The two deployments a black-box scenario runs on.
+#[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Sqlite,
     Postgres,
 }
 
-/// `autodebit run` on SQLite in `dir`, or on a fresh PostgreSQL database, declining as asked.
-pub async fn run_on(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
+/// The platform in-process on `backend` (SQLite in a temporary directory, or a fresh
+/// PostgreSQL database), declining as asked, with `extra` options as `autodebit run` takes them.
+pub async fn run_on(backend: Backend, decline_basis_points: u32, extra: &[&str]) -> TestApp {
     let decline = decline_basis_points.to_string();
-    let url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(autodebit_eventstore::testing::fresh_postgres_url().await),
-    };
-    let mut args = vec!["run", "--data-dir", dir.to_str().unwrap(), "--decline-basis-points", decline.as_str()];
-    if let Some(url) = &url {
-        args.extend_from_slice(&["--database-url", url.as_str()]);
-    }
-    args.extend_from_slice(extra);
-    Process::start(&args)
+    TestApp::builder().backend(backend).args(&["--decline-basis-points", &decline]).args(extra).spawn().await
 }
 
 /// One test per scenario and backend: `both!(a, b)` makes `on_sqlite::a`, `on_postgres::a`, …

@@ -1,8 +1,8 @@
 //! Signing on the hosted authorization page: double confirmation, funnel steps, sign-time
 //! risk, expiry, and bad input — driven over gRPC and plain HTTP against `autodebit run`.
-mod scenario;
-mod support;
+use crate::{scenario, support};
 
+use autodebit::platform::Service;
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::contracts::v1::{
     ContractState, CreateSigningSessionRequest, GetContractRequest, GetSigningSessionRequest,
@@ -10,32 +10,18 @@ use autodebit_proto::contracts::v1::{
 };
 use autodebit_proto::events::v1::{SigningChannel, SigningStep};
 use scenario::{Merchant, OPERATOR_KEY, authed, onboard};
-use support::{Process, element_text, eventually, http_get, http_post};
+use support::{Backend, TestApp, element_text, eventually, http_get, http_post};
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// The contracts service on either backend: `autodebit run` on SQLite, or `autodebit serve
-/// contracts` on a fresh PostgreSQL database.
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn start(backend: Backend, dir: &std::path::Path) -> Process {
+/// The contracts service on either backend: all five services on SQLite, or the contracts
+/// service alone on a fresh PostgreSQL database.
+async fn start(backend: Backend) -> TestApp {
+    let app = TestApp::builder().backend(backend).args(&["--test-clock"]);
     match backend {
-        Backend::Sqlite => Process::start(&["run", "--data-dir", dir.to_str().unwrap(), "--test-clock"]),
-        Backend::Postgres => {
-            let url = autodebit_eventstore::testing::fresh_postgres_url().await;
-            Process::start(&["serve", "contracts", "--database-url", &url, "--test-clock"])
-        }
+        Backend::Sqlite => app.spawn().await,
+        Backend::Postgres => app.services(&[Service::Contracts]).spawn().await,
     }
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
-    };
 }
 
 both!(
@@ -85,8 +71,7 @@ fn path_of(url: &str) -> String {
 }
 
 async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(backend, dir.path()).await;
+    let p = start(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2SGN0001").await;
     let s = open(&ch, &m, "payer-sign", "device-1", "192.0.2.10").await;
@@ -94,11 +79,11 @@ async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
     assert!(s.authorization_url.starts_with(&format!("http://{}/sign/ss_", p.http)), "{}", s.authorization_url);
     let page = path_of(&s.authorization_url);
 
-    let (status, html) = http_get(p.http, &page);
+    let (status, html) = http_get(p.http, &page).await;
     assert_eq!(status, 200);
     // Reloads, in either language, are not further views.
-    assert_eq!(http_get(p.http, &page).0, 200);
-    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).0, 200);
+    assert_eq!(http_get(p.http, &page).await.0, 200);
+    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).await.0, 200);
     assert_eq!(element_text(&html, "service-name").as_deref(), Some("视频会员"));
     assert_eq!(element_text(&html, "charge-cycle").as_deref(), Some("每月"));
     assert_eq!(element_text(&html, "amount-cap").as_deref(), Some("500.00 CNY"));
@@ -108,16 +93,16 @@ async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
     let code = element_text(&html, "code-hint").expect("the simulator's code is shown");
 
     // Confirming before ticking the agreement does nothing.
-    let (status, _) = http_post(p.http, &format!("{page}/confirm"), &format!("code={code}"));
+    let (status, _) = http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await;
     assert_eq!(status, 303);
     assert_eq!(get(&ch, &m, &s.session_id).await.state, SigningState::Open as i32);
-    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").await.0, 303);
     // The browser follows the redirect back to the page.
-    assert_eq!(http_get(p.http, &format!("{page}?lang=zh")).0, 200);
+    assert_eq!(http_get(p.http, &format!("{page}?lang=zh")).await.0, 200);
     // A wrong credential does nothing either.
-    http_post(p.http, &format!("{page}/confirm"), "code=999999x");
+    http_post(p.http, &format!("{page}/confirm"), "code=999999x").await;
     assert_eq!(get(&ch, &m, &s.session_id).await.state, SigningState::Open as i32);
-    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await.0, 303);
 
     let done = get(&ch, &m, &s.session_id).await;
     assert_eq!(done.state, SigningState::Confirmed as i32);
@@ -142,23 +127,22 @@ async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {
     assert_eq!(contract.payer_id, "payer-sign");
     assert_eq!(contract.plan_id, m.plan_id);
     assert!(contract.expires_at_ms > contract.signed_at_ms);
-    let (_, html) = http_get(p.http, &page);
+    let (_, html) = http_get(p.http, &page).await;
     assert!(html.contains("id=\"done\""), "the page says it is done");
 
     // English on request.
     let s2 = open(&ch, &m, "payer-en", "device-2", "192.0.2.11").await;
-    let (_, html) = http_get(p.http, &format!("{}?lang=en", path_of(&s2.authorization_url)));
+    let (_, html) = http_get(p.http, &format!("{}?lang=en", path_of(&s2.authorization_url))).await;
     assert!(html.contains("Set up automatic payments"));
     assert_eq!(element_text(&html, "charge-cycle").as_deref(), Some("Monthly"));
     // Abandoning ends it.
-    http_post(p.http, &format!("{}/abandon", path_of(&s2.authorization_url)), "");
+    http_post(p.http, &format!("{}/abandon", path_of(&s2.authorization_url)), "").await;
     assert_eq!(get(&ch, &m, &s2.session_id).await.state, SigningState::Abandoned as i32);
-    assert_eq!(http_get(p.http, "/sign/ss_nope").0, 404);
+    assert_eq!(http_get(p.http, "/sign/ss_nope").await.0, 404);
 }
 
 async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(backend, dir.path()).await;
+    let p = start(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RSK0001").await;
     for payer in ["a1", "a2", "a3"] {
@@ -169,9 +153,9 @@ async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms(backen
     assert_eq!(held.steps[0].step, SigningStep::HeldForReview as i32);
     assert!(held.steps[0].detail.contains("shared-phone"), "{}", held.steps[0].detail);
     let page = path_of(&held.authorization_url);
-    let (_, html) = http_get(p.http, &page);
+    let (_, html) = http_get(p.http, &page).await;
     assert!(html.contains("id=\"held\""));
-    http_post(p.http, &format!("{page}/tick"), "agree=yes");
+    http_post(p.http, &format!("{page}/tick"), "agree=yes").await;
     assert!(!get(&ch, &m, &held.session_id).await.agreement_ticked, "a held session takes no step");
     let mut c = ContractsServiceClient::new(ch.clone());
     let review =
@@ -188,28 +172,27 @@ async fn one_device_many_accounts_waits_for_review_and_far_away_needs_sms(backen
     assert!(far.sms_verification_required);
     assert!(far.steps.iter().any(|s| s.step == SigningStep::SmsRequired as i32 && s.detail.contains("shanghai")));
     let page = path_of(&far.authorization_url);
-    let (_, html) = http_get(p.http, &page);
+    let (_, html) = http_get(p.http, &page).await;
     let sms = element_text(&html, "sms-hint").expect("the simulator shows the SMS code");
     let code = element_text(&html, "code-hint").unwrap();
-    http_post(p.http, &format!("{page}/tick"), "agree=yes");
-    http_post(p.http, &format!("{page}/confirm"), &format!("code={code}"));
+    http_post(p.http, &format!("{page}/tick"), "agree=yes").await;
+    http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await;
     assert_eq!(get(&ch, &m, &far.session_id).await.state, SigningState::Open as i32, "not before the SMS check");
-    http_post(p.http, &format!("{page}/sms"), "code=000000x");
+    http_post(p.http, &format!("{page}/sms"), "code=000000x").await;
     assert!(get(&ch, &m, &far.session_id).await.sms_verification_required);
-    http_post(p.http, &format!("{page}/sms"), &format!("code={sms}"));
-    http_post(p.http, &format!("{page}/confirm"), &format!("code={code}"));
+    http_post(p.http, &format!("{page}/sms"), &format!("code={sms}")).await;
+    http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await;
     assert_eq!(get(&ch, &m, &far.session_id).await.state, SigningState::Confirmed as i32);
 }
 
 async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(backend, dir.path()).await;
+    let p = start(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2EXP0001").await;
     let other = onboard(&ch, "91330100MA2EXP0002").await;
     let s = open(&ch, &m, "payer-x", "device-x", "192.0.2.30").await;
     let mut admin = AdminServiceClient::new(ch.clone());
-    admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 11 * 60 })).await.unwrap();
+    admin.advance_clock(support::op(AdvanceClockRequest { seconds: 11 * 60 })).await.unwrap();
     eventually("the session to expire", 20, || {
         let ch = ch.clone();
         let (m, id) = (&m, s.session_id.clone());
@@ -255,8 +238,7 @@ async fn sessions_expire_and_bad_requests_name_the_field(backend: Backend) {
 }
 
 async fn a_used_idempotency_key_opens_its_session_only_for_the_same_request(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(backend, dir.path()).await;
+    let p = start(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2IDK0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -280,8 +262,7 @@ async fn a_used_idempotency_key_opens_its_session_only_for_the_same_request(back
 }
 
 async fn bad_page_parameters_answer_400_and_record_nothing(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(backend, dir.path()).await;
+    let p = start(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2PRM0001").await;
     let s = open(&ch, &m, "payer-p", "device-p", "192.0.2.50").await;
@@ -295,7 +276,7 @@ async fn bad_page_parameters_answer_400_and_record_nothing(backend: Backend) {
         (format!("{page}?debug=1"), "debug"),
     ];
     for (path, name) in &gets {
-        let (status, body) = http_get(p.http, path);
+        let (status, body) = http_get(p.http, path).await;
         assert_eq!(status, 400, "GET {path}: {body}");
         assert!(element_text(&body, "error").unwrap().starts_with(&format!("{name}: ")), "{body}");
     }
@@ -310,7 +291,7 @@ async fn bad_page_parameters_answer_400_and_record_nothing(backend: Backend) {
         (format!("{page}/confirm?lang=en&x=1"), "code=123456", "x"),
     ];
     for (path, form, name) in &posts {
-        let (status, raw) = http_post(p.http, path, form);
+        let (status, raw) = http_post(p.http, path, form).await;
         assert_eq!(status, 400, "POST {path} {form}: {raw}");
         assert!(raw.contains(&format!("<p id=\"error\">{name}: ")), "{raw}");
     }
@@ -318,8 +299,8 @@ async fn bad_page_parameters_answer_400_and_record_nothing(backend: Backend) {
     assert_eq!(untouched.state, SigningState::Open as i32);
     assert!(untouched.steps.is_empty(), "nothing was recorded: {:?}", untouched.steps);
     // The same requests well formed go through.
-    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).0, 200);
-    assert_eq!(http_post(p.http, &format!("{page}/tick?lang=en"), "agree=yes").0, 303);
+    assert_eq!(http_get(p.http, &format!("{page}?lang=en")).await.0, 200);
+    assert_eq!(http_post(p.http, &format!("{page}/tick?lang=en"), "agree=yes").await.0, 303);
     let steps: Vec<i32> = get(&ch, &m, &s.session_id).await.steps.iter().map(|s| s.step).collect();
     assert_eq!(steps, vec![SigningStep::PageViewed as i32, SigningStep::AgreementTicked as i32]);
 }

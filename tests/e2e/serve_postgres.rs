@@ -1,6 +1,5 @@
 //! Five `autodebit serve` processes, one per service, sharing one PostgreSQL log.
-mod scenario;
-mod support;
+use crate::{scenario, support};
 
 use scenario::Endpoints;
 use support::Process;

@@ -1,6 +1,5 @@
 //! `autodebit run`: all five services in one process on SQLite, driven over gRPC and HTTP.
-mod scenario;
-mod support;
+use crate::{scenario, support};
 
 use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::contracts::v1::{
@@ -171,7 +170,7 @@ async fn bad_input_unknown_ids_and_version_conflicts() {
     assert_eq!(err.code(), Code::FailedPrecondition, "termination is final");
 
     let mut admin = AdminServiceClient::new(p.channel().await);
-    let err = admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 0 })).await.unwrap_err();
+    let err = admin.advance_clock(support::op(AdvanceClockRequest { seconds: 0 })).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("seconds"));
 }
@@ -207,7 +206,7 @@ async fn idempotent_signing_and_termination_stops_billing() {
     eventually("the schedule", 30, || {
         let mut s = s.clone();
         let id = a.contract_id.clone();
-        async move { s.get_schedule(crate::support::op(GetScheduleRequest { contract_id: id })).await.ok() }
+        async move { s.get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok() }
     })
     .await;
     c.terminate_contract(authed(
@@ -225,22 +224,18 @@ async fn idempotent_signing_and_termination_stops_billing() {
         let mut s = s.clone();
         let id = a.contract_id.clone();
         async move {
-            let sch = s
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()?
-                .into_inner()
-                .schedule?;
+            let sch =
+                s.get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()?.into_inner().schedule?;
             (!sch.active).then_some(())
         }
     })
     .await;
     let mut admin = AdminServiceClient::new(ch.clone());
-    admin.advance_clock(crate::support::op(AdvanceClockRequest { seconds: 90 * 86_400 })).await.unwrap();
+    admin.advance_clock(support::op(AdvanceClockRequest { seconds: 90 * 86_400 })).await.unwrap();
     scenario::scheduler_idle(&ch).await;
     p.caught_up().await;
     let sch = s
-        .get_schedule(crate::support::op(GetScheduleRequest { contract_id: a.contract_id.clone() }))
+        .get_schedule(support::op(GetScheduleRequest { contract_id: a.contract_id.clone() }))
         .await
         .unwrap()
         .into_inner();
@@ -291,10 +286,10 @@ async fn health_reflection_http_and_restart() {
 
     // Without --test-clock the clock cannot be moved.
     let mut admin = AdminServiceClient::new(ch.clone());
-    assert_eq!(admin.get_clock(crate::support::op(GetClockRequest {})).await.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(admin.get_clock(support::op(GetClockRequest {})).await.unwrap_err().code(), Code::Unimplemented);
 
-    assert_eq!(http_get(p.http, "/healthz").0, 200);
-    assert_eq!(http_get(p.http, "/readyz").0, 200);
+    assert_eq!(http_get(p.http, "/healthz").await.0, 200);
+    assert_eq!(http_get(p.http, "/readyz").await.0, 200);
     let m = onboard(&ch, "91330100MA2RST0001").await;
     let mut c = ContractsServiceClient::new(ch);
     let signed = c
@@ -304,7 +299,7 @@ async fn health_reflection_http_and_restart() {
         .into_inner()
         .contract
         .unwrap();
-    let (status, metrics) = http_get(p.http, "/metrics");
+    let (status, metrics) = http_get(p.http, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("autodebit_grpc_requests_total"), "{metrics}");
 

@@ -2,7 +2,7 @@
 //! the real binary (as `examples/quickstart.sh` and `examples/readme_modes.sh`, which hold
 //! every `autodebit call` of the README word for word), and `autodebit demo` does what the
 //! README says of it.
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output};

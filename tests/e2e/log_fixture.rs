@@ -11,10 +11,7 @@
 //!
 //! The fixture is written once and then kept as it is. Writing it again (only for a new fixture
 //! beside this one, never to make a failing test pass):
-//! `AUTODEBIT_WRITE_LOG_FIXTURE=1 cargo test --test log_fixture write_the_fixture -- --ignored`.
-mod scenario;
-mod support;
-
+//! `AUTODEBIT_WRITE_LOG_FIXTURE=1 cargo test --test e2e log_fixture::write_the_fixture -- --ignored`.
 use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
 use autodebit_proto::charger::v1::{
     GetChargeRequest, RefundChargeRequest, charger_service_client::ChargerServiceClient,
@@ -30,10 +27,10 @@ use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client:
 use autodebit_proto::scheduler::v1::{
     GetScheduleRequest, RecordUsageRequest, TriggerChargeRequest, scheduler_service_client::SchedulerServiceClient,
 };
-use scenario::{advance_to, authed, create_plan, onboard, scheduler_idle, sign_on};
+use crate::scenario::{advance_to, authed, create_plan, onboard, scheduler_idle, sign_on};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use support::{Backend, Process, element_text, http_get, http_post, op};
+use crate::support::{Backend, Process, element_text, http_get, http_post, op};
 use tonic::transport::Channel;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/log-v1.jsonl");
@@ -341,7 +338,7 @@ async fn story(p: &Process, ch: &Channel) {
     // Merchants: one approved with a monthly plan, one rejected.
     let m = onboard(ch, "91330100MA2LOG0001").await;
     let mut merchants = MerchantsServiceClient::new(ch.clone());
-    let other = merchants.apply_merchant(scenario::application("91330100MA2LOG0002")).await.unwrap();
+    let other = merchants.apply_merchant(crate::scenario::application("91330100MA2LOG0002")).await.unwrap();
     let other = other.into_inner().merchant.unwrap().merchant_id;
     let review = |action: ReviewAction, reason: &str| {
         op(ReviewMerchantRequest { merchant_id: other.clone(), action: action as i32, reason: reason.into() })
@@ -385,10 +382,10 @@ async fn story(p: &Process, ch: &Channel) {
         .unwrap();
     let url = &session.authorization_url;
     let page = url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap();
-    let (_, html) = http_get(p.http, &page);
+    let (_, html) = http_get(p.http, &page).await;
     let code = element_text(&html, "code-hint").expect("the simulator's code");
-    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
-    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").await.0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await.0, 303);
 
     // Imported contracts: monthly ones to modify, suspend and resume, terminate; usage; rides.
     let mut monthly = Vec::new();
@@ -468,7 +465,7 @@ async fn story(p: &Process, ch: &Channel) {
     let mut charger = ChargerServiceClient::new(ch.clone());
     let mut refunded = false;
     for contract in &monthly {
-        let id = scenario::charge_id(contract, 1);
+        let id = crate::scenario::charge_id(contract, 1);
         let Ok(c) = charger.get_charge(op(GetChargeRequest { charge_id: id.clone() })).await else { continue };
         let c = c.into_inner().charge.unwrap();
         if c.state == autodebit_proto::charger::v1::ChargeState::Succeeded as i32 {

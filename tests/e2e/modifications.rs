@@ -1,9 +1,7 @@
 //! What a contract modification does to its billing, and what a suspended merchant may do,
 //! through the public interfaces of the real binary on a test clock, on SQLite and on
 //! PostgreSQL.
-mod scenario;
-#[macro_use]
-mod support;
+use crate::{scenario, support};
 
 use autodebit_domain::Cycle as DomainCycle;
 use autodebit_domain::clock::from_millis;
@@ -21,7 +19,7 @@ use autodebit_proto::scheduler::v1::{
     scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, OPERATOR_KEY, advance_to, authed, charge_id, create_plan, onboard, sign_on as sign};
-use support::{Backend, Process, eventually};
+use support::{Backend, TestApp, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -38,8 +36,8 @@ both!(
     a_suspended_merchant_neither_signs_nor_charges,
 );
 
-async fn run(backend: &Backend, dir: &std::path::Path) -> Process {
-    support::run_on(backend, dir, 0, &["--test-clock"]).await
+async fn run(backend: Backend) -> TestApp {
+    support::run_on(backend, 0, &["--test-clock"]).await
 }
 
 fn cny(fen: i64) -> Option<Money> {
@@ -58,7 +56,7 @@ async fn schedule_when(ch: &Channel, contract: &str, what: &str, ready: impl Fn(
         let ready = &ready;
         async move {
             let s = SchedulerServiceClient::new(ch)
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
                 .await
                 .ok()?
                 .into_inner()
@@ -71,7 +69,7 @@ async fn schedule_when(ch: &Channel, contract: &str, what: &str, ready: impl Fn(
 
 async fn charge(ch: &Channel, contract: &str, period: u32) -> Option<Charge> {
     let req = GetChargeRequest { charge_id: charge_id(contract, period) };
-    ChargerServiceClient::new(ch.clone()).get_charge(crate::support::op(req)).await.ok()?.into_inner().charge
+    ChargerServiceClient::new(ch.clone()).get_charge(support::op(req)).await.ok()?.into_inner().charge
 }
 
 /// Period `period`'s charge once it has an outcome.
@@ -102,12 +100,8 @@ async fn modify(ch: &Channel, m: &Merchant, contract: &str, fen: i64, cycle: Cyc
 async fn notices(ch: &Channel, contract: &str, kind: NoticeKind, n: usize) -> Vec<Notice> {
     eventually(&format!("{n} notices of kind {kind:?}"), 30, || async move {
         let req = ListNoticesRequest { contract_id: contract.into() };
-        let all = NotifierServiceClient::new(ch.clone())
-            .list_notices(crate::support::op(req))
-            .await
-            .ok()?
-            .into_inner()
-            .notices;
+        let all =
+            NotifierServiceClient::new(ch.clone()).list_notices(support::op(req)).await.ok()?.into_inner().notices;
         let of_kind: Vec<Notice> = all.into_iter().filter(|x| x.kind == kind as i32).collect();
         (of_kind.len() >= n).then_some(of_kind)
     })
@@ -127,8 +121,7 @@ async fn signed(ch: &Channel, m: &Merchant, plan: &str, payer: &str) -> (String,
 }
 
 async fn an_amount_change_at_once_bills_the_next_charge(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0001").await;
     let plan = immediate_plan(&ch, &m).await;
@@ -150,8 +143,7 @@ async fn an_amount_change_at_once_bills_the_next_charge(backend: Backend) {
 }
 
 async fn an_amount_change_from_the_next_cycle_leaves_the_cycle_under_way(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0002").await;
     // The onboarding plan keeps the default rule: from the next cycle.
@@ -198,8 +190,7 @@ async fn an_amount_change_from_the_next_cycle_leaves_the_cycle_under_way(backend
 }
 
 async fn monthly_to_quarterly_reanchors_on_the_last_charge(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0003").await;
     let plan = immediate_plan(&ch, &m).await;
@@ -229,8 +220,7 @@ async fn monthly_to_quarterly_reanchors_on_the_last_charge(backend: Backend) {
 }
 
 async fn monthly_to_weekly_starts_a_week_on_without_a_burst(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0004").await;
     let plan = immediate_plan(&ch, &m).await;
@@ -258,8 +248,7 @@ async fn monthly_to_weekly_starts_a_week_on_without_a_burst(backend: Backend) {
 }
 
 async fn an_announced_charge_goes_out_as_announced(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0005").await;
     let plan = immediate_plan(&ch, &m).await;
@@ -284,8 +273,7 @@ async fn an_announced_charge_goes_out_as_announced(backend: Backend) {
 }
 
 async fn notices_name_times_in_the_merchants_zone(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let mut london = scenario::application("91330100MA2MOD0006");
     london.time_zone = "Europe/London".into();
@@ -313,9 +301,8 @@ async fn notices_name_times_in_the_merchants_zone(backend: Backend) {
 /// The platform clock.
 async fn scenario_now(ch: &Channel) -> i64 {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
-    let status = SchedulerServiceClient::new(ch.clone())
-        .get_scheduler_status(crate::support::op(GetSchedulerStatusRequest {}))
-        .await;
+    let status =
+        SchedulerServiceClient::new(ch.clone()).get_scheduler_status(support::op(GetSchedulerStatusRequest {})).await;
     status.unwrap().into_inner().now_ms
 }
 
@@ -329,8 +316,7 @@ async fn review(ch: &Channel, m: &Merchant, action: ReviewAction) {
 }
 
 async fn a_suspended_merchant_neither_signs_nor_charges(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2MOD0007").await;
     let (id, s) = signed(&ch, &m, &m.plan_id, "payer-suspended").await;
@@ -358,10 +344,10 @@ async fn a_suspended_merchant_neither_signs_nor_charges(backend: Backend) {
     schedule_when(&ch, &id, "the scheduler to know of the suspension", |s| s.merchant_suspended).await;
     // No signing session opens, and one opened before cannot be confirmed.
     let page = opened.authorization_url.split_once(&p.http.to_string()).unwrap().1.to_string();
-    let (_, html) = support::http_get(p.http, &page);
+    let (_, html) = support::http_get(p.http, &page).await;
     let code = support::element_text(&html, "code-hint").expect("the simulator's code");
-    assert_eq!(support::http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
-    let (status, body) = support::http_post(p.http, &format!("{page}/confirm"), &format!("code={code}"));
+    assert_eq!(support::http_post(p.http, &format!("{page}/tick"), "agree=yes").await.0, 303);
+    let (status, body) = support::http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("suspended"), "{body}");
     let refused = ContractsServiceClient::new(ch.clone())

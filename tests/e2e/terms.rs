@@ -1,9 +1,7 @@
 //! Payers see the terms they agree to as they are: the authorization page (over HTTP) and the
 //! signing notice (over gRPC) state each charge mode's real rules — a fixed cycle's amount,
 //! usage tiers and free allowance, per-use charging with its cap, both parts of a hybrid.
-mod scenario;
-#[macro_use]
-mod support;
+use crate::{scenario, support};
 
 use autodebit_proto::contracts::v1::{
     CreateSigningSessionRequest, GetSigningSessionRequest, contracts_service_client::ContractsServiceClient,
@@ -44,20 +42,19 @@ struct Seen {
 }
 
 async fn sign_on_page(backend: Backend, credit_code: &str, terms: impl FnOnce(&mut PlanTerms)) -> Seen {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run_on(&backend, dir.path(), 0, &[]).await;
+    let p = run_on(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, credit_code).await;
     let plan_id = create_plan(&ch, &m, terms).await;
     let url = open(&ch, &m, &plan_id).await;
     let page = &url[url.find("/sign/").unwrap()..];
 
-    let (status, html) = http_get(p.http, page);
+    let (status, html) = http_get(p.http, page).await;
     assert_eq!(status, 200, "{html}");
-    let (_, html_en) = http_get(p.http, &format!("{page}?lang=en"));
+    let (_, html_en) = http_get(p.http, &format!("{page}?lang=en")).await;
     let code = element_text(&html, "code-hint").unwrap();
-    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").0, 303);
-    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/tick"), "agree=yes").await.0, 303);
+    assert_eq!(http_post(p.http, &format!("{page}/confirm"), &format!("code={code}")).await.0, 303);
     let notice = signing_notice(&ch, &m, page.trim_start_matches("/sign/")).await;
     Seen { page: html, page_en: html_en, notice }
 }

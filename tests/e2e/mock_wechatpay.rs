@@ -1,11 +1,10 @@
 //! `autodebit mock-wechatpay`: the real binary on port 0, spoken to over HTTP as a merchant's
 //! client would, with signatures made by the provider crate.
-mod support;
+use crate::support;
 
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use support::MockWechatpay;
+use support::{MockWechatpay, http_get, http_post_with};
 
 const KEY: &str = "test-apiv2-key-0123456789abcdef0";
 
@@ -22,17 +21,8 @@ fn start() -> MockWechatpay {
     ])
 }
 
-fn post_xml(addr: SocketAddr, path: &str, xml: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{xml}",
-        xml.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+async fn post_xml(addr: SocketAddr, path: &str, xml: &str) -> (u16, String) {
+    let (status, raw) = http_post_with(addr, path, &[("Content-Type", "text/xml".into())], xml).await;
     (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
@@ -78,44 +68,42 @@ fn hmac_answer(body: &str) -> Params {
     answer
 }
 
-#[test]
-fn accepts_then_deducts_once_per_order_number_checks_signatures_and_reports() {
+#[tokio::test]
+async fn accepts_then_deducts_once_per_order_number_checks_signatures_and_reports() {
     let mock = start();
     let mut p = request("chx_1");
     v2::sign_in_place(&mut p, KEY, SignType::HmacSha256);
-    let (status, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
+    let (status, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p)).await;
     assert_eq!(status, 200);
     let answer = hmac_answer(&body);
     assert_eq!(answer["result_code"], "SUCCESS", "{answer:?}");
     // Accepted, the deduction pending; then it succeeds.
-    let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1")));
+    let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1"))).await;
     assert_eq!(hmac_answer(&body)["trade_state"], "ACCEPT");
     let mut state = String::new();
     for _ in 0..100 {
-        let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1")));
+        let (_, body) = post_xml(mock.1, "/pay/paporderquery", &v2::to_xml(&query("chx_1"))).await;
         state = hmac_answer(&body)["trade_state"].clone();
         if state != "ACCEPT" {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(state, "SUCCESS");
     // The same order number again is not debited again.
-    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p));
+    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p)).await;
     assert_eq!(hmac_answer(&body)["err_code"], "ORDERPAID");
     // A request signed with the wrong key is refused, naming what was signed.
     let mut forged = request("chx_2");
     v2::sign_in_place(&mut forged, "wrong", SignType::Md5);
-    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&forged));
+    let (_, body) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&forged)).await;
     let refused = v2::from_xml(&body).unwrap();
     assert_eq!(refused["return_code"], "FAIL");
     assert!(refused["return_msg"].contains("out_trade_no=chx_2"), "{refused:?}");
 
-    let mut s = std::net::TcpStream::connect(mock.1).unwrap();
-    write!(s, "GET /mock/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let report: serde_json::Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let (status, body) = http_get(mock.1, "/mock/orders").await;
+    assert_eq!(status, 200);
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["debited"], 1);
     assert_eq!(report["debited_fen"], 2500);
     assert_eq!(report["applied_more_than_once"], serde_json::json!(["chx_1"]));

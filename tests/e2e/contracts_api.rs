@@ -2,9 +2,7 @@
 //! API keys, plans, the merchant boundary, contract reads and the contract lifecycle,
 //! including what the platform does on its own as its clock moves (expiry, suspension after
 //! failed charges, zombie clean-up).
-mod scenario;
-#[macro_use]
-mod support;
+use crate::{scenario, support};
 
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient};
@@ -19,7 +17,7 @@ use autodebit_proto::events::v1::{Cycle, DocumentKind, EntityKind, MerchantType,
 use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{GetScheduleRequest, scheduler_service_client::SchedulerServiceClient};
 use scenario::{Merchant, OPERATOR_KEY, application, authed, documents, monthly_terms, onboard, sign_request};
-use support::{Backend, Process, eventually};
+use support::{Backend, TestApp, eventually};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -27,8 +25,8 @@ const DAY_SECS: i64 = 86_400;
 const DAY_MS: i64 = 86_400_000;
 
 /// `autodebit run` on `backend`, declining as asked.
-async fn run(backend: &Backend, dir: &std::path::Path, decline_basis_points: u32, extra: &[&str]) -> Process {
-    support::run_on(backend, dir, decline_basis_points, extra).await
+async fn run(backend: Backend, decline_basis_points: u32, extra: &[&str]) -> TestApp {
+    support::run_on(backend, decline_basis_points, extra).await
 }
 
 both!(
@@ -187,7 +185,7 @@ async fn clean_up_passed(channel: &Channel, m: &Merchant) {
         let id =
             c.create_signing_session(authed(req, &m.api_key)).await.unwrap().into_inner().session.unwrap().session_id;
         AdminServiceClient::new(channel.clone())
-            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 11 * 60 }))
+            .advance_clock(support::op(AdvanceClockRequest { seconds: 11 * 60 }))
             .await
             .unwrap();
         eventually("a clean-up pass to expire the witness session", 30, || {
@@ -201,16 +199,8 @@ async fn clean_up_passed(channel: &Channel, m: &Merchant) {
     }
 }
 
-async fn advance_days(channel: &Channel, days: i64) {
-    AdminServiceClient::new(channel.clone())
-        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: days * DAY_SECS }))
-        .await
-        .unwrap();
-}
-
 async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let mut m = MerchantsServiceClient::new(ch.clone());
 
@@ -439,8 +429,7 @@ async fn merchant_onboarding_admission_review_and_operator_auth(backend: Backend
 }
 
 async fn api_keys_are_issued_revoked_and_never_shown_again(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let merchant = onboard(&ch, "91330100MA2KEY0001").await;
     let mut m = MerchantsServiceClient::new(ch.clone());
@@ -536,8 +525,7 @@ async fn api_keys_are_issued_revoked_and_never_shown_again(backend: Backend) {
 }
 
 async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2PLN0001").await;
     let b = onboard(&ch, "91330100MA2PLN0002").await;
@@ -659,8 +647,7 @@ async fn plans_validate_terms_and_stay_with_their_merchant(backend: Backend) {
 }
 
 async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let a = onboard(&ch, "91330100MA2BND0001").await;
     let b = onboard(&ch, "91330100MA2BND0002").await;
@@ -716,8 +703,7 @@ async fn a_merchant_never_reaches_another_merchants_contracts(backend: Backend) 
 }
 
 async fn contracts_are_read_by_code_paginated_and_filtered(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2RDS0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -868,8 +854,7 @@ async fn contracts_are_read_by_code_paginated_and_filtered(backend: Backend) {
 }
 
 async fn lifecycle_modify_suspend_resume_terminate(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2LIF0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -971,8 +956,7 @@ async fn lifecycle_modify_suspend_resume_terminate(backend: Backend) {
 }
 
 async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &[]).await;
+    let p = run(backend, 0, &[]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2NTC0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -991,7 +975,7 @@ async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
     let notices = |id: String| {
         let mut n = notifier.clone();
         async move {
-            n.list_notices(crate::support::op(ListNoticesRequest { contract_id: id }))
+            n.list_notices(support::op(ListNoticesRequest { contract_id: id }))
                 .await
                 .ok()
                 .map(|r| r.into_inner().notices)
@@ -1014,8 +998,7 @@ async fn a_modification_is_noticed_to_the_payer(backend: Backend) {
 }
 
 async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2EXP0001").await;
     let mut c = ContractsServiceClient::new(ch.clone());
@@ -1027,7 +1010,7 @@ async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
     let open = sign(&ch, planless(&m, "payer-open", 1_990, Cycle::Monthly)).await;
     assert_eq!(open.expires_at_ms, 0);
 
-    advance_days(&ch, 400).await;
+    p.advance(400).await;
     let expired =
         contract_until(&ch, &id, "the contract to expire", 20, |c| c.state == ContractState::Expired as i32).await;
     assert!(expired.ended_at_ms >= expired.expires_at_ms, "{expired:?}");
@@ -1044,8 +1027,7 @@ async fn a_contract_expires_at_the_end_of_its_plans_validity(backend: Backend) {
 }
 
 async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 10_000, &["--test-clock"]).await;
+    let p = run(backend, 10_000, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2FAL0001").await;
     let signed = sign(&ch, planless(&m, "payer-broke", 800, Cycle::Daily)).await;
@@ -1061,7 +1043,7 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
             let charge = charge.clone();
             async move {
                 let ch = charger
-                    .get_charge(crate::support::op(GetChargeRequest { charge_id: charge }))
+                    .get_charge(support::op(GetChargeRequest { charge_id: charge }))
                     .await
                     .ok()?
                     .into_inner()
@@ -1089,31 +1071,23 @@ async fn three_failed_charges_in_a_row_suspend_the_contract(backend: Backend) {
         let mut s = scheduler.clone();
         let id = id.clone();
         async move {
-            let sch = s
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
-                .await
-                .ok()?
-                .into_inner()
-                .schedule?;
+            let sch =
+                s.get_schedule(support::op(GetScheduleRequest { contract_id: id })).await.ok()?.into_inner().schedule?;
             (!sch.active).then_some(())
         }
     })
     .await;
-    advance_days(&ch, 2).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.advance(2).await;
+    p.settled().await;
     let mut charger = charger.clone();
-    let err = charger
-        .get_charge(crate::support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) }))
-        .await
-        .unwrap_err();
+    let err =
+        charger.get_charge(support::op(GetChargeRequest { charge_id: scenario::charge_id(&id, 4) })).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(get(&ch, &id).await.state, ContractState::Suspended as i32);
 }
 
 async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0001").await;
     let signed = sign(&ch, planless(&m, "payer-idle", 9_900, Cycle::Yearly)).await;
@@ -1122,17 +1096,17 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backe
     assert_eq!(signed.expires_at_ms, 0);
 
     // Not yet idle for 180 days: nothing happens.
-    advance_days(&ch, 170).await;
+    p.advance(170).await;
     clean_up_passed(&ch, &m).await;
     let c = get(&ch, &id).await;
     assert_eq!((c.state, c.zombie_flagged_at_ms), (ContractState::Active as i32, 0), "{c:?}");
 
-    advance_days(&ch, 11).await;
+    p.advance(11).await;
     let flagged = contract_until(&ch, &id, "the zombie flag", 20, |c| c.zombie_flagged_at_ms != 0).await;
     assert_eq!(flagged.state, ContractState::Active as i32);
     assert!(flagged.zombie_flagged_at_ms >= signed.signed_at_ms + 180 * DAY_MS, "{flagged:?}");
 
-    advance_days(&ch, 31).await;
+    p.advance(31).await;
     let ended =
         contract_until(&ch, &id, "the platform to end it", 20, |c| c.state == ContractState::Terminated as i32).await;
     assert_eq!(ended.termination_mode, TerminationMode::Platform as i32);
@@ -1141,28 +1115,19 @@ async fn an_unused_contract_is_flagged_then_ended_by_the_platform(backend: Backe
 }
 
 async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path(), 0, &["--test-clock"]).await;
+    let p = run(backend, 0, &["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ZMB0002").await;
     let mut c = ContractsServiceClient::new(ch.clone());
     let charger = ChargerServiceClient::new(ch.clone());
     let signed = sign(&ch, planless(&m, "payer-back", 1_500, Cycle::Monthly)).await;
     let id = signed.contract_id.clone();
-    let nudge = || async {
-        AdminServiceClient::new(ch.clone())
-            .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 1 }))
-            .await
-            .unwrap();
-    };
+    let nudge = || p.advance_seconds(1);
 
     // Suspended (so neither charged nor flagged) for half a year, then resumed: idle, flagged.
     c.suspend_contract(suspend(&id, "payer abroad", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(crate::support::op(AdvanceClockRequest { seconds: 180 * DAY_SECS + 6 * 3_600 }))
-        .await
-        .unwrap();
+    p.advance_seconds(180 * DAY_SECS + 6 * 3_600).await;
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
     nudge().await;
     let first_flag = contract_until(&ch, &id, "the first zombie flag", 15, |c| c.zombie_flagged_at_ms != 0)
@@ -1178,7 +1143,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
         let sixth = sixth.clone();
         async move {
             let ch = charger
-                .get_charge(crate::support::op(GetChargeRequest { charge_id: sixth }))
+                .get_charge(support::op(GetChargeRequest { charge_id: sixth }))
                 .await
                 .ok()?
                 .into_inner()
@@ -1192,7 +1157,7 @@ async fn a_contract_used_again_after_its_zombie_flag_is_flagged_when_idle_again(
     // Idle again for more than 180 days: flagged again, later than the first time.
     c.suspend_contract(suspend(&id, "payer abroad again", None, &m.api_key)).await.unwrap();
     scenario::wait_stopped(&ch, &id).await;
-    advance_days(&ch, 181).await;
+    p.advance(181).await;
     c.resume_contract(resume(&id, &m.api_key)).await.unwrap();
     nudge().await;
     let again = contract_until(&ch, &id, "a second zombie flag", 15, |c| c.zombie_flagged_at_ms > first_flag).await;

@@ -2,9 +2,7 @@
 //! connection while it holds one, and past the process's limit calls are shed with a retry
 //! hint instead of hanging. 64 concurrent `TriggerCharge` calls, twelve on one contract, all
 //! answer, and the daily limit is still exact.
-#[macro_use]
-mod support;
-mod scenario;
+use crate::{scenario, support};
 
 use autodebit_proto::events::v1::{ChargeMode, Cycle, Money};
 use autodebit_proto::scheduler::v1::{
@@ -17,8 +15,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn concurrent_triggers_into_one_replica_all_answer_and_stay_within_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run_on(&Backend::Postgres, dir.path(), 0, &["--test-clock", "--charge-window", "00:00-24:00"]).await;
+    let p = run_on(Backend::Postgres, 0, &["--test-clock", "--charge-window", "00:00-24:00"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2SHED001").await;
     let plan = create_plan(&ch, &m, |t| t.charge_mode = ChargeMode::EventTriggered as i32).await;

@@ -2,8 +2,8 @@
 //! the platform killed with SIGKILL at random moments and restarted on the same database.
 //! Checked at the mock: no charge debited twice, every debit recorded by the platform, and
 //! every charge at an outcome.
-mod scenario;
-mod support;
+//! The platform runs as the real binary (`support::Process`): the test kills it.
+use crate::{scenario, support};
 
 use autodebit_domain::ChargeId;
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
@@ -67,8 +67,8 @@ async fn settled(p: &Process) -> u64 {
     }
 }
 
-fn orders_at(mock: &MockWechatpay) -> u64 {
-    let (_, body) = http_get(mock.1, "/mock/orders");
+async fn orders_at(mock: &MockWechatpay) -> u64 {
+    let (_, body) = http_get(mock.1, "/mock/orders").await;
     serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|b| b["orders"].as_u64()).unwrap_or(0)
 }
 
@@ -139,7 +139,7 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(100 + next(&mut seed) % 1_200)).await;
         let settled = settled(&p).await;
-        let sent = orders_at(&mock);
+        let sent = orders_at(&mock).await;
         drop(p); // SIGKILL
         println!("killed with {sent} of {CONTRACTS} deductions sent, {settled} settled");
         if sent > 0 && settled < CONTRACTS as u64 {
@@ -162,7 +162,7 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
     assert_eq!(summary.charges_succeeded + summary.charges_failed, CONTRACTS as u64, "{summary:?}");
 
     // At the mock: each charge debited at most once, and every debit is one the platform recorded.
-    let (status, body) = http_get(mock.1, "/mock/orders");
+    let (status, body) = http_get(mock.1, "/mock/orders").await;
     assert_eq!(status, 200, "{body}");
     let book: serde_json::Value = serde_json::from_str(&body).unwrap();
     let mut per_charge: HashMap<ChargeId, u32> = HashMap::new();
@@ -181,7 +181,7 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
     assert_eq!(book["debited_fen"].as_i64().unwrap(), fen);
     // Every charge's pre-debit notice reached WeChat Pay too (one sent again counts once).
     eventually("every pre-debit notice at the mock", 120, || async {
-        let (_, body) = http_get(mock.1, "/mock/orders");
+        let (_, body) = http_get(mock.1, "/mock/orders").await;
         let book: serde_json::Value = serde_json::from_str(&body).ok()?;
         (book["notices"].as_u64()? == CONTRACTS as u64).then_some(())
     })

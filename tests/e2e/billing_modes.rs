@@ -1,9 +1,7 @@
 //! The three ways charges arise — usage, event-triggered, hybrid — plus pre-debit notices,
 //! the daily charge window and merchant time zones, through the public interfaces of the
 //! real binary, on SQLite and on PostgreSQL.
-mod scenario;
-#[macro_use]
-mod support;
+use crate::{scenario, support};
 
 use autodebit_domain::{ChargeId, ContractId};
 use autodebit_proto::charger::v1::{
@@ -20,15 +18,15 @@ use autodebit_proto::scheduler::v1::{
     TriggerOutcome, scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, advance_to, authed, create_plan as plan, onboard, sign_on as sign};
-use support::{Backend, Process, eventually};
+use support::{Backend, TestApp, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-async fn run(backend: &Backend, dir: &std::path::Path) -> Process {
-    support::run_on(backend, dir, 0, &["--test-clock"]).await
+async fn run(backend: Backend) -> TestApp {
+    support::run_on(backend, 0, &["--test-clock"]).await
 }
 
 both!(
@@ -49,7 +47,7 @@ async fn schedule(ch: &Channel, contract: &str) -> Schedule {
         let (ch, id) = (ch.clone(), id.clone());
         async move {
             SchedulerServiceClient::new(ch)
-                .get_schedule(crate::support::op(GetScheduleRequest { contract_id: id }))
+                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
                 .await
                 .ok()?
                 .into_inner()
@@ -61,7 +59,7 @@ async fn schedule(ch: &Channel, contract: &str) -> Schedule {
 
 async fn charge(ch: &Channel, id: &str) -> Option<Charge> {
     let req = GetChargeRequest { charge_id: id.to_string() };
-    ChargerServiceClient::new(ch.clone()).get_charge(crate::support::op(req)).await.ok()?.into_inner().charge
+    ChargerServiceClient::new(ch.clone()).get_charge(support::op(req)).await.ok()?.into_inner().charge
 }
 
 async fn settled(ch: &Channel, id: &str) -> Charge {
@@ -77,20 +75,14 @@ fn usage_charge(contract: &str, period: u32) -> String {
 
 async fn notices(ch: &Channel, contract: &str, kind: NoticeKind) -> Vec<Notice> {
     let req = ListNoticesRequest { contract_id: contract.into() };
-    let all = NotifierServiceClient::new(ch.clone())
-        .list_notices(crate::support::op(req))
-        .await
-        .unwrap()
-        .into_inner()
-        .notices;
+    let all = NotifierServiceClient::new(ch.clone()).list_notices(support::op(req)).await.unwrap().into_inner().notices;
     all.into_iter().filter(|n| n.kind == kind as i32).collect()
 }
 
 async fn now_ms(ch: &Channel) -> i64 {
     use autodebit_proto::scheduler::v1::GetSchedulerStatusRequest;
-    let status = SchedulerServiceClient::new(ch.clone())
-        .get_scheduler_status(crate::support::op(GetSchedulerStatusRequest {}))
-        .await;
+    let status =
+        SchedulerServiceClient::new(ch.clone()).get_scheduler_status(support::op(GetSchedulerStatusRequest {})).await;
     status.unwrap().into_inner().now_ms
 }
 
@@ -124,8 +116,7 @@ fn metered(cycle: Cycle) -> UsagePricing {
 }
 
 async fn usage_is_billed_per_period_under_tiers_with_a_grace_window(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2USE0001").await;
     let daily_usage = plan(&ch, &m, |t| {
@@ -199,8 +190,7 @@ async fn usage_is_billed_per_period_under_tiers_with_a_grace_window(backend: Bac
 }
 
 async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2TRG0001").await;
     let rides = plan(&ch, &m, |t| t.charge_mode = ChargeMode::EventTriggered as i32).await;
@@ -234,6 +224,8 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let e = scheduler.trigger_charge(req(350, "x", "ride-10")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let other = onboard(&ch, "91330100MA2TRG0002").await;
+    // Its key reaches the scheduler's key table through the log.
+    p.caught_up().await;
     let e = scheduler.trigger_charge(authed(req(350, "x", "ride-10"), &other.api_key)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // A fixed-cycle contract is not charged on demand.
@@ -255,8 +247,7 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
     let again = scheduler.trigger_charge(authed(req(200, "夜间骑行", "ride-night"), &m.api_key)).await.unwrap();
     let again = again.into_inner();
     assert_eq!((again.duplicate, again.charge_at_ms), (true, night.charge_at_ms));
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(charge(&ch, &night.charge_id).await.is_none(), "held overnight");
     advance_to(&ch, night.charge_at_ms).await;
     assert_eq!(settled(&ch, &night.charge_id).await.amount.unwrap().minor_units, 200);
@@ -290,8 +281,7 @@ async fn event_triggered_charges_are_immediate_idempotent_and_limited(backend: B
 }
 
 async fn hybrid_yearly_prepay_with_a_monthly_usage_true_up(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2HYB0001").await;
     // 1,200.00 CNY a year, paid at signing, with 100 GB a month included and 2.00 CNY per GB
@@ -339,8 +329,7 @@ async fn hybrid_yearly_prepay_with_a_monthly_usage_true_up(backend: Backend) {
 }
 
 async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2WIN0001").await;
     let daily = plan(&ch, &m, |t| t.cycle = Cycle::Daily as i32).await;
@@ -352,8 +341,7 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     let due = s.next_due_at_ms;
     // The notice was due at signing (a day before the charge), but it is night in Beijing.
     advance_to(&ch, t0 + 14 * HOUR_MS).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(notices(&ch, &id, NoticeKind::PreDebit).await.is_empty(), "no notice at midnight");
     // 07:00: the window opens and the notice goes out; the charge waits a full day after it.
     let opens = t0 + 21 * HOUR_MS;
@@ -367,8 +355,7 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
     assert_eq!(noticed.next_charge_at_ms, opens + DAY_MS);
     // Its due time (23:00) passes in the closed window, and it is not charged.
     advance_to(&ch, due).await;
-    scenario::scheduler_idle(&ch).await;
-    p.caught_up().await;
+    p.settled().await;
     assert!(charge(&ch, &scenario::charge_id(&id, 1)).await.is_none(), "charged outside the window");
     advance_to(&ch, opens + DAY_MS).await;
     let charged = settled(&ch, &scenario::charge_id(&id, 1)).await;
@@ -376,8 +363,7 @@ async fn notices_and_charges_wait_for_the_daily_window(backend: Backend) {
 }
 
 async fn merchant_time_zones_and_a_year_of_billing(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = run(&backend, dir.path()).await;
+    let p = run(backend).await;
     let ch = p.channel().await;
     let mut bad = scenario::application("91330100MA2TZN0001");
     bad.time_zone = "Mars/Olympus".into();

@@ -1,9 +1,7 @@
 //! One error mapping, as a client finds it: undecodable requests and impossible values are the
 //! caller's fault (`INVALID_ARGUMENT`, naming the field once), and an internal failure answers
 //! an opaque id that the log also holds, never database text.
-#[macro_use]
-mod support;
-mod scenario;
+use crate::{scenario, support};
 
 use autodebit_proto::charger::v1::{RefundChargeRequest, charger_service_client::ChargerServiceClient};
 use autodebit_proto::contracts::v1::{ModifyContractRequest, contracts_service_client::ContractsServiceClient};
@@ -14,8 +12,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn bad_requests_are_the_callers_fault_and_name_their_field_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = support::Process::start(&["run", "--data-dir", dir.path().to_str().unwrap(), "--test-clock"]);
+    let p = support::TestApp::spawn(&["--test-clock"]).await;
     let ch = p.channel().await;
     let m = onboard(&ch, "91330100MA2ERRORS1").await;
 
@@ -74,6 +71,7 @@ async fn bad_requests_are_the_callers_fault_and_name_their_field_once() {
     assert!(!err.message().contains("amount: amount"), "{}", err.message());
 }
 
+/// The real binary: the details are looked for in its log.
 #[tokio::test]
 async fn an_internal_failure_answers_an_id_and_logs_the_details() {
     use std::io::{BufRead, BufReader, Read};

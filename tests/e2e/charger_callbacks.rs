@@ -1,14 +1,15 @@
 //! WeChat Pay's callbacks on the charger's HTTP listener, as bad input would reach them: each
 //! refused with its status, counted by reason, and nothing changed; and charges through the mock
 //! WeChat Pay, which answers as WeChat Pay does, reaching their outcomes.
-mod scenario;
-mod support;
+//! The refusals test runs the real binary (`support::Process`): the refusals are counted on
+//! `/metrics`, whose counters are one set per process.
+use crate::{scenario, support};
 
 use autodebit_domain::{ChargeId, ContractId};
 use autodebit_mock_wechatpay::{self as mock, MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
-use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
+use support::{MockWechatpay, Process, TestApp, eventually, http_get, http_post_with};
 
 const MCH_ID: &str = "1900000109";
 const API_V2_KEY: &str = "test-apiv2-key-0123456789abcdef0";
@@ -67,12 +68,12 @@ fn deduction(out_trade_no: &str, key: &str) -> String {
     v2::to_xml(&p)
 }
 
-fn post(p: &Process, path: &str, headers: &[(&str, String)], body: &str) -> u16 {
-    http_post_with(p.http, path, headers, body).0
+async fn post(p: &Process, path: &str, headers: &[(&str, String)], body: &str) -> u16 {
+    http_post_with(p.http, path, headers, body).await.0
 }
 
-fn counted(p: &Process, kind: &str, result: &str) -> i64 {
-    let (_, metrics) = http_get(p.http, "/metrics");
+async fn counted(p: &Process, kind: &str, result: &str) -> i64 {
+    let (_, metrics) = http_get(p.http, "/metrics").await;
     let line = format!("autodebit_callbacks_total{{kind=\"{kind}\",result=\"{result}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
@@ -90,13 +91,13 @@ async fn bad_callbacks_are_refused_with_their_status_and_counted() {
     let unknown_order = ChargeId::for_period(ContractId::generate(), 1).out_trade_no(1);
 
     // v2: malformed XML, an account not ours, a bad signature, an order not ours.
-    assert_eq!(post(&p, v2_path, &xml, "<xml><a>1</a"), 400);
-    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, API_V2_KEY).replace(MCH_ID, "1234")), 404);
-    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, "another-key-0123456789abcdef0123")), 401);
-    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, API_V2_KEY)), 404);
-    assert_eq!(post(&p, v2_path, &xml, &deduction("not-an-order-number", API_V2_KEY)), 404);
+    assert_eq!(post(&p, v2_path, &xml, "<xml><a>1</a").await, 400);
+    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, API_V2_KEY).replace(MCH_ID, "1234")).await, 404);
+    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, "another-key-0123456789abcdef0123")).await, 401);
+    assert_eq!(post(&p, v2_path, &xml, &deduction(&unknown_order, API_V2_KEY)).await, 404);
+    assert_eq!(post(&p, v2_path, &xml, &deduction("not-an-order-number", API_V2_KEY)).await, 404);
     for (result, n) in [("malformed", 1), ("unknown_merchant", 1), ("bad_signature", 1), ("unknown_order", 2)] {
-        assert_eq!(counted(&p, "deduction", result), n, "{result}");
+        assert_eq!(counted(&p, "deduction", result).await, n, "{result}");
     }
 
     // v3: a signature over other bytes, a stale timestamp, a replayed nonce, a body that is
@@ -105,28 +106,28 @@ async fn bad_callbacks_are_refused_with_their_status_and_counted() {
     let resource = serde_json::json!({"mchid": MCH_ID, "out_trade_no": unknown_order, "transaction_id": "42",
                                       "trade_state": "SUCCESS", "amount": {"total": 1990}});
     let (headers, body) = mock::v3_callback("TRANSACTION.SUCCESS", &resource, API_V3_KEY, now_secs(), "nonce-0001");
-    assert_eq!(post(&p, &v3_path, &headers, &body.replace("TRANSACTION", "TRANSACTIOM")), 401);
+    assert_eq!(post(&p, &v3_path, &headers, &body.replace("TRANSACTION", "TRANSACTIOM")).await, 401);
     let (stale, stale_body) =
         mock::v3_callback("TRANSACTION.SUCCESS", &resource, API_V3_KEY, now_secs() - 301, "nonce-0002");
-    assert_eq!(post(&p, &v3_path, &stale, &stale_body), 401);
-    assert_eq!(post(&p, &v3_path, &headers, &body), 404, "signed, but the order is not ours");
-    assert_eq!(post(&p, &v3_path, &headers, &body), 409, "the same nonce again");
+    assert_eq!(post(&p, &v3_path, &stale, &stale_body).await, 401);
+    assert_eq!(post(&p, &v3_path, &headers, &body).await, 404, "signed, but the order is not ours");
+    assert_eq!(post(&p, &v3_path, &headers, &body).await, 409, "the same nonce again");
     let garbage = "{\"id\": 7}";
     let (signed_garbage, _) = mock::v3_callback("TRANSACTION.SUCCESS", &resource, API_V3_KEY, now_secs(), "nonce-0003");
     let resigned = resign(&signed_garbage, garbage);
-    assert_eq!(post(&p, &v3_path, &resigned, garbage), 400);
-    assert_eq!(post(&p, "/callbacks/wechatpay/v3/1234", &headers, &body), 404);
+    assert_eq!(post(&p, &v3_path, &resigned, garbage).await, 400);
+    assert_eq!(post(&p, "/callbacks/wechatpay/v3/1234", &headers, &body).await, 404);
     // A refund result for a refund not ours.
     let refund = serde_json::json!({"mchid": MCH_ID, "out_refund_no": "rf_nonsense", "refund_id": "50000",
                                     "refund_status": "SUCCESS"});
     let (rh, rb) = mock::v3_callback("REFUND.SUCCESS", &refund, API_V3_KEY, now_secs(), "nonce-0004");
-    assert_eq!(post(&p, &v3_path, &rh, &rb), 404);
-    assert_eq!(counted(&p, "v3", "unknown_refund"), 1);
+    assert_eq!(post(&p, &v3_path, &rh, &rb).await, 404);
+    assert_eq!(counted(&p, "v3", "unknown_refund").await, 1);
     for (result, n) in [("bad_signature", 1), ("stale_timestamp", 1), ("unknown_order", 1), ("replayed", 1)] {
-        assert_eq!(counted(&p, "v3", result), n, "{result}");
+        assert_eq!(counted(&p, "v3", result).await, n, "{result}");
     }
-    assert_eq!(counted(&p, "v3", "malformed"), 1);
-    assert_eq!(counted(&p, "v3", "unknown_merchant"), 1);
+    assert_eq!(counted(&p, "v3", "malformed").await, 1);
+    assert_eq!(counted(&p, "v3", "unknown_merchant").await, 1);
 }
 
 /// The same headers, signed over `body` instead (as if WeChat Pay had signed a malformed envelope).
@@ -144,18 +145,14 @@ fn resign(headers: &[(&'static str, String)], body: &str) -> Vec<(&'static str, 
 /// the platform records exactly what the mock debited.
 #[tokio::test]
 async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
-    use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
     use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
     use autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient;
     const CONTRACTS: u64 = 16;
     let mock = MockWechatpay::start(&["--notenough-basis-points", "5000"]);
     let dir = tempfile::tempdir().unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let data = dir.path().join("data");
-    let base = ["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--charge-window", "00:00-24:00"];
 
     // Onboard and sign on the simulator; then point the merchant at WeChat Pay.
-    let p = Process::start_at(&base, &http);
+    let p = TestApp::spawn(&["--test-clock", "--charge-window", "00:00-24:00"]).await;
     let ch = p.channel().await;
     let merchant = onboard(&ch, "91330100MA2HMAC001").await;
     let mut contracts = ContractsServiceClient::new(ch.clone());
@@ -163,7 +160,6 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
         let req = authed(sign_request(&merchant, &format!("payer-{i}"), 1_990), OPERATOR_KEY);
         contracts.sign_contract(req).await.unwrap();
     }
-    drop(p);
     let config = dir.path().join("wechatpay.json");
     let account = serde_json::json!({"merchants": [{
         "merchant_id": merchant.merchant_id,
@@ -178,14 +174,9 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
         "v3": v3_account(),
     }]});
     std::fs::write(&config, account.to_string()).unwrap();
-    let mut args = base.to_vec();
-    args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
-    let p = Process::start_at(&args, &http);
+    let p = p.restart(&["--wechatpay-config", config.to_str().unwrap()]).await;
     let ch = p.channel().await;
-    AdminServiceClient::new(ch.clone())
-        .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, OPERATOR_KEY))
-        .await
-        .unwrap();
+    p.advance(32).await;
 
     let summary = eventually("every charge at an outcome", 60, || {
         let mut a = AnalyticsServiceClient::new(ch.clone());
@@ -197,7 +188,7 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
     .await;
     assert_eq!(summary.charges_succeeded + summary.charges_failed, CONTRACTS, "{summary:?}");
     assert!(summary.charges_failed > 0 && summary.charges_succeeded > 0, "{summary:?}");
-    let (_, body) = http_get(mock.1, "/mock/orders");
+    let (_, body) = http_get(mock.1, "/mock/orders").await;
     let book: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(book["orders"].as_u64(), Some(CONTRACTS), "each charge sent once: {book}");
     assert_eq!(book["debited"].as_u64(), Some(summary.charges_succeeded), "{book}");
