@@ -15,6 +15,7 @@ pub mod modification;
 pub mod money;
 pub mod plan;
 pub mod retry;
+pub mod schedule;
 pub mod signing;
 pub mod terms;
 pub mod usage;

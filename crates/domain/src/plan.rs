@@ -32,6 +32,12 @@ pub fn notice_lead_hours(asked: u32) -> u32 {
     if asked == 0 { DEFAULT_NOTICE_LEAD_HOURS } else { asked }
 }
 
+/// The pre-debit lead time of a plan that keeps `hours` (as `notice_lead_hours` gives them);
+/// `None`, for a contract whose plan is not known, the default.
+pub fn notice_lead(hours: Option<i64>) -> chrono::TimeDelta {
+    chrono::TimeDelta::hours(hours.unwrap_or(i64::from(DEFAULT_NOTICE_LEAD_HOURS)))
+}
+
 /// When a contract change (amount, cycle) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModificationRule {
@@ -182,6 +188,8 @@ mod tests {
         assert_eq!(notice_lead_hours(0), DEFAULT_NOTICE_LEAD_HOURS);
         assert_eq!(DEFAULT_NOTICE_LEAD_HOURS, 24);
         assert_eq!(notice_lead_hours(48), 48);
+        assert_eq!(notice_lead(None), chrono::TimeDelta::hours(24));
+        assert_eq!(notice_lead(Some(2)), chrono::TimeDelta::hours(2));
     }
 
     use super::*;
