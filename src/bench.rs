@@ -312,10 +312,15 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
         tx.execute(
             &format!(
                 "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
-                   anchor_ms, cycle_anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
-                 SELECT {id}, 'mch_bench', {payer}, 1990, 'CNY', 'monthly', $2, $2, 1, $3, 1, $3, 1 FROM {each}"
+                   anchor_ms, cycle_anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active, notice_lead_ms)
+                 SELECT {id}, 'mch_bench', {payer}, 1990, 'CNY', 'monthly', $2, $2, 1, $3, 1, $3, 1, $4 FROM {each}"
             ),
-            &[Value::from(format!("[{}]", rows.join(","))), Value::Int(anchor), Value::Int(now - 1)],
+            &[
+                Value::from(format!("[{}]", rows.join(","))),
+                Value::Int(anchor),
+                Value::Int(now - 1),
+                Value::Int(autodebit_domain::plan::notice_lead(None).num_milliseconds()),
+            ],
         )
         .await?;
         tx.commit().await?;
