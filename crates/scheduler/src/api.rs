@@ -277,7 +277,7 @@ impl SchedulerService for SchedulerApi {
         .await
         .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
-        autodebit_runtime::metrics::add("autodebit_usage_records_total", &[], 1);
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::USAGE_RECORDS, &[], 1);
         Ok(Response::new(pb::RecordUsageResponse {
             usage_id,
             period: u32::try_from(period).unwrap_or(0),
@@ -386,7 +386,7 @@ impl SchedulerService for SchedulerApi {
             }
             self.count_today(&mut tx, &row).await?;
             tx.commit().await.map_err(store_error)?;
-            autodebit_runtime::metrics::add("autodebit_charges_held_total", &[], 1);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_HELD, &[], 1);
             return Ok(Response::new(answer));
         }
         let (append, ok) = charge_append(issue, admitted, ChargeReason::Trigger, reason, &cause, now);
@@ -403,7 +403,11 @@ impl SchedulerService for SchedulerApi {
             self.count_today(&mut tx, &row).await?;
         }
         tx.commit().await.map_err(store_error)?;
-        let metric = if ok { "autodebit_charges_scheduled_total" } else { "autodebit_charges_rejected_total" };
+        let metric = if ok {
+            autodebit_runtime::metrics::CHARGES_SCHEDULED
+        } else {
+            autodebit_runtime::metrics::CHARGES_REJECTED
+        };
         autodebit_runtime::metrics::add(metric, &[], 1);
         Ok(Response::new(answer))
     }
