@@ -121,20 +121,20 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-fn labels(labels: &[(&'static str, &str)]) -> Vec<Label> {
+fn to_labels(labels: &[(&'static str, &str)]) -> Vec<Label> {
     labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
 }
 
 /// Adds `n` to a counter.
-pub fn add(name: &'static str, labels_: &[(&'static str, &str)], n: i64) {
+pub fn add(name: &'static str, labels: &[(&'static str, &str)], n: i64) {
     handle();
-    metrics::counter!(name, labels(labels_)).increment(n.max(0) as u64);
+    metrics::counter!(name, to_labels(labels)).increment(n.max(0) as u64);
 }
 
 /// Sets a gauge.
-pub fn set(name: &'static str, labels_: &[(&'static str, &str)], v: i64) {
+pub fn set(name: &'static str, labels: &[(&'static str, &str)], v: i64) {
     handle();
-    metrics::gauge!(name, labels(labels_)).set(v as f64);
+    metrics::gauge!(name, to_labels(labels)).set(v as f64);
 }
 
 /// Records `ms` in the latency histogram `name`: Prometheus's `{name}_bucket{le="…"}`
