@@ -5,7 +5,7 @@ mod scenario;
 mod support;
 
 use autodebit_domain::{ChargeId, ContractId};
-use autodebit_provider::wechatpay::mock::{self, MERCHANT_SERIAL, PLATFORM_KEY_ID};
+use autodebit_mock_wechatpay::{self as mock, MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
 use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
@@ -15,7 +15,7 @@ const API_V2_KEY: &str = "test-apiv2-key-0123456789abcdef0";
 const API_V3_KEY: &str = "test-apiv3-key-0123456789abcdef0";
 
 fn testdata(name: &str) -> String {
-    format!("{}/crates/provider/src/wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The merchant's APIv3 account: its key and serial, WeChat Pay's public key.

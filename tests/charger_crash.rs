@@ -36,7 +36,7 @@ fn mock() -> MockWechatpay {
 }
 
 fn testdata(name: &str) -> String {
-    format!("{}/crates/provider/src/wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn free_port() -> SocketAddr {
@@ -116,10 +116,10 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
         "notify_url": format!("http://{http}/callbacks/wechatpay/v2/deduction"),
         "spbill_create_ip": "127.0.0.1",
         "v3": {
-            "merchant_serial": autodebit_provider::wechatpay::mock::MERCHANT_SERIAL,
+            "merchant_serial": autodebit_mock_wechatpay::MERCHANT_SERIAL,
             "merchant_private_key_file": testdata("merchant_test_key.pem"),
             "api_v3_key": "test-apiv3-key-0123456789abcdef0",
-            "platform_public_key_id": autodebit_provider::wechatpay::mock::PLATFORM_KEY_ID,
+            "platform_public_key_id": autodebit_mock_wechatpay::PLATFORM_KEY_ID,
             "platform_public_key_file": testdata("platform_test_pub.pem"),
         },
     }]});

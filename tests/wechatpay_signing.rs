@@ -11,7 +11,7 @@ use autodebit_proto::contracts::v1::{
     SigningState, TerminateContractRequest, contracts_service_client::ContractsServiceClient,
 };
 use autodebit_proto::events::v1::{SigningChannel, TerminationMode};
-use autodebit_provider::wechatpay::mock::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
+use autodebit_mock_wechatpay::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{Merchant, authed, create_plan, onboard};
 use support::{MockWechatpay, Process, eventually, http_get, http_post_with};
@@ -21,7 +21,7 @@ const MCH_ID: &str = "10000100";
 const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
 fn testdata(name: &str) -> String {
-    format!("{}/crates/provider/src/wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn session_request(plan_id: &str, payer: &str) -> CreateSigningSessionRequest {

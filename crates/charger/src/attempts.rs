@@ -17,7 +17,7 @@ use crate::Providers;
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId};
-use autodebit_eventstore::{BackendKind, ExpectedVersion, Migration, StreamAppend, Tx, Value};
+use autodebit_eventstore::{BackendKind, ExpectedVersion, Migrations, StreamAppend, Tx, Value};
 use autodebit_provider::{ChargeAttempt, Lookup, ProviderOutcome};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{self, Cause};
@@ -25,67 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-pub const MIGRATIONS: &[Migration] = &[
-    Migration::common(
-        1,
-        "CREATE TABLE charger_attempts (
-        out_trade_no   TEXT   PRIMARY KEY,
-        charge_id      TEXT   NOT NULL,
-        contract_id    TEXT   NOT NULL,
-        merchant_id    TEXT   NOT NULL,
-        payer_id       TEXT   NOT NULL,
-        amount         BIGINT NOT NULL,
-        currency       TEXT   NOT NULL,
-        attempt        BIGINT NOT NULL,
-        provider       TEXT   NOT NULL,
-        stream_version BIGINT NOT NULL,
-        sent           BIGINT NOT NULL,
-        checks         BIGINT NOT NULL,
-        due_ms         BIGINT NOT NULL,
-        started_unix_ms BIGINT NOT NULL
-    );
-    CREATE INDEX charger_attempts_due ON charger_attempts (due_ms);",
-    ),
-    // What WeChat Pay's signing notices said: each contract's id at WeChat Pay, and whether
-    // WeChat Pay still holds it.
-    Migration::common(
-        2,
-        "CREATE TABLE charger_provider_contracts (
-            contract_id          TEXT   PRIMARY KEY,
-            merchant_id          TEXT   NOT NULL,
-            provider_contract_id TEXT   NOT NULL,
-            state                TEXT   NOT NULL,
-            changed_at_ms        BIGINT NOT NULL
-        );",
-    ),
-    // The nonces of v3 callbacks accepted lately: one seen again is a replay.
-    Migration::common(
-        3,
-        "CREATE TABLE charger_callback_nonces (
-            nonce      TEXT   PRIMARY KEY,
-            seen_at_ms BIGINT NOT NULL
-        );
-        CREATE INDEX charger_callback_nonces_seen ON charger_callback_nonces (seen_at_ms);",
-    ),
-    // Refunds waiting to be sent or answered, and the merchant keys the charger's API checks.
-    Migration::common(
-        4,
-        "CREATE TABLE charger_refunds (
-            refund_id   TEXT   PRIMARY KEY,
-            charge_id   TEXT   NOT NULL,
-            merchant_id TEXT   NOT NULL,
-            due_ms      BIGINT NOT NULL,
-            checks      BIGINT NOT NULL
-        );
-        CREATE INDEX charger_refunds_due ON charger_refunds (due_ms);
-        CREATE TABLE charger_api_keys (
-            key_id         TEXT   PRIMARY KEY,
-            merchant_id    TEXT   NOT NULL,
-            secret_sha256  TEXT   NOT NULL,
-            revoked        BIGINT NOT NULL
-        );",
-    ),
-];
+pub static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("charger", 3000..4000);
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
 pub const SETTLE_LATENCY: &str = autodebit_runtime::metrics::CHARGE_SETTLE_MS;

@@ -69,7 +69,7 @@ impl Default for ChargerConfig {
 
 /// Starts the service: the attempt starter, the attempts worker and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
-    platform.store.migrate("charger", attempts::MIGRATIONS).await?;
+    platform.store.migrate(&attempts::MIGRATIONS).await?;
     let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
         Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
     };

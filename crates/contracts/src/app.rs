@@ -1,12 +1,11 @@
 //! Load, decide, append: the one place that coordinates the log, the contracts table and the
 //! contract rules.
-use autodebit_domain::contract::{
-    self, Contract, ContractCommand, ContractError, ContractEvent, ContractState, ContractStatus,
-};
+use autodebit_domain::contract::{Contract, ContractCommand, ContractError, ContractEvent, ContractState, ContractStatus};
 use autodebit_domain::{ContractId, MerchantId};
-use autodebit_eventstore::{ExpectedVersion, StoreError, Tx, Value};
+use autodebit_eventstore::{StoreError, Tx, Value};
 use autodebit_runtime::Platform;
-use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::codec::Cause;
+use autodebit_runtime::repository::{self, Hook, VersionMismatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -14,8 +13,8 @@ pub enum AppError {
     Rule(#[from] ContractError),
     #[error("contract {0} not found")]
     NotFound(ContractId),
-    #[error("contract {id} is at version {actual}, not {expected}")]
-    VersionMismatch { id: ContractId, expected: u64, actual: u64 },
+    #[error(transparent)]
+    VersionMismatch(#[from] VersionMismatch),
     #[error("merchant_contract_code {0:?} is already used by another contract of this merchant")]
     CodeTaken(String),
     #[error(transparent)]
@@ -51,14 +50,16 @@ impl Contracts {
 
     /// The contract's state and stream version.
     pub async fn load(&self, id: ContractId) -> Result<(ContractState, u64), AppError> {
-        Ok(fold(self.platform.store.read_stream(&id.stream(), 0).await?))
+        let l = repository::load::<Contract>(&self.platform.store, &id.stream()).await?;
+        Ok((l.state, l.version))
     }
 
     /// The contract's state and version as `tx` sees them (no second connection is taken: on
     /// PostgreSQL, signings that each held a pool connection while waiting for another to read
     /// their contract once used up the pool between them).
     pub async fn load_in(&self, tx: &mut Tx, id: ContractId) -> Result<(ContractState, u64), AppError> {
-        Ok(fold(tx.read_stream(&id.stream(), 0).await?))
+        let l = repository::load_in::<Contract>(tx, &id.stream()).await?;
+        Ok((l.state, l.version))
     }
 
     pub async fn get(&self, id: ContractId) -> Result<(Contract, u64), AppError> {
@@ -129,8 +130,8 @@ impl Contracts {
         Ok(out)
     }
 
-    /// Runs a command inside `tx`: decide on the stored state, append the events, keep the
-    /// contracts table in step.
+    /// Runs a command inside `tx` through the repository: decide on the stored state,
+    /// append the events, keep the contracts table in step.
     pub async fn execute_in(
         &self,
         tx: &mut Tx,
@@ -139,36 +140,39 @@ impl Contracts {
         command: ContractCommand,
         cause: &Cause,
     ) -> Result<(Contract, u64), AppError> {
-        let signing = matches!(command, ContractCommand::Sign { .. });
-        let (state, version) = self.load_in(tx, id).await?;
-        if state.is_none() && !signing {
-            return Err(AppError::NotFound(id));
-        }
-        if let Some(expected) = expected_version {
-            if expected != version {
-                return Err(AppError::VersionMismatch { id, expected, actual: version });
-            }
-        }
         let now = self.platform.clock.now();
-        let events = contract::decide(&state, command, now)?;
-        let mut applied = state.clone();
-        let mut encoded = Vec::with_capacity(events.len());
-        for e in &events {
-            if let Some(pb) = codec::contract_event_to_pb(applied.as_ref(), e) {
-                encoded.push(codec::encode(pb, cause, now.timestamp_millis()));
-            }
-            applied = contract::apply(applied, e);
+        let done = repository::execute_in::<Contract, _, AppError>(
+            tx,
+            &id.stream(),
+            expected_version,
+            command,
+            now,
+            cause,
+            &ContractsTable,
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::Rule(ContractError::NotSigned) => AppError::NotFound(id),
+            AppError::VersionMismatch(VersionMismatch { actual: 0, .. }) => AppError::NotFound(id),
+            other => other,
+        })?;
+        let c = done.state.ok_or(AppError::NotFound(id))?;
+        Ok((c, done.version))
+    }
+}
+
+/// Keeps `contracts_contracts` in step with the contract's events.
+struct ContractsTable;
+
+impl Hook<Contract> for ContractsTable {
+    type Error = AppError;
+
+    async fn on_events(&self, tx: &mut Tx, state: &ContractState, events: &[ContractEvent]) -> Result<(), AppError> {
+        let Some(c) = state else { return Ok(()) };
+        for e in events {
+            sync_table(tx, c, e).await?;
         }
-        let c = applied.ok_or(AppError::NotFound(id))?;
-        if encoded.is_empty() {
-            return Ok((c, version));
-        }
-        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-        let out = tx.append(&id.stream(), expected, encoded).await?;
-        for e in &events {
-            sync_table(tx, &c, e).await?;
-        }
-        Ok((c, out.last_version))
+        Ok(())
     }
 }
 
@@ -226,15 +230,4 @@ async fn sync_table(tx: &mut Tx, c: &Contract, e: &ContractEvent) -> Result<(), 
 
 fn is_unique_violation(e: &autodebit_eventstore::SqlxError) -> bool {
     matches!(e, autodebit_eventstore::SqlxError::Database(d) if d.is_unique_violation())
-}
-
-/// A contract's state and version from its stream's events.
-fn fold(records: Vec<autodebit_eventstore::RecordedEvent>) -> (ContractState, u64) {
-    let version = records.last().map(|r| r.version).unwrap_or(0);
-    let state = records
-        .into_iter()
-        .filter_map(codec::decode)
-        .filter_map(|d| codec::contract_event_from_pb(&d.kind))
-        .fold(None, |s, e| contract::apply(s, &e));
-    (state, version)
 }

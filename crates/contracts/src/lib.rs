@@ -55,7 +55,7 @@ impl std::fmt::Debug for dyn regions::RegionLookup {
 /// Starts the service: its tables, the charge-outcome follower, the clean-up jobs and the
 /// gRPC routes.
 pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Result<Component> {
-    platform.store.migrate("contracts", store::MIGRATIONS).await?;
+    platform.store.migrate(&store::MIGRATIONS).await?;
     let app = Contracts::new(platform.clone());
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
     let accounts = std::sync::Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));

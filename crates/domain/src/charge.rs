@@ -411,6 +411,22 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
     }
 }
 
+/// The charge aggregate (its refunds included), stream `charge-<id>`.
+impl crate::Aggregate for Charge {
+    type State = ChargeState;
+    type Command = ChargeCommand;
+    type Event = ChargeEvent;
+    type Error = ChargeError;
+
+    fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
+        decide(state, command, now)
+    }
+
+    fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
+        apply(state, event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -322,6 +322,22 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
     Some(c)
 }
 
+/// The contract aggregate, stream `contract-<id>`.
+impl crate::Aggregate for Contract {
+    type State = ContractState;
+    type Command = ContractCommand;
+    type Event = ContractEvent;
+    type Error = ContractError;
+
+    fn decide(state: &ContractState, command: ContractCommand, now: Timestamp) -> Result<Vec<ContractEvent>, ContractError> {
+        decide(state, command, now)
+    }
+
+    fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
+        apply(state, event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -3,6 +3,7 @@
 //! Aggregates follow one shape: `decide(state, command, now) -> Result<Vec<Event>, Error>`
 //! and `apply(state, event) -> state`, so every rule is testable without a database.
 
+pub mod aggregate;
 pub mod charge;
 pub mod clock;
 pub mod contract;
@@ -19,6 +20,7 @@ pub mod terms;
 pub mod usage;
 pub mod window;
 
+pub use aggregate::Aggregate;
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use cycle::Cycle;
 pub use ids::{ChargeId, ContractId, IdError, MerchantId, PayerId};

@@ -5,6 +5,8 @@
 //! (the xid8 horizon keeps the global log gap-free for readers; see `postgres.rs`).
 //! The store knows events as bytes plus metadata; it knows no service.
 
+mod ceiling;
+mod migrate;
 mod postgres;
 mod sqlite;
 mod value;
@@ -19,7 +21,22 @@ use uuid::Uuid;
 
 /// The database error type, for callers that need to tell constraint violations apart.
 pub use sqlx::Error as SqlxError;
+pub use migrate::Migrations;
 pub use value::{Row, Value};
+
+/// A row type read by column name: `#[derive(sqlx::FromRow)]` on a struct whose fields are
+/// `i64`, `String`, `Vec<u8>` or `Option`s of them serves both backends.
+pub trait FromRow:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+impl<T> FromRow for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin
+{
+}
 
 /// What the writer expects a stream's current version to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,21 +170,6 @@ impl BackendKind {
     }
 }
 
-/// A schema change of one component, in both dialects.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub version: i64,
-    pub sqlite: &'static str,
-    pub postgres: &'static str,
-}
-
-impl Migration {
-    /// A migration whose SQL is the same in both dialects.
-    pub const fn common(version: i64, sql: &'static str) -> Self {
-        Migration { version, sqlite: sql, postgres: sql }
-    }
-}
-
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -286,18 +288,11 @@ impl EventStore {
                 max_connections: opts.max_connections,
             }),
         };
-        store.migrate("eventstore", store.own_migrations()).await?;
+        store.migrate(&crate::migrations!("eventstore", 1..100)).await?;
         if let Backend::Postgres(b) = &store.inner.backend {
             b.check_checkpoints_behind_xids().await?;
         }
         Ok(store)
-    }
-
-    fn own_migrations(&self) -> &'static [Migration] {
-        match self.inner.backend {
-            Backend::Sqlite(_) => sqlite::MIGRATIONS,
-            Backend::Postgres(_) => postgres::MIGRATIONS,
-        }
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -310,40 +305,6 @@ impl EventStore {
     /// The size of the connection pool (of readers, on SQLite).
     pub fn max_connections(&self) -> u32 {
         self.inner.max_connections
-    }
-
-    /// Applies `component`'s migrations that have not run yet, in version order, each in
-    /// its own transaction with its bookkeeping row. Safe to call from several processes.
-    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        if tx.kind() == BackendKind::Postgres {
-            // Several processes may start at once: one migrates, the others wait and find it done.
-            tx.execute("SELECT pg_advisory_xact_lock(7305101)", &[]).await?;
-        }
-        tx.execute_script(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                component TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (component, version))",
-        )
-        .await?;
-        let done: Vec<i64> = tx
-            .query("SELECT version FROM schema_migrations WHERE component = $1", &[component.into()])
-            .await?
-            .iter()
-            .filter_map(|r| r.i64(0))
-            .collect();
-        let mut todo: Vec<&Migration> = migrations.iter().filter(|m| !done.contains(&m.version)).collect();
-        todo.sort_by_key(|m| m.version);
-        for m in todo {
-            let sql = if tx.kind() == BackendKind::Postgres { m.postgres } else { m.sqlite };
-            tx.execute_script(sql).await?;
-            tx.execute(
-                "INSERT INTO schema_migrations (component, version) VALUES ($1, $2)",
-                &[component.into(), Value::Int(m.version)],
-            )
-            .await?;
-            tracing::info!(component, version = m.version, "migration applied");
-        }
-        tx.commit().await
     }
 
     /// Appends to one stream through the group-commit writer: concurrent callers share a
@@ -478,6 +439,14 @@ impl EventStore {
         }
     }
 
+    /// Runs a read-only query on a reader connection; rows as `T`, read by column name.
+    pub async fn query_as<T: FromRow>(&self, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.query_as(sql, params).await,
+            Backend::Postgres(b) => b.query_as(sql, params).await,
+        }
+    }
+
     /// Takes the named lease, waiting until it is free: only one holder at a time across all
     /// processes on the same database. Released when the returned guard drops.
     pub async fn acquire_lease(&self, name: &str) -> Result<Lease> {
@@ -485,22 +454,6 @@ impl EventStore {
             // One process owns an SQLite file, and it starts each follower once.
             Backend::Sqlite(_) => Ok(Lease { _conn: None }),
             Backend::Postgres(b) => Ok(Lease { _conn: Some(b.lease(name).await?) }),
-        }
-    }
-
-    /// The PostgreSQL pool, for benchmarks that measure the bare database beside the store.
-    pub fn pg_pool(&self) -> Option<sqlx::PgPool> {
-        match &self.inner.backend {
-            Backend::Postgres(b) => Some(b.pool.clone()),
-            Backend::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite writer pool (one connection), for the same purpose.
-    pub fn sqlite_writer(&self) -> Option<sqlx::SqlitePool> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => Some(b.writer.clone()),
-            Backend::Postgres(_) => None,
         }
     }
 }
@@ -632,6 +585,14 @@ impl Tx {
         match &mut self.inner {
             TxInner::Sqlite(tx) => sqlite::fetch(&mut **tx, sql, params).await,
             TxInner::Postgres(tx) => postgres::fetch(&mut **tx, sql, params).await,
+        }
+    }
+
+    /// Rows of `sql` as `T`, its fields read by column name.
+    pub async fn query_as<T: FromRow>(&mut self, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => sqlite::fetch_as(&mut **tx, sql, params).await,
+            TxInner::Postgres(tx) => postgres::fetch_as(&mut **tx, sql, params).await,
         }
     }
 

@@ -7,7 +7,7 @@
 //! transactions older than every transaction still running (`pg_snapshot_xmin`). A row a
 //! reader has not seen can then only come after the pair it checkpointed.
 use crate::{
-    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
+    AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Column, ConnectOptions, Connection, PgConnection, PgPool, Row as _, TypeInfo, ValueRef};
@@ -17,42 +17,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub(crate) const CHANNEL: &str = "autodebit_events";
-
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: "",
-    postgres: "
-        CREATE TABLE events (
-            position       BIGINT GENERATED ALWAYS AS IDENTITY,
-            transaction_id XID8   NOT NULL DEFAULT pg_current_xact_id(),
-            stream         TEXT   NOT NULL,
-            version        BIGINT NOT NULL,
-            event_type     TEXT   NOT NULL,
-            event_id       UUID   NOT NULL,
-            payload        BYTEA  NOT NULL,
-            metadata       BYTEA  NOT NULL,
-            recorded_at    BIGINT NOT NULL,
-            -- Commit-safe read order is the key: readers range-scan it from a checkpoint.
-            PRIMARY KEY (transaction_id, position),
-            UNIQUE (stream, version)
-        );
-        CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'events are append-only'; END $$;
-        CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events
-            FOR EACH ROW EXECUTE FUNCTION events_append_only();
-        CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
-            FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
-        CREATE FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_notify('autodebit_events', ''); RETURN NULL; END $$;
-        CREATE TRIGGER events_notify AFTER INSERT ON events
-            FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
-        CREATE TABLE consumer_checkpoints (
-            consumer       TEXT   PRIMARY KEY,
-            transaction_id BIGINT NOT NULL,
-            position       BIGINT NOT NULL
-        );
-    ",
-}];
 
 #[derive(Clone)]
 pub(crate) struct Postgres {
@@ -221,6 +185,11 @@ impl Postgres {
         fetch(&mut conn, sql, params).await
     }
 
+    pub(crate) async fn query_as<T: crate::FromRow>(&self, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_as(&mut conn, sql, params).await
+    }
+
     /// A session-level advisory lock on a connection of its own, held until it closes.
     pub(crate) async fn lease(&self, name: &str) -> Result<PgConnection> {
         let mut conn = PgConnection::connect_with(&self.options).await?;
@@ -350,6 +319,11 @@ fn bind<'q>(
 
 pub(crate) async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
     Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
+}
+
+pub(crate) async fn fetch_as<T: crate::FromRow>(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+    let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
+    Ok(rows.iter().map(|r| <T as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(r)).collect::<std::result::Result<_, _>>()?)
 }
 
 pub(crate) async fn fetch(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {

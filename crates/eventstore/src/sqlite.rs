@@ -1,40 +1,13 @@
 //! SQLite backend: WAL, one writer connection (so commit order is position order, and a
 //! reader of the global log can never see a gap), a pool of reader connections.
 use crate::{
-    AppendOutcome, Checkpoint, Migration, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
+    AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
-
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: "
-        CREATE TABLE events (
-            position     INTEGER PRIMARY KEY,
-            stream       TEXT    NOT NULL,
-            version      INTEGER NOT NULL,
-            event_type   TEXT    NOT NULL,
-            event_id     BLOB    NOT NULL,
-            payload      BLOB    NOT NULL,
-            metadata     BLOB    NOT NULL,
-            recorded_at  INTEGER NOT NULL,
-            UNIQUE (stream, version)
-        );
-        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-        CREATE TABLE consumer_checkpoints (
-            consumer       TEXT PRIMARY KEY,
-            transaction_id INTEGER NOT NULL,
-            position       INTEGER NOT NULL
-        );
-    ",
-    postgres: "",
-}];
 
 /// Rows per INSERT statement: 8 parameters each, well under SQLite's 32766 limit.
 const ROWS_PER_INSERT: usize = 1000;
@@ -171,6 +144,11 @@ impl Sqlite {
     pub(crate) async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let mut conn = self.readers.acquire().await?;
         fetch(&mut conn, sql, params).await
+    }
+
+    pub(crate) async fn query_as<T: crate::FromRow>(&self, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+        let mut conn = self.readers.acquire().await?;
+        fetch_as(&mut conn, sql, params).await
     }
 }
 
@@ -324,6 +302,11 @@ fn bind<'q>(
 
 pub(crate) async fn execute(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<u64> {
     Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
+}
+
+pub(crate) async fn fetch_as<T: crate::FromRow>(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+    let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
+    Ok(rows.iter().map(|r| <T as sqlx::FromRow<sqlx::sqlite::SqliteRow>>::from_row(r)).collect::<std::result::Result<_, _>>()?)
 }
 
 pub(crate) async fn fetch(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {

@@ -1,5 +1,5 @@
 //! One suite, run against both backends.
-use autodebit_eventstore::{Checkpoint, EventStore, ExpectedVersion, NewEvent, StoreOptions, Value, testing};
+use autodebit_eventstore::{Checkpoint, EventStore, ExpectedVersion, Migrations, NewEvent, StoreOptions, Value, testing};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -200,10 +200,11 @@ async fn global_log_reads_from_checkpoints(db: Db) {
 
 async fn checkpoint_commits_with_effects(db: Db) {
     let s = &db.store;
-    s.migrate(
+    s.migrate(&Migrations::from_sql(
         "test-projection",
-        &[autodebit_eventstore::Migration::common(1, "CREATE TABLE seen (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")],
-    )
+        9000..9100,
+        &[(9000, "CREATE TABLE seen (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")],
+    ))
     .await
     .unwrap();
     s.append("d-1", ExpectedVersion::Any, vec![ev("1"), ev("2")]).await.unwrap();
@@ -351,11 +352,16 @@ async fn concurrent_writers_and_a_tailing_reader(db: Db) {
 }
 
 async fn migrations_run_once(db: Db) {
-    let m = [autodebit_eventstore::Migration::common(1, "CREATE TABLE once (id BIGINT)")];
-    db.store.migrate("once", &m).await.unwrap();
-    db.store.migrate("once", &m).await.unwrap();
-    let more = [m[0], autodebit_eventstore::Migration::common(2, "ALTER TABLE once ADD COLUMN note TEXT")];
-    db.store.migrate("once", &more).await.unwrap();
+    let first = (9100, "CREATE TABLE once (id BIGINT)");
+    let m = Migrations::from_sql("once", 9100..9200, &[first]);
+    db.store.migrate(&m).await.unwrap();
+    db.store.migrate(&m).await.unwrap();
+    let more = Migrations::from_sql("once", 9100..9200, &[first, (9101, "ALTER TABLE once ADD COLUMN note TEXT")]);
+    db.store.migrate(&more).await.unwrap();
+    // A migration outside its component's versions is refused before anything runs.
+    let stray = Migrations::from_sql("once", 9100..9200, &[(1, "CREATE TABLE stray (id BIGINT)")]);
+    let err = db.store.migrate(&stray).await.unwrap_err().to_string();
+    assert!(err.contains("outside its versions"), "{err}");
     let mut tx = db.store.begin().await.unwrap();
     tx.execute("INSERT INTO once (id, note) VALUES ($1, $2)", &[Value::Int(1), "n".into()]).await.unwrap();
     tx.commit().await.unwrap();

@@ -227,7 +227,10 @@ fn notice(
     // One notice per causing event, whatever happens: its id derives from the event's.
     let notice_id = notice_id(contract_id, &d.meta.event_id);
     tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
-    let row = serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text]);
+    // Recorded at the time of its cause, so that reading the log again (after a restore or an
+    // import) gives every notice the time it had.
+    let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
+    let row = serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text, at]);
     let event = pb::Event {
         kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
             notice_id: notice_id.clone(),
@@ -237,7 +240,7 @@ fn notice(
             contract_id: contract_id.into(),
             charge_id: charge_id.into(),
             text,
-            recorded_at_ms: now,
+            recorded_at_ms: at,
         })),
     };
     let append = StreamAppend {
@@ -313,7 +316,7 @@ impl Processor for NoticeWriter {
                     let Some((kind, _, contract_id, charge_id, text)) = notice_for(&d.kind, &plans) else { continue };
                     // A termination names no payer: the contract's payer is the one its
                     // signing notice went to, which may be among the notices of this batch.
-                    insert_notices(tx, std::mem::take(&mut rows), now).await?;
+                    insert_notices(tx, std::mem::take(&mut rows)).await?;
                     let found = tx
                         .query(
                             "SELECT recipient FROM notifier_notices WHERE contract_id = $1 AND kind = $2",
@@ -327,7 +330,7 @@ impl Processor for NoticeWriter {
             rows.push(n.row);
             appends.push(n.append);
         }
-        insert_notices(tx, rows, now).await?;
+        insert_notices(tx, rows).await?;
         let owners: Vec<serde_json::Value> = events
             .iter()
             .filter_map(|d| match &d.kind {
@@ -346,8 +349,15 @@ impl Processor for NoticeWriter {
             )
             .await?;
         }
-        if !appends.is_empty() {
-            tx.append_many(&appends).await?;
+        // A notice's stream that exists already holds this very notice (its id derives from the
+        // causing event): the log is being read again, after a restore or an import.
+        for outcome in tx.append_each(&appends).await? {
+            match outcome {
+                Err(e) if e.is_conflict() => {}
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }
@@ -367,19 +377,20 @@ fn notice_id(contract_id: &str, event_id: &str) -> String {
 
 /// Writes notices in one statement; each row is `[notice_id, kind, recipient, contract_id,
 /// charge_id, text]`.
-async fn insert_notices(tx: &mut Tx, rows: Vec<serde_json::Value>, now: i64) -> anyhow::Result<()> {
+async fn insert_notices(tx: &mut Tx, rows: Vec<serde_json::Value>) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     tx.execute(
         &format!(
             "INSERT INTO notifier_notices (notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms)
-             SELECT value->>0, CAST(value->>1 AS BIGINT), $2, value->>2, value->>3, value->>4, value->>5, $3
+             SELECT value->>0, CAST(value->>1 AS BIGINT), $2, value->>2, value->>3, value->>4, value->>5,
+                    CAST(value->>6 AS BIGINT)
              FROM {} WHERE true
              ON CONFLICT (notice_id) DO NOTHING",
             tx.kind().json_rows(1)
         ),
-        &[Value::from(serde_json::Value::Array(rows).to_string()), Value::from(LOG_CHANNEL), Value::Int(now)],
+        &[Value::from(serde_json::Value::Array(rows).to_string()), Value::from(LOG_CHANNEL)],
     )
     .await?;
     Ok(())

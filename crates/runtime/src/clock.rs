@@ -2,13 +2,12 @@
 //! process of a deployment reads the same simulated time.
 use anyhow::Context;
 use autodebit_domain::{Clock, SystemClock, TestClock, Timestamp, clock::from_millis};
-use autodebit_eventstore::{EventStore, Migration, Value};
+use autodebit_eventstore::{EventStore, Migrations, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const MIGRATIONS: &[Migration] =
-    &[Migration::common(1, "CREATE TABLE platform_clock (id BIGINT PRIMARY KEY, now_ms BIGINT NOT NULL)")];
+static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("clock", 100..200);
 
 /// How often a process looks for a test clock moved by another process.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
@@ -30,7 +29,7 @@ impl PlatformClock {
     /// behaves the same whatever the hour it starts at; later processes, and restarts, pick up
     /// wherever it stands.
     pub async fn test(store: &EventStore, shutdown: &crate::Shutdown) -> anyhow::Result<Self> {
-        store.migrate("clock", MIGRATIONS).await?;
+        store.migrate(&MIGRATIONS).await?;
         let mut tx = store.begin().await?;
         tx.execute(
             "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
@@ -106,6 +105,27 @@ impl PlatformClock {
             }
         }
     }
+}
+
+/// Where the test clock kept in `store` stands, if a platform ran on one there.
+pub async fn stored_test_clock(store: &EventStore) -> anyhow::Result<Option<i64>> {
+    store.migrate(&MIGRATIONS).await?;
+    let rows = store.query("SELECT now_ms FROM platform_clock WHERE id = 1", &[]).await?;
+    Ok(rows.first().and_then(|r| r.i64(0)))
+}
+
+/// Sets the test clock kept in `store` to `now_ms`, before a platform starts on it: a log
+/// imported from another database carries on at the time it was exported.
+pub async fn set_test_clock(store: &EventStore, now_ms: i64) -> anyhow::Result<()> {
+    store.migrate(&MIGRATIONS).await?;
+    let mut tx = store.begin().await?;
+    tx.execute(
+        "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET now_ms = excluded.now_ms",
+        &[Value::Int(now_ms)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn read(store: &EventStore) -> anyhow::Result<i64> {

@@ -8,6 +8,7 @@ pub mod follower;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod repository;
 pub mod shutdown;
 pub mod telemetry;
 

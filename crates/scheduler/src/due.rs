@@ -713,7 +713,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             EventStore::open(StoreOptions::new(autodebit_eventstore::testing::sqlite_url(dir.path()))).await.unwrap();
-        store.migrate("scheduler", crate::store::MIGRATIONS).await.unwrap();
+        store.migrate(&crate::store::MIGRATIONS).await.unwrap();
         let now = chrono::Utc::now();
         let ids = due_schedules(&store, 3, now.timestamp_millis()).await;
         let pace = Pace::Simulated(DailyWindow::always());

@@ -23,7 +23,7 @@ pub struct SchedulerConfig {
 
 /// Starts the service: the contract follower, the due-charge loop and the gRPC routes.
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
-    platform.store.migrate("scheduler", store::MIGRATIONS).await?;
+    platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
     let checked_through = due::spawn(platform.clone(), config.window);
     let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
