@@ -474,8 +474,8 @@ mod charges {
         services: Vec<&'static str>,
     }
 
-    const SUCCEEDED: &str = "autodebit_charges_succeeded_total";
-    const FAILED: &str = "autodebit_charges_failed_total";
+    const SUCCEEDED: &str = metrics::CHARGES_SUCCEEDED;
+    const FAILED: &str = metrics::CHARGES_FAILED;
 
     /// Outcomes the charger has committed, by its in-process counters (no database read): they
     /// move just after each outcome batch commits.
@@ -712,12 +712,12 @@ mod charges {
         let open = count(store, "SELECT COUNT(*) FROM charger_attempts").await?;
         let lag: Vec<String> = follower_positions().iter().map(|(n, p)| format!("{n}={}", head - p)).collect();
         let errors =
-            metrics::get("autodebit_charger_errors_total", &[]) + metrics::get("autodebit_scheduler_errors_total", &[]);
+            metrics::get(metrics::CHARGER_ERRORS, &[]) + metrics::get(metrics::SCHEDULER_ERRORS, &[]);
         Ok(format!(
             "t={:.1}s head={head} notices={} scheduled={} attempts_open={open} settled={} errors={errors} lag[{}]",
             since.elapsed().as_secs_f64(),
-            metrics::get("autodebit_pre_debit_notices_total", &[]),
-            metrics::get("autodebit_charges_scheduled_total", &[]),
+            metrics::get(metrics::PRE_DEBIT_NOTICES, &[]),
+            metrics::get(metrics::CHARGES_SCHEDULED, &[]),
             settled(),
             lag.join(" "),
         ))

@@ -302,6 +302,17 @@ async fn health_reflection_http_and_restart() {
     let (status, metrics) = http_get(p.http, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("autodebit_grpc_requests_total"), "{metrics}");
+    assert!(metrics.contains("# TYPE autodebit_grpc_requests_total counter"), "{metrics}");
+    // Prometheus exposition: every series under a `# HELP` and a `# TYPE` of its family.
+    for series in metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = series.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| metrics.contains(&format!("# TYPE {f} histogram"))))
+            .unwrap_or(name);
+        assert!(metrics.contains(&format!("# HELP {family} ")), "no HELP for {series}");
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "no TYPE for {series}");
+    }
 
     // SIGTERM stops it cleanly; a restart on the same directory keeps the contract.
     drop((c, admin, reflection, health));

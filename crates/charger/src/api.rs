@@ -123,7 +123,7 @@ impl ChargerService for ChargerApi {
                 RequestError::Store(e) => internal(format!("{e:#}")),
             })?;
         let refund = charge.refund(&refund_id).map(|r| refund_to_pb(&charge, r));
-        autodebit_runtime::metrics::add("autodebit_refunds_requested_total", &[], 1);
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::REFUNDS_REQUESTED, &[], 1);
         Ok(Response::new(pb::RefundChargeResponse { refund, duplicate: false }))
     }
 

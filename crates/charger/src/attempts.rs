@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 pub static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("charger", 3000..4000);
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
-pub const SETTLE_LATENCY: &str = "autodebit_charge_settle_ms";
+pub const SETTLE_LATENCY: &str = autodebit_runtime::metrics::CHARGE_SETTLE_MS;
 /// How long a claimed attempt is left to its claimer before another may take it up (by query).
 /// Longer than any provider call may take.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -236,7 +236,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "claiming charge attempts failed; retrying");
-                    autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+                    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
                     Vec::new()
                 }
             };
@@ -337,6 +337,13 @@ pub async fn resolve(providers: &Providers, row: AttemptRow) -> Resolution {
     }
 }
 
+/// A batch of outcomes that failed to record is tried again after 200 ms, then twice as long
+/// each time, up to 5 s, for as long as it fails.
+const RECORD_BACKOFF: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(5))
+    .without_max_times();
+
 /// Records resolutions in batches as they come.
 async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
     let mut batch = Vec::with_capacity(CLAIM);
@@ -346,13 +353,14 @@ async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
             return;
         }
         let mut failures = 0;
+        let mut backoff = backon::BackoffBuilder::build(RECORD_BACKOFF);
         while let Err(e) = record(&platform, &batch).await {
             // Nothing was committed; the provider's answers are kept in memory and tried again
             // (and, if this process dies, the rows' leases run out and the attempts are queried).
             failures += 1;
             tracing::error!(error = format!("{e:#}"), failures, "recording charge outcomes failed; retrying");
-            autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
-            tokio::time::sleep(Duration::from_millis(200 * failures.min(25))).await;
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
             if platform.shutdown.is_triggered() {
                 return;
             }
@@ -418,8 +426,8 @@ pub async fn record(platform: &Platform, batch: &[Resolution]) -> anyhow::Result
             autodebit_runtime::metrics::observe_ms(SETTLE_LATENCY, done - row.started_unix_ms);
         }
     }
-    autodebit_runtime::metrics::add("autodebit_charges_succeeded_total", &[], succeeded);
-    autodebit_runtime::metrics::add("autodebit_charges_failed_total", &[], failed);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SUCCEEDED, &[], succeeded);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_FAILED, &[], failed);
     Ok(())
 }
 

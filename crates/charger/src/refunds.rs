@@ -138,7 +138,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>) {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "carrying out refunds failed; retrying");
-                    autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+                    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
                 }
             }
             tokio::select! {
@@ -280,7 +280,7 @@ async fn finish(platform: &Platform, refund_id: &str, outcome: Option<StreamAppe
             _ => {}
         }
         let name = if append.events.iter().any(|e| e.event_type == "RefundSucceeded") { "succeeded" } else { "failed" };
-        autodebit_runtime::metrics::add("autodebit_refunds_total", &[("outcome", name)], 1);
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::REFUNDS, &[("outcome", name)], 1);
     }
     tx.execute("DELETE FROM charger_refunds WHERE refund_id = $1", &[Value::from(refund_id)]).await?;
     tx.commit().await?;

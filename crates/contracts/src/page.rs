@@ -11,6 +11,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use maud::{DOCTYPE, PreEscaped, display, html};
 use std::collections::HashMap;
 
 #[derive(Clone)]
@@ -95,27 +96,21 @@ const EN: Text = Text {
     back: "Back to the merchant",
 };
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Html("<!doctype html><title>404</title><p>No such signing session.</p>")).into_response()
+    let page = html! { (DOCTYPE) title { "404" } p { "No such signing session." } };
+    (StatusCode::NOT_FOUND, Html(page.into_string())).into_response()
 }
 
 fn failure(e: tonic::Status) -> Response {
     let code = autodebit_runtime::grpc::http_status(e.code());
-    (code, Html(format!("<!doctype html><title>error</title><p>{}</p>", escape(e.message())))).into_response()
+    let page = html! { (DOCTYPE) title { "error" } p { (e.message()) } };
+    (code, Html(page.into_string())).into_response()
 }
 
 /// A page answering 400 for a malformed parameter, naming it; nothing was recorded.
 fn bad_parameter(name: &str, problem: &str) -> Response {
-    let message = format!("{name}: {problem}");
-    (
-        StatusCode::BAD_REQUEST,
-        Html(format!("<!doctype html><title>400</title><p id=\"error\">{}</p>", escape(&message))),
-    )
-        .into_response()
+    let page = html! { (DOCTYPE) title { "400" } p id="error" { (name) ": " (problem) } };
+    (StatusCode::BAD_REQUEST, Html(page.into_string())).into_response()
 }
 
 /// Checks a route's query or form parameters before anything is recorded: only those the
@@ -187,92 +182,90 @@ async fn render(st: &PageState, l: &Loaded, en: bool, error: Option<&str>) -> Re
         .await?
         .ok_or_else(|| tonic::Status::not_found("the session's plan is gone"))?;
     let terms = Terms::from(&plan);
-    let rules: String = terms.lines(en).iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
     let support = match autodebit_domain::MerchantId::parse(&o.merchant_id) {
         Ok(mid) => st.merchants.load(&mid).await?.0.map(|m| m.application.contact_email).unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let base = format!("/sign/{}", escape(&o.session_id));
-    let mut body = String::new();
-    body.push_str(&format!(
-        "<dl>\
-         <dt>{}</dt><dd id=\"service-name\">{}</dd>\
-         <dt>{}</dt><dd id=\"charge-cycle\">{}</dd>\
-         <dt>{}</dt><dd id=\"amount-cap\">{}</dd>\
-         <dt>{}</dt><dd><ul id=\"terms\">{rules}</ul></dd>\
-         <dt>{}</dt><dd id=\"example-charge\">{}</dd>\
-         </dl>\
-         <p id=\"risk-notice\" class=\"notice\">{}</p>\
-         <p><a id=\"customer-service\" href=\"mailto:{}\">{}</a></p>",
-        t.service,
-        escape(&terms.service_name),
-        t.cycle,
-        terms.cycle_label(en),
-        t.cap,
-        terms.per_charge_cap,
-        t.terms,
-        t.example,
-        escape(&terms.example(en)),
-        t.risk,
-        escape(&support),
-        t.support,
-    ));
-    if let Some(e) = error {
-        body.push_str(&format!("<p id=\"error\" class=\"error\">{}</p>", escape(e)));
-    }
-    let back = format!("<p><a id=\"return\" href=\"{}\">{}</a></p>", escape(&o.return_url), t.back);
-    match l.session.status {
-        SessionStatus::Confirmed => body.push_str(&format!("<h2 id=\"done\">{}</h2>{back}", t.done)),
-        SessionStatus::Held => body.push_str(&format!("<p id=\"held\">{}</p>", t.held)),
-        s if s.is_final() => body.push_str(&format!("<h2 id=\"ended\">{}</h2>{back}", t.ended)),
-        _ => {
-            if l.session.sms_required && !l.session.sms_verified {
-                let hint = st.signing.sms_hint(&o.session_id).await?;
-                let hint = if hint.is_empty() {
-                    String::new()
-                } else {
-                    format!("<small>{}: <b id=\"sms-hint\">{hint}</b></small>", t.simulator)
-                };
-                body.push_str(&format!(
-                    "<form method=\"post\" action=\"{base}/sms?lang={lang}\" id=\"sms-form\"><p>{}</p>\
-                     <input id=\"sms-code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\"> \
-                     <button id=\"sms-verify\" type=\"submit\">{}</button> {hint}</form>",
-                    t.sms, t.verify
-                ));
+    let status = l.session.status;
+    let open = !matches!(status, SessionStatus::Confirmed | SessionStatus::Held) && !status.is_final();
+    // The SMS step's form, with the simulator's code when there is one.
+    let sms_hint = if open && l.session.sms_required && !l.session.sms_verified {
+        Some(st.signing.sms_hint(&o.session_id).await?)
+    } else {
+        None
+    };
+    let base = format!("/sign/{}", o.session_id);
+    let ticked = l.session.ticked;
+    let back = html! { p { a id="return" href=(o.return_url) { (t.back) } } };
+    let page = html! {
+        (DOCTYPE)
+        html lang=(if en { "en" } else { "zh-CN" }) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (t.title) }
+                style { (PreEscaped(STYLE)) }
             }
-            let checked = if l.session.ticked { " checked disabled" } else { "" };
-            body.push_str(&format!(
-                "<form method=\"post\" action=\"{base}/tick?lang={lang}\" id=\"tick-form\">\
-                 <label><input type=\"checkbox\" id=\"agree\" name=\"agree\" value=\"yes\"{checked} \
-                 onchange=\"if(this.checked)this.form.submit()\"> {}</label></form>",
-                t.agree
-            ));
-            let hint =
-                format!("<small>{}: <b id=\"code-hint\">{}</b></small>", t.simulator, simulator_code(&o.session_id));
-            let disabled = if l.session.ticked { "" } else { " disabled" };
-            body.push_str(&format!(
-                "<form method=\"post\" action=\"{base}/confirm?lang={lang}\" id=\"confirm-form\">\
-                 <label>{} <input id=\"code\" name=\"code\" type=\"password\" inputmode=\"numeric\"></label> {hint}\
-                 <p><button id=\"confirm\" type=\"submit\"{disabled}>{}</button></p></form>\
-                 <form method=\"post\" action=\"{base}/abandon?lang={lang}\"><button id=\"abandon\" type=\"submit\">{}</button></form>",
-                t.code, t.confirm, t.abandon
-            ));
+            body {
+                h1 { (t.title) }
+                dl {
+                    dt { (t.service) } dd id="service-name" { (terms.service_name) }
+                    dt { (t.cycle) } dd id="charge-cycle" { (terms.cycle_label(en)) }
+                    dt { (t.cap) } dd id="amount-cap" { (display(terms.per_charge_cap)) }
+                    dt { (t.terms) } dd { ul id="terms" { @for line in terms.lines(en) { li { (line) } } } }
+                    dt { (t.example) } dd id="example-charge" { (terms.example(en)) }
+                }
+                p id="risk-notice" class="notice" { (t.risk) }
+                p { a id="customer-service" href={ "mailto:" (support) } { (t.support) } }
+                @if let Some(e) = error {
+                    p id="error" class="error" { (e) }
+                }
+                @match status {
+                    SessionStatus::Confirmed => { h2 id="done" { (t.done) } (back) }
+                    SessionStatus::Held => { p id="held" { (t.held) } }
+                    s if s.is_final() => { h2 id="ended" { (t.ended) } (back) }
+                    _ => {
+                        @if let Some(hint) = &sms_hint {
+                            form method="post" action={ (base) "/sms?lang=" (lang) } id="sms-form" {
+                                p { (t.sms) }
+                                input id="sms-code" name="code" inputmode="numeric" autocomplete="one-time-code";
+                                " "
+                                button id="sms-verify" type="submit" { (t.verify) }
+                                " "
+                                @if !hint.is_empty() {
+                                    small { (t.simulator) ": " b id="sms-hint" { (hint) } }
+                                }
+                            }
+                        }
+                        form method="post" action={ (base) "/tick?lang=" (lang) } id="tick-form" {
+                            label {
+                                input type="checkbox" id="agree" name="agree" value="yes" checked[ticked]
+                                    disabled[ticked] onchange="if(this.checked)this.form.submit()";
+                                " " (t.agree)
+                            }
+                        }
+                        form method="post" action={ (base) "/confirm?lang=" (lang) } id="confirm-form" {
+                            label { (t.code) " " input id="code" name="code" type="password" inputmode="numeric"; }
+                            " "
+                            small { (t.simulator) ": " b id="code-hint" { (simulator_code(&o.session_id)) } }
+                            p { button id="confirm" type="submit" disabled[!ticked] { (t.confirm) } }
+                        }
+                        form method="post" action={ (base) "/abandon?lang=" (lang) } {
+                            button id="abandon" type="submit" { (t.abandon) }
+                        }
+                    }
+                }
+            }
         }
-    }
-    Ok(format!(
-        "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-         dt{{color:#666;font-size:.9rem}}dd{{margin:0 0 .6rem;font-size:1.1rem}}\
-         .notice{{background:#fff7e0;border-left:4px solid #f0b400;padding:.6rem}}.error{{color:#b00020}}\
-         button{{font-size:1rem;padding:.5rem 1.2rem}}#confirm{{background:#07c160;color:#fff;border:0}}\
-         #confirm[disabled]{{background:#9ddfb9}}</style></head><body><h1>{}</h1>{}</body></html>",
-        if en { "en" } else { "zh-CN" },
-        t.title,
-        t.title,
-        body
-    ))
+    };
+    Ok(page.into_string())
 }
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;color:#222}\
+    dt{color:#666;font-size:.9rem}dd{margin:0 0 .6rem;font-size:1.1rem}\
+    .notice{background:#fff7e0;border-left:4px solid #f0b400;padding:.6rem}.error{color:#b00020}\
+    button{font-size:1rem;padding:.5rem 1.2rem}#confirm{background:#07c160;color:#fff;border:0}\
+    #confirm[disabled]{background:#9ddfb9}";
 
 fn back_to(id: &str, q: &HashMap<String, String>, error: Option<String>) -> Redirect {
     let lang = q.get("lang").map(String::as_str).unwrap_or("zh");
@@ -356,4 +349,18 @@ async fn confirm(
         return back_to(&id, &q, Some("the code is wrong / 验证码错误".into())).into_response();
     }
     act(&st, &id, &q, SigningCommand::Confirm { contract_id: String::new() }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_a_caller_sent_is_escaped() {
+        let res = failure(tonic::Status::not_found("<script>alert(\"x\")</script> & more"));
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.ends_with("<p>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; more</p>"), "{body}");
+    }
 }

@@ -236,7 +236,7 @@ impl App {
         )
         .await?;
         tx.commit().await?;
-        autodebit_runtime::metrics::add("autodebit_usage_records_total", &[], 1);
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::USAGE_RECORDS, &[], 1);
         Ok(UsageRecorded { usage_id, period, duplicate: false })
     }
 
@@ -306,7 +306,7 @@ impl App {
             }
             schedules::save_today(&mut tx, &schedule).await?;
             tx.commit().await?;
-            autodebit_runtime::metrics::add("autodebit_charges_held_total", &[], 1);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_HELD, &[], 1);
             return Ok(answer);
         }
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
@@ -324,7 +324,7 @@ impl App {
             schedules::save_today(&mut tx, &schedule).await?;
         }
         tx.commit().await?;
-        let metric = if ok { "autodebit_charges_scheduled_total" } else { "autodebit_charges_rejected_total" };
+        let metric = if ok { autodebit_runtime::metrics::CHARGES_SCHEDULED } else { autodebit_runtime::metrics::CHARGES_REJECTED };
         autodebit_runtime::metrics::add(metric, &[], 1);
         Ok(answer)
     }

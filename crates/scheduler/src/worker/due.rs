@@ -95,7 +95,7 @@ async fn pipelined(platform: &Platform, window: &DailyWindow) -> anyhow::Result<
                 // Dropped uncommitted: nothing of the batch is kept. Counted as taken, so the
                 // loop looks again at once.
                 tracing::debug!(schedules = n, "a schedule changed while its batch was decided; batch voided");
-                autodebit_runtime::metrics::add("autodebit_scheduler_batches_voided_total", &[], 1);
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::SCHEDULER_BATCHES_VOIDED, &[], 1);
                 return Ok(n);
             }
             tx.commit().await?;
@@ -157,12 +157,12 @@ struct Decided {
 impl Decided {
     /// Counts what a committed batch issued.
     fn count(&self) {
-        autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], self.scheduled);
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SCHEDULED, &[], self.scheduled);
         if self.rejected > 0 {
-            autodebit_runtime::metrics::add("autodebit_charges_rejected_total", &[], self.rejected);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_REJECTED, &[], self.rejected);
         }
         if self.notices > 0 {
-            autodebit_runtime::metrics::add("autodebit_pre_debit_notices_total", &[], self.notices);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::PRE_DEBIT_NOTICES, &[], self.notices);
         }
     }
 }
@@ -310,7 +310,7 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
         }
     }
     tx.commit().await?;
-    autodebit_runtime::metrics::add("autodebit_charge_retries_total", &[], issued as i64);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGE_RETRIES, &[], issued as i64);
     Ok(due.len())
 }
 
@@ -361,7 +361,7 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         }
     }
     tx.commit().await?;
-    autodebit_runtime::metrics::add("autodebit_charges_scheduled_total", &[], appends.len() as i64);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SCHEDULED, &[], appends.len() as i64);
     Ok(due.len())
 }
 

@@ -36,7 +36,7 @@ pub fn spawn(platform: Platform, window: DailyWindow) -> Arc<AtomicI64> {
                 }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "issuing due charges failed; retrying");
-                    autodebit_runtime::metrics::add("autodebit_scheduler_errors_total", &[], 1);
+                    autodebit_runtime::metrics::add(autodebit_runtime::metrics::SCHEDULER_ERRORS, &[], 1);
                 }
             }
             tokio::select! {
