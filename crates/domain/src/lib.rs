@@ -18,7 +18,9 @@ pub mod retry;
 pub mod signing;
 pub mod terms;
 pub mod usage;
+pub mod validity;
 pub mod window;
+pub mod zombie;
 
 pub use aggregate::Aggregate;
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
