@@ -136,3 +136,42 @@ impl Stored for Plan {
         Some(PlanEvent::Created { plan, at: from_millis(c.created_at_ms) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebit_domain::{Cycle, Money};
+
+    #[test]
+    fn stored_terms_convert_back_to_the_same_plan() {
+        let plan = Plan {
+            plan_id: "pl_1".into(),
+            merchant_id: MerchantId::parse("mch_1").unwrap(),
+            service_name: "会员".into(),
+            charge_mode: ChargeMode::FixedCycle,
+            cycle: Some(Cycle::Monthly),
+            amount_type: AmountType::Fixed,
+            amount: Money::cny(1_990),
+            per_charge_cap: Money::cny(1_990),
+            daily_count_limit: plan::DEFAULT_DAILY_COUNT_LIMIT,
+            daily_amount_limit: None,
+            service_period_days: 365,
+            validity_days: 395,
+            notice_lead_hours: plan::DEFAULT_NOTICE_LEAD_HOURS,
+            retry_gaps_hours: vec![6, 24],
+            provider: plan::DEFAULT_PROVIDER.into(),
+            first_charge_at_signing: false,
+            modification_rule: ModificationRule::NextCycle,
+            usage: None,
+        };
+        let event = PlanEvent::Created { plan: plan.clone(), at: from_millis(5) };
+        let logged = Plan::to_pb(&None, &event).unwrap();
+        assert_eq!(Plan::from_pb(logged.kind.as_ref().unwrap()), Some(event));
+        // Terms that leave the defaults out get them.
+        let mut terms = plan_terms_to_pb(&plan);
+        terms.daily_count_limit = 0;
+        terms.provider.clear();
+        terms.notice_lead_hours = 0;
+        assert_eq!(plan_from_terms("pl_1", &plan.merchant_id, &terms), Ok(plan));
+    }
+}

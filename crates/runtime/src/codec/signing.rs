@@ -123,3 +123,41 @@ impl Stored for SigningSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebit_domain::Aggregate;
+    use autodebit_domain::signing::{SignTimeRisk, SigningCommand};
+
+    #[test]
+    fn a_session_folds_back_from_its_logged_events() {
+        let opened = Opened {
+            session_id: "ss_1".into(),
+            merchant_id: "mch_1".into(),
+            plan_id: "pl_1".into(),
+            payer_id: "p1".into(),
+            channel: Channel::MiniProgram,
+            device_id: "d1".into(),
+            client_ip: "192.0.2.1".into(),
+            return_url: "https://example.cn".into(),
+            language: "en".into(),
+            expires_at: from_millis(600_000),
+            opened_at: from_millis(1_000),
+            merchant_contract_code: "c-1".into(),
+            client_region: "beijing".into(),
+        };
+        let risk = SignTimeRisk { other_accounts_on_device: 0, usual_region: Some("shanghai".into()) };
+        let events = SigningSession::decide(&None, SigningCommand::Open { opened, risk }, from_millis(1_000)).unwrap();
+        let mut state = None;
+        let mut logged = Vec::new();
+        for e in &events {
+            logged.push(SigningSession::to_pb(&state, e).unwrap());
+            state = SigningSession::apply(state, e);
+        }
+        let decoded: Vec<SigningEvent> =
+            logged.iter().map(|p| SigningSession::from_pb(p.kind.as_ref().unwrap()).unwrap()).collect();
+        assert_eq!(decoded, events);
+        assert!(state.unwrap().session.sms_required);
+    }
+}
