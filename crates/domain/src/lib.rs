@@ -19,7 +19,9 @@ pub mod schedule;
 pub mod signing;
 pub mod terms;
 pub mod usage;
+pub mod validity;
 pub mod window;
+pub mod zombie;
 
 pub use aggregate::Aggregate;
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};

@@ -14,20 +14,18 @@
 //! `contract_code` is bound the same way. Notices are checked as the charger checks its
 //! callbacks (XML 400, account 404, signature 401, contract 404), counted in
 //! `autodebit_callbacks_total{kind="contract"}`, and a notice delivered again changes nothing.
-use crate::signing::{Loaded, Signing, StepError, contract_of};
+use crate::app::signing::{Loaded, Signing, StepError, contract_of};
 use autodebit_domain::ContractId;
 use autodebit_domain::contract::{ContractCommand, TerminationMode};
-use autodebit_domain::signing::{SessionStatus, SigningCommand, SigningError};
+use autodebit_domain::plan;
+use autodebit_domain::signing::{Channel, SessionStatus, SigningCommand, SigningError};
 use autodebit_eventstore::ExpectedVersion;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
-use autodebit_provider::wechatpay::{Accounts, Refused, v2_reply};
+use autodebit_provider::wechatpay::{Accounts, Refused};
 use autodebit_provider::{Provider, SigningChannel, SigningRequest};
 use autodebit_runtime::codec::{self, Cause};
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::post;
 use tonic::Status;
 
 /// The path WeChat Pay's signing notices come to.
@@ -42,16 +40,16 @@ pub fn contract_code(session_id: &str) -> &str {
 pub async fn signing_url(signing: &Signing, l: &Loaded) -> Result<String, Status> {
     let o = &l.opened;
     let Some(account) = signing.wechatpay.of_merchant(&o.merchant_id) else { return Ok(String::new()) };
-    let Some((_, plan)) = crate::plans::load(&signing.contracts.platform, &o.plan_id).await? else {
+    let Some((_, plan)) = crate::app::plans::load(&signing.contracts.platform, &o.plan_id).await? else {
         return Ok(String::new());
     };
-    if plan.provider != "wechatpay" {
+    if plan.provider != plan::WECHATPAY {
         return Ok(String::new());
     }
-    let channel = match pb::SigningChannel::try_from(o.channel) {
-        Ok(pb::SigningChannel::H5) => SigningChannel::H5,
-        Ok(pb::SigningChannel::App) => SigningChannel::WithPayment,
-        _ => SigningChannel::Web,
+    let channel = match o.channel {
+        Channel::H5 => SigningChannel::H5,
+        Channel::App => SigningChannel::WithPayment,
+        Channel::MiniProgram => SigningChannel::Web,
     };
     // A number WeChat Pay wants unique per merchant and request: from the session id.
     let digest = autodebit_runtime::auth::sha256_hex(&o.session_id);
@@ -73,21 +71,9 @@ pub async fn signing_url(signing: &Signing, l: &Loaded) -> Result<String, Status
         .map_err(|e| Status::failed_precondition(format!("WeChat Pay's signing entry: {e}")))
 }
 
-pub fn routes(signing: Signing) -> axum::Router {
-    axum::Router::new().route(NOTIFY_PATH, post(notice)).with_state(signing)
-}
-
-async fn notice(State(signing): State<Signing>, body: String) -> Response {
-    let (counted, response) = v2_reply("contract", on_notice(&signing, &body).await);
-    autodebit_runtime::metrics::add(
-        autodebit_runtime::metrics::CALLBACKS,
-        &[("kind", "contract"), ("result", counted)],
-        1,
-    );
-    response
-}
-
-async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refused> {
+/// Handles a signing notice: confirms the session (ADD) or terminates the contract (DELETE),
+/// then records the contract's standing at WeChat Pay. Returns the state recorded.
+pub async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refused> {
     let accounts: &Accounts = &signing.wechatpay;
     let (p, merchant) = accounts.verify_v2(body)?;
     let field = |name: &str| p.get(name).cloned().unwrap_or_default();
@@ -127,7 +113,7 @@ async fn on_notice(signing: &Signing, body: &str) -> Result<&'static str, Refuse
             match signing.contracts.execute(contract, None, command, &cause).await {
                 Ok(_) => {}
                 // Ended already (terminated here first, or this notice delivered again).
-                Err(crate::app::AppError::Rule(autodebit_domain::contract::ContractError::Ended(_))) => {}
+                Err(crate::app::contracts::AppError::Rule(autodebit_domain::contract::ContractError::Ended(_))) => {}
                 Err(e) => return Err(Refused::internal(e)),
             }
             "deleted"
@@ -182,7 +168,7 @@ async fn bind(
         kind: Some(EventKind::ProviderContractChanged(pb::ProviderContractChanged {
             contract_id: contract.to_string(),
             merchant_id: merchant.to_string(),
-            provider: "wechatpay".into(),
+            provider: plan::WECHATPAY.into(),
             provider_contract_id: provider_contract_id.to_string(),
             state: state.to_string(),
             changed_at_ms: now,

@@ -3,7 +3,7 @@
 //! charge, customer service), ticks the agreement and confirms with a credential. Chinese by
 //! default, English with `?lang=en` or the session's language. Every parameter is checked
 //! before anything is recorded.
-use crate::signing::{Loaded, Signing, StepError, simulator_code};
+use crate::app::signing::{Loaded, Signing, StepError, simulator_code};
 use autodebit_domain::signing::{SessionStatus, SigningCommand, Step};
 use autodebit_domain::terms::Terms;
 use autodebit_runtime::codec::Cause;
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 #[derive(Clone)]
 pub struct PageState {
     pub signing: Signing,
-    pub merchants: crate::merchants::Merchants,
+    pub merchants: crate::app::merchants::Merchants,
 }
 
 pub fn routes(state: PageState) -> axum::Router {
@@ -178,7 +178,7 @@ async fn render(st: &PageState, l: &Loaded, en: bool, error: Option<&str>) -> Re
     let t = if en { &EN } else { &ZH };
     let lang = if en { "en" } else { "zh" };
     let o = &l.opened;
-    let (_, plan) = crate::plans::load(&st.signing.contracts.platform, &o.plan_id)
+    let (_, plan) = crate::app::plans::load(&st.signing.contracts.platform, &o.plan_id)
         .await?
         .ok_or_else(|| tonic::Status::not_found("the session's plan is gone"))?;
     let terms = Terms::from(&plan);
