@@ -1,6 +1,6 @@
 # Shared by the example scripts: checks that stop the script, waiting for the platform's
 # followers, and what a payer's browser does on the authorization page. The commands
-# themselves are the README's, word for word (tests/readme.rs holds them to it).
+# themselves are the README's, word for word (tests/e2e/readme.rs holds them to it).
 set -euo pipefail
 
 OP=${AUTODEBIT_OPERATOR_KEY:?set AUTODEBIT_OPERATOR_KEY to the --operator-key the platform runs with}

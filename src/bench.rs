@@ -172,11 +172,11 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
     let progress = ProgressBar::new((a.events * 2 + a.commands) as u64);
 
     // Raw ceiling first, on a cold table like the store's.
-    let raw = raw::prepare(&store).await?;
-    let raw = std::sync::Arc::new(raw);
+    store.create_ceiling_table().await?;
+    let raw = store.clone();
     let raw_rps = timed_batches(batches(a.events, a.batch, "raw"), a.concurrency, &progress, move |b| {
         let raw = raw.clone();
-        async move { raw::insert(&raw, &b).await }
+        async move { Ok(raw.insert_ceiling_rows(&b).await?) }
     })
     .await?;
     let writer = store.clone();
@@ -254,95 +254,6 @@ where
     Ok(total as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The bare database: the same rows, a plain multi-row INSERT, no version checks or indexes
-/// beyond the primary key.
-mod raw {
-    use super::*;
-
-    pub enum Raw {
-        Sqlite(sqlx::SqlitePool),
-        Postgres(sqlx::PgPool),
-    }
-
-    pub async fn prepare(store: &EventStore) -> anyhow::Result<Raw> {
-        if let Some(pool) = store.pg_pool() {
-            sqlx::raw_sql(
-                "CREATE TABLE bench_raw (position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, stream TEXT NOT NULL,
-                 version BIGINT NOT NULL, event_type TEXT NOT NULL, event_id UUID NOT NULL, payload BYTEA NOT NULL,
-                 metadata BYTEA NOT NULL, recorded_at BIGINT NOT NULL)",
-            )
-            .execute(&pool)
-            .await?;
-            return Ok(Raw::Postgres(pool));
-        }
-        let pool = store.sqlite_writer().context("no database")?;
-        sqlx::raw_sql(
-            "CREATE TABLE bench_raw (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL,
-             event_type TEXT NOT NULL, event_id BLOB NOT NULL, payload BLOB NOT NULL, metadata BLOB NOT NULL,
-             recorded_at INTEGER NOT NULL)",
-        )
-        .execute(&pool)
-        .await?;
-        Ok(Raw::Sqlite(pool))
-    }
-
-    pub async fn insert(raw: &Raw, batch: &[StreamAppend]) -> anyhow::Result<()> {
-        let rows: Vec<(&str, i64, &NewEvent)> = batch
-            .iter()
-            .flat_map(|s| s.events.iter().enumerate().map(move |(i, e)| (s.stream.as_str(), i as i64 + 1, e)))
-            .collect();
-        match raw {
-            Raw::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in rows.chunks(1000) {
-                    let mut sql = String::from(
-                        "INSERT INTO bench_raw (stream, version, event_type, event_id, payload, metadata, recorded_at) VALUES ",
-                    );
-                    sql.push_str(&vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(","));
-                    let mut q = sqlx::query(&sql);
-                    for (s, v, e) in chunk {
-                        q = q
-                            .bind(*s)
-                            .bind(*v)
-                            .bind(e.event_type.as_str())
-                            .bind(e.event_id.as_bytes().as_slice())
-                            .bind(e.payload.as_slice())
-                            .bind(e.metadata.as_slice())
-                            .bind(e.recorded_at_ms);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-            Raw::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let stream: Vec<&str> = rows.iter().map(|r| r.0).collect();
-                let version: Vec<i64> = rows.iter().map(|r| r.1).collect();
-                let event_type: Vec<&str> = rows.iter().map(|r| r.2.event_type.as_str()).collect();
-                let event_id: Vec<uuid::Uuid> = rows.iter().map(|r| r.2.event_id).collect();
-                let payload: Vec<&[u8]> = rows.iter().map(|r| r.2.payload.as_slice()).collect();
-                let metadata: Vec<&[u8]> = rows.iter().map(|r| r.2.metadata.as_slice()).collect();
-                let recorded_at: Vec<i64> = rows.iter().map(|r| r.2.recorded_at_ms).collect();
-                sqlx::query(
-                    "INSERT INTO bench_raw (stream, version, event_type, event_id, payload, metadata, recorded_at)
-                     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::uuid[], $5::bytea[], $6::bytea[], $7::bigint[])",
-                )
-                .bind(&stream)
-                .bind(&version)
-                .bind(&event_type)
-                .bind(&event_id)
-                .bind(&payload)
-                .bind(&metadata)
-                .bind(&recorded_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[derive(serde::Serialize)]
 struct BillingRunReport {
     backend: &'static str,
@@ -401,10 +312,15 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
         tx.execute(
             &format!(
                 "INSERT INTO scheduler_schedules (contract_id, merchant_id, payer_id, amount, currency, cycle,
-                   anchor_ms, cycle_anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active)
-                 SELECT {id}, 'mch_bench', {payer}, 1990, 'CNY', 'monthly', $2, $2, 1, $3, 1, $3, 1 FROM {each}"
+                   anchor_ms, cycle_anchor_ms, next_period, next_due_ms, noticed_period, wake_ms, active, notice_lead_ms)
+                 SELECT {id}, 'mch_bench', {payer}, 1990, 'CNY', 'monthly', $2, $2, 1, $3, 1, $3, 1, $4 FROM {each}"
             ),
-            &[Value::from(format!("[{}]", rows.join(","))), Value::Int(anchor), Value::Int(now - 1)],
+            &[
+                Value::from(format!("[{}]", rows.join(","))),
+                Value::Int(anchor),
+                Value::Int(now - 1),
+                Value::Int(autodebit_domain::plan::notice_lead(None).num_milliseconds()),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -558,8 +474,8 @@ mod charges {
         services: Vec<&'static str>,
     }
 
-    const SUCCEEDED: &str = "autodebit_charges_succeeded_total";
-    const FAILED: &str = "autodebit_charges_failed_total";
+    const SUCCEEDED: &str = metrics::CHARGES_SUCCEEDED;
+    const FAILED: &str = metrics::CHARGES_FAILED;
 
     /// Outcomes the charger has committed, by its in-process counters (no database read): they
     /// move just after each outcome batch commits.
@@ -796,12 +712,12 @@ mod charges {
         let open = count(store, "SELECT COUNT(*) FROM charger_attempts").await?;
         let lag: Vec<String> = follower_positions().iter().map(|(n, p)| format!("{n}={}", head - p)).collect();
         let errors =
-            metrics::get("autodebit_charger_errors_total", &[]) + metrics::get("autodebit_scheduler_errors_total", &[]);
+            metrics::get(metrics::CHARGER_ERRORS, &[]) + metrics::get(metrics::SCHEDULER_ERRORS, &[]);
         Ok(format!(
             "t={:.1}s head={head} notices={} scheduled={} attempts_open={open} settled={} errors={errors} lag[{}]",
             since.elapsed().as_secs_f64(),
-            metrics::get("autodebit_pre_debit_notices_total", &[]),
-            metrics::get("autodebit_charges_scheduled_total", &[]),
+            metrics::get(metrics::PRE_DEBIT_NOTICES, &[]),
+            metrics::get(metrics::CHARGES_SCHEDULED, &[]),
             settled(),
             lag.join(" "),
         ))

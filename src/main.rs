@@ -1,11 +1,12 @@
 //! `autodebit`: the whole platform in one process, one service per process, a client for any
-//! of its RPCs, a demo, and benchmarks.
+//! of its RPCs, a demo, benchmarks, and the event log's export and import.
 
 mod bench;
 mod call;
 mod demo;
-mod platform;
-mod wechatpay_config;
+mod log;
+
+use autodebit::platform;
 
 /// Allocation-heavy paths (event encoding, row decoding) run markedly faster on mimalloc than
 /// on the system allocator.
@@ -72,6 +73,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// A mock WeChat Pay (papay v2 deductions and order queries) that checks every signature.
     MockWechatpay(MockArgs),
+    /// The event log as portable JSON lines: export one, import one into an empty database.
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 #[derive(clap::Args)]
@@ -144,7 +148,7 @@ fn main() -> anyhow::Result<()> {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-mock-wechatpay", format, "info");
                 let listener = tokio::net::TcpListener::bind(m.addr).await?;
                 println!("autodebit mock-wechatpay listening http={}", local(&listener)?);
-                let config = autodebit_provider::wechatpay::mock::MockConfig {
+                let config = autodebit_mock_wechatpay::MockConfig {
                     appid: m.appid,
                     mch_id: m.mch_id,
                     api_key: m.api_key,
@@ -152,16 +156,20 @@ fn main() -> anyhow::Result<()> {
                     notenough_basis_points: m.notenough_basis_points,
                     systemerror_basis_points: m.systemerror_basis_points,
                 };
-                let options = autodebit_provider::wechatpay::mock::MockOptions {
+                let options = autodebit_mock_wechatpay::MockOptions {
                     userpaying_basis_points: m.userpaying_basis_points,
                     callback_attempts: m.callback_attempts.max(1),
                     deduct_after: std::time::Duration::from_millis(m.deduct_after_ms),
                     ..Default::default()
                 };
                 tokio::select! {
-                    served = autodebit_provider::wechatpay::mock::serve_with(listener, config, options) => Ok(served?),
+                    served = autodebit_mock_wechatpay::serve_with(listener, config, options) => Ok(served?),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
+            }
+            Command::Log(l) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-log", format, "warn");
+                log::run(l).await
             }
             Command::Bench(b) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-bench", format, "warn");

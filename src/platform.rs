@@ -92,7 +92,7 @@ pub struct PlatformArgs {
     #[arg(long, default_value_t = 0)]
     pub max_in_flight: usize,
     /// How long a signing session stays open.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = autodebit_domain::signing::DEFAULT_SESSION_MINUTES)]
     pub signing_session_minutes: u64,
     /// The hours (HH:MM-HH:MM, Beijing time) in which pre-debit notices, cycle and usage
     /// charges and retries go out; what falls due outside waits for the window to open.
@@ -116,10 +116,10 @@ pub struct ContractsArgs {
     #[arg(long, value_delimiter = ',')]
     pub sensitive_industries: Vec<String>,
     /// Days without a successful charge after which a contract is flagged as unused.
-    #[arg(long, default_value_t = 180)]
+    #[arg(long, default_value_t = autodebit_domain::zombie::IDLE_AFTER_DAYS)]
     pub zombie_after_days: u64,
     /// Days after that notice before an unused contract is terminated.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = autodebit_domain::zombie::NOTICE_PERIOD_DAYS)]
     pub zombie_notice_days: u64,
     /// A file of `CIDR,region` lines (IPv4 or IPv6) for the sign-time region check; default: a built-in table
     /// of the documentation address blocks.
@@ -134,8 +134,8 @@ impl Default for ContractsArgs {
             admitted_industries: vec![],
             high_risk_industries: vec![],
             sensitive_industries: vec![],
-            zombie_after_days: 180,
-            zombie_notice_days: 30,
+            zombie_after_days: autodebit_domain::zombie::IDLE_AFTER_DAYS,
+            zombie_notice_days: autodebit_domain::zombie::NOTICE_PERIOD_DAYS,
             region_table: None,
         }
     }
@@ -277,7 +277,7 @@ pub async fn start(
     let platform = Platform { store, clock, shutdown };
     let grpc = tokio::net::TcpListener::bind(listen.grpc_addr).await?;
     let http = tokio::net::TcpListener::bind(listen.http_addr).await?;
-    let (grpc_addr, http_addr) = (crate::local(&grpc)?, crate::local(&http)?);
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let operator_key = options.operator_key(&secrets_dir(url))?;
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)

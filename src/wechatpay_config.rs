@@ -166,7 +166,7 @@ fn check_certificate(what: &'static str, pem: &str) -> anyhow::Result<()> {
         Validity::ExpiresSoon { days_left } => {
             tracing::warn!(certificate = what, serial = info.serial, days_left, "certificate expires within 30 days");
             autodebit_runtime::metrics::set(
-                "autodebit_certificate_expiring",
+                autodebit_runtime::metrics::CERTIFICATE_EXPIRING,
                 &[("certificate", what), ("serial", &info.serial)],
                 days_left,
             );

@@ -107,7 +107,7 @@ impl ChargerService for ChargerApi {
             app::refund(&self.platform, &who, id, &r.idempotency_key, amount, &r.reason).await.map_err(status)?;
         let refund = done.charge.refund(&done.refund_id).map(|r| refund_to_pb(&done.charge, r));
         if !done.duplicate {
-            autodebit_runtime::metrics::add("autodebit_refunds_requested_total", &[], 1);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::REFUNDS_REQUESTED, &[], 1);
         }
         Ok(Response::new(pb::RefundChargeResponse { refund, duplicate: done.duplicate }))
     }

@@ -67,7 +67,7 @@ fn outcome_command(outcome: &ProviderOutcome) -> Option<ChargeCommand> {
 }
 
 /// The histogram of the time from an attempt's start to its recorded outcome (milliseconds).
-pub const SETTLE_LATENCY: &str = "autodebit_charge_settle_ms";
+pub const SETTLE_LATENCY: &str = autodebit_runtime::metrics::CHARGE_SETTLE_MS;
 
 /// Records each ended attempt's outcome on its charge stream, at the version the attempt left
 /// it, and drops its row; moves each undecided one's next question on. One transaction for the
@@ -111,8 +111,8 @@ pub async fn record_outcomes(platform: &Platform, batch: &[Resolution]) -> anyho
             autodebit_runtime::metrics::observe_ms(SETTLE_LATENCY, done - row.started_unix_ms);
         }
     }
-    autodebit_runtime::metrics::add("autodebit_charges_succeeded_total", &[], succeeded);
-    autodebit_runtime::metrics::add("autodebit_charges_failed_total", &[], failed);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SUCCEEDED, &[], succeeded);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_FAILED, &[], failed);
     Ok(())
 }
 
@@ -302,7 +302,7 @@ pub async fn record_refund_outcome(
             Ok(done) => {
                 let succeeded = done.events.iter().any(|e| matches!(e, ChargeEvent::RefundSucceeded { .. }));
                 let name = if succeeded { "succeeded" } else { "failed" };
-                autodebit_runtime::metrics::add("autodebit_refunds_total", &[("outcome", name)], 1);
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::REFUNDS, &[("outcome", name)], 1);
             }
             // Ended already (recorded by an earlier pass, or its answer and notice both came).
             Err(AppError::Rule(ChargeError::RefundNotPending(_))) => store::drop_refund(&mut tx, refund_id).await?,

@@ -1,17 +1,15 @@
 //! The contracts service: merchants (onboarding, review, API keys), their deduction plans,
 //! and the contracts payers sign, through their whole life.
+//!
+//! `api` holds the handlers (gRPC, the authorization page, WeChat Pay's notices), `app` the
+//! use cases, `processor` the follower of charge outcomes, `worker` the clean-up job and
+//! `store` the service's tables, queries and migrations. The rules are `autodebit_domain`'s.
 
 mod api;
 mod app;
-mod jobs;
-mod merchants;
-mod page;
-mod plans;
 mod processor;
-pub mod regions;
-mod signing;
 mod store;
-mod wechatpay;
+mod worker;
 
 use autodebit_domain::merchant::IndustryPolicy;
 use autodebit_proto::contracts::v1::{
@@ -21,10 +19,11 @@ use autodebit_proto::contracts::v1::{
 use autodebit_runtime::grpc::routes_for;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
+pub use app::regions;
 pub use app::{AppError, Contracts};
+pub use autodebit_domain::merchant::merchant_id_for;
+pub use autodebit_domain::zombie::ZombiePolicy;
 pub use autodebit_runtime::auth::sha256_hex;
-pub use jobs::ZombiePolicy;
-pub use merchants::merchant_id_for;
 
 pub const GRPC_NAMES: &[&str] = &[
     "autodebit.contracts.v1.ContractsService",
@@ -52,26 +51,26 @@ impl std::fmt::Debug for dyn regions::RegionLookup {
     }
 }
 
-/// Starts the service: its tables, the charge-outcome follower, the clean-up jobs and the
-/// gRPC routes.
+/// Starts the service: its tables, the charge-outcome follower, the clean-up job and the
+/// gRPC and HTTP routes.
 pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     let app = Contracts::new(platform.clone());
     spawn_follower(platform, processor::ChargeOutcomes { app: app.clone() });
     let accounts = std::sync::Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));
-    let signing = signing::Signing::new(
+    let signing = app::signing::Signing::new(
         app.clone(),
         config.public_url.clone(),
         config.session_ttl,
         config.regions.clone(),
         accounts,
     );
-    jobs::spawn(app.clone(), signing.clone(), config.zombies.clone());
-    let merchants = merchants::Merchants::new(platform.clone(), config.industries.clone());
-    let http = page::routes(page::PageState { signing: signing.clone(), merchants: merchants.clone() })
-        .merge(wechatpay::routes(signing.clone()));
-    let routes = routes_for(ContractsServiceServer::new(api::ContractsApi::new(app, signing)))
-        .merge(routes_for(MerchantsServiceServer::new(merchants::MerchantsApi::new(merchants))))
-        .merge(routes_for(PlansServiceServer::new(plans::PlansApi::new(platform.clone()))));
+    worker::spawn(app.clone(), signing.clone(), config.zombies);
+    let merchants = app::merchants::Merchants::new(platform.clone(), config.industries.clone());
+    let http = api::page::routes(api::page::PageState { signing: signing.clone(), merchants: merchants.clone() })
+        .merge(api::wechatpay::routes(signing.clone()));
+    let routes = routes_for(ContractsServiceServer::new(api::contracts::ContractsApi::new(app, signing)))
+        .merge(routes_for(MerchantsServiceServer::new(api::merchants::MerchantsApi::new(merchants))))
+        .merge(routes_for(PlansServiceServer::new(api::plans::PlansApi::new(platform.clone()))));
     Ok(Component { grpc_names: GRPC_NAMES.to_vec(), routes, http, key_table: "contracts_api_keys" })
 }

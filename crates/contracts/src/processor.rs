@@ -1,9 +1,11 @@
 //! Follows charge outcomes: a success resets the contract's run of failures; the third failed
-//! charge in a row suspends it, and the suspension says why.
-use crate::app::{AppError, Contracts};
+//! charge in a row suspends it (`domain::contract::failures_suspend`), and the suspension says
+//! why.
+use crate::app::contracts::{AppError, Contracts};
+use crate::store;
 use autodebit_domain::ContractId;
 use autodebit_domain::contract::{self, ContractCommand};
-use autodebit_eventstore::{Tx, Value};
+use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
 use autodebit_runtime::codec::Cause;
 use autodebit_runtime::{Decoded, Processor};
@@ -39,17 +41,10 @@ impl Processor for ChargeOutcomes {
             match &d.kind {
                 EventKind::ChargeSucceeded(s) => successes.push((&s.contract_id, s.succeeded_at_ms)),
                 EventKind::ChargeFailed(f) => {
-                    record_successes(tx, std::mem::take(&mut successes)).await?;
-                    let rows = tx
-                        .query(
-                            "UPDATE contracts_contracts SET consecutive_failures = consecutive_failures + 1
-                             WHERE contract_id = $1 RETURNING consecutive_failures, state",
-                            &[Value::from(&f.contract_id)],
-                        )
-                        .await?;
-                    let Some(row) = rows.first() else { continue };
-                    let failures = u32::try_from(row.i64(0).unwrap_or(0)).unwrap_or(u32::MAX);
-                    let status = row.text(1).and_then(crate::app::status_of);
+                    store::contracts::record_successes(tx, std::mem::take(&mut successes)).await?;
+                    let Some(run) = store::contracts::count_failure(tx, &f.contract_id).await? else { continue };
+                    let failures = u32::try_from(run.consecutive_failures).unwrap_or(u32::MAX);
+                    let status = store::contracts::status_of(&run.state);
                     if !status.is_some_and(|s| contract::failures_suspend(failures, s)) {
                         continue;
                     }
@@ -70,27 +65,6 @@ impl Processor for ChargeOutcomes {
                 _ => {}
             }
         }
-        record_successes(tx, successes).await
+        Ok(store::contracts::record_successes(tx, successes).await?)
     }
-}
-
-/// Resets the run of failures of each contract with a success, in one statement; a contract's
-/// last success (in log order) sets its time.
-async fn record_successes(tx: &mut Tx, successes: Vec<(&str, i64)>) -> anyhow::Result<()> {
-    if successes.is_empty() {
-        return Ok(());
-    }
-    let last: std::collections::HashMap<&str, i64> = successes.into_iter().collect();
-    let rows: Vec<serde_json::Value> = last.into_iter().map(|(id, at)| serde_json::json!([id, at])).collect();
-    tx.execute(
-        &format!(
-            "UPDATE contracts_contracts SET consecutive_failures = 0, last_success_at_ms = v.at, zombie_flagged_at_ms = 0
-             FROM (SELECT value->>0 AS id, CAST(value->>1 AS BIGINT) AS at FROM {}) v
-             WHERE contracts_contracts.contract_id = v.id",
-            tx.kind().json_rows(1)
-        ),
-        &[Value::from(serde_json::Value::Array(rows).to_string())],
-    )
-    .await?;
-    Ok(())
 }

@@ -243,7 +243,7 @@ pub fn decide(
             Ok(vec![ContractEvent::Terminated { contract_id: c.contract_id, mode, remark, terminated_at: now }])
         }
         ContractCommand::Expire => match c.expires_at {
-            Some(t) if t <= now => Ok(vec![ContractEvent::Expired { at: now }]),
+            Some(t) if crate::validity::has_expired(t, now) => Ok(vec![ContractEvent::Expired { at: now }]),
             Some(t) => Err(ContractError::NotYetExpired(t)),
             None => Err(ContractError::WrongStatus(c.status, "the contract has no end of validity")),
         },
@@ -329,7 +329,11 @@ impl crate::Aggregate for Contract {
     type Event = ContractEvent;
     type Error = ContractError;
 
-    fn decide(state: &ContractState, command: ContractCommand, now: Timestamp) -> Result<Vec<ContractEvent>, ContractError> {
+    fn decide(
+        state: &ContractState,
+        command: ContractCommand,
+        now: Timestamp,
+    ) -> Result<Vec<ContractEvent>, ContractError> {
         decide(state, command, now)
     }
 

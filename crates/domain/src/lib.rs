@@ -15,10 +15,13 @@ pub mod modification;
 pub mod money;
 pub mod plan;
 pub mod retry;
+pub mod schedule;
 pub mod signing;
 pub mod terms;
 pub mod usage;
+pub mod validity;
 pub mod window;
+pub mod zombie;
 
 pub use aggregate::Aggregate;
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};

@@ -1,6 +1,26 @@
-//! The limits a charge must keep when it is issued. Pure: the caller supplies what the
-//! contract has already been charged today.
-use crate::{MAX_CHARGE_CNY_FEN, Money};
+//! The limits a charge must keep when it is issued, and their defaults. Pure: the caller
+//! supplies what the contract has already been charged today.
+use crate::plan::MAX_DAILY_COUNT;
+use crate::{MAX_CHARGE_CNY_FEN, Money, Timestamp};
+use chrono::TimeDelta;
+
+/// The per-charge cap of a contract whose plan names none: the platform maximum.
+pub const DEFAULT_PER_CHARGE_CAP: i64 = MAX_CHARGE_CNY_FEN;
+/// The daily charge count of a contract whose plan names none: the platform maximum.
+pub const DEFAULT_DAILY_COUNT: u32 = MAX_DAILY_COUNT;
+/// A contract whose plan names no daily amount may be charged this many times its monthly
+/// average in a day, once it has a month of history.
+pub const DAILY_AMOUNT_MONTHLY_MULTIPLE: i64 = 3;
+/// The month that monthly averages count in.
+pub const HISTORY_MONTH: TimeDelta = TimeDelta::days(30);
+
+/// The limits a plan sets; `None` where it sets none (the defaults apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanLimits {
+    pub per_charge_cap: Option<i64>,
+    pub daily_count: Option<u32>,
+    pub daily_amount: Option<i64>,
+}
 
 /// A contract's limits, from its plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +53,7 @@ pub fn check(amount: Money, limits: &Limits, today: Today) -> Result<(), Breach>
     if units > cap {
         return Err(Breach { rule: "per_charge_cap", detail: format!("{units} > cap {cap} ({})", amount.currency()) });
     }
-    let daily_count = limits.daily_count.min(crate::plan::MAX_DAILY_COUNT);
+    let daily_count = limits.daily_count.min(MAX_DAILY_COUNT);
     if today.count + 1 > daily_count {
         return Err(Breach {
             rule: "daily_count",
@@ -66,7 +86,26 @@ pub fn check_merchant(suspended: bool) -> Result<(), Breach> {
 /// The default daily amount limit: three times the contract's monthly average, once it has
 /// a month of history.
 pub fn default_daily_amount(total_charged: i64, months_of_history: i64) -> Option<i64> {
-    (months_of_history >= 1).then(|| total_charged / months_of_history * 3)
+    (months_of_history >= 1).then(|| total_charged / months_of_history * DAILY_AMOUNT_MONTHLY_MULTIPLE)
+}
+
+/// A contract's limits at `now`: its plan's (`None`: it has no plan), each default where the
+/// plan sets none; the daily amount defaults from the contract's successful charges so far
+/// and the time of its first.
+pub fn for_contract(
+    plan: Option<PlanLimits>,
+    total_succeeded: i64,
+    first_success_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Limits {
+    let plan = plan.unwrap_or_default();
+    let months =
+        first_success_at.map_or(0, |first| (now - first).num_milliseconds() / HISTORY_MONTH.num_milliseconds());
+    Limits {
+        per_charge_cap: plan.per_charge_cap.filter(|c| *c > 0).unwrap_or(DEFAULT_PER_CHARGE_CAP),
+        daily_count: plan.daily_count.filter(|c| *c > 0).unwrap_or(DEFAULT_DAILY_COUNT),
+        daily_amount: plan.daily_amount.filter(|d| *d > 0).or_else(|| default_daily_amount(total_succeeded, months)),
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +126,29 @@ mod tests {
         assert_eq!(default_daily_amount(6_000, 0), None);
         assert_eq!(check_merchant(true).unwrap_err().rule, "merchant_suspended");
         assert!(check_merchant(false).is_ok());
+    }
+
+    #[test]
+    fn defaults_fill_in_what_the_plan_leaves_out() {
+        let now = crate::clock::from_millis(0) + TimeDelta::days(95);
+        let first = Some(crate::clock::from_millis(0));
+        let none = for_contract(None, 0, None, now);
+        assert_eq!(
+            none,
+            Limits { per_charge_cap: MAX_CHARGE_CNY_FEN, daily_count: MAX_DAILY_COUNT, daily_amount: None }
+        );
+        // Three months of history, 9,000 charged: three times the monthly average of 3,000.
+        assert_eq!(for_contract(None, 9_000, first, now).daily_amount, Some(9_000));
+        let plan = PlanLimits { per_charge_cap: Some(1_990), daily_count: Some(2), daily_amount: Some(5_000) };
+        assert_eq!(
+            for_contract(Some(plan), 9_000, first, now),
+            Limits { per_charge_cap: 1_990, daily_count: 2, daily_amount: Some(5_000) }
+        );
+        // Zeros are "not set".
+        let zeros = PlanLimits { per_charge_cap: Some(0), daily_count: Some(0), daily_amount: Some(0) };
+        assert_eq!(for_contract(Some(zeros), 0, None, now), none);
+        // Less than a month of history: no default daily amount yet.
+        assert_eq!(for_contract(None, 9_000, first, first.unwrap() + TimeDelta::days(29)).daily_amount, None);
     }
 
     proptest! {

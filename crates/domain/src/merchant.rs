@@ -1,6 +1,31 @@
 //! The merchant aggregate: an enterprise's application, its review, and its API keys.
-use crate::{MerchantId, Timestamp};
+use crate::{Aggregate, MerchantId, Timestamp};
 use chrono::{Datelike, Days, Weekday};
+
+/// The review of an application is due within this many working days (earliest, latest).
+pub const REVIEW_WORKING_DAYS: (u32, u32) = (3, 5);
+/// The same for an industry the policy lists as sensitive.
+pub const SENSITIVE_REVIEW_WORKING_DAYS: (u32, u32) = (7, 15);
+/// A legal name is at most this many characters.
+pub const MAX_LEGAL_NAME_CHARS: usize = 128;
+/// A document's location is at most this many bytes.
+pub const MAX_DOCUMENT_LOCATION_LEN: usize = 512;
+/// An API key's label is at most this many characters.
+pub const MAX_KEY_LABEL_CHARS: usize = 64;
+
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x51d3_0c7e_2a4b_4f19_9e88_03b7_c6a1_d250);
+
+/// A merchant's id derives from its unified social credit code: one company, one merchant.
+pub fn merchant_id_for(credit_code: &str) -> MerchantId {
+    let id = format!("mch_{}", uuid::Uuid::new_v5(&NAMESPACE, credit_code.as_bytes()).simple());
+    // "mch_" and 32 hex digits always parse.
+    MerchantId::parse(&id).expect("derived merchant ids are valid")
+}
+
+/// The stream a merchant's events are kept in.
+pub fn stream(id: &MerchantId) -> String {
+    format!("merchant-{id}")
+}
 
 /// Who applies. Only enterprises may offer recurring deduction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +99,18 @@ pub struct IndustryPolicy {
     pub high_risk: Vec<String>,
     /// Reviewed in 7–15 working days instead of 3–5.
     pub sensitive: Vec<String>,
+}
+
+impl IndustryPolicy {
+    /// The working days within which an application from `industry` is reviewed (earliest,
+    /// latest).
+    pub fn review_working_days(&self, industry: &str) -> (u32, u32) {
+        if self.sensitive.iter().any(|s| s == industry) { SENSITIVE_REVIEW_WORKING_DAYS } else { REVIEW_WORKING_DAYS }
+    }
+
+    pub fn is_high_risk(&self, industry: &str) -> bool {
+        self.high_risk.iter().any(|s| s == industry)
+    }
 }
 
 impl Default for IndustryPolicy {
@@ -190,15 +227,29 @@ pub enum MerchantEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MerchantCommand {
-    Apply(Application),
+    /// An application, checked against the policy in force when it is filed.
+    Apply {
+        application: Application,
+        policy: IndustryPolicy,
+    },
     FileDocument(Document),
     StartReview,
     Approve,
-    Reject { reason: String },
-    Suspend { reason: String },
+    Reject {
+        reason: String,
+    },
+    Suspend {
+        reason: String,
+    },
     Reinstate,
-    IssueApiKey { key_id: String, secret_sha256: String, label: String },
-    RevokeApiKey { key_id: String },
+    IssueApiKey {
+        key_id: String,
+        secret_sha256: String,
+        label: String,
+    },
+    RevokeApiKey {
+        key_id: String,
+    },
 }
 
 /// Why a command was refused; `field` names the request field at fault, where there is one.
@@ -244,8 +295,11 @@ fn check_document(d: &Document) -> Result<(), MerchantError> {
     if !is_hex_sha256(&d.sha256) {
         return Err(invalid("documents.sha256", "must be 64 lower-case hex digits (SHA-256 of the file)"));
     }
-    if d.location.is_empty() || d.location.len() > 512 {
-        return Err(invalid("documents.location", "must be a URI of at most 512 characters"));
+    if d.location.is_empty() || d.location.len() > MAX_DOCUMENT_LOCATION_LEN {
+        return Err(invalid(
+            "documents.location",
+            format!("must be a URI of at most {MAX_DOCUMENT_LOCATION_LEN} characters"),
+        ));
     }
     Ok(())
 }
@@ -259,8 +313,8 @@ pub fn check_application(a: &Application, policy: &IndustryPolicy) -> Result<(),
         ));
     }
     let name_len = a.legal_name.chars().count();
-    if name_len == 0 || name_len > 128 {
-        return Err(invalid("legal_name", "must be 1 to 128 characters"));
+    if name_len == 0 || name_len > MAX_LEGAL_NAME_CHARS {
+        return Err(invalid("legal_name", format!("must be 1 to {MAX_LEGAL_NAME_CHARS} characters")));
     }
     if a.credit_code.len() != 18 || !a.credit_code.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
         return Err(invalid(
@@ -301,21 +355,41 @@ pub fn check_application(a: &Application, policy: &IndustryPolicy) -> Result<(),
     Ok(())
 }
 
+/// The merchant's state: `None` until it applies.
+pub type MerchantState = Option<Merchant>;
+
+impl Aggregate for Merchant {
+    type State = MerchantState;
+    type Command = MerchantCommand;
+    type Event = MerchantEvent;
+    type Error = MerchantError;
+
+    fn decide(
+        state: &MerchantState,
+        command: MerchantCommand,
+        now: Timestamp,
+    ) -> Result<Vec<MerchantEvent>, MerchantError> {
+        decide(state.as_ref(), command, now)
+    }
+
+    fn apply(state: MerchantState, event: &MerchantEvent) -> MerchantState {
+        apply(state, event)
+    }
+}
+
 pub fn decide(
     state: Option<&Merchant>,
     command: MerchantCommand,
-    policy: &IndustryPolicy,
     now: Timestamp,
 ) -> Result<Vec<MerchantEvent>, MerchantError> {
     use MerchantStatus::*;
     let Some(m) = state else {
         return match command {
-            MerchantCommand::Apply(application) => {
-                check_application(&application, policy)?;
-                let sensitive = policy.sensitive.contains(&application.industry);
-                let (lo, hi) = if sensitive { (7, 15) } else { (3, 5) };
+            MerchantCommand::Apply { application, policy } => {
+                check_application(&application, &policy)?;
+                let (lo, hi) = policy.review_working_days(&application.industry);
                 Ok(vec![MerchantEvent::Applied {
-                    high_risk: policy.high_risk.contains(&application.industry),
+                    high_risk: policy.is_high_risk(&application.industry),
                     review_due_earliest: add_working_days(now, lo),
                     review_due_latest: add_working_days(now, hi),
                     application,
@@ -326,7 +400,7 @@ pub fn decide(
         };
     };
     match command {
-        MerchantCommand::Apply(_) => Err(MerchantError::AlreadyApplied),
+        MerchantCommand::Apply { .. } => Err(MerchantError::AlreadyApplied),
         MerchantCommand::FileDocument(d) => {
             check_document(&d)?;
             if !matches!(m.status, Applied | UnderReview) {
@@ -373,8 +447,8 @@ pub fn decide(
             if m.status != Approved {
                 return Err(MerchantError::WrongStatus(m.status, "only an approved merchant gets API keys"));
             }
-            if label.chars().count() > 64 {
-                return Err(invalid("label", "must be at most 64 characters"));
+            if label.chars().count() > MAX_KEY_LABEL_CHARS {
+                return Err(invalid("label", format!("must be at most {MAX_KEY_LABEL_CHARS} characters")));
             }
             Ok(vec![MerchantEvent::ApiKeyIssued { key_id, secret_sha256, label, at: now }])
         }
@@ -463,9 +537,13 @@ mod tests {
         }
     }
 
+    fn apply_cmd(application: Application) -> MerchantCommand {
+        MerchantCommand::Apply { application, policy: IndustryPolicy::default() }
+    }
+
     fn run(state: Option<Merchant>, cmd: MerchantCommand) -> Result<Option<Merchant>, MerchantError> {
-        let events = decide(state.as_ref(), cmd, &IndustryPolicy::default(), from_millis(1_700_000_000_000))?;
-        Ok(events.iter().fold(state, apply))
+        let events = Merchant::decide(&state, cmd, from_millis(1_700_000_000_000))?;
+        Ok(events.iter().fold(state, Merchant::apply))
     }
 
     #[test]
@@ -493,15 +571,13 @@ mod tests {
 
     #[test]
     fn review_workflow_and_special_filing() {
-        let m = run(None, MerchantCommand::Apply(application("finance", MerchantType::Other, &[]))).unwrap();
+        let m = run(None, apply_cmd(application("finance", MerchantType::Other, &[]))).unwrap();
         let m2 = run(m.clone(), MerchantCommand::StartReview).unwrap();
         assert_eq!(run(m2.clone(), MerchantCommand::Approve), Err(MerchantError::SpecialFilingMissing));
         let filed = run(m2, MerchantCommand::FileDocument(doc(DocumentKind::SpecialIndustryFiling))).unwrap();
         let approved = run(filed, MerchantCommand::Approve).unwrap();
         assert_eq!(approved.as_ref().unwrap().status, MerchantStatus::Approved);
-        assert!(
-            run(approved.clone(), MerchantCommand::Apply(application("finance", MerchantType::Other, &[]))).is_err()
-        );
+        assert!(run(approved.clone(), apply_cmd(application("finance", MerchantType::Other, &[]))).is_err());
         let suspended = run(approved, MerchantCommand::Suspend { reason: "refund rate 7%".into() }).unwrap();
         assert_eq!(suspended.as_ref().unwrap().status, MerchantStatus::Suspended);
         assert!(
@@ -520,7 +596,7 @@ mod tests {
 
     #[test]
     fn keys_are_issued_and_revoked_once() {
-        let m = run(None, MerchantCommand::Apply(application("membership", MerchantType::Other, &[]))).unwrap();
+        let m = run(None, apply_cmd(application("membership", MerchantType::Other, &[]))).unwrap();
         let m = run(m, MerchantCommand::StartReview).unwrap();
         let m = run(m, MerchantCommand::Approve).unwrap();
         let m = run(
@@ -534,6 +610,32 @@ mod tests {
             run(m, MerchantCommand::RevokeApiKey { key_id: "k1".into() }),
             Err(MerchantError::UnknownKey("k1".into()))
         );
+    }
+
+    #[test]
+    fn review_is_due_within_the_working_days_of_the_industry() {
+        let p = IndustryPolicy::default();
+        assert_eq!(p.review_working_days("membership"), REVIEW_WORKING_DAYS);
+        assert_eq!(p.review_working_days("education"), SENSITIVE_REVIEW_WORKING_DAYS);
+        // Friday 10:00 in Beijing: 3–5 working days is Wednesday to Friday of the next week.
+        let tz = crate::cycle::beijing();
+        let friday = tz.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap().with_timezone(&chrono::Utc);
+        let events =
+            Merchant::decide(&None, apply_cmd(application("membership", MerchantType::Other, &[])), friday).unwrap();
+        let MerchantEvent::Applied { review_due_earliest, review_due_latest, high_risk, .. } = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert!(!high_risk);
+        assert_eq!(review_due_earliest.with_timezone(&tz).day(), 2);
+        assert_eq!(review_due_latest.with_timezone(&tz).day(), 4);
+    }
+
+    #[test]
+    fn the_merchant_id_derives_from_the_credit_code() {
+        let a = merchant_id_for("91330100MA2XXXXX1X");
+        assert_eq!(a, merchant_id_for("91330100MA2XXXXX1X"));
+        assert_ne!(a, merchant_id_for("91330100MA2XXXXX2X"));
+        assert!(a.as_str().starts_with("mch_"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Deduction plans: the template a merchant's contracts are signed against.
-use crate::{Currency, Cycle, MAX_CHARGE_CNY_FEN, MerchantId, Money};
+use crate::{Aggregate, Currency, Cycle, MAX_CHARGE_CNY_FEN, MerchantId, Money, Timestamp};
 
 /// How a plan's charges arise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +22,27 @@ pub enum AmountType {
 pub const MIN_RETRY_GAP_HOURS: u32 = 6;
 /// At most this many charges per contract per calendar day, whatever a plan says.
 pub const MAX_DAILY_COUNT: u32 = 10;
-/// A contract may outlive its service period by at most this many days.
-pub const VALIDITY_GRACE_DAYS: u32 = 30;
+pub use crate::validity::VALIDITY_GRACE_DAYS;
 /// How long before a charge the payer is told of it when a plan does not say.
 pub const DEFAULT_NOTICE_LEAD_HOURS: u32 = 24;
+
+/// How many charges a day a plan allows when it does not say.
+pub const DEFAULT_DAILY_COUNT_LIMIT: u32 = MAX_DAILY_COUNT;
+
+/// A plan's daily charge count: the number it asks for (0: not said), else the default.
+pub fn daily_count_limit(asked: u32) -> u32 {
+    if asked == 0 { DEFAULT_DAILY_COUNT_LIMIT } else { asked }
+}
 
 /// A plan's pre-debit lead time: the hours it asks for (0: not said), else the default.
 pub fn notice_lead_hours(asked: u32) -> u32 {
     if asked == 0 { DEFAULT_NOTICE_LEAD_HOURS } else { asked }
+}
+
+/// The pre-debit lead time of a plan that keeps `hours` (as `notice_lead_hours` gives them);
+/// `None`, for a contract whose plan is not known, the default.
+pub fn notice_lead(hours: Option<i64>) -> chrono::TimeDelta {
+    chrono::TimeDelta::hours(hours.unwrap_or(i64::from(DEFAULT_NOTICE_LEAD_HOURS)))
 }
 
 /// When a contract change (amount, cycle) takes effect.
@@ -76,8 +89,25 @@ fn err(field: &'static str, problem: impl Into<String>) -> PlanError {
     PlanError { field, problem: problem.into() }
 }
 
+/// The simulated provider: nothing leaves the platform, and the hosted page shows the codes a
+/// payer would otherwise receive.
+pub const SIMULATOR: &str = "simulator";
+/// WeChat Pay's recurring deduction (Papay).
+pub const WECHATPAY: &str = "wechatpay";
 /// The providers a plan can name.
-pub const PROVIDERS: &[&str] = &["simulator", "wechatpay"];
+pub const PROVIDERS: &[&str] = &[SIMULATOR, WECHATPAY];
+/// The provider of a plan that names none.
+pub const DEFAULT_PROVIDER: &str = SIMULATOR;
+
+/// A plan's provider: the one it names ("": not said), else the default.
+pub fn provider(asked: &str) -> &str {
+    if asked.is_empty() { DEFAULT_PROVIDER } else { asked }
+}
+
+/// The stream a plan's events are kept in.
+pub fn stream(plan_id: &str) -> String {
+    format!("plan-{plan_id}")
+}
 
 impl Plan {
     /// Checks every field; the error names the first one at fault.
@@ -172,6 +202,72 @@ impl Plan {
     pub fn currency(&self) -> Currency {
         self.per_charge_cap.currency()
     }
+
+    /// Papay deducts CNY only: a WeChat Pay plan's amounts are all in CNY (every amount of a
+    /// plan is in the per-charge cap's currency).
+    pub fn check_provider_currency(&self) -> Result<(), PlanError> {
+        if self.provider == WECHATPAY && self.currency() != Currency::CNY {
+            return Err(err(
+                "per_charge_cap.currency",
+                format!("{} is not CNY, the only currency WeChat Pay deducts in", self.currency()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a contract on this plan may charge `amount` each cycle: not above the
+    /// per-charge cap, and in its currency.
+    pub fn allows_amount(&self, amount: Money) -> bool {
+        amount.currency() == self.currency() && amount.minor_units() <= self.per_charge_cap.minor_units()
+    }
+}
+
+/// A plan is created once and never changes: a new offer is a new plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanCommand {
+    Create(Plan),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanEvent {
+    Created { plan: Plan, at: Timestamp },
+}
+
+/// Why a plan cannot be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefused {
+    #[error(transparent)]
+    Invalid(#[from] PlanError),
+    #[error("plan {0} already exists")]
+    AlreadyCreated(String),
+}
+
+/// The plan as created; `None` before.
+pub type PlanState = Option<Plan>;
+
+impl Aggregate for Plan {
+    type State = PlanState;
+    type Command = PlanCommand;
+    type Event = PlanEvent;
+    type Error = PlanRefused;
+
+    /// Checks every field first, so a repeated request with an invalid plan is refused for
+    /// the plan, not for the repetition.
+    fn decide(state: &PlanState, command: PlanCommand, now: Timestamp) -> Result<Vec<PlanEvent>, PlanRefused> {
+        let PlanCommand::Create(plan) = command;
+        plan.validate()?;
+        plan.check_provider_currency()?;
+        if let Some(existing) = state {
+            return Err(PlanRefused::AlreadyCreated(existing.plan_id.clone()));
+        }
+        Ok(vec![PlanEvent::Created { plan, at: now }])
+    }
+
+    fn apply(state: PlanState, event: &PlanEvent) -> PlanState {
+        match event {
+            PlanEvent::Created { plan, .. } => Some(state.unwrap_or_else(|| plan.clone())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +278,8 @@ mod tests {
         assert_eq!(notice_lead_hours(0), DEFAULT_NOTICE_LEAD_HOURS);
         assert_eq!(DEFAULT_NOTICE_LEAD_HOURS, 24);
         assert_eq!(notice_lead_hours(48), 48);
+        assert_eq!(notice_lead(None), chrono::TimeDelta::hours(24));
+        assert_eq!(notice_lead(Some(2)), chrono::TimeDelta::hours(2));
     }
 
     use super::*;
@@ -229,6 +327,50 @@ mod tests {
             change(&mut p);
             assert_eq!(p.validate().unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn defaults_fill_what_a_plan_leaves_out() {
+        assert_eq!(daily_count_limit(0), DEFAULT_DAILY_COUNT_LIMIT);
+        assert_eq!(daily_count_limit(3), 3);
+        assert_eq!(provider(""), DEFAULT_PROVIDER);
+        assert_eq!(provider(WECHATPAY), WECHATPAY);
+    }
+
+    #[test]
+    fn wechatpay_plans_charge_cny_only() {
+        let mut p = sample();
+        p.provider = WECHATPAY.into();
+        assert_eq!(p.check_provider_currency(), Ok(()));
+        p.per_charge_cap = Money::new(1_990, Currency::parse("USD").unwrap());
+        p.amount = Money::new(1_990, Currency::parse("USD").unwrap());
+        assert_eq!(p.check_provider_currency().unwrap_err().field, "per_charge_cap.currency");
+        p.provider = SIMULATOR.into();
+        assert_eq!(p.check_provider_currency(), Ok(()));
+    }
+
+    #[test]
+    fn a_contract_charges_at_most_the_cap_in_the_plan_currency() {
+        let p = sample();
+        assert!(p.allows_amount(Money::cny(1_990)));
+        assert!(p.allows_amount(Money::cny(1)));
+        assert!(!p.allows_amount(Money::cny(1_991)));
+        assert!(!p.allows_amount(Money::new(100, Currency::parse("USD").unwrap())));
+    }
+
+    #[test]
+    fn a_plan_is_created_once() {
+        let now = crate::clock::from_millis(1_700_000_000_000);
+        let events = Plan::decide(&None, PlanCommand::Create(sample()), now).unwrap();
+        let state = Plan::fold(&events);
+        assert_eq!(state.as_ref(), Some(&sample()));
+        assert_eq!(
+            Plan::decide(&state, PlanCommand::Create(sample()), now),
+            Err(PlanRefused::AlreadyCreated("pl_1".into()))
+        );
+        let mut bad = sample();
+        bad.service_name = String::new();
+        assert!(matches!(Plan::decide(&state, PlanCommand::Create(bad), now), Err(PlanRefused::Invalid(_))));
     }
 
     proptest! {

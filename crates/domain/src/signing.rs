@@ -1,7 +1,22 @@
 //! The signing session aggregate: a payer's way from the authorization page to a signed
 //! contract, with the double confirmation (tick the agreement, then confirm with a credential)
 //! and the sign-time risk checks. Every step is an event, so analytics can build the funnel.
-use crate::Timestamp;
+use crate::{Aggregate, ContractId, IdError, MerchantId, Timestamp};
+
+/// How long a session stays open when the operator does not say (`--signing-session-minutes`).
+pub const DEFAULT_SESSION_MINUTES: u64 = 10;
+/// More distinct payer accounts than this on one device within the velocity window hold a
+/// session for an operator's review.
+pub const MAX_ACCOUNTS_PER_DEVICE: u32 = 3;
+/// The device velocity window, in hours.
+pub const DEVICE_WINDOW_HOURS: i64 = 24;
+/// Digits of the SMS code a payer signing far from home is sent.
+pub const SMS_CODE_DIGITS: u32 = 6;
+
+/// The stream a session's events are kept in.
+pub fn stream(session_id: &str) -> String {
+    format!("signing-{session_id}")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -45,6 +60,7 @@ impl SessionStatus {
     }
 }
 
+/// Where a session is on its way: the status and what the payer has done so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub expires_at: Timestamp,
@@ -52,6 +68,7 @@ pub struct Session {
     pub ticked: bool,
     pub sms_required: bool,
     pub sms_verified: bool,
+    /// Every step recorded: the step, its detail and when.
     pub steps: Vec<(Step, String, Timestamp)>,
 }
 
@@ -84,14 +101,129 @@ pub enum SigningError {
     SmsNeeded,
     #[error("no SMS verification was asked for")]
     NoSms,
+    #[error("no such signing session")]
+    NoSession,
+    #[error("the session is open already")]
+    AlreadyOpened,
+}
+
+/// How a session was opened: what the merchant asked for, and where the payer was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub session_id: String,
+    pub merchant_id: String,
+    pub plan_id: String,
+    pub payer_id: String,
+    pub channel: Channel,
+    pub device_id: String,
+    pub client_ip: String,
+    pub return_url: String,
+    /// The page's language: `zh` or `en`.
+    pub language: String,
+    pub expires_at: Timestamp,
+    pub opened_at: Timestamp,
+    pub merchant_contract_code: String,
+    /// The client IP's region ("" when unknown).
+    pub client_region: String,
+}
+
+/// One step of a session, with its detail (a reason, or the contract a confirmation signed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecorded {
+    pub step: Step,
+    pub detail: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningEvent {
+    Opened(Opened),
+    StepRecorded(StepRecorded),
+}
+
+/// A session as its events left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningSession {
+    pub opened: Opened,
+    pub session: Session,
+    /// The contract the session signed ("" until it is confirmed).
+    pub contract_id: String,
+}
+
+impl SigningSession {
+    /// The contract this session signs: the same every time it is derived.
+    pub fn contract_to_sign(&self) -> Result<ContractId, IdError> {
+        let merchant = MerchantId::parse(&self.opened.merchant_id)?;
+        Ok(ContractId::for_signing_session(
+            &merchant,
+            &self.opened.session_id,
+            self.opened.opened_at.timestamp_millis(),
+        ))
+    }
+}
+
+/// A session's state: `None` until it is opened.
+pub type SigningState = Option<SigningSession>;
+
+/// What the sign-time risk checks found as the session opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignTimeRisk {
+    /// Distinct payer accounts other than this session's that the device signed for within
+    /// the velocity window.
+    pub other_accounts_on_device: u32,
+    /// The region of the payer's first session with the merchant, if one was known.
+    pub usual_region: Option<String>,
+}
+
+/// The start of the device velocity window that ends at `now`.
+pub fn device_window_start(now: Timestamp) -> Timestamp {
+    now - chrono::Duration::hours(DEVICE_WINDOW_HOURS)
+}
+
+/// The sign-time risk decisions for a session opening, each a step with its reason: a device
+/// that signed for more than [`MAX_ACCOUNTS_PER_DEVICE`] payer accounts within the window
+/// (this one included) is held for review; a client IP in a known region other than the
+/// payer's usual one needs an SMS code first.
+pub fn risk_steps(opened: &Opened, risk: &SignTimeRisk) -> Vec<(Step, String)> {
+    let mut steps = Vec::new();
+    let accounts = risk.other_accounts_on_device.saturating_add(1);
+    if accounts > MAX_ACCOUNTS_PER_DEVICE {
+        steps.push((
+            Step::HeldForReview,
+            format!(
+                "device {} signed for {accounts} payer accounts within {DEVICE_WINDOW_HOURS} h (more than \
+                 {MAX_ACCOUNTS_PER_DEVICE})",
+                opened.device_id
+            ),
+        ));
+    }
+    let region = &opened.client_region;
+    if let Some(usual) = risk.usual_region.as_ref().filter(|u| !region.is_empty() && *u != region) {
+        steps.push((
+            Step::SmsRequired,
+            format!("client IP {} is in {region}, the payer usually signs from {usual}", opened.client_ip),
+        ));
+    }
+    steps
+}
+
+/// The SMS code for a random number: [`SMS_CODE_DIGITS`] decimal digits.
+pub fn sms_code(random: u128) -> String {
+    let digits = SMS_CODE_DIGITS as usize;
+    format!("{:0digits$}", random % 10u128.pow(SMS_CODE_DIGITS))
 }
 
 /// A step the payer or an operator takes; `decide` says which steps it records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigningCommand {
+    /// Opens the session, with what the sign-time risk checks found.
+    Open {
+        opened: Opened,
+        risk: SignTimeRisk,
+    },
     View,
     Tick,
-    /// The credential was checked by the caller; `reason` carries the resulting contract id.
+    /// The credential was checked by the caller; `contract_id` is the contract it signs.
     Confirm {
         contract_id: String,
     },
@@ -115,69 +247,123 @@ pub enum SigningCommand {
     },
 }
 
-/// The steps `command` records, or why it cannot happen now. A session past its expiry
-/// takes no step but `Expired`.
-pub fn decide(s: &Session, command: SigningCommand, now: Timestamp) -> Result<Vec<(Step, String)>, SigningError> {
-    use SessionStatus::*;
-    if s.status.is_final() {
-        return Err(SigningError::Ended(s.status));
-    }
-    if now >= s.expires_at
-        && !matches!(command, SigningCommand::Expire | SigningCommand::Approve | SigningCommand::Reject { .. })
-    {
-        return Err(SigningError::Expired);
-    }
-    Ok(match command {
-        SigningCommand::View => vec![(Step::PageViewed, String::new())],
-        SigningCommand::Tick if s.status == Held => return Err(SigningError::Held),
-        SigningCommand::Tick => vec![(Step::AgreementTicked, String::new())],
-        SigningCommand::Confirm { contract_id } => {
-            if s.status == Held {
-                return Err(SigningError::Held);
-            }
-            if !s.ticked {
-                return Err(SigningError::NotTicked);
-            }
-            if s.sms_required && !s.sms_verified {
-                return Err(SigningError::SmsNeeded);
-            }
-            vec![(Step::Confirmed, contract_id)]
+impl Session {
+    /// The steps `command` records, or why it cannot happen now. A session past its expiry
+    /// takes no step but `Expired`.
+    pub fn steps_for(&self, command: SigningCommand, now: Timestamp) -> Result<Vec<(Step, String)>, SigningError> {
+        use SessionStatus::*;
+        let s = self;
+        if s.status.is_final() {
+            return Err(SigningError::Ended(s.status));
         }
-        SigningCommand::ConfirmAtProvider { .. } if s.status == Held => return Err(SigningError::Held),
-        SigningCommand::ConfirmAtProvider { contract_id } => vec![(Step::Confirmed, contract_id)],
-        SigningCommand::Abandon => vec![(Step::Abandoned, String::new())],
-        SigningCommand::Expire if now >= s.expires_at => vec![(Step::Expired, String::new())],
-        SigningCommand::Expire => vec![],
-        SigningCommand::Hold { reason } => vec![(Step::HeldForReview, reason)],
-        SigningCommand::RequireSms { reason } => vec![(Step::SmsRequired, reason)],
-        SigningCommand::VerifySms if !s.sms_required => return Err(SigningError::NoSms),
-        SigningCommand::VerifySms => vec![(Step::SmsVerified, String::new())],
-        SigningCommand::Approve if s.status != Held => return Err(SigningError::NotHeld),
-        SigningCommand::Approve => vec![(Step::ReviewApproved, String::new())],
-        SigningCommand::Reject { .. } if s.status != Held => return Err(SigningError::NotHeld),
-        SigningCommand::Reject { reason } => vec![(Step::ReviewRejected, reason)],
-    })
+        if now >= s.expires_at
+            && !matches!(command, SigningCommand::Expire | SigningCommand::Approve | SigningCommand::Reject { .. })
+        {
+            return Err(SigningError::Expired);
+        }
+        Ok(match command {
+            SigningCommand::Open { .. } => return Err(SigningError::AlreadyOpened),
+            SigningCommand::View => vec![(Step::PageViewed, String::new())],
+            SigningCommand::Tick if s.status == Held => return Err(SigningError::Held),
+            SigningCommand::Tick => vec![(Step::AgreementTicked, String::new())],
+            SigningCommand::Confirm { contract_id } => {
+                if s.status == Held {
+                    return Err(SigningError::Held);
+                }
+                if !s.ticked {
+                    return Err(SigningError::NotTicked);
+                }
+                if s.sms_required && !s.sms_verified {
+                    return Err(SigningError::SmsNeeded);
+                }
+                vec![(Step::Confirmed, contract_id)]
+            }
+            SigningCommand::ConfirmAtProvider { .. } if s.status == Held => return Err(SigningError::Held),
+            SigningCommand::ConfirmAtProvider { contract_id } => vec![(Step::Confirmed, contract_id)],
+            SigningCommand::Abandon => vec![(Step::Abandoned, String::new())],
+            SigningCommand::Expire if now >= s.expires_at => vec![(Step::Expired, String::new())],
+            SigningCommand::Expire => vec![],
+            SigningCommand::Hold { reason } => vec![(Step::HeldForReview, reason)],
+            SigningCommand::RequireSms { reason } => vec![(Step::SmsRequired, reason)],
+            SigningCommand::VerifySms if !s.sms_required => return Err(SigningError::NoSms),
+            SigningCommand::VerifySms => vec![(Step::SmsVerified, String::new())],
+            SigningCommand::Approve if s.status != Held => return Err(SigningError::NotHeld),
+            SigningCommand::Approve => vec![(Step::ReviewApproved, String::new())],
+            SigningCommand::Reject { .. } if s.status != Held => return Err(SigningError::NotHeld),
+            SigningCommand::Reject { reason } => vec![(Step::ReviewRejected, reason)],
+        })
+    }
+
+    /// The session after step `r`; a session that has ended records nothing more.
+    pub fn record(mut self, r: &StepRecorded) -> Session {
+        use SessionStatus::*;
+        if self.status.is_final() {
+            return self;
+        }
+        match r.step {
+            Step::PageViewed => {}
+            Step::AgreementTicked => self.ticked = true,
+            Step::HeldForReview => self.status = Held,
+            Step::ReviewApproved => self.status = Open,
+            Step::ReviewRejected => self.status = Rejected,
+            Step::SmsRequired => self.sms_required = true,
+            Step::SmsVerified => self.sms_verified = true,
+            Step::Confirmed => self.status = Confirmed,
+            Step::Abandoned => self.status = Abandoned,
+            Step::Expired => self.status = Expired,
+        }
+        self.steps.push((r.step, r.detail.clone(), r.at));
+        self
+    }
 }
 
-pub fn apply(mut s: Session, step: Step, detail: &str, at: Timestamp) -> Session {
-    use SessionStatus::*;
-    if s.status.is_final() {
-        return s;
+impl Aggregate for SigningSession {
+    type State = SigningState;
+    type Command = SigningCommand;
+    type Event = SigningEvent;
+    type Error = SigningError;
+
+    /// Opening records the session and its sign-time risk steps at the opening time; every
+    /// other command records the steps `Session::steps_for` allows, at `now`.
+    fn decide(
+        state: &SigningState,
+        command: SigningCommand,
+        now: Timestamp,
+    ) -> Result<Vec<SigningEvent>, SigningError> {
+        let Some(s) = state else {
+            let SigningCommand::Open { opened, risk } = command else { return Err(SigningError::NoSession) };
+            let at = opened.opened_at;
+            let steps = risk_steps(&opened, &risk);
+            let mut events = vec![SigningEvent::Opened(opened)];
+            events.extend(
+                steps.into_iter().map(|(step, detail)| SigningEvent::StepRecorded(StepRecorded { step, detail, at })),
+            );
+            return Ok(events);
+        };
+        Ok(s.session
+            .steps_for(command, now)?
+            .into_iter()
+            .map(|(step, detail)| SigningEvent::StepRecorded(StepRecorded { step, detail, at: now }))
+            .collect())
     }
-    match step {
-        Step::PageViewed => {}
-        Step::AgreementTicked => s.ticked = true,
-        Step::HeldForReview => s.status = Held,
-        Step::ReviewApproved => s.status = Open,
-        Step::ReviewRejected => s.status = Rejected,
-        Step::SmsRequired => s.sms_required = true,
-        Step::SmsVerified => s.sms_verified = true,
-        Step::Confirmed => s.status = Confirmed,
-        Step::Abandoned => s.status = Abandoned,
-        Step::Expired => s.status = Expired,
+
+    fn apply(state: SigningState, event: &SigningEvent) -> SigningState {
+        match event {
+            SigningEvent::Opened(o) => Some(state.unwrap_or_else(|| SigningSession {
+                opened: o.clone(),
+                session: Session::new(o.expires_at),
+                contract_id: String::new(),
+            })),
+            SigningEvent::StepRecorded(r) => {
+                let mut s = state?;
+                if r.step == Step::Confirmed {
+                    s.contract_id = r.detail.clone();
+                }
+                s.session = s.session.record(r);
+                Some(s)
+            }
+        }
     }
-    s.steps.push((step, detail.to_string(), at));
-    s
 }
 
 #[cfg(test)]
@@ -185,14 +371,46 @@ mod tests {
     use super::*;
     use crate::clock::from_millis;
 
-    fn run(s: Session, c: SigningCommand, ms: i64) -> Result<Session, SigningError> {
-        let steps = decide(&s, c, from_millis(ms))?;
-        Ok(steps.iter().fold(s, |s, (step, d)| apply(s, *step, d, from_millis(ms))))
+    fn opened(device: &str, region: &str) -> Opened {
+        Opened {
+            session_id: "ss_1".into(),
+            merchant_id: "mch_1".into(),
+            plan_id: "pl_1".into(),
+            payer_id: "p1".into(),
+            channel: Channel::H5,
+            device_id: device.into(),
+            client_ip: "198.51.100.7".into(),
+            return_url: "https://example.cn/back".into(),
+            language: "zh".into(),
+            expires_at: from_millis(600_000),
+            opened_at: from_millis(0),
+            merchant_contract_code: String::new(),
+            client_region: region.into(),
+        }
+    }
+
+    fn open(risk: SignTimeRisk) -> SigningState {
+        let events = SigningSession::decide(
+            &None,
+            SigningCommand::Open { opened: opened("d1", "shanghai"), risk },
+            from_millis(0),
+        )
+        .unwrap();
+        SigningSession::fold(&events)
+    }
+
+    fn run(s: SigningState, c: SigningCommand, ms: i64) -> Result<SigningState, SigningError> {
+        let events = SigningSession::decide(&s, c, from_millis(ms))?;
+        Ok(events.iter().fold(s, SigningSession::apply))
+    }
+
+    fn status(s: &SigningState) -> SessionStatus {
+        s.as_ref().unwrap().session.status
     }
 
     #[test]
     fn double_confirmation() {
-        let s = Session::new(from_millis(600_000));
+        let s = open(SignTimeRisk::default());
         let s = run(s, SigningCommand::View, 1).unwrap();
         assert_eq!(
             run(s.clone(), SigningCommand::Confirm { contract_id: "c".into() }, 2),
@@ -200,13 +418,14 @@ mod tests {
         );
         let s = run(s, SigningCommand::Tick, 3).unwrap();
         let s = run(s, SigningCommand::Confirm { contract_id: "c".into() }, 4).unwrap();
-        assert_eq!(s.status, SessionStatus::Confirmed);
+        assert_eq!(status(&s), SessionStatus::Confirmed);
+        assert_eq!(s.as_ref().unwrap().contract_id, "c");
         assert_eq!(run(s, SigningCommand::Tick, 5), Err(SigningError::Ended(SessionStatus::Confirmed)));
     }
 
     #[test]
     fn risk_holds_and_sms() {
-        let s = run(Session::new(from_millis(600_000)), SigningCommand::Hold { reason: "device".into() }, 1).unwrap();
+        let s = run(open(SignTimeRisk::default()), SigningCommand::Hold { reason: "device".into() }, 1).unwrap();
         assert_eq!(run(s.clone(), SigningCommand::Tick, 2), Err(SigningError::Held));
         let s = run(s, SigningCommand::Approve, 3).unwrap();
         let s = run(s, SigningCommand::RequireSms { reason: "region".into() }, 4).unwrap();
@@ -217,18 +436,51 @@ mod tests {
         );
         let s = run(s, SigningCommand::VerifySms, 7).unwrap();
         assert!(run(s, SigningCommand::Confirm { contract_id: "c".into() }, 8).is_ok());
-        let held = run(Session::new(from_millis(600_000)), SigningCommand::Hold { reason: "d".into() }, 1).unwrap();
+        let held = run(open(SignTimeRisk::default()), SigningCommand::Hold { reason: "d".into() }, 1).unwrap();
         assert_eq!(
-            run(held, SigningCommand::Reject { reason: "fraud".into() }, 2).unwrap().status,
+            status(&run(held, SigningCommand::Reject { reason: "fraud".into() }, 2).unwrap()),
             SessionStatus::Rejected
         );
     }
 
     #[test]
     fn sessions_expire() {
-        let s = Session::new(from_millis(600_000));
+        let s = open(SignTimeRisk::default());
         assert_eq!(run(s.clone(), SigningCommand::Tick, 600_000), Err(SigningError::Expired));
-        assert_eq!(run(s.clone(), SigningCommand::Expire, 599_999).unwrap().status, SessionStatus::Open);
-        assert_eq!(run(s, SigningCommand::Expire, 600_000).unwrap().status, SessionStatus::Expired);
+        assert_eq!(status(&run(s.clone(), SigningCommand::Expire, 599_999).unwrap()), SessionStatus::Open);
+        assert_eq!(status(&run(s, SigningCommand::Expire, 600_000).unwrap()), SessionStatus::Expired);
+    }
+
+    #[test]
+    fn a_session_opens_once_and_steps_need_one() {
+        assert_eq!(run(None, SigningCommand::Tick, 1), Err(SigningError::NoSession));
+        let s = open(SignTimeRisk::default());
+        let again = SigningCommand::Open { opened: opened("d1", ""), risk: SignTimeRisk::default() };
+        assert_eq!(run(s, again, 1), Err(SigningError::AlreadyOpened));
+    }
+
+    #[test]
+    fn a_fourth_account_on_a_device_within_a_day_is_held_for_review() {
+        let three = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE - 1, usual_region: None };
+        assert_eq!(status(&open(three)), SessionStatus::Open);
+        let four = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE, usual_region: None };
+        let s = open(four).unwrap();
+        assert_eq!(s.session.status, SessionStatus::Held);
+        assert_eq!(s.session.steps[0].1, "device d1 signed for 4 payer accounts within 24 h (more than 3)");
+        assert_eq!(device_window_start(from_millis(100_000_000)), from_millis(100_000_000 - 24 * 3_600_000));
+    }
+
+    #[test]
+    fn signing_from_another_region_than_usual_needs_an_sms_code() {
+        let usual = |r: &str| SignTimeRisk { other_accounts_on_device: 0, usual_region: Some(r.into()) };
+        let s = open(usual("beijing")).unwrap();
+        assert!(s.session.sms_required);
+        assert_eq!(s.session.steps[0].1, "client IP 198.51.100.7 is in shanghai, the payer usually signs from beijing");
+        assert!(!open(usual("shanghai")).unwrap().session.sms_required, "the usual region");
+        assert!(!open(SignTimeRisk::default()).unwrap().session.sms_required, "no usual region yet");
+        let unknown = opened("d1", "");
+        assert!(risk_steps(&unknown, &usual("beijing")).is_empty(), "the region of the IP is unknown");
+        assert_eq!(sms_code(123), "000123");
+        assert_eq!(sms_code(10u128.pow(SMS_CODE_DIGITS) + 42), "000042");
     }
 }

@@ -23,6 +23,8 @@ pub struct UsagePricing {
 pub const DEFAULT_GRACE_MINUTES: u32 = 60;
 /// The longest grace window: late usage must be billed within a day.
 pub const MAX_GRACE_MINUTES: u32 = 24 * 60;
+/// How far in the future a usage record's time may lie (clock skew between systems).
+pub const MAX_RECORD_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]

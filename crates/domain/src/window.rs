@@ -3,6 +3,11 @@
 use crate::clock::Timestamp;
 use chrono::{Days, NaiveTime, Timelike, Utc};
 
+/// When the window opens and closes by default, in minutes after local midnight, and where.
+pub const DEFAULT_OPENS: u32 = 7 * 60;
+pub const DEFAULT_CLOSES: u32 = 22 * 60;
+pub const DEFAULT_ZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DailyWindow {
     /// Minutes after local midnight the window opens and closes; `close` 1440 is midnight.
@@ -13,7 +18,7 @@ pub struct DailyWindow {
 
 impl Default for DailyWindow {
     fn default() -> Self {
-        DailyWindow { open: 7 * 60, close: 22 * 60, zone: chrono_tz::Asia::Shanghai }
+        DailyWindow { open: DEFAULT_OPENS, close: DEFAULT_CLOSES, zone: DEFAULT_ZONE }
     }
 }
 
@@ -36,7 +41,7 @@ impl DailyWindow {
     }
 
     pub fn always() -> Self {
-        DailyWindow { open: 0, close: 24 * 60, zone: chrono_tz::Asia::Shanghai }
+        DailyWindow { open: 0, close: 24 * 60, zone: DEFAULT_ZONE }
     }
 
     fn minute_of(&self, t: Timestamp) -> u32 {

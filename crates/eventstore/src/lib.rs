@@ -5,6 +5,7 @@
 //! (the xid8 horizon keeps the global log gap-free for readers; see `postgres.rs`).
 //! The store knows events as bytes plus metadata; it knows no service.
 
+mod ceiling;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -453,22 +454,6 @@ impl EventStore {
             // One process owns an SQLite file, and it starts each follower once.
             Backend::Sqlite(_) => Ok(Lease { _conn: None }),
             Backend::Postgres(b) => Ok(Lease { _conn: Some(b.lease(name).await?) }),
-        }
-    }
-
-    /// The PostgreSQL pool, for benchmarks that measure the bare database beside the store.
-    pub fn pg_pool(&self) -> Option<sqlx::PgPool> {
-        match &self.inner.backend {
-            Backend::Postgres(b) => Some(b.pool.clone()),
-            Backend::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite writer pool (one connection), for the same purpose.
-    pub fn sqlite_writer(&self) -> Option<sqlx::SqlitePool> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => Some(b.writer.clone()),
-            Backend::Postgres(_) => None,
         }
     }
 }

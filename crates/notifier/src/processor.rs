@@ -72,7 +72,10 @@ fn notice(
     // One notice per causing event, whatever happens: its id derives from the event's.
     let notice_id = notice_id(contract_id, &d.meta.event_id);
     tracing::info!(target: "autodebit::notice", channel = LOG_CHANNEL, %recipient, contract_id, charge_id, "{text}");
-    let row = serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text]);
+    // Recorded at the time of its cause, so that reading the log again (after a restore or an
+    // import) gives every notice the time it had.
+    let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
+    let row = serde_json::json!([notice_id, kind as i64, recipient, contract_id, charge_id, text, at]);
     let event = pb::Event {
         kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
             notice_id: notice_id.clone(),
@@ -82,7 +85,7 @@ fn notice(
             contract_id: contract_id.into(),
             charge_id: charge_id.into(),
             text,
-            recorded_at_ms: now,
+            recorded_at_ms: at,
         })),
     };
     let append = StreamAppend {
@@ -158,7 +161,7 @@ impl Processor for NoticeWriter {
                     let Some((kind, _, contract_id, charge_id, text)) = notice_for(&d.kind, &plans) else { continue };
                     // A termination names no payer: the contract's payer is the one its
                     // signing notice went to, which may be among the notices of this batch.
-                    store::insert_notices(tx, std::mem::take(&mut rows), LOG_CHANNEL, now).await?;
+                    store::insert_notices(tx, std::mem::take(&mut rows), LOG_CHANNEL).await?;
                     let signed = NoticeKind::ContractSigned as i64;
                     let recipient = store::recipient_of(tx, contract_id, signed).await?.unwrap_or_default();
                     notice(d, kind, recipient, contract_id, charge_id, text, now)
@@ -167,7 +170,7 @@ impl Processor for NoticeWriter {
             rows.push(n.row);
             appends.push(n.append);
         }
-        store::insert_notices(tx, rows, LOG_CHANNEL, now).await?;
+        store::insert_notices(tx, rows, LOG_CHANNEL).await?;
         let owners: Vec<serde_json::Value> = events
             .iter()
             .filter_map(|d| match &d.kind {
@@ -176,8 +179,15 @@ impl Processor for NoticeWriter {
             })
             .collect();
         store::save_owners(tx, owners).await?;
-        if !appends.is_empty() {
-            tx.append_many(&appends).await?;
+        // A notice's stream that exists already holds this very notice (its id derives from the
+        // causing event): the log is being read again, after a restore or an import.
+        for outcome in tx.append_each(&appends).await? {
+            match outcome {
+                Err(e) if e.is_conflict() => {}
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }

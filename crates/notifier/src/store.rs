@@ -79,26 +79,22 @@ pub async fn recipient_of(tx: &mut Tx, contract_id: &str, kind: i64) -> Result<O
     Ok(found.into_iter().next().map(|r| r.recipient))
 }
 
-/// Writes notices in one statement, on `channel` at `now`; each row is `[notice_id, kind,
-/// recipient, contract_id, charge_id, text]`. A notice recorded already stays as it is.
-pub async fn insert_notices(
-    tx: &mut Tx,
-    rows: Vec<serde_json::Value>,
-    channel: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+/// Writes notices in one statement, on `channel`; each row is `[notice_id, kind, recipient,
+/// contract_id, charge_id, text, recorded_at_ms]`. A notice recorded already stays as it is.
+pub async fn insert_notices(tx: &mut Tx, rows: Vec<serde_json::Value>, channel: &str) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
     tx.execute(
         &format!(
             "INSERT INTO notifier_notices (notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms)
-             SELECT value->>0, CAST(value->>1 AS BIGINT), $2, value->>2, value->>3, value->>4, value->>5, $3
+             SELECT value->>0, CAST(value->>1 AS BIGINT), $2, value->>2, value->>3, value->>4, value->>5,
+                    CAST(value->>6 AS BIGINT)
              FROM {} WHERE true
              ON CONFLICT (notice_id) DO NOTHING",
             tx.kind().json_rows(1)
         ),
-        &[Value::from(serde_json::Value::Array(rows).to_string()), Value::from(channel), Value::Int(now)],
+        &[Value::from(serde_json::Value::Array(rows).to_string()), Value::from(channel)],
     )
     .await?;
     Ok(())

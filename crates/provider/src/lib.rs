@@ -2,10 +2,11 @@
 //! deterministic simulator, and WeChat Pay's papay protocol — API v2 (signatures, flat XML,
 //! deductions, order and contract queries, contract deletion, signing entries, callbacks) and
 //! API v3 (request signing, response and callback verification, resource decryption, the
-//! pre-deduction notice, refunds), with a mock WeChat Pay server to run against. It is built
-//! so that the commonest integration failures are plain: a signature mismatch shows the exact
-//! string that was signed, a missing parameter is named before any request is sent, and a
-//! timestamp outside five minutes, an unknown key serial or a probe signature is named as such.
+//! pre-deduction notice, refunds); the mock WeChat Pay to run against is its own crate,
+//! `autodebit-mock-wechatpay`. It is built so that the commonest integration failures are
+//! plain: a signature mismatch shows the exact string that was signed, a missing parameter is
+//! named before any request is sent, and a timestamp outside five minutes, an unknown key serial
+//! or a probe signature is named as such.
 pub mod limit;
 pub mod simulator;
 pub mod wechatpay;

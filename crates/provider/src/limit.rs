@@ -4,34 +4,15 @@ use crate::{
     BoxFuture, ChargeAttempt, Lookup, PreDebitNotice, Provider, ProviderError, ProviderOutcome, RefundOutcome,
     RefundRequest, SigningRequest, Termination,
 };
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
-/// Spaces calls evenly at `per_second`, no bursts: a caller waits for its slot.
-pub struct RateLimiter {
-    interval: Duration,
-    next: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl RateLimiter {
-    pub fn per_second(per_second: u32) -> Self {
-        RateLimiter { interval: Duration::from_secs(1) / per_second.max(1), next: tokio::sync::Mutex::new(None) }
-    }
-
-    /// Waits for the next free slot.
-    pub async fn wait(&self) {
-        let at = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let at = next.map_or(now, |n| n.max(now));
-            *next = Some(at + self.interval);
-            at
-        };
-        tokio::time::sleep_until(at).await;
-    }
+/// `per_second` calls a second spaced evenly, no bursts: one call every 1/`per_second` s.
+pub fn quota(per_second: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN)).allow_burst(NonZeroU32::MIN)
 }
 
 /// A provider behind a per-merchant concurrency limit and, optionally, a rate limit.
@@ -39,7 +20,7 @@ pub struct Limited<P> {
     inner: P,
     per_merchant: usize,
     merchants: Mutex<HashMap<String, Arc<Semaphore>>>,
-    rate: Option<RateLimiter>,
+    rate: Option<DefaultDirectRateLimiter>,
 }
 
 impl<P: Provider> Limited<P> {
@@ -49,7 +30,7 @@ impl<P: Provider> Limited<P> {
             inner,
             per_merchant: per_merchant.max(1),
             merchants: Mutex::new(HashMap::new()),
-            rate: (per_second > 0).then(|| RateLimiter::per_second(per_second)),
+            rate: (per_second > 0).then(|| RateLimiter::direct(quota(per_second))),
         }
     }
 
@@ -66,7 +47,7 @@ impl<P: Provider> Limited<P> {
         // The semaphore is never closed.
         let permit = self.permits(merchant).acquire_owned().await.ok();
         if let (true, Some(rate)) = (rated, &self.rate) {
-            rate.wait().await;
+            rate.until_ready().await;
         }
         permit
     }
@@ -122,6 +103,7 @@ mod tests {
     use super::*;
     use autodebit_domain::{ChargeId, ContractId, MerchantId, Money};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// Counts calls in flight, and the most at once.
     #[derive(Default)]
@@ -186,15 +168,21 @@ mod tests {
         assert_eq!(probe.most.load(Ordering::SeqCst), 6);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn calls_are_spaced_to_the_quota() {
-        let limiter = RateLimiter::per_second(150);
-        let start = Instant::now();
+    #[test]
+    fn calls_are_spaced_to_the_quota() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(quota(150), clock.clone());
+        let mut took = Duration::ZERO;
         for _ in 0..301 {
-            limiter.wait().await;
+            // Each call waits (the fake clock moves) until the limiter lets it through.
+            while let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                clock.advance(wait);
+                took += wait;
+            }
         }
-        // 301 calls at 150 a second: the last goes two seconds after the first (virtual time).
-        let took = start.elapsed();
+        // 301 calls at 150 a second: the last goes two seconds after the first, none at once.
         assert!(took >= Duration::from_millis(1_990) && took <= Duration::from_millis(2_010), "{took:?}");
+        assert!(limiter.check().is_err(), "no burst");
     }
 }

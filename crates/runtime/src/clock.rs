@@ -107,6 +107,27 @@ impl PlatformClock {
     }
 }
 
+/// Where the test clock kept in `store` stands, if a platform ran on one there.
+pub async fn stored_test_clock(store: &EventStore) -> anyhow::Result<Option<i64>> {
+    store.migrate(&MIGRATIONS).await?;
+    let rows = store.query("SELECT now_ms FROM platform_clock WHERE id = 1", &[]).await?;
+    Ok(rows.first().and_then(|r| r.i64(0)))
+}
+
+/// Sets the test clock kept in `store` to `now_ms`, before a platform starts on it: a log
+/// imported from another database carries on at the time it was exported.
+pub async fn set_test_clock(store: &EventStore, now_ms: i64) -> anyhow::Result<()> {
+    store.migrate(&MIGRATIONS).await?;
+    let mut tx = store.begin().await?;
+    tx.execute(
+        "INSERT INTO platform_clock (id, now_ms) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET now_ms = excluded.now_ms",
+        &[Value::Int(now_ms)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn read(store: &EventStore) -> anyhow::Result<i64> {
     let rows = store.query("SELECT now_ms FROM platform_clock WHERE id = 1", &[]).await?;
     rows.first().and_then(|r| r.i64(0)).context("the test clock row is missing")

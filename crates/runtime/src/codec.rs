@@ -9,6 +9,10 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 use prost::Message;
 
+pub mod merchant;
+pub mod plan;
+pub mod signing;
+
 /// Where an event came from: carried in its metadata so that a follower's effects can be
 /// traced to their cause.
 #[derive(Debug, Clone, Default)]

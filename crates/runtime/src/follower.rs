@@ -5,6 +5,7 @@ use crate::Platform;
 use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::Metadata;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::future::Future;
 use std::time::Duration;
 use tracing::Instrument;
@@ -66,6 +67,15 @@ pub trait Processor: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// The longest a failed follower waits before it tries again.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A failed follower tries again after 100 ms, then twice as long each time, up to
+/// [`MAX_BACKOFF`], for as long as it fails.
+const FOLLOWER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(MAX_BACKOFF)
+    .without_max_times();
+
 /// Runs `processor` until shutdown.
 pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio::task::JoinHandle<()> {
     let platform = platform.clone();
@@ -83,8 +93,7 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
                 return;
             }
         };
-        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = FOLLOWER_BACKOFF.build();
         loop {
             let started = tokio::time::Instant::now();
             match follow(&platform, &processor).await {
@@ -94,15 +103,14 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
                 Err(e) => {
                     // A follower that ran a while before failing starts its back-off afresh.
                     if started.elapsed() > Duration::from_secs(30) {
-                        backoff = FIRST_BACKOFF;
+                        backoff = FOLLOWER_BACKOFF.build();
                     }
-                    crate::metrics::add("autodebit_follower_errors_total", &[("follower", name)], 1);
+                    crate::metrics::add(crate::metrics::FOLLOWER_ERRORS, &[("follower", name)], 1);
                     tracing::error!(follower = name, error = format!("{e:#}"), "follower failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next().unwrap_or(MAX_BACKOFF)) => {}
                         _ = platform.shutdown.wait() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -126,7 +134,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
             if last != at {
                 // Only events of other types: move on without a transaction.
                 at = last;
-                crate::metrics::set("autodebit_follower_position", &[("follower", name)], at.position);
+                crate::metrics::set(crate::metrics::FOLLOWER_POSITION, &[("follower", name)], at.position);
                 continue;
             }
             if at != saved && last_save.elapsed() >= IDLE_CHECKPOINT_EVERY {
@@ -178,7 +186,18 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
             last_save = tokio::time::Instant::now();
         }
         at = last;
-        crate::metrics::add("autodebit_follower_events_total", &[("follower", name)], n as i64);
-        crate::metrics::set("autodebit_follower_position", &[("follower", name)], at.position);
+        crate::metrics::add(crate::metrics::FOLLOWER_EVENTS, &[("follower", name)], n as i64);
+        crate::metrics::set(crate::metrics::FOLLOWER_POSITION, &[("follower", name)], at.position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_follower_waits_twice_as_long_each_time_up_to_ten_seconds() {
+        let ms: Vec<u128> = FOLLOWER_BACKOFF.build().take(10).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000, 10_000]);
     }
 }

@@ -7,9 +7,12 @@ use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, GrpcEosErrorsAsFailures, GrpcErrorsAsFailures, GrpcFailureClass,
+    MakeClassifier,
+};
 
 // === status mapping ===
 
@@ -62,8 +65,73 @@ pub fn http_status(code: tonic::Code) -> http::StatusCode {
     }
 }
 
+// === tracing layer ===
+
+// tower-http's tracing layer for gRPC (in `serve`): a span per call named `grpc` with the
+// method (`rpc`), continuing the caller's trace from its `traceparent` header, a debug line when
+// the call is answered, and each call counted by method and status code ([`CountCalls`]).
+
+fn call_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", rpc = %req.uri().path());
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        crate::telemetry::set_parent_from_traceparent(&span, tp);
+    }
+    span
+}
+
+fn answered<B>(res: &http::Response<B>, latency: Duration, _: &tracing::Span) {
+    let code = res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0");
+    tracing::debug!(code, micros = latency.as_micros() as u64, "rpc done");
+}
+
+fn failed(class: GrpcFailureClass, _: Duration, _: &tracing::Span) {
+    // A status code was logged with the answer; only a transport error is news here.
+    if let GrpcFailureClass::Error(e) = class {
+        tracing::debug!(error = %e, "transport error");
+    }
+}
+
+/// Classifies calls as tower-http does for gRPC, and counts each one in
+/// `autodebit_grpc_requests_total` by method and the status code its headers carry.
+#[derive(Debug, Clone, Copy)]
+struct CountCalls;
+
+#[derive(Clone)]
+struct CountedCall {
+    rpc: String,
+}
+
+impl MakeClassifier for CountCalls {
+    type Classifier = CountedCall;
+    type FailureClass = GrpcFailureClass;
+    type ClassifyEos = GrpcEosErrorsAsFailures;
+
+    fn make_classifier<B>(&self, req: &http::Request<B>) -> CountedCall {
+        // Only our own methods become metric labels, so odd paths cannot grow the registry.
+        let path = req.uri().path();
+        let own = path.starts_with("/autodebit.") || path.starts_with("/grpc.");
+        CountedCall { rpc: if own { path.to_string() } else { "other".to_string() } }
+    }
+}
+
+impl ClassifyResponse for CountedCall {
+    type FailureClass = GrpcFailureClass;
+    type ClassifyEos = GrpcEosErrorsAsFailures;
+
+    fn classify_response<B>(self, res: &http::Response<B>) -> ClassifiedResponse<GrpcFailureClass, Self::ClassifyEos> {
+        let code = res.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0");
+        crate::metrics::add(crate::metrics::GRPC_REQUESTS, &[("rpc", &self.rpc), ("code", code)], 1);
+        GrpcErrorsAsFailures::new().classify_response(res)
+    }
+
+    fn classify_error<E: Display + 'static>(self, error: &E) -> GrpcFailureClass {
+        crate::metrics::add(crate::metrics::GRPC_REQUESTS, &[("rpc", &self.rpc), ("code", "transport")], 1);
+        GrpcErrorsAsFailures::new().classify_error(error)
+    }
+}
+
 /// tonic answers a request body it cannot decode as `INTERNAL`; the fault is the caller's.
-fn undecodable_is_invalid<R>(res: &mut http::Response<R>) {
+fn undecodable_is_invalid<R>(mut res: http::Response<R>) -> http::Response<R> {
     let h = res.headers_mut();
     let undecodable = h.get("grpc-status").is_some_and(|v| v == "13")
         && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
@@ -73,74 +141,7 @@ fn undecodable_is_invalid<R>(res: &mut http::Response<R>) {
     if undecodable {
         h.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
-}
-
-// === tracing layer ===
-
-/// Opens a span per call, continuing the caller's trace from its `traceparent` header.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
-
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TraceService<S> {
-    inner: S,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for TraceService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Display,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let span = tracing::info_span!("grpc", rpc = %req.uri().path());
-        if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
-            crate::telemetry::set_parent_from_traceparent(&span, tp);
-        }
-        // Only our own methods become metric labels, so odd paths cannot grow the registry.
-        let path = req.uri().path();
-        let path = if path.starts_with("/autodebit.") || path.starts_with("/grpc.") {
-            path.to_string()
-        } else {
-            "other".to_string()
-        };
-        let started = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(
-            async move {
-                let mut res = fut.await;
-                if let Ok(r) = res.as_mut() {
-                    undecodable_is_invalid(r);
-                }
-                let code = match &res {
-                    Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "transport error");
-                        "transport".to_string()
-                    }
-                };
-                crate::metrics::add("autodebit_grpc_requests_total", &[("rpc", &path), ("code", &code)], 1);
-                tracing::debug!(code, micros = started.elapsed().as_micros() as u64, "rpc done");
-                res
-            }
-            .instrument(span),
-        )
-    }
+    res
 }
 
 /// A client interceptor that carries the current trace to the server.
@@ -256,7 +257,15 @@ pub async fn serve(
     let shutdown = platform.shutdown.clone();
     tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
-        .layer(TraceLayer)
+        .layer(
+            tower_http::trace::TraceLayer::new(CountCalls)
+                .make_span_with(call_span)
+                .on_request(())
+                .on_response(answered)
+                .on_eos(())
+                .on_failure(failed),
+        )
+        .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid))
         .layer(LimitLayer::new(max_in_flight))
         .layer(auth)
         .add_routes(routes)
@@ -333,7 +342,7 @@ where
                     res
                 }
                 _ => {
-                    crate::metrics::add("autodebit_grpc_shed_total", &[], 1);
+                    crate::metrics::add(crate::metrics::GRPC_SHED, &[], 1);
                     let mut res = Status::resource_exhausted(
                         "the server is at its limit of calls in flight; retry after the time in grpc-retry-pushback-ms",
                     )

@@ -1,79 +1,187 @@
-//! A small process-wide metrics registry, rendered in the Prometheus text format.
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+//! The process's metrics, recorded through the `metrics` crate and rendered in the Prometheus
+//! text format by `metrics-exporter-prometheus` (on the HTTP listener's `/metrics`). Every
+//! metric is named once below and described once in [`METRICS`]: its `# HELP` text, its
+//! `# TYPE` and its unit.
+use metrics::{Label, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-fn registry() -> &'static Mutex<BTreeMap<String, i64>> {
-    static R: OnceLock<Mutex<BTreeMap<String, i64>>> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(BTreeMap::new()))
+// === names ===
+
+pub const GRPC_REQUESTS: &str = "autodebit_grpc_requests_total";
+pub const GRPC_SHED: &str = "autodebit_grpc_shed_total";
+pub const FOLLOWER_EVENTS: &str = "autodebit_follower_events_total";
+pub const FOLLOWER_POSITION: &str = "autodebit_follower_position";
+pub const FOLLOWER_ERRORS: &str = "autodebit_follower_errors_total";
+pub const SCHEDULER_ERRORS: &str = "autodebit_scheduler_errors_total";
+pub const SCHEDULER_BATCHES_VOIDED: &str = "autodebit_scheduler_batches_voided_total";
+pub const CHARGES_SCHEDULED: &str = "autodebit_charges_scheduled_total";
+pub const CHARGES_REJECTED: &str = "autodebit_charges_rejected_total";
+pub const CHARGES_HELD: &str = "autodebit_charges_held_total";
+pub const CHARGE_RETRIES: &str = "autodebit_charge_retries_total";
+pub const PRE_DEBIT_NOTICES: &str = "autodebit_pre_debit_notices_total";
+pub const USAGE_RECORDS: &str = "autodebit_usage_records_total";
+pub const CHARGER_ERRORS: &str = "autodebit_charger_errors_total";
+pub const CHARGES_SUCCEEDED: &str = "autodebit_charges_succeeded_total";
+pub const CHARGES_FAILED: &str = "autodebit_charges_failed_total";
+pub const CHARGE_SETTLE_MS: &str = "autodebit_charge_settle_ms";
+pub const REFUNDS_REQUESTED: &str = "autodebit_refunds_requested_total";
+pub const REFUNDS: &str = "autodebit_refunds_total";
+pub const PROVIDER_NOTICES: &str = "autodebit_provider_notices_total";
+pub const CALLBACKS: &str = "autodebit_callbacks_total";
+pub const CERTIFICATE_EXPIRING: &str = "autodebit_certificate_expiring";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return name.to_string();
-    }
-    let body: Vec<String> =
-        labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))).collect();
-    format!("{name}{{{}}}", body.join(","))
-}
-
-/// Adds `n` to a counter.
-pub fn add(name: &str, labels: &[(&str, &str)], n: i64) {
-    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    *r.entry(key(name, labels)).or_insert(0) += n;
-}
-
-/// Sets a gauge.
-pub fn set(name: &str, labels: &[(&str, &str)], v: i64) {
-    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    r.insert(key(name, labels), v);
-}
-
-pub fn get(name: &str, labels: &[(&str, &str)]) -> i64 {
-    let r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    r.get(&key(name, labels)).copied().unwrap_or(0)
-}
-
-/// Every metric, one line each.
-pub fn render() -> String {
-    let r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = String::new();
-    for (k, v) in r.iter() {
-        out.push_str(k);
-        out.push(' ');
-        out.push_str(&v.to_string());
-        out.push('\n');
-    }
-    out
-}
+/// Every metric: name, type, unit and help text.
+pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
+    (GRPC_REQUESTS, Kind::Counter, Unit::Count, "gRPC calls answered, by method (rpc) and gRPC status code (code)"),
+    (
+        GRPC_SHED,
+        Kind::Counter,
+        Unit::Count,
+        "gRPC calls shed with RESOURCE_EXHAUSTED: no room among the calls in flight",
+    ),
+    (FOLLOWER_EVENTS, Kind::Counter, Unit::Count, "Events of the log a follower has passed, by follower"),
+    (FOLLOWER_POSITION, Kind::Gauge, Unit::Count, "The log position a follower has reached, by follower"),
+    (FOLLOWER_ERRORS, Kind::Counter, Unit::Count, "Failed follower batches (retried after a back-off), by follower"),
+    (SCHEDULER_ERRORS, Kind::Counter, Unit::Count, "Failed rounds of the scheduler's due loop (retried)"),
+    (
+        SCHEDULER_BATCHES_VOIDED,
+        Kind::Counter,
+        Unit::Count,
+        "Batches of due schedules dropped uncommitted because a schedule changed meanwhile",
+    ),
+    (CHARGES_SCHEDULED, Kind::Counter, Unit::Count, "Charges issued by the scheduler"),
+    (CHARGES_REJECTED, Kind::Counter, Unit::Count, "Charges the scheduler refused (a limit or the contract's state)"),
+    (CHARGES_HELD, Kind::Counter, Unit::Count, "Charges held for review instead of issued"),
+    (CHARGE_RETRIES, Kind::Counter, Unit::Count, "Retries of failed charges issued by the scheduler"),
+    (PRE_DEBIT_NOTICES, Kind::Counter, Unit::Count, "Pre-debit notices issued by the scheduler"),
+    (USAGE_RECORDS, Kind::Counter, Unit::Count, "Usage records accepted"),
+    (CHARGER_ERRORS, Kind::Counter, Unit::Count, "Failed rounds of the charger's workers (retried)"),
+    (CHARGES_SUCCEEDED, Kind::Counter, Unit::Count, "Charge attempts recorded as succeeded"),
+    (CHARGES_FAILED, Kind::Counter, Unit::Count, "Charge attempts recorded as failed"),
+    (
+        CHARGE_SETTLE_MS,
+        Kind::Histogram,
+        Unit::Milliseconds,
+        "Time from a charge attempt's start to its recorded outcome, in milliseconds",
+    ),
+    (REFUNDS_REQUESTED, Kind::Counter, Unit::Count, "Refunds requested"),
+    (REFUNDS, Kind::Counter, Unit::Count, "Refunds carried out at the provider, by outcome"),
+    (PROVIDER_NOTICES, Kind::Counter, Unit::Count, "Pre-debit notices sent to a provider, by provider and outcome"),
+    (CALLBACKS, Kind::Counter, Unit::Count, "Provider callbacks received, by kind and result"),
+    (
+        CERTIFICATE_EXPIRING,
+        Kind::Gauge,
+        Unit::Count,
+        "Days left before a certificate that expires within 30 days, by certificate and serial",
+    ),
+];
 
 /// Upper bounds, in milliseconds, of the latency histograms' buckets.
 pub const LATENCY_BUCKETS_MS: [i64; 17] =
     [5, 10, 25, 50, 100, 200, 300, 400, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 30_000];
 
+/// How often the exporter's histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process's recorder, installed (and every metric described) on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets: Vec<f64> = LATENCY_BUCKETS_MS.iter().map(|b| *b as f64).collect();
+        // Every histogram is a latency in milliseconds. UNWRAP: the bucket list is not empty.
+        let recorder = PrometheusBuilder::new().set_buckets(&buckets).unwrap().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+        }
+        for (name, kind, unit, help) in METRICS {
+            match kind {
+                Kind::Counter => metrics::describe_counter!(*name, *unit, *help),
+                Kind::Gauge => metrics::describe_gauge!(*name, *unit, *help),
+                Kind::Histogram => metrics::describe_histogram!(*name, *unit, *help),
+            }
+        }
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        });
+        handle
+    })
+}
+
+fn to_labels(labels: &[(&'static str, &str)]) -> Vec<Label> {
+    labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
+}
+
+/// Adds `n` to a counter.
+pub fn add(name: &'static str, labels: &[(&'static str, &str)], n: i64) {
+    handle();
+    metrics::counter!(name, to_labels(labels)).increment(n.max(0) as u64);
+}
+
+/// Sets a gauge.
+pub fn set(name: &'static str, labels: &[(&'static str, &str)], v: i64) {
+    handle();
+    metrics::gauge!(name, to_labels(labels)).set(v as f64);
+}
+
 /// Records `ms` in the latency histogram `name`: Prometheus's `{name}_bucket{le="…"}`
 /// (cumulative), `{name}_sum` and `{name}_count`.
-pub fn observe_ms(name: &str, ms: i64) {
-    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    for b in LATENCY_BUCKETS_MS.iter().filter(|b| ms <= **b) {
-        *r.entry(key(&format!("{name}_bucket"), &[("le", &b.to_string())])).or_insert(0) += 1;
-    }
-    *r.entry(key(&format!("{name}_bucket"), &[("le", "+Inf")])).or_insert(0) += 1;
-    *r.entry(format!("{name}_sum")).or_insert(0) += ms;
-    *r.entry(format!("{name}_count")).or_insert(0) += 1;
+pub fn observe_ms(name: &'static str, ms: i64) {
+    handle();
+    metrics::histogram!(name).record(ms as f64);
+}
+
+/// Every metric in the Prometheus text format, each with its `# HELP` and `# TYPE`.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// The value of one series as [`render`] shows it (a histogram's `_bucket`, `_sum` and
+/// `_count` are series of their own), 0 when it has none yet.
+pub fn get(name: &str, labels: &[(&str, &str)]) -> i64 {
+    find(&render(), name, labels)
+}
+
+fn find(text: &str, name: &str, labels: &[(&str, &str)]) -> i64 {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        let body: Vec<String> =
+            labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+        format!("{name}{{{}}}", body.join(","))
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as i64)
 }
 
 /// The `per_mille`/1000 quantile of the latency histogram `name`, interpolated within its
 /// bucket as Prometheus's `histogram_quantile` does; `None` before any observation, and the
 /// highest bound when it lies beyond it.
 pub fn quantile_ms(name: &str, per_mille: i64) -> Option<i64> {
-    let count = get(&format!("{name}_count"), &[]);
+    let text = render();
+    let count = find(&text, &format!("{name}_count"), &[]);
     if count == 0 {
         return None;
     }
     let rank = ((count * per_mille + 999) / 1000).max(1);
     let (mut lower, mut below) = (0i64, 0i64);
     for b in LATENCY_BUCKETS_MS {
-        let upto = get(&format!("{name}_bucket"), &[("le", &b.to_string())]);
+        let upto = find(&text, &format!("{name}_bucket"), &[("le", &b.to_string())]);
         if upto >= rank {
             return Some(lower + (b - lower) * (rank - below) / (upto - below).max(1));
         }
@@ -88,7 +196,7 @@ mod tests {
 
     #[test]
     fn quantiles_come_from_the_buckets() {
-        let name = "test_latency_quantiles";
+        let name = "test_latency_quantiles_ms";
         assert_eq!(quantile_ms(name, 500), None);
         for ms in (1..=100).map(|i| i * 10) {
             observe_ms(name, ms);
@@ -98,6 +206,68 @@ mod tests {
         assert!((400..=500).contains(&p50), "{p50}");
         assert!((750..=1000).contains(&quantile_ms(name, 990).unwrap()));
         assert_eq!(get(&format!("{name}_count"), &[]), 100);
+        assert_eq!(get(&format!("{name}_sum"), &[]), 50_500);
         assert!(render().contains(&format!("{name}_bucket{{le=\"+Inf\"}} 100")));
+    }
+
+    #[test]
+    fn counters_and_gauges_read_back() {
+        add(CALLBACKS, &[("kind", "test"), ("result", "read-back")], 2);
+        add(CALLBACKS, &[("kind", "test"), ("result", "read-back")], 3);
+        assert_eq!(get(CALLBACKS, &[("kind", "test"), ("result", "read-back")]), 5);
+        set(FOLLOWER_POSITION, &[("follower", "test.read-back")], 42);
+        set(FOLLOWER_POSITION, &[("follower", "test.read-back")], 41);
+        assert_eq!(get(FOLLOWER_POSITION, &[("follower", "test.read-back")]), 41);
+        assert_eq!(get(FOLLOWER_POSITION, &[("follower", "test.none")]), 0);
+    }
+
+    /// Every metric named here is described, and every series `/metrics` shows comes under a
+    /// `# HELP` and a `# TYPE` of its own family.
+    #[test]
+    fn every_metric_has_help_and_type() {
+        for (name, kind, _, _) in METRICS {
+            match kind {
+                Kind::Counter => add(name, &[], 0),
+                Kind::Gauge => set(name, &[], 0),
+                Kind::Histogram => observe_ms(name, 1),
+            }
+        }
+        // Other tests of this process record test-only series (`test_…`).
+        let text: String = render().lines().filter(|l| !l.contains("test_")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(undescribed(&text), Vec::<String>::new(), "{text}");
+        for (name, kind, _, _) in METRICS {
+            let kind = match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}: {text}");
+        }
+        let names: std::collections::HashSet<_> = METRICS.iter().map(|m| m.0).collect();
+        assert_eq!(names.len(), METRICS.len(), "a metric is named twice");
+    }
+
+    /// The sample lines of a Prometheus text whose family has no `# HELP` or no `# TYPE`.
+    fn undescribed(text: &str) -> Vec<String> {
+        let mut help = std::collections::HashSet::new();
+        let mut types = std::collections::HashSet::new();
+        let mut missing = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                help.insert(rest.split(' ').next().unwrap_or_default().to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                types.insert(rest.split(' ').next().unwrap_or_default().to_string());
+            } else {
+                let series = line.split(['{', ' ']).next().unwrap_or_default();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| series.strip_suffix(s).filter(|f| types.contains(*f)))
+                    .unwrap_or(series);
+                if !help.contains(family) || !types.contains(family) {
+                    missing.push(line.to_string());
+                }
+            }
+        }
+        missing
     }
 }

@@ -1,12 +1,23 @@
 //! The scheduler service: keeps each contract's billing schedule and, when a period falls due
 //! by the platform clock, issues its charge exactly once.
+//!
+//! - `api`: the gRPC handlers (parse, call `app`, map the answer);
+//! - `app`: the use cases (schedule and status, RecordUsage, TriggerCharge);
+//! - `processor`: the log follower that opens, stops, resumes and modifies schedules;
+//! - `worker`: the due loop and what it issues;
+//! - `store`: the tables, every statement on them, and the migrations.
+//!
+//! The rules themselves — the timeline, the limits, the window — are the domain's
+//! (`autodebit_domain::schedule`, `limits`, `window`).
 
 mod api;
-pub mod due;
-mod issue;
+mod app;
 mod processor;
 pub mod store;
-mod timeline;
+mod worker;
+
+/// The due loop's passes, for the benchmark (`bench billing-run`).
+pub use worker::due;
 
 use autodebit_domain::window::DailyWindow;
 use autodebit_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
@@ -25,11 +36,8 @@ pub struct SchedulerConfig {
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
-    let checked_through = due::spawn(platform.clone(), config.window);
-    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(
-        platform.clone(),
-        config.window,
-        checked_through,
-    )));
+    let checked_through = worker::spawn(platform.clone(), config.window);
+    let app = app::App::new(platform.clone(), config.window, checked_through);
+    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(app)));
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default(), key_table: "scheduler_api_keys" })
 }

@@ -43,7 +43,7 @@ pub fn routes(platform: Platform, accounts: Arc<Accounts>) -> Router {
 /// Counts a v2 callback's result and answers it.
 fn answer(kind: &'static str, result: Result<&'static str, Refused>) -> Response {
     let (counted, response) = v2_reply(kind, result);
-    autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", kind), ("result", counted)], 1);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CALLBACKS, &[("kind", kind), ("result", counted)], 1);
     response
 }
 
@@ -94,7 +94,7 @@ async fn v3_notice(
             (status, reason, serde_json::json!({"code": "FAIL", "message": message}))
         }
     };
-    autodebit_runtime::metrics::add("autodebit_callbacks_total", &[("kind", "v3"), ("result", counted)], 1);
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CALLBACKS, &[("kind", "v3"), ("result", counted)], 1);
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 

@@ -76,7 +76,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>, concurrency: usize) 
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "claiming charge attempts failed; retrying");
-                    autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+                    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
                     Vec::new()
                 }
             };
@@ -150,6 +150,13 @@ fn later(row: AttemptRow, reason: String) -> Resolution {
     Resolution::Later(row, reason, due)
 }
 
+/// A batch of outcomes that failed to record is tried again after 200 ms, then twice as long
+/// each time, up to 5 s, for as long as it fails.
+const RECORD_BACKOFF: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(5))
+    .without_max_times();
+
 /// Records resolutions in batches as they come.
 async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
     let mut batch = Vec::with_capacity(CLAIM);
@@ -159,13 +166,14 @@ async fn record_loop(platform: Platform, mut rx: mpsc::Receiver<Resolution>) {
             return;
         }
         let mut failures = 0;
+        let mut backoff = backon::BackoffBuilder::build(RECORD_BACKOFF);
         while let Err(e) = app::record_outcomes(&platform, &batch).await {
             // Nothing was committed; the provider's answers are kept in memory and tried again
             // (and, if this process dies, the rows' leases run out and the attempts are queried).
             failures += 1;
             tracing::error!(error = format!("{e:#}"), failures, "recording charge outcomes failed; retrying");
-            autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
-            tokio::time::sleep(Duration::from_millis(200 * failures.min(25))).await;
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
             if platform.shutdown.is_triggered() {
                 return;
             }

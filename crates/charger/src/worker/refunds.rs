@@ -32,7 +32,7 @@ pub fn spawn(platform: Platform, providers: Arc<Providers>) {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "carrying out refunds failed; retrying");
-                    autodebit_runtime::metrics::add("autodebit_charger_errors_total", &[], 1);
+                    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
                 }
             }
             tokio::select! {

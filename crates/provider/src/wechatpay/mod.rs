@@ -1,7 +1,6 @@
 //! WeChat Pay.
 pub mod cert;
 pub mod client;
-pub mod mock;
 #[cfg(test)]
 mod sdk_vectors;
 pub mod v2;

@@ -148,7 +148,7 @@ pub fn decrypt_resource(
 }
 
 /// Encrypts a callback resource as WeChat Pay does (the inverse of `decrypt_resource`): for the
-/// mock, and for tests that play WeChat Pay.
+/// mock WeChat Pay, and for tests that play WeChat Pay.
 pub fn encrypt_resource(
     api_v3_key: &str,
     nonce: &str,

@@ -1,0 +1,424 @@
+//! The WeChat Pay client of `autodebit-provider` against the mock, in process: a real HTTP
+//! round trip on 127.0.0.1.
+use autodebit_domain::{ChargeId, ContractId, MerchantId, Money};
+use autodebit_mock_wechatpay::{self as mock, MockConfig, MockOptions};
+use autodebit_provider::wechatpay::client::{
+    ACCEPTED, CALLBACK_ACK, ConfigError, ContractRef, ContractState, PlatformKey, V3Config, read_callback,
+};
+use autodebit_provider::wechatpay::v2::{self, Params, SignType};
+use autodebit_provider::wechatpay::{WeChatPay, WeChatPayConfig};
+use autodebit_provider::{
+    ChargeAttempt, Lookup, PreDebitNotice, Provider, ProviderError, ProviderOutcome, RefundOutcome, RefundRequest,
+    SigningChannel, SigningRequest, Termination,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn start(config: MockConfig, options: MockOptions) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = mock::serve_with(listener, config, options).await;
+    });
+    format!("http://{addr}")
+}
+
+fn v3_settings() -> V3Config {
+    V3Config {
+        merchant_serial: mock::MERCHANT_SERIAL.into(),
+        merchant_private_key_pem: mock::MERCHANT_PRIVATE_KEY_PEM.into(),
+        api_v3_key: "0123456789abcdef0123456789abcdef".into(),
+        platform_keys: vec![PlatformKey::PublicKey {
+            id: mock::PLATFORM_KEY_ID.into(),
+            pem: mock::PLATFORM_PUBLIC_KEY_PEM.into(),
+        }],
+    }
+}
+
+fn config_for(base: &str, m: &MockConfig) -> WeChatPayConfig {
+    let mut c = WeChatPayConfig::new(m.appid.clone(), m.mch_id.clone(), m.api_key.clone()).with_base_url(base);
+    c.notify_url = "http://127.0.0.1:9/nowhere".into();
+    c.spbill_create_ip = "203.0.113.9".into();
+    c.plan_id = "12535".into();
+    c.timeout = Duration::from_secs(5);
+    c.v3 = Some(v3_settings());
+    c
+}
+
+async fn setup(m: MockConfig, options: MockOptions) -> (WeChatPay, String) {
+    let base = start(m.clone(), options).await;
+    (WeChatPay::new(config_for(&base, &m)).unwrap(), base)
+}
+
+fn attempt(n: u32) -> ChargeAttempt {
+    let contract = ContractId::generate();
+    let mut a = ChargeAttempt::new(
+        ChargeId::for_period(contract, 1),
+        contract,
+        MerchantId::parse("m1").unwrap(),
+        n,
+        Money::cny(1990),
+    );
+    a.provider_contract_id = "201710180325670965".into();
+    a
+}
+
+/// Queries until the order is decided (the mock holds an accepted order `ACCEPT` a moment).
+async fn settled(client: &WeChatPay, a: &ChargeAttempt) -> Lookup {
+    for _ in 0..200 {
+        match client.query(a).await {
+            Lookup::Pending { reason } if reason.contains("ACCEPT") => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+    panic!("the order stayed ACCEPT")
+}
+
+async fn report(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/mock/orders")).await.unwrap().json().await.unwrap()
+}
+
+fn calm() -> MockConfig {
+    MockConfig { notenough_basis_points: 0, systemerror_basis_points: 0, ..MockConfig::default() }
+}
+
+#[tokio::test]
+async fn an_accepted_charge_is_unknown_until_the_query_says_succeeded_and_the_callback_comes() {
+    // A merchant endpoint that records callbacks and acknowledges them.
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                CALLBACK_ACK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let merchant = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let m = calm();
+    let base =
+        start(m.clone(), MockOptions { deduct_after: Duration::from_millis(500), ..MockOptions::default() }).await;
+    let mut config = config_for(&base, &m);
+    config.notify_url = merchant;
+    let client = WeChatPay::new(config).unwrap();
+    let a = attempt(1);
+    assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
+    // Accepted, the deduction pending: the answer, signed HMAC-SHA256 without naming it, is read.
+    assert!(matches!(client.query(&a).await, Lookup::Pending { reason } if reason.contains("ACCEPT")));
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&client, &a).await else {
+        panic!("the query did not settle the charge")
+    };
+    assert!(transaction_id.starts_with("4200"));
+    assert_eq!(client.query_by_transaction_id(&transaction_id).await, client.orderquery(&a.out_trade_no).await);
+
+    let mut callback = None;
+    for _ in 0..100 {
+        if let Some(body) = received.lock().unwrap().first().cloned() {
+            callback = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let callback = callback.expect("no deduction callback");
+    assert!(read_callback(&callback, &m.api_key, SignType::Md5).is_err(), "signed as the request was");
+    let callback = read_callback(&callback, &m.api_key, SignType::HmacSha256).unwrap();
+    assert!(!callback.contains_key("sign_type"));
+    assert_eq!(callback["out_trade_no"], a.out_trade_no);
+    assert_eq!((callback["result_code"].as_str(), callback["total_fee"].as_str()), ("SUCCESS", "1990"));
+    assert_eq!(callback["transaction_id"], transaction_id);
+    assert!(read_callback(&callback_tampered(&callback), &m.api_key, SignType::HmacSha256).is_err());
+}
+
+fn callback_tampered(p: &Params) -> String {
+    let mut p = p.clone();
+    p.insert("total_fee".into(), "1".into());
+    v2::to_xml(&p)
+}
+
+#[tokio::test]
+async fn notenough_is_accepted_then_fails_and_is_retryable() {
+    let (client, _) = setup(MockConfig { notenough_basis_points: 10_000, ..calm() }, MockOptions::default()).await;
+    let a = attempt(1);
+    assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
+    let Lookup::Ended(ProviderOutcome::Declined { code, retryable, .. }) = settled(&client, &a).await else {
+        panic!("the query did not see PAY_FAIL")
+    };
+    assert_eq!((code.as_str(), retryable), ("NOTENOUGH", true));
+}
+
+#[tokio::test]
+async fn md5_merchants_read_md5_answers() {
+    let m = calm();
+    let base = start(m.clone(), MockOptions::default()).await;
+    let mut config = config_for(&base, &m);
+    config.sign_type = SignType::Md5;
+    let client = WeChatPay::new(config).unwrap();
+    let a = attempt(1);
+    assert_eq!(client.charge(&a).await, ProviderOutcome::Unknown { reason: ACCEPTED.into() });
+    assert!(matches!(settled(&client, &a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
+}
+
+#[tokio::test]
+async fn systemerror_is_unknown_and_the_query_converges() {
+    let (client, base) = setup(MockConfig { systemerror_basis_points: 10_000, ..calm() }, MockOptions::default()).await;
+    let mut ended = std::collections::BTreeSet::new();
+    for n in 1..=8 {
+        let a = attempt(n);
+        let ProviderOutcome::Unknown { reason } = client.charge(&a).await else {
+            panic!("SYSTEMERROR was taken as an answer")
+        };
+        assert!(reason.contains("SYSTEMERROR"), "{reason}");
+        match settled(&client, &a).await {
+            Lookup::Ended(ProviderOutcome::Succeeded { .. }) => ended.insert("succeeded"),
+            Lookup::Ended(ProviderOutcome::Declined { retryable: true, .. }) => ended.insert("declined"),
+            other => panic!("the query did not converge: {other:?}"),
+        };
+    }
+    assert_eq!(ended.len(), 2, "both sides of SYSTEMERROR are seen");
+    assert_eq!(report(&base).await["applied_more_than_once"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn userpaying_is_pending_until_decided() {
+    let options = MockOptions { userpaying_basis_points: 10_000, ..MockOptions::default() };
+    let (client, _) = setup(calm(), options).await;
+    let a = attempt(1);
+    assert!(matches!(client.charge(&a).await, ProviderOutcome::Unknown { reason } if reason.contains("USERPAYING")));
+    assert!(matches!(client.query(&a).await, Lookup::Pending { reason } if reason.contains("USERPAYING")));
+    assert!(matches!(client.query(&a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
+}
+
+#[tokio::test]
+async fn an_attempt_never_sent_is_not_found() {
+    let (client, _) = setup(calm(), MockOptions::default()).await;
+    assert_eq!(client.query(&attempt(1)).await, Lookup::NotFound);
+}
+
+#[tokio::test]
+async fn an_out_trade_no_sent_twice_is_debited_once() {
+    let (client, base) = setup(calm(), MockOptions::default()).await;
+    let a = attempt(1);
+    assert!(matches!(client.charge(&a).await, ProviderOutcome::Unknown { .. }));
+    assert!(matches!(settled(&client, &a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
+    let ProviderOutcome::Unknown { reason } = client.charge(&a).await else { panic!("a repeat was not Unknown") };
+    assert!(reason.contains("ORDERPAID"), "{reason}");
+    let r = report(&base).await;
+    assert_eq!((r["debited"].as_u64(), r["debited_fen"].as_i64()), (Some(1), Some(1990)));
+    assert_eq!(r["applied_more_than_once"], serde_json::json!([a.out_trade_no]));
+    assert!(matches!(client.query(&a).await, Lookup::Ended(ProviderOutcome::Succeeded { .. })));
+}
+
+#[tokio::test]
+async fn a_missing_parameter_is_named_before_anything_is_sent() {
+    let m = calm();
+    let base = start(m.clone(), MockOptions::default()).await;
+    let mut config = config_for(&base, &m);
+    config.notify_url.clear();
+    let client = WeChatPay::new(config).unwrap();
+    let ProviderOutcome::Declined { code, message, retryable } = client.charge(&attempt(1)).await else {
+        panic!("a charge without notify_url was not declined")
+    };
+    assert_eq!((code.as_str(), retryable), ("MISSING_PARAMETER", false));
+    assert!(message.contains("notify_url") && message.contains("configuration"), "{message}");
+    assert_eq!(report(&base).await["requests"], 0, "nothing reached WeChat Pay");
+
+    let shown = format!("{:?}", config_for(&base, &m));
+    assert!(!shown.contains(&m.api_key) && !shown.contains("PRIVATE KEY"), "{shown}");
+    let mut empty = config_for(&base, &m);
+    empty.mch_id.clear();
+    assert_eq!(WeChatPay::new(empty).err(), Some(ConfigError::Missing("mch_id")));
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_a_configuration_decline() {
+    let m = calm();
+    let base = start(m.clone(), MockOptions::default()).await;
+    let mut config = config_for(&base, &m);
+    config.api_v2_key = "not-the-key".into();
+    let client = WeChatPay::new(config).unwrap();
+    let ProviderOutcome::Declined { message, retryable: false, .. } = client.charge(&attempt(1)).await else {
+        panic!("a bad signature was not a configuration decline")
+    };
+    assert!(message.contains("configuration") && message.contains("SIGNERROR"), "{message}");
+    // What was signed, exactly, with the key masked.
+    assert!(message.contains("signed (HMAC-SHA256) over \"appid="), "{message}");
+    assert!(message.contains("&out_trade_no=") && message.contains("&key=***\""), "{message}");
+    assert!(!message.contains("not-the-key"), "{message}");
+    assert_eq!(report(&base).await["orders"], 0);
+}
+
+#[tokio::test]
+async fn a_tampered_answer_is_never_a_success() {
+    let options = MockOptions { tamper_signatures: true, ..MockOptions::default() };
+    let (client, base) = setup(calm(), options).await;
+    let a = attempt(1);
+    let ProviderOutcome::Unknown { reason } = client.charge(&a).await else { panic!("a tampered answer was trusted") };
+    assert!(reason.contains("signature"), "{reason}");
+    assert!(matches!(client.query(&a).await, Lookup::Pending { reason } if reason.contains("signature")));
+    tokio::time::sleep(MockOptions::default().deduct_after).await;
+    assert_eq!(report(&base).await["debited"], 1, "the mock did debit: only the query may say so");
+    let notice = notice(1990);
+    assert!(matches!(client.notify(&notice).await, Err(ProviderError::Transport(e)) if e.contains("verify")));
+}
+
+#[tokio::test]
+async fn unreachable_is_unknown_and_pending() {
+    let m = calm();
+    let mut config = config_for("http://127.0.0.1:9", &m);
+    config.timeout = Duration::from_millis(500);
+    let client = WeChatPay::new(config).unwrap();
+    let a = attempt(1);
+    assert!(matches!(client.charge(&a).await, ProviderOutcome::Unknown { .. }));
+    assert!(matches!(client.query(&a).await, Lookup::Pending { .. }));
+}
+
+fn notice(fen: i64) -> PreDebitNotice {
+    PreDebitNotice {
+        merchant_id: MerchantId::parse("m1").unwrap(),
+        contract_id: ContractId::generate(),
+        provider_contract_id: "201710180325670965".into(),
+        amount: Money::cny(fen),
+    }
+}
+
+#[tokio::test]
+async fn the_pre_deduction_notice_round_trips_and_a_repeat_counts_as_done() {
+    let (client, base) = setup(calm(), MockOptions::default()).await;
+    assert_eq!(client.notify(&notice(1990)).await, Ok(()));
+    assert_eq!(client.notify(&notice(1990)).await, Ok(()), "RESOURCE_ALREADY_EXISTS is done");
+    let Err(ProviderError::Refused { code, .. }) = client.notify(&notice(2990)).await else {
+        panic!("another amount in the same cycle was accepted")
+    };
+    assert_eq!(code, "INVALID_REQUEST");
+    assert_eq!(client.fail_notify("201710180325670965").await, Ok(()));
+    let r = report(&base).await;
+    assert_eq!(r["notices"], 1);
+    assert_eq!(r["v3_requests_without_serial"], 0, "every v3 request names the key it verifies with");
+
+    // A merchant whose key the mock does not know is refused by signature.
+    let mut config = config_for(&base, &calm());
+    if let Some(v3c) = config.v3.as_mut() {
+        v3c.merchant_serial = "0000".into();
+    }
+    let stranger = WeChatPay::new(config).unwrap();
+    let Err(ProviderError::Refused { code, .. }) = stranger.notify(&notice(1990)).await else {
+        panic!("an unknown merchant serial was accepted")
+    };
+    assert_eq!(code, "SIGN_ERROR");
+
+    let mut no_v3 = config_for(&base, &calm());
+    no_v3.v3 = None;
+    let v2_only = WeChatPay::new(no_v3).unwrap();
+    assert!(matches!(v2_only.notify(&notice(1990)).await, Err(ProviderError::Invalid(m)) if m.contains("v3")));
+}
+
+#[tokio::test]
+async fn refunds_go_back_once_and_never_beyond_the_charge() {
+    let (client, base) = setup(calm(), MockOptions::default()).await;
+    let a = attempt(1);
+    client.charge(&a).await;
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&client, &a).await else { panic!() };
+    let request = |no: &str, fen: i64| RefundRequest {
+        merchant_id: a.merchant_id.clone(),
+        charge_id: a.charge_id,
+        out_trade_no: a.out_trade_no.clone(),
+        transaction_id: transaction_id.clone(),
+        out_refund_no: no.into(),
+        charge_amount: Money::cny(1990),
+        refund_amount: Money::cny(fen),
+        reason: "cancelled".into(),
+    };
+    let RefundOutcome::Succeeded { refund_id } = client.refund(&request("r1", 1200)).await else {
+        panic!("the refund did not succeed")
+    };
+    assert_eq!(client.refund(&request("r1", 1200)).await, RefundOutcome::Succeeded { refund_id });
+    let RefundOutcome::Failed { code, message } = client.refund(&request("r2", 1200)).await else {
+        panic!("an over-refund was accepted")
+    };
+    assert_eq!(code, "INVALID_REQUEST", "{message}");
+    assert!(
+        matches!(client.refund(&request("r3", 5000)).await, RefundOutcome::Failed { code, .. } if code == "INVALID_AMOUNT")
+    );
+    assert_eq!(report(&base).await["refunded_fen"], 1200);
+    let Lookup::Ended(ProviderOutcome::Succeeded { .. }) = client.query(&a).await else {
+        panic!("a refunded order is still one that was paid")
+    };
+}
+
+#[tokio::test]
+async fn a_terminated_contract_declines_for_good() {
+    let (client, _) = setup(calm(), MockOptions::default()).await;
+    let a = attempt(1);
+    client.charge(&a).await;
+    let termination = Termination {
+        merchant_id: a.merchant_id.clone(),
+        contract_id: a.contract_id,
+        provider_contract_id: a.provider_contract_id.clone(),
+        remark: "the payer cancelled".into(),
+    };
+    assert_eq!(client.terminate(&termination).await, Ok(()));
+    assert_eq!(client.terminate(&termination).await, Ok(()), "a contract already gone is terminated");
+    let info = client.querycontract(&ContractRef::Id(a.provider_contract_id.clone())).await.unwrap();
+    assert_eq!((info.state, info.termination_mode.as_str()), (ContractState::NotSigned, "3"));
+    assert_eq!(info.termination_remark, "the payer cancelled");
+    let ProviderOutcome::Declined { code, retryable, .. } = client.charge(&attempt(2)).await else {
+        panic!("a charge on a terminated contract was not declined")
+    };
+    assert_eq!((code.as_str(), retryable), ("CONTRACT_NOT_EXIST", false));
+}
+
+fn signing(channel: SigningChannel) -> SigningRequest {
+    SigningRequest {
+        merchant_id: MerchantId::parse("m1").unwrap(),
+        channel,
+        provider_plan_id: String::new(),
+        contract_code: "c-1001".into(),
+        display_account: "视频会员 c-1001".into(),
+        notify_url: "https://merchant.example/wxpay/sign?x=1&y=2".into(),
+        return_url: String::new(),
+        client_ip: "198.51.100.7".into(),
+        request_serial: 42,
+    }
+}
+
+#[tokio::test]
+async fn signing_entries_are_signed_and_verify() {
+    let m = calm();
+    let (client, base) = setup(m.clone(), MockOptions::default()).await;
+    let url = client.signing_url(&signing(SigningChannel::Web)).await.unwrap();
+    assert!(url.starts_with(&format!("{base}/papay/entrustweb?")), "{url}");
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let params: Params = parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    assert_eq!(params["notify_url"], "https://merchant.example/wxpay/sign?x=1&y=2");
+    assert_eq!(params["plan_id"], "12535", "the configured template");
+    assert!(!params.contains_key("sign_type"), "entrustweb is MD5 only");
+    assert_eq!(v2::verify(&params, &m.api_key, SignType::Md5), Ok(()));
+    let page = reqwest::get(&url).await.unwrap();
+    assert!(page.status().is_success());
+    let info = client
+        .querycontract(&ContractRef::Code { plan_id: "12535".into(), contract_code: "c-1001".into() })
+        .await
+        .unwrap();
+    assert_eq!((info.state, info.display_account.as_str()), (ContractState::Signed, "视频会员 c-1001"));
+
+    let redirect = client.signing_url(&signing(SigningChannel::H5)).await.unwrap();
+    assert!(redirect.contains("/mock/signed?contract_id="), "{redirect}");
+    let mut no_ip = signing(SigningChannel::H5);
+    no_ip.client_ip.clear();
+    assert!(matches!(client.signing_url(&no_ip).await, Err(ProviderError::Invalid(m)) if m.contains("clientip")));
+
+    let pre = client.signing_url(&signing(SigningChannel::WithPayment)).await.unwrap();
+    assert!(pre.starts_with("mockpre"), "{pre}");
+    let full = client.preentrustweb(&signing(SigningChannel::WithPayment)).await.unwrap();
+    assert!(full.miniprogram_path.contains(&full.pre_entrustweb_id));
+}

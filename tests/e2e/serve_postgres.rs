@@ -1,0 +1,50 @@
+//! Five `autodebit serve` processes, one per service, sharing one PostgreSQL log.
+use crate::{scenario, support};
+
+use scenario::Endpoints;
+use support::Process;
+
+#[tokio::test]
+async fn five_processes_on_postgres_sign_advance_charge() {
+    let url = autodebit_eventstore::testing::fresh_postgres_url().await;
+    let serve = |svc: &str| {
+        Process::start(&["serve", svc, "--database-url", &url, "--test-clock", "--decline-basis-points", "0"])
+    };
+    // Started one after another so the first migrates; concurrent starts are safe too.
+    let procs: Vec<Process> =
+        ["contracts", "scheduler", "charger", "notifier", "analytics"].iter().map(|s| serve(s)).collect();
+    let e = Endpoints {
+        contracts: procs[0].channel().await,
+        scheduler: procs[1].channel().await,
+        charger: procs[2].channel().await,
+        notifier: procs[3].channel().await,
+        analytics: procs[4].channel().await,
+    };
+    // Each process lists, in reflection and in health, only what it serves.
+    let names = [
+        "autodebit.contracts.v1.ContractsService",
+        "autodebit.scheduler.v1.SchedulerService",
+        "autodebit.charger.v1.ChargerService",
+        "autodebit.notifier.v1.NotifierService",
+        "autodebit.analytics.v1.AnalyticsService",
+    ];
+    for (i, ch) in [&e.contracts, &e.scheduler, &e.charger, &e.notifier, &e.analytics].into_iter().enumerate() {
+        let listed = support::listed_services(ch).await;
+        let ours: Vec<&String> = listed.iter().filter(|n| n.starts_with("autodebit.")).collect();
+        // Contracts also serves merchants and plans; each, the test clock's admin service.
+        let expected = if i == 0 { 4 } else { 2 };
+        assert_eq!(ours.len(), expected, "{listed:?}");
+        assert!(ours.iter().any(|n| *n == names[i]), "{listed:?}");
+        assert!(listed.iter().any(|n| n == "grpc.health.v1.Health"), "{listed:?}");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        for (j, other) in names.iter().enumerate() {
+            let got = health.check(tonic_health::pb::HealthCheckRequest { service: other.to_string() }).await;
+            assert_eq!(got.is_ok(), i == j, "{other} on the process serving {}: {got:?}", names[i]);
+        }
+    }
+    scenario::sign_advance_charge(&e).await;
+    drop(e);
+    for p in procs {
+        assert!(p.terminate().success(), "a service did not stop cleanly on SIGTERM");
+    }
+}
