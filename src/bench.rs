@@ -645,7 +645,7 @@ mod charges {
             a.contracts
         );
 
-        let latency = autodebit_charger::attempts::SETTLE_LATENCY;
+        let latency = autodebit_charger::SETTLE_LATENCY;
         let observed = metrics::get(&format!("{latency}_count"), &[]).max(1);
         Ok(ChargesReport {
             backend: match store.kind() {

@@ -1,21 +1,25 @@
 //! The analytics service: read models of everything on the log, and questions answered from
 //! them. It owns no aggregates.
+//!
+//! - `api`: gRPC handlers;
+//! - `app`: the questions answered from the read models;
+//! - `processor`: the log follower that projects every event;
+//! - `store`: the read-model tables and their statements, and the migrations.
 
 mod api;
+mod app;
 mod processor;
+mod store;
 
-use autodebit_eventstore::Migrations;
 use autodebit_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use autodebit_runtime::auth::KeyFollower;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub const GRPC_NAME: &str = "autodebit.analytics.v1.AnalyticsService";
 
-static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("analytics", 5000..6000);
-
 /// Starts the service: the projection follower and the gRPC routes.
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
-    platform.store.migrate(&MIGRATIONS).await?;
+    platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::Projector);
     spawn_follower(platform, KeyFollower { name: "analytics.keys", table: "analytics_api_keys" });
     let routes =

@@ -1,11 +1,19 @@
 //! The charger service: executes each scheduled charge through a provider and records its one
-//! outcome.
+//! outcome, and carries out refunds.
+//!
+//! - `api`: gRPC handlers, and WeChat Pay's HTTP callbacks (`api::callbacks`);
+//! - `app`: the use cases (outcomes, refunds, charges read back), through `runtime::repository`;
+//! - `processor`: the log followers (attempts started, the provider's notices);
+//! - `worker`: the attempts worker and the refunds worker;
+//! - `store`: the charger's tables and their statements, and the migrations.
 
 mod api;
-pub mod attempts;
-pub mod callbacks;
+mod app;
 mod processor;
-pub mod refunds;
+mod store;
+mod worker;
+
+pub use app::SETTLE_LATENCY;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_provider::Provider;
@@ -69,7 +77,7 @@ impl Default for ChargerConfig {
 
 /// Starts the service: the attempt starter, the attempts worker and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
-    platform.store.migrate(&attempts::MIGRATIONS).await?;
+    platform.store.migrate(&store::MIGRATIONS).await?;
     let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
         Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
     };
@@ -78,14 +86,16 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         providers = providers.with_merchant(merchant.clone(), limited(account.clone()));
     }
     let providers = Arc::new(providers);
-    attempts::release_own_leases(platform).await?;
-    let dispatch = attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
+    worker::attempts::release_own_leases(platform).await?;
+    let dispatch = worker::attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone(), dispatch));
     spawn_follower(platform, KeyFollower { name: "charger.keys", table: "charger_api_keys" });
     spawn_follower(platform, processor::ProviderNotices::new(providers.clone(), platform.store.clone()));
-    refunds::spawn(platform.clone(), providers);
+    worker::refunds::spawn(platform.clone(), providers);
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
-    let http =
-        callbacks::routes(platform.clone(), Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)));
+    let http = api::callbacks::routes(
+        platform.clone(),
+        Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)),
+    );
     Ok(Component { grpc_names: vec![GRPC_NAME], routes, http, key_table: "charger_api_keys" })
 }

@@ -1,15 +1,21 @@
-//! Follows `ChargeScheduled` and `ChargeRetryScheduled`: starts the attempt — appends
-//! `ChargeAttemptStarted` with its order number and writes its row in `charger_attempts` — in
-//! the transaction that moves the checkpoint on. The provider is called afterwards, by the
-//! attempts worker (`attempts`), once this is committed.
+//! The charger's log followers.
+//!
+//! `AttemptStarter` follows `ChargeScheduled` and `ChargeRetryScheduled`: starts the attempt —
+//! appends `ChargeAttemptStarted` with its order number and writes its row in
+//! `charger_attempts` — in the transaction that moves the checkpoint on. The provider is called
+//! afterwards, by the attempts worker (`worker::attempts`), once this is committed.
+//!
+//! `ProviderNotices` tells the merchant's provider of pre-debit notices and terminations.
 use crate::Providers;
-use crate::attempts::{self, AttemptRow};
+use crate::store::{self, AttemptRow, StartedAttempts};
+use crate::worker::attempts::{self, Dispatch};
 use autodebit_domain::charge::{self, Charge, ChargeCommand, ChargeStatus};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::{ChargeId, ContractId, MerchantId, PayerId};
-use autodebit_eventstore::{ExpectedVersion, StreamAppend, Tx};
+use autodebit_eventstore::{StoreError, Tx};
 use autodebit_proto::EventKind;
 use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::repository::{self, Decided, Loaded};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,23 +23,22 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct AttemptStarter {
     providers: Arc<Providers>,
     clock: PlatformClock,
-    dispatch: attempts::Dispatch,
+    dispatch: Dispatch,
     /// Attempts written already claimed by the batch being applied, with their slots: sent
     /// once that batch commits.
     claimed: std::sync::Mutex<Vec<(AttemptRow, OwnedSemaphorePermit)>>,
 }
 
 impl AttemptStarter {
-    pub fn new(providers: Arc<Providers>, clock: PlatformClock, dispatch: attempts::Dispatch) -> Self {
+    pub fn new(providers: Arc<Providers>, clock: PlatformClock, dispatch: Dispatch) -> Self {
         AttemptStarter { providers, clock, dispatch, claimed: Default::default() }
     }
 }
 
-/// A batch's attempts, worked out before its transaction: the events that start them, their
-/// rows, and the worker slots free for them.
+/// A batch's attempts, worked out before its transaction: each charge's `StartAttempt`,
+/// decided on the charge as the followed event left it, and the worker slots free for them.
 pub struct Starts {
-    appends: Vec<StreamAppend>,
-    rows: Vec<AttemptRow>,
+    decided: Vec<Decided<Charge>>,
     slots: Vec<OwnedSemaphorePermit>,
 }
 
@@ -53,67 +58,44 @@ impl Processor for AttemptStarter {
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Starts> {
         let now = self.clock.now();
-        let mut appends = Vec::with_capacity(events.len());
-        let mut rows = Vec::with_capacity(events.len());
+        let mut decided = Vec::with_capacity(events.len());
         for d in events {
             let Some(state) = attempt_of(d) else {
                 tracing::error!(stream = d.stream, "damaged charge event skipped");
                 continue;
             };
             let provider = self.providers.for_merchant(state.merchant_id.as_str()).name().to_string();
-            let command = ChargeCommand::StartAttempt { provider: provider.clone() };
-            let state = Some(state);
-            let Ok(started) = charge::decide(&state, command, now) else { continue };
-            let cause = Cause::of(d);
-            let encoded = started
-                .iter()
-                .filter_map(|e| codec::charge_event_to_pb(state.as_ref(), e))
-                .map(|e| codec::encode(e, &cause, now.timestamp_millis()))
-                .collect();
-            appends.push(StreamAppend {
-                stream: d.stream.clone(),
-                expected: ExpectedVersion::Exact(d.version),
-                events: encoded,
-            });
-            let charge = started.iter().fold(state, charge::apply).expect("a started charge exists");
-            rows.push(AttemptRow {
-                out_trade_no: charge.out_trade_no.clone().unwrap_or_default(),
-                charge,
-                provider,
-                stream_version: d.version + 1,
-                sent: false,
-                checks: 0,
-                started_unix_ms: attempts::unix_ms(),
-                provider_contract_id: String::new(),
-            });
+            let command = ChargeCommand::StartAttempt { provider };
+            let loaded = Loaded { state: Some(state), version: d.version };
+            let Ok(start) = repository::decide::<Charge>(d.stream.clone(), loaded, command, now, &Cause::of(d)) else {
+                continue;
+            };
+            decided.push(start);
         }
-        let slots = self.dispatch.reserve(rows.len());
-        Ok(Starts { appends, rows, slots })
+        let slots = self.dispatch.reserve(decided.len());
+        Ok(Starts { decided, slots })
     }
 
     async fn apply(&self, tx: &mut Tx, _: &[Decoded], starts: Starts) -> anyhow::Result<()> {
         // Left by a batch whose commit failed: its rows, if written after all, are found again
         // when their lease runs out.
         self.claimed.lock().expect("claimed attempts").clear();
-        let Starts { appends, rows, slots } = starts;
-        // A stream that moved on since (replayed events) keeps what it has; its row is not written.
-        let outcomes = tx.append_each(&appends).await?;
-        let mut started: Vec<AttemptRow> = rows
-            .into_iter()
-            .zip(&outcomes)
-            .filter_map(|(row, o)| match o {
-                Ok(_) => Some(row),
-                Err(e) => {
-                    tracing::debug!(out_trade_no = row.out_trade_no, error = %e, "attempt started before");
-                    None
-                }
-            })
-            .collect();
-        let leased = slots.len().min(started.len());
-        attempts::insert(tx, &started, leased).await?;
-        started.truncate(leased);
+        let Starts { decided, slots } = starts;
+        // A stream that moved on since (replayed events) keeps what it has; its row is not
+        // written. The first started ones, as many as there are free slots, are written
+        // already claimed.
+        let hook = StartedAttempts { leased: slots.len(), lease_until: attempts::lease_until() };
+        let answers = repository::append_each_in::<Charge, _, StoreError>(tx, decided, &hook).await?;
+        let mut started = Vec::with_capacity(slots.len());
+        for answer in &answers {
+            match answer {
+                Ok(done) if started.len() < slots.len() => started.extend(AttemptRow::started(done)),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "attempt started before"),
+            }
+        }
         let contracts: Vec<String> = started.iter().map(|r| r.charge.contract_id.to_string()).collect();
-        let at_provider = attempts::provider_contract_ids(tx, &contracts).await?;
+        let at_provider = store::provider_contract_ids(tx, &contracts).await?;
         for row in &mut started {
             if let Some(id) = at_provider.get(&row.charge.contract_id.to_string()) {
                 row.provider_contract_id = id.clone();
@@ -180,15 +162,7 @@ impl ProviderNotices {
 
     /// The merchant and WeChat Pay contract id of a contract signed at WeChat Pay.
     async fn signed_at_provider(&self, contract_id: &str) -> anyhow::Result<Option<(String, String)>> {
-        let rows = self
-            .store
-            .query(
-                "SELECT merchant_id, provider_contract_id FROM charger_provider_contracts
-                 WHERE contract_id = $1 AND state = 'signed'",
-                &[autodebit_eventstore::Value::from(contract_id)],
-            )
-            .await?;
-        Ok(rows.first().and_then(|r| Some((r.text(0)?.to_string(), r.text(1)?.to_string()))))
+        Ok(store::signed_at_provider(&self.store, contract_id).await?)
     }
 }
 
@@ -239,29 +213,11 @@ impl Processor for ProviderNotices {
         // there, which deductions name, and whether WeChat Pay still holds it.
         for d in events {
             if let EventKind::ProviderContractChanged(c) = &d.kind {
-                tx.execute(
-                    "INSERT INTO charger_provider_contracts
-                       (contract_id, merchant_id, provider_contract_id, state, changed_at_ms)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (contract_id) DO UPDATE SET provider_contract_id = excluded.provider_contract_id,
-                       state = excluded.state, changed_at_ms = excluded.changed_at_ms",
-                    &[
-                        autodebit_eventstore::Value::from(&c.contract_id),
-                        autodebit_eventstore::Value::from(&c.merchant_id),
-                        autodebit_eventstore::Value::from(&c.provider_contract_id),
-                        autodebit_eventstore::Value::from(&c.state),
-                        autodebit_eventstore::Value::Int(c.changed_at_ms),
-                    ],
-                )
-                .await?;
+                store::save_provider_contract(tx, c).await?;
             }
         }
         for contract in deleted {
-            tx.execute(
-                "UPDATE charger_provider_contracts SET state = 'deleted' WHERE contract_id = $1",
-                &[autodebit_eventstore::Value::from(contract)],
-            )
-            .await?;
+            store::provider_contract_deleted(tx, &contract).await?;
         }
         Ok(())
     }

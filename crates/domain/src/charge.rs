@@ -1,4 +1,14 @@
-//! The charge aggregate: one due charge, from scheduled to its single outcome.
+//! The charge aggregate: one due charge, from scheduled to its single outcome, and the
+//! refunds of a succeeded one.
+//!
+//! Refund rules (all in `decide`, property-tested below):
+//! - only a succeeded charge is refunded, in its own currency, by a positive amount;
+//! - what refunds hold of a charge (paid back, or being paid back) never exceeds what it took;
+//!   a failed refund's amount is free again;
+//! - a refund is asked for once: its id derives from the charge and the merchant's idempotency
+//!   key ([`refund_id`]), and the same key for another amount is refused
+//!   ([`Charge::repeated_refund`]);
+//! - a refund ends once, succeeded or failed.
 use crate::{ChargeId, ContractId, MerchantId, Money, PayerId, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +194,44 @@ impl Charge {
     pub fn refund(&self, refund_id: &str) -> Option<&Refund> {
         self.refunds.iter().find(|r| r.refund_id == refund_id)
     }
+
+    /// The sum of the refunds in `status`, in the charge's currency.
+    pub fn refunds_in(&self, status: RefundStatus) -> Money {
+        let minor = self.refunds.iter().filter(|r| r.status == status).map(|r| r.amount.minor_units()).sum();
+        Money::new(minor, self.amount.currency())
+    }
+
+    /// A refund asked for again under an id it has already (the same idempotency key): the
+    /// refund recorded, if it asked for the same amount; refused if it asked for another.
+    /// `None` for a new refund.
+    pub fn repeated_refund(&self, refund_id: &str, amount: Money) -> Option<Result<&Refund, ChargeError>> {
+        let earlier = self.refund(refund_id)?;
+        Some(if earlier.amount == amount {
+            Ok(earlier)
+        } else {
+            Err(ChargeError::RefundKeyReused { earlier: earlier.amount, asked: amount })
+        })
+    }
+}
+
+/// A refund's id: the charge's, and a hash of the merchant's idempotency key. The same key is
+/// the same refund; the charge is found from the refund ([`refunded_charge`]); the id fits
+/// WeChat Pay's `out_refund_no` (64 characters), which a provider pays back once however often
+/// it is sent.
+pub fn refund_id(charge: ChargeId, idempotency_key: &str) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x51c4_0e7a_2b6d_4f1e_9a08_3c5d_7e2f_1b90);
+    let hash = uuid::Uuid::new_v5(&NAMESPACE, format!("{charge}\0{idempotency_key}").as_bytes());
+    let charge_hex = charge.to_string();
+    let charge_hex = charge_hex.trim_start_matches("ch_");
+    format!("rf_{charge_hex}_{}", &hash.simple().to_string()[..16])
+}
+
+/// The charge a refund id names.
+pub fn refunded_charge(refund_id: &str) -> Option<ChargeId> {
+    let rest = refund_id.strip_prefix("rf_")?;
+    let (charge, hash) = rest.split_once('_')?;
+    (hash.len() == 16).then_some(())?;
+    ChargeId::parse(&format!("ch_{charge}")).ok()
 }
 
 /// `None` until the charge is scheduled.
@@ -209,6 +257,8 @@ pub enum ChargeError {
     RefundAmount(Money),
     #[error("refund {0} exists already")]
     RefundExists(String),
+    #[error("used for a refund of {earlier} of this charge, not {asked}")]
+    RefundKeyReused { earlier: Money, asked: Money },
     #[error("refund {0} is not waiting for an outcome")]
     RefundNotPending(String),
 }
@@ -544,5 +594,72 @@ mod tests {
         assert_eq!(state.as_ref().unwrap().status, ChargeStatus::Rejected);
         assert!(decide(&state, outcome(0), from_millis(2)).is_err(), "nothing follows a refusal");
         assert!(decide(&state, schedule(), from_millis(2)).is_err());
+    }
+
+    fn succeeded() -> ChargeState {
+        let state = decide(&None, schedule(), from_millis(0)).unwrap().iter().fold(None, apply);
+        let ok = ChargeCommand::RecordSuccess { provider_transaction_id: "tx".into() };
+        decide(&state, ok, from_millis(1)).unwrap().iter().fold(state, apply)
+    }
+
+    fn ask(id: &str, fen: i64) -> ChargeCommand {
+        ChargeCommand::Refund { refund_id: id.into(), amount: Money::cny(fen), reason: String::new() }
+    }
+
+    #[test]
+    fn refund_rules() {
+        // Only a succeeded charge.
+        let scheduled = decide(&None, schedule(), from_millis(0)).unwrap().iter().fold(None, apply);
+        assert_eq!(
+            decide(&scheduled, ask("a", 10), from_millis(1)),
+            Err(ChargeError::NotRefundable(ChargeStatus::Scheduled))
+        );
+        let state = succeeded();
+        // A positive amount in the charge's currency.
+        assert_eq!(decide(&state, ask("a", 0), from_millis(2)), Err(ChargeError::RefundAmount(Money::cny(100))));
+        let usd = ChargeCommand::Refund {
+            refund_id: "a".into(),
+            amount: Money::new(10, crate::money::Currency::parse("USD").unwrap()),
+            reason: String::new(),
+        };
+        assert_eq!(decide(&state, usd, from_millis(2)), Err(ChargeError::RefundAmount(Money::cny(100))));
+        // No more than is left.
+        let state = decide(&state, ask("a", 70), from_millis(2)).unwrap().iter().fold(state, apply);
+        assert_eq!(
+            decide(&state, ask("b", 31), from_millis(3)),
+            Err(ChargeError::RefundTooLarge { asked: Money::cny(31), left: Money::cny(30), charged: Money::cny(100) })
+        );
+        assert_eq!(decide(&state, ask("a", 10), from_millis(3)), Err(ChargeError::RefundExists("a".into())));
+        // A failed refund's amount is free again; a refund ends once.
+        let failed = ChargeCommand::RecordRefundFailure {
+            refund_id: "a".into(),
+            provider_code: "X".into(),
+            message: String::new(),
+        };
+        let state = decide(&state, failed.clone(), from_millis(4)).unwrap().iter().fold(state, apply);
+        assert_eq!(decide(&state, failed, from_millis(5)), Err(ChargeError::RefundNotPending("a".into())));
+        assert!(decide(&state, ask("b", 100), from_millis(5)).is_ok());
+        let c = state.unwrap();
+        assert_eq!(c.refunds_in(RefundStatus::Failed), Money::cny(70));
+        assert_eq!(c.refunds_in(RefundStatus::Succeeded), Money::cny(0));
+    }
+
+    #[test]
+    fn the_same_key_is_the_same_refund() {
+        let state = succeeded();
+        let c = state.as_ref().unwrap();
+        let id = refund_id(c.charge_id, "refund-1");
+        assert_eq!(id, refund_id(c.charge_id, "refund-1"));
+        assert_ne!(id, refund_id(c.charge_id, "refund-2"));
+        assert!(id.len() <= 64, "{id}");
+        assert_eq!(refunded_charge(&id), Some(c.charge_id));
+        assert_eq!(refunded_charge("rf_nonsense"), None);
+
+        assert!(c.repeated_refund(&id, Money::cny(40)).is_none(), "a new key is a new refund");
+        let state = decide(&state, ask(&id, 40), from_millis(2)).unwrap().iter().fold(state, apply);
+        let c = state.as_ref().unwrap();
+        assert_eq!(c.repeated_refund(&id, Money::cny(40)).unwrap().unwrap().amount, Money::cny(40));
+        let e = c.repeated_refund(&id, Money::cny(50)).unwrap().unwrap_err();
+        assert_eq!(e.to_string(), "used for a refund of 0.40 CNY of this charge, not 0.50 CNY");
     }
 }

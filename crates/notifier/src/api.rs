@@ -1,9 +1,10 @@
-//! gRPC handlers of the notifier.
+//! gRPC handlers of the notifier: each parses its request, calls `app`, and maps the result.
+use crate::app::{self, ReadError};
+use crate::store::NoticeRow;
 use autodebit_domain::ContractId;
-use autodebit_eventstore::Value;
 use autodebit_proto::notifier::v1::{self as pb, notifier_service_server::NotifierService};
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::{Principal, caller};
+use autodebit_runtime::auth::caller;
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
 
@@ -17,6 +18,19 @@ impl NotifierApi {
     }
 }
 
+fn notice_to_pb(n: NoticeRow) -> pb::Notice {
+    pb::Notice {
+        notice_id: n.notice_id,
+        kind: n.kind as i32,
+        channel: n.channel,
+        recipient: n.recipient,
+        contract_id: n.contract_id,
+        charge_id: n.charge_id,
+        text: n.text,
+        recorded_at_ms: n.recorded_at_ms,
+    }
+}
+
 #[tonic::async_trait]
 impl NotifierService for NotifierApi {
     async fn list_notices(
@@ -25,44 +39,10 @@ impl NotifierService for NotifierApi {
     ) -> Result<Response<pb::ListNoticesResponse>, Status> {
         let who = caller(&req)?;
         let id = ContractId::parse(&req.get_ref().contract_id).map_err(|e| invalid("contract_id", e))?;
-        // A merchant reads only its own contracts' notices; another's is as good as missing.
-        if let Principal::Merchant(m) = &who {
-            let owner = self
-                .platform
-                .store
-                .query(
-                    "SELECT merchant_id FROM notifier_contracts WHERE contract_id = $1",
-                    &[Value::from(id.to_string())],
-                )
-                .await
-                .map_err(store_error)?;
-            if owner.first().and_then(|r| r.text(0)) != Some(m.as_str()) {
-                return Err(Status::not_found(format!("contract_id: contract {id} not found")));
-            }
-        }
-        let rows = self
-            .platform
-            .store
-            .query(
-                "SELECT notice_id, kind, channel, recipient, contract_id, charge_id, text, recorded_at_ms
-                 FROM notifier_notices WHERE contract_id = $1 ORDER BY recorded_at_ms, notice_id",
-                &[Value::from(id.to_string())],
-            )
-            .await
-            .map_err(store_error)?;
-        let notices = rows
-            .iter()
-            .map(|r| pb::Notice {
-                notice_id: r.text(0).unwrap_or_default().into(),
-                kind: r.i64(1).unwrap_or(0) as i32,
-                channel: r.text(2).unwrap_or_default().into(),
-                recipient: r.text(3).unwrap_or_default().into(),
-                contract_id: r.text(4).unwrap_or_default().into(),
-                charge_id: r.text(5).unwrap_or_default().into(),
-                text: r.text(6).unwrap_or_default().into(),
-                recorded_at_ms: r.i64(7).unwrap_or(0),
-            })
-            .collect();
-        Ok(Response::new(pb::ListNoticesResponse { notices }))
+        let notices = app::notices(&self.platform.store, &who, id).await.map_err(|e| match e {
+            e @ ReadError::NotFound(_) => Status::not_found(e.to_string()),
+            ReadError::Store(e) => store_error(e),
+        })?;
+        Ok(Response::new(pb::ListNoticesResponse { notices: notices.into_iter().map(notice_to_pb).collect() }))
     }
 }

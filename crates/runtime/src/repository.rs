@@ -10,7 +10,7 @@
 //! the transaction rolls back whole: effects and events land together or not at all.
 use crate::codec::{self, Cause};
 use autodebit_domain::{Aggregate, Timestamp};
-use autodebit_eventstore::{ExpectedVersion, RecordedEvent, StoreError, Tx};
+use autodebit_eventstore::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend, Tx};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 
@@ -140,6 +140,109 @@ where
     Ok(Done { state: applied, version: out.last_version, events })
 }
 
+/// A command decided against a state the caller already holds (read from the event it
+/// follows, or from its own table) at the version that state was read at, encoded and ready
+/// to append. Deciding needs no transaction, so a follower decides a whole batch before it
+/// takes the writer, and appends it with [`append_each_in`].
+#[derive(Debug, Clone)]
+pub struct Decided<A: Aggregate> {
+    pub stream: String,
+    /// The version the state was read at: the append expects the stream still there.
+    pub version: u64,
+    /// The state after the events.
+    pub state: A::State,
+    pub events: Vec<A::Event>,
+    encoded: Vec<NewEvent>,
+}
+
+/// Decides `command` against `loaded` (the state of `stream` at its version) at `now`, and
+/// encodes what it records, caused by `cause`.
+pub fn decide<A: Stored>(
+    stream: impl Into<String>,
+    loaded: Loaded<A::State>,
+    command: A::Command,
+    now: Timestamp,
+    cause: &Cause,
+) -> Result<Decided<A>, A::Error> {
+    let Loaded { state, version } = loaded;
+    let events = A::decide(&state, command, now)?;
+    let mut applied = state;
+    let mut encoded = Vec::with_capacity(events.len());
+    for e in &events {
+        if let Some(pb) = A::to_pb(&applied, e) {
+            encoded.push(codec::encode(pb, cause, now.timestamp_millis()));
+        }
+        applied = A::apply(applied, e);
+    }
+    Ok(Decided { stream: stream.into(), version, state: applied, events, encoded })
+}
+
+/// What a service keeps in its own tables for a batch of commands, written in the batch's
+/// transaction with a statement or two for the whole batch rather than one per command.
+pub trait BatchHook<A: Aggregate> {
+    type Error;
+
+    /// Called once per batch (also when nothing was appended), with the commands that
+    /// recorded events, in the batch's order.
+    fn on_batch(&self, tx: &mut Tx, done: &[&Done<A>]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl<A: Aggregate> BatchHook<A> for NoTables
+where
+    A::State: Send,
+{
+    type Error = StoreError;
+
+    async fn on_batch(&self, _: &mut Tx, _: &[&Done<A>]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Appends each decision at the version it was decided at, in one write for the batch. A
+/// decision whose stream moved on since is passed over (its answer is the conflict) and the
+/// others are written; `hook` then runs once, in `tx`, with those appended. A decision that
+/// recorded nothing to keep is answered as done, unchanged.
+pub async fn append_each_in<A, H, E>(
+    tx: &mut Tx,
+    decided: Vec<Decided<A>>,
+    hook: &H,
+) -> Result<Vec<Result<Done<A>, StoreError>>, E>
+where
+    A: Stored,
+    H: BatchHook<A>,
+    E: From<StoreError> + From<H::Error>,
+{
+    let mut appends = Vec::with_capacity(decided.len());
+    let mut rest = Vec::with_capacity(decided.len());
+    for d in decided {
+        let Decided { stream, version, state, events, encoded } = d;
+        if encoded.is_empty() {
+            rest.push((None, Done { state, version, events: vec![] }));
+            continue;
+        }
+        let at = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        rest.push((Some(appends.len()), Done { state, version, events }));
+        appends.push(StreamAppend { stream, expected: at, events: encoded });
+    }
+    let mut outcomes: Vec<Option<Result<_, StoreError>>> =
+        tx.append_each(&appends).await?.into_iter().map(Some).collect();
+    let answers: Vec<Result<Done<A>, StoreError>> = rest
+        .into_iter()
+        .map(|(i, mut done)| match i.and_then(|i| outcomes[i].take()) {
+            None => Ok(done),
+            Some(Ok(out)) => {
+                done.version = out.last_version;
+                Ok(done)
+            }
+            Some(Err(e)) => Err(e),
+        })
+        .collect();
+    let appended: Vec<&Done<A>> =
+        answers.iter().filter_map(|a| a.as_ref().ok()).filter(|d| !d.events.is_empty()).collect();
+    hook.on_batch(tx, &appended).await?;
+    Ok(answers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +313,70 @@ mod tests {
         let loaded = load::<Charge>(&store, &id.stream()).await.unwrap();
         assert_eq!(loaded.version, 1);
         assert!(loaded.state.is_some());
+    }
+
+    /// Counts what it is shown, as a table hook would write it.
+    struct Seen(std::sync::Mutex<Vec<(u64, usize)>>);
+
+    impl BatchHook<Charge> for Seen {
+        type Error = StoreError;
+
+        async fn on_batch(&self, _: &mut Tx, done: &[&Done<Charge>]) -> Result<(), StoreError> {
+            self.0.lock().unwrap().extend(done.iter().map(|d| (d.version, d.events.len())));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_appends_each_at_its_version_and_passes_over_a_stale_one() {
+        let (_dir, store) = store().await;
+        let now = from_millis(1_700_000_000_000);
+        let cause = Cause::request("t");
+        let ids: Vec<ChargeId> =
+            (0..3).map(|i| ChargeId::for_trigger(ContractId::generate(), &format!("batch-{i}"))).collect();
+
+        // Three new charges in one batch, decided before the transaction.
+        let decided: Vec<Decided<Charge>> = ids
+            .iter()
+            .map(|id| {
+                decide::<Charge>(id.stream(), Loaded { state: None, version: 0 }, schedule(*id), now, &cause).unwrap()
+            })
+            .collect();
+        let states: Vec<_> = decided.iter().map(|d| d.state.clone()).collect();
+        let mut tx = store.begin().await.unwrap();
+        let out = append_each_in::<Charge, _, StoreError>(&mut tx, decided, &NoTables).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(out.iter().all(|d| d.as_ref().is_ok_and(|d| d.version == 1)));
+
+        // The second moves on meanwhile; a batch decided on what it was at version 1 keeps the others.
+        let mut tx = store.begin().await.unwrap();
+        let start = || ChargeCommand::StartAttempt { provider: "simulator".into() };
+        execute_in::<Charge, _, TestError>(&mut tx, &ids[1].stream(), None, start(), now, &cause, &NoTables)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let decided: Vec<Decided<Charge>> = ids
+            .iter()
+            .zip(states)
+            .map(|(id, state)| {
+                decide::<Charge>(id.stream(), Loaded { state, version: 1 }, start(), now, &cause).unwrap()
+            })
+            .collect();
+        let seen = Seen(Default::default());
+        let mut tx = store.begin().await.unwrap();
+        let out = append_each_in::<Charge, _, StoreError>(&mut tx, decided, &seen).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(out[0].as_ref().is_ok_and(|d| d.version == 2 && d.state.as_ref().unwrap().started == 1));
+        assert!(out[1].as_ref().is_err_and(|e| e.is_conflict()));
+        assert!(out[2].is_ok());
+        assert_eq!(*seen.0.lock().unwrap(), vec![(2, 1), (2, 1)], "the hook sees the appended ones, once");
+        assert_eq!(load::<Charge>(&store, &ids[1].stream()).await.unwrap().version, 2, "nothing doubled");
+
+        // A decision the rules refuse never reaches the batch.
+        let state = load::<Charge>(&store, &ids[0].stream()).await.unwrap();
+        assert!(matches!(
+            decide::<Charge>(ids[0].stream(), state, start(), now, &cause),
+            Err(ChargeError::AlreadyStarted(1))
+        ));
     }
 }

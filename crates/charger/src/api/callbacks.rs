@@ -9,14 +9,13 @@
 //! account the platform holds (404), a valid signature with that account's key and, for v3,
 //! a timestamp within five minutes (401) and a nonce not seen before (409), an order the
 //! platform knows (404). What passes is recorded once: a deduction result goes
-//! the same way as a query's answer (`attempts::record`, at the version the attempt left the
-//! charge stream), so whichever arrives first decides and the other changes nothing; a result
-//! delivered again is acknowledged and ignored. Every callback is counted in
+//! the same way as a query's answer (`app::record_deduction`, at the version the attempt left
+//! the charge stream), so whichever arrives first decides and the other changes nothing; a
+//! result delivered again is acknowledged and ignored. Every callback is counted in
 //! `autodebit_callbacks_total{kind, result}`.
-use crate::attempts::{self, Resolution};
-use autodebit_domain::ChargeId;
-use autodebit_eventstore::Value;
-use autodebit_provider::Lookup;
+//!
+//! The handlers check and read what WeChat Pay sent, and leave the rest to `app`.
+use crate::app::{self, Deduction, DeductionError, RefundNotice, RefundNoticeError};
 use autodebit_provider::wechatpay::client::order_state;
 use autodebit_provider::wechatpay::v2::Params;
 use autodebit_provider::wechatpay::{Accounts, Refused, v2_reply};
@@ -64,45 +63,20 @@ async fn on_deduction(cb: &Callbacks, body: &str) -> Result<&'static str, Refuse
 /// A deduction's result, from a v2 callback or a v3 notice's resource, for `merchant`.
 async fn on_order(cb: &Callbacks, p: &Params, merchant: &str) -> Result<&'static str, Refused> {
     let out_trade_no = p.get("out_trade_no").cloned().unwrap_or_default();
-    let unknown =
-        || Refused(StatusCode::NOT_FOUND, "unknown_order", format!("out_trade_no {out_trade_no:?} is not ours"));
-    let Some(row) = attempts::find(&cb.platform.store, &out_trade_no).await.map_err(internal)? else {
-        // Not waiting: delivered again after its outcome was recorded, or never ours.
-        let (charge, attempt) = ChargeId::from_out_trade_no(&out_trade_no).ok_or_else(unknown)?;
-        let known = cb
-            .platform
-            .store
-            .query(
-                "SELECT 1 FROM events WHERE stream = $1 AND event_type = 'ChargeAttemptStarted' LIMIT 1",
-                &[Value::from(charge.stream())],
-            )
-            .await
-            .map_err(|e| internal(e.into()))?;
-        return if known.is_empty() || attempt == 0 { Err(unknown()) } else { Ok("redelivered") };
-    };
-    if row.charge.merchant_id.as_str() != merchant {
-        return Err(unknown());
-    }
     let fee = p.get("total_fee").and_then(|f| f.parse::<i64>().ok());
-    if fee.is_some_and(|f| f != row.charge.amount.minor_units()) {
-        return Err(Refused(
-            StatusCode::BAD_REQUEST,
-            "amount_mismatch",
-            format!("total_fee {:?} is not the attempt's {}", fee, row.charge.amount.minor_units()),
-        ));
-    }
-    settle(cb, row, p, "deduction callback").await
-}
-
-/// Records what an order's state (`trade_state`, …) says of a waiting attempt.
-async fn settle(cb: &Callbacks, row: attempts::AttemptRow, p: &Params, origin: &str) -> Result<&'static str, Refused> {
-    match order_state(p, origin) {
-        Lookup::Ended(outcome) => {
-            attempts::record(&cb.platform, &[Resolution::Ended(row, outcome)]).await.map_err(internal)?;
-            Ok("recorded")
-        }
+    let state = order_state(p, "deduction callback");
+    match app::record_deduction(&cb.platform, merchant, &out_trade_no, fee, state).await {
+        Ok(Deduction::Recorded) => Ok("recorded"),
         // Nothing decided yet: the attempts worker keeps asking.
-        Lookup::Pending { .. } | Lookup::NotFound => Ok("pending"),
+        Ok(Deduction::Pending) => Ok("pending"),
+        Ok(Deduction::Redelivered) => Ok("redelivered"),
+        Err(DeductionError::UnknownOrder) => {
+            Err(Refused(StatusCode::NOT_FOUND, "unknown_order", format!("out_trade_no {out_trade_no:?} is not ours")))
+        }
+        Err(e @ DeductionError::AmountMismatch { .. }) => {
+            Err(Refused(StatusCode::BAD_REQUEST, "amount_mismatch", e.to_string()))
+        }
+        Err(DeductionError::Store(e)) => Err(internal(e)),
     }
 }
 
@@ -123,10 +97,6 @@ async fn v3_notice(
     autodebit_runtime::metrics::add(autodebit_runtime::metrics::CALLBACKS, &[("kind", "v3"), ("result", counted)], 1);
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
-
-/// How long a v3 nonce is remembered: past the five minutes a timestamp may be off, a replay
-/// fails on its timestamp instead.
-const NONCE_MEMORY_MS: i64 = 15 * 60 * 1000;
 
 async fn on_v3(
     cb: &Callbacks,
@@ -182,22 +152,10 @@ async fn on_v3(
 
 /// Takes `nonce` as used; a nonce used before is a replay.
 async fn remember_nonce(cb: &Callbacks, nonce: &str) -> Result<(), Refused> {
-    let now = attempts::unix_ms();
-    let mut tx = cb.platform.store.begin().await.map_err(|e| internal(e.into()))?;
-    tx.execute("DELETE FROM charger_callback_nonces WHERE seen_at_ms < $1", &[Value::Int(now - NONCE_MEMORY_MS)])
-        .await
-        .map_err(|e| internal(e.into()))?;
-    let fresh = tx
-        .execute(
-            "INSERT INTO charger_callback_nonces (nonce, seen_at_ms) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-            &[Value::from(nonce), Value::Int(now)],
-        )
-        .await
-        .map_err(|e| internal(e.into()))?;
-    if fresh == 0 {
+    let fresh = app::fresh_nonce(&cb.platform, nonce).await.map_err(|e| internal(e.into()))?;
+    if !fresh {
         return Err(Refused(StatusCode::CONFLICT, "replayed", format!("Wechatpay-Nonce {nonce:?} was used before")));
     }
-    tx.commit().await.map_err(|e| internal(e.into()))?;
     Ok(())
 }
 
@@ -207,12 +165,6 @@ async fn on_refund(cb: &Callbacks, r: &serde_json::Value, merchant: &str) -> Res
     use autodebit_provider::RefundOutcome;
     let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let refund_id = text("out_refund_no");
-    let unknown =
-        || Refused(StatusCode::NOT_FOUND, "unknown_refund", format!("out_refund_no {refund_id:?} is not ours"));
-    let charge = crate::refunds::charge_of(&refund_id).ok_or_else(unknown)?;
-    let (state, _) = crate::refunds::load(&cb.platform.store, charge).await.map_err(internal)?;
-    let c = state.filter(|c| c.merchant_id.as_str() == merchant).ok_or_else(unknown)?;
-    c.refund(&refund_id).ok_or_else(unknown)?;
     let outcome = match text("refund_status").as_str() {
         "SUCCESS" => RefundOutcome::Succeeded { refund_id: text("refund_id") },
         "CLOSED" => RefundOutcome::Failed { code: "CLOSED".into(), message: "WeChat Pay closed the refund".into() },
@@ -222,11 +174,12 @@ async fn on_refund(cb: &Callbacks, r: &serde_json::Value, merchant: &str) -> Res
         },
         other => RefundOutcome::Unknown { reason: format!("refund_status {other:?}") },
     };
-    match crate::refunds::outcome_command(&refund_id, outcome) {
-        Some(command) => {
-            crate::refunds::record(&cb.platform, charge, &refund_id, command).await.map_err(internal)?;
-            Ok("refund_recorded")
+    match app::record_refund_notice(&cb.platform, merchant, &refund_id, outcome).await {
+        Ok(RefundNotice::Recorded) => Ok("refund_recorded"),
+        Ok(RefundNotice::Pending) => Ok("pending"),
+        Err(RefundNoticeError::UnknownRefund) => {
+            Err(Refused(StatusCode::NOT_FOUND, "unknown_refund", format!("out_refund_no {refund_id:?} is not ours")))
         }
-        None => Ok("pending"),
+        Err(RefundNoticeError::Store(e)) => Err(internal(e)),
     }
 }
