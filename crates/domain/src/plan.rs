@@ -18,8 +18,8 @@ pub enum AmountType {
     UpToCap,
 }
 
-/// The platform's floor between retries of a failed charge: no plan can go below it.
-pub const MIN_RETRY_GAP_HOURS: u32 = 6;
+/// The platform's floor between retries of a failed charge (defined with the retry rules).
+pub use crate::retry::MIN_RETRY_GAP_HOURS;
 /// At most this many charges per contract per calendar day, whatever a plan says.
 pub const MAX_DAILY_COUNT: u32 = 10;
 pub use crate::validity::VALIDITY_GRACE_DAYS;

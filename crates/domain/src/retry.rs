@@ -9,7 +9,7 @@ use crate::Timestamp;
 use chrono::Duration;
 
 /// The shortest gap between a failed attempt and the next, in hours.
-pub use crate::plan::MIN_RETRY_GAP_HOURS;
+pub const MIN_RETRY_GAP_HOURS: u32 = 6;
 
 /// When to try again after the `failures`-th failed attempt (1 = the first attempt failed),
 /// or `None` when the plan's retries are used up. Each gap is at least [`MIN_RETRY_GAP_HOURS`],
