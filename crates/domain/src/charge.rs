@@ -11,6 +11,26 @@
 //! - a refund ends once, succeeded or failed.
 use crate::{ChargeId, ContractId, MerchantId, Money, PayerId, Timestamp};
 
+/// Why a charge is due: what its id derives from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reason {
+    /// A fixed-cycle period (contract + period).
+    #[default]
+    Cycle,
+    /// A usage period's metered total (contract + usage period).
+    Usage,
+    /// Asked for by the merchant (contract + its idempotency key).
+    Trigger,
+}
+
+/// Where a charge came from, as its `Scheduled` event records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub reason: Reason,
+    /// What the charge is for, in words (the merchant's, for a triggered charge).
+    pub description: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeEvent {
     Scheduled {
@@ -21,6 +41,7 @@ pub enum ChargeEvent {
         amount: Money,
         period: u32,
         due_at: Timestamp,
+        origin: Origin,
     },
     Succeeded {
         provider_transaction_id: String,
@@ -95,6 +116,7 @@ pub enum ChargeCommand {
         amount: Money,
         period: u32,
         due_at: Timestamp,
+        origin: Origin,
     },
     RecordSuccess {
         provider_transaction_id: String,
@@ -265,8 +287,17 @@ pub enum ChargeError {
 
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
     match (state, command) {
-        (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
-            Ok(vec![ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }])
+        (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, origin }) => {
+            Ok(vec![ChargeEvent::Scheduled {
+                charge_id,
+                contract_id,
+                merchant_id,
+                payer_id,
+                amount,
+                period,
+                due_at,
+                origin,
+            }])
         }
         (None, ChargeCommand::Reject { issue: Some(issue), rule, detail }) => {
             Ok(vec![ChargeEvent::Rejected { issue, rule, detail, at: now }])
@@ -372,7 +403,7 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             out_trade_no: None,
             refunds: Vec::new(),
         }),
-        (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at }) => {
+        (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, .. }) => {
             Some(Charge {
                 charge_id: *charge_id,
                 contract_id: *contract_id,
@@ -493,6 +524,7 @@ mod tests {
             amount: Money::cny(100),
             period: 1,
             due_at: from_millis(0),
+            origin: Origin::default(),
         }
     }
 
@@ -582,7 +614,7 @@ mod tests {
 
     #[test]
     fn a_charge_refused_at_issue_is_final() {
-        let ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at } =
+        let ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, .. } =
             schedule()
         else {
             unreachable!()

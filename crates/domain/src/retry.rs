@@ -54,6 +54,7 @@ mod tests {
             amount: Money::cny(100),
             period: 1,
             due_at: from_millis(0),
+            origin: Default::default(),
         };
         let scheduled = charge::decide(&None, schedule, from_millis(0)).unwrap().iter().fold(None, charge::apply);
         let fail =

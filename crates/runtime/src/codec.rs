@@ -1,6 +1,6 @@
 //! Events on the wire and in the log: protobuf `Event` payloads with `Metadata`, and the
 //! conversions between domain values and their protobuf form.
-use autodebit_domain::charge::{Charge, ChargeEvent, Issue};
+use autodebit_domain::charge::{Charge, ChargeEvent, Issue, Origin, Reason};
 use autodebit_domain::contract::{Contract, ContractEvent, TerminationMode};
 use autodebit_domain::usage::{DEFAULT_GRACE_MINUTES, PriceTier, UsagePricing};
 use autodebit_domain::{ChargeId, ContractId, Currency, Cycle, MerchantId, Money, PayerId, clock::from_millis};
@@ -292,20 +292,28 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
 
 // === charge events ===
 
-/// Marks a `ChargeScheduled` with where it came from; other events pass unchanged.
-pub fn with_origin(mut e: pb::Event, reason: pb::ChargeReason, description: &str) -> pb::Event {
-    if let Some(EventKind::ChargeScheduled(s)) = &mut e.kind {
-        s.reason = reason as i32;
-        s.description = description.to_string();
+fn reason_to_pb(r: Reason) -> pb::ChargeReason {
+    match r {
+        Reason::Cycle => pb::ChargeReason::Cycle,
+        Reason::Usage => pb::ChargeReason::Usage,
+        Reason::Trigger => pb::ChargeReason::Trigger,
     }
-    e
+}
+
+/// A charge's reason as logged; charges logged before reasons were recorded were cycle charges.
+pub fn reason_from_pb(raw: i32) -> Reason {
+    match pb::ChargeReason::try_from(raw) {
+        Ok(pb::ChargeReason::Usage) => Reason::Usage,
+        Ok(pb::ChargeReason::Trigger) => Reason::Trigger,
+        _ => Reason::Cycle,
+    }
 }
 
 /// The protobuf form of a charge event. Outcome events repeat the charge's contract, merchant
 /// and amount so that followers need no lookup; `charge` is the state the event applies to.
 pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb::Event> {
     let kind = match e {
-        ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at } => {
+        ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, origin } => {
             EventKind::ChargeScheduled(pb::ChargeScheduled {
                 charge_id: charge_id.to_string(),
                 contract_id: contract_id.to_string(),
@@ -314,9 +322,8 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 amount: Some(money_to_pb(*amount)),
                 period: *period,
                 due_at_ms: due_at.timestamp_millis(),
-                // A period's charge unless the issuer says otherwise (see `with_origin`).
-                reason: pb::ChargeReason::Cycle as i32,
-                description: String::new(),
+                reason: reason_to_pb(origin.reason) as i32,
+                description: origin.description.clone(),
             })
         }
         ChargeEvent::Succeeded { provider_transaction_id, at } => {
@@ -437,6 +444,7 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
             amount: money_from_pb(s.amount.as_ref()).ok()?,
             period: s.period,
             due_at: from_millis(s.due_at_ms),
+            origin: Origin { reason: reason_from_pb(s.reason), description: s.description.clone() },
         }),
         EventKind::ChargeSucceeded(s) => Some(ChargeEvent::Succeeded {
             provider_transaction_id: s.provider_transaction_id.clone(),

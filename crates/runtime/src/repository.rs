@@ -155,6 +155,15 @@ pub struct Decided<A: Aggregate> {
     encoded: Vec<NewEvent>,
 }
 
+impl<A: Aggregate> Decided<A> {
+    /// The append this decision makes, for a caller that writes it in one `append_each` with
+    /// other streams' events (the due loop writes charges and their notices together).
+    pub fn into_append(self) -> StreamAppend {
+        let expected = if self.version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(self.version) };
+        StreamAppend { stream: self.stream, expected, events: self.encoded }
+    }
+}
+
 /// Decides `command` against `loaded` (the state of `stream` at its version) at `now`, and
 /// encodes what it records, caused by `cause`.
 pub fn decide<A: Stored>(
@@ -269,6 +278,7 @@ mod tests {
             amount: Money::cny(1_500),
             period: 1,
             due_at: from_millis(1_700_000_000_000),
+            origin: Default::default(),
         }
     }
 

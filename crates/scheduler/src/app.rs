@@ -3,14 +3,14 @@
 //! triggering a charge. Handlers (`api`) parse requests into these and map the answers.
 use crate::store::{self, Db, schedules};
 use crate::worker::issue::{base_issue, charge_append, limits_at};
-use autodebit_domain::charge::Issue;
+use autodebit_domain::charge::{Issue, Reason};
 use autodebit_domain::plan::ChargeMode;
 use autodebit_domain::schedule::{Refusal, Schedule};
 use autodebit_domain::window::DailyWindow;
 use autodebit_domain::{ChargeId, ContractId, Currency, Money, Timestamp};
 use autodebit_eventstore::{ExpectedVersion, StoreError, Tx};
 use autodebit_proto::EventKind;
-use autodebit_proto::events::v1::{self as events, ChargeReason};
+use autodebit_proto::events::v1 as events;
 use autodebit_runtime::Platform;
 use autodebit_runtime::auth::Principal;
 use autodebit_runtime::codec::{self, Cause};
@@ -310,7 +310,7 @@ impl App {
             return Ok(answer);
         }
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
-        let (append, ok) = charge_append(issue, admitted, ChargeReason::Trigger, reason, &cause, now);
+        let (append, ok) = charge_append(issue, admitted, Reason::Trigger, reason, &cause, now);
         match tx.append(&append.stream, append.expected, append.events).await {
             Ok(_) => {}
             // Another call with the same key got there first: its answer is the answer.

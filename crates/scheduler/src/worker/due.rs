@@ -7,15 +7,15 @@
 //! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
 use super::issue::{base_issue, charge_append, limits_at, notice_append, side_name};
 use crate::store::{self, Db, PlanCharges, schedules};
-use autodebit_domain::charge::{self, ChargeCommand, Issue};
+use autodebit_domain::charge::{Charge, ChargeCommand, Issue, Reason};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::schedule::{self, Pace, PeriodUsage, Schedule, ScheduleEvent, Side};
 use autodebit_domain::window::DailyWindow;
 use autodebit_domain::{ChargeId, ContractId, Currency, MerchantId, Money, PayerId, Timestamp};
-use autodebit_eventstore::{BackendKind, ExpectedVersion, StreamAppend, Tx};
-use autodebit_proto::events::v1::ChargeReason;
+use autodebit_eventstore::{BackendKind, StreamAppend, Tx};
 use autodebit_runtime::Platform;
-use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::codec::Cause;
+use autodebit_runtime::repository;
 use std::collections::{HashMap, HashSet};
 
 /// Schedules claimed per transaction.
@@ -232,10 +232,10 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
     }
 }
 
-fn reason_of(side: Side) -> ChargeReason {
+fn reason_of(side: Side) -> Reason {
     match side {
-        Side::Cycle => ChargeReason::Cycle,
-        Side::Usage => ChargeReason::Usage,
+        Side::Cycle => Reason::Cycle,
+        Side::Usage => Reason::Usage,
     }
 }
 
@@ -277,28 +277,16 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
     let mut appends = Vec::with_capacity(due.len());
     for retry in &due {
         let Ok(id) = ChargeId::parse(&retry.charge_id) else { continue };
-        let state = platform
-            .store
-            .read_stream(&id.stream(), 0)
-            .await?
-            .into_iter()
-            .filter_map(codec::decode)
-            .filter_map(|d| codec::charge_event_from_pb(&d.kind))
-            .fold(None, |s, e| charge::apply(s, &e));
+        let loaded = repository::load::<Charge>(&platform.store, &id.stream()).await?;
         store::retry_issued(&mut tx, &retry.charge_id).await?;
-        // Anything else that happened to the charge since (an outcome arrived late) wins.
-        let Ok(events) = charge::decide(&state, ChargeCommand::Retry, now) else { continue };
+        // Anything else that happened to the charge since (an outcome arrived late) wins: the
+        // retry is decided on the charge as it stands, and appended at the version it was
+        // read at.
         let cause = Cause::request(format!("{id}/retry"));
-        let encoded = events
-            .iter()
-            .filter_map(|e| codec::charge_event_to_pb(state.as_ref(), e))
-            .map(|e| codec::encode(e, &cause, now.timestamp_millis()))
-            .collect();
-        appends.push(StreamAppend {
-            stream: id.stream(),
-            expected: ExpectedVersion::Exact(retry.stream_version as u64),
-            events: encoded,
-        });
+        let Ok(decided) = repository::decide::<Charge>(id.stream(), loaded, ChargeCommand::Retry, now, &cause) else {
+            continue;
+        };
+        appends.push(decided.into_append());
     }
     let mut issued = 0;
     for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
@@ -353,7 +341,7 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         } else {
             Err(schedule::stopped_while_held())
         };
-        appends.push(charge_append(issue, admitted, ChargeReason::Trigger, &h.reason, &cause, now).0);
+        appends.push(charge_append(issue, admitted, Reason::Trigger, &h.reason, &cause, now).0);
     }
     for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
         if let Err(e) = outcome {

@@ -2,7 +2,7 @@
 //! TriggerCharge. The limits are the schedule's (`Schedule::admit`), checked and counted on
 //! the schedule row the transaction holds, so no two charges can both take the last slot.
 use crate::store::PlanCharges;
-use autodebit_domain::charge::{self, ChargeCommand, Issue};
+use autodebit_domain::charge::{Charge, ChargeCommand, Issue, Origin, Reason};
 use autodebit_domain::limits::{self, Limits};
 use autodebit_domain::schedule::{Schedule, Side};
 use autodebit_domain::{Money, Timestamp};
@@ -10,6 +10,7 @@ use autodebit_eventstore::{ExpectedVersion, StreamAppend};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::repository::{self, Loaded};
 
 /// A contract's limits at `at`: its plan's, each default where the plan sets none.
 pub fn limits_at(schedule: &Schedule, plan: Option<&PlanCharges>, at: Timestamp) -> Limits {
@@ -38,11 +39,12 @@ pub fn side_name(side: Side) -> &'static str {
 }
 
 /// The append that issues `issue` — `ChargeScheduled`, or `ChargeRejected` naming the rule
-/// and figures when `admitted` is a breach — and whether it was admitted.
+/// and figures when `admitted` is a breach — decided by the charge aggregate through the
+/// repository, and whether it was admitted. The due loop appends it with the batch's notices.
 pub fn charge_append(
     issue: Issue,
     admitted: Result<(), limits::Breach>,
-    reason: ChargeReason,
+    reason: Reason,
     description: &str,
     cause: &Cause,
     now: Timestamp,
@@ -58,19 +60,19 @@ pub fn charge_append(
             amount: issue.amount,
             period: issue.period,
             due_at: issue.due_at,
+            origin: Origin { reason, description: description.to_string() },
         },
         Err(breach) => {
             ChargeCommand::Reject { issue: Some(issue), rule: breach.rule.to_string(), detail: breach.detail }
         }
     };
+    let new = Loaded { state: None, version: 0 };
     // Deciding on a charge that does not exist yet cannot fail for either command.
-    let events = charge::decide(&None, command, now).unwrap_or_default();
-    let encoded = events
-        .iter()
-        .filter_map(|e| codec::charge_event_to_pb(None, e))
-        .map(|e| codec::encode(codec::with_origin(e, reason, description), cause, now.timestamp_millis()))
-        .collect();
-    (StreamAppend { stream, expected: ExpectedVersion::NoStream, events: encoded }, ok)
+    let append = match repository::decide::<Charge>(stream.clone(), new, command, now, cause) {
+        Ok(decided) => decided.into_append(),
+        Err(_) => StreamAppend { stream, expected: ExpectedVersion::NoStream, events: vec![] },
+    };
+    (append, ok)
 }
 
 /// The pre-debit notice of a coming charge, on its own stream (named after the charge), so
