@@ -151,6 +151,10 @@ pub async fn import(store: &EventStore, source: impl BufRead) -> anyhow::Result<
         }
     }
     tx.commit().await?;
+    // The contracts service keeps lookup tables (merchants and their keys, plans, contracts)
+    // that its commands write beside their events; followers rebuild theirs from the log when
+    // they start, these are written here.
+    autodebit_contracts::rebuild_tables(store).await?;
     if let Some(ms) = header.test_clock_ms {
         autodebit_runtime::clock::set_test_clock(store, ms).await?;
     }

@@ -4,6 +4,7 @@
 pub mod contracts;
 pub mod merchants;
 pub mod plans;
+pub mod rebuild;
 pub mod regions;
 pub mod signing;
 pub mod wechatpay;

@@ -19,6 +19,7 @@ use autodebit_proto::contracts::v1::{
 use autodebit_runtime::grpc::routes_for;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
+pub use app::rebuild::rebuild_tables;
 pub use app::regions;
 pub use app::{AppError, Contracts};
 pub use autodebit_domain::merchant::merchant_id_for;

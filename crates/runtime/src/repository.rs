@@ -140,6 +140,23 @@ where
     Ok(Done { state: applied, version: out.last_version, events })
 }
 
+/// Runs `hook` over a whole stream's recorded events as if they had just been appended: how
+/// a service writes its tables from the log alone (after `autodebit log import`), through the
+/// same hook that keeps them in step when commands run.
+pub async fn replay_in<A, H>(tx: &mut Tx, records: Vec<RecordedEvent>, hook: &H) -> Result<(), H::Error>
+where
+    A: Stored,
+    H: Hook<A>,
+{
+    let events: Vec<A::Event> =
+        records.into_iter().filter_map(codec::decode).filter_map(|d| A::from_pb(&d.kind)).collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let state = A::fold(&events);
+    hook.on_events(tx, &state, &events).await
+}
+
 /// A command decided against a state the caller already holds (read from the event it
 /// follows, or from its own table) at the version that state was read at, encoded and ready
 /// to append. Deciding needs no transaction, so a follower decides a whole batch before it

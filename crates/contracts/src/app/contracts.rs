@@ -270,7 +270,7 @@ impl Contracts {
 }
 
 /// Keeps `contracts_contracts` in step with the contract's events.
-struct ContractsTable;
+pub(crate) struct ContractsTable;
 
 impl Hook<Contract> for ContractsTable {
     type Error = AppError;

@@ -181,7 +181,7 @@ pub async fn zone(platform: &Platform, merchant: &MerchantId) -> Result<chrono_t
 }
 
 /// Keeps `contracts_merchants` and `contracts_api_keys` in step with the merchant's events.
-struct MerchantTables;
+pub(crate) struct MerchantTables;
 
 impl Hook<Merchant> for MerchantTables {
     type Error = StoreError;

@@ -132,7 +132,7 @@ async fn repeated(platform: &Platform, id: &str, terms: &pb::PlanTerms) -> Resul
 }
 
 /// Keeps `contracts_plans` in step with plan events.
-struct PlansTable;
+pub(crate) struct PlansTable;
 
 impl Hook<Plan> for PlansTable {
     type Error = StoreError;

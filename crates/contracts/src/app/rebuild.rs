@@ -1,0 +1,48 @@
+//! The contracts service's tables from the log alone, for a database whose log was imported
+//! (`autodebit log import`): every merchant's, plan's and contract's stream, folded, through
+//! the hooks that keep the tables in step when commands run. Signing sessions are read from
+//! their streams and need no table rows to answer; a replayed session has no SMS code to check
+//! (codes are never logged), so none is written for it.
+use super::contracts::ContractsTable;
+use super::merchants::MerchantTables;
+use super::plans::PlansTable;
+use crate::store;
+use autodebit_domain::contract::Contract;
+use autodebit_domain::merchant::Merchant;
+use autodebit_domain::plan::Plan;
+use autodebit_eventstore::{Checkpoint, EventStore, RecordedEvent};
+use autodebit_runtime::repository;
+use std::collections::BTreeMap;
+
+/// Events read from the log per round.
+const PAGE: i64 = 5_000;
+
+/// Writes the tables from the log; returns how many streams it wrote them for.
+pub async fn rebuild_tables(store: &EventStore) -> anyhow::Result<usize> {
+    store.migrate(&store::MIGRATIONS).await?;
+    let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
+    let mut after = Checkpoint::default();
+    loop {
+        let page = store.read_all(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint();
+        for r in page {
+            if ["merchant-", "plan-", "contract-"].iter().any(|p| r.stream.starts_with(p)) {
+                streams.entry(r.stream.clone()).or_default().push(r);
+            }
+        }
+    }
+    let mut tx = store.begin().await?;
+    let n = streams.len();
+    for (stream, records) in streams {
+        if stream.starts_with("merchant-") {
+            repository::replay_in::<Merchant, _>(&mut tx, records, &MerchantTables).await?;
+        } else if stream.starts_with("plan-") {
+            repository::replay_in::<Plan, _>(&mut tx, records, &PlansTable).await?;
+        } else {
+            repository::replay_in::<Contract, _>(&mut tx, records, &ContractsTable).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(n)
+}
