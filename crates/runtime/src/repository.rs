@@ -122,22 +122,14 @@ where
     {
         return Err(VersionMismatch { stream: stream.to_string(), expected, actual: version }.into());
     }
-    let events = A::decide(&state, command, now)?;
-    let mut applied = state;
-    let mut encoded = Vec::with_capacity(events.len());
-    for e in &events {
-        if let Some(pb) = A::to_pb(&applied, e) {
-            encoded.push(codec::encode(pb, cause, now.timestamp_millis()));
-        }
-        applied = A::apply(applied, e);
-    }
+    let Decided { state, events, encoded, .. } = decide::<A>(stream, Loaded { state, version }, command, now, cause)?;
     if encoded.is_empty() {
-        return Ok(Done { state: applied, version, events: vec![] });
+        return Ok(Done { state, version, events: vec![] });
     }
     let at = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
     let out = tx.append(stream, at, encoded).await?;
-    hook.on_events(tx, &applied, &events).await?;
-    Ok(Done { state: applied, version: out.last_version, events })
+    hook.on_events(tx, &state, &events).await?;
+    Ok(Done { state, version: out.last_version, events })
 }
 
 /// Runs `hook` over a whole stream's recorded events as if they had just been appended: how

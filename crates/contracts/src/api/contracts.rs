@@ -162,15 +162,7 @@ impl ContractsService for ContractsApi {
         let cycle = codec::cycle_from_pb(r.cycle).ok_or_else(|| {
             invalid("cycle", "must be one of CYCLE_DAILY, CYCLE_WEEKLY, CYCLE_MONTHLY, CYCLE_QUARTERLY, CYCLE_YEARLY")
         })?;
-        if r.merchant_contract_code.len() > MAX_CONTRACT_CODE_LEN {
-            return Err(invalid(
-                "merchant_contract_code",
-                format!("is longer than {MAX_CONTRACT_CODE_LEN} characters"),
-            ));
-        }
-        if r.idempotency_key.len() > MAX_KEY_LEN {
-            return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
-        }
+        check_lengths(&r.merchant_contract_code, &r.idempotency_key)?;
         let request = SignRequest {
             merchant_id,
             payer_id,
@@ -390,15 +382,7 @@ impl ContractsApi {
             "en" => "en",
             _ => return Err(invalid("language", "must be \"zh\" or \"en\"")),
         };
-        if r.merchant_contract_code.len() > MAX_CONTRACT_CODE_LEN {
-            return Err(invalid(
-                "merchant_contract_code",
-                format!("is longer than {MAX_CONTRACT_CODE_LEN} characters"),
-            ));
-        }
-        if r.idempotency_key.len() > MAX_KEY_LEN {
-            return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
-        }
+        check_lengths(&r.merchant_contract_code, &r.idempotency_key)?;
         if !r.merchant_contract_code.is_empty()
             && self.app.by_code(&merchant, &r.merchant_contract_code).await?.is_some()
         {
@@ -428,4 +412,15 @@ impl ContractsApi {
         }
         Ok(s)
     }
+}
+
+/// The merchant's contract code and the request's idempotency key within their lengths.
+fn check_lengths(merchant_contract_code: &str, idempotency_key: &str) -> Result<(), Status> {
+    if merchant_contract_code.len() > MAX_CONTRACT_CODE_LEN {
+        return Err(invalid("merchant_contract_code", format!("is longer than {MAX_CONTRACT_CODE_LEN} characters")));
+    }
+    if idempotency_key.len() > MAX_KEY_LEN {
+        return Err(invalid("idempotency_key", format!("is longer than {MAX_KEY_LEN} characters")));
+    }
+    Ok(())
 }
