@@ -432,3 +432,34 @@ async fn on_sqlite_background_transactions_stand_aside_for_foreground_ones() {
     }
     assert_eq!(*order.lock().unwrap(), ["foreground 1", "foreground 2", "background"]);
 }
+
+/// A test database left behind by a run long gone is dropped when a later test creates its
+/// own; a recent one (another run's, perhaps still going) is kept.
+#[tokio::test]
+async fn stale_test_databases_are_dropped() {
+    use sqlx::Connection;
+    let admin = testing::postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL for the test databases");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let old = format!("autodebit_t_{}_stale0000000", now_ms - 7 * 3_600_000);
+    let recent = format!("autodebit_t_{}_recent000000", now_ms - 3_600_000);
+    for name in [&old, &recent] {
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    }
+    let _fresh = testing::fresh_postgres_url().await;
+    let exists = |name: String| {
+        let admin = admin.clone();
+        async move {
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                == 1
+        }
+    };
+    assert!(!exists(old).await, "a test database seven hours old is dropped");
+    assert!(exists(recent.clone()).await, "one an hour old is kept");
+    sqlx::query(&format!("DROP DATABASE {recent}")).execute(&mut conn).await.unwrap();
+}
