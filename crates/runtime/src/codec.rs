@@ -500,6 +500,26 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
     }
 }
 
+impl crate::repository::Stored for Contract {
+    fn to_pb(before: &Option<Contract>, event: &ContractEvent) -> Option<pb::Event> {
+        contract_event_to_pb(before.as_ref(), event)
+    }
+
+    fn from_pb(kind: &EventKind) -> Option<ContractEvent> {
+        contract_event_from_pb(kind)
+    }
+}
+
+impl crate::repository::Stored for Charge {
+    fn to_pb(before: &Option<Charge>, event: &ChargeEvent) -> Option<pb::Event> {
+        charge_event_to_pb(before.as_ref(), event)
+    }
+
+    fn from_pb(kind: &EventKind) -> Option<ChargeEvent> {
+        charge_event_from_pb(kind)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,25 +573,5 @@ mod tests {
         assert_eq!(d.meta.causation_id, "cause");
         assert_eq!(d.meta.occurred_at_ms, 77);
         assert_eq!(d.meta.event_id, new.event_id.to_string());
-    }
-}
-
-impl crate::repository::Stored for Contract {
-    fn to_pb(before: &Option<Contract>, event: &ContractEvent) -> Option<pb::Event> {
-        contract_event_to_pb(before.as_ref(), event)
-    }
-
-    fn from_pb(kind: &EventKind) -> Option<ContractEvent> {
-        contract_event_from_pb(kind)
-    }
-}
-
-impl crate::repository::Stored for Charge {
-    fn to_pb(before: &Option<Charge>, event: &ChargeEvent) -> Option<pb::Event> {
-        charge_event_to_pb(before.as_ref(), event)
-    }
-
-    fn from_pb(kind: &EventKind) -> Option<ChargeEvent> {
-        charge_event_from_pb(kind)
     }
 }
