@@ -711,8 +711,7 @@ mod charges {
         let head = head(store).await?;
         let open = count(store, "SELECT COUNT(*) FROM charger_attempts").await?;
         let lag: Vec<String> = follower_positions().iter().map(|(n, p)| format!("{n}={}", head - p)).collect();
-        let errors =
-            metrics::get(metrics::CHARGER_ERRORS, &[]) + metrics::get(metrics::SCHEDULER_ERRORS, &[]);
+        let errors = metrics::get(metrics::CHARGER_ERRORS, &[]) + metrics::get(metrics::SCHEDULER_ERRORS, &[]);
         Ok(format!(
             "t={:.1}s head={head} notices={} scheduled={} attempts_open={open} settled={} errors={errors} lag[{}]",
             since.elapsed().as_secs_f64(),

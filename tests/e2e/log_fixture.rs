@@ -12,6 +12,8 @@
 //! The fixture is written once and then kept as it is. Writing it again (only for a new fixture
 //! beside this one, never to make a failing test pass):
 //! `AUTODEBIT_WRITE_LOG_FIXTURE=1 cargo test --test e2e log_fixture::write_the_fixture -- --ignored`.
+use crate::scenario::{advance_to, authed, create_plan, onboard, scheduler_idle, sign_on};
+use crate::support::{Backend, Process, element_text, http_get, http_post, op};
 use autodebit_proto::analytics::v1::{GetSummaryRequest, analytics_service_client::AnalyticsServiceClient};
 use autodebit_proto::charger::v1::{
     GetChargeRequest, RefundChargeRequest, charger_service_client::ChargerServiceClient,
@@ -27,10 +29,8 @@ use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client:
 use autodebit_proto::scheduler::v1::{
     GetScheduleRequest, RecordUsageRequest, TriggerChargeRequest, scheduler_service_client::SchedulerServiceClient,
 };
-use crate::scenario::{advance_to, authed, create_plan, onboard, scheduler_idle, sign_on};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use crate::support::{Backend, Process, element_text, http_get, http_post, op};
 use tonic::transport::Channel;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/log-v1.jsonl");

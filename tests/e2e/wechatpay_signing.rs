@@ -6,13 +6,13 @@
 //! address WeChat Pay's notices are sent to.
 use crate::{scenario, support};
 
+use autodebit_mock_wechatpay::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_proto::contracts::v1::plans_service_client::PlansServiceClient;
 use autodebit_proto::contracts::v1::{
     ContractState, CreatePlanRequest, CreateSigningSessionRequest, GetContractRequest, GetSigningSessionRequest,
     SigningState, TerminateContractRequest, contracts_service_client::ContractsServiceClient,
 };
 use autodebit_proto::events::v1::{SigningChannel, TerminationMode};
-use autodebit_mock_wechatpay::{MERCHANT_SERIAL, PLATFORM_KEY_ID};
 use autodebit_provider::wechatpay::v2::{self, Params, SignType};
 use scenario::{Merchant, authed, create_plan, onboard};
 use support::{MockWechatpay, TestApp, eventually, http_get, http_post_with};

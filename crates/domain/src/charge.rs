@@ -287,18 +287,19 @@ pub enum ChargeError {
 
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
     match (state, command) {
-        (None, ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, origin }) => {
-            Ok(vec![ChargeEvent::Scheduled {
-                charge_id,
-                contract_id,
-                merchant_id,
-                payer_id,
-                amount,
-                period,
-                due_at,
-                origin,
-            }])
-        }
+        (
+            None,
+            ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, origin },
+        ) => Ok(vec![ChargeEvent::Scheduled {
+            charge_id,
+            contract_id,
+            merchant_id,
+            payer_id,
+            amount,
+            period,
+            due_at,
+            origin,
+        }]),
         (None, ChargeCommand::Reject { issue: Some(issue), rule, detail }) => {
             Ok(vec![ChargeEvent::Rejected { issue, rule, detail, at: now }])
         }
@@ -403,26 +404,27 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             out_trade_no: None,
             refunds: Vec::new(),
         }),
-        (None, ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, .. }) => {
-            Some(Charge {
-                charge_id: *charge_id,
-                contract_id: *contract_id,
-                merchant_id: merchant_id.clone(),
-                payer_id: payer_id.clone(),
-                amount: *amount,
-                period: *period,
-                due_at: *due_at,
-                status: ChargeStatus::Scheduled,
-                provider_transaction_id: None,
-                code: None,
-                message: None,
-                attempt: 1,
-                retryable: false,
-                started: 0,
-                out_trade_no: None,
-                refunds: Vec::new(),
-            })
-        }
+        (
+            None,
+            ChargeEvent::Scheduled { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, .. },
+        ) => Some(Charge {
+            charge_id: *charge_id,
+            contract_id: *contract_id,
+            merchant_id: merchant_id.clone(),
+            payer_id: payer_id.clone(),
+            amount: *amount,
+            period: *period,
+            due_at: *due_at,
+            status: ChargeStatus::Scheduled,
+            provider_transaction_id: None,
+            code: None,
+            message: None,
+            attempt: 1,
+            retryable: false,
+            started: 0,
+            out_trade_no: None,
+            refunds: Vec::new(),
+        }),
         (Some(mut c), ChargeEvent::RetryScheduled { attempt, .. })
             if c.status == ChargeStatus::Failed && c.retryable =>
         {

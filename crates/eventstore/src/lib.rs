@@ -19,9 +19,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+pub use migrate::Migrations;
 /// The database error type, for callers that need to tell constraint violations apart.
 pub use sqlx::Error as SqlxError;
-pub use migrate::Migrations;
 pub use value::{Row, Value};
 
 /// A row type read by column name: `#[derive(sqlx::FromRow)]` on a struct whose fields are

@@ -85,12 +85,8 @@ impl EventStore {
         }
         // Other components' rows share the bookkeeping table; the lock is taken here, inside
         // the transaction, so that it is held until the migrations commit.
-        let migrator = Migrator {
-            migrations: source.migrations.clone(),
-            ignore_missing: true,
-            locking: false,
-            no_tx: false,
-        };
+        let migrator =
+            Migrator { migrations: source.migrations.clone(), ignore_missing: true, locking: false, no_tx: false };
         let mut tx = self.begin().await?;
         let run = match &mut tx.inner {
             TxInner::Sqlite(t) => migrator.run(&mut **t).await,

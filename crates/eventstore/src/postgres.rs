@@ -6,9 +6,7 @@
 //! it (`xid8`), readers order by (transaction id, position) and read only rows of
 //! transactions older than every transaction still running (`pg_snapshot_xmin`). A row a
 //! reader has not seen can then only come after the pair it checkpointed.
-use crate::{
-    AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
-};
+use crate::{AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Column, ConnectOptions, Connection, PgConnection, PgPool, Row as _, TypeInfo, ValueRef};
 use std::collections::HashMap;
@@ -321,9 +319,16 @@ pub(crate) async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]
     Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
 }
 
-pub(crate) async fn fetch_as<T: crate::FromRow>(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+pub(crate) async fn fetch_as<T: crate::FromRow>(
+    conn: &mut PgConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<T>> {
     let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
-    Ok(rows.iter().map(|r| <T as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(r)).collect::<std::result::Result<_, _>>()?)
+    Ok(rows
+        .iter()
+        .map(|r| <T as sqlx::FromRow<sqlx::postgres::PgRow>>::from_row(r))
+        .collect::<std::result::Result<_, _>>()?)
 }
 
 pub(crate) async fn fetch(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {

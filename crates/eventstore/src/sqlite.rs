@@ -1,8 +1,6 @@
 //! SQLite backend: WAL, one writer connection (so commit order is position order, and a
 //! reader of the global log can never see a gap), a pool of reader connections.
-use crate::{
-    AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions,
-};
+use crate::{AppendOutcome, Checkpoint, RecordedEvent, Result, Row, StoreError, StreamAppend, Value, assign_versions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 use std::collections::HashMap;
@@ -304,9 +302,16 @@ pub(crate) async fn execute(conn: &mut SqliteConnection, sql: &str, params: &[Va
     Ok(bind(sqlx::query(sql), params).execute(conn).await?.rows_affected())
 }
 
-pub(crate) async fn fetch_as<T: crate::FromRow>(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Vec<T>> {
+pub(crate) async fn fetch_as<T: crate::FromRow>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<T>> {
     let rows = bind(sqlx::query(sql), params).fetch_all(conn).await?;
-    Ok(rows.iter().map(|r| <T as sqlx::FromRow<sqlx::sqlite::SqliteRow>>::from_row(r)).collect::<std::result::Result<_, _>>()?)
+    Ok(rows
+        .iter()
+        .map(|r| <T as sqlx::FromRow<sqlx::sqlite::SqliteRow>>::from_row(r))
+        .collect::<std::result::Result<_, _>>()?)
 }
 
 pub(crate) async fn fetch(conn: &mut SqliteConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {

@@ -1,5 +1,7 @@
 //! One suite, run against both backends.
-use autodebit_eventstore::{Checkpoint, EventStore, ExpectedVersion, Migrations, NewEvent, StoreOptions, Value, testing};
+use autodebit_eventstore::{
+    Checkpoint, EventStore, ExpectedVersion, Migrations, NewEvent, StoreOptions, Value, testing,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 

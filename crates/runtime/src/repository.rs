@@ -86,6 +86,11 @@ impl<A: Aggregate> Hook<A> for NoTables {
     }
 }
 
+/// What an append expects of a stream loaded at `version` (0: no stream yet).
+fn expected_at(version: u64) -> ExpectedVersion {
+    if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) }
+}
+
 /// Loads `stream` as `tx` sees it (its own appends included; no second connection taken).
 pub async fn load_in<A: Stored>(tx: &mut Tx, stream: &str) -> Result<Loaded<A::State>, StoreError> {
     Ok(A::fold_records(tx.read_stream(stream, 0).await?))
@@ -126,8 +131,7 @@ where
     if encoded.is_empty() {
         return Ok(Done { state, version, events: vec![] });
     }
-    let at = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-    let out = tx.append(stream, at, encoded).await?;
+    let out = tx.append(stream, expected_at(version), encoded).await?;
     hook.on_events(tx, &state, &events).await?;
     Ok(Done { state, version: out.last_version, events })
 }
@@ -168,8 +172,7 @@ impl<A: Aggregate> Decided<A> {
     /// The append this decision makes, for a caller that writes it in one `append_each` with
     /// other streams' events (the due loop writes charges and their notices together).
     pub fn into_append(self) -> StreamAppend {
-        let expected = if self.version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(self.version) };
-        StreamAppend { stream: self.stream, expected, events: self.encoded }
+        StreamAppend { stream: self.stream, expected: expected_at(self.version), events: self.encoded }
     }
 }
 
@@ -238,7 +241,7 @@ where
             rest.push((None, Done { state, version, events: vec![] }));
             continue;
         }
-        let at = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        let at = expected_at(version);
         rest.push((Some(appends.len()), Done { state, version, events }));
         appends.push(StreamAppend { stream, expected: at, events: encoded });
     }
@@ -323,9 +326,10 @@ mod tests {
 
         // A caller that read version 0 is told the stream moved on.
         let mut tx = store.begin().await.unwrap();
-        let err = execute_in::<Charge, _, TestError>(&mut tx, &id.stream(), Some(0), schedule(id), now, &cause, &NoTables)
-            .await
-            .unwrap_err();
+        let err =
+            execute_in::<Charge, _, TestError>(&mut tx, &id.stream(), Some(0), schedule(id), now, &cause, &NoTables)
+                .await
+                .unwrap_err();
         assert!(matches!(err, TestError::Version(VersionMismatch { expected: 0, actual: 1, .. })), "{err}");
         drop(tx);
 

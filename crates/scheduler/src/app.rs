@@ -324,7 +324,11 @@ impl App {
             schedules::save_today(&mut tx, &schedule).await?;
         }
         tx.commit().await?;
-        let metric = if ok { autodebit_runtime::metrics::CHARGES_SCHEDULED } else { autodebit_runtime::metrics::CHARGES_REJECTED };
+        let metric = if ok {
+            autodebit_runtime::metrics::CHARGES_SCHEDULED
+        } else {
+            autodebit_runtime::metrics::CHARGES_REJECTED
+        };
         autodebit_runtime::metrics::add(metric, &[], 1);
         Ok(answer)
     }

@@ -13,6 +13,10 @@ pub fn routes(signing: Signing) -> axum::Router {
 
 async fn notice(State(signing): State<Signing>, body: String) -> Response {
     let (counted, response) = v2_reply("contract", on_notice(&signing, &body).await);
-    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CALLBACKS, &[("kind", "contract"), ("result", counted)], 1);
+    autodebit_runtime::metrics::add(
+        autodebit_runtime::metrics::CALLBACKS,
+        &[("kind", "contract"), ("result", counted)],
+        1,
+    );
     response
 }
