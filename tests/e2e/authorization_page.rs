@@ -118,6 +118,7 @@ async fn a_payer_signs_in_headless_chromium() {
                 language: String::new(),
                 merchant_contract_code: String::new(),
                 idempotency_key: String::new(),
+                payer_phone: String::new(),
             },
             &m.api_key,
         ))

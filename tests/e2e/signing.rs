@@ -43,6 +43,7 @@ fn session_request(m: &Merchant, payer: &str, device: &str, ip: &str) -> CreateS
         language: String::new(),
         merchant_contract_code: String::new(),
         idempotency_key: String::new(),
+        payer_phone: String::new(),
     }
 }
 

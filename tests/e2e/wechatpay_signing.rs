@@ -36,6 +36,7 @@ fn session_request(plan_id: &str, payer: &str) -> CreateSigningSessionRequest {
         language: String::new(),
         merchant_contract_code: String::new(),
         idempotency_key: String::new(),
+        payer_phone: String::new(),
     }
 }
 

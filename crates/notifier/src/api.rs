@@ -28,6 +28,7 @@ fn notice_to_pb(n: NoticeRow) -> pb::Notice {
         charge_id: n.charge_id,
         text: n.text,
         recorded_at_ms: n.recorded_at_ms,
+        ..Default::default()
     }
 }
 

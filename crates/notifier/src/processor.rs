@@ -86,6 +86,7 @@ fn notice(
             charge_id: charge_id.into(),
             text,
             recorded_at_ms: at,
+            ..Default::default()
         })),
     };
     let append = StreamAppend {

@@ -74,6 +74,18 @@ impl events::v1::Event {
             Some(Kind::RefundSucceeded(_)) => "RefundSucceeded",
             Some(Kind::RefundFailed(_)) => "RefundFailed",
             Some(Kind::ProviderContractChanged(_)) => "ProviderContractChanged",
+            Some(Kind::NoticeDeliveryRecorded(_)) => "NoticeDeliveryRecorded",
+            Some(Kind::NoticeOpened(_)) => "NoticeOpened",
+            Some(Kind::NoticeConverted(_)) => "NoticeConverted",
+            Some(Kind::NotifierSettingsSet(_)) => "NotifierSettingsSet",
+            Some(Kind::NoticeTemplateSet(_)) => "NoticeTemplateSet",
+            Some(Kind::WebhookEndpointCreated(_)) => "WebhookEndpointCreated",
+            Some(Kind::WebhookEndpointUpdated(_)) => "WebhookEndpointUpdated",
+            Some(Kind::WebhookEndpointDeleted(_)) => "WebhookEndpointDeleted",
+            Some(Kind::WebhookSecretRotated(_)) => "WebhookSecretRotated",
+            Some(Kind::WebhookEndpointDisabled(_)) => "WebhookEndpointDisabled",
+            Some(Kind::ContractExpiring(_)) => "ContractExpiring",
+            Some(Kind::VerificationCodeIssued(_)) => "VerificationCodeIssued",
             None => "Unknown",
         }
     }

@@ -189,6 +189,7 @@ pub fn contract_event_to_pb(contract: Option<&Contract>, e: &ContractEvent) -> O
             merchant_contract_code: merchant_contract_code.clone(),
             plan_id: plan_id.clone(),
             expires_at_ms: expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+            ..Default::default()
         }),
         ContractEvent::Terminated { contract_id, mode, remark, terminated_at } => {
             EventKind::ContractTerminated(pb::ContractTerminated {

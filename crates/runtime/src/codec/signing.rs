@@ -70,6 +70,7 @@ pub fn opened_to_pb(o: &Opened) -> pb::SigningSessionOpened {
         opened_at_ms: o.opened_at.timestamp_millis(),
         merchant_contract_code: o.merchant_contract_code.clone(),
         client_region: o.client_region.clone(),
+        ..Default::default()
     }
 }
 
