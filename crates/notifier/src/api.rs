@@ -46,4 +46,32 @@ impl NotifierService for NotifierApi {
         })?;
         Ok(Response::new(pb::ListNoticesResponse { notices: notices.into_iter().map(notice_to_pb).collect() }))
     }
+
+    async fn get_notifier_settings(
+        &self,
+        _req: Request<pb::GetNotifierSettingsRequest>,
+    ) -> Result<Response<pb::GetNotifierSettingsResponse>, Status> {
+        Err(Status::unimplemented("notifier settings arrive in the next release"))
+    }
+
+    async fn set_notifier_settings(
+        &self,
+        _req: Request<pb::SetNotifierSettingsRequest>,
+    ) -> Result<Response<pb::SetNotifierSettingsResponse>, Status> {
+        Err(Status::unimplemented("notifier settings arrive in the next release"))
+    }
+
+    async fn list_notice_templates(
+        &self,
+        _req: Request<pb::ListNoticeTemplatesRequest>,
+    ) -> Result<Response<pb::ListNoticeTemplatesResponse>, Status> {
+        Err(Status::unimplemented("notice templates arrive in the next release"))
+    }
+
+    async fn set_notice_template(
+        &self,
+        _req: Request<pb::SetNoticeTemplateRequest>,
+    ) -> Result<Response<pb::SetNoticeTemplateResponse>, Status> {
+        Err(Status::unimplemented("notice templates arrive in the next release"))
+    }
 }
