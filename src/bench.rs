@@ -511,6 +511,10 @@ mod charges {
             public_url: None,
             signing_session_minutes: 10,
             charge_window: "00:00-24:00".into(),
+            wechat_api_url: autodebit_notifier::WECHAT_API_URL.into(),
+            tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
+            webhook_key: None,
+            allow_loopback_webhooks: true,
             contracts: Default::default(),
         };
         let needed = [Service::Contracts, Service::Scheduler, Service::Charger];

@@ -90,6 +90,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         public_url: None,
         signing_session_minutes: 10,
         charge_window: "07:00-22:00".into(),
+        wechat_api_url: autodebit_notifier::WECHAT_API_URL.into(),
+        tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
+        webhook_key: None,
+        allow_loopback_webhooks: true,
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;

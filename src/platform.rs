@@ -99,6 +99,19 @@ pub struct PlatformArgs {
     /// `00:00-24:00` lifts the restriction.
     #[arg(long, default_value = "07:00-22:00")]
     pub charge_window: String,
+    /// WeChat's API, where notices to WeChat go (a fake's address in tests).
+    #[arg(long, default_value = autodebit_notifier::WECHAT_API_URL)]
+    pub wechat_api_url: String,
+    /// Tencent Cloud SMS's API, where SMS notices go (a fake's address in tests).
+    #[arg(long, default_value = autodebit_notifier::TENCENT_SMS_URL)]
+    pub tencent_sms_url: String,
+    /// The key merchants' webhook secrets derive from. When absent, one is made on first start
+    /// and kept in the database, so every replica signs alike.
+    #[arg(long, env = "AUTODEBIT_WEBHOOK_KEY", hide_env_values = true)]
+    pub webhook_key: Option<String>,
+    /// Accept webhook endpoints on `http://` loopback addresses (always on under `run`).
+    #[arg(long)]
+    pub allow_loopback_webhooks: bool,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -304,7 +317,16 @@ pub async fn start(
                 let config = autodebit_charger::ChargerConfig { wechatpay: wechatpay.clone(), ..options.charger()? };
                 autodebit_charger::start(&platform, config).await?
             }
-            Service::Notifier => autodebit_notifier::start(&platform).await?,
+            Service::Notifier => {
+                let config = autodebit_notifier::NotifierConfig {
+                    wechat_api_url: options.wechat_api_url.clone(),
+                    tencent_sms_url: options.tencent_sms_url.clone(),
+                    webhook_key: options.webhook_key.clone(),
+                    allow_loopback_webhooks: options.allow_loopback_webhooks,
+                    ..autodebit_notifier::NotifierConfig::new(public_url.clone())
+                };
+                autodebit_notifier::start(&platform, config).await?
+            }
             Service::Analytics => autodebit_analytics::start(&platform).await?,
         });
     }

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod merchant;
 pub mod modification;
+pub mod notice;
 pub mod money;
 pub mod plan;
 pub mod retry;
@@ -20,6 +21,7 @@ pub mod signing;
 pub mod terms;
 pub mod usage;
 pub mod validity;
+pub mod webhook;
 pub mod window;
 pub mod zombie;
 

@@ -12,6 +12,7 @@ use prost::Message;
 pub mod merchant;
 pub mod plan;
 pub mod signing;
+pub mod webhook;
 
 /// Where an event came from: carried in its metadata so that a follower's effects can be
 /// traced to their cause.

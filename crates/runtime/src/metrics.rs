@@ -31,6 +31,9 @@ pub const REFUNDS: &str = "autodebit_refunds_total";
 pub const PROVIDER_NOTICES: &str = "autodebit_provider_notices_total";
 pub const CALLBACKS: &str = "autodebit_callbacks_total";
 pub const CERTIFICATE_EXPIRING: &str = "autodebit_certificate_expiring";
+pub const NOTICE_DELIVERIES: &str = "autodebit_notice_deliveries_total";
+pub const WEBHOOK_DELIVERIES: &str = "autodebit_webhook_deliveries_total";
+pub const NOTICE_OPENS: &str = "autodebit_notice_opens_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -83,6 +86,9 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Unit::Count,
         "Days left before a certificate that expires within 30 days, by certificate and serial",
     ),
+    (NOTICE_DELIVERIES, Kind::Counter, Unit::Count, "Tries of notices on a channel, by channel and outcome"),
+    (WEBHOOK_DELIVERIES, Kind::Counter, Unit::Count, "Webhook sends, by outcome"),
+    (NOTICE_OPENS, Kind::Counter, Unit::Count, "Visits to notices' short links"),
 ];
 
 /// Upper bounds, in milliseconds, of the latency histograms' buckets.

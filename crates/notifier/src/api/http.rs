@@ -1,0 +1,122 @@
+//! The notifier's routes on the HTTP listener:
+//! - `GET /n/{token}`: a notice's short link. The first visit records `NoticeOpened`; every
+//!   visit shows the notice.
+//! - `POST /callbacks/tencent-sms`: Tencent Cloud SMS delivery-status reports, each recorded as
+//!   a receipt (`NoticeDeliveryRecorded`, delivered or undelivered) of the notice it was for.
+use crate::channels::sms::{STATUS_CALLBACK_ANSWER, parse_status_reports};
+use crate::store;
+use autodebit_eventstore::ExpectedVersion;
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1 as pb;
+use autodebit_runtime::Platform;
+use autodebit_runtime::codec::{self, Cause};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub fn routes(platform: Platform) -> axum::Router {
+    axum::Router::new()
+        .route("/n/{token}", get(open))
+        .route("/callbacks/tencent-sms", post(sms_reports))
+        .with_state(platform)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn open(State(p): State<Platform>, Path(token): Path<String>) -> Response {
+    let notice = match store::notice_by_token(&p.store, &token).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return (StatusCode::NOT_FOUND, Html("<!doctype html><p>This link is not known.</p>")).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a notice's link failed");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let now = p.clock.now_ms();
+    let recorded = async {
+        let mut tx = p.store.begin().await?;
+        if store::mark_opened(&mut tx, &notice.notice_id, now).await? {
+            let event = pb::Event {
+                kind: Some(EventKind::NoticeOpened(pb::NoticeOpened {
+                    notice_id: notice.notice_id.clone(),
+                    merchant_id: notice.merchant_id.clone(),
+                    contract_id: notice.contract_id.clone(),
+                    kind: notice.kind as i32,
+                    channel: notice.channel.clone(),
+                    at_ms: now,
+                })),
+            };
+            let cause = Cause::request(format!("open/{}", notice.notice_id));
+            tx.append(&format!("notice-{}", notice.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
+                .await?;
+        }
+        tx.commit().await
+    };
+    if let Err(e) = recorded.await {
+        tracing::error!(error = %e, "recording a notice's opening failed");
+    }
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::NOTICE_OPENS, &[], 1);
+    let lang = if notice.language == "en" { "en" } else { "zh-CN" };
+    Html(format!(
+        "<!doctype html><html lang=\"{lang}\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{title}</title><main><p id=\"notice\">{}</p></main></html>",
+        escape(&notice.text),
+        title = if lang == "en" { "Notice" } else { "通知" },
+    ))
+    .into_response()
+}
+
+async fn sms_reports(State(p): State<Platform>, body: axum::body::Bytes) -> Response {
+    let reports = match parse_status_reports(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let now = p.clock.now_ms();
+    let recorded = async {
+        for r in reports {
+            let Some(n) = store::notice_of_message(&p.store, "sms", &r.serial_no).await? else {
+                tracing::warn!(serial_no = %r.serial_no, "SMS status report for no known notice");
+                continue;
+            };
+            let outcome = if r.delivered { pb::DeliveryOutcome::Delivered } else { pb::DeliveryOutcome::Undelivered };
+            let detail = if r.description.is_empty() { r.code.clone() } else { format!("{}: {}", r.code, r.description) };
+            let mut tx = p.store.begin().await?;
+            store::insert_deliveries(
+                &mut tx,
+                vec![serde_json::json!([n.notice_id, "sms", outcome as i64, r.serial_no, detail, now])],
+            )
+            .await?;
+            let state = if r.delivered { "delivered" } else { "undelivered" };
+            store::set_notice_states(&mut tx, vec![serde_json::json!([n.notice_id, state, ""])]).await?;
+            let event = pb::Event {
+                kind: Some(EventKind::NoticeDeliveryRecorded(pb::NoticeDeliveryRecorded {
+                    notice_id: n.notice_id.clone(),
+                    merchant_id: n.merchant_id.clone(),
+                    contract_id: n.contract_id.clone(),
+                    kind: n.kind as i32,
+                    channel: "sms".into(),
+                    outcome: outcome as i32,
+                    provider_message_id: r.serial_no.clone(),
+                    detail,
+                    attempt: 0,
+                    at_ms: now,
+                })),
+            };
+            let cause = Cause::request(format!("sms-report/{}", r.serial_no));
+            tx.append(&format!("notice-{}", n.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
+                .await?;
+            tx.commit().await?;
+        }
+        Ok::<_, autodebit_eventstore::StoreError>(())
+    };
+    match recorded.await {
+        Ok(()) => ([(axum::http::header::CONTENT_TYPE, "application/json")], STATUS_CALLBACK_ANSWER).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "recording SMS status reports failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}

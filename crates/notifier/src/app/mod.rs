@@ -1,0 +1,149 @@
+//! What the notifier tells, and to whom: what each event calls for (`compose`), merchants'
+//! settings and templates (`settings`), webhook endpoints (`webhooks`), notice ids, and the
+//! notices a caller may read.
+pub mod compose;
+pub mod settings;
+pub mod webhooks;
+use autodebit_domain::ContractId;
+use autodebit_domain::plan::{AmountType, ChargeMode};
+use autodebit_domain::terms::Terms;
+use autodebit_eventstore::{EventStore, StoreError};
+use autodebit_domain::notice::NoticeKind;
+use autodebit_proto::events::v1 as pb;
+use autodebit_runtime::auth::Principal;
+use autodebit_runtime::codec;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::store::{self, NoticeRow};
+
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2c0b_51f4_8d7e_4a9b_a3c6_71e0_94d2_5f18);
+
+/// Why notices could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such contract, or another merchant's.
+    #[error("contract_id: contract {0} not found")]
+    NotFound(ContractId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The notices of `contract`, as `who` may read them: a merchant reads only its own contracts'
+/// notices; another's is as good as missing.
+pub async fn notices(store: &EventStore, who: &Principal, contract: ContractId) -> Result<Vec<NoticeRow>, ReadError> {
+    let id = contract.to_string();
+    if let Principal::Merchant(m) = who
+        && store::merchant_of(store, &id).await?.as_deref() != Some(m.as_str())
+    {
+        return Err(ReadError::NotFound(contract));
+    }
+    Ok(store::notices_of(store, &id).await?)
+}
+
+pub(crate) type Plans = HashMap<String, Arc<pb::PlanTerms>>;
+
+/// The terms a contract was signed on: its plan's, with the contract's own cycle and amount
+/// (an imported contract may differ from its plan's); a contract of no known plan is a fixed
+/// cycle of its amount.
+pub(crate) fn signed_terms(s: &pb::ContractSigned, plan: Option<&pb::PlanTerms>) -> Terms {
+    let amount = codec::money_from_pb(s.amount_per_cycle.as_ref()).unwrap_or(autodebit_domain::Money::cny(0));
+    let cycle = codec::cycle_from_pb(s.cycle);
+    let fixed = Terms {
+        service_name: String::new(),
+        charge_mode: ChargeMode::FixedCycle,
+        cycle,
+        amount_type: AmountType::Fixed,
+        amount,
+        per_charge_cap: amount,
+        first_charge_at_signing: false,
+        usage: None,
+    };
+    let Some(p) = plan else { return fixed };
+    let charge_mode = match pb::ChargeMode::try_from(p.charge_mode) {
+        Ok(pb::ChargeMode::Usage) => ChargeMode::Usage,
+        Ok(pb::ChargeMode::EventTriggered) => ChargeMode::EventTriggered,
+        Ok(pb::ChargeMode::Hybrid) => ChargeMode::Hybrid,
+        _ => ChargeMode::FixedCycle,
+    };
+    let plan_cycle = codec::cycle_from_pb(p.cycle);
+    Terms {
+        service_name: p.service_name.clone(),
+        charge_mode,
+        cycle: if charge_mode == ChargeMode::FixedCycle || charge_mode == ChargeMode::Hybrid {
+            cycle
+        } else {
+            plan_cycle
+        },
+        amount_type: if p.amount_type == pb::AmountType::Fixed as i32 {
+            AmountType::Fixed
+        } else {
+            AmountType::UpToCap
+        },
+        per_charge_cap: codec::money_from_pb(p.per_charge_cap.as_ref()).unwrap_or(amount),
+        first_charge_at_signing: p.first_charge_at_signing,
+        usage: p.usage.as_ref().and_then(|u| {
+            codec::usage_from_pb(u, pb::ChargeMode::try_from(p.charge_mode).unwrap_or_default(), plan_cycle).ok()
+        }),
+        ..fixed
+    }
+}
+
+/// A notice's id, one per causing event whatever happens. It leads with its contract id's
+/// first eight bytes, as charge ids do, so that a billing run's notices (issued about in
+/// contract order) land next to each other in the notices table and the stream index instead
+/// of at random places.
+/// A notice kind as the log has it.
+pub fn kind_to_pb(k: NoticeKind) -> pb::NoticeKind {
+    use pb::NoticeKind as P;
+    match k {
+        NoticeKind::ContractSigned => P::ContractSigned,
+        NoticeKind::PreDebit => P::PreDebit,
+        NoticeKind::ChargeSucceeded => P::ChargeSucceeded,
+        NoticeKind::ChargeFailed => P::ChargeFailed,
+        NoticeKind::RetryScheduled => P::RetryScheduled,
+        NoticeKind::ContractModified => P::ContractModified,
+        NoticeKind::ContractSuspended => P::ContractSuspended,
+        NoticeKind::ContractResumed => P::ContractResumed,
+        NoticeKind::ContractExpiring => P::ContractExpiring,
+        NoticeKind::ContractExpired => P::ContractExpired,
+        NoticeKind::ContractTerminated => P::ContractTerminated,
+        NoticeKind::ContractZombie => P::ContractZombie,
+        NoticeKind::RefundSucceeded => P::RefundSucceeded,
+        NoticeKind::VerificationCode => P::VerificationCode,
+    }
+}
+
+/// The notice kind a logged number stands for.
+pub fn kind_from_pb(k: i32) -> Option<NoticeKind> {
+    NoticeKind::ALL.into_iter().find(|n| kind_to_pb(*n) as i32 == k)
+}
+
+pub(crate) fn notice_id(contract_id: &str, event_id: &str) -> String {
+    let mut b = *uuid::Uuid::new_v5(&NAMESPACE, event_id.as_bytes()).as_bytes();
+    if let Ok(contract) = autodebit_domain::ContractId::parse(contract_id) {
+        b[..8].copy_from_slice(&contract.leading_bytes());
+    }
+    format!("nt_{}", uuid::Uuid::from_bytes(b).simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notice_id;
+
+    #[test]
+    fn notice_ids_are_one_per_event_and_sort_with_their_contract() {
+        let a = autodebit_domain::ContractId::generate().to_string();
+        let b = autodebit_domain::ContractId::generate().to_string();
+        assert_eq!(notice_id(&a, "ev-1"), notice_id(&a, "ev-1"), "the same event gives the same notice");
+        assert_ne!(notice_id(&a, "ev-1"), notice_id(&a, "ev-2"));
+        // Both lead with the contract id's first eight bytes (16 hex digits after the prefix).
+        assert_eq!(notice_id(&a, "ev-1")[3..19], a[3..19]);
+        assert!(
+            notice_id(&a, "ev-9") < notice_id(&b, "ev-1") || a[3..19] == b[3..19],
+            "a later contract's notices sort after"
+        );
+        // A notice of no contract still has an id.
+        assert!(notice_id("", "ev-1").starts_with("nt_"));
+    }
+}

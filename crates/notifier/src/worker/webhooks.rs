@@ -1,0 +1,292 @@
+//! The webhook sender: works through `notifier_webhook_outbox`. Each due delivery is taken
+//! (`sending`), signed with its endpoint's current secret as the Standard Webhooks
+//! specification says, posted, and its result recorded. Failures are tried again on the
+//! back-off schedule (`webhooks::retry`) for at least three days; an endpoint whose every
+//! delivery has failed for three days is disabled. Each endpoint has at most a few deliveries in
+//! flight and each send has its own timeout, so a slow or failing receiver holds up only its own
+//! deliveries, never another merchant's. A sender that dies leaves rows in `sending`; the next
+//! holder of the lease sends them again with the same `webhook-id`.
+use crate::app::webhooks::{EndpointRow, Webhooks, endpoint};
+use crate::webhooks::retry::{DISABLE_AFTER, next_delay};
+use crate::webhooks::send::WebhookSender;
+use autodebit_eventstore::{EventStore, StoreError, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Deliveries in flight at once, all endpoints together.
+const CONCURRENCY: usize = 512;
+/// Deliveries in flight at once to one endpoint.
+const PER_ENDPOINT: usize = 16;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at_ms: i64,
+    pub last_status: i64,
+    pub last_error: String,
+    pub created_at_ms: i64,
+}
+
+pub const DELIVERY_COLUMNS: &str = "delivery_id, endpoint_id, event_type, payload, state, attempts, \
+     next_at_ms, last_status, last_error, created_at_ms";
+
+/// What a send came to.
+struct Done {
+    row: DeliveryRow,
+    status: u16,
+    error: Option<String>,
+    succeeded: bool,
+    at_ms: i64,
+}
+
+pub fn spawn(hooks: Webhooks, sender: WebhookSender, queued: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        let platform = hooks.platform.clone();
+        let lease = tokio::select! {
+            l = platform.store.acquire_lease("notifier.webhooks") => l,
+            _ = platform.shutdown.wait() => return,
+        };
+        let _lease = match lease {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the webhook sender's lease");
+                return;
+            }
+        };
+        loop {
+            if let Err(e) = release(&platform.store).await {
+                tracing::error!(error = %e, "releasing webhook deliveries failed");
+            }
+            match run(&hooks, &sender, &queued).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "webhook sender failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = platform.shutdown.wait() => return,
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Puts back deliveries whose outcome is unknown: they are sent again, same `webhook-id`.
+async fn release(store: &EventStore) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    let n = tx.execute("UPDATE notifier_webhook_outbox SET state = 'pending' WHERE state = 'sending'", &[]).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Takes due deliveries, none of an endpoint in `busy`.
+async fn claim(store: &EventStore, now: i64, limit: usize, busy: &[String]) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut tx = store.begin().await?;
+    let busy = serde_json::Value::Array(busy.iter().map(|b| serde_json::json!([b])).collect()).to_string();
+    let rows: Vec<DeliveryRow> = tx
+        .query_as(
+            &format!(
+                "UPDATE notifier_webhook_outbox SET state = 'sending'
+                 WHERE delivery_id IN (
+                     SELECT delivery_id FROM notifier_webhook_outbox
+                     WHERE state = 'pending' AND next_at_ms <= $1
+                       AND endpoint_id NOT IN (SELECT value->>0 FROM {})
+                     ORDER BY next_at_ms LIMIT $3)
+                 RETURNING {DELIVERY_COLUMNS}",
+                tx.kind().json_rows(2)
+            ),
+            &[Value::Int(now), Value::from(busy), Value::Int(limit as i64)],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Notify) -> anyhow::Result<()> {
+    let platform = &hooks.platform;
+    let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(4096);
+    let mut clock = platform.clock.watch();
+    let mut endpoints: HashMap<String, (EndpointRow, tokio::time::Instant)> = HashMap::new();
+    loop {
+        if platform.shutdown.is_triggered() {
+            return Ok(());
+        }
+        // Record what finished.
+        let mut finished = Vec::new();
+        while let Ok(d) = done_rx.try_recv() {
+            finished.push(d);
+        }
+        if !finished.is_empty() {
+            for d in &finished {
+                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = f.get_mut(&d.row.endpoint_id) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            record(hooks, finished).await?;
+        }
+        let (total, busy): (usize, Vec<String>) = {
+            let f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            (f.values().sum(), f.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.clone()).collect())
+        };
+        let room = CONCURRENCY.saturating_sub(total);
+        let now = platform.clock.now_ms();
+        let rows = if room > 0 { claim(&platform.store, now, room.min(256), &busy).await? } else { Vec::new() };
+        if rows.is_empty() {
+            tokio::select! {
+                d = done_rx.recv() => {
+                    if let Some(d) = d {
+                        {
+                            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(n) = f.get_mut(&d.row.endpoint_id) { *n = n.saturating_sub(1); }
+                        }
+                        record(hooks, vec![d]).await?;
+                    }
+                }
+                _ = queued.notified() => {}
+                _ = clock.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = platform.shutdown.wait() => return Ok(()),
+            }
+            continue;
+        }
+        // Per endpoint, what is over its share waits for the next pass.
+        let mut put_back = Vec::new();
+        for row in rows {
+            let fresh = match endpoints.get(&row.endpoint_id) {
+                Some((e, at)) if at.elapsed() < Duration::from_secs(2) => Some(e.clone()),
+                _ => None,
+            };
+            let ep = match fresh {
+                Some(e) => Some(e),
+                None => {
+                    let e = endpoint(&platform.store, &row.endpoint_id).await?;
+                    if let Some(e) = &e {
+                        endpoints.insert(row.endpoint_id.clone(), (e.clone(), tokio::time::Instant::now()));
+                    }
+                    e
+                }
+            };
+            {
+                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                let n = f.entry(row.endpoint_id.clone()).or_insert(0);
+                if *n >= PER_ENDPOINT {
+                    put_back.push(row.delivery_id.clone());
+                    continue;
+                }
+                *n += 1;
+            }
+            let done = done_tx.clone();
+            let sender = sender.clone();
+            let hooks = hooks.clone();
+            tokio::spawn(async move {
+                let at_ms = hooks.platform.clock.now_ms();
+                let d = match ep {
+                    Some(e) if e.enabled == 1 && e.deleted == 0 => {
+                        let secret = hooks.secret(&e.endpoint_id, u32::try_from(e.generation).unwrap_or(0));
+                        let a = sender.send(&e.url, &row.delivery_id, at_ms / 1000, &row.payload, &secret).await;
+                        Done { row, status: a.status, error: a.error, succeeded: a.succeeded, at_ms }
+                    }
+                    _ => Done { row, status: 0, error: Some("endpoint disabled or deleted".into()), succeeded: false, at_ms },
+                };
+                let _ = done.send(d).await;
+            });
+        }
+        if !put_back.is_empty() {
+            let mut tx = platform.store.begin().await?;
+            let list = serde_json::Value::Array(put_back.iter().map(|b| serde_json::json!([b])).collect()).to_string();
+            tx.execute(
+                &format!(
+                    "UPDATE notifier_webhook_outbox SET state = 'pending'
+                     WHERE delivery_id IN (SELECT value->>0 FROM {})",
+                    tx.kind().json_rows(1)
+                ),
+                &[Value::from(list)],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+    }
+}
+
+/// Records finished sends in one transaction; disables endpoints failing for three days.
+async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
+    let store = &hooks.platform.store;
+    let mut tx = store.begin().await?;
+    let mut failing: Vec<(String, i64)> = Vec::new();
+    for d in done {
+        let attempts = d.row.attempts + 1;
+        let gone = d.error.as_deref() == Some("endpoint disabled or deleted");
+        let (state, next) = if d.succeeded {
+            ("succeeded", d.at_ms)
+        } else if gone {
+            ("failed", d.at_ms)
+        } else {
+            let random = u64::from_le_bytes(
+                uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{}/{attempts}", d.row.delivery_id).as_bytes())
+                    .as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            );
+            match next_delay(u32::try_from(attempts).unwrap_or(u32::MAX), random) {
+                Some(wait) => ("pending", d.at_ms + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)),
+                None => ("failed", d.at_ms),
+            }
+        };
+        tx.execute(
+            "UPDATE notifier_webhook_outbox SET state = $2, attempts = $3, next_at_ms = $4, last_status = $5,
+                    last_error = $6 WHERE delivery_id = $1",
+            &[
+                Value::from(d.row.delivery_id.as_str()),
+                Value::from(state),
+                Value::Int(attempts),
+                Value::Int(next),
+                Value::Int(i64::from(d.status)),
+                Value::from(d.error.clone().unwrap_or_default()),
+            ],
+        )
+        .await?;
+        autodebit_runtime::metrics::add(
+            autodebit_runtime::metrics::WEBHOOK_DELIVERIES,
+            &[("outcome", if d.succeeded { "succeeded" } else { "failed" })],
+            1,
+        );
+        if gone {
+            continue;
+        }
+        if d.succeeded {
+            tx.execute(
+                "UPDATE notifier_webhook_endpoints SET failing_since_ms = 0 WHERE endpoint_id = $1",
+                &[Value::from(d.row.endpoint_id.as_str())],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "UPDATE notifier_webhook_endpoints SET failing_since_ms = $2
+                 WHERE endpoint_id = $1 AND failing_since_ms = 0",
+                &[Value::from(d.row.endpoint_id.as_str()), Value::Int(d.row.created_at_ms.min(d.at_ms))],
+            )
+            .await?;
+            failing.push((d.row.endpoint_id.clone(), d.at_ms));
+        }
+    }
+    tx.commit().await?;
+    failing.sort();
+    failing.dedup_by(|a, b| a.0 == b.0);
+    let limit = i64::try_from(DISABLE_AFTER.as_millis()).unwrap_or(i64::MAX);
+    for (endpoint_id, at) in failing {
+        let Some(e) = endpoint(store, &endpoint_id).await? else { continue };
+        if e.enabled == 1 && e.failing_since_ms > 0 && at - e.failing_since_ms >= limit {
+            hooks.disable(&endpoint_id, e.failing_since_ms).await?;
+        }
+    }
+    Ok(())
+}
