@@ -8,6 +8,7 @@
 
 mod api;
 mod app;
+pub mod channels;
 mod processor;
 mod store;
 
