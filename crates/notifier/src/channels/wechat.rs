@@ -143,7 +143,7 @@ impl WechatApi {
         if !INVALID_TOKEN.contains(errcode) {
             return conclude(kind, first);
         }
-        tracing::debug!(app_id = app.app_id, errcode = *errcode, errmsg = %errmsg, "WeChat rejected the access token; fetching another");
+        tracing::debug!(app_id = app.app_id, errcode = *errcode, %errmsg, "access token rejected; fetching another");
         let token = match self.token(&slot, app, Some(&token)).await {
             Ok(token) => token,
             Err(failed) => return failed,
