@@ -16,6 +16,7 @@ mod authorization_page;
 mod billing_modes;
 mod charger_callbacks;
 mod charger_crash;
+mod contract_notices;
 mod contracts_api;
 mod errors;
 mod load_shedding;

@@ -41,7 +41,11 @@ impl From<AppError> for Status {
             AppError::Rule(ContractError::AlreadySigned) => Status::already_exists(e.to_string()),
             AppError::Rule(ContractError::NotSigned) => Status::not_found(e.to_string()),
             AppError::Rule(
-                ContractError::Ended(_) | ContractError::WrongStatus(..) | ContractError::NotYetExpired(_),
+                ContractError::Ended(_)
+                | ContractError::WrongStatus(..)
+                | ContractError::NotYetExpired(_)
+                | ContractError::NotDueForWarning
+                | ContractError::AlreadyWarned(_),
             ) => Status::failed_precondition(e.to_string()),
             AppError::Store(e) => store_error(e),
         }

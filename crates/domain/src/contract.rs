@@ -25,6 +25,11 @@ pub enum ContractEvent {
         plan_id: String,
         expires_at: Option<Timestamp>,
         signed_at: Timestamp,
+        /// The payer's mobile number (E.164) from the signing session; "" when none was given
+        /// or the contract was signed another way.
+        payer_phone: String,
+        /// The language the payer signed in ("zh-CN" or "en"); "" when signed another way.
+        language: String,
     },
     /// A change of terms; the payer is told (the event carries the notice text).
     Modified {
@@ -56,6 +61,12 @@ pub enum ContractEvent {
         idle_since: Timestamp,
         at: Timestamp,
     },
+    /// The contract's validity ends within the warning period (`validity::EXPIRY_WARNING_DAYS`):
+    /// the payer is told, once.
+    ExpiryWarned {
+        expires_at: Timestamp,
+        at: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +80,10 @@ pub enum ContractCommand {
         merchant_contract_code: String,
         plan_id: String,
         expires_at: Option<Timestamp>,
+        /// The payer's mobile number ("": none).
+        payer_phone: String,
+        /// The language the payer signed in ("": none).
+        language: String,
     },
     Modify {
         amount_per_cycle: Money,
@@ -90,6 +105,8 @@ pub enum ContractCommand {
     FlagZombie {
         idle_since: Timestamp,
     },
+    /// Warns the payer that the validity ends soon; only when `validity::due_for_warning`.
+    WarnExpiry,
 }
 
 /// Failed charges in a row after which an active contract is suspended.
@@ -136,6 +153,12 @@ pub struct Contract {
     /// The cycle it was signed with (at its signing time), then each new cycle with the time
     /// the change took effect: `modification::calendar` rebuilds its due dates from it.
     pub cycle_history: Vec<(Timestamp, Cycle)>,
+    /// The payer's mobile number ("": none known).
+    pub payer_phone: String,
+    /// The language the payer signed in ("zh-CN" or "en"; "": none known).
+    pub language: String,
+    /// When the payer was warned that the validity ends soon.
+    pub expiry_warned_at: Option<Timestamp>,
 }
 
 /// `None` until signed.
@@ -159,6 +182,10 @@ pub enum ContractError {
     NotYetExpired(Timestamp),
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("the contract is not due an expiry warning: its validity does not end within the warning period")]
+    NotDueForWarning,
+    #[error("the payer was warned of the contract's expiry at {0}")]
+    AlreadyWarned(Timestamp),
 }
 
 fn check_amount(amount: Money, cap: Money) -> Result<(), ContractError> {
@@ -190,6 +217,8 @@ pub fn decide(
                 merchant_contract_code,
                 plan_id,
                 expires_at,
+                payer_phone,
+                language,
             } => {
                 // The platform's hard cap is stated in CNY; other currencies are held to the
                 // same number of minor units.
@@ -204,6 +233,8 @@ pub fn decide(
                     plan_id,
                     expires_at,
                     signed_at: now,
+                    payer_phone,
+                    language,
                 }])
             }
             _ => Err(ContractError::NotSigned),
@@ -250,6 +281,13 @@ pub fn decide(
         // The caller (the clean-up job) flags only contracts idle since their last flag or
         // success, so a contract used again after a flag can be flagged again when idle anew.
         ContractCommand::FlagZombie { idle_since } => Ok(vec![ContractEvent::ZombieFlagged { idle_since, at: now }]),
+        ContractCommand::WarnExpiry => match (c.expiry_warned_at, c.expires_at) {
+            (Some(at), _) => Err(ContractError::AlreadyWarned(at)),
+            (None, Some(expires_at)) if crate::validity::due_for_warning(c.status, c.expires_at, false, now) => {
+                Ok(vec![ContractEvent::ExpiryWarned { expires_at, at: now }])
+            }
+            (None, _) => Err(ContractError::NotDueForWarning),
+        },
     }
 }
 
@@ -267,6 +305,8 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
         plan_id,
         expires_at,
         signed_at,
+        payer_phone,
+        language,
     } = event
     {
         return Some(state.unwrap_or(Contract {
@@ -285,6 +325,9 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
             termination: None,
             ended_at: None,
             cycle_history: vec![(*signed_at, *cycle)],
+            payer_phone: payer_phone.clone(),
+            language: language.clone(),
+            expiry_warned_at: None,
         }));
     }
     let mut c = state?;
@@ -318,6 +361,7 @@ pub fn apply(state: ContractState, event: &ContractEvent) -> ContractState {
             c.ended_at = Some(*at);
         }
         ContractEvent::ZombieFlagged { at, .. } => c.zombie_flagged_at = Some(*at),
+        ContractEvent::ExpiryWarned { at, .. } => c.expiry_warned_at = Some(*at),
     }
     Some(c)
 }
@@ -369,6 +413,8 @@ mod tests {
             merchant_contract_code: "code-1".into(),
             plan_id: "pl_1".into(),
             expires_at: Some(from_millis(10_000)),
+            payer_phone: String::new(),
+            language: String::new(),
         }
     }
 
@@ -438,14 +484,77 @@ mod tests {
         assert_eq!(run(None, terminate()), Err(ContractError::NotSigned));
     }
 
+    #[test]
+    fn the_payer_is_warned_of_the_expiry_once_within_the_last_seven_days() {
+        const DAY_MS: i64 = 86_400_000;
+        let end = 30 * DAY_MS;
+        let sign_until = |end_ms: i64| {
+            let mut s = sign(100);
+            if let ContractCommand::Sign { expires_at, .. } = &mut s {
+                *expires_at = Some(from_millis(end_ms));
+            }
+            s
+        };
+        let s = run_at(None, sign_until(end), 0).unwrap();
+        assert_eq!(s.as_ref().unwrap().expiry_warned_at, None);
+        assert_eq!(
+            run_at(s.clone(), ContractCommand::WarnExpiry, end - 7 * DAY_MS - 1),
+            Err(ContractError::NotDueForWarning),
+            "a moment before the warning period"
+        );
+        let warned_at = end - 7 * DAY_MS;
+        let events = decide(&s, ContractCommand::WarnExpiry, from_millis(warned_at)).unwrap();
+        assert_eq!(
+            events,
+            vec![ContractEvent::ExpiryWarned { expires_at: from_millis(end), at: from_millis(warned_at) }]
+        );
+        let s = events.iter().fold(s, apply);
+        assert_eq!(s.as_ref().unwrap().expiry_warned_at, Some(from_millis(warned_at)));
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Active, "a warning changes nothing else");
+        assert_eq!(
+            run_at(s.clone(), ContractCommand::WarnExpiry, end - DAY_MS),
+            Err(ContractError::AlreadyWarned(from_millis(warned_at)))
+        );
+        // Still expires at the end of its validity.
+        let s = run_at(s, ContractCommand::Expire, end).unwrap();
+        assert_eq!(s.as_ref().unwrap().status, ContractStatus::Expired);
+        assert_eq!(run_at(s, ContractCommand::WarnExpiry, end + 1), Err(ContractError::Ended(ContractStatus::Expired)));
+
+        // Past its end a contract is expired, not warned; without an end it is never warned.
+        let late = run_at(None, sign_until(end), 0).unwrap();
+        assert_eq!(run_at(late, ContractCommand::WarnExpiry, end), Err(ContractError::NotDueForWarning));
+        let mut open = sign(100);
+        if let ContractCommand::Sign { expires_at, .. } = &mut open {
+            *expires_at = None;
+        }
+        let open = run_at(None, open, 0).unwrap();
+        assert_eq!(run_at(open, ContractCommand::WarnExpiry, end), Err(ContractError::NotDueForWarning));
+        // A suspended contract still in force is warned too.
+        let s = run_at(None, sign_until(end), 0).unwrap();
+        let s = run_at(s, ContractCommand::Suspend { reason: "r".into() }, 1).unwrap();
+        assert!(run_at(s, ContractCommand::WarnExpiry, end - DAY_MS).is_ok());
+    }
+
+    #[test]
+    fn a_signing_keeps_the_payers_phone_and_language() {
+        let mut cmd = sign(100);
+        if let ContractCommand::Sign { payer_phone, language, .. } = &mut cmd {
+            *payer_phone = "+8613800138000".into();
+            *language = "en".into();
+        }
+        let c = run(None, cmd).unwrap().unwrap();
+        assert_eq!((c.payer_phone.as_str(), c.language.as_str()), ("+8613800138000", "en"));
+    }
+
     fn command(i: u8) -> ContractCommand {
-        match i % 7 {
+        match i % 8 {
             0 => sign(100),
             1 => ContractCommand::Suspend { reason: "r".into() },
             2 => ContractCommand::Resume,
             3 => terminate(),
             4 => ContractCommand::Expire,
             5 => ContractCommand::FlagZombie { idle_since: from_millis(0) },
+            6 => ContractCommand::WarnExpiry,
             _ => ContractCommand::Modify {
                 amount_per_cycle: Money::cny(200),
                 cycle: Cycle::Weekly,
@@ -458,11 +567,13 @@ mod tests {
 
     proptest! {
         /// Over any command sequence: nothing happens to a contract after it ends, every event
-        /// decide produces applies to the state it was decided on, and the status only moves
-        /// along the legal transitions.
+        /// decide produces applies to the state it was decided on, the status only moves along
+        /// the legal transitions, and the payer is warned of the expiry at most once, inside
+        /// the warning period.
         #[test]
-        fn state_machine(cmds in proptest::collection::vec((0u8..7, 0i64..20_000), 0..25)) {
+        fn state_machine(cmds in proptest::collection::vec((0u8..8, 0i64..20_000), 0..25)) {
             let mut state: ContractState = None;
+            let mut warnings = 0;
             for (c, t) in cmds {
                 let before = state.clone();
                 match decide(&state, command(c), from_millis(t)) {
@@ -470,6 +581,14 @@ mod tests {
                         if let Some(b) = &before {
                             prop_assert!(!b.status.is_final(), "an ended contract took {events:?}");
                         }
+                        for e in &events {
+                            if let ContractEvent::ExpiryWarned { at, .. } = e {
+                                warnings += 1;
+                                let b = before.as_ref().unwrap();
+                                prop_assert!(crate::validity::due_for_warning(b.status, b.expires_at, false, *at));
+                            }
+                        }
+                        prop_assert!(warnings <= 1, "warned {warnings} times");
                         state = events.iter().fold(state, apply);
                         let (from, to) = (before.as_ref().map(|c| c.status), state.as_ref().map(|c| c.status));
                         use ContractStatus::*;

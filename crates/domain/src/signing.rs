@@ -12,6 +12,24 @@ pub const MAX_ACCOUNTS_PER_DEVICE: u32 = 3;
 pub const DEVICE_WINDOW_HOURS: i64 = 24;
 /// Digits of the SMS code a payer signing far from home is sent.
 pub const SMS_CODE_DIGITS: u32 = 6;
+/// The fewest digits a payer's phone number has after its `+` (E.164).
+pub const PHONE_MIN_DIGITS: usize = 8;
+/// The most digits a payer's phone number has after its `+` (E.164).
+pub const PHONE_MAX_DIGITS: usize = 15;
+
+/// Whether `phone` is a mobile number in E.164 form: `+`, then 8 to 15 digits (country code
+/// first), nothing else.
+pub fn is_e164(phone: &str) -> bool {
+    phone.strip_prefix('+').is_some_and(|digits| {
+        (PHONE_MIN_DIGITS..=PHONE_MAX_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// The language a contract signed through a session records, from the session's page
+/// language (`zh` or `en`): "en" for English, "zh-CN" otherwise.
+pub fn contract_language(session_language: &str) -> &'static str {
+    if session_language == "en" { "en" } else { "zh-CN" }
+}
 
 /// The stream a session's events are kept in.
 pub fn stream(session_id: &str) -> String {
@@ -68,6 +86,8 @@ pub struct Session {
     pub ticked: bool,
     pub sms_required: bool,
     pub sms_verified: bool,
+    /// When the SMS code was last issued (sent through the log to the notifier).
+    pub sms_code_issued_at: Option<Timestamp>,
     /// Every step recorded: the step, its detail and when.
     pub steps: Vec<(Step, String, Timestamp)>,
 }
@@ -80,6 +100,7 @@ impl Session {
             ticked: false,
             sms_required: false,
             sms_verified: false,
+            sms_code_issued_at: None,
             steps: vec![],
         }
     }
@@ -125,6 +146,8 @@ pub struct Opened {
     pub merchant_contract_code: String,
     /// The client IP's region ("" when unknown).
     pub client_region: String,
+    /// The payer's mobile number (E.164) as the merchant gave it ("" when none was).
+    pub payer_phone: String,
 }
 
 /// One step of a session, with its detail (a reason, or the contract a confirmation signed).
@@ -135,10 +158,20 @@ pub struct StepRecorded {
     pub at: Timestamp,
 }
 
+/// An SMS code issued for the session: the notifier sends it to the payer. Only its hash is
+/// checked against what the payer types (the service's table keeps it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeIssued {
+    pub code: String,
+    pub at: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigningEvent {
     Opened(Opened),
     StepRecorded(StepRecorded),
+    /// Follows every `SmsRequired` step.
+    CodeIssued(CodeIssued),
 }
 
 /// A session as its events left it.
@@ -216,10 +249,12 @@ pub fn sms_code(random: u128) -> String {
 /// A step the payer or an operator takes; `decide` says which steps it records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigningCommand {
-    /// Opens the session, with what the sign-time risk checks found.
+    /// Opens the session, with what the sign-time risk checks found, and the SMS code issued
+    /// should they require one (see [`sms_code`]).
     Open {
         opened: Opened,
         risk: SignTimeRisk,
+        sms_code: String,
     },
     View,
     Tick,
@@ -237,8 +272,10 @@ pub enum SigningCommand {
     Hold {
         reason: String,
     },
+    /// Requires an SMS code first, and issues `sms_code`.
     RequireSms {
         reason: String,
+        sms_code: String,
     },
     VerifySms,
     Approve,
@@ -284,7 +321,7 @@ impl Session {
             SigningCommand::Expire if now >= s.expires_at => vec![(Step::Expired, String::new())],
             SigningCommand::Expire => vec![],
             SigningCommand::Hold { reason } => vec![(Step::HeldForReview, reason)],
-            SigningCommand::RequireSms { reason } => vec![(Step::SmsRequired, reason)],
+            SigningCommand::RequireSms { reason, .. } => vec![(Step::SmsRequired, reason)],
             SigningCommand::VerifySms if !s.sms_required => return Err(SigningError::NoSms),
             SigningCommand::VerifySms => vec![(Step::SmsVerified, String::new())],
             SigningCommand::Approve if s.status != Held => return Err(SigningError::NotHeld),
@@ -317,6 +354,19 @@ impl Session {
     }
 }
 
+/// The events of `steps` taken at `at`: each step recorded, and after an `SmsRequired` step the
+/// SMS code issued.
+fn step_events(steps: Vec<(Step, String)>, sms_code: &str, at: Timestamp) -> Vec<SigningEvent> {
+    let mut events = Vec::with_capacity(steps.len() + 1);
+    for (step, detail) in steps {
+        events.push(SigningEvent::StepRecorded(StepRecorded { step, detail, at }));
+        if step == Step::SmsRequired {
+            events.push(SigningEvent::CodeIssued(CodeIssued { code: sms_code.to_string(), at }));
+        }
+    }
+    events
+}
+
 impl Aggregate for SigningSession {
     type State = SigningState;
     type Command = SigningCommand;
@@ -324,27 +374,28 @@ impl Aggregate for SigningSession {
     type Error = SigningError;
 
     /// Opening records the session and its sign-time risk steps at the opening time; every
-    /// other command records the steps `Session::steps_for` allows, at `now`.
+    /// other command records the steps `Session::steps_for` allows, at `now`. Each
+    /// `SmsRequired` step is followed by the SMS code issued.
     fn decide(
         state: &SigningState,
         command: SigningCommand,
         now: Timestamp,
     ) -> Result<Vec<SigningEvent>, SigningError> {
         let Some(s) = state else {
-            let SigningCommand::Open { opened, risk } = command else { return Err(SigningError::NoSession) };
+            let SigningCommand::Open { opened, risk, sms_code } = command else {
+                return Err(SigningError::NoSession);
+            };
             let at = opened.opened_at;
             let steps = risk_steps(&opened, &risk);
             let mut events = vec![SigningEvent::Opened(opened)];
-            events.extend(
-                steps.into_iter().map(|(step, detail)| SigningEvent::StepRecorded(StepRecorded { step, detail, at })),
-            );
+            events.extend(step_events(steps, &sms_code, at));
             return Ok(events);
         };
-        Ok(s.session
-            .steps_for(command, now)?
-            .into_iter()
-            .map(|(step, detail)| SigningEvent::StepRecorded(StepRecorded { step, detail, at: now }))
-            .collect())
+        let sms_code = match &command {
+            SigningCommand::RequireSms { sms_code, .. } => sms_code.clone(),
+            _ => String::new(),
+        };
+        Ok(step_events(s.session.steps_for(command, now)?, &sms_code, now))
     }
 
     fn apply(state: SigningState, event: &SigningEvent) -> SigningState {
@@ -360,6 +411,13 @@ impl Aggregate for SigningSession {
                     s.contract_id = r.detail.clone();
                 }
                 s.session = s.session.record(r);
+                Some(s)
+            }
+            SigningEvent::CodeIssued(c) => {
+                let mut s = state?;
+                if !s.session.status.is_final() {
+                    s.session.sms_code_issued_at = Some(c.at);
+                }
                 Some(s)
             }
         }
@@ -386,13 +444,14 @@ mod tests {
             opened_at: from_millis(0),
             merchant_contract_code: String::new(),
             client_region: region.into(),
+            payer_phone: "+8613800138000".into(),
         }
     }
 
     fn open(risk: SignTimeRisk) -> SigningState {
         let events = SigningSession::decide(
             &None,
-            SigningCommand::Open { opened: opened("d1", "shanghai"), risk },
+            SigningCommand::Open { opened: opened("d1", "shanghai"), risk, sms_code: "123456".into() },
             from_millis(0),
         )
         .unwrap();
@@ -428,7 +487,8 @@ mod tests {
         let s = run(open(SignTimeRisk::default()), SigningCommand::Hold { reason: "device".into() }, 1).unwrap();
         assert_eq!(run(s.clone(), SigningCommand::Tick, 2), Err(SigningError::Held));
         let s = run(s, SigningCommand::Approve, 3).unwrap();
-        let s = run(s, SigningCommand::RequireSms { reason: "region".into() }, 4).unwrap();
+        let s = run(s, SigningCommand::RequireSms { reason: "region".into(), sms_code: "654321".into() }, 4).unwrap();
+        assert_eq!(s.as_ref().unwrap().session.sms_code_issued_at, Some(from_millis(4)));
         let s = run(s, SigningCommand::Tick, 5).unwrap();
         assert_eq!(
             run(s.clone(), SigningCommand::Confirm { contract_id: "c".into() }, 6),
@@ -455,7 +515,8 @@ mod tests {
     fn a_session_opens_once_and_steps_need_one() {
         assert_eq!(run(None, SigningCommand::Tick, 1), Err(SigningError::NoSession));
         let s = open(SignTimeRisk::default());
-        let again = SigningCommand::Open { opened: opened("d1", ""), risk: SignTimeRisk::default() };
+        let again =
+            SigningCommand::Open { opened: opened("d1", ""), risk: SignTimeRisk::default(), sms_code: String::new() };
         assert_eq!(run(s, again, 1), Err(SigningError::AlreadyOpened));
     }
 
@@ -482,5 +543,43 @@ mod tests {
         assert!(risk_steps(&unknown, &usual("beijing")).is_empty(), "the region of the IP is unknown");
         assert_eq!(sms_code(123), "000123");
         assert_eq!(sms_code(10u128.pow(SMS_CODE_DIGITS) + 42), "000042");
+    }
+
+    #[test]
+    fn a_required_sms_code_is_issued_with_the_step_and_only_then() {
+        let usual = SignTimeRisk { other_accounts_on_device: 0, usual_region: Some("beijing".into()) };
+        let command = SigningCommand::Open { opened: opened("d1", "shanghai"), risk: usual, sms_code: "123456".into() };
+        let events = SigningSession::decide(&None, command, from_millis(5)).unwrap();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(matches!(&events[1], SigningEvent::StepRecorded(r) if r.step == Step::SmsRequired));
+        assert_eq!(events[2], SigningEvent::CodeIssued(CodeIssued { code: "123456".into(), at: from_millis(0) }));
+        let s = SigningSession::fold(&events).unwrap();
+        assert_eq!(s.session.sms_code_issued_at, Some(from_millis(0)), "issued as the session opened");
+        assert_eq!(s.opened.payer_phone, "+8613800138000");
+
+        // No SMS step, no code; nor do other steps issue one.
+        let quiet = open(SignTimeRisk::default());
+        assert_eq!(quiet.as_ref().unwrap().session.sms_code_issued_at, None);
+        let ticked = SigningSession::decide(&quiet, SigningCommand::Tick, from_millis(1)).unwrap();
+        assert!(ticked.iter().all(|e| !matches!(e, SigningEvent::CodeIssued(_))));
+        // A code issued to a session that has ended changes nothing.
+        let ended = run(quiet, SigningCommand::Abandon, 2).unwrap();
+        let late = SigningEvent::CodeIssued(CodeIssued { code: "1".into(), at: from_millis(3) });
+        assert_eq!(SigningSession::apply(ended.clone(), &late), ended);
+        assert_eq!(SigningSession::apply(None, &late), None, "nothing before the opening");
+    }
+
+    #[test]
+    fn phones_are_e164_and_languages_normalised() {
+        for good in ["+8613800138000", "+12025550123", "+12345678", "+123456789012345"] {
+            assert!(is_e164(good), "{good}");
+        }
+        for bad in ["", "8613800138000", "+", "+1234567", "+1234567890123456", "+86 138 0013 8000", "+86-13800138000"] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+        assert!(!is_e164("+８６１３８００１３８０００"), "digits other than ASCII");
+        assert_eq!(contract_language("en"), "en");
+        assert_eq!(contract_language("zh"), "zh-CN");
+        assert_eq!(contract_language(""), "zh-CN");
     }
 }

@@ -180,6 +180,8 @@ pub fn contract_event_to_pb(contract: Option<&Contract>, e: &ContractEvent) -> O
             plan_id,
             expires_at,
             signed_at,
+            payer_phone,
+            language,
         } => EventKind::ContractSigned(pb::ContractSigned {
             contract_id: contract_id.to_string(),
             merchant_id: merchant_id.to_string(),
@@ -190,7 +192,8 @@ pub fn contract_event_to_pb(contract: Option<&Contract>, e: &ContractEvent) -> O
             merchant_contract_code: merchant_contract_code.clone(),
             plan_id: plan_id.clone(),
             expires_at_ms: expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
-            ..Default::default()
+            payer_phone: payer_phone.clone(),
+            language: language.clone(),
         }),
         ContractEvent::Terminated { contract_id, mode, remark, terminated_at } => {
             EventKind::ContractTerminated(pb::ContractTerminated {
@@ -247,6 +250,15 @@ pub fn contract_event_to_pb(contract: Option<&Contract>, e: &ContractEvent) -> O
                 payer_id,
             })
         }
+        ContractEvent::ExpiryWarned { expires_at, at } => {
+            let (contract_id, payer_id) = ids()?;
+            EventKind::ContractExpiring(pb::ContractExpiring {
+                contract_id,
+                payer_id,
+                expires_at_ms: expires_at.timestamp_millis(),
+                warned_at_ms: at.timestamp_millis(),
+            })
+        }
     };
     Some(pb::Event { kind: Some(kind) })
 }
@@ -265,6 +277,8 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
             plan_id: s.plan_id.clone(),
             expires_at: opt_time(s.expires_at_ms),
             signed_at: from_millis(s.signed_at_ms),
+            payer_phone: s.payer_phone.clone(),
+            language: s.language.clone(),
         }),
         EventKind::ContractTerminated(t) => Some(ContractEvent::Terminated {
             contract_id: ContractId::parse(&t.contract_id).ok()?,
@@ -287,6 +301,10 @@ pub fn contract_event_from_pb(kind: &EventKind) -> Option<ContractEvent> {
         EventKind::ContractZombieFlagged(z) => Some(ContractEvent::ZombieFlagged {
             idle_since: from_millis(z.idle_since_ms),
             at: from_millis(z.flagged_at_ms),
+        }),
+        EventKind::ContractExpiring(w) => Some(ContractEvent::ExpiryWarned {
+            expires_at: from_millis(w.expires_at_ms),
+            at: from_millis(w.warned_at_ms),
         }),
         _ => None,
     }
@@ -528,6 +546,44 @@ mod tests {
 
     #[test]
     fn contract_events_round_trip() {
+        let signed = ContractEvent::Signed {
+            contract_id: ContractId::generate(),
+            merchant_id: MerchantId::parse("m1").unwrap(),
+            payer_id: PayerId::parse("p1").unwrap(),
+            amount_per_cycle: Money::cny(1999),
+            cycle: Cycle::Quarterly,
+            merchant_contract_code: "c-9".into(),
+            plan_id: "pl_1".into(),
+            expires_at: Some(from_millis(1_800_000_000_000)),
+            signed_at: from_millis(1_700_000_000_000),
+            payer_phone: "+8613800138000".into(),
+            language: "en".into(),
+        };
+        let Some(EventKind::ContractSigned(pb)) = contract_event_to_pb(None, &signed).unwrap().kind else {
+            panic!("not a ContractSigned")
+        };
+        assert_eq!((pb.payer_phone.as_str(), pb.language.as_str()), ("+8613800138000", "en"));
+        let contract = autodebit_domain::contract::apply(None, &signed);
+        let warned = ContractEvent::ExpiryWarned {
+            expires_at: from_millis(1_800_000_000_000),
+            at: from_millis(1_800_000_000_000 - 7 * 86_400_000),
+        };
+        for e in [signed.clone(), warned.clone()] {
+            let pb = contract_event_to_pb(contract.as_ref(), &e).unwrap();
+            assert_eq!(contract_event_from_pb(pb.kind.as_ref().unwrap()), Some(e));
+        }
+        let Some(EventKind::ContractExpiring(w)) = contract_event_to_pb(contract.as_ref(), &warned).unwrap().kind
+        else {
+            panic!("not a ContractExpiring")
+        };
+        let c = contract.as_ref().unwrap();
+        assert_eq!((w.contract_id, w.payer_id), (c.contract_id.to_string(), "p1".to_string()), "ids as other events");
+        assert_eq!((w.expires_at_ms, w.warned_at_ms), (1_800_000_000_000, 1_800_000_000_000 - 7 * 86_400_000));
+        assert!(contract_event_to_pb(None, &warned).is_none(), "a warning follows the signing");
+    }
+
+    #[test]
+    fn a_contract_signed_without_a_session_logs_no_phone_or_language() {
         let e = ContractEvent::Signed {
             contract_id: ContractId::generate(),
             merchant_id: MerchantId::parse("m1").unwrap(),
@@ -538,8 +594,12 @@ mod tests {
             plan_id: "pl_1".into(),
             expires_at: Some(from_millis(1_800_000_000_000)),
             signed_at: from_millis(1_700_000_000_000),
+            payer_phone: String::new(),
+            language: String::new(),
         };
         let pb = contract_event_to_pb(None, &e).unwrap();
+        let Some(EventKind::ContractSigned(s)) = &pb.kind else { panic!("not a ContractSigned") };
+        assert!(s.payer_phone.is_empty() && s.language.is_empty());
         assert_eq!(contract_event_from_pb(pb.kind.as_ref().unwrap()), Some(e));
     }
 

@@ -6,7 +6,7 @@ use crate::app::signing::{Loaded, OpenRequest, Signing};
 use crate::store::contracts::status_name;
 use autodebit_domain::contract::{Contract as DomainContract, ContractCommand, ContractStatus};
 use autodebit_domain::plan;
-use autodebit_domain::signing::{SessionStatus, SigningCommand};
+use autodebit_domain::signing::{self, SessionStatus, SigningCommand};
 use autodebit_domain::{ContractId, MAX_CHARGE_CNY_FEN, MerchantId, Money, PayerId};
 use autodebit_proto::contracts::v1::{self as pb, contracts_service_server::ContractsService};
 use autodebit_runtime::auth::{Principal, caller};
@@ -382,6 +382,16 @@ impl ContractsApi {
             "en" => "en",
             _ => return Err(invalid("language", "must be \"zh\" or \"en\"")),
         };
+        if !r.payer_phone.is_empty() && !signing::is_e164(&r.payer_phone) {
+            return Err(invalid(
+                "payer_phone",
+                format!(
+                    "must be an E.164 number: + then {} to {} digits, e.g. +8613800138000",
+                    signing::PHONE_MIN_DIGITS,
+                    signing::PHONE_MAX_DIGITS
+                ),
+            ));
+        }
         check_lengths(&r.merchant_contract_code, &r.idempotency_key)?;
         if !r.merchant_contract_code.is_empty()
             && self.app.by_code(&merchant, &r.merchant_contract_code).await?.is_some()
@@ -399,6 +409,7 @@ impl ContractsApi {
             language: language.to_string(),
             merchant_contract_code: r.merchant_contract_code,
             idempotency_key: r.idempotency_key,
+            payer_phone: r.payer_phone,
         };
         let l = self.signing.open(open, &cause).await?;
         self.session_to_api(&l).await

@@ -188,7 +188,9 @@ async fn render(st: &PageState, l: &Loaded, en: bool, error: Option<&str>) -> Re
     };
     let status = l.session.status;
     let open = !matches!(status, SessionStatus::Confirmed | SessionStatus::Held) && !status.is_final();
-    // The SMS step's form, with the simulator's code when there is one.
+    // The SMS step's form. The code itself goes to the payer through the log
+    // (`VerificationCodeIssued`, sent by the notifier); with the simulator provider the page
+    // shows it too, a convenience for local runs where no SMS channel is configured.
     let sms_hint = if open && l.session.sms_required && !l.session.sms_verified {
         Some(st.signing.sms_hint(&o.session_id).await?)
     } else {

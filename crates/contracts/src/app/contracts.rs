@@ -176,6 +176,9 @@ impl Contracts {
             merchant_contract_code: r.merchant_contract_code.clone(),
             plan_id: r.plan_id.clone(),
             expires_at,
+            // Signed without a session: no phone or language known.
+            payer_phone: String::new(),
+            language: String::new(),
         };
         let signed = if key.is_empty() {
             self.execute(id, None, command, cause).await.map(Some)
@@ -287,6 +290,9 @@ impl Hook<Contract> for ContractsTable {
                 },
                 ContractEvent::ZombieFlagged { at, .. } => {
                     store::contracts::set_zombie_flagged(tx, c.contract_id, at.timestamp_millis()).await?
+                }
+                ContractEvent::ExpiryWarned { at, .. } => {
+                    store::contracts::set_expiry_warned(tx, c.contract_id, at.timestamp_millis()).await?
                 }
                 ContractEvent::Modified { .. } => {}
                 ContractEvent::Suspended { .. }

@@ -1,8 +1,11 @@
 //! The contracts service's tables from the log alone, for a database whose log was imported
 //! (`autodebit log import`): every merchant's, plan's and contract's stream, folded, through
-//! the hooks that keep the tables in step when commands run. Signing sessions are read from
-//! their streams and need no table rows to answer; a replayed session has no SMS code to check
-//! (codes are never logged), so none is written for it.
+//! the hooks that keep the tables in step when commands run — a contract's row gets its
+//! status, zombie flag and expiry warning (`expiry_warned_at_ms`, from `ContractExpiring`) from
+//! its events, so the clean-up job warns none twice. Signing sessions are read from their
+//! streams (a `VerificationCodeIssued` among them folds like any step) and need no table rows
+//! to answer; no row is written for a replayed session, so an SMS code issued before the
+//! import is not checked after it (sessions last minutes: the payer opens a new one).
 use super::contracts::ContractsTable;
 use super::merchants::MerchantTables;
 use super::plans::PlansTable;

@@ -1,6 +1,9 @@
 //! Signing sessions: the merchant opens one for a payer, the payer signs on the hosted
 //! authorization page (`api::page`), and confirmation signs the contract in the same
-//! transaction. Sign-time risk is decided when the session opens (`domain::signing`).
+//! transaction. Sign-time risk is decided when the session opens (`domain::signing`); an SMS
+//! code it requires is issued as `VerificationCodeIssued` on the session's stream, in the
+//! opening's transaction, and the notifier sends it. The service keeps only the code's hash
+//! to check what the payer types.
 use crate::app::contracts::{AppError, Contracts};
 use crate::app::regions::RegionLookup;
 use crate::store;
@@ -8,7 +11,7 @@ use autodebit_domain::contract::ContractCommand;
 use autodebit_domain::plan::{self, Plan};
 use autodebit_domain::signing::{
     self, Channel, Opened, Session, SignTimeRisk, SigningCommand, SigningError, SigningEvent, SigningSession,
-    SigningState, Step,
+    SigningState,
 };
 use autodebit_domain::{ContractId, MerchantId, PayerId, clock::from_millis, validity};
 use autodebit_eventstore::{StoreError, Tx};
@@ -82,6 +85,8 @@ pub struct OpenRequest {
     pub language: String,
     pub merchant_contract_code: String,
     pub idempotency_key: String,
+    /// The payer's mobile number, E.164 ("": none given).
+    pub payer_phone: String,
 }
 
 impl Signing {
@@ -129,7 +134,8 @@ impl Signing {
                 && o.client_ip == r.client_ip.to_string()
                 && o.return_url == r.return_url
                 && o.language == r.language
-                && o.merchant_contract_code == r.merchant_contract_code;
+                && o.merchant_contract_code == r.merchant_contract_code
+                && o.payer_phone == r.payer_phone;
             if !same {
                 return Err(Status::already_exists(format!(
                     "idempotency_key: already used for a different signing session request ({session_id})"
@@ -152,6 +158,7 @@ impl Signing {
             opened_at: now,
             merchant_contract_code: r.merchant_contract_code.clone(),
             client_region: self.regions.region(r.client_ip).unwrap_or_default(),
+            payer_phone: r.payer_phone.clone(),
         };
 
         let mut tx = platform.store.begin().await.map_err(store_error)?;
@@ -165,17 +172,18 @@ impl Signing {
             store::sessions::usual_region(&mut tx, &opened.payer_id, &opened.merchant_id).await.map_err(store_error)?;
         let risk =
             SignTimeRisk { other_accounts_on_device: u32::try_from(others).unwrap_or(u32::MAX), usual_region: usual };
-        let table = SessionsTable {
-            sms_code: signing::sms_code(uuid::Uuid::new_v4().as_u128()),
-            // With the simulator nobody receives a real SMS: the page shows the code.
-            show_code: r.plan.provider == plan::SIMULATOR,
-        };
+        // Issued (logged for the notifier to send) only if the risk checks require it.
+        let sms_code = signing::sms_code(uuid::Uuid::new_v4().as_u128());
+        // With the simulator provider the page shows the code as well: a convenience for local
+        // runs and demos, where no SMS channel may be configured. Other providers' pages never
+        // show it.
+        let table = SessionsTable { show_code: r.plan.provider == plan::SIMULATOR };
         let stream = signing::stream(&session_id);
         let done = repository::execute_in::<SigningSession, _, StepError>(
             &mut tx,
             &stream,
             None,
-            SigningCommand::Open { opened, risk },
+            SigningCommand::Open { opened, risk, sms_code },
             now,
             cause,
             &table,
@@ -188,11 +196,7 @@ impl Signing {
             other => other.into(),
         })?;
         tx.commit().await.map_err(store_error)?;
-        let loaded = Loaded::of(done.state, done.version).ok_or_else(|| internal("signing session vanished"))?;
-        if loaded.session.sms_required {
-            tracing::info!(target: "autodebit::notice", channel = "sms", recipient = %r.payer, session = session_id, "您的签约验证码已发送");
-        }
-        Ok(loaded)
+        Loaded::of(done.state, done.version).ok_or_else(|| internal("signing session vanished"))
     }
 
     /// Takes one step of a session. Confirming signs the contract in the same transaction.
@@ -272,6 +276,8 @@ impl Signing {
             merchant_contract_code: o.merchant_contract_code.clone(),
             plan_id: o.plan_id.clone(),
             expires_at: validity::expires_at(now, plan.validity_days),
+            payer_phone: o.payer_phone.clone(),
+            language: signing::contract_language(&o.language).to_string(),
         };
         self.contracts.execute_in(tx, id, None, command, cause).await.map_err(StepError::Contract)?;
         Ok(())
@@ -290,10 +296,10 @@ impl Signing {
     }
 }
 
-/// Adds the session's row as it opens, with the SMS code's hash when one was required (and
+/// Adds the session's row as it opens, with the hash of the SMS code issued, if one was (and
 /// the code itself when the page is to show it).
 struct SessionsTable {
-    sms_code: String,
+    /// Whether the page shows the code (the simulator provider only).
     show_code: bool,
 }
 
@@ -306,9 +312,12 @@ impl Hook<SigningSession> for SessionsTable {
             return Ok(());
         }
         let o = &s.opened;
-        let sms = s.session.steps.iter().any(|(step, _, _)| *step == Step::SmsRequired);
-        let hash = if sms { sha256_hex(&self.sms_code) } else { String::new() };
-        let hint = if sms && self.show_code { self.sms_code.as_str() } else { "" };
+        let code = events.iter().find_map(|e| match e {
+            SigningEvent::CodeIssued(c) => Some(c.code.as_str()),
+            _ => None,
+        });
+        let hash = code.map(sha256_hex).unwrap_or_default();
+        let hint = code.filter(|_| self.show_code).unwrap_or_default();
         store::sessions::insert(
             tx,
             &store::sessions::NewSession {

@@ -35,8 +35,9 @@ fn ids(rows: Vec<ContractIdRow>) -> Vec<String> {
 pub async fn insert(tx: &mut Tx, c: &Contract) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO contracts_contracts (contract_id, merchant_id, merchant_contract_code, payer_id, plan_id,
-           state, signed_at_ms, expires_at_ms, last_success_at_ms, consecutive_failures, zombie_flagged_at_ms)
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, 0, 0, 0)",
+           state, signed_at_ms, expires_at_ms, last_success_at_ms, consecutive_failures, zombie_flagged_at_ms,
+           expiry_warned_at_ms)
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, 0, 0, 0, 0)",
         &[
             Value::from(c.contract_id.to_string()),
             Value::from(c.merchant_id.to_string()),
@@ -63,6 +64,15 @@ pub async fn set_status(tx: &mut Tx, id: ContractId, status: ContractStatus) -> 
 pub async fn set_zombie_flagged(tx: &mut Tx, id: ContractId, at_ms: i64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE contracts_contracts SET zombie_flagged_at_ms = $1 WHERE contract_id = $2",
+        &[Value::Int(at_ms), Value::from(id.to_string())],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn set_expiry_warned(tx: &mut Tx, id: ContractId, at_ms: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE contracts_contracts SET expiry_warned_at_ms = $1 WHERE contract_id = $2",
         &[Value::Int(at_ms), Value::from(id.to_string())],
     )
     .await?;
@@ -138,6 +148,28 @@ pub async fn claim_key(tx: &mut Tx, merchant: &MerchantId, key: &str, id: Contra
 }
 
 // === the clean-up's sweeps (`domain::validity`, `domain::zombie`) ===
+
+/// Contracts not ended and not yet warned whose validity ends after `now_ms` and by
+/// `horizon_ms` (`validity::warning_horizon`): those due their expiry warning.
+pub async fn due_for_warning(
+    store: &EventStore,
+    now_ms: i64,
+    horizon_ms: i64,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    // The first three terms are `contracts_contracts_unwarned`'s predicate, word for word:
+    // written otherwise, the planner cannot use that index.
+    let rows = store
+        .query_as(
+            "SELECT contract_id FROM contracts_contracts
+             WHERE state IN ('active', 'suspended') AND expiry_warned_at_ms = 0 AND expires_at_ms > 0
+               AND expires_at_ms > $1 AND expires_at_ms <= $2
+             ORDER BY expires_at_ms LIMIT $3",
+            &[Value::Int(now_ms), Value::Int(horizon_ms), Value::Int(limit)],
+        )
+        .await?;
+    Ok(ids(rows))
+}
 
 /// Contracts not ended whose validity ran out by `now_ms`.
 pub async fn due_to_expire(store: &EventStore, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {

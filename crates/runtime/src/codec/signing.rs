@@ -1,8 +1,12 @@
 //! Signing sessions in the log: `SigningSessionOpened`, then a `SigningStepRecorded` for every
-//! step, each naming the session's merchant and payer so the funnel can be built from the log.
+//! step, each naming the session's merchant and payer so the funnel can be built from the log,
+//! and a `VerificationCodeIssued` after each step that requires an SMS code, for the notifier
+//! to send.
 use super::from_millis;
 use crate::repository::Stored;
-use autodebit_domain::signing::{Channel, Opened, SigningEvent, SigningSession, Step, StepRecorded};
+use autodebit_domain::signing::{
+    Channel, CodeIssued, Opened, SigningEvent, SigningSession, Step, StepRecorded, contract_language,
+};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 
@@ -70,7 +74,7 @@ pub fn opened_to_pb(o: &Opened) -> pb::SigningSessionOpened {
         opened_at_ms: o.opened_at.timestamp_millis(),
         merchant_contract_code: o.merchant_contract_code.clone(),
         client_region: o.client_region.clone(),
-        ..Default::default()
+        payer_phone: o.payer_phone.clone(),
     }
 }
 
@@ -89,6 +93,7 @@ pub fn opened_from_pb(o: &pb::SigningSessionOpened) -> Option<Opened> {
         opened_at: from_millis(o.opened_at_ms),
         merchant_contract_code: o.merchant_contract_code.clone(),
         client_region: o.client_region.clone(),
+        payer_phone: o.payer_phone.clone(),
     })
 }
 
@@ -108,6 +113,21 @@ impl Stored for SigningSession {
                     payer_id: o.payer_id.clone(),
                 })
             }
+            SigningEvent::CodeIssued(c) => {
+                // Everything the notifier needs to send it: the code follows the opening.
+                let s = before.as_ref()?;
+                let o = &s.opened;
+                EventKind::VerificationCodeIssued(pb::VerificationCodeIssued {
+                    session_id: o.session_id.clone(),
+                    merchant_id: o.merchant_id.clone(),
+                    payer_id: o.payer_id.clone(),
+                    phone: o.payer_phone.clone(),
+                    code: c.code.clone(),
+                    expires_at_ms: s.session.expires_at.timestamp_millis(),
+                    issued_at_ms: c.at.timestamp_millis(),
+                    language: contract_language(&o.language).to_string(),
+                })
+            }
         };
         Some(pb::Event { kind: Some(kind) })
     }
@@ -120,6 +140,9 @@ impl Stored for SigningSession {
                 detail: s.detail.clone(),
                 at: from_millis(s.at_ms),
             })),
+            EventKind::VerificationCodeIssued(c) => {
+                Some(SigningEvent::CodeIssued(CodeIssued { code: c.code.clone(), at: from_millis(c.issued_at_ms) }))
+            }
             _ => None,
         }
     }
@@ -147,9 +170,11 @@ mod tests {
             opened_at: from_millis(1_000),
             merchant_contract_code: "c-1".into(),
             client_region: "beijing".into(),
+            payer_phone: "+8613800138000".into(),
         };
         let risk = SignTimeRisk { other_accounts_on_device: 0, usual_region: Some("shanghai".into()) };
-        let events = SigningSession::decide(&None, SigningCommand::Open { opened, risk }, from_millis(1_000)).unwrap();
+        let open = SigningCommand::Open { opened, risk, sms_code: "042042".into() };
+        let events = SigningSession::decide(&None, open, from_millis(1_000)).unwrap();
         let mut state = None;
         let mut logged = Vec::new();
         for e in &events {
@@ -159,6 +184,28 @@ mod tests {
         let decoded: Vec<SigningEvent> =
             logged.iter().map(|p| SigningSession::from_pb(p.kind.as_ref().unwrap()).unwrap()).collect();
         assert_eq!(decoded, events);
-        assert!(state.unwrap().session.sms_required);
+        let Some(EventKind::SigningSessionOpened(o)) = &logged[0].kind else { panic!("not the opening") };
+        assert_eq!(o.payer_phone, "+8613800138000");
+        // The code goes to the notifier with all it needs, good while the session is open.
+        let Some(EventKind::VerificationCodeIssued(c)) = &logged[2].kind else { panic!("no code issued: {logged:?}") };
+        assert_eq!(
+            c,
+            &pb::VerificationCodeIssued {
+                session_id: "ss_1".into(),
+                merchant_id: "mch_1".into(),
+                payer_id: "p1".into(),
+                phone: "+8613800138000".into(),
+                code: "042042".into(),
+                expires_at_ms: 600_000,
+                issued_at_ms: 1_000,
+                language: "en".into(),
+            }
+        );
+        let state = state.unwrap();
+        assert!(state.session.sms_required);
+        assert_eq!(state.session.sms_code_issued_at, Some(from_millis(1_000)));
+        // Folded back from the log, the session is the one decided.
+        let folded = decoded.iter().fold(None, SigningSession::apply).unwrap();
+        assert_eq!(folded, state);
     }
 }
