@@ -3,11 +3,13 @@
 //!
 //! - `api`: gRPC handlers;
 //! - `app`: what each event's notice says and to whom, and the notices a caller may read;
+//! - `channels`: clients of the outside APIs notices go through (Tencent Cloud SMS);
 //! - `processor`: the log follower that records notices;
 //! - `store`: the notifier's tables and their statements, and the migrations.
 
 mod api;
 mod app;
+pub mod channels;
 mod processor;
 mod store;
 
