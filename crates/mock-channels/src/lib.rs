@@ -1,5 +1,5 @@
 //! Local fakes of the APIs the notifier's channels call, written from those APIs' own
-//! documentation (not from our clients): 
+//! documentation (not from our clients):
 //!
 //! - `wechat`: WeChat's `cgi-bin` message API (stable access tokens, official-account template
 //!   messages, mini-program subscribe messages);

@@ -3,7 +3,8 @@
 //!
 //! Each part follows Tencent Cloud's documentation:
 //!
-//! - signing: "Signature v3" (for example <https://www.tencentcloud.com/document/api/382/40676>);
+//! - signing: "Signature v3", published alike under every API 3.0 product (for example
+//!   <https://tencentcloud.com/document/api/614/42761>);
 //!   [`authorization`] is held to that page's worked example in the tests below;
 //! - the request and its answer: "SendSms" (<https://www.tencentcloud.com/document/api/382/40536>)
 //!   and the common "Responses" page: every answer is a `Response` object, either with
@@ -371,7 +372,8 @@ mod tests {
     use std::sync::Arc;
 
     // "Signature v3"'s worked example: CVM `DescribeInstances` in ap-guangzhou, with the
-    // documentation's example keys, at 1551113065 (2019-02-25 16:44:25 UTC).
+    // documentation's example keys, at 1551113065 (2019-02-25 16:44:25 UTC). Later editions of
+    // the page mask the SecretId in places; the SecretKey and every hash are as published.
     const EXAMPLE_SECRET_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
     const EXAMPLE_SECRET_KEY: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
     const EXAMPLE_TIMESTAMP: i64 = 1551113065;
@@ -407,7 +409,8 @@ mod tests {
                 EXAMPLE_PAYLOAD.as_bytes()
             ),
             "TC3-HMAC-SHA256 Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE/2019-02-25/cvm/tc3_request, \
-             SignedHeaders=content-type;host, Signature=72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168"
+             SignedHeaders=content-type;host, \
+             Signature=72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168"
         );
     }
 
@@ -509,9 +512,9 @@ mod tests {
                 message: "blacklisted".into()
             }
         );
-        let error = br#"{"Response": {"Error": {"Code": "AuthFailure.SignatureFailure", "Message": "The provided credentials could not be validated."}, "RequestId": "r"}}"#;
-        assert!(matches!(read_answer(200, error, "+8613800000000"),
-            SendResult::Failed { retryable: false, detail } if detail.contains("AuthFailure.SignatureFailure")));
+        let error = br#"{"Response": {"Error": {"Code": "AuthFailure.SignatureFailure",
+            "Message": "The provided credentials could not be validated."}, "RequestId": "r"}}"#;
+        assert!(failed_with(&read_answer(200, error, "+8613800000000"), false, "AuthFailure.SignatureFailure"));
         assert!(matches!(read_answer(502, b"bad gateway", "+86"), SendResult::Failed { retryable: true, .. }));
         assert!(matches!(read_answer(429, b"", "+86"), SendResult::Failed { retryable: true, .. }));
         assert!(matches!(read_answer(403, b"", "+86"), SendResult::Failed { retryable: false, .. }));
@@ -586,6 +589,11 @@ mod tests {
         assert!(!shown.contains("482913") && shown.contains("<1 values>"), "{shown}");
     }
 
+    /// Whether `result` is `Failed`, retryable or not as `retryable` says, naming `code`.
+    fn failed_with(result: &SendResult, retryable: bool, code: &str) -> bool {
+        matches!(result, SendResult::Failed { retryable: r, detail } if *r == retryable && detail.contains(code))
+    }
+
     const ID: &str = "AKIDautodebittest01";
     const KEY: &str = "autodebit-test-secret-key";
     const APP: &str = "1400006666";
@@ -648,15 +656,9 @@ mod tests {
         );
 
         let wrong_key = sms.send(&account("not-the-key"), &msg("+8613800000001")).await;
-        assert!(
-            matches!(&wrong_key, SendResult::Failed { retryable: false, detail } if detail.contains("AuthFailure.SignatureFailure")),
-            "{wrong_key:?}"
-        );
+        assert!(failed_with(&wrong_key, false, "AuthFailure.SignatureFailure"), "{wrong_key:?}");
         let wrong_template = sms.send(&account(KEY), &SmsMessage { template_id: "999", ..msg("+8613800000001") }).await;
-        assert!(
-            matches!(&wrong_template, SendResult::Failed { retryable: false, detail } if detail.contains("TemplateIncorrectOrUnapproved")),
-            "{wrong_template:?}"
-        );
+        assert!(failed_with(&wrong_template, false, "TemplateIncorrectOrUnapproved"), "{wrong_template:?}");
         assert_eq!(fake.messages().len(), 1);
     }
 
@@ -669,10 +671,7 @@ mod tests {
         let params = ["a".to_string(), "b".to_string()];
         let msg = SmsMessage { phone: "+8613800000001", template_id: TEMPLATE, params: &params, session_context: "n" };
         let expired = sms.send(&account(KEY), &msg).await;
-        assert!(
-            matches!(&expired, SendResult::Failed { retryable: false, detail } if detail.contains("AuthFailure.SignatureExpire")),
-            "{expired:?}"
-        );
+        assert!(failed_with(&expired, false, "AuthFailure.SignatureExpire"), "{expired:?}");
     }
 
     #[tokio::test]
