@@ -84,7 +84,8 @@ async fn signing_notice(ch: &Channel, m: &Merchant, session_id: &str) -> String 
         let req = ListNoticesRequest { contract_id: contract_id.clone() };
         let notices = NotifierServiceClient::new(ch.clone()).list_notices(authed(req, &m.api_key)).await.ok()?;
         let n = notices.into_inner().notices.into_iter().find(|n| n.kind == NoticeKind::ContractSigned as i32)?;
-        Some(n.text)
+        // Less the notice's short link, which differs from run to run.
+        Some(n.text.split("详情：").next().unwrap_or_default().to_string())
     })
     .await
 }

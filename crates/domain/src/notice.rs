@@ -111,7 +111,7 @@ impl NoticeKind {
     pub fn default_template(self, language: Language) -> &'static str {
         match (self, language) {
             (NoticeKind::ContractSigned, Language::ZhCn) => {
-                "您已开通{service_name}自动扣费：{terms}。扣款前会提前通知您，您可随时解约。详情：{link}"
+                "您已开通自动扣费服务{service_name}：{terms}。扣款前会提前通知您，您可随时解约。详情：{link}"
             }
             (NoticeKind::ContractSigned, Language::En) => {
                 "You signed up for automatic payments for {service_name}: {terms}. We tell you before each charge; you can cancel at any time. Details: {link}"

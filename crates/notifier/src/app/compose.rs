@@ -152,10 +152,17 @@ pub fn money_text(m: Option<&pb::Money>, language: Language) -> String {
     }
 }
 
-/// A moment in `zone` (Asia/Shanghai when empty or unknown), to the minute.
+/// A moment in `zone`, to the minute, naming the zone unless it is the default (Beijing time),
+/// e.g. "2026-03-01 09:00 (Europe/London)".
 pub fn time_text(at_ms: i64, zone: &str) -> String {
-    let tz = autodebit_domain::cycle::zone(zone).unwrap_or(chrono_tz::Asia::Shanghai);
-    autodebit_domain::clock::from_millis(at_ms).with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
+    use autodebit_domain::cycle::DEFAULT_ZONE;
+    let at = autodebit_domain::clock::from_millis(at_ms);
+    match autodebit_domain::cycle::zone(zone) {
+        Ok(tz) if !zone.is_empty() && zone != DEFAULT_ZONE => {
+            format!("{} ({zone})", at.with_timezone(&tz).format("%Y-%m-%d %H:%M"))
+        }
+        _ => at.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M").to_string(),
+    }
 }
 
 /// The values of a notice's placeholders, written out.
@@ -349,7 +356,7 @@ mod tests {
         // 2026-03-01 01:00 UTC is 09:00 in Beijing, 01:00 in London.
         let at = 1_772_326_800_000;
         assert_eq!(time_text(at, ""), "2026-03-01 09:00");
-        assert_eq!(time_text(at, "Europe/London"), "2026-03-01 01:00");
+        assert_eq!(time_text(at, "Europe/London"), "2026-03-01 01:00 (Europe/London)");
     }
 
     #[test]
