@@ -10,6 +10,7 @@ mod api;
 mod app;
 mod processor;
 mod store;
+pub mod webhooks;
 
 use autodebit_proto::notifier::v1::notifier_service_server::NotifierServiceServer;
 use autodebit_runtime::auth::KeyFollower;
