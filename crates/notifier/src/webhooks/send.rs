@@ -7,7 +7,7 @@ use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use reqwest::redirect::Policy;
 
 use super::sign::{Secret, sign};
-use super::url::check_url;
+use super::url::{SafeResolver, check_url};
 
 /// How long one try may take, connecting and answering included.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -26,9 +26,9 @@ const AGENT: &str = concat!("autodebit-webhooks/", env!("CARGO_PKG_VERSION"));
 /// Sends webhook deliveries. Cheap to clone: the clones share one HTTP client, and with it its
 /// connections.
 ///
-/// The client resolves names through [`SafeResolver`](super::url::SafeResolver), follows no
-/// redirects (a 3xx answer is a failed try, as the specification advises), uses no proxy,
-/// gives up after 15 s and says `User-Agent: autodebit-webhooks/<version>`.
+/// The client resolves names through [`SafeResolver`], follows no redirects (a 3xx answer is a
+/// failed try, as the specification advises), uses no proxy, gives up after 15 s and says
+/// `User-Agent: autodebit-webhooks/<version>`.
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
@@ -57,8 +57,14 @@ impl WebhookSender {
     /// A sender; `allow_loopback` lets it post to loopback addresses, over plain HTTP too (for
     /// tests and local development only). Fails only if the TLS backend cannot start.
     pub fn new(allow_loopback: bool) -> Result<WebhookSender, reqwest::Error> {
+        WebhookSender::with_resolver(allow_loopback, SafeResolver::new(allow_loopback))
+    }
+
+    /// A sender whose URL checks allow loopback as `allow_loopback` says, resolving through
+    /// `resolver`; apart from [`WebhookSender::new`], only tests give the two different rules.
+    fn with_resolver(allow_loopback: bool, resolver: SafeResolver) -> Result<WebhookSender, reqwest::Error> {
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(super::url::SafeResolver::new(allow_loopback)))
+            .dns_resolver(Arc::new(resolver))
             .redirect(Policy::none())
             .no_proxy()
             .https_only(!allow_loopback)
@@ -291,6 +297,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn names_resolving_to_refused_addresses_are_not_contacted() {
+        // The URL rules let `localhost` through, as they would a public name that resolved to a
+        // public address when the endpoint was created; the resolver, asked at sending time,
+        // finds only loopback and refuses.
+        let (base, received) = receiver().await;
+        let url = format!("{}/ok", base.replace("127.0.0.1", "localhost"));
+        let sender = WebhookSender::with_resolver(true, SafeResolver::new(false)).unwrap();
+        let attempt = sender.send(&url, "m", 1, "{}", &derive(b"k", "e", 0)).await;
+        assert_eq!((attempt.status, attempt.succeeded), (0, false));
+        let error = attempt.error.unwrap();
+        assert!(
+            error.contains("host localhost resolves to ")
+                && error.ends_with("which is private, loopback or reserved; endpoints must have public addresses"),
+            "{error}"
+        );
+        assert!(received.lock().unwrap().is_empty(), "nothing reached the receiver");
+    }
+
+    #[tokio::test]
     async fn a_closed_port_is_a_short_connection_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -300,6 +325,7 @@ mod tests {
         assert_eq!((attempt.status, attempt.succeeded), (0, false));
         let error = attempt.error.unwrap();
         assert!(error.starts_with("error sending request"), "{error}");
+        assert!(error.ends_with("Connection refused (os error 111)"), "{error}");
         assert!(!error.contains("token=abc"), "the URL is left out: {error}");
         assert!(error.chars().count() <= MAX_ERROR_CHARS + 1, "{error}");
     }
