@@ -307,7 +307,7 @@ async fn every_method_denies_by_default() {
             "delivery_id",
         ]
         .iter()
-            .any(|f| m.input().get_field_by_name(f).is_some());
+        .any(|f| m.input().get_field_by_name(f).is_some());
         if names_an_id && !matches!(m.name(), "IssueApiKey" | "CreatePlan" | "ApplyMerchant") {
             assert_eq!(
                 shape(&on_theirs, &theirs),

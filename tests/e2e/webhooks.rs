@@ -109,7 +109,8 @@ impl Receiver {
                     body,
                     at: Instant::now(),
                 });
-                let failing = state.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                let failing =
+                    state.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                 if failing {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "not now");
                 }
@@ -555,7 +556,11 @@ async fn bad_input_is_refused_naming_the_field() {
         (create("https://169.254.169.254/latest", &ok), "url", "address 169.254.169.254"),
         (create("https://localhost/hook", &ok), "url", "loopback name"),
         (create("https://user:pw@93.184.216.34/hook", &ok), "url", "user name or password"),
-        (create("https://93.184.216.34/hook", &["charge.exploded"]), "event_types", "unknown event type `charge.exploded`"),
+        (
+            create("https://93.184.216.34/hook", &["charge.exploded"]),
+            "event_types",
+            "unknown event type `charge.exploded`",
+        ),
         (create("https://93.184.216.34/hook", &[]), "event_types", "at least one event type"),
     ];
     for (req, field, says) in cases {
@@ -576,7 +581,9 @@ async fn bad_input_is_refused_naming_the_field() {
         eprintln!("note: {own:?} does not resolve to loopback here ({resolved:?}); that case was not run");
     }
     // Nothing was made.
-    assert!(hooks.list_webhook_endpoints(ListWebhookEndpointsRequest {}).await.unwrap().into_inner().endpoints.is_empty());
+    assert!(
+        hooks.list_webhook_endpoints(ListWebhookEndpointsRequest {}).await.unwrap().into_inner().endpoints.is_empty()
+    );
 
     // A public address is taken (nothing is sent to it without events).
     let made = hooks.create_webhook_endpoint(create("https://93.184.216.34/hook", &ok)).await.unwrap().into_inner();
@@ -588,8 +595,18 @@ async fn bad_input_is_refused_naming_the_field() {
         description: String::new(),
         enabled: true,
     };
-    assert_invalid(hooks.update_webhook_endpoint(update("http://example.com/x", &[])).await, "url", "scheme", "update url");
-    assert_invalid(hooks.update_webhook_endpoint(update("https://127.0.0.1/x", &[])).await, "url", "address 127.0.0.1", "update url");
+    assert_invalid(
+        hooks.update_webhook_endpoint(update("http://example.com/x", &[])).await,
+        "url",
+        "scheme",
+        "update url",
+    );
+    assert_invalid(
+        hooks.update_webhook_endpoint(update("https://127.0.0.1/x", &[])).await,
+        "url",
+        "address 127.0.0.1",
+        "update url",
+    );
     assert_invalid(
         hooks.update_webhook_endpoint(update("", &["charge.exploded"])).await,
         "event_types",
@@ -624,7 +641,8 @@ async fn another_merchants_endpoint_is_not_found() {
         };
         let e = theirs.update_webhook_endpoint(update).await.unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::NotFound, "endpoint_id: no such endpoint"), "update {id}");
-        let e = theirs.delete_webhook_endpoint(DeleteWebhookEndpointRequest { endpoint_id: id.clone() }).await.unwrap_err();
+        let e =
+            theirs.delete_webhook_endpoint(DeleteWebhookEndpointRequest { endpoint_id: id.clone() }).await.unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::NotFound, "endpoint_id: no such endpoint"), "delete {id}");
         let e = theirs.rotate_webhook_secret(RotateWebhookSecretRequest { endpoint_id: id.clone() }).await.unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::NotFound, "endpoint_id: no such endpoint"), "rotate {id}");
