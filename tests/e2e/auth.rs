@@ -12,6 +12,9 @@ use autodebit_proto::contracts::v1::{
     contracts_service_client::ContractsServiceClient, merchants_service_client::MerchantsServiceClient,
 };
 use autodebit_proto::events::v1::{Cycle, Money, SigningChannel};
+use autodebit_proto::notifier::v1::{
+    CreateWebhookEndpointRequest, ListWebhookDeliveriesRequest, webhooks_service_client::WebhooksServiceClient,
+};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value as Field};
 use scenario::{OPERATOR_KEY, authed, bill_next_period, charge_id, onboard, sign_on};
@@ -75,11 +78,22 @@ struct Ids {
     charge_id: String,
     refund_id: String,
     session_id: String,
+    endpoint_id: String,
+    delivery_id: String,
 }
 
 impl Ids {
-    fn all(&self) -> [&str; 6] {
-        [&self.merchant_id, &self.plan_id, &self.contract_id, &self.charge_id, &self.refund_id, &self.session_id]
+    fn all(&self) -> [&str; 8] {
+        [
+            &self.merchant_id,
+            &self.plan_id,
+            &self.contract_id,
+            &self.charge_id,
+            &self.refund_id,
+            &self.session_id,
+            &self.endpoint_id,
+            &self.delivery_id,
+        ]
     }
 
     /// Ids of the same shapes that name nothing.
@@ -97,6 +111,8 @@ impl Ids {
             contract_id: contract,
             charge_id: charge,
             session_id: format!("ss_{}", uuid::Uuid::now_v7().simple()),
+            endpoint_id: format!("we_{}", uuid::Uuid::now_v7().simple()),
+            delivery_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
         }
     }
 }
@@ -111,6 +127,8 @@ fn request(method: &MethodDescriptor, ids: &Ids) -> Vec<u8> {
         ("charge_id", &ids.charge_id),
         ("refund_id", &ids.refund_id),
         ("session_id", &ids.session_id),
+        ("endpoint_id", &ids.endpoint_id),
+        ("delivery_id", &ids.delivery_id),
     ] {
         if let Some(f) = method.input().get_field_by_name(field) {
             m.set_field(&f, Field::String(value.clone()));
@@ -146,12 +164,30 @@ fn shape(answer: &Result<Vec<u8>, tonic::Status>, ids: &Ids) -> (Code, String) {
 
 #[tokio::test]
 async fn every_method_denies_by_default() {
-    let p = TestApp::spawn(&["--test-clock", "--decline-basis-points", "0"]).await;
+    let p = TestApp::spawn(&["--test-clock", "--decline-basis-points", "0", "--allow-loopback-webhooks"]).await;
     let ch = p.channel().await;
 
     // Merchant A has one of everything; merchant B has a key, a revoked key and nothing else.
     let a = onboard(&ch, "91330100MA2AUTHAAA").await;
     let b = onboard(&ch, "91330100MA2AUTHBBB").await;
+    // A webhook endpoint of A's, which the charge below gives a delivery (to a closed port; its
+    // retry is not due before the test ends, so the endpoint stays enabled).
+    let mut hooks = WebhooksServiceClient::new(ch.clone());
+    let endpoint = hooks
+        .create_webhook_endpoint(authed(
+            CreateWebhookEndpointRequest {
+                url: "http://127.0.0.1:9/hook".into(),
+                event_types: vec!["charge.succeeded".into()],
+                description: String::new(),
+            },
+            &a.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap()
+        .endpoint_id;
     let contract = sign_on(&ch, &a, &a.plan_id, "payer-a", 1_990, Cycle::Monthly).await;
     let period = bill_next_period(&ch, &contract).await;
     let charge = charge_id(&contract, period);
@@ -207,6 +243,15 @@ async fn every_method_denies_by_default() {
         .into_inner();
     merchants.revoke_api_key(authed(RevokeApiKeyRequest { key_id: spare.key_id.clone() }, &b.api_key)).await.unwrap();
     let revoked = spare.api_key;
+    let delivery = eventually("A's webhook delivery", 30, || {
+        let (mut h, id, key) = (hooks.clone(), endpoint.clone(), a.api_key.clone());
+        async move {
+            let req = ListWebhookDeliveriesRequest { endpoint_id: id, limit: 0 };
+            let list = h.list_webhook_deliveries(authed(req, &key)).await.ok()?.into_inner().deliveries;
+            list.into_iter().next().map(|d| d.delivery_id)
+        }
+    })
+    .await;
     let theirs = Ids {
         merchant_id: a.merchant_id.clone(),
         plan_id: a.plan_id.clone(),
@@ -214,6 +259,8 @@ async fn every_method_denies_by_default() {
         charge_id: charge.clone(),
         refund_id: refund,
         session_id: session,
+        endpoint_id: endpoint,
+        delivery_id: delivery,
     };
     // The revocation reaches every service's key table through the log.
     let methods = reflected_methods(&ch).await;
@@ -249,9 +296,18 @@ async fn every_method_denies_by_default() {
         let nobody = Ids::nobody();
         let on_theirs = call(&ch, m, request(m, &theirs), Some(&b.api_key)).await;
         let on_nothing = call(&ch, m, request(m, &nobody), Some(&b.api_key)).await;
-        let names_an_id = ["merchant_id", "plan_id", "contract_id", "charge_id", "refund_id", "session_id"]
-            .iter()
-            .any(|f| m.input().get_field_by_name(f).is_some());
+        let names_an_id = [
+            "merchant_id",
+            "plan_id",
+            "contract_id",
+            "charge_id",
+            "refund_id",
+            "session_id",
+            "endpoint_id",
+            "delivery_id",
+        ]
+        .iter()
+        .any(|f| m.input().get_field_by_name(f).is_some());
         if names_an_id && !matches!(m.name(), "IssueApiKey" | "CreatePlan" | "ApplyMerchant") {
             assert_eq!(
                 shape(&on_theirs, &theirs),
@@ -277,6 +333,10 @@ async fn every_method_denies_by_default() {
         "ListNotices",
         "GetSchedule",
         "GetRefund",
+        "ListWebhookEndpoints",
+        "ListWebhookDeliveries",
+        "RedeliverWebhook",
+        "RotateWebhookSecret",
     ] {
         let m = methods.iter().find(|m| m.name() == name).unwrap();
         let got = call(&ch, m, request(m, &theirs), Some(&a.api_key)).await;
@@ -288,6 +348,37 @@ async fn every_method_denies_by_default() {
     assert_eq!(got.unwrap_err().code(), Code::PermissionDenied);
     let got = call(&ch, &by_name("ListContracts"), vec![], Some(OPERATOR_KEY)).await;
     assert_eq!(got.unwrap_err().code(), Code::PermissionDenied);
+    // Webhook endpoints are a merchant's own: the operator has none to manage.
+    for name in [
+        "CreateWebhookEndpoint",
+        "ListWebhookEndpoints",
+        "UpdateWebhookEndpoint",
+        "DeleteWebhookEndpoint",
+        "RotateWebhookSecret",
+        "ListWebhookDeliveries",
+        "RedeliverWebhook",
+        "GetNotifierSettings",
+        "SetNotifierSettings",
+        "ListNoticeTemplates",
+        "SetNoticeTemplate",
+    ] {
+        let m = by_name(name);
+        let got = call(&ch, &m, request(&m, &theirs), Some(OPERATOR_KEY)).await;
+        assert_eq!(got.map(|_| ()).unwrap_err().code(), Code::PermissionDenied, "{name} with the operator key");
+    }
+    // What reflection lists and the audience table are the same set of methods: nothing served
+    // is left out of the table (and so refused to everyone), nothing in it is not served.
+    let served: std::collections::BTreeSet<String> = methods
+        .iter()
+        .filter(|m| m.parent_service().full_name().starts_with("autodebit."))
+        .map(|m| format!("{}/{}", m.parent_service().full_name(), m.name()))
+        .collect();
+    let table: std::collections::BTreeSet<String> = autodebit_runtime::auth::AUDIENCES
+        .iter()
+        .map(|(m, _)| m.to_string())
+        .filter(|m| m.starts_with("autodebit."))
+        .collect();
+    assert_eq!(served, table);
     let summary = |key: String| {
         let m = by_name("GetSummary");
         let ch = ch.clone();

@@ -30,4 +30,5 @@ mod scheduler;
 mod serve_postgres;
 mod signing;
 mod terms;
+mod webhooks;
 mod wechatpay_signing;

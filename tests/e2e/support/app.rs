@@ -15,6 +15,7 @@ use autodebit_proto::contracts::v1::{
     plans_service_client::PlansServiceClient,
 };
 use autodebit_proto::notifier::v1::notifier_service_client::NotifierServiceClient;
+use autodebit_proto::notifier::v1::webhooks_service_client::WebhooksServiceClient;
 use autodebit_proto::scheduler::v1::scheduler_service_client::SchedulerServiceClient;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -216,6 +217,7 @@ impl TestApp {
         scheduler, scheduler_as: SchedulerServiceClient;
         charger, charger_as: ChargerServiceClient;
         notifier, notifier_as: NotifierServiceClient;
+        webhooks, webhooks_as: WebhooksServiceClient;
         analytics, analytics_as: AnalyticsServiceClient;
         admin, admin_as: AdminServiceClient;
     }

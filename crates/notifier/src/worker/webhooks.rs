@@ -114,7 +114,6 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
     let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(4096);
     let mut clock = platform.clock.watch();
-    let mut endpoints: HashMap<String, (EndpointRow, tokio::time::Instant)> = HashMap::new();
     loop {
         if platform.shutdown.is_triggered() {
             return Ok(());
@@ -158,23 +157,19 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
             }
             continue;
         }
+        // Each endpoint as it is now, read once per batch: a delivery taken after a rotation is
+        // signed with the new secret, one taken after a change of URL goes to the new URL.
+        let mut endpoints: HashMap<String, Option<EndpointRow>> = HashMap::new();
+        for row in &rows {
+            if !endpoints.contains_key(&row.endpoint_id) {
+                let e = endpoint(&platform.store, &row.endpoint_id).await?;
+                endpoints.insert(row.endpoint_id.clone(), e);
+            }
+        }
         // Per endpoint, what is over its share waits for the next pass.
         let mut put_back = Vec::new();
         for row in rows {
-            let fresh = match endpoints.get(&row.endpoint_id) {
-                Some((e, at)) if at.elapsed() < Duration::from_secs(2) => Some(e.clone()),
-                _ => None,
-            };
-            let ep = match fresh {
-                Some(e) => Some(e),
-                None => {
-                    let e = endpoint(&platform.store, &row.endpoint_id).await?;
-                    if let Some(e) = &e {
-                        endpoints.insert(row.endpoint_id.clone(), (e.clone(), tokio::time::Instant::now()));
-                    }
-                    e
-                }
-            };
+            let ep = endpoints.get(&row.endpoint_id).cloned().flatten();
             {
                 let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 let n = f.entry(row.endpoint_id.clone()).or_insert(0);
