@@ -85,6 +85,19 @@ async fn replay(backend: Backend) {
             }
         }
     }
+    // Notices of kinds added since the log was written (a retry coming, a refund, …) are told
+    // for its events still within the notifier's three-day horizon when it is read again: they
+    // are new, and not part of what the log folded to then.
+    let mut new_kinds = 0;
+    for notices in got["notices"].as_object_mut().unwrap().values_mut() {
+        let list = notices.as_array_mut().unwrap();
+        let before = list.len();
+        list.retain(|n| n["kind"].as_i64().unwrap_or(0) <= V1_NOTICE_KINDS);
+        new_kinds += before - list.len();
+    }
+    if let Some(n) = got["summary"]["notices_recorded"].as_i64() {
+        got["summary"]["notices_recorded"] = Value::from(n - new_kinds as i64);
+    }
     let mut differ = Vec::new();
     for (what, want) in expected.as_object().unwrap() {
         if &got[what] != want {
@@ -100,6 +113,9 @@ async fn replay(backend: Backend) {
 /// schedule that stopped (its contract suspended or ended) keeps the progress it had when it
 /// stopped only on the platform that wrote the log. An active one is moved on again by the due
 /// loop, finding each charge issued already, and is compared in full.
+/// The notice kinds of the version that wrote the log (`NoticeKind` 1–10).
+const V1_NOTICE_KINDS: i64 = 10;
+
 const STOPPED_SCHEDULE_PROGRESS: &[&str] = &["next_period", "noticed_period", "next_due_at_ms", "next_charge_at_ms"];
 
 /// The ids of the log's streams, by kind (`contract`, `charge`, …), read from the fixture.

@@ -139,7 +139,7 @@ async fn an_amount_change_at_once_bills_the_next_charge(backend: Backend) {
     advance_to(&ch, monthly_due(s.anchor_ms, 2) + HOUR_MS).await;
     assert_eq!(charged(&ch, &id, 2).await, 3_000);
     let ahead = notices(&ch, &id, NoticeKind::PreDebit, 2).await;
-    assert!(ahead.iter().any(|n| n.text.contains("30.00 CNY")), "announced at the new amount: {ahead:?}");
+    assert!(ahead.iter().any(|n| n.text.contains("¥30.00")), "announced at the new amount: {ahead:?}");
 }
 
 async fn an_amount_change_from_the_next_cycle_leaves_the_cycle_under_way(backend: Backend) {
@@ -268,7 +268,7 @@ async fn an_announced_charge_goes_out_as_announced(backend: Backend) {
     assert_eq!(charged(&ch, &id, 3).await, 3_000);
     let ahead = notices(&ch, &id, NoticeKind::PreDebit, 2).await;
     let amounts: Vec<bool> =
-        ["25.00 CNY", "30.00 CNY"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect();
+        ["¥25.00", "¥30.00"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect();
     assert_eq!(amounts, vec![true, true], "each charge announced at what it took: {ahead:?}");
 }
 

@@ -46,11 +46,12 @@ impl Got {
         self.json()["type"].as_str().unwrap_or_default().to_string()
     }
 
-    /// Whether it verifies under `secret` (the header's own timestamp taken as now: the
-    /// platform's clock is the test clock).
+    /// Whether it verifies under `secret`, within the specification's five minutes of now.
     fn verifies(&self, secret: &str) -> bool {
         let secret = Secret::parse(secret).expect("a whsec_ secret");
-        let now: i64 = self.timestamp.parse().expect("a numeric webhook-timestamp");
+        self.timestamp.parse::<i64>().expect("a numeric webhook-timestamp");
+        // Checked as a receiver checks it: against the wall clock, whatever the test clock says.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         verify(&secret, &self.id, &self.timestamp, &self.signature, &self.body, now, 300).is_ok()
     }
 }
@@ -363,9 +364,10 @@ async fn failed_deliveries_are_retried_on_the_schedule_as_the_clock_moves() {
     assert!(got.iter().all(|g| g.id == d.delivery_id), "{got:#?}");
     assert!(got.iter().all(|g| g.body == got[0].body));
     assert!(got.iter().all(|g| g.verifies(&secret)));
-    // Each try is signed at its own time.
+    // Each try is signed when it is sent, by the wall clock (seconds: tries close together may
+    // share one).
     let stamps: Vec<i64> = got.iter().map(|g| g.timestamp.parse().unwrap()).collect();
-    assert!(stamps[0] < stamps[1] && stamps[1] < stamps[2], "{stamps:?}");
+    assert!(stamps[0] <= stamps[1] && stamps[1] <= stamps[2], "{stamps:?}");
 
     // Succeeded: no more tries, however far the clock moves.
     app.advance(1).await;

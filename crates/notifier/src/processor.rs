@@ -21,9 +21,10 @@ use autodebit_runtime::{Decoded, PlatformClock, Processor};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// Webhooks of events older than this when first read are not queued: reading the log again
-/// after an import must not replay a merchant's history at its endpoints.
-const WEBHOOK_HORIZON_MS: i64 = 3 * 86_400_000;
+/// Notices and webhooks of events older than this when first read are neither recorded nor
+/// queued: reading the log again after an import must not replay a payer's or a merchant's
+/// history at them (nor tell of old events in notice kinds added since).
+const HORIZON_MS: i64 = 3 * 86_400_000;
 
 pub struct NoticeWriter {
     clock: PlatformClock,
@@ -210,8 +211,15 @@ impl Processor for NoticeWriter {
         let mut rows = Vec::with_capacity(wanted.len());
         let mut queue = Vec::with_capacity(wanted.len());
         let fallback = MerchantView::default();
+        let mut recorded_before = Vec::new();
         for (i, w) in wanted {
             let d = &events[i];
+            let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
+            if now - at > HORIZON_MS {
+                // Only a notice recorded back then is kept (in the table, from its event).
+                recorded_before.push(notice_id(&w.contract_id, &d.meta.event_id));
+                continue;
+            }
             let contract = contracts.get(&w.contract_id);
             let merchant_id = merchant_of(&w.merchant_id, &w.contract_id);
             let payer = if w.payer_id.is_empty() {
@@ -246,7 +254,6 @@ impl Processor for NoticeWriter {
             let notice_id = notice_id(&w.contract_id, &d.meta.event_id);
             // Recorded at the time of its cause, so that reading the log again gives every
             // notice the time it had.
-            let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
             let event = pb::Event {
                 kind: Some(EventKind::NoticeRecorded(pb::NoticeRecorded {
                     notice_id: notice_id.clone(),
@@ -308,15 +315,39 @@ impl Processor for NoticeWriter {
         // sent again.
         let mut fresh_rows = Vec::with_capacity(rows.len());
         let mut fresh_queue = Vec::with_capacity(queue.len());
-        for ((outcome, row), q) in tx.append_each(&appends).await?.into_iter().zip(rows).zip(queue) {
+        for (((outcome, row), q), append) in
+            tx.append_each(&appends).await?.into_iter().zip(rows).zip(queue).zip(&appends)
+        {
             match outcome {
                 Ok(_) => {
                     fresh_rows.push(row);
                     fresh_queue.push(q);
                 }
-                Err(e) if e.is_conflict() => {}
+                Err(e) if e.is_conflict() => recorded_before.push(append.stream["notice-".len()..].to_string()),
                 Err(e) => return Err(e.into()),
             }
+        }
+        // A notice recorded before keeps the row its event says, as it was told.
+        for id in recorded_before {
+            let recorded = tx.read_stream(&format!("notice-{id}"), 0).await?;
+            let Some(EventKind::NoticeRecorded(n)) = recorded.into_iter().filter_map(codec::decode).map(|d| d.kind).next()
+            else {
+                continue;
+            };
+            let language = if n.language.is_empty() { Language::ZhCn.tag().to_string() } else { n.language };
+            fresh_rows.push(serde_json::json!([
+                n.notice_id,
+                i64::from(n.kind),
+                n.recipient,
+                n.contract_id,
+                n.charge_id,
+                n.text,
+                n.recorded_at_ms,
+                n.merchant_id,
+                language,
+                n.link_token,
+                "sent"
+            ]));
         }
         store::insert_notices(tx, fresh_rows).await?;
         store::queue_notices(tx, fresh_queue).await?;
@@ -326,7 +357,7 @@ impl Processor for NoticeWriter {
         for (i, ty, merchant, data) in hooks {
             let d = &events[i];
             let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
-            if now - at > WEBHOOK_HORIZON_MS {
+            if now - at > HORIZON_MS {
                 continue;
             }
             let Some(eps) = endpoints.get(&merchant) else { continue };

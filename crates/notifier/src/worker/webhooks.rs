@@ -46,6 +46,17 @@ struct Done {
     at_ms: i64,
 }
 
+/// The `webhook-timestamp` of a send: the wall clock's seconds, whatever the platform clock
+/// says. Receivers check it against their own clocks to refuse replays (the specification's
+/// five minutes), so it must be the real moment of sending even when a test clock moves the
+/// platform's time.
+fn wall_clock_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 pub fn spawn(hooks: Webhooks, sender: WebhookSender, queued: Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         let platform = hooks.platform.clone();
@@ -187,7 +198,7 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
                 let d = match ep {
                     Some(e) if e.enabled == 1 && e.deleted == 0 => {
                         let secret = hooks.secret(&e.endpoint_id, u32::try_from(e.generation).unwrap_or(0));
-                        let a = sender.send(&e.url, &row.delivery_id, at_ms / 1000, &row.payload, &secret).await;
+                        let a = sender.send(&e.url, &row.delivery_id, wall_clock_secs(), &row.payload, &secret).await;
                         Done { row, status: a.status, error: a.error, succeeded: a.succeeded, at_ms }
                     }
                     _ => Done { row, status: 0, error: Some("endpoint disabled or deleted".into()), succeeded: false, at_ms },
