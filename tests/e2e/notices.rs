@@ -6,7 +6,9 @@ use crate::scenario::{self, Merchant, onboard};
 use crate::support::{TestApp, element_text, eventually, http_get, http_post};
 use autodebit_mock_channels::{sms::SmsFake, wechat};
 use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest};
-use autodebit_proto::contracts::v1::{CreateSigningSessionRequest, GetSigningSessionRequest, SigningSession, SigningState};
+use autodebit_proto::contracts::v1::{
+    CreateSigningSessionRequest, GetSigningSessionRequest, SigningSession, SigningState,
+};
 use autodebit_proto::events::v1::{
     self as ev, ChargeMode, Cycle, DeliveryOutcome, Event, Money, NoticeKind, SigningChannel, event::Kind,
 };
@@ -74,7 +76,9 @@ impl World {
         let at = app.admin().get_clock(GetClockRequest {}).await.unwrap().into_inner().now_ms;
         now.store(at, Ordering::SeqCst);
         let secrets = tempfile::tempdir().unwrap();
-        for (name, value) in [("mini", "mini-secret"), ("oa", "oa-secret"), ("sms-id", SMS_ID), ("sms-key", "sms-secret-key")] {
+        for (name, value) in
+            [("mini", "mini-secret"), ("oa", "oa-secret"), ("sms-id", SMS_ID), ("sms-key", "sms-secret-key")]
+        {
             std::fs::write(secrets.path().join(name), format!("{value}\n")).unwrap();
         }
         World { app, wechat, sms, now, secrets }
@@ -134,7 +138,10 @@ impl World {
         ]
         .into_iter()
         .map(|(kind, id, second)| {
-            (kind.to_string(), ev::SmsTemplate { template_id: id.into(), params: vec!["{service_name}".into(), second.into()] })
+            (
+                kind.to_string(),
+                ev::SmsTemplate { template_id: id.into(), params: vec!["{service_name}".into(), second.into()] },
+            )
         })
         .chain([(
             "verification_code".to_string(),
@@ -181,7 +188,13 @@ impl World {
     }
 
     /// The contract's notice of `kind` once `done` holds for it.
-    async fn notice_when(&self, contract: &str, kind: NoticeKind, what: &str, done: impl Fn(&Notice) -> bool) -> Notice {
+    async fn notice_when(
+        &self,
+        contract: &str,
+        kind: NoticeKind,
+        what: &str,
+        done: impl Fn(&Notice) -> bool,
+    ) -> Notice {
         eventually(what, 30, || async {
             self.notices(contract).await.into_iter().find(|n| n.kind == kind as i32 && done(n))
         })
@@ -224,7 +237,8 @@ impl World {
         http_post(self.app.http, &format!("{page}/tick"), "agree=yes").await;
         http_post(self.app.http, &format!("{page}/confirm"), &format!("code={code}")).await;
         let req = GetSigningSessionRequest { session_id: s.session_id.clone() };
-        let done = self.app.contracts_as(&m.api_key).get_signing_session(req).await.unwrap().into_inner().session.unwrap();
+        let done =
+            self.app.contracts_as(&m.api_key).get_signing_session(req).await.unwrap().into_inner().session.unwrap();
         assert_eq!(done.state, SigningState::Confirmed as i32, "{done:?}");
         done.contract_id
     }
@@ -282,7 +296,10 @@ async fn a_signed_contract_and_its_charge_reach_the_payer_as_subscribe_messages(
     let got = w.wechat.messages();
     assert_eq!(got.len(), 1, "{got:?}");
     let msg = &got[0];
-    assert_eq!((msg.appid.as_str(), msg.endpoint, msg.touser.as_str()), (MINI, wechat::Endpoint::Subscribe, "payer-mini"));
+    assert_eq!(
+        (msg.appid.as_str(), msg.endpoint, msg.touser.as_str()),
+        (MINI, wechat::Endpoint::Subscribe, "payer-mini")
+    );
     assert_eq!(msg.template_id, "SUB_signed");
     assert_eq!(msg.fields.get("thing1").map(String::as_str), Some("「视频会员」"));
     assert_eq!(msg.fields.get("amount2").map(String::as_str), Some("已开通"));
@@ -319,7 +336,10 @@ async fn a_payer_who_refuses_wechat_gets_a_template_message_then_an_sms() {
     assert!(n.deliveries[0].detail.starts_with("43101"), "{:?}", n.deliveries);
     let got = w.wechat.messages();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].endpoint, got[0].appid.as_str(), got[0].template_id.as_str()), (wechat::Endpoint::Template, OA, "TPL_signed"));
+    assert_eq!(
+        (got[0].endpoint, got[0].appid.as_str(), got[0].template_id.as_str()),
+        (wechat::Endpoint::Template, OA, "TPL_signed")
+    );
     assert_eq!(got[0].url.as_deref(), Some(n.link.as_str()), "the template message links to the notice");
 
     // Refusing both: an SMS to the phone the session gave, signed as Tencent checks.
@@ -440,11 +460,7 @@ async fn an_sms_delivery_report_marks_the_notice_delivered() {
 
     let id = w.sign_with_session(&m, "payer-receipt", PHONE, "").await;
     let n = w.notice_when(&id, NoticeKind::ContractSigned, "the delivery report", |n| n.state == "delivered").await;
-    assert_eq!(
-        outcomes(&n),
-        vec![sent("sms"), ("sms".to_string(), DeliveryOutcome::Delivered as i32)],
-        "{n:?}"
-    );
+    assert_eq!(outcomes(&n), vec![sent("sms"), ("sms".to_string(), DeliveryOutcome::Delivered as i32)], "{n:?}");
     assert_eq!(n.deliveries[0].provider_message_id, n.deliveries[1].provider_message_id);
     let callbacks = w.sms.callbacks();
     assert_eq!(callbacks.len(), 1);
@@ -468,11 +484,13 @@ async fn templates_and_settings_are_checked_and_used() {
     assert!(err.message().starts_with("body") && err.message().contains("{shop}"), "{}", err.message());
 
     let body = "已为您开通{service_name}自动续费。{link}";
-    let good = SetNoticeTemplateRequest { kind: NoticeKind::ContractSigned as i32, language: "zh".into(), body: body.into() };
+    let good =
+        SetNoticeTemplateRequest { kind: NoticeKind::ContractSigned as i32, language: "zh".into(), body: body.into() };
     let set = notifier.set_notice_template(good).await.unwrap().into_inner().template.unwrap();
     assert!(set.overridden && set.body == body && set.language == "zh-CN", "{set:?}");
     let listed = notifier.list_notice_templates(ListNoticeTemplatesRequest {}).await.unwrap().into_inner().templates;
-    let find = |lang: &str| listed.iter().find(|t| t.kind == NoticeKind::ContractSigned as i32 && t.language == lang).unwrap();
+    let find =
+        |lang: &str| listed.iter().find(|t| t.kind == NoticeKind::ContractSigned as i32 && t.language == lang).unwrap();
     assert!(find("zh-CN").overridden && find("zh-CN").body == body);
     assert!(!find("en").overridden && find("en").body.starts_with("You signed up"));
     assert!(listed.iter().filter(|t| t.overridden).count() == 1);
@@ -496,15 +514,28 @@ async fn templates_and_settings_are_checked_and_used() {
     unknown.fallback_order = vec!["sms".into(), "email".into()];
     let err = notifier.set_notifier_settings(SetNotifierSettingsRequest { settings: Some(unknown) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("settings.fallback_order[1]") && err.message().contains("email"), "{}", err.message());
-    let kept = notifier.get_notifier_settings(autodebit_proto::notifier::v1::GetNotifierSettingsRequest {}).await.unwrap();
+    assert!(
+        err.message().starts_with("settings.fallback_order[1]") && err.message().contains("email"),
+        "{}",
+        err.message()
+    );
+    let kept =
+        notifier.get_notifier_settings(autodebit_proto::notifier::v1::GetNotifierSettingsRequest {}).await.unwrap();
     assert_eq!(kept.into_inner().settings.unwrap_or_default(), ev::NotifierSettings::default());
 }
 
 #[tokio::test]
 async fn a_link_opened_and_a_failed_charge_paid_later_are_tracked() {
     // Every decline hard; about half the charges declined.
-    let w = World::start(&["--charge-window", "00:00-24:00", "--decline-basis-points", "5000", "--hard-decline-basis-points", "10000"]).await;
+    let w = World::start(&[
+        "--charge-window",
+        "00:00-24:00",
+        "--decline-basis-points",
+        "5000",
+        "--hard-decline-basis-points",
+        "10000",
+    ])
+    .await;
     let ch = w.app.channel().await;
     let m = onboard(&ch, "91330100MA2NTC0007").await;
 
@@ -572,10 +603,11 @@ async fn a_link_opened_and_a_failed_charge_paid_later_are_tracked() {
     let failed = failed.expect("a declined charge in 40");
     assert!(paid_at > 0, "a charge succeeded after the decline");
     assert!(failed.text.contains("未成功") && failed.text.contains("¥3.00"), "{}", failed.text);
-    let converted = w.notice_when(&id, NoticeKind::ChargeFailed, "the conversion", |n| {
-        n.notice_id == failed.notice_id && n.converted_at_ms > 0
-    })
-    .await;
+    let converted = w
+        .notice_when(&id, NoticeKind::ChargeFailed, "the conversion", |n| {
+            n.notice_id == failed.notice_id && n.converted_at_ms > 0
+        })
+        .await;
     assert!(converted.converted_at_ms <= paid_at && converted.converted_at_ms > failed.recorded_at_ms);
     let conversions: Vec<_> = w
         .events("NoticeConverted")
@@ -588,7 +620,10 @@ async fn a_link_opened_and_a_failed_charge_paid_later_are_tracked() {
         .collect();
     assert_eq!(conversions.len(), 1, "{conversions:?}");
     let c = &conversions[0];
-    assert_eq!((c.notice_id.as_str(), c.conversion.as_str(), c.cause.as_str()), (failed.notice_id.as_str(), "paid", "ChargeSucceeded"));
+    assert_eq!(
+        (c.notice_id.as_str(), c.conversion.as_str(), c.cause.as_str()),
+        (failed.notice_id.as_str(), "paid", "ChargeSucceeded")
+    );
     assert_eq!(c.at_ms, converted.converted_at_ms);
 }
 

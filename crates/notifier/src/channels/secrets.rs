@@ -17,9 +17,9 @@ pub fn check_ref(reference: &str) -> Result<(), String> {
         Some(("file", path)) if path.starts_with('/') => Ok(()),
         // A malformed reference is repeated; anything else may be the secret itself, and none of
         // it is.
-        Some(("env" | "file", _)) => Err(format!(
-            "`{reference}` is not a secret reference: give `env:NAME` or `file:/absolute/path`"
-        )),
+        Some(("env" | "file", _)) => {
+            Err(format!("`{reference}` is not a secret reference: give `env:NAME` or `file:/absolute/path`"))
+        }
         _ => Err("not a secret reference: give `env:NAME` or `file:/absolute/path`, never the secret itself".into()),
     }
 }
@@ -55,7 +55,10 @@ impl Secrets {
         if value.is_empty() {
             return Err(format!("{reference}: empty"));
         }
-        self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(reference.to_string(), (Instant::now(), value.clone()));
+        self.read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.to_string(), (Instant::now(), value.clone()));
         Ok(value)
     }
 }
