@@ -196,6 +196,11 @@ impl TestApp {
         TestApp::builder().backend(backend).args(args).spawn().await
     }
 
+    /// Where its log is: a read-only SQLite URL, or the PostgreSQL database's URL.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
     /// The key operator calls authenticate with.
     pub fn operator_key(&self) -> &'static str {
         OPERATOR

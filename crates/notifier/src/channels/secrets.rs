@@ -15,10 +15,12 @@ pub fn check_ref(reference: &str) -> Result<(), String> {
             Ok(())
         }
         Some(("file", path)) if path.starts_with('/') => Ok(()),
-        _ => Err(format!(
-            "`{}` is not a secret reference: give `env:NAME` or `file:/absolute/path`, never the secret itself",
-            reference.chars().take(12).collect::<String>()
-        )),
+        // A malformed reference is repeated; anything else may be the secret itself, and none of
+        // it is.
+        Some(("env" | "file", _)) => {
+            Err(format!("`{reference}` is not a secret reference: give `env:NAME` or `file:/absolute/path`"))
+        }
+        _ => Err("not a secret reference: give `env:NAME` or `file:/absolute/path`, never the secret itself".into()),
     }
 }
 
@@ -53,7 +55,10 @@ impl Secrets {
         if value.is_empty() {
             return Err(format!("{reference}: empty"));
         }
-        self.read.lock().unwrap_or_else(|p| p.into_inner()).insert(reference.to_string(), (Instant::now(), value.clone()));
+        self.read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.to_string(), (Instant::now(), value.clone()));
         Ok(value)
     }
 }
@@ -68,7 +73,9 @@ mod tests {
         assert!(check_ref("file:/run/secrets/sms").is_ok());
         let e = check_ref("9f86d081884c7d659a2feaa0c55ad015").unwrap_err();
         assert!(e.contains("not a secret reference") && !e.contains("9f86d081884c7d659a2feaa0c55ad015"), "{e}");
-        assert!(check_ref("file:relative").is_err());
+        let e = check_ref("mini-secret").unwrap_err();
+        assert!(!e.contains("mini") && !e.contains("secret`"), "no part of a short secret either: {e}");
+        assert!(check_ref("file:relative").unwrap_err().contains("`file:relative`"));
         assert!(check_ref("env:").is_err());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
