@@ -443,12 +443,10 @@ async fn quiet_hours_hold_charge_notices_but_not_codes() {
     assert_eq!(out.deliveries[0].at_ms, held_at + 8 * HOUR_SECS * 1000, "sent at 07:00");
 }
 
-// Fails: Tencent's report (posted by the fake as soon as it accepts the message) can reach
-// `/callbacks/tencent-sms` before the sender has recorded the send's serial number; the report
-// then matches no notice and is dropped ("SMS status report for no known notice"), while
-// answering Tencent `result: 0`, so it is never sent again.
+// Tencent's report (posted by the fake as soon as it accepts the message) can reach
+// `/callbacks/tencent-sms` before the sender has recorded the send's serial number: it is kept
+// and applied when the send is recorded.
 #[tokio::test]
-#[ignore = "an SMS report that arrives before the send is recorded is dropped"]
 async fn an_sms_delivery_report_marks_the_notice_delivered() {
     let w = World::start(&[]).await;
     w.sms.set_callback_url(&format!("http://{}/callbacks/tencent-sms", w.app.http));

@@ -87,24 +87,6 @@ pub async fn deliveries_of_contract(store: &EventStore, contract_id: &str) -> Re
         .await
 }
 
-/// The notice a channel's message id belongs to.
-pub async fn notice_of_message(
-    store: &EventStore,
-    channel: &str,
-    message_id: &str,
-) -> Result<Option<NoticeRow>, StoreError> {
-    let found: Vec<NoticeRow> = store
-        .query_as(
-            &format!(
-                "SELECT {NOTICE_COLUMNS} FROM notifier_notices WHERE notice_id IN
-                 (SELECT notice_id FROM notifier_deliveries WHERE channel = $1 AND provider_message_id = $2)"
-            ),
-            &[Value::from(channel), Value::from(message_id)],
-        )
-        .await?;
-    Ok(found.into_iter().next())
-}
-
 #[derive(sqlx::FromRow)]
 struct Owner {
     merchant_id: String,
@@ -496,4 +478,70 @@ pub async fn webhook_key(store: &EventStore, fresh: &str) -> Result<String, Stor
     let found: Vec<Key> = tx.query_as("SELECT key FROM notifier_keys WHERE name = 'webhooks'", &[]).await?;
     tx.commit().await?;
     Ok(found.into_iter().next().map(|k| k.key).unwrap_or_default())
+}
+
+/// The notice a channel's message id belongs to, inside `tx`.
+pub async fn notice_of_message_in(
+    tx: &mut Tx,
+    channel: &str,
+    message_id: &str,
+) -> Result<Option<NoticeRow>, StoreError> {
+    let found: Vec<NoticeRow> = tx
+        .query_as(
+            &format!(
+                "SELECT {NOTICE_COLUMNS} FROM notifier_notices WHERE notice_id IN
+                 (SELECT notice_id FROM notifier_deliveries WHERE channel = $1 AND provider_message_id = $2)"
+            ),
+            &[Value::from(channel), Value::from(message_id)],
+        )
+        .await?;
+    Ok(found.into_iter().next())
+}
+
+/// A receipt kept until the send it reports on is recorded.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EarlyReceipt {
+    pub channel: String,
+    pub provider_message_id: String,
+    pub delivered: i64,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+pub async fn keep_early_receipt(tx: &mut Tx, r: &EarlyReceipt) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO notifier_early_receipts (channel, provider_message_id, delivered, detail, at_ms)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel, provider_message_id) DO NOTHING",
+        &[
+            Value::from(r.channel.as_str()),
+            Value::from(r.provider_message_id.as_str()),
+            Value::Int(r.delivered),
+            Value::from(r.detail.as_str()),
+            Value::Int(r.at_ms),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes (removes and returns) the early receipts of `channel` for `message_ids`: whoever takes
+/// one applies it, once.
+pub async fn take_early_receipts(
+    tx: &mut Tx,
+    channel: &str,
+    message_ids: &[String],
+) -> Result<Vec<EarlyReceipt>, StoreError> {
+    if message_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.query_as(
+        &format!(
+            "DELETE FROM notifier_early_receipts
+             WHERE channel = $1 AND provider_message_id IN (SELECT value->>0 FROM {})
+             RETURNING channel, provider_message_id, delivered, detail, at_ms",
+            tx.kind().json_rows(2)
+        ),
+        &[Value::from(channel), Value::from(id_list(message_ids))],
+    )
+    .await
 }

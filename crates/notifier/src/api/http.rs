@@ -2,7 +2,7 @@
 //! - `GET /n/{token}`: a notice's short link. The first visit records `NoticeOpened`; every
 //!   visit shows the notice.
 //! - `POST /callbacks/tencent-sms`: Tencent Cloud SMS delivery-status reports, each recorded as
-//!   a receipt (`NoticeDeliveryRecorded`, delivered or undelivered) of the notice it was for.
+//!   a receipt of the notice it was for (`app::receipts`).
 use crate::channels::sms::{STATUS_CALLBACK_ANSWER, parse_status_reports};
 use crate::store;
 use autodebit_eventstore::ExpectedVersion;
@@ -77,38 +77,15 @@ async fn sms_reports(State(p): State<Platform>, body: axum::body::Bytes) -> Resp
     let now = p.clock.now_ms();
     let recorded = async {
         for r in reports {
-            let Some(n) = store::notice_of_message(&p.store, "sms", &r.serial_no).await? else {
-                tracing::warn!(serial_no = %r.serial_no, "SMS status report for no known notice");
-                continue;
-            };
-            let outcome = if r.delivered { pb::DeliveryOutcome::Delivered } else { pb::DeliveryOutcome::Undelivered };
             let detail = if r.description.is_empty() { r.code.clone() } else { format!("{}: {}", r.code, r.description) };
-            let mut tx = p.store.begin().await?;
-            store::insert_deliveries(
-                &mut tx,
-                vec![serde_json::json!([n.notice_id, "sms", outcome as i64, r.serial_no, detail, now])],
-            )
-            .await?;
-            let state = if r.delivered { "delivered" } else { "undelivered" };
-            store::set_notice_states(&mut tx, vec![serde_json::json!([n.notice_id, state, ""])]).await?;
-            let event = pb::Event {
-                kind: Some(EventKind::NoticeDeliveryRecorded(pb::NoticeDeliveryRecorded {
-                    notice_id: n.notice_id.clone(),
-                    merchant_id: n.merchant_id.clone(),
-                    contract_id: n.contract_id.clone(),
-                    kind: n.kind as i32,
-                    channel: "sms".into(),
-                    outcome: outcome as i32,
-                    provider_message_id: r.serial_no.clone(),
-                    detail,
-                    attempt: 0,
-                    at_ms: now,
-                })),
+            let receipt = crate::store::EarlyReceipt {
+                channel: "sms".into(),
+                provider_message_id: r.serial_no,
+                delivered: i64::from(r.delivered),
+                detail,
+                at_ms: now,
             };
-            let cause = Cause::request(format!("sms-report/{}", r.serial_no));
-            tx.append(&format!("notice-{}", n.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
-                .await?;
-            tx.commit().await?;
+            crate::app::receipts::receive(&p.store, receipt, now).await?;
         }
         Ok::<_, autodebit_eventstore::StoreError>(())
     };

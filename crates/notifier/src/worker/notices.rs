@@ -244,6 +244,7 @@ async fn record(
     let mut deliveries = Vec::new();
     let mut states = Vec::new();
     let mut appends = Vec::new();
+    let mut sent_ids: HashMap<&'static str, Vec<String>> = HashMap::new();
     for (r, p, step) in steps {
         let (channel, outcome) = match step {
             Step::Wait(until) => {
@@ -260,7 +261,8 @@ async fn record(
             Outcome::Failed { detail, .. } => (pb::DeliveryOutcome::Failed, String::new(), detail.clone()),
         };
         match &outcome {
-            Outcome::Sent { .. } => {
+            Outcome::Sent { message_id } => {
+                sent_ids.entry(channel.name()).or_default().push(message_id.clone());
                 outbox.push(serde_json::json!([r.notice_id, "done", r.channel_index, tries, now]));
                 states.push(serde_json::json!([r.notice_id, "sent", channel.name()]));
             }
@@ -305,6 +307,14 @@ async fn record(
     store::insert_deliveries(&mut tx, deliveries).await?;
     store::update_outbox(&mut tx, outbox).await?;
     store::set_notice_states(&mut tx, states).await?;
+    // Receipts that came before these sends were recorded.
+    for (channel, ids) in sent_ids {
+        for r in store::take_early_receipts(&mut tx, channel, &ids).await? {
+            if let Some(n) = store::notice_of_message_in(&mut tx, &r.channel, &r.provider_message_id).await? {
+                crate::app::receipts::apply(&mut tx, &n, &r, now).await?;
+            }
+        }
+    }
     tx.commit().await?;
     Ok(())
 }
