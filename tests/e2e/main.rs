@@ -23,6 +23,7 @@ mod load_shedding;
 mod log_fixture;
 mod mock_wechatpay;
 mod modifications;
+mod notices_crash;
 mod readme;
 mod refunds;
 mod run_sqlite;
