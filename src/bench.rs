@@ -15,6 +15,22 @@ pub enum BenchCommand {
     /// the test clock moved a month, every charge noticed, issued, sent to the simulator and
     /// settled.
     Charges(ChargesArgs),
+    /// The notifier from the log onward: N `ChargeSucceeded` events appended to the log, each a
+    /// notice sent to an in-process WeChat fake and a webhook to an in-process receiver.
+    Notices(NoticesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NoticesArgs {
+    /// Notices (and webhook deliveries) to make.
+    #[arg(long, default_value_t = 20_000)]
+    notices: usize,
+    /// Fail when they have not all gone out this many seconds after the first append.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +123,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Append(a) => append(a).await,
         BenchCommand::BillingRun(a) => billing_run(a).await,
         BenchCommand::Charges(a) => charges::run(a).await,
+        BenchCommand::Notices(a) => notices::run(a).await,
     }
 }
 
@@ -724,5 +741,338 @@ mod charges {
             settled(),
             lag.join(" "),
         ))
+    }
+}
+
+/// `bench notices`: the notifier from the log onward.
+///
+/// The platform runs in-process with the contracts service (to onboard the merchant) and the
+/// notifier, on a fresh SQLite file. The merchant's official-account channel points at the WeChat
+/// fake (`autodebit-mock-channels`, in-process) and one webhook endpoint at an in-process
+/// receiver. Timed: N synthetic `ChargeSucceeded` events appended straight to the log in batches
+/// of 1,000, each the notifier's follower turns into a notice (rendered, recorded on the log and
+/// queued) and a `charge.succeeded` delivery, which the two senders send and record — until every
+/// notice is `done` in `notifier_outbox` and every delivery `succeeded`.
+mod notices {
+    use super::{NoticesArgs, event, peak_rss_bytes, print_report, timed_batches};
+    use crate::demo::{authed, onboard_with_key, rand_digits};
+    use crate::platform::{self, ListenArgs, PlatformArgs, Service};
+    use anyhow::{Context, bail};
+    use autodebit_eventstore::{EventStore, ExpectedVersion, StreamAppend, testing};
+    use autodebit_mock_channels::wechat::{AppKind, WechatMock};
+    use autodebit_proto::events::v1 as pb;
+    use autodebit_proto::notifier::v1::{
+        CreateWebhookEndpointRequest, SetNotifierSettingsRequest, notifier_service_client::NotifierServiceClient,
+        webhooks_service_client::WebhooksServiceClient,
+    };
+    use autodebit_runtime::codec::{self, Cause};
+    use indicatif::ProgressBar;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    use tonic::transport::Channel;
+
+    const APP_ID: &str = "wxbench000000001";
+    const TEMPLATE: &str = "TPL_CHARGE_SUCCEEDED";
+
+    #[derive(serde::Serialize)]
+    struct NoticesReport {
+        backend: &'static str,
+        notices: usize,
+        /// Notices sent (outbox row `done`, WeChat fake answered) per second, from the first
+        /// event appended to the last notice recorded.
+        notices_per_second: f64,
+        /// Webhook deliveries `succeeded` per second, same start.
+        webhook_deliveries_per_second: f64,
+        /// Seconds from the first append until both were all done.
+        seconds: f64,
+        /// Each notice's causing event (`occurred_at_ms`) to its delivery recorded
+        /// (`notifier_deliveries.at_ms`, the time its sender's pass began), from the rows.
+        p50_ms: i64,
+        p99_ms: i64,
+        /// Each webhook's event time (the payload's `timestamp`) to the start of its successful
+        /// send (`next_at_ms` of a succeeded row).
+        webhook_p99_ms: i64,
+        /// Template messages the fake accepted and webhooks the receiver took.
+        wechat_messages: usize,
+        webhooks_received: u64,
+        peak_rss_bytes: u64,
+        /// The same number of events appended with nothing else done (batches of 1,000, one
+        /// new stream each), in the same run after the timed part: the store's ceiling.
+        append_events_per_second: f64,
+        /// notices_per_second / append_events_per_second.
+        ratio_to_append: f64,
+    }
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+
+    async fn serve(router: axum::Router) -> anyhow::Result<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(addr)
+    }
+
+    pub async fn run(a: NoticesArgs) -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let url = testing::sqlite_url(tmp.path());
+
+        // The receivers.
+        let wechat = WechatMock::new(Arc::new(now_ms));
+        wechat.register_app(APP_ID, "bench-app-secret", AppKind::OfficialAccount);
+        wechat.add_template(APP_ID, TEMPLATE, &["thing1", "amount2"]);
+        let wechat_addr = serve(autodebit_mock_channels::wechat::router(wechat.clone())).await?;
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let hooks_addr = serve(axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        ))
+        .await?;
+        let secret_file = tmp.path().join("oa-secret");
+        std::fs::write(&secret_file, "bench-app-secret")?;
+
+        let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
+        let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());
+        let options = PlatformArgs {
+            max_in_flight: 64,
+            test_clock: false,
+            simulator_seed: 1,
+            decline_basis_points: 0,
+            hard_decline_basis_points: 0,
+            transient_basis_points: 0,
+            simulator_latency_ms: 0,
+            simulator_latency_p99_ms: 0,
+            charger_concurrency: 1,
+            merchant_concurrency: 1,
+            wechatpay_config: None,
+            provider_qps: 0,
+            operator_key: Some(operator_key.clone()),
+            public_url: None,
+            signing_session_minutes: 10,
+            charge_window: "00:00-24:00".into(),
+            wechat_api_url: format!("http://{wechat_addr}"),
+            tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
+            webhook_key: None,
+            allow_loopback_webhooks: true,
+            contracts: Default::default(),
+        };
+        let services = [Service::Contracts, Service::Notifier];
+        let running = platform::start(&url, &services, &listen, &options).await?;
+        let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
+        let result = drive(&a, channel, &running.platform.store, &operator_key, &secret_file, hooks_addr).await;
+        running.stop().await?;
+        let mut report = result?;
+        report.wechat_messages = wechat.messages().len();
+        report.webhooks_received = received.load(Ordering::Relaxed);
+        print_report(&report, a.json)
+    }
+
+    async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
+        let rows = store.query(sql, &[]).await?;
+        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
+    }
+
+    fn quantile(sorted: &[i64], per_mille: usize) -> i64 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        sorted[((sorted.len() - 1) * per_mille / 1000).min(sorted.len() - 1)]
+    }
+
+    async fn drive(
+        a: &NoticesArgs,
+        channel: Channel,
+        store: &EventStore,
+        operator_key: &str,
+        secret_file: &std::path::Path,
+        hooks: std::net::SocketAddr,
+    ) -> anyhow::Result<NoticesReport> {
+        let (merchant_id, _plan, key) =
+            onboard_with_key(&channel, operator_key, rand_digits()).await.context("onboarding the merchant")?;
+        let settings = pb::NotifierSettings {
+            quiet_hours: "none".into(),
+            official_account: Some(pb::WechatChannel {
+                app_id: APP_ID.into(),
+                secret_ref: format!("file:{}", secret_file.display()),
+                templates: [(
+                    "charge_succeeded".to_string(),
+                    pb::WechatTemplate {
+                        template_id: TEMPLATE.into(),
+                        fields: [
+                            ("thing1".to_string(), "{service_name}".to_string()),
+                            ("amount2".to_string(), "{amount}".to_string()),
+                        ]
+                        .into_iter()
+                        .collect(),
+                        page: String::new(),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                per_second_limit: 1_000_000,
+            }),
+            ..Default::default()
+        };
+        NotifierServiceClient::new(channel.clone())
+            .set_notifier_settings(authed(SetNotifierSettingsRequest { settings: Some(settings) }, &key)?)
+            .await
+            .context("SetNotifierSettings")?;
+        WebhooksServiceClient::new(channel.clone())
+            .create_webhook_endpoint(authed(
+                CreateWebhookEndpointRequest {
+                    url: format!("http://{hooks}/hooks"),
+                    event_types: vec!["charge.succeeded".into()],
+                    description: "bench".into(),
+                },
+                &key,
+            )?)
+            .await
+            .context("CreateWebhookEndpoint")?;
+        // The settings and the endpoint reach the notifier through the log: wait for them.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(store, "SELECT COUNT(*) FROM notifier_webhook_endpoints").await? < 1
+            || count(store, "SELECT COUNT(*) FROM notifier_settings").await? < 1
+        {
+            if Instant::now() > deadline {
+                bail!("the notifier did not take in the settings and the endpoint");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // N charges succeeded, one per contract (the contracts themselves are not made: the
+        // notifier takes the payer and merchant from the event).
+        let n = a.notices;
+        let make = |i: usize, at: i64| {
+            let contract = autodebit_domain::ContractId::generate();
+            let charge = autodebit_domain::ChargeId::for_period(contract, 1).to_string();
+            let e = pb::Event {
+                kind: Some(autodebit_proto::EventKind::ChargeSucceeded(pb::ChargeSucceeded {
+                    charge_id: charge.clone(),
+                    contract_id: contract.to_string(),
+                    merchant_id: merchant_id.clone(),
+                    amount: Some(pb::Money { minor_units: 1_990, currency: "CNY".into() }),
+                    provider_transaction_id: format!("4200000000{i:010}"),
+                    succeeded_at_ms: at,
+                    payer_id: format!("payer-{i}"),
+                })),
+            };
+            StreamAppend {
+                stream: format!("charge-{charge}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![codec::encode(e, &Cause::request(format!("bench/{i}")), at)],
+            }
+        };
+
+        // Timed: the events appended one batch of 1,000 after another (each stamped with the
+        // time of its append), then the wait for both senders.
+        let started = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+            let at = now_ms();
+            let batch: Vec<StreamAppend> = chunk.iter().map(|i| make(*i, at)).collect();
+            store.append_many(&batch).await?;
+        }
+        let timeout = Duration::from_secs(a.timeout_secs);
+        let (mut notices_done, mut hooks_done) = (None, None);
+        loop {
+            if notices_done.is_none()
+                && count(store, "SELECT COUNT(*) FROM notifier_outbox WHERE state = 'done'").await? >= n as i64
+            {
+                notices_done = Some(started.elapsed().as_secs_f64());
+            }
+            if hooks_done.is_none()
+                && count(store, "SELECT COUNT(*) FROM notifier_webhook_outbox WHERE state = 'succeeded'").await?
+                    >= n as i64
+            {
+                hooks_done = Some(started.elapsed().as_secs_f64());
+            }
+            if notices_done.is_some() && hooks_done.is_some() {
+                break;
+            }
+            if started.elapsed() > timeout {
+                let q = count(store, "SELECT COUNT(*) FROM notifier_outbox").await?;
+                let d = count(store, "SELECT COUNT(*) FROM notifier_outbox WHERE state = 'done'").await?;
+                let h = count(store, "SELECT COUNT(*) FROM notifier_webhook_outbox WHERE state = 'succeeded'").await?;
+                bail!("after {}s: {q} notices queued, {d} sent, {h} webhooks succeeded of {n}", a.timeout_secs);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let peak_rss_bytes = peak_rss_bytes();
+
+        // Latencies, from the rows.
+        let rows = store
+            .query(
+                "SELECT d.at_ms - n.recorded_at_ms FROM notifier_deliveries d
+                 JOIN notifier_notices n ON n.notice_id = d.notice_id WHERE d.outcome = $1",
+                &[autodebit_eventstore::Value::Int(pb::DeliveryOutcome::Sent as i64)],
+            )
+            .await?;
+        let mut lat: Vec<i64> = rows.iter().filter_map(|r| r.i64(0)).collect();
+        lat.sort_unstable();
+        anyhow::ensure!(lat.len() >= n, "{} notices recorded as sent of {n}", lat.len());
+        let rows = store
+            .query("SELECT payload, next_at_ms FROM notifier_webhook_outbox WHERE state = 'succeeded'", &[])
+            .await?;
+        let mut hook_lat: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r.text(0)?).ok()?;
+                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?.timestamp_millis();
+                Some(r.i64(1)? - at)
+            })
+            .collect();
+        hook_lat.sort_unstable();
+
+        // The store's ceiling, same run.
+        let shaped: Vec<Vec<StreamAppend>> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(1_000)
+            .map(|c| {
+                c.iter()
+                    .map(|i| StreamAppend {
+                        stream: format!("ceiling-{i}"),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![event(*i)],
+                    })
+                    .collect()
+            })
+            .collect();
+        let ceiling = timed_batches(shaped, 1, &ProgressBar::hidden(), {
+            let store = store.clone();
+            move |b| {
+                let store = store.clone();
+                async move {
+                    store.append_many(&b).await?;
+                    anyhow::Ok(())
+                }
+            }
+        })
+        .await?;
+
+        let nps = n as f64 / notices_done.unwrap_or(seconds);
+        Ok(NoticesReport {
+            backend: "sqlite",
+            notices: n,
+            notices_per_second: nps.round(),
+            webhook_deliveries_per_second: (n as f64 / hooks_done.unwrap_or(seconds)).round(),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            p50_ms: quantile(&lat, 500),
+            p99_ms: quantile(&lat, 990),
+            webhook_p99_ms: quantile(&hook_lat, 990),
+            wechat_messages: 0,
+            webhooks_received: 0,
+            peak_rss_bytes,
+            append_events_per_second: ceiling.round(),
+            ratio_to_append: (nps / ceiling * 1000.0).round() / 1000.0,
+        })
     }
 }

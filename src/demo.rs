@@ -129,6 +129,16 @@ pub(crate) async fn onboard(channel: &Channel, operator_key: &str) -> anyhow::Re
 
 /// `onboard`, the merchant's credit code ending in `digits` (six of them).
 async fn onboard_as(channel: &Channel, operator_key: &str, digits: u64) -> anyhow::Result<(String, String)> {
+    let (merchant_id, plan_id, _) = onboard_with_key(channel, operator_key, digits).await?;
+    Ok((merchant_id, plan_id))
+}
+
+/// `onboard_as`, also returning the merchant's API key.
+pub(crate) async fn onboard_with_key(
+    channel: &Channel,
+    operator_key: &str,
+    digits: u64,
+) -> anyhow::Result<(String, String, String)> {
     use autodebit_proto::contracts::v1::{
         ApplyMerchantRequest, CreatePlanRequest, ReviewAction, ReviewMerchantRequest,
         merchants_service_client::MerchantsServiceClient, plans_service_client::PlansServiceClient,
@@ -189,7 +199,7 @@ async fn onboard_as(channel: &Channel, operator_key: &str, digits: u64) -> anyho
         .into_inner()
         .plan
         .context("no plan")?;
-    Ok((applied.merchant_id, plan.plan_id))
+    Ok((applied.merchant_id, plan.plan_id, key))
 }
 
 /// The import of payer `i`'s monthly contract of `fen` on `plan_id` (idempotency key and
@@ -207,7 +217,7 @@ pub(crate) fn import_request(merchant_id: &str, plan_id: &str, label: &str, i: i
 }
 
 /// Six digits that differ between runs, so repeated benchmarks on one database onboard afresh.
-fn rand_digits() -> u64 {
+pub(crate) fn rand_digits() -> u64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as u64
 }
 

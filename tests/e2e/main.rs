@@ -24,6 +24,7 @@ mod log_fixture;
 mod mock_wechatpay;
 mod modifications;
 mod notices;
+mod notices_crash;
 mod readme;
 mod refunds;
 mod run_sqlite;

@@ -25,6 +25,7 @@ pub struct Endpoints {
 pub use crate::support::{OPERATOR as OPERATOR_KEY, authed};
 
 /// An onboarded merchant: approved, with an API key and a monthly plan (cap 500.00 CNY).
+#[derive(Clone)]
 pub struct Merchant {
     pub merchant_id: String,
     pub api_key: String,

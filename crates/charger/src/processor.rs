@@ -153,11 +153,25 @@ fn attempt_of(d: &Decoded) -> Option<Charge> {
 pub struct ProviderNotices {
     providers: Arc<Providers>,
     store: autodebit_eventstore::EventStore,
+    clock: autodebit_runtime::PlatformClock,
+}
+
+/// What telling the provider came to: the contract it deleted, the pre-debit notice's delivery
+/// on the provider's channel (recorded in the stream `provider-notice-<charge>`, which the
+/// notifier lists with the payer's notice).
+#[derive(Default)]
+pub struct Told {
+    deleted: Option<String>,
+    delivery: Option<(String, autodebit_proto::events::v1::NoticeDeliveryRecorded)>,
 }
 
 impl ProviderNotices {
-    pub fn new(providers: Arc<Providers>, store: autodebit_eventstore::EventStore) -> Self {
-        ProviderNotices { providers, store }
+    pub fn new(
+        providers: Arc<Providers>,
+        store: autodebit_eventstore::EventStore,
+        clock: autodebit_runtime::PlatformClock,
+    ) -> Self {
+        ProviderNotices { providers, store, clock }
     }
 
     /// The merchant and WeChat Pay contract id of a contract signed at WeChat Pay.
@@ -184,8 +198,8 @@ where
 }
 
 impl Processor for ProviderNotices {
-    /// The contracts deleted at the provider.
-    type Prepared = Vec<String>;
+    /// What each event's telling came to.
+    type Prepared = Vec<Told>;
 
     fn name(&self) -> &'static str {
         "charger.provider_notices"
@@ -195,20 +209,27 @@ impl Processor for ProviderNotices {
         &["PreDebitNoticeIssued", "ContractTerminated", "ProviderContractChanged"]
     }
 
-    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<String>> {
+    async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Vec<Told>> {
         use futures::StreamExt;
-        let calls: Vec<autodebit_provider::BoxFuture<'_, anyhow::Result<Option<String>>>> =
+        let calls: Vec<autodebit_provider::BoxFuture<'_, anyhow::Result<Told>>> =
             events.iter().map(|d| Box::pin(self.tell(d)) as autodebit_provider::BoxFuture<'_, _>).collect();
-        let told: Vec<anyhow::Result<Option<String>>> =
-            futures::stream::iter(calls).buffer_unordered(PROVIDER_NOTICES_IN_FLIGHT).collect().await;
-        let mut deleted = Vec::new();
-        for t in told {
-            deleted.extend(t?);
-        }
-        Ok(deleted)
+        let told: Vec<anyhow::Result<Told>> =
+            futures::stream::iter(calls).buffered(PROVIDER_NOTICES_IN_FLIGHT).collect().await;
+        told.into_iter().collect()
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded], deleted: Vec<String>) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], told: Vec<Told>) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut deleted = Vec::new();
+        for (d, t) in events.iter().zip(told) {
+            deleted.extend(t.deleted);
+            if let Some((stream, delivery)) = t.delivery {
+                let event = autodebit_proto::events::v1::Event { kind: Some(EventKind::NoticeDeliveryRecorded(delivery)) };
+                let cause = codec::Cause::of(d);
+                tx.append(&stream, autodebit_eventstore::ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
+                    .await?;
+            }
+        }
         // What WeChat Pay's notices said (through the contracts service): the contract's id
         // there, which deductions name, and whether WeChat Pay still holds it.
         for d in events {
@@ -227,8 +248,8 @@ impl Processor for ProviderNotices {
 const PROVIDER_NOTICES_IN_FLIGHT: usize = 64;
 
 impl ProviderNotices {
-    /// Tells the provider of one event; the contract it deleted, if any.
-    async fn tell(&self, d: &Decoded) -> anyhow::Result<Option<String>> {
+    /// Tells the provider of one event.
+    async fn tell(&self, d: &Decoded) -> anyhow::Result<Told> {
         match &d.kind {
             EventKind::PreDebitNoticeIssued(n) => {
                 let (Ok(merchant_id), Ok(contract_id), Ok(amount)) = (
@@ -236,7 +257,7 @@ impl ProviderNotices {
                     ContractId::parse(&n.contract_id),
                     codec::money_from_pb(n.estimated_amount.as_ref()),
                 ) else {
-                    return Ok(None);
+                    return Ok(Told::default());
                 };
                 let provider = self.providers.for_merchant(merchant_id.as_str());
                 // Only WeChat Pay knows contracts by an id of its own.
@@ -254,22 +275,35 @@ impl ProviderNotices {
                     &[("provider", provider.name()), ("outcome", outcome)],
                     1,
                 );
-                Ok(None)
+                use autodebit_proto::events::v1 as pb;
+                let delivery = pb::NoticeDeliveryRecorded {
+                    notice_id: autodebit_domain::notice::notice_id(&n.contract_id, &d.meta.event_id),
+                    merchant_id: n.merchant_id.clone(),
+                    contract_id: n.contract_id.clone(),
+                    kind: pb::NoticeKind::PreDebit as i32,
+                    channel: provider.name().to_string(),
+                    outcome: if ok { pb::DeliveryOutcome::Sent } else { pb::DeliveryOutcome::Failed } as i32,
+                    provider_message_id: String::new(),
+                    detail: if ok { String::new() } else { "the provider refused or could not be reached".into() },
+                    attempt: 1,
+                    at_ms: self.clock.now_ms(),
+                };
+                Ok(Told { deleted: None, delivery: Some((format!("provider-notice-{}", n.charge_id), delivery)) })
             }
             // Ended by the provider itself: nothing to tell it.
             EventKind::ContractTerminated(t)
                 if t.mode == autodebit_proto::events::v1::TerminationMode::Provider as i32 =>
             {
-                Ok(None)
+                Ok(Told::default())
             }
             EventKind::ContractTerminated(t) => {
                 let Some((merchant, provider_contract_id)) = self.signed_at_provider(&t.contract_id).await? else {
-                    return Ok(None);
+                    return Ok(Told::default());
                 };
                 let (Ok(merchant_id), Ok(contract_id)) =
                     (MerchantId::parse(&merchant), ContractId::parse(&t.contract_id))
                 else {
-                    return Ok(None);
+                    return Ok(Told::default());
                 };
                 let provider = self.providers.for_merchant(&merchant);
                 let termination = autodebit_provider::Termination {
@@ -279,9 +313,9 @@ impl ProviderNotices {
                     remark: if t.remark.is_empty() { "terminated".into() } else { t.remark.clone() },
                 };
                 let ok = with_tries("contract deletion", || provider.terminate(&termination)).await;
-                Ok(ok.then(|| t.contract_id.clone()))
+                Ok(Told { deleted: ok.then(|| t.contract_id.clone()), delivery: None })
             }
-            _ => Ok(None),
+            _ => Ok(Told::default()),
         }
     }
 }

@@ -132,7 +132,19 @@ impl Processor for NoticeWriter {
             "RefundFailed",
             "VerificationCodeIssued",
             "WebhookEndpointDisabled",
+            "NoticeDeliveryRecorded",
         ]
+    }
+
+    /// Of deliveries, only those the charger records of the provider's own pre-debit notice
+    /// (the notifier's own it records as it makes them).
+    fn wants(&self, kind: &EventKind) -> bool {
+        match kind {
+            EventKind::NoticeDeliveryRecorded(n) => {
+                autodebit_domain::notice::Channel::from_name(&n.channel).is_none()
+            }
+            _ => true,
+        }
     }
 
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Prepared> {
@@ -172,6 +184,23 @@ impl Processor for NoticeWriter {
         let Prepared { now, wanted, signed, names } = p;
         store::save_contracts(tx, &signed).await?;
         store::save_merchant_names(tx, &names).await?;
+        // The provider's pre-debit notices, as the charger recorded them: deliveries of the
+        // payer's pre-debit notice on the provider's channel.
+        let provider_deliveries: Vec<serde_json::Value> = events
+            .iter()
+            .filter_map(|d| match &d.kind {
+                EventKind::NoticeDeliveryRecorded(n) if d.stream.starts_with("provider-notice-") => Some(serde_json::json!([
+                    n.notice_id,
+                    n.channel,
+                    n.outcome as i64,
+                    n.provider_message_id,
+                    n.detail,
+                    n.at_ms
+                ])),
+                _ => None,
+            })
+            .collect();
+        store::insert_deliveries(tx, provider_deliveries).await?;
 
         // What the events do not carry: each contract's merchant, payer, phone, language.
         let mut contract_ids: Vec<String> = wanted.iter().map(|(_, w)| w.contract_id.clone()).collect();

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use crate::store::{self, NoticeRow};
 
-const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2c0b_51f4_8d7e_4a9b_a3c6_71e0_94d2_5f18);
 
 /// Why notices could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +89,8 @@ pub(crate) fn signed_terms(s: &pb::ContractSigned, plan: Option<&pb::PlanTerms>)
     }
 }
 
-/// A notice's id, one per causing event whatever happens. It leads with its contract id's
-/// first eight bytes, as charge ids do, so that a billing run's notices (issued about in
-/// contract order) land next to each other in the notices table and the stream index instead
-/// of at random places.
+pub(crate) use autodebit_domain::notice::notice_id;
+
 /// A notice kind as the log has it.
 pub fn kind_to_pb(k: NoticeKind) -> pb::NoticeKind {
     use pb::NoticeKind as P;
@@ -118,14 +115,6 @@ pub fn kind_to_pb(k: NoticeKind) -> pb::NoticeKind {
 /// The notice kind a logged number stands for.
 pub fn kind_from_pb(k: i32) -> Option<NoticeKind> {
     NoticeKind::ALL.into_iter().find(|n| kind_to_pb(*n) as i32 == k)
-}
-
-pub(crate) fn notice_id(contract_id: &str, event_id: &str) -> String {
-    let mut b = *uuid::Uuid::new_v5(&NAMESPACE, event_id.as_bytes()).as_bytes();
-    if let Ok(contract) = autodebit_domain::ContractId::parse(contract_id) {
-        b[..8].copy_from_slice(&contract.leading_bytes());
-    }
-    format!("nt_{}", uuid::Uuid::from_bytes(b).simple())
 }
 
 #[cfg(test)]
