@@ -267,8 +267,7 @@ async fn an_announced_charge_goes_out_as_announced(backend: Backend) {
     assert_eq!(charged(&ch, &id, 2).await, 2_500);
     assert_eq!(charged(&ch, &id, 3).await, 3_000);
     let ahead = notices(&ch, &id, NoticeKind::PreDebit, 2).await;
-    let amounts: Vec<bool> =
-        ["¥25.00", "¥30.00"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect();
+    let amounts: Vec<bool> = ["¥25.00", "¥30.00"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect();
     assert_eq!(amounts, vec![true, true], "each charge announced at what it took: {ahead:?}");
 }
 

@@ -90,7 +90,10 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     let dispatch = worker::attempts::spawn(platform.clone(), providers.clone(), config.concurrency);
     spawn_follower(platform, processor::AttemptStarter::new(providers.clone(), platform.clock.clone(), dispatch));
     spawn_follower(platform, KeyFollower { name: "charger.keys", table: "charger_api_keys" });
-    spawn_follower(platform, processor::ProviderNotices::new(providers.clone(), platform.store.clone(), platform.clock.clone()));
+    spawn_follower(
+        platform,
+        processor::ProviderNotices::new(providers.clone(), platform.store.clone(), platform.clock.clone()),
+    );
     worker::refunds::spawn(platform.clone(), providers);
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
     let http = api::callbacks::routes(

@@ -224,7 +224,8 @@ impl Processor for ProviderNotices {
         for (d, t) in events.iter().zip(told) {
             deleted.extend(t.deleted);
             if let Some((stream, delivery)) = t.delivery {
-                let event = autodebit_proto::events::v1::Event { kind: Some(EventKind::NoticeDeliveryRecorded(delivery)) };
+                let event =
+                    autodebit_proto::events::v1::Event { kind: Some(EventKind::NoticeDeliveryRecorded(delivery)) };
                 let cause = codec::Cause::of(d);
                 tx.append(&stream, autodebit_eventstore::ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
                     .await?;

@@ -136,7 +136,9 @@ impl NoticeKind {
             (NoticeKind::PreDebit, Language::En) => {
                 "Reminder: {service_name} will charge {amount} on {charge_time}. To cancel before then: {link}"
             }
-            (NoticeKind::ChargeSucceeded, Language::ZhCn) => "{service_name}已于 {time} 自动扣款 {amount}。账单：{link}",
+            (NoticeKind::ChargeSucceeded, Language::ZhCn) => {
+                "{service_name}已于 {time} 自动扣款 {amount}。账单：{link}"
+            }
             (NoticeKind::ChargeSucceeded, Language::En) => {
                 "{service_name} charged {amount} on {time}. Your bill: {link}"
             }
@@ -174,7 +176,9 @@ impl NoticeKind {
             (NoticeKind::ContractExpiring, Language::En) => {
                 "Your {service_name} automatic payment agreement ends on {expiry_time}; no charges after that. Details: {link}"
             }
-            (NoticeKind::ContractExpired, Language::ZhCn) => "{service_name}自动扣费协议已到期，此后不会再扣款。详情：{link}",
+            (NoticeKind::ContractExpired, Language::ZhCn) => {
+                "{service_name}自动扣费协议已到期，此后不会再扣款。详情：{link}"
+            }
             (NoticeKind::ContractExpired, Language::En) => {
                 "Your {service_name} automatic payment agreement has ended; there will be no more charges. Details: {link}"
             }
@@ -191,7 +195,9 @@ impl NoticeKind {
                 "Your {service_name} automatic payment agreement has not been used since {idle_since}; unless it is used it will be cancelled: {link}"
             }
             (NoticeKind::RefundSucceeded, Language::ZhCn) => "{service_name}已于 {time} 退款 {amount}。详情：{link}",
-            (NoticeKind::RefundSucceeded, Language::En) => "{service_name} refunded {amount} on {time}. Details: {link}",
+            (NoticeKind::RefundSucceeded, Language::En) => {
+                "{service_name} refunded {amount} on {time}. Details: {link}"
+            }
             (NoticeKind::VerificationCode, Language::ZhCn) => {
                 "【{merchant_name}】您正在开通{service_name}自动扣费，验证码 {code}，{minutes} 分钟内有效。如非本人操作请忽略。"
             }
@@ -423,9 +429,8 @@ impl QuietHours {
             return Ok(None);
         }
         let (a, b) = s.split_once('-').ok_or_else(|| format!("`{s}` is not HH:MM-HH:MM"))?;
-        let time = |t: &str| {
-            NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| format!("`{t}` is not a time HH:MM"))
-        };
+        let time =
+            |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| format!("`{t}` is not a time HH:MM"));
         let (start, end) = (time(a)?, time(b)?);
         if start == end {
             return Err(format!("`{s}` is empty; use \"none\" for no quiet hours"));
@@ -496,8 +501,7 @@ mod tests {
     #[test]
     fn rendering_fills_placeholders_and_keeps_escaped_braces() {
         let fields: BTreeMap<String, String> =
-            [("amount".to_string(), "¥12.50".to_string()), ("time".to_string(), "2026-03-01 09:00".to_string())]
-                .into();
+            [("amount".to_string(), "¥12.50".to_string()), ("time".to_string(), "2026-03-01 09:00".to_string())].into();
         assert_eq!(render("{{paid}} {amount} at { time }, {link}", &fields), "{paid} ¥12.50 at 2026-03-01 09:00, ");
         assert_eq!(render("a } b", &fields), "a } b");
     }

@@ -47,12 +47,26 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone)]
 pub enum EndpointCommand {
-    Create { endpoint_id: String, merchant_id: String, url: String, event_types: Vec<String>, description: String },
-    Update { url: String, event_types: Vec<String>, description: String, enabled: bool },
+    Create {
+        endpoint_id: String,
+        merchant_id: String,
+        url: String,
+        event_types: Vec<String>,
+        description: String,
+    },
+    Update {
+        url: String,
+        event_types: Vec<String>,
+        description: String,
+        enabled: bool,
+    },
     Delete,
     RotateSecret,
     /// Turned off by the platform after failing every delivery since `failing_since`.
-    Disable { reason: String, failing_since: Timestamp },
+    Disable {
+        reason: String,
+        failing_since: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

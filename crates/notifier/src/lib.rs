@@ -65,7 +65,13 @@ pub async fn start(platform: &Platform, config: NotifierConfig) -> anyhow::Resul
     platform.store.migrate(&store::MIGRATIONS).await?;
     let key = match &config.webhook_key {
         Some(k) => k.clone(),
-        None => store::webhook_key(&platform.store, &format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?,
+        None => {
+            store::webhook_key(
+                &platform.store,
+                &format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+            )
+            .await?
+        }
     };
     let hooks = app::webhooks::Webhooks::new(platform.clone(), key.into_bytes(), config.allow_loopback_webhooks);
     let queued = Arc::new(tokio::sync::Notify::new());
@@ -85,8 +91,12 @@ pub async fn start(platform: &Platform, config: NotifierConfig) -> anyhow::Resul
     );
     spawn_follower(platform, KeyFollower { name: "notifier.keys", table: "notifier_api_keys" });
     worker::notices::spawn(platform.clone(), channels, queued.clone());
-    worker::webhooks::spawn(hooks.clone(), webhooks::send::WebhookSender::new(config.allow_loopback_webhooks)
-        .map_err(|e| anyhow::anyhow!("building the webhook sender: {e}"))?, queued);
+    worker::webhooks::spawn(
+        hooks.clone(),
+        webhooks::send::WebhookSender::new(config.allow_loopback_webhooks)
+            .map_err(|e| anyhow::anyhow!("building the webhook sender: {e}"))?,
+        queued,
+    );
     let routes = autodebit_runtime::grpc::routes_for(NotifierServiceServer::new(api::NotifierApi::new(
         platform.clone(),
         config.public_url.trim_end_matches('/').to_string(),

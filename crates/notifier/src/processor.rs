@@ -21,9 +21,9 @@ use autodebit_runtime::{Decoded, PlatformClock, Processor};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// Notices and webhooks of events older than this when first read are neither recorded nor
-/// queued: reading the log again after an import must not replay a payer's or a merchant's
-/// history at them (nor tell of old events in notice kinds added since).
+/// Webhooks of events older than this when first read are not queued: reading the log again
+/// after an import must not replay a merchant's history at its endpoints. (Notices need no such
+/// rule: a notice recorded before is found by its id and not told again.)
 const HORIZON_MS: i64 = 3 * 86_400_000;
 
 pub struct NoticeWriter {
@@ -140,9 +140,7 @@ impl Processor for NoticeWriter {
     /// (the notifier's own it records as it makes them).
     fn wants(&self, kind: &EventKind) -> bool {
         match kind {
-            EventKind::NoticeDeliveryRecorded(n) => {
-                autodebit_domain::notice::Channel::from_name(&n.channel).is_none()
-            }
+            EventKind::NoticeDeliveryRecorded(n) => autodebit_domain::notice::Channel::from_name(&n.channel).is_none(),
             _ => true,
         }
     }
@@ -189,14 +187,16 @@ impl Processor for NoticeWriter {
         let provider_deliveries: Vec<serde_json::Value> = events
             .iter()
             .filter_map(|d| match &d.kind {
-                EventKind::NoticeDeliveryRecorded(n) if d.stream.starts_with("provider-notice-") => Some(serde_json::json!([
-                    n.notice_id,
-                    n.channel,
-                    n.outcome as i64,
-                    n.provider_message_id,
-                    n.detail,
-                    n.at_ms
-                ])),
+                EventKind::NoticeDeliveryRecorded(n) if d.stream.starts_with("provider-notice-") => {
+                    Some(serde_json::json!([
+                        n.notice_id,
+                        n.channel,
+                        n.outcome as i64,
+                        n.provider_message_id,
+                        n.detail,
+                        n.at_ms
+                    ]))
+                }
                 _ => None,
             })
             .collect();
@@ -244,11 +244,6 @@ impl Processor for NoticeWriter {
         for (i, w) in wanted {
             let d = &events[i];
             let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
-            if now - at > HORIZON_MS {
-                // Only a notice recorded back then is kept (in the table, from its event).
-                recorded_before.push(notice_id(&w.contract_id, &d.meta.event_id));
-                continue;
-            }
             let contract = contracts.get(&w.contract_id);
             let merchant_id = merchant_of(&w.merchant_id, &w.contract_id);
             let payer = if w.payer_id.is_empty() {
@@ -264,11 +259,8 @@ impl Processor for NoticeWriter {
                 .into_iter()
                 .find_map(Language::parse)
                 .unwrap_or(view.language);
-            let zone = if !view.settings.time_zone.is_empty() {
-                view.settings.time_zone.clone()
-            } else {
-                w.time_zone.clone()
-            };
+            let zone =
+                if !view.settings.time_zone.is_empty() { view.settings.time_zone.clone() } else { w.time_zone.clone() };
             let phone = if w.phone.is_empty() {
                 contract.map(|c| c.phone.clone()).unwrap_or_default()
             } else {
@@ -359,7 +351,8 @@ impl Processor for NoticeWriter {
         // A notice recorded before keeps the row its event says, as it was told.
         for id in recorded_before {
             let recorded = tx.read_stream(&format!("notice-{id}"), 0).await?;
-            let Some(EventKind::NoticeRecorded(n)) = recorded.into_iter().filter_map(codec::decode).map(|d| d.kind).next()
+            let Some(EventKind::NoticeRecorded(n)) =
+                recorded.into_iter().filter_map(codec::decode).map(|d| d.kind).next()
             else {
                 continue;
             };
@@ -415,16 +408,15 @@ impl Processor for NoticeWriter {
             let Some((conversions, contract_id, cause)) = compose::conversion_of(&d.kind) else { continue };
             let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
             for &conversion in conversions {
-            let kinds: Vec<i64> =
-                NoticeKind::converted_by(conversion).iter().map(|k| crate::app::kind_to_pb(*k) as i64).collect();
-            let from = at - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
-            let Some(n) = store::last_convertible(tx, contract_id, &kinds, from, at).await? else { continue };
-            if !converted.insert(n.notice_id.clone()) {
-                continue;
-            }
-            store::mark_converted(tx, &n.notice_id, at).await?;
-            let event = pb::Event {
-                kind: Some(EventKind::NoticeConverted(pb::NoticeConverted {
+                let kinds: Vec<i64> =
+                    NoticeKind::converted_by(conversion).iter().map(|k| crate::app::kind_to_pb(*k) as i64).collect();
+                let from = at - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
+                let Some(n) = store::last_convertible(tx, contract_id, &kinds, from, at).await? else { continue };
+                if !converted.insert(n.notice_id.clone()) {
+                    continue;
+                }
+                store::mark_converted(tx, &n.notice_id, at).await?;
+                let converted_event = EventKind::NoticeConverted(pb::NoticeConverted {
                     notice_id: n.notice_id.clone(),
                     merchant_id: n.merchant_id.clone(),
                     contract_id: n.contract_id.clone(),
@@ -433,10 +425,8 @@ impl Processor for NoticeWriter {
                     conversion: conversion.name().to_string(),
                     cause: cause.to_string(),
                     at_ms: at,
-                })),
-            };
-            tx.append(&format!("notice-{}", n.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &Cause::of(d), now)])
-                .await?;
+                });
+                store::append_to_notice(tx, &n.notice_id, converted_event, &Cause::of(d), now).await?;
             }
         }
         Ok(())

@@ -545,3 +545,18 @@ pub async fn take_early_receipts(
     )
     .await
 }
+
+/// Appends `kind` to the stream of notice `notice_id` (after its `NoticeRecorded` and whatever
+/// followed it).
+pub async fn append_to_notice(
+    tx: &mut Tx,
+    notice_id: &str,
+    kind: autodebit_proto::EventKind,
+    cause: &autodebit_runtime::codec::Cause,
+    now: i64,
+) -> Result<(), StoreError> {
+    let event = autodebit_proto::events::v1::Event { kind: Some(kind) };
+    let encoded = autodebit_runtime::codec::encode(event, cause, now);
+    tx.append(&format!("notice-{notice_id}"), autodebit_eventstore::ExpectedVersion::Any, vec![encoded]).await?;
+    Ok(())
+}

@@ -5,11 +5,10 @@
 //!   a receipt of the notice it was for (`app::receipts`).
 use crate::channels::sms::{STATUS_CALLBACK_ANSWER, parse_status_reports};
 use crate::store;
-use autodebit_eventstore::ExpectedVersion;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::Platform;
-use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::codec::Cause;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -29,7 +28,9 @@ fn escape(s: &str) -> String {
 async fn open(State(p): State<Platform>, Path(token): Path<String>) -> Response {
     let notice = match store::notice_by_token(&p.store, &token).await {
         Ok(Some(n)) => n,
-        Ok(None) => return (StatusCode::NOT_FOUND, Html("<!doctype html><p>This link is not known.</p>")).into_response(),
+        Ok(None) => {
+            return (StatusCode::NOT_FOUND, Html("<!doctype html><p>This link is not known.</p>")).into_response();
+        }
         Err(e) => {
             tracing::error!(error = %e, "reading a notice's link failed");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -39,19 +40,16 @@ async fn open(State(p): State<Platform>, Path(token): Path<String>) -> Response 
     let recorded = async {
         let mut tx = p.store.begin().await?;
         if store::mark_opened(&mut tx, &notice.notice_id, now).await? {
-            let event = pb::Event {
-                kind: Some(EventKind::NoticeOpened(pb::NoticeOpened {
-                    notice_id: notice.notice_id.clone(),
-                    merchant_id: notice.merchant_id.clone(),
-                    contract_id: notice.contract_id.clone(),
-                    kind: notice.kind as i32,
-                    channel: notice.channel.clone(),
-                    at_ms: now,
-                })),
-            };
+            let opened = EventKind::NoticeOpened(pb::NoticeOpened {
+                notice_id: notice.notice_id.clone(),
+                merchant_id: notice.merchant_id.clone(),
+                contract_id: notice.contract_id.clone(),
+                kind: notice.kind as i32,
+                channel: notice.channel.clone(),
+                at_ms: now,
+            });
             let cause = Cause::request(format!("open/{}", notice.notice_id));
-            tx.append(&format!("notice-{}", notice.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
-                .await?;
+            store::append_to_notice(&mut tx, &notice.notice_id, opened, &cause, now).await?;
         }
         tx.commit().await
     };
@@ -77,7 +75,8 @@ async fn sms_reports(State(p): State<Platform>, body: axum::body::Bytes) -> Resp
     let now = p.clock.now_ms();
     let recorded = async {
         for r in reports {
-            let detail = if r.description.is_empty() { r.code.clone() } else { format!("{}: {}", r.code, r.description) };
+            let detail =
+                if r.description.is_empty() { r.code.clone() } else { format!("{}: {}", r.code, r.description) };
             let receipt = crate::store::EarlyReceipt {
                 channel: "sms".into(),
                 provider_message_id: r.serial_no,

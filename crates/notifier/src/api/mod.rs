@@ -61,7 +61,9 @@ fn notice_to_pb(n: NoticeRow, deliveries: Vec<DeliveryRow>, public_url: &str) ->
 fn merchant(who: &Principal) -> Result<String, Status> {
     match who {
         Principal::Merchant(m) => Ok(m.to_string()),
-        Principal::Operator => Err(Status::permission_denied("notifier settings are a merchant's own: call with its key")),
+        Principal::Operator => {
+            Err(Status::permission_denied("notifier settings are a merchant's own: call with its key"))
+        }
     }
 }
 

@@ -40,7 +40,9 @@ impl From<HookError> for Status {
 fn merchant(who: &Principal) -> Result<String, Status> {
     match who {
         Principal::Merchant(m) => Ok(m.to_string()),
-        Principal::Operator => Err(Status::permission_denied("webhook endpoints are a merchant's own: call with its key")),
+        Principal::Operator => {
+            Err(Status::permission_denied("webhook endpoints are a merchant's own: call with its key"))
+        }
     }
 }
 
@@ -95,10 +97,7 @@ impl WebhooksService for WebhooksApi {
             return Err(invalid("url", "required"));
         }
         let (e, secret) = self.hooks.create(&m, &r.url, r.event_types, r.description).await?;
-        Ok(Response::new(pb::CreateWebhookEndpointResponse {
-            endpoint: Some(from_state(&e)),
-            secret: secret.format(),
-        }))
+        Ok(Response::new(pb::CreateWebhookEndpointResponse { endpoint: Some(from_state(&e)), secret: secret.format() }))
     }
 
     async fn list_webhook_endpoints(
@@ -170,7 +169,9 @@ impl WebhooksService for WebhooksApi {
             )
             .await
             .map_err(store_error)?;
-        Ok(Response::new(pb::ListWebhookDeliveriesResponse { deliveries: rows.into_iter().map(delivery_to_pb).collect() }))
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: rows.into_iter().map(delivery_to_pb).collect(),
+        }))
     }
 
     async fn redeliver_webhook(
@@ -206,7 +207,9 @@ impl WebhooksService for WebhooksApi {
                 .map_err(store_error)?;
             return match known.into_iter().next() {
                 None => Err(Status::not_found(HookError::NoDelivery.to_string())),
-                Some(d) if d.state == "sending" => Ok(Response::new(pb::RedeliverWebhookResponse { delivery: Some(delivery_to_pb(d)) })),
+                Some(d) if d.state == "sending" => {
+                    Ok(Response::new(pb::RedeliverWebhookResponse { delivery: Some(delivery_to_pb(d)) }))
+                }
                 Some(_) => Err(Status::failed_precondition("delivery_id: its endpoint is disabled or deleted")),
             };
         };

@@ -110,9 +110,7 @@ pub fn notice_for(event: &EventKind, terms: impl FnOnce(&pb::ContractSigned) -> 
             w
         }
         EventKind::ContractExpired(e) => wanted(NoticeKind::ContractExpired, "", &e.payer_id, &e.contract_id, ""),
-        EventKind::ContractTerminated(t) => {
-            wanted(NoticeKind::ContractTerminated, "", &t.payer_id, &t.contract_id, "")
-        }
+        EventKind::ContractTerminated(t) => wanted(NoticeKind::ContractTerminated, "", &t.payer_id, &t.contract_id, ""),
         EventKind::ContractZombieFlagged(z) => {
             let mut w = wanted(NoticeKind::ContractZombie, "", &z.payer_id, &z.contract_id, "");
             w.fields.push(("idle_since", Time(z.idle_since_ms)));
@@ -371,7 +369,10 @@ mod tests {
         });
         let w = notice_for(&failed, |_| String::new()).unwrap();
         assert_eq!(w.kind, NoticeKind::ChargeFailed);
-        assert_eq!(w.fields.iter().find(|(n, _)| *n == "reason").map(|(_, f)| format!("{f:?}")).unwrap(), "Text(\"NOTENOUGH\")");
+        assert_eq!(
+            w.fields.iter().find(|(n, _)| *n == "reason").map(|(_, f)| format!("{f:?}")).unwrap(),
+            "Text(\"NOTENOUGH\")"
+        );
         let (ty, merchant, contract, data) = webhook_for(&failed).unwrap();
         assert_eq!((ty, merchant, contract), ("charge.failed", "m_1", "ct_1"));
         assert_eq!(data["amount"]["minor_units"], 990);

@@ -6,10 +6,10 @@ pub mod receipts;
 pub mod settings;
 pub mod webhooks;
 use autodebit_domain::ContractId;
+use autodebit_domain::notice::NoticeKind;
 use autodebit_domain::plan::{AmountType, ChargeMode};
 use autodebit_domain::terms::Terms;
 use autodebit_eventstore::{EventStore, StoreError};
-use autodebit_domain::notice::NoticeKind;
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::auth::Principal;
 use autodebit_runtime::codec;
@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::store::{self, NoticeRow};
-
 
 /// Why notices could not be read.
 #[derive(Debug, thiserror::Error)]

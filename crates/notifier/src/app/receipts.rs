@@ -4,10 +4,10 @@
 //! recorded (Tencent reports as soon as it accepts a message) is kept and applied by the
 //! sender when it records the send; either side takes it from the table, so it applies once.
 use crate::store::{self, EarlyReceipt, NoticeRow};
-use autodebit_eventstore::{ExpectedVersion, StoreError, Tx};
+use autodebit_eventstore::{StoreError, Tx};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
-use autodebit_runtime::codec::{self, Cause};
+use autodebit_runtime::codec::Cause;
 
 /// Records `r` against `n` inside `tx`.
 pub async fn apply(tx: &mut Tx, n: &NoticeRow, r: &EarlyReceipt, now: i64) -> Result<(), StoreError> {
@@ -20,23 +20,20 @@ pub async fn apply(tx: &mut Tx, n: &NoticeRow, r: &EarlyReceipt, now: i64) -> Re
     .await?;
     let state = if delivered { "delivered" } else { "undelivered" };
     store::set_notice_states(tx, vec![serde_json::json!([n.notice_id, state, ""])]).await?;
-    let event = pb::Event {
-        kind: Some(EventKind::NoticeDeliveryRecorded(pb::NoticeDeliveryRecorded {
-            notice_id: n.notice_id.clone(),
-            merchant_id: n.merchant_id.clone(),
-            contract_id: n.contract_id.clone(),
-            kind: n.kind as i32,
-            channel: r.channel.clone(),
-            outcome: outcome as i32,
-            provider_message_id: r.provider_message_id.clone(),
-            detail: r.detail.clone(),
-            attempt: 0,
-            at_ms: r.at_ms,
-        })),
-    };
+    let receipt = EventKind::NoticeDeliveryRecorded(pb::NoticeDeliveryRecorded {
+        notice_id: n.notice_id.clone(),
+        merchant_id: n.merchant_id.clone(),
+        contract_id: n.contract_id.clone(),
+        kind: n.kind as i32,
+        channel: r.channel.clone(),
+        outcome: outcome as i32,
+        provider_message_id: r.provider_message_id.clone(),
+        detail: r.detail.clone(),
+        attempt: 0,
+        at_ms: r.at_ms,
+    });
     let cause = Cause::request(format!("receipt/{}/{}", r.channel, r.provider_message_id));
-    tx.append(&format!("notice-{}", n.notice_id), ExpectedVersion::Any, vec![codec::encode(event, &cause, now)])
-        .await?;
+    store::append_to_notice(tx, &n.notice_id, receipt, &cause, now).await?;
     Ok(())
 }
 

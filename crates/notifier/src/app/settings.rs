@@ -123,7 +123,8 @@ impl Aggregate for MerchantNotices {
         Ok(vec![match command {
             Command::Set { merchant_id, settings } => Event::Set { merchant_id, settings: check(settings)?, at: now },
             Command::SetTemplate { merchant_id, kind, language, body } => {
-                let k = crate::app::kind_from_pb(kind).ok_or_else(|| refuse("kind", "must be a NOTICE_KIND_… value"))?;
+                let k =
+                    crate::app::kind_from_pb(kind).ok_or_else(|| refuse("kind", "must be a NOTICE_KIND_… value"))?;
                 let lang = Language::parse(&language)
                     .ok_or_else(|| refuse("language", format!("`{language}`: zh-CN or en")))?;
                 rules::check_template(k, &body).map_err(|e| refuse("body", e.to_string()))?;
@@ -294,7 +295,10 @@ mod tests {
             bad(pb::NotifierSettings { fallback_order: vec!["sms".into(), "pigeon".into()], ..Default::default() }),
             "settings.fallback_order[1]"
         );
-        assert_eq!(bad(pb::NotifierSettings { quiet_hours: "late".into(), ..Default::default() }), "settings.quiet_hours");
+        assert_eq!(
+            bad(pb::NotifierSettings { quiet_hours: "late".into(), ..Default::default() }),
+            "settings.quiet_hours"
+        );
         assert_eq!(bad(pb::NotifierSettings { language: "fr".into(), ..Default::default() }), "settings.language");
         let wechat = pb::WechatChannel {
             app_id: "wx1".into(),
@@ -334,7 +338,10 @@ mod tests {
         let s = MerchantNotices::default();
         let events = MerchantNotices::decide(&s, set("扣款 {amount}"), now).unwrap();
         let s = MerchantNotices::fold(&events);
-        assert_eq!(s.templates.get(&(pb::NoticeKind::ChargeSucceeded as i32, "zh-CN".into())).unwrap(), "扣款 {amount}");
+        assert_eq!(
+            s.templates.get(&(pb::NoticeKind::ChargeSucceeded as i32, "zh-CN".into())).unwrap(),
+            "扣款 {amount}"
+        );
         let e = MerchantNotices::decide(&s, set("扣款 {amount} {coupon}"), now).unwrap_err();
         assert_eq!(e.field, "body");
         assert!(e.problem.starts_with("unknown placeholder {coupon}"));

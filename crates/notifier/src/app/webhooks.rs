@@ -75,7 +75,10 @@ const ENDPOINT_COLUMNS: &str = "endpoint_id, merchant_id, url, event_types, desc
      generation, deleted, created_at_ms, failing_since_ms";
 
 /// The live endpoints of `merchant_ids`, by merchant.
-pub async fn endpoints_of(tx: &mut Tx, merchant_ids: Vec<String>) -> Result<HashMap<String, Vec<EndpointRow>>, StoreError> {
+pub async fn endpoints_of(
+    tx: &mut Tx,
+    merchant_ids: Vec<String>,
+) -> Result<HashMap<String, Vec<EndpointRow>>, StoreError> {
     let mut out: HashMap<String, Vec<EndpointRow>> = HashMap::new();
     if merchant_ids.is_empty() {
         return Ok(out);
@@ -277,12 +280,10 @@ impl Webhooks {
         enabled: bool,
     ) -> Result<Endpoint, HookError> {
         let row = self.owned(who, endpoint_id).await?;
-        let url = if raw_url.is_empty() || raw_url == row.url { row.url.clone() } else { self.check_url(raw_url).await? };
-        let event_types = if event_types.is_empty() {
-            row.event_types.split(',').map(str::to_string).collect()
-        } else {
-            event_types
-        };
+        let url =
+            if raw_url.is_empty() || raw_url == row.url { row.url.clone() } else { self.check_url(raw_url).await? };
+        let event_types =
+            if event_types.is_empty() { row.event_types.split(',').map(str::to_string).collect() } else { event_types };
         let command = EndpointCommand::Update { url, event_types, description, enabled };
         self.execute(endpoint_id, command, &format!("webhooks/update/{endpoint_id}")).await
     }
@@ -295,7 +296,8 @@ impl Webhooks {
 
     pub async fn rotate(&self, who: &Principal, endpoint_id: &str) -> Result<Secret, HookError> {
         self.owned(who, endpoint_id).await?;
-        let e = self.execute(endpoint_id, EndpointCommand::RotateSecret, &format!("webhooks/rotate/{endpoint_id}")).await?;
+        let e =
+            self.execute(endpoint_id, EndpointCommand::RotateSecret, &format!("webhooks/rotate/{endpoint_id}")).await?;
         Ok(self.secret(endpoint_id, e.generation))
     }
 
@@ -303,10 +305,8 @@ impl Webhooks {
     /// hears of it through `webhook_endpoint.disabled` on its other endpoints and the log.
     pub async fn disable(&self, endpoint_id: &str, failing_since_ms: i64) -> Result<(), HookError> {
         let reason = "every delivery failed for 3 days".to_string();
-        let command = EndpointCommand::Disable {
-            reason,
-            failing_since: autodebit_domain::clock::from_millis(failing_since_ms),
-        };
+        let command =
+            EndpointCommand::Disable { reason, failing_since: autodebit_domain::clock::from_millis(failing_since_ms) };
         match self.execute(endpoint_id, command, &format!("webhooks/disable/{endpoint_id}")).await {
             Ok(_) | Err(HookError::Rule(EndpointError::AlreadyDisabled | EndpointError::NotFound)) => {
                 tracing::warn!(endpoint_id, "webhook endpoint disabled after failing for 3 days");

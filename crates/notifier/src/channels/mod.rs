@@ -81,7 +81,10 @@ impl NoticeChannel for LogChannel {
 
 /// Values of a channel template's fields: each field's text with the notice's placeholders
 /// filled in.
-fn fill(templates: &std::collections::HashMap<String, String>, fields: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn fill(
+    templates: &std::collections::HashMap<String, String>,
+    fields: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     templates.iter().map(|(k, v)| (k.clone(), autodebit_domain::notice::render(v, fields))).collect()
 }
 
@@ -144,7 +147,9 @@ impl NoticeChannel for WechatChannel {
                 wechat::SendResult::Sent { msgid } => {
                     Outcome::Sent { message_id: msgid.unwrap_or_else(|| msg.notice_id.to_string()) }
                 }
-                wechat::SendResult::Refused { errcode, errmsg } => Outcome::Refused { detail: format!("{errcode}: {errmsg}") },
+                wechat::SendResult::Refused { errcode, errmsg } => {
+                    Outcome::Refused { detail: format!("{errcode}: {errmsg}") }
+                }
                 wechat::SendResult::Failed { retryable, detail } => Outcome::Failed { retryable, detail },
             }
         })
@@ -171,7 +176,8 @@ impl NoticeChannel for SmsChannel {
             if msg.phone.is_empty() {
                 return Outcome::Refused { detail: "no phone number".into() };
             }
-            let (id, key) = match (self.secrets.get(&account.secret_id_ref), self.secrets.get(&account.secret_key_ref)) {
+            let (id, key) = match (self.secrets.get(&account.secret_id_ref), self.secrets.get(&account.secret_key_ref))
+            {
                 (Ok(i), Ok(k)) => (i, k),
                 (Err(e), _) | (_, Err(e)) => return Outcome::Failed { retryable: false, detail: e },
             };
@@ -212,11 +218,19 @@ impl Channels {
 
     /// The channels of a running notifier: WeChat's two message kinds and Tencent Cloud SMS at
     /// the configured addresses, and the log.
-    pub fn standard(http: reqwest::Client, config: &crate::NotifierConfig, clock: autodebit_runtime::PlatformClock) -> Self {
+    pub fn standard(
+        http: reqwest::Client,
+        config: &crate::NotifierConfig,
+        clock: autodebit_runtime::PlatformClock,
+    ) -> Self {
         let secrets = Arc::new(Secrets::default());
         let wechat = wechat::WechatApi::new(http.clone(), config.wechat_api_url.clone(), clock.clone());
         Channels::new(vec![
-            Box::new(WechatChannel { api: wechat.clone(), kind: wechat::MessageKind::Subscribe, secrets: secrets.clone() }),
+            Box::new(WechatChannel {
+                api: wechat.clone(),
+                kind: wechat::MessageKind::Subscribe,
+                secrets: secrets.clone(),
+            }),
             Box::new(WechatChannel { api: wechat, kind: wechat::MessageKind::Template, secrets: secrets.clone() }),
             Box::new(SmsChannel { api: sms::TencentSms::new(http, config.tencent_sms_url.clone(), clock), secrets }),
             Box::new(LogChannel),
@@ -233,14 +247,17 @@ impl Channels {
 pub fn configured(settings: &pb::NotifierSettings, channel: Channel, kind: NoticeKind) -> bool {
     match channel {
         Channel::Log => true,
-        Channel::MiniProgram => {
-            settings.mini_program.as_ref().is_some_and(|w| !w.app_id.is_empty() && w.templates.contains_key(kind.name()))
-        }
+        Channel::MiniProgram => settings
+            .mini_program
+            .as_ref()
+            .is_some_and(|w| !w.app_id.is_empty() && w.templates.contains_key(kind.name())),
         Channel::OfficialAccount => settings
             .official_account
             .as_ref()
             .is_some_and(|w| !w.app_id.is_empty() && w.templates.contains_key(kind.name())),
-        Channel::Sms => settings.sms.as_ref().is_some_and(|s| !s.sdk_app_id.is_empty() && s.templates.contains_key(kind.name())),
+        Channel::Sms => {
+            settings.sms.as_ref().is_some_and(|s| !s.sdk_app_id.is_empty() && s.templates.contains_key(kind.name()))
+        }
     }
 }
 
@@ -269,7 +286,8 @@ mod tests {
         pb::WechatChannel {
             app_id: "wx1".into(),
             secret_ref: "env:X".into(),
-            templates: [(kind.to_string(), pb::WechatTemplate { template_id: "t".into(), ..Default::default() })].into(),
+            templates: [(kind.to_string(), pb::WechatTemplate { template_id: "t".into(), ..Default::default() })]
+                .into(),
             per_second_limit: 0,
         }
     }

@@ -12,8 +12,8 @@ use autodebit_domain::notice::{Channel, Language, NoticeKind, QuietHours};
 use autodebit_eventstore::{EventStore, ExpectedVersion, StreamAppend};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
-use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::Platform;
+use autodebit_runtime::codec::{self, Cause};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,8 +66,8 @@ fn per_second(s: &pb::NotifierSettings, c: Channel) -> u32 {
 
 /// What became of one taken notice.
 enum Step {
-    /// Tried: the outcome to record.
-    Tried { channel: Channel, outcome: Outcome },
+    /// Tried: the outcome to record, and when the channel answered.
+    Tried { channel: Channel, outcome: Outcome, at_ms: i64 },
     /// Not tried now (quiet hours, rate limit): wait until then.
     Wait(i64),
 }
@@ -168,6 +168,7 @@ impl Sender {
             return Step::Tried {
                 channel: Channel::Log,
                 outcome: Outcome::Refused { detail: "no channel left".into() },
+                at_ms: now,
             };
         };
         let kind = NoticeKind::from_name(&p.kind).unwrap_or(NoticeKind::ChargeSucceeded);
@@ -185,7 +186,11 @@ impl Sender {
             return Step::Wait(next);
         }
         let Some(c) = self.channels.get(channel) else {
-            return Step::Tried { channel, outcome: Outcome::Refused { detail: "channel not available".into() } };
+            return Step::Tried {
+                channel,
+                outcome: Outcome::Refused { detail: "channel not available".into() },
+                at_ms: now,
+            };
         };
         let msg = Outgoing {
             notice_id: &r.notice_id,
@@ -204,7 +209,7 @@ impl Sender {
             &[("channel", channel.name()), ("outcome", outcome_name(&outcome))],
             1,
         );
-        Step::Tried { channel, outcome }
+        Step::Tried { channel, outcome, at_ms: self.platform.clock.now_ms() }
     }
 }
 
@@ -246,12 +251,12 @@ async fn record(
     let mut appends = Vec::new();
     let mut sent_ids: HashMap<&'static str, Vec<String>> = HashMap::new();
     for (r, p, step) in steps {
-        let (channel, outcome) = match step {
+        let (channel, outcome, sent_at) = match step {
             Step::Wait(until) => {
                 outbox.push(serde_json::json!([r.notice_id, "pending", r.channel_index, r.attempt, until]));
                 continue;
             }
-            Step::Tried { channel, outcome } => (channel, outcome),
+            Step::Tried { channel, outcome, at_ms } => (channel, outcome, at_ms),
         };
         let tries = r.attempt + 1;
         let last_channel = r.channels.split(',').count() as i64 - 1;
@@ -279,7 +284,14 @@ async fn record(
                 states.push(serde_json::json!([r.notice_id, "failed", ""]));
             }
         }
-        deliveries.push(serde_json::json!([r.notice_id, channel.name(), pb_outcome as i64, message_id, detail, now]));
+        deliveries.push(serde_json::json!([
+            r.notice_id,
+            channel.name(),
+            pb_outcome as i64,
+            message_id,
+            detail,
+            sent_at
+        ]));
         let kind = NoticeKind::from_name(&p.kind).map(crate::app::kind_to_pb).unwrap_or_default();
         let event = pb::Event {
             kind: Some(EventKind::NoticeDeliveryRecorded(pb::NoticeDeliveryRecorded {
@@ -292,7 +304,7 @@ async fn record(
                 provider_message_id: message_id,
                 detail,
                 attempt: u32::try_from(tries).unwrap_or(u32::MAX),
-                at_ms: now,
+                at_ms: sent_at,
             })),
         };
         appends.push(StreamAppend {

@@ -120,11 +120,22 @@ async fn claim(store: &EventStore, now: i64, limit: usize, busy: &[String]) -> R
     Ok(rows)
 }
 
+/// One delivery to `endpoint_id` is no longer in flight.
+fn free_slot(in_flight: &Mutex<HashMap<String, usize>>, endpoint_id: &str) {
+    let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = f.get_mut(endpoint_id) {
+        *n = n.saturating_sub(1);
+    }
+}
+
 async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Notify) -> anyhow::Result<()> {
     let platform = &hooks.platform;
     let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(4096);
     let mut clock = platform.clock.watch();
+    // Deliveries taken for an endpoint that had no room yet: they wait here (still `sending`,
+    // so a crash sends them after all) rather than going back to the table.
+    let mut waiting: HashMap<String, std::collections::VecDeque<DeliveryRow>> = HashMap::new();
     loop {
         if platform.shutdown.is_triggered() {
             return Ok(());
@@ -136,28 +147,28 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
         }
         if !finished.is_empty() {
             for d in &finished {
-                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = f.get_mut(&d.row.endpoint_id) {
-                    *n = n.saturating_sub(1);
-                }
+                free_slot(&in_flight, &d.row.endpoint_id);
             }
             record(hooks, finished).await?;
         }
+        waiting.retain(|_, q| !q.is_empty());
         let (total, busy): (usize, Vec<String>) = {
             let f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            (f.values().sum(), f.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.clone()).collect())
+            let full = f.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(e, _)| e.clone());
+            (f.values().sum(), full.chain(waiting.keys().cloned()).collect())
         };
         let room = CONCURRENCY.saturating_sub(total);
         let now = platform.clock.now_ms();
-        let rows = if room > 0 { claim(&platform.store, now, room.min(256), &busy).await? } else { Vec::new() };
+        let mut rows = if room > 0 { claim(&platform.store, now, room.min(256), &busy).await? } else { Vec::new() };
+        // What waited for room goes first, as room frees up.
+        for q in waiting.values_mut() {
+            rows.extend(q.drain(..));
+        }
         if rows.is_empty() {
             tokio::select! {
                 d = done_rx.recv() => {
                     if let Some(d) = d {
-                        {
-                            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(n) = f.get_mut(&d.row.endpoint_id) { *n = n.saturating_sub(1); }
-                        }
+                        free_slot(&in_flight, &d.row.endpoint_id);
                         record(hooks, vec![d]).await?;
                     }
                 }
@@ -177,19 +188,20 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
                 endpoints.insert(row.endpoint_id.clone(), e);
             }
         }
-        // Per endpoint, what is over its share waits for the next pass.
-        let mut put_back = Vec::new();
+        // Per endpoint, what is over its share waits for room.
+        let mut spawned = 0;
         for row in rows {
             let ep = endpoints.get(&row.endpoint_id).cloned().flatten();
             {
                 let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 let n = f.entry(row.endpoint_id.clone()).or_insert(0);
                 if *n >= PER_ENDPOINT {
-                    put_back.push(row.delivery_id.clone());
+                    waiting.entry(row.endpoint_id.clone()).or_default().push_back(row);
                     continue;
                 }
                 *n += 1;
             }
+            spawned += 1;
             let done = done_tx.clone();
             let sender = sender.clone();
             let hooks = hooks.clone();
@@ -201,24 +213,29 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
                         let a = sender.send(&e.url, &row.delivery_id, wall_clock_secs(), &row.payload, &secret).await;
                         Done { row, status: a.status, error: a.error, succeeded: a.succeeded, at_ms }
                     }
-                    _ => Done { row, status: 0, error: Some("endpoint disabled or deleted".into()), succeeded: false, at_ms },
+                    _ => Done {
+                        row,
+                        status: 0,
+                        error: Some("endpoint disabled or deleted".into()),
+                        succeeded: false,
+                        at_ms,
+                    },
                 };
                 let _ = done.send(d).await;
             });
         }
-        if !put_back.is_empty() {
-            let mut tx = platform.store.begin().await?;
-            let list = serde_json::Value::Array(put_back.iter().map(|b| serde_json::json!([b])).collect()).to_string();
-            tx.execute(
-                &format!(
-                    "UPDATE notifier_webhook_outbox SET state = 'pending'
-                     WHERE delivery_id IN (SELECT value->>0 FROM {})",
-                    tx.kind().json_rows(1)
-                ),
-                &[Value::from(list)],
-            )
-            .await?;
-            tx.commit().await?;
+        if spawned == 0 {
+            // Only deliveries for endpoints without room: wait for one of theirs to finish.
+            tokio::select! {
+                d = done_rx.recv() => {
+                    if let Some(d) = d {
+                        free_slot(&in_flight, &d.row.endpoint_id);
+                        record(hooks, vec![d]).await?;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = platform.shutdown.wait() => return Ok(()),
+            }
         }
     }
 }
