@@ -74,7 +74,7 @@ expect "the usage charge (32 minutes at 0.50)" "$(charge_of "$USAGE_CT" 1 | jq -
 expect "the hybrid true-up (30 GB at 2.00)" "$(charge_of "$HYBRID_CT" 2 | jq -r .charge.amount.minorUnits)" 6000
 
 # Webhooks: the merchant's receiver verifies every delivery with the standardwebhooks package.
-PY=${AUTODEBIT_PYTHON:-python3}
+PY=${AUTODEBIT_PYTHON:-$HOME/.cache/autodebit-venv/bin/python}
 "$PY" -c 'import standardwebhooks.webhooks' || fail "the webhook example needs python3 with standardwebhooks"
 workdir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$workdir"' EXIT

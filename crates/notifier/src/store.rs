@@ -357,19 +357,16 @@ pub async fn update_outbox(tx: &mut Tx, rows: Vec<serde_json::Value>) -> Result<
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = match tx.kind() {
-        autodebit_eventstore::BackendKind::Sqlite => {
+    tx.execute(
+        &format!(
             "UPDATE notifier_outbox SET state = u.value->>1, channel_index = CAST(u.value->>2 AS BIGINT),
                     attempt = CAST(u.value->>3 AS BIGINT), next_at_ms = CAST(u.value->>4 AS BIGINT)
-             FROM json_each($1) u WHERE notifier_outbox.notice_id = u.value->>0"
-        }
-        autodebit_eventstore::BackendKind::Postgres => {
-            "UPDATE notifier_outbox SET state = u.value->>1, channel_index = CAST(u.value->>2 AS BIGINT),
-                    attempt = CAST(u.value->>3 AS BIGINT), next_at_ms = CAST(u.value->>4 AS BIGINT)
-             FROM json_array_elements(CAST($1 AS TEXT)::json) u WHERE notifier_outbox.notice_id = u.value->>0"
-        }
-    };
-    tx.execute(sql, &[Value::from(serde_json::Value::Array(rows).to_string())]).await?;
+             FROM {} u WHERE notifier_outbox.notice_id = u.value->>0",
+            tx.kind().json_rows(1)
+        ),
+        &[Value::from(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
     Ok(())
 }
 
@@ -400,10 +397,7 @@ pub async fn set_notice_states(tx: &mut Tx, rows: Vec<serde_json::Value>) -> Res
     if rows.is_empty() {
         return Ok(());
     }
-    let from = match tx.kind() {
-        autodebit_eventstore::BackendKind::Sqlite => "json_each($1)",
-        autodebit_eventstore::BackendKind::Postgres => "json_array_elements(CAST($1 AS TEXT)::json)",
-    };
+    let from = tx.kind().json_rows(1);
     tx.execute(
         &format!(
             "UPDATE notifier_notices SET state = u.value->>1,

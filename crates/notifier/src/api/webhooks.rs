@@ -105,11 +105,8 @@ impl WebhooksService for WebhooksApi {
         req: Request<pb::ListWebhookEndpointsRequest>,
     ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
         let m = merchant(&caller(&req)?)?;
-        let mut tx = self.hooks.platform.store.begin().await.map_err(store_error)?;
-        let mut all = crate::app::webhooks::endpoints_of(&mut tx, vec![m.clone()]).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        let mut rows = all.remove(&m).unwrap_or_default();
-        rows.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.endpoint_id.cmp(&b.endpoint_id)));
+        let rows =
+            crate::app::webhooks::endpoints_of_merchant(&self.hooks.platform.store, &m).await.map_err(store_error)?;
         Ok(Response::new(pb::ListWebhookEndpointsResponse { endpoints: rows.into_iter().map(from_row).collect() }))
     }
 

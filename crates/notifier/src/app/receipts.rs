@@ -41,11 +41,20 @@ pub async fn apply(tx: &mut Tx, n: &NoticeRow, r: &EarlyReceipt, now: i64) -> Re
 /// kept until it is.
 pub async fn receive(store: &autodebit_eventstore::EventStore, r: EarlyReceipt, now: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    match store::notice_of_message_in(&mut tx, &r.channel, &r.provider_message_id).await? {
-        Some(n) => apply(&mut tx, &n, &r, now).await?,
-        None => store::keep_early_receipt(&mut tx, &r).await?,
-    }
+    let kept = match store::notice_of_message_in(&mut tx, &r.channel, &r.provider_message_id).await? {
+        Some(n) => {
+            apply(&mut tx, &n, &r, now).await?;
+            false
+        }
+        None => {
+            store::keep_early_receipt(&mut tx, &r).await?;
+            true
+        }
+    };
     tx.commit().await?;
+    if !kept {
+        return Ok(());
+    }
     // The send may have been recorded meanwhile, without seeing the kept receipt: look again.
     let mut tx = store.begin().await?;
     if store::notice_of_message_in(&mut tx, &r.channel, &r.provider_message_id).await?.is_some() {

@@ -100,6 +100,20 @@ pub async fn endpoints_of(
     Ok(out)
 }
 
+/// One merchant's live endpoints, oldest first, read outside any transaction (a read takes no
+/// writer).
+pub async fn endpoints_of_merchant(store: &EventStore, merchant_id: &str) -> Result<Vec<EndpointRow>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM notifier_webhook_endpoints WHERE deleted = 0 AND merchant_id = $1
+                 ORDER BY created_at_ms, endpoint_id"
+            ),
+            &[Value::from(merchant_id)],
+        )
+        .await
+}
+
 /// One endpoint's row, deleted or not.
 pub async fn endpoint(store: &EventStore, endpoint_id: &str) -> Result<Option<EndpointRow>, StoreError> {
     let rows: Vec<EndpointRow> = store
@@ -247,12 +261,7 @@ impl Webhooks {
         event_types: Vec<String>,
         description: String,
     ) -> Result<(Endpoint, Secret), HookError> {
-        let live = {
-            let mut tx = self.platform.store.begin().await?;
-            let all = endpoints_of(&mut tx, vec![merchant_id.to_string()]).await?;
-            tx.commit().await?;
-            all.get(merchant_id).map(Vec::len).unwrap_or(0)
-        };
+        let live = endpoints_of_merchant(&self.platform.store, merchant_id).await?.len();
         if live >= autodebit_domain::webhook::MAX_ENDPOINTS_PER_MERCHANT {
             return Err(HookError::TooMany(autodebit_domain::webhook::MAX_ENDPOINTS_PER_MERCHANT));
         }

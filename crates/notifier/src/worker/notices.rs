@@ -76,7 +76,7 @@ pub struct Sender {
     platform: Platform,
     channels: Arc<Channels>,
     limits: Limits,
-    /// Settings read this pass, by merchant.
+    /// Woken when the follower has queued notices.
     queued: Arc<tokio::sync::Notify>,
 }
 
@@ -158,7 +158,7 @@ impl Sender {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(store, &self.platform, steps, now).await
+        record(store, steps, now).await
     }
 
     /// Sends one notice on its current channel, unless quiet hours or the rate limit hold it.
@@ -239,12 +239,7 @@ impl Payload {
 
 /// Records a pass's outcomes in one transaction: each try an event on the notice's stream and a
 /// row in `notifier_deliveries`; each outbox row moved on (done, next channel, later).
-async fn record(
-    store: &EventStore,
-    platform: &Platform,
-    steps: Vec<(OutboxRow, Payload, Step)>,
-    now: i64,
-) -> anyhow::Result<()> {
+async fn record(store: &EventStore, steps: Vec<(OutboxRow, Payload, Step)>, now: i64) -> anyhow::Result<()> {
     let mut outbox = Vec::with_capacity(steps.len());
     let mut deliveries = Vec::new();
     let mut states = Vec::new();
@@ -313,7 +308,6 @@ async fn record(
             events: vec![codec::encode(event, &Cause::request(format!("deliver/{}", r.notice_id)), now)],
         });
     }
-    let _ = platform;
     let mut tx = store.begin().await?;
     tx.append_many(&appends).await?;
     store::insert_deliveries(&mut tx, deliveries).await?;

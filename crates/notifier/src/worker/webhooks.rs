@@ -245,6 +245,9 @@ async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
     let store = &hooks.platform.store;
     let mut tx = store.begin().await?;
     let mut failing: Vec<(String, i64)> = Vec::new();
+    // Endpoints whose failure count this batch has cleared already: a run of successes to one
+    // endpoint clears it once.
+    let mut cleared: HashMap<String, bool> = HashMap::new();
     for d in done {
         let attempts = d.row.attempts + 1;
         let gone = d.error.as_deref() == Some("endpoint disabled or deleted");
@@ -286,12 +289,16 @@ async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
             continue;
         }
         if d.succeeded {
-            tx.execute(
-                "UPDATE notifier_webhook_endpoints SET failing_since_ms = 0 WHERE endpoint_id = $1",
-                &[Value::from(d.row.endpoint_id.as_str())],
-            )
-            .await?;
+            if cleared.insert(d.row.endpoint_id.clone(), true) != Some(true) {
+                tx.execute(
+                    "UPDATE notifier_webhook_endpoints SET failing_since_ms = 0
+                     WHERE endpoint_id = $1 AND failing_since_ms <> 0",
+                    &[Value::from(d.row.endpoint_id.as_str())],
+                )
+                .await?;
+            }
         } else {
+            cleared.insert(d.row.endpoint_id.clone(), false);
             tx.execute(
                 "UPDATE notifier_webhook_endpoints SET failing_since_ms = $2
                  WHERE endpoint_id = $1 AND failing_since_ms = 0",
