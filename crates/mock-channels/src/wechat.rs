@@ -141,6 +141,8 @@ struct Book {
     send_requests: u32,
     /// (appid, openid, client_msg_id) → (when, msgid).
     dedup: HashMap<(String, String, String), (i64, u64)>,
+    /// When `dedup` was last cleared of ids past their window.
+    dedup_pruned_ms: i64,
 }
 
 struct App {
@@ -369,8 +371,13 @@ impl WechatMock {
         }
         if let Some(id) = &client_msg_id {
             let key = (appid.clone(), touser.clone(), id.clone());
-            book.dedup.retain(|_, (at, _)| now - *at < DEDUP_MS);
-            if let Some((_, msgid)) = book.dedup.get(&key) {
+            if now - book.dedup_pruned_ms >= DEDUP_MS {
+                book.dedup.retain(|_, (at, _)| now - *at < DEDUP_MS);
+                book.dedup_pruned_ms = now;
+            }
+            if let Some((at, msgid)) = book.dedup.get(&key)
+                && now - *at < DEDUP_MS
+            {
                 return json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid });
             }
         }

@@ -18,7 +18,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::{Decoded, PlatformClock, Processor};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Webhooks of events older than this when first read are not queued: reading the log again
@@ -402,19 +402,45 @@ impl Processor for NoticeWriter {
         }
         crate::app::webhooks::queue(tx, deliveries).await?;
 
-        // Conversions.
-        let mut converted: HashSet<String> = HashSet::new();
+        // Conversions: the batch's candidates read in one statement (the notices just recorded
+        // among them), then matched event by event, in log order.
+        let mut wanted_conversions = Vec::new();
         for d in events {
             let Some((conversions, contract_id, cause)) = compose::conversion_of(&d.kind) else { continue };
             let at = if d.meta.occurred_at_ms > 0 { d.meta.occurred_at_ms } else { now };
+            wanted_conversions.push((d, conversions, contract_id, cause, at));
+        }
+        let contract_ids: Vec<String> = wanted_conversions.iter().map(|w| w.2.to_string()).collect();
+        let kinds: Vec<i64> = wanted_conversions
+            .iter()
+            .flat_map(|w| w.1.iter())
+            .flat_map(|c| NoticeKind::converted_by(*c).iter())
+            .map(|k| crate::app::kind_to_pb(*k) as i64)
+            .collect();
+        let earliest = wanted_conversions.iter().map(|w| w.4).min().unwrap_or(now) - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
+        let mut candidates = store::convertible(tx, contract_ids, kinds, earliest).await?;
+        for (d, conversions, contract_id, cause, at) in wanted_conversions {
             for &conversion in conversions {
                 let kinds: Vec<i64> =
                     NoticeKind::converted_by(conversion).iter().map(|k| crate::app::kind_to_pb(*k) as i64).collect();
                 let from = at - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
-                let Some(n) = store::last_convertible(tx, contract_id, &kinds, from, at).await? else { continue };
-                if !converted.insert(n.notice_id.clone()) {
+                // The last one recorded in the window, not converted yet.
+                let Some(i) = candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        n.contract_id == contract_id
+                            && n.converted_at_ms == 0
+                            && kinds.contains(&n.kind)
+                            && (from..=at).contains(&n.recorded_at_ms)
+                    })
+                    .max_by(|a, b| (a.1.recorded_at_ms, &a.1.notice_id).cmp(&(b.1.recorded_at_ms, &b.1.notice_id)))
+                    .map(|(i, _)| i)
+                else {
                     continue;
-                }
+                };
+                candidates[i].converted_at_ms = at;
+                let n = &candidates[i];
                 store::mark_converted(tx, &n.notice_id, at).await?;
                 let converted_event = EventKind::NoticeConverted(pb::NoticeConverted {
                     notice_id: n.notice_id.clone(),

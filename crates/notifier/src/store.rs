@@ -421,29 +421,29 @@ pub async fn mark_opened(tx: &mut Tx, notice_id: &str, at_ms: i64) -> Result<boo
     Ok(n > 0)
 }
 
-/// The last notice of one of `kinds` about `contract_id` recorded in `[from_ms, to_ms]` and
-/// not converted yet.
-pub async fn last_convertible(
+/// The notices about `contract_ids` of one of `kinds` recorded since `from_ms` and not converted
+/// yet: what a batch's events may convert.
+pub async fn convertible(
     tx: &mut Tx,
-    contract_id: &str,
-    kinds: &[i64],
+    contract_ids: Vec<String>,
+    kinds: Vec<i64>,
     from_ms: i64,
-    to_ms: i64,
-) -> Result<Option<NoticeRow>, StoreError> {
-    let list = serde_json::Value::Array(kinds.iter().map(|k| serde_json::json!([k])).collect()).to_string();
-    let found: Vec<NoticeRow> = tx
-        .query_as(
-            &format!(
-                "SELECT {NOTICE_COLUMNS} FROM notifier_notices
-                 WHERE contract_id = $1 AND recorded_at_ms >= $2 AND recorded_at_ms <= $3 AND converted_at_ms = 0
-                   AND kind IN (SELECT CAST(value->>0 AS BIGINT) FROM {})
-                 ORDER BY recorded_at_ms DESC, notice_id DESC LIMIT 1",
-                tx.kind().json_rows(4)
-            ),
-            &[Value::from(contract_id), Value::Int(from_ms), Value::Int(to_ms), Value::from(list)],
-        )
-        .await?;
-    Ok(found.into_iter().next())
+) -> Result<Vec<NoticeRow>, StoreError> {
+    if contract_ids.is_empty() || kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds = serde_json::Value::Array(kinds.iter().map(|k| serde_json::json!([k])).collect()).to_string();
+    tx.query_as(
+        &format!(
+            "SELECT {NOTICE_COLUMNS} FROM notifier_notices
+             WHERE contract_id IN (SELECT value->>0 FROM {}) AND recorded_at_ms >= $2 AND converted_at_ms = 0
+               AND kind IN (SELECT CAST(value->>0 AS BIGINT) FROM {})",
+            tx.kind().json_rows(1),
+            tx.kind().json_rows(3)
+        ),
+        &[Value::from(id_list(&contract_ids)), Value::Int(from_ms), Value::from(kinds)],
+    )
+    .await
 }
 
 pub async fn mark_converted(tx: &mut Tx, notice_id: &str, at_ms: i64) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! The notice sender: works through `notifier_outbox` after the follower commits. Each due notice
 //! is taken (`sending`, in its own transaction), sent on its current channel, and its outcome
 //! recorded (`NoticeDeliveryRecorded`, `notifier_deliveries`, the outbox row) in one
-//! transaction per batch. A sender that dies between taking and recording leaves rows in
+//! transaction per batch, while the next batch is taken and sent. A sender that dies between taking and recording leaves rows in
 //! `sending`: whoever next holds the sender's lease sends them again, under the same notice id —
 //! only notices whose outcome is unknown are ever sent twice.
 use crate::app::settings;
@@ -118,13 +118,24 @@ pub fn spawn(platform: Platform, channels: Arc<Channels>, queued: Arc<tokio::syn
 impl Sender {
     async fn run(&self) -> anyhow::Result<()> {
         let mut clock = self.platform.clock.watch();
+        // The previous pass's outcomes, being recorded while the next pass is taken and sent (its
+        // rows stay `sending` until then, so no pass takes them again).
+        let mut recording: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
         loop {
             if self.platform.shutdown.is_triggered() {
+                if let Some(r) = recording.take() {
+                    r.await??;
+                }
                 return Ok(());
             }
             let now = self.platform.clock.now_ms();
             let rows = store::claim_notices(&self.platform.store, now, BATCH).await?;
             if rows.is_empty() {
+                // Outcomes recorded may have made notices due (a next channel): look again.
+                if let Some(r) = recording.take() {
+                    r.await??;
+                    continue;
+                }
                 tokio::select! {
                     _ = self.queued.notified() => {}
                     _ = clock.changed() => {}
@@ -133,11 +144,17 @@ impl Sender {
                 }
                 continue;
             }
-            self.pass(rows, now).await?;
+            let steps = self.pass(rows, now).await?;
+            if let Some(r) = recording.take() {
+                r.await??;
+            }
+            let store = self.platform.store.clone();
+            recording = Some(tokio::spawn(async move { record(&store, steps, now).await }));
         }
     }
 
-    async fn pass(&self, rows: Vec<OutboxRow>, now: i64) -> anyhow::Result<()> {
+    /// Sends what was taken; the outcomes to record.
+    async fn pass(&self, rows: Vec<OutboxRow>, now: i64) -> anyhow::Result<Vec<(OutboxRow, Payload, Step)>> {
         let store = &self.platform.store;
         let mut views: HashMap<String, Arc<pb::NotifierSettings>> = HashMap::new();
         for r in &rows {
@@ -158,7 +175,7 @@ impl Sender {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(store, steps, now).await
+        Ok(steps)
     }
 
     /// Sends one notice on its current channel, unless quiet hours or the rate limit hold it.

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 const CONCURRENCY: usize = 512;
 /// Deliveries in flight at once to one endpoint.
 const PER_ENDPOINT: usize = 16;
+/// How often to look for due deliveries while sends are in flight and nothing woke the sender.
+const CLAIM_EVERY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
@@ -120,6 +122,31 @@ async fn claim(store: &EventStore, now: i64, limit: usize, busy: &[String]) -> R
     Ok(rows)
 }
 
+/// Records `first` and whatever else has finished, freeing their slots. Whether an endpoint
+/// with nothing waiting got room: what is due for it can be taken now.
+async fn record_finished(
+    hooks: &Webhooks,
+    in_flight: &Mutex<HashMap<String, usize>>,
+    waiting: &HashMap<String, std::collections::VecDeque<DeliveryRow>>,
+    first: Option<Done>,
+    done_rx: &mut mpsc::Receiver<Done>,
+) -> anyhow::Result<bool> {
+    let mut finished: Vec<Done> = first.into_iter().collect();
+    while let Ok(d) = done_rx.try_recv() {
+        finished.push(d);
+    }
+    if finished.is_empty() {
+        return Ok(false);
+    }
+    let mut room = false;
+    for d in &finished {
+        free_slot(in_flight, &d.row.endpoint_id);
+        room |= waiting.get(&d.row.endpoint_id).is_none_or(|q| q.is_empty());
+    }
+    record(hooks, finished).await?;
+    Ok(room)
+}
+
 /// One delivery to `endpoint_id` is no longer in flight.
 fn free_slot(in_flight: &Mutex<HashMap<String, usize>>, endpoint_id: &str) {
     let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,21 +163,18 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
     // Deliveries taken for an endpoint that had no room yet: they wait here (still `sending`,
     // so a crash sends them after all) rather than going back to the table.
     let mut waiting: HashMap<String, std::collections::VecDeque<DeliveryRow>> = HashMap::new();
+    // Whether to look for due deliveries on the next turn: after a wake-up, after a claim that
+    // found all it asked for, once an endpoint has room and nothing waiting, and at least every
+    // CLAIM_EVERY while sends are in flight; not after every finished send, when what is due
+    // belongs to endpoints with no room and a claim would find nothing.
+    let mut look = true;
+    let mut looked_at = std::time::Instant::now();
     loop {
         if platform.shutdown.is_triggered() {
             return Ok(());
         }
         // Record what finished.
-        let mut finished = Vec::new();
-        while let Ok(d) = done_rx.try_recv() {
-            finished.push(d);
-        }
-        if !finished.is_empty() {
-            for d in &finished {
-                free_slot(&in_flight, &d.row.endpoint_id);
-            }
-            record(hooks, finished).await?;
-        }
+        look |= record_finished(hooks, &in_flight, &waiting, None, &mut done_rx).await?;
         waiting.retain(|_, q| !q.is_empty());
         let (total, busy): (usize, Vec<String>) = {
             let f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,22 +183,26 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
         };
         let room = CONCURRENCY.saturating_sub(total);
         let now = platform.clock.now_ms();
-        let mut rows = if room > 0 { claim(&platform.store, now, room.min(256), &busy).await? } else { Vec::new() };
+        let mut rows = Vec::new();
+        if room > 0 && (look || looked_at.elapsed() >= CLAIM_EVERY) {
+            let asked = room.min(256);
+            rows = claim(&platform.store, now, asked, &busy).await?;
+            look = rows.len() == asked;
+            looked_at = std::time::Instant::now();
+        }
         // What waited for room goes first, as room frees up.
         for q in waiting.values_mut() {
             rows.extend(q.drain(..));
         }
         if rows.is_empty() {
+            let pause = if total > 0 { CLAIM_EVERY } else { Duration::from_millis(500) };
             tokio::select! {
                 d = done_rx.recv() => {
-                    if let Some(d) = d {
-                        free_slot(&in_flight, &d.row.endpoint_id);
-                        record(hooks, vec![d]).await?;
-                    }
+                    look |= record_finished(hooks, &in_flight, &waiting, d, &mut done_rx).await?;
                 }
-                _ = queued.notified() => {}
-                _ = clock.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = queued.notified() => look = true,
+                _ = clock.changed() => look = true,
+                _ = tokio::time::sleep(pause) => look = true,
                 _ = platform.shutdown.wait() => return Ok(()),
             }
             continue;
@@ -228,10 +256,7 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
             // Only deliveries for endpoints without room: wait for one of theirs to finish.
             tokio::select! {
                 d = done_rx.recv() => {
-                    if let Some(d) = d {
-                        free_slot(&in_flight, &d.row.endpoint_id);
-                        record(hooks, vec![d]).await?;
-                    }
+                    look |= record_finished(hooks, &in_flight, &waiting, d, &mut done_rx).await?;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = platform.shutdown.wait() => return Ok(()),
@@ -240,14 +265,35 @@ async fn run(hooks: &Webhooks, sender: &WebhookSender, queued: &tokio::sync::Not
     }
 }
 
+/// What a batch's sends mean for an endpoint's failure clock, in the order they finished.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Failing {
+    /// The last send succeeded: the endpoint is not failing.
+    Cleared,
+    /// Failing since then unless it was already failing before the batch.
+    SinceUnlessEarlier(i64),
+    /// A success in the batch, then failures from then on.
+    Since(i64),
+}
+
+impl Failing {
+    /// The endpoint's clock after one more send (`since`: when a failure started it failing).
+    fn after(before: Option<Failing>, succeeded: bool, since: i64) -> Failing {
+        match (succeeded, before) {
+            (true, _) => Failing::Cleared,
+            (false, None) => Failing::SinceUnlessEarlier(since),
+            (false, Some(Failing::Cleared)) => Failing::Since(since),
+            (false, Some(kept)) => kept,
+        }
+    }
+}
+
 /// Records finished sends in one transaction; disables endpoints failing for three days.
 async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
     let store = &hooks.platform.store;
-    let mut tx = store.begin().await?;
+    let mut rows = Vec::with_capacity(done.len());
     let mut failing: Vec<(String, i64)> = Vec::new();
-    // Endpoints whose failure count this batch has cleared already: a run of successes to one
-    // endpoint clears it once.
-    let mut cleared: HashMap<String, bool> = HashMap::new();
+    let mut clocks: Vec<(String, Failing)> = Vec::new();
     for d in done {
         let attempts = d.row.attempts + 1;
         let gone = d.error.as_deref() == Some("endpoint disabled or deleted");
@@ -267,19 +313,14 @@ async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
                 None => ("failed", d.at_ms),
             }
         };
-        tx.execute(
-            "UPDATE notifier_webhook_outbox SET state = $2, attempts = $3, next_at_ms = $4, last_status = $5,
-                    last_error = $6 WHERE delivery_id = $1",
-            &[
-                Value::from(d.row.delivery_id.as_str()),
-                Value::from(state),
-                Value::Int(attempts),
-                Value::Int(next),
-                Value::Int(i64::from(d.status)),
-                Value::from(d.error.clone().unwrap_or_default()),
-            ],
-        )
-        .await?;
+        rows.push(serde_json::json!([
+            d.row.delivery_id,
+            state,
+            attempts,
+            next,
+            i64::from(d.status),
+            d.error.clone().unwrap_or_default()
+        ]));
         autodebit_runtime::metrics::add(
             autodebit_runtime::metrics::WEBHOOK_DELIVERIES,
             &[("outcome", if d.succeeded { "succeeded" } else { "failed" })],
@@ -288,25 +329,56 @@ async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
         if gone {
             continue;
         }
-        if d.succeeded {
-            if cleared.insert(d.row.endpoint_id.clone(), true) != Some(true) {
+        let since = d.row.created_at_ms.min(d.at_ms);
+        let before = clocks.iter().position(|(e, _)| *e == d.row.endpoint_id);
+        let now = Failing::after(before.map(|i| clocks[i].1), d.succeeded, since);
+        match before {
+            Some(i) => clocks[i].1 = now,
+            None => clocks.push((d.row.endpoint_id.clone(), now)),
+        }
+        if !d.succeeded {
+            failing.push((d.row.endpoint_id.clone(), d.at_ms));
+        }
+    }
+    let mut tx = store.begin().await?;
+    tx.execute(
+        &format!(
+            "UPDATE notifier_webhook_outbox SET state = u.value->>1, attempts = CAST(u.value->>2 AS BIGINT),
+                    next_at_ms = CAST(u.value->>3 AS BIGINT), last_status = CAST(u.value->>4 AS BIGINT),
+                    last_error = u.value->>5
+             FROM {} u WHERE notifier_webhook_outbox.delivery_id = u.value->>0",
+            tx.kind().json_rows(1)
+        ),
+        &[Value::from(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
+    for (endpoint_id, clock) in clocks {
+        let id = Value::from(endpoint_id.as_str());
+        match clock {
+            Failing::Cleared => {
                 tx.execute(
                     "UPDATE notifier_webhook_endpoints SET failing_since_ms = 0
                      WHERE endpoint_id = $1 AND failing_since_ms <> 0",
-                    &[Value::from(d.row.endpoint_id.as_str())],
+                    &[id],
                 )
-                .await?;
+                .await?
             }
-        } else {
-            cleared.insert(d.row.endpoint_id.clone(), false);
-            tx.execute(
-                "UPDATE notifier_webhook_endpoints SET failing_since_ms = $2
-                 WHERE endpoint_id = $1 AND failing_since_ms = 0",
-                &[Value::from(d.row.endpoint_id.as_str()), Value::Int(d.row.created_at_ms.min(d.at_ms))],
-            )
-            .await?;
-            failing.push((d.row.endpoint_id.clone(), d.at_ms));
-        }
+            Failing::SinceUnlessEarlier(since) => {
+                tx.execute(
+                    "UPDATE notifier_webhook_endpoints SET failing_since_ms = $2
+                     WHERE endpoint_id = $1 AND failing_since_ms = 0",
+                    &[id, Value::Int(since)],
+                )
+                .await?
+            }
+            Failing::Since(since) => {
+                tx.execute(
+                    "UPDATE notifier_webhook_endpoints SET failing_since_ms = $2 WHERE endpoint_id = $1",
+                    &[id, Value::Int(since)],
+                )
+                .await?
+            }
+        };
     }
     tx.commit().await?;
     failing.sort();
@@ -319,4 +391,22 @@ async fn record(hooks: &Webhooks, done: Vec<Done>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failing;
+
+    /// A batch's sends to one endpoint, folded in order, end as the sends one by one would.
+    fn fold(sends: &[(bool, i64)]) -> Option<Failing> {
+        sends.iter().fold(None, |before, &(ok, since)| Some(Failing::after(before, ok, since)))
+    }
+
+    #[test]
+    fn the_failure_clock_follows_the_last_success() {
+        assert_eq!(fold(&[(false, 5), (false, 9)]), Some(Failing::SinceUnlessEarlier(5)), "only failures: the first");
+        assert_eq!(fold(&[(false, 5), (true, 0)]), Some(Failing::Cleared), "a success last clears it");
+        assert_eq!(fold(&[(false, 5), (true, 0), (false, 7), (false, 8)]), Some(Failing::Since(7)), "failing again");
+        assert_eq!(fold(&[(true, 0), (true, 0)]), Some(Failing::Cleared));
+    }
 }
