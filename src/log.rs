@@ -152,9 +152,11 @@ pub async fn import(store: &EventStore, source: impl BufRead) -> anyhow::Result<
     }
     tx.commit().await?;
     // The contracts service keeps lookup tables (merchants and their keys, plans, contracts)
-    // that its commands write beside their events; followers rebuild theirs from the log when
-    // they start, these are written here.
+    // and the notifier its merchants' settings, templates and webhook endpoints, that their
+    // commands write beside their events; followers rebuild theirs from the log when they
+    // start, these are written here.
     autodebit_contracts::rebuild_tables(store).await?;
+    autodebit_notifier::rebuild_tables(store).await?;
     if let Some(ms) = header.test_clock_ms {
         autodebit_runtime::clock::set_test_clock(store, ms).await?;
     }

@@ -699,3 +699,87 @@ async fn a_hanging_receiver_does_not_hold_up_another_merchants_deliveries() {
     let early = slow.got().iter().filter(|g| g.at < first_a + autodebit_notifier::webhooks::send::TIMEOUT).count();
     assert_eq!(early, 16, "A's tries in flight at once");
 }
+
+/// `autodebit log import` into an empty database brings back what merchants set up, in force:
+/// the endpoint (same URL, types and secret generation) is listed and its deliveries go out,
+/// the merchant's own template is listed, its channel settings are in the table the sender reads.
+#[tokio::test]
+async fn endpoints_templates_and_settings_survive_a_log_export_and_import() {
+    use crate::support::Process;
+    use autodebit_proto::events::v1::{NoticeKind, NotifierSettings};
+    use autodebit_proto::notifier::v1::{
+        ListNoticeTemplatesRequest, SetNoticeTemplateRequest, SetNotifierSettingsRequest,
+    };
+
+    let app = spawn().await;
+    let ch = app.channel().await;
+    let m = onboard(&ch, "91330100MA2WHK0009").await;
+    let rx = Receiver::start(Answer::Ok).await;
+    let (ep, _) = create(&app, &m, &rx.url, &["contract.signed", "charge.succeeded"]).await;
+    let mut notifier = app.notifier_as(&m.api_key);
+    notifier
+        .set_notifier_settings(SetNotifierSettingsRequest {
+            settings: Some(NotifierSettings { quiet_hours: "none".into(), ..Default::default() }),
+        })
+        .await
+        .expect("SetNotifierSettings");
+    let body = "已为您开通{service_name}。{link}";
+    notifier
+        .set_notice_template(SetNoticeTemplateRequest {
+            kind: NoticeKind::ContractSigned as i32,
+            language: "zh-CN".into(),
+            body: body.into(),
+        })
+        .await
+        .expect("SetNoticeTemplate");
+    app.caught_up().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("log.jsonl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run autodebit");
+        assert!(out.status.success(), "autodebit {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["log", "export", "--database-url", app.database(), "--out", file.to_str().unwrap()]);
+    drop(app);
+    let data = dir.path().join("imported");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}/autodebit.db?mode=rwc", data.display());
+    run(&["log", "import", "--database-url", &url, "--in", file.to_str().unwrap()]);
+
+    let p = Process::start(&["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--allow-loopback-webhooks"]);
+    let ch = p.channel().await;
+    let mut hooks = autodebit_proto::notifier::v1::webhooks_service_client::WebhooksServiceClient::new(ch.clone());
+    let listed = hooks
+        .list_webhook_endpoints(crate::support::authed(ListWebhookEndpointsRequest {}, &m.api_key))
+        .await
+        .expect("ListWebhookEndpoints after the import")
+        .into_inner()
+        .endpoints;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0].endpoint_id, &listed[0].url, &listed[0].event_types),
+        (&ep.endpoint_id, &ep.url, &ep.event_types)
+    );
+    let mut notices = autodebit_proto::notifier::v1::notifier_service_client::NotifierServiceClient::new(ch.clone());
+    let templates = notices
+        .list_notice_templates(crate::support::authed(ListNoticeTemplatesRequest {}, &m.api_key))
+        .await
+        .expect("ListNoticeTemplates after the import")
+        .into_inner()
+        .templates;
+    assert!(templates.iter().any(|t| t.overridden && t.body == body), "the merchant's template is back");
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}/autodebit.db?mode=ro", data.display())).await.unwrap();
+    let kept: Vec<(String,)> =
+        sqlx::query_as("SELECT merchant_id FROM notifier_settings").fetch_all(&db).await.unwrap();
+    assert_eq!(kept, vec![(m.merchant_id.clone(),)], "the merchant's settings are in force");
+
+    // The endpoint works: a contract signed after the import is delivered to it.
+    sign_on(&ch, &m, &m.plan_id, "payer-wh-import", 1_000, Cycle::Monthly).await;
+    let got = rx.wait_for(1, "a delivery after the import").await;
+    assert_eq!(got[0].event_type(), "contract.signed");
+}

@@ -19,6 +19,8 @@ mod store;
 pub mod webhooks;
 mod worker;
 
+pub use app::rebuild::rebuild_tables;
+
 use autodebit_proto::notifier::v1::notifier_service_server::NotifierServiceServer;
 use autodebit_proto::notifier::v1::webhooks_service_server::WebhooksServiceServer;
 use autodebit_runtime::auth::KeyFollower;

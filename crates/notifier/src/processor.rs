@@ -417,7 +417,8 @@ impl Processor for NoticeWriter {
             .flat_map(|c| NoticeKind::converted_by(*c).iter())
             .map(|k| crate::app::kind_to_pb(*k) as i64)
             .collect();
-        let earliest = wanted_conversions.iter().map(|w| w.4).min().unwrap_or(now) - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
+        let earliest =
+            wanted_conversions.iter().map(|w| w.4).min().unwrap_or(now) - rules::CONVERSION_WINDOW_HOURS * 3_600_000;
         let mut candidates = store::convertible(tx, contract_ids, kinds, earliest).await?;
         for (d, conversions, contract_id, cause, at) in wanted_conversions {
             for &conversion in conversions {

@@ -10,7 +10,9 @@
 //! the transaction rolls back whole: effects and events land together or not at all.
 use crate::codec::{self, Cause};
 use autodebit_domain::{Aggregate, Timestamp};
-use autodebit_eventstore::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend, Tx};
+use autodebit_eventstore::{
+    Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend, Tx,
+};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 
@@ -134,6 +136,28 @@ where
     let out = tx.append(stream, expected_at(version), encoded).await?;
     hook.on_events(tx, &state, &events).await?;
     Ok(Done { state, version: out.last_version, events })
+}
+
+/// Every stream of the log whose name starts with one of `prefixes`, with its events in order:
+/// what a service folds to write its tables from the log alone (with [`replay_in`]).
+pub async fn streams_with_prefixes(
+    store: &EventStore,
+    prefixes: &[&str],
+) -> Result<std::collections::BTreeMap<String, Vec<RecordedEvent>>, StoreError> {
+    const PAGE: i64 = 5_000;
+    let mut streams: std::collections::BTreeMap<String, Vec<RecordedEvent>> = Default::default();
+    let mut after = Checkpoint::default();
+    loop {
+        let page = store.read_all(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.checkpoint();
+        for r in page {
+            if prefixes.iter().any(|p| r.stream.starts_with(p)) {
+                streams.entry(r.stream.clone()).or_default().push(r);
+            }
+        }
+    }
+    Ok(streams)
 }
 
 /// Runs `hook` over a whole stream's recorded events as if they had just been appended: how

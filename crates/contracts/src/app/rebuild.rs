@@ -13,28 +13,13 @@ use crate::store;
 use autodebit_domain::contract::Contract;
 use autodebit_domain::merchant::Merchant;
 use autodebit_domain::plan::Plan;
-use autodebit_eventstore::{Checkpoint, EventStore, RecordedEvent};
+use autodebit_eventstore::EventStore;
 use autodebit_runtime::repository;
-use std::collections::BTreeMap;
-
-/// Events read from the log per round.
-const PAGE: i64 = 5_000;
 
 /// Writes the tables from the log; returns how many streams it wrote them for.
 pub async fn rebuild_tables(store: &EventStore) -> anyhow::Result<usize> {
     store.migrate(&store::MIGRATIONS).await?;
-    let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
-    let mut after = Checkpoint::default();
-    loop {
-        let page = store.read_all(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.checkpoint();
-        for r in page {
-            if ["merchant-", "plan-", "contract-"].iter().any(|p| r.stream.starts_with(p)) {
-                streams.entry(r.stream.clone()).or_default().push(r);
-            }
-        }
-    }
+    let streams = repository::streams_with_prefixes(store, &["merchant-", "plan-", "contract-"]).await?;
     let mut tx = store.begin().await?;
     let n = streams.len();
     for (stream, records) in streams {

@@ -2,6 +2,7 @@
 //! settings and templates (`settings`), webhook endpoints (`webhooks`), notice ids, and the
 //! notices a caller may read.
 pub mod compose;
+pub mod rebuild;
 pub mod receipts;
 pub mod settings;
 pub mod webhooks;
