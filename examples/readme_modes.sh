@@ -102,4 +102,13 @@ refused=$(autodebit call SetNoticeTemplate --key "$MK" '{"kind": "NOTICE_KIND_CH
   "body": "已扣款 {amount}，优惠券 {coupon}"}' 2>&1 || true)
 case "$refused" in "INVALID_ARGUMENT: body: unknown placeholder {coupon}"*) ;; *) fail "the template was not refused: $refused" ;; esac
 
-echo "readme modes: usage, event-triggered and hybrid billed as the README says; webhooks verified"
+# Analytics (projected in the background, so asked until they have caught up): the merchant's
+# own funnel by signing channel, charges by hour of its day, money.
+until_true "a signing funnel" '.rows | length > 0' \
+  autodebit call GetSigningFunnel --key "$MK" '{"group_by": "FUNNEL_GROUPING_CHANNEL"}' >/dev/null
+until_true "charges by hour" '[.rows[] | .succeeded // 0 | tonumber] | add > 0' \
+  autodebit call GetChargeStats --key "$MK" '{"group_by": "CHARGE_GROUPING_HOUR_OF_DAY"}' >/dev/null
+until_true "revenue" '.rows[0].currency == "CNY" and (.rows[0].gross // 0 | tonumber) > 0' \
+  autodebit call GetRevenue --key "$MK" >/dev/null
+
+echo "readme modes: usage, event-triggered and hybrid billed as the README says; webhooks verified; analytics answered"

@@ -11,6 +11,7 @@
 mod support;
 mod scenario;
 
+mod analytics;
 mod auth;
 mod authorization_page;
 mod billing_modes;

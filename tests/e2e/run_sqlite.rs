@@ -303,6 +303,9 @@ async fn health_reflection_http_and_restart() {
     assert_eq!(status, 200);
     assert!(metrics.contains("autodebit_grpc_requests_total"), "{metrics}");
     assert!(metrics.contains("# TYPE autodebit_grpc_requests_total counter"), "{metrics}");
+    // Every follower's lag, the projections' among them.
+    assert!(metrics.contains("# TYPE autodebit_follower_lag_ms gauge"), "{metrics}");
+    assert!(metrics.contains("autodebit_follower_lag_ms{follower=\"analytics.projections\"}"), "{metrics}");
     // Prometheus exposition: every series under a `# HELP` and a `# TYPE` of its family.
     for series in metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let name = series.split(['{', ' ']).next().unwrap();

@@ -1,11 +1,105 @@
-//! The analytics log follower: projects every event into the read models (`store`).
+//! The analytics log follower: projects every event into the read models (`store`), in the
+//! transaction that moves its checkpoint, so each event is counted exactly once.
 use crate::store::{self, Rejected, Run, Statement};
 use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
+use autodebit_proto::events::v1 as pb;
 use autodebit_runtime::codec;
 use autodebit_runtime::{Decoded, Processor};
+use serde_json::json;
+use std::collections::HashMap;
 
 pub struct Projector;
+
+/// A fixed amount per cycle as a month's worth (minor units): a year is twelve months, a
+/// month 365/12 days; 0 for no fixed amount.
+pub fn monthly_amount(amount: Option<&pb::Money>, cycle: i32) -> (i64, String) {
+    let Some(m) = codec::money_from_pb(amount).ok() else { return (0, String::new()) };
+    let a = m.minor_units();
+    let monthly = match pb::Cycle::try_from(cycle).unwrap_or(pb::Cycle::Unspecified) {
+        pb::Cycle::Daily => a * 365 / 12,
+        pb::Cycle::Weekly => a * 365 / (7 * 12),
+        pb::Cycle::Monthly | pb::Cycle::Unspecified => a,
+        pb::Cycle::Quarterly => a / 3,
+        pb::Cycle::Yearly => a / 12,
+    };
+    (monthly, m.currency().to_string())
+}
+
+pub fn step_name(step: i32) -> &'static str {
+    use pb::SigningStep as S;
+    match S::try_from(step).unwrap_or(S::Unspecified) {
+        S::PageViewed => "page_viewed",
+        S::AgreementTicked => "agreement_ticked",
+        S::HeldForReview => "held_for_review",
+        S::ReviewApproved => "review_approved",
+        S::ReviewRejected => "review_rejected",
+        S::SmsRequired => "sms_required",
+        S::SmsVerified => "sms_verified",
+        S::Confirmed => "confirmed",
+        S::Abandoned => "abandoned",
+        S::Expired => "expired",
+        S::Unspecified => "",
+    }
+}
+
+pub fn channel_name(channel: i32) -> &'static str {
+    match pb::SigningChannel::try_from(channel).unwrap_or(pb::SigningChannel::Unspecified) {
+        pb::SigningChannel::H5 | pb::SigningChannel::Unspecified => "h5",
+        pb::SigningChannel::MiniProgram => "mini_program",
+        pb::SigningChannel::App => "app",
+    }
+}
+
+fn reason_name(reason: i32) -> &'static str {
+    match pb::ChargeReason::try_from(reason).unwrap_or(pb::ChargeReason::Unspecified) {
+        pb::ChargeReason::Usage => "usage",
+        pb::ChargeReason::Trigger => "triggered",
+        pb::ChargeReason::Cycle | pb::ChargeReason::Unspecified => "cycle",
+    }
+}
+
+fn delivery_name(outcome: i32) -> &'static str {
+    match pb::DeliveryOutcome::try_from(outcome).unwrap_or(pb::DeliveryOutcome::Unspecified) {
+        pb::DeliveryOutcome::Sent => "sent",
+        pb::DeliveryOutcome::Delivered => "delivered",
+        pb::DeliveryOutcome::Refused => "refused",
+        pb::DeliveryOutcome::Failed => "failed",
+        pb::DeliveryOutcome::Undelivered => "undelivered",
+        pb::DeliveryOutcome::Unspecified => "",
+    }
+}
+
+fn notice_kind_name(kind: i32) -> String {
+    pb::NoticeKind::try_from(kind)
+        .map(|k| k.as_str_name().trim_start_matches("NOTICE_KIND_").to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Projector {
+    /// The zones of the merchants whose charges the batch settles: applied in the batch, or
+    /// kept before it.
+    async fn zones(tx: &mut Tx, events: &[Decoded]) -> anyhow::Result<HashMap<String, String>> {
+        let mut zones = HashMap::new();
+        let mut wanted = Vec::new();
+        for d in events {
+            match &d.kind {
+                EventKind::ChargeSucceeded(s) => wanted.push(s.merchant_id.clone()),
+                EventKind::ChargeFailed(f) => wanted.push(f.merchant_id.clone()),
+                _ => {}
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        zones.extend(store::zones(tx, wanted).await?);
+        for d in events {
+            if let EventKind::MerchantApplied(m) = &d.kind {
+                zones.insert(m.merchant_id.clone(), m.time_zone.clone());
+            }
+        }
+        Ok(zones)
+    }
+}
 
 impl Processor for Projector {
     type Prepared = ();
@@ -28,27 +122,35 @@ impl Processor for Projector {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
-        use serde_json::json;
+        let zones = Self::zones(tx, events).await?;
+        let hour = |merchant: &str, at: i64| {
+            i64::from(autodebit_domain::clock::local_hour(at, zones.get(merchant).map(String::as_str).unwrap_or("")))
+        };
         let mut notices = Vec::new();
         let mut run = Run::default();
         for d in events {
-            match &d.kind {
+            let (statement, row) = match &d.kind {
+                EventKind::MerchantApplied(m) => (Statement::Merchant, json!([m.merchant_id, m.industry, m.time_zone])),
                 EventKind::ContractSigned(s) => {
-                    run.push(tx, Statement::ContractSigned, json!([s.contract_id, s.merchant_id, s.signed_at_ms]))
-                        .await?
+                    let (monthly, currency) = monthly_amount(s.amount_per_cycle.as_ref(), s.cycle);
+                    let row =
+                        json!([s.contract_id, s.merchant_id, s.plan_id, s.payer_id, s.signed_at_ms, currency, monthly]);
+                    (Statement::ContractSigned, row)
+                }
+                EventKind::ContractModified(m) if m.amount_per_cycle.is_some() => {
+                    let (monthly, _) = monthly_amount(m.amount_per_cycle.as_ref(), m.cycle);
+                    (Statement::ContractAmount, json!([m.contract_id, monthly]))
                 }
                 EventKind::ContractTerminated(t) => {
-                    run.push(tx, Statement::ContractState, json!([t.contract_id, "terminated", t.terminated_at_ms]))
-                        .await?
+                    (Statement::ContractState, json!([t.contract_id, "terminated", t.terminated_at_ms]))
                 }
                 EventKind::ContractExpired(e) => {
-                    run.push(tx, Statement::ContractState, json!([e.contract_id, "expired", e.expired_at_ms])).await?
+                    (Statement::ContractState, json!([e.contract_id, "expired", e.expired_at_ms]))
                 }
-                EventKind::ContractSuspended(s) => {
-                    run.push(tx, Statement::ContractState, json!([s.contract_id, "suspended", 0])).await?
-                }
-                EventKind::ContractResumed(r) => {
-                    run.push(tx, Statement::ContractState, json!([r.contract_id, "active", 0])).await?
+                EventKind::ContractSuspended(s) => (Statement::ContractState, json!([s.contract_id, "suspended", 0])),
+                EventKind::ContractResumed(r) => (Statement::ContractState, json!([r.contract_id, "active", 0])),
+                EventKind::ContractZombieFlagged(z) => {
+                    (Statement::ContractZombie, json!([z.contract_id, z.flagged_at_ms]))
                 }
                 EventKind::ChargeScheduled(s) => {
                     let amount = codec::money_from_pb(s.amount.as_ref()).ok();
@@ -59,20 +161,20 @@ impl Processor for Projector {
                         amount.map(|m| m.minor_units()).unwrap_or(0),
                         amount.map(|m| m.currency().to_string()).unwrap_or_default(),
                         s.due_at_ms,
+                        reason_name(s.reason),
                     ]);
-                    run.push(tx, Statement::ChargeScheduled, row).await?
+                    (Statement::ChargeScheduled, row)
                 }
                 EventKind::ChargeSucceeded(s) => {
-                    run.push(tx, Statement::ChargeOutcome, json!([s.charge_id, "succeeded", "", s.succeeded_at_ms]))
-                        .await?
+                    let h = hour(&s.merchant_id, s.succeeded_at_ms);
+                    (Statement::ChargeOutcome, json!([s.charge_id, "succeeded", "", s.succeeded_at_ms, h, 0]))
                 }
                 EventKind::ChargeFailed(f) => {
-                    let row = json!([f.charge_id, "failed", f.provider_code, f.failed_at_ms]);
-                    run.push(tx, Statement::ChargeOutcome, row).await?
+                    let h = hour(&f.merchant_id, f.failed_at_ms);
+                    (Statement::ChargeOutcome, json!([f.charge_id, "failed", f.provider_code, f.failed_at_ms, h, 1]))
                 }
                 EventKind::ChargeRetryScheduled(r) => {
-                    run.push(tx, Statement::ChargeOutcome, json!([r.charge_id, "scheduled", "", r.scheduled_at_ms]))
-                        .await?
+                    (Statement::ChargeOutcome, json!([r.charge_id, "scheduled", "", r.scheduled_at_ms, -1, 0]))
                 }
                 EventKind::ChargeRejected(r) => {
                     run.flush(tx).await?;
@@ -89,10 +191,55 @@ impl Processor for Projector {
                         rejected_at_ms: r.rejected_at_ms,
                     };
                     store::save_rejected(tx, rejected).await?;
+                    continue;
                 }
-                EventKind::NoticeRecorded(n) => notices.push(json!([n.contract_id])),
-                _ => {}
-            }
+                EventKind::SigningSessionOpened(o) => {
+                    let row = json!([
+                        o.session_id,
+                        o.merchant_id,
+                        o.plan_id,
+                        o.payer_id,
+                        channel_name(o.channel),
+                        o.device_id,
+                        o.opened_at_ms
+                    ]);
+                    (Statement::SessionOpened, row)
+                }
+                EventKind::SigningStepRecorded(s) => {
+                    (Statement::SessionStep, json!([s.session_id, step_name(s.step), s.at_ms, s.detail]))
+                }
+                EventKind::NoticeRecorded(n) => {
+                    notices.push(json!([n.contract_id]));
+                    let row =
+                        json!([n.notice_id, n.merchant_id, n.contract_id, notice_kind_name(n.kind), n.recorded_at_ms]);
+                    (Statement::NoticeRecorded, row)
+                }
+                EventKind::NoticeDeliveryRecorded(n) => {
+                    (Statement::NoticeDelivery, json!([n.notice_id, n.channel, delivery_name(n.outcome), n.at_ms]))
+                }
+                EventKind::NoticeOpened(n) => (Statement::NoticeOpened, json!([n.notice_id, n.at_ms])),
+                EventKind::NoticeConverted(n) => (Statement::NoticeConverted, json!([n.notice_id, n.at_ms])),
+                EventKind::RefundRequested(r) => {
+                    let amount = codec::money_from_pb(r.amount.as_ref()).ok();
+                    let row = json!([
+                        r.refund_id,
+                        r.charge_id,
+                        r.merchant_id,
+                        amount.map(|m| m.minor_units()).unwrap_or(0),
+                        amount.map(|m| m.currency().to_string()).unwrap_or_default(),
+                        r.requested_at_ms
+                    ]);
+                    (Statement::RefundRequested, row)
+                }
+                EventKind::RefundSucceeded(r) => {
+                    (Statement::RefundOutcome, json!([r.refund_id, "succeeded", r.succeeded_at_ms]))
+                }
+                EventKind::RefundFailed(r) => {
+                    (Statement::RefundOutcome, json!([r.refund_id, "failed", r.failed_at_ms]))
+                }
+                _ => continue,
+            };
+            run.push(tx, statement, row).await?;
         }
         run.flush(tx).await?;
         store::bump(tx, "notices_recorded", notices.len() as i64).await?;
@@ -100,5 +247,34 @@ impl Processor for Projector {
         store::count_merchant_notices(tx, notices).await?;
         store::bump(tx, "events_projected", events.len() as i64).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cny(minor_units: i64) -> pb::Money {
+        pb::Money { minor_units, currency: "CNY".into() }
+    }
+
+    #[test]
+    fn a_cycles_amount_as_a_months_worth() {
+        let m = |a: i64, c: pb::Cycle| monthly_amount(Some(&cny(a)), c as i32).0;
+        assert_eq!(m(1_990, pb::Cycle::Monthly), 1_990);
+        assert_eq!(m(12_000, pb::Cycle::Yearly), 1_000);
+        assert_eq!(m(3_000, pb::Cycle::Quarterly), 1_000);
+        assert_eq!(m(100, pb::Cycle::Daily), 3_041, "365 days a year, 12 months");
+        assert_eq!(m(700, pb::Cycle::Weekly), 3_041);
+        assert_eq!(monthly_amount(None, pb::Cycle::Monthly as i32), (0, String::new()), "usage plans have none");
+        assert_eq!(monthly_amount(Some(&cny(500)), pb::Cycle::Monthly as i32).1, "CNY");
+    }
+
+    #[test]
+    fn names_of_steps_channels_and_outcomes() {
+        assert_eq!(step_name(pb::SigningStep::AgreementTicked as i32), "agreement_ticked");
+        assert_eq!(channel_name(pb::SigningChannel::MiniProgram as i32), "mini_program");
+        assert_eq!(delivery_name(pb::DeliveryOutcome::Delivered as i32), "delivered");
+        assert_eq!(notice_kind_name(pb::NoticeKind::ChargeFailed as i32), "charge_failed");
     }
 }

@@ -23,54 +23,191 @@ pub async fn bump(tx: &mut Tx, name: &str, by: i64) -> Result<(), StoreError> {
 }
 
 /// The statements the projector writes rows with, one per run of events that need the same.
+/// Each row is a JSON array; its first item is the key of the row it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Statement {
-    /// `[contract_id, merchant_id, signed_at_ms]`
+    /// `[merchant_id, industry, time_zone]`
+    Merchant,
+    /// `[contract_id, merchant_id, plan_id, payer_id, signed_at_ms, currency, monthly_amount]`
     ContractSigned,
     /// `[contract_id, state, ended_at_ms]`
     ContractState,
-    /// `[charge_id, contract_id, merchant_id, amount, currency, due_at_ms]`
+    /// `[contract_id, monthly_amount]`
+    ContractAmount,
+    /// `[contract_id, flagged_at_ms]`
+    ContractZombie,
+    /// `[charge_id, contract_id, merchant_id, amount, currency, due_at_ms, reason]`
     ChargeScheduled,
-    /// `[charge_id, state, code, at_ms]`
+    /// `[charge_id, state, code, at_ms, local_hour (-1: keep), failed (1 or 0)]`
     ChargeOutcome,
+    /// `[session_id, merchant_id, plan_id, payer_id, channel, device_id, opened_at_ms]`
+    SessionOpened,
+    /// `[session_id, step, at_ms, detail]`
+    SessionStep,
+    /// `[notice_id, merchant_id, contract_id, kind, recorded_at_ms]`
+    NoticeRecorded,
+    /// `[notice_id, channel, outcome ('sent', 'delivered', other), at_ms]`
+    NoticeDelivery,
+    /// `[notice_id, at_ms]`
+    NoticeOpened,
+    /// `[notice_id, at_ms]`
+    NoticeConverted,
+    /// `[refund_id, charge_id, merchant_id, amount, currency, at_ms]`
+    RefundRequested,
+    /// `[refund_id, state, at_ms]`
+    RefundOutcome,
+}
+
+/// `UPDATE table SET … FROM (rows) v WHERE key = v.k`, the rows' items named by `columns`
+/// (`name` or `name:BIGINT`), the first of them the key.
+fn update_from(table: &str, key: &str, set: &str, columns: &[&str], rows: &str) -> String {
+    let items: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.split_once(':') {
+            Some((name, ty)) => format!("CAST(value->>{i} AS {ty}) AS {name}"),
+            None => format!("value->>{i} AS {c}"),
+        })
+        .collect();
+    let k = columns[0].split(':').next().unwrap_or_default();
+    format!("UPDATE {table} SET {set} FROM (SELECT {} FROM {rows}) v WHERE {table}.{key} = v.{k}", items.join(", "))
 }
 
 impl Statement {
     fn sql(self, rows: &str) -> String {
         match self {
+            Statement::Merchant => format!(
+                "INSERT INTO analytics_merchants (merchant_id, industry, time_zone)
+                 SELECT value->>0, value->>1, value->>2 FROM {rows} WHERE true
+                 ON CONFLICT (merchant_id) DO UPDATE SET industry = excluded.industry, time_zone = excluded.time_zone"
+            ),
             Statement::ContractSigned => format!(
-                "INSERT INTO analytics_contracts (contract_id, merchant_id, state, signed_at_ms, ended_at_ms)
-                 SELECT value->>0, value->>1, 'active', CAST(value->>2 AS BIGINT), 0 FROM {rows} WHERE true
+                "INSERT INTO analytics_contracts (contract_id, merchant_id, plan_id, payer_id, state, signed_at_ms,
+                                                  ended_at_ms, currency, monthly_amount, zombie_flagged_at_ms)
+                 SELECT value->>0, value->>1, value->>2, value->>3, 'active', CAST(value->>4 AS BIGINT), 0, value->>5,
+                        CAST(value->>6 AS BIGINT), 0
+                 FROM {rows} WHERE true
                  ON CONFLICT (contract_id) DO NOTHING"
             ),
-            Statement::ContractState => format!(
-                "UPDATE analytics_contracts SET state = v.state, ended_at_ms = v.at
-                 FROM (SELECT value->>0 AS id, value->>1 AS state, CAST(value->>2 AS BIGINT) AS at FROM {rows}) v
-                 WHERE analytics_contracts.contract_id = v.id"
+            Statement::ContractState => update_from(
+                "analytics_contracts",
+                "contract_id",
+                "state = v.state, ended_at_ms = v.at",
+                &["id", "state", "at:BIGINT"],
+                rows,
+            ),
+            Statement::ContractAmount => update_from(
+                "analytics_contracts",
+                "contract_id",
+                "monthly_amount = v.amount",
+                &["id", "amount:BIGINT"],
+                rows,
+            ),
+            Statement::ContractZombie => update_from(
+                "analytics_contracts",
+                "contract_id",
+                "zombie_flagged_at_ms = v.at",
+                &["id", "at:BIGINT"],
+                rows,
             ),
             Statement::ChargeScheduled => format!(
-                "INSERT INTO analytics_charges
-                   (charge_id, contract_id, merchant_id, amount, currency, state, code, due_at_ms, updated_at_ms)
-                 SELECT value->>0, value->>1, value->>2, CAST(value->>3 AS BIGINT), value->>4, 'scheduled', '',
-                        CAST(value->>5 AS BIGINT), CAST(value->>5 AS BIGINT)
+                "INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency,
+                                                state, code, failures, due_at_ms, updated_at_ms, local_hour)
+                 SELECT value->>0, value->>1, value->>2,
+                        COALESCE((SELECT c.plan_id FROM analytics_contracts c WHERE c.contract_id = value->>1), ''),
+                        value->>6, CAST(value->>3 AS BIGINT), value->>4, 'scheduled', '', 0,
+                        CAST(value->>5 AS BIGINT), CAST(value->>5 AS BIGINT), -1
                  FROM {rows} WHERE true
                  ON CONFLICT (charge_id) DO NOTHING"
             ),
             // A charge's row exists by now: its `ChargeScheduled` comes first in its stream,
             // the log keeps stream order, and the run before this one was written first.
-            Statement::ChargeOutcome => format!(
-                "UPDATE analytics_charges SET state = v.state, code = v.code, updated_at_ms = v.at
-                 FROM (SELECT value->>0 AS id, value->>1 AS state, value->>2 AS code, CAST(value->>3 AS BIGINT) AS at
-                       FROM {rows}) v
-                 WHERE analytics_charges.charge_id = v.id"
+            Statement::ChargeOutcome => update_from(
+                "analytics_charges",
+                "charge_id",
+                "state = v.state, code = CASE WHEN v.code = '' THEN analytics_charges.code ELSE v.code END,
+                 updated_at_ms = v.at,
+                 local_hour = CASE WHEN v.hour < 0 THEN analytics_charges.local_hour ELSE v.hour END,
+                 failures = analytics_charges.failures + v.failed",
+                &["id", "state", "code", "at:BIGINT", "hour:BIGINT", "failed:BIGINT"],
+                rows,
+            ),
+            Statement::SessionOpened => format!(
+                "INSERT INTO analytics_signing_sessions (session_id, merchant_id, plan_id, payer_id, channel, device_id,
+                     opened_at_ms, page_viewed_at_ms, ticked_at_ms, held_at_ms, sms_required_at_ms, confirmed_at_ms,
+                     contract_id, outcome)
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, CAST(value->>6 AS BIGINT),
+                        0, 0, 0, 0, 0, '', 'open'
+                 FROM {rows} WHERE true
+                 ON CONFLICT (session_id) DO NOTHING"
+            ),
+            // Each step's time is its first; the outcome follows the steps that end a session.
+            Statement::SessionStep => update_from(
+                "analytics_signing_sessions",
+                "session_id",
+                "page_viewed_at_ms = CASE WHEN v.step = 'page_viewed' AND page_viewed_at_ms = 0 THEN v.at ELSE page_viewed_at_ms END,
+                 ticked_at_ms = CASE WHEN v.step = 'agreement_ticked' AND ticked_at_ms = 0 THEN v.at ELSE ticked_at_ms END,
+                 held_at_ms = CASE WHEN v.step = 'held_for_review' AND held_at_ms = 0 THEN v.at ELSE held_at_ms END,
+                 sms_required_at_ms =
+                     CASE WHEN v.step = 'sms_required' AND sms_required_at_ms = 0 THEN v.at ELSE sms_required_at_ms END,
+                 confirmed_at_ms = CASE WHEN v.step = 'confirmed' AND confirmed_at_ms = 0 THEN v.at ELSE confirmed_at_ms END,
+                 contract_id = CASE WHEN v.step = 'confirmed' THEN v.detail ELSE contract_id END,
+                 outcome = CASE WHEN outcome <> 'open' THEN outcome
+                                WHEN v.step = 'confirmed' THEN 'signed'
+                                WHEN v.step = 'abandoned' THEN 'abandoned'
+                                WHEN v.step = 'expired' THEN 'expired'
+                                WHEN v.step = 'review_rejected' THEN 'rejected'
+                                ELSE outcome END",
+                &["id", "step", "at:BIGINT", "detail"],
+                rows,
+            ),
+            Statement::NoticeRecorded => format!(
+                "INSERT INTO analytics_notices (notice_id, merchant_id, contract_id, kind, channel, recorded_at_ms,
+                                                sent_at_ms, delivered_at_ms, opened_at_ms, converted_at_ms)
+                 SELECT value->>0, value->>1, value->>2, value->>3, '', CAST(value->>4 AS BIGINT), 0, 0, 0, 0
+                 FROM {rows} WHERE true
+                 ON CONFLICT (notice_id) DO NOTHING"
+            ),
+            Statement::NoticeDelivery => update_from(
+                "analytics_notices",
+                "notice_id",
+                "channel = CASE WHEN v.outcome = 'sent' AND analytics_notices.channel = '' THEN v.channel
+                                ELSE analytics_notices.channel END,
+                 sent_at_ms = CASE WHEN v.outcome = 'sent' AND sent_at_ms = 0 THEN v.at ELSE sent_at_ms END,
+                 delivered_at_ms =
+                     CASE WHEN v.outcome = 'delivered' AND delivered_at_ms = 0 THEN v.at ELSE delivered_at_ms END",
+                &["id", "channel", "outcome", "at:BIGINT"],
+                rows,
+            ),
+            Statement::NoticeOpened => update_from(
+                "analytics_notices",
+                "notice_id",
+                "opened_at_ms = CASE WHEN opened_at_ms = 0 THEN v.at ELSE opened_at_ms END",
+                &["id", "at:BIGINT"],
+                rows,
+            ),
+            Statement::NoticeConverted => update_from(
+                "analytics_notices",
+                "notice_id",
+                "converted_at_ms = CASE WHEN converted_at_ms = 0 THEN v.at ELSE converted_at_ms END",
+                &["id", "at:BIGINT"],
+                rows,
+            ),
+            Statement::RefundRequested => format!(
+                "INSERT INTO analytics_refunds (refund_id, charge_id, merchant_id, amount, currency, state, at_ms)
+                 SELECT value->>0, value->>1, value->>2, CAST(value->>3 AS BIGINT), value->>4, 'requested',
+                        CAST(value->>5 AS BIGINT)
+                 FROM {rows} WHERE true
+                 ON CONFLICT (refund_id) DO NOTHING"
+            ),
+            Statement::RefundOutcome => update_from(
+                "analytics_refunds",
+                "refund_id",
+                "state = v.state, at_ms = v.at",
+                &["id", "state", "at:BIGINT"],
+                rows,
             ),
         }
-    }
-
-    /// Whether it updates rows by their key (the row's first item), so that of two rows with
-    /// one key only the later may be written.
-    fn updates(self) -> bool {
-        matches!(self, Statement::ContractState | Statement::ChargeOutcome)
     }
 }
 
@@ -92,17 +229,21 @@ impl Run {
         Ok(())
     }
 
-    /// Writes the rows waiting.
+    /// Writes the rows waiting, in their order: a statement writes a row once, so rows with a
+    /// key seen already in the run go in a later statement.
     pub async fn flush(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         let (Some(statement), false) = (self.statement.take(), self.rows.is_empty()) else { return Ok(()) };
-        let mut rows = std::mem::take(&mut self.rows);
-        if statement.updates() {
+        let mut rest = std::mem::take(&mut self.rows);
+        let sql = statement.sql(&tx.kind().json_rows(1));
+        while !rest.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            rows.reverse();
-            rows.retain(|r| seen.insert(r[0].as_str().unwrap_or_default().to_string()));
+            let (now, later): (Vec<_>, Vec<_>) =
+                rest.into_iter().partition(|r| seen.insert(r[0].as_str().unwrap_or_default().to_string()));
+            // Later rows of a key stay behind its first one: partition keeps each side's order,
+            // and a key's second row is never in `now`.
+            tx.execute(&sql, &[Value::from(serde_json::Value::Array(now).to_string())]).await?;
+            rest = later;
         }
-        tx.execute(&statement.sql(&tx.kind().json_rows(1)), &[Value::from(serde_json::Value::Array(rows).to_string())])
-            .await?;
         Ok(())
     }
 }
@@ -122,9 +263,10 @@ pub struct Rejected<'a> {
 /// Writes a rejected charge's row.
 pub async fn save_rejected(tx: &mut Tx, r: Rejected<'_>) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO analytics_charges
-           (charge_id, contract_id, merchant_id, amount, currency, state, code, due_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, 'rejected', $6, $7, $8)
+        "INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency, state,
+                                        code, failures, due_at_ms, updated_at_ms, local_hour)
+         VALUES ($1, $2, $3, COALESCE((SELECT c.plan_id FROM analytics_contracts c WHERE c.contract_id = $2), ''),
+                 '', $4, $5, 'rejected', $6, 0, $7, $8, -1)
          ON CONFLICT (charge_id) DO UPDATE SET state = 'rejected', code = excluded.code,
            updated_at_ms = excluded.updated_at_ms",
         &[
@@ -140,6 +282,30 @@ pub async fn save_rejected(tx: &mut Tx, r: Rejected<'_>) -> Result<(), StoreErro
     )
     .await?;
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Zone {
+    merchant_id: String,
+    time_zone: String,
+}
+
+/// The zones of `merchant_ids` ("" for one not known).
+pub async fn zones(tx: &mut Tx, merchant_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
+    if merchant_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::Value::Array(merchant_ids.into_iter().map(|m| serde_json::json!([m])).collect());
+    let found: Vec<Zone> = tx
+        .query_as(
+            &format!(
+                "SELECT merchant_id, time_zone FROM analytics_merchants WHERE merchant_id IN (SELECT value->>0 FROM {})",
+                tx.kind().json_rows(1)
+            ),
+            &[Value::from(list.to_string())],
+        )
+        .await?;
+    Ok(found.into_iter().map(|z| (z.merchant_id, z.time_zone)).collect())
 }
 
 /// Counts notices towards each merchant's `notices_recorded`, through the contract each is
@@ -241,4 +407,253 @@ pub async fn counters(store: &EventStore, merchant: Option<&str>) -> Result<Vec<
                 .await
         }
     }
+}
+
+/// `$1` the merchant ("" for all), `$2`..`$3` the range (`$3` 0: open) over `column`.
+fn scope(column: &str) -> String {
+    format!("($1 = '' OR merchant_id = $1) AND {column} >= $2 AND ($3 = 0 OR {column} < $3)")
+}
+
+fn scoped(merchant: Option<&str>, from_ms: i64, until_ms: i64) -> [Value; 3] {
+    [Value::from(merchant.unwrap_or_default()), Value::Int(from_ms), Value::Int(until_ms)]
+}
+
+/// One group of the signing funnel.
+#[derive(Debug, sqlx::FromRow)]
+pub struct FunnelCounts {
+    pub grp: String,
+    pub opened: i64,
+    pub page_viewed: i64,
+    pub ticked: i64,
+    pub signed: i64,
+    pub held: i64,
+    pub sms: i64,
+    pub abandoned: i64,
+    pub expired: i64,
+    pub rejected: i64,
+}
+
+/// A signed session's group and time to sign.
+#[derive(Debug, sqlx::FromRow)]
+pub struct TimeToSign {
+    pub grp: String,
+    pub ms: i64,
+}
+
+/// Sessions opened in the range, counted per step, grouped by `group` (a column, or '').
+pub async fn funnel(
+    store: &EventStore,
+    group: &str,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<(Vec<FunnelCounts>, Vec<TimeToSign>), StoreError> {
+    let when = |c: &str| format!("CAST(SUM(CASE WHEN {c} THEN 1 ELSE 0 END) AS BIGINT)");
+    let counts = store
+        .query_as(
+            &format!(
+                "SELECT {group} AS grp, COUNT(*) AS opened, {} AS page_viewed, {} AS ticked, {} AS signed, {} AS held,
+                        {} AS sms, {} AS abandoned, {} AS expired, {} AS rejected
+                 FROM analytics_signing_sessions WHERE {} GROUP BY grp ORDER BY grp",
+                when("page_viewed_at_ms > 0"),
+                when("ticked_at_ms > 0"),
+                when("confirmed_at_ms > 0"),
+                when("held_at_ms > 0"),
+                when("sms_required_at_ms > 0"),
+                when("outcome = 'abandoned'"),
+                when("outcome = 'expired'"),
+                when("outcome = 'rejected'"),
+                scope("opened_at_ms"),
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await?;
+    let times = store
+        .query_as(
+            &format!(
+                "SELECT {group} AS grp, confirmed_at_ms - opened_at_ms AS ms FROM analytics_signing_sessions
+                 WHERE confirmed_at_ms > 0 AND {}",
+                scope("opened_at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await?;
+    Ok((counts, times))
+}
+
+/// One group of charges.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ChargeCounts {
+    pub grp: String,
+    pub charges: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub rejected: i64,
+    pub recovered: i64,
+}
+
+/// Charges due in the range, counted per outcome, grouped by `group` (an expression, or '').
+pub async fn charge_stats(
+    store: &EventStore,
+    group: &str,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<ChargeCounts>, StoreError> {
+    let when = |c: &str| format!("CAST(SUM(CASE WHEN {c} THEN 1 ELSE 0 END) AS BIGINT)");
+    store
+        .query_as(
+            &format!(
+                "SELECT {group} AS grp, COUNT(*) AS charges, {} AS succeeded, {} AS failed, {} AS rejected,
+                        {} AS recovered
+                 FROM analytics_charges WHERE {} GROUP BY grp ORDER BY grp",
+                when("state = 'succeeded'"),
+                when("state = 'failed'"),
+                when("state = 'rejected'"),
+                when("state = 'succeeded' AND failures > 0"),
+                scope("due_at_ms"),
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// A contract's signing and end.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Lifetime {
+    pub signed_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+/// The contracts signed in the range: when each was signed and ended.
+pub async fn lifetimes(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<Lifetime>, StoreError> {
+    store
+        .query_as(
+            &format!("SELECT signed_at_ms, ended_at_ms FROM analytics_contracts WHERE {}", scope("signed_at_ms")),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// One channel's notices.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ChannelCounts {
+    pub channel: String,
+    pub sent: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub converted: i64,
+}
+
+/// Notices recorded in the range, per channel that took them ('' for none yet).
+pub async fn notice_channels(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<ChannelCounts>, StoreError> {
+    let when = |c: &str| format!("CAST(SUM(CASE WHEN {c} THEN 1 ELSE 0 END) AS BIGINT)");
+    store
+        .query_as(
+            &format!(
+                "SELECT channel, COUNT(*) AS sent, {} AS delivered, {} AS opened, {} AS converted
+                 FROM analytics_notices WHERE {} GROUP BY channel ORDER BY channel",
+                when("delivered_at_ms > 0"),
+                when("opened_at_ms > 0"),
+                when("converted_at_ms > 0"),
+                scope("recorded_at_ms"),
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// A sum of money per merchant and currency.
+#[derive(Debug, sqlx::FromRow)]
+pub struct MoneySum {
+    pub merchant_id: String,
+    pub currency: String,
+    pub total: i64,
+}
+
+/// Succeeded charges whose outcome falls in the range, per merchant and currency; `usage_only`:
+/// usage charges alone.
+pub async fn charged(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+    usage_only: bool,
+) -> Result<Vec<MoneySum>, StoreError> {
+    let usage = if usage_only { "AND reason = 'usage'" } else { "" };
+    store
+        .query_as(
+            &format!(
+                "SELECT merchant_id, currency, CAST(SUM(amount) AS BIGINT) AS total FROM analytics_charges
+                 WHERE state = 'succeeded' {usage} AND {} GROUP BY merchant_id, currency",
+                scope("updated_at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// Succeeded refunds in the range, per merchant and currency.
+pub async fn refunded(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<MoneySum>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT merchant_id, currency, CAST(SUM(amount) AS BIGINT) AS total FROM analytics_refunds
+                 WHERE state = 'succeeded' AND {} GROUP BY merchant_id, currency",
+                scope("at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// The fixed monthly amounts of contracts signed before `at_ms` and not ended by then (and
+/// not suspended now), per merchant and currency.
+pub async fn fixed_monthly(
+    store: &EventStore,
+    merchant: Option<&str>,
+    at_ms: i64,
+) -> Result<Vec<MoneySum>, StoreError> {
+    store
+        .query_as(
+            "SELECT merchant_id, currency, CAST(SUM(monthly_amount) AS BIGINT) AS total FROM analytics_contracts
+             WHERE ($1 = '' OR merchant_id = $1) AND signed_at_ms < $2 AND monthly_amount > 0
+               AND (state = 'active' OR ended_at_ms >= $2)
+             GROUP BY merchant_id, currency",
+            &[Value::from(merchant.unwrap_or_default()), Value::Int(at_ms)],
+        )
+        .await
+}
+
+/// Contracts flagged unused and not ended.
+pub async fn zombies(store: &EventStore, merchant: Option<&str>) -> Result<i64, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    let found: Vec<N> = store
+        .query_as(
+            &format!(
+                "SELECT COUNT(*) AS n FROM analytics_contracts
+                 WHERE {WHOSE} AND zombie_flagged_at_ms > 0 AND state IN ('active', 'suspended')"
+            ),
+            &whose(merchant),
+        )
+        .await?;
+    Ok(found.first().map(|n| n.n).unwrap_or(0))
 }

@@ -56,9 +56,27 @@ pub fn from_millis(ms: i64) -> Timestamp {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The hour of day (0–23) `ms` falls in, in the IANA zone `zone` (Beijing time when the name
+/// is empty or unknown).
+pub fn local_hour(ms: i64, zone: &str) -> u32 {
+    use chrono::Timelike;
+    let tz = crate::cycle::zone(zone).unwrap_or(chrono_tz::Asia::Shanghai);
+    from_millis(ms).with_timezone(&tz).hour()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_hours_are_counted_in_the_zone() {
+        // 2026-01-01T00:30:00Z
+        let at = 1_767_227_400_000;
+        assert_eq!(local_hour(at, "UTC"), 0);
+        assert_eq!(local_hour(at, "Asia/Shanghai"), 8);
+        assert_eq!(local_hour(at, ""), 8, "Beijing time by default");
+        assert_eq!(local_hour(at, "America/New_York"), 19);
+    }
 
     #[test]
     fn test_clock_moves_only_forward() {

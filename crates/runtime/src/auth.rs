@@ -220,6 +220,11 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.notifier.v1.WebhooksService/ListWebhookDeliveries", Audience::Merchant),
     ("autodebit.notifier.v1.WebhooksService/RedeliverWebhook", Audience::Merchant),
     ("autodebit.analytics.v1.AnalyticsService/GetSummary", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetSigningFunnel", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetChargeStats", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetRetention", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetNoticeChannels", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetRevenue", Audience::MerchantOrOperator),
     ("autodebit.admin.v1.AdminService/AdvanceClock", Audience::Operator),
     ("autodebit.admin.v1.AdminService/GetClock", Audience::Operator),
     // gRPC's own services: health checks and reflection describe only what is public anyway.

@@ -131,6 +131,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
         let scan = store.read_types(at, WINDOW, BATCH, p.event_types()).await?;
         let last = scan.through;
         if scan.events.is_empty() {
+            crate::metrics::set(crate::metrics::FOLLOWER_LAG_MS, &[("follower", name)], 0);
             if last != at {
                 // Only events of other types: move on without a transaction.
                 at = last;
@@ -152,6 +153,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
             continue;
         }
         let n = scan.events.len();
+        let newest = scan.events.last().map(|e| e.recorded_at_ms).unwrap_or(0);
         let wanted: Vec<Decoded> = scan
             .events
             .into_iter()
@@ -188,6 +190,8 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
         at = last;
         crate::metrics::add(crate::metrics::FOLLOWER_EVENTS, &[("follower", name)], n as i64);
         crate::metrics::set(crate::metrics::FOLLOWER_POSITION, &[("follower", name)], at.position);
+        let lag = (platform.clock.now_ms() - newest).max(0);
+        crate::metrics::set(crate::metrics::FOLLOWER_LAG_MS, &[("follower", name)], lag);
     }
 }
 

@@ -14,6 +14,7 @@ pub const GRPC_SHED: &str = "autodebit_grpc_shed_total";
 pub const FOLLOWER_EVENTS: &str = "autodebit_follower_events_total";
 pub const FOLLOWER_POSITION: &str = "autodebit_follower_position";
 pub const FOLLOWER_ERRORS: &str = "autodebit_follower_errors_total";
+pub const FOLLOWER_LAG_MS: &str = "autodebit_follower_lag_ms";
 pub const SCHEDULER_ERRORS: &str = "autodebit_scheduler_errors_total";
 pub const SCHEDULER_BATCHES_VOIDED: &str = "autodebit_scheduler_batches_voided_total";
 pub const CHARGES_SCHEDULED: &str = "autodebit_charges_scheduled_total";
@@ -54,6 +55,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
     (FOLLOWER_EVENTS, Kind::Counter, Unit::Count, "Events of the log a follower has passed, by follower"),
     (FOLLOWER_POSITION, Kind::Gauge, Unit::Count, "The log position a follower has reached, by follower"),
     (FOLLOWER_ERRORS, Kind::Counter, Unit::Count, "Failed follower batches (retried after a back-off), by follower"),
+    (
+        FOLLOWER_LAG_MS,
+        Kind::Gauge,
+        Unit::Milliseconds,
+        "How far behind the log a follower is: the age of the last event it took in (platform clock), 0 once it has read to the head, by follower",
+    ),
     (SCHEDULER_ERRORS, Kind::Counter, Unit::Count, "Failed rounds of the scheduler's due loop (retried)"),
     (
         SCHEDULER_BATCHES_VOIDED,

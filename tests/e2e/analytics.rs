@@ -1,0 +1,265 @@
+//! Analytics' projections end to end: signing sessions taken through the payer's page (signed,
+//! abandoned, left open) on two channels, contracts billed on the test clock, a refund, and
+//! every question of `AnalyticsService` answered with the numbers those steps make — for the
+//! operator, for the merchant, and not for another merchant.
+use crate::scenario::{bill_next_period, charge_id, onboard};
+use crate::support::{Backend, TestApp, eventually, http_get, http_post};
+use autodebit_proto::analytics::v1::{
+    ChargeGrouping, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest, GetRetentionRequest,
+    GetRevenueRequest, GetSigningFunnelRequest, GetSummaryRequest, TimeRange,
+};
+use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, RefundChargeRequest, RefundState};
+use autodebit_proto::contracts::v1::{CreateSigningSessionRequest, GetSigningSessionRequest};
+use autodebit_proto::events::v1::{Money, SigningChannel};
+use autodebit_proto::scheduler::v1::GetScheduleRequest;
+use tonic::Code;
+
+both!(the_projections_answer_with_what_happened);
+
+fn path_of(url: &str) -> String {
+    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
+}
+
+/// Opens a session on `channel` and takes the payer as far as `steps` say: "view", "tick",
+/// "confirm", "abandon". The signed contract's id, if it was signed.
+async fn session(
+    app: &TestApp,
+    m: &crate::scenario::Merchant,
+    payer: &str,
+    channel: SigningChannel,
+    steps: &[&str],
+) -> String {
+    let s = app
+        .contracts_as(&m.api_key)
+        .create_signing_session(CreateSigningSessionRequest {
+            plan_id: m.plan_id.clone(),
+            payer_id: payer.into(),
+            channel: channel as i32,
+            device_id: format!("device-{payer}"),
+            client_ip: "192.0.2.10".into(),
+            return_url: "https://merchant.example/done".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateSigningSession")
+        .into_inner()
+        .session
+        .unwrap();
+    let page = path_of(&s.authorization_url);
+    let mut code = String::new();
+    for step in steps {
+        match *step {
+            "view" => {
+                let (status, html) = http_get(app.http, &page).await;
+                assert_eq!(status, 200);
+                code = crate::support::element_text(&html, "code-hint").unwrap_or_default();
+            }
+            "tick" => assert_eq!(http_post(app.http, &format!("{page}/tick"), "agree=yes").await.0, 303),
+            "confirm" => {
+                assert_eq!(http_post(app.http, &format!("{page}/confirm"), &format!("code={code}")).await.0, 303)
+            }
+            "abandon" => assert_eq!(http_post(app.http, &format!("{page}/abandon"), "").await.0, 303),
+            other => panic!("no step {other}"),
+        }
+    }
+    app.contracts_as(&m.api_key)
+        .get_signing_session(GetSigningSessionRequest { session_id: s.session_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .contract_id
+}
+
+async fn the_projections_answer_with_what_happened(backend: Backend) {
+    let app = crate::support::run_on(backend, 0, &["--test-clock"]).await;
+    let ch = app.channel().await;
+    let m = onboard(&ch, "91330100MA2ANA0001").await;
+    let other = onboard(&ch, "91330100MA2ANA0002").await;
+
+    let signed_h5 = session(&app, &m, "payer-a", SigningChannel::H5, &["view", "tick", "confirm"]).await;
+    session(&app, &m, "payer-b", SigningChannel::H5, &["view", "abandon"]).await;
+    session(&app, &m, "payer-c", SigningChannel::H5, &[]).await;
+    let signed_mini = session(&app, &m, "payer-d", SigningChannel::MiniProgram, &["view", "tick", "confirm"]).await;
+    assert!(!signed_h5.is_empty() && !signed_mini.is_empty(), "both sessions signed");
+
+    // A month on: both contracts billed, and both charges succeed (no declines).
+    let mut charges = Vec::new();
+    for contract in [&signed_h5, &signed_mini] {
+        bill_next_period(&ch, contract).await;
+    }
+    app.settled().await;
+    // Every period billed so far, of both (the clock moved for one bills the other too).
+    for contract in [&signed_h5, &signed_mini] {
+        let s = app
+            .scheduler()
+            .get_schedule(GetScheduleRequest { contract_id: contract.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .schedule
+            .unwrap();
+        charges.extend((1..s.next_period).map(|p| charge_id(contract, p)));
+    }
+    let n = charges.len() as u64;
+    let operator = app.charger();
+    let mut amounts = 0;
+    for id in &charges {
+        let got = eventually("the charge to succeed", 30, || {
+            let mut c = operator.clone();
+            let id = id.clone();
+            async move {
+                let got = c.get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge?;
+                (got.state == ChargeState::Succeeded as i32).then_some(got)
+            }
+        })
+        .await;
+        amounts += got.amount.unwrap().minor_units;
+    }
+    let refund = app
+        .charger_as(&m.api_key)
+        .refund_charge(RefundChargeRequest {
+            charge_id: charges[0].clone(),
+            amount: Some(Money { minor_units: 300, currency: "CNY".into() }),
+            reason: "asked".into(),
+            idempotency_key: "analytics-1".into(),
+        })
+        .await
+        .expect("RefundCharge")
+        .into_inner()
+        .refund
+        .unwrap();
+    eventually("the refund to succeed", 30, || {
+        let mut c = app.charger_as(&m.api_key);
+        let id = refund.refund_id.clone();
+        async move {
+            let r = c
+                .get_refund(autodebit_proto::charger::v1::GetRefundRequest { refund_id: id })
+                .await
+                .ok()?
+                .into_inner()
+                .refund?;
+            (r.state == RefundState::Succeeded as i32).then_some(())
+        }
+    })
+    .await;
+    app.settled().await;
+    let mut mine = app.analytics_as(&m.api_key);
+
+    // The funnel: four opened, three viewed, two ticked and signed, one abandoned, and the one
+    // left open expired as the month went by.
+    let funnel = mine.get_signing_funnel(GetSigningFunnelRequest::default()).await.unwrap().into_inner().rows;
+    assert_eq!(funnel.len(), 1, "{funnel:?}");
+    let f = &funnel[0];
+    assert_eq!(
+        (f.opened, f.page_viewed, f.agreement_ticked, f.signed, f.abandoned, f.expired),
+        (4, 3, 2, 2, 1, 1),
+        "{f:?}"
+    );
+    assert_eq!(f.median_ms_to_sign, 0, "signed while the test clock stood still");
+    let by_channel = mine
+        .get_signing_funnel(GetSigningFunnelRequest { group_by: FunnelGrouping::Channel as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    let got: Vec<(&str, u64, u64)> = by_channel.iter().map(|r| (r.group.as_str(), r.opened, r.signed)).collect();
+    assert_eq!(got, vec![("h5", 3, 1), ("mini_program", 1, 1)]);
+
+    // Charges: every one succeeded, each counted at an hour of the merchant's day.
+    let stats = mine.get_charge_stats(GetChargeStatsRequest::default()).await.unwrap().into_inner().rows;
+    assert_eq!(stats.len(), 1);
+    assert_eq!((stats[0].charges, stats[0].succeeded, stats[0].success_rate_basis_points), (n, n, 10_000));
+    let by_plan = mine
+        .get_charge_stats(GetChargeStatsRequest { group_by: ChargeGrouping::Plan as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(
+        by_plan.iter().map(|r| (r.group.as_str(), r.charges)).collect::<Vec<_>>(),
+        vec![(m.plan_id.as_str(), n)]
+    );
+    let by_hour = mine
+        .get_charge_stats(GetChargeStatsRequest { group_by: ChargeGrouping::HourOfDay as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(by_hour.iter().all(|r| r.group.len() == 2 && r.group.parse::<u32>().unwrap() < 24), "{by_hour:?}");
+    assert_eq!(by_hour.iter().map(|r| r.succeeded).sum::<u64>(), n);
+
+    // Retention: one cohort of two, both still there a month on.
+    let cohorts = mine.get_retention(GetRetentionRequest::default()).await.unwrap().into_inner().cohorts;
+    assert_eq!(cohorts.len(), 1, "{cohorts:?}");
+    assert_eq!(cohorts[0].signed, 2);
+    let one = cohorts[0].points.iter().find(|p| p.months == 1).unwrap();
+    assert_eq!((one.eligible, one.retained), (2, 2), "{cohorts:?}");
+    assert!(cohorts[0].points.iter().find(|p| p.months == 12).unwrap().eligible == 0);
+
+    // Notices: every one recorded was sent on the process log (no channels set up).
+    let notices = mine.get_notice_channels(GetNoticeChannelsRequest::default()).await.unwrap().into_inner();
+    let log = notices.rows.iter().find(|r| r.channel == "log").expect("notices on the log channel");
+    assert!(log.sent >= 4, "signed, pre-debit and succeeded notices: {notices:?}");
+    assert_eq!(notices.unsent, 0);
+
+    // Revenue: what the charges took, less the refund; MRR the two contracts' monthly amounts
+    // (the plan's one amount each).
+    let revenue = mine.get_revenue(GetRevenueRequest::default()).await.unwrap().into_inner().rows;
+    assert_eq!(revenue.len(), 1, "{revenue:?}");
+    let r = &revenue[0];
+    assert_eq!((r.merchant_id.as_str(), r.currency.as_str()), (m.merchant_id.as_str(), "CNY"));
+    assert_eq!((r.gross, r.refunds, r.net), (amounts, 300, amounts - 300));
+    assert_eq!(r.mrr, 2 * amounts / n as i64, "two monthly contracts of the amount charged each period");
+
+    // The summary agrees.
+    let summary = mine.get_summary(GetSummaryRequest {}).await.unwrap().into_inner();
+    assert_eq!((summary.contracts_active, summary.charges_succeeded), (2, n));
+
+    // A range before anything happened is empty; a range the wrong way round is refused.
+    let empty = TimeRange { from_ms: 1, until_ms: 2 };
+    let rows = mine
+        .get_signing_funnel(GetSigningFunnelRequest { range: Some(empty), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(rows.is_empty(), "{rows:?}");
+    let err = mine
+        .get_revenue(GetRevenueRequest { range: Some(TimeRange { from_ms: 5, until_ms: 4 }), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("range"), "{}", err.message());
+
+    // Another merchant sees nothing of these, and cannot ask for them; the operator can.
+    let mut theirs = app.analytics_as(&other.api_key);
+    assert!(theirs.get_revenue(GetRevenueRequest::default()).await.unwrap().into_inner().rows.is_empty());
+    assert!(theirs.get_signing_funnel(GetSigningFunnelRequest::default()).await.unwrap().into_inner().rows.is_empty());
+    let err = theirs
+        .get_charge_stats(GetChargeStatsRequest { merchant_id: m.merchant_id.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("merchant_id"), "{}", err.message());
+    let by_operator = app
+        .analytics()
+        .get_charge_stats(GetChargeStatsRequest { merchant_id: m.merchant_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(by_operator, stats);
+    let all = app
+        .analytics()
+        .get_charge_stats(GetChargeStatsRequest { group_by: ChargeGrouping::Merchant as i32, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(
+        all.iter().map(|r| (r.group.as_str(), r.charges)).collect::<Vec<_>>(),
+        vec![(m.merchant_id.as_str(), n)]
+    );
+}
