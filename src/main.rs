@@ -1,6 +1,7 @@
 //! `autodebit`: the whole platform in one process, one service per process, a client for any
 //! of its RPCs, a demo, benchmarks, and the event log's export and import.
 
+mod analytics;
 mod bench;
 mod call;
 mod demo;
@@ -76,6 +77,9 @@ enum Command {
     /// The event log as portable JSON lines: export one, import one into an empty database.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// The analytics projections: rebuild them from the log.
+    #[command(subcommand)]
+    Analytics(analytics::AnalyticsCommand),
 }
 
 #[derive(clap::Args)]
@@ -172,6 +176,10 @@ fn main() -> anyhow::Result<()> {
             Command::Log(l) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-log", format, "warn");
                 log::run(l).await
+            }
+            Command::Analytics(a) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-analytics", format, "warn");
+                analytics::run(a).await
             }
             Command::Bench(b) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-bench", format, "warn");

@@ -4,11 +4,13 @@
 //! - `api`: gRPC handlers;
 //! - `app`: the questions answered from the read models;
 //! - `processor`: the log follower that projects every event;
+//! - `rebuild`: projections made again from the log beside the live ones, then swapped in;
 //! - `store`: the read-model tables and their statements, and the migrations.
 
 mod api;
 mod app;
 mod processor;
+pub mod rebuild;
 mod store;
 
 use autodebit_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
@@ -20,7 +22,7 @@ pub const GRPC_NAME: &str = "autodebit.analytics.v1.AnalyticsService";
 /// Starts the service: the projection follower and the gRPC routes.
 pub async fn start(platform: &Platform) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
-    spawn_follower(platform, processor::Projector);
+    spawn_follower(platform, processor::Projector::default());
     spawn_follower(platform, KeyFollower { name: "analytics.keys", table: "analytics_api_keys" });
     let routes =
         autodebit_runtime::grpc::routes_for(AnalyticsServiceServer::new(api::AnalyticsApi::new(platform.clone())));

@@ -1,6 +1,6 @@
 //! The analytics log follower: projects every event into the read models (`store`), in the
 //! transaction that moves its checkpoint, so each event is counted exactly once.
-use crate::store::{self, Rejected, Run, Statement};
+use crate::store::{self, Names, Rejected, Run, Statement};
 use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
@@ -9,7 +9,12 @@ use autodebit_runtime::{Decoded, Processor};
 use serde_json::json;
 use std::collections::HashMap;
 
-pub struct Projector;
+/// Projects into the tables `names` says: the live follower writes them all in place; a
+/// rebuild writes some of them into their shadows.
+#[derive(Default)]
+pub struct Projector {
+    pub names: Names,
+}
 
 /// A fixed amount per cycle as a month's worth (minor units): a year is twelve months, a
 /// month 365/12 days; 0 for no fixed amount.
@@ -79,7 +84,7 @@ fn notice_kind_name(kind: i32) -> String {
 impl Projector {
     /// The zones of the merchants whose charges the batch settles: applied in the batch, or
     /// kept before it.
-    async fn zones(tx: &mut Tx, events: &[Decoded]) -> anyhow::Result<HashMap<String, String>> {
+    async fn zones(&self, tx: &mut Tx, events: &[Decoded]) -> anyhow::Result<HashMap<String, String>> {
         let mut zones = HashMap::new();
         let mut wanted = Vec::new();
         for d in events {
@@ -91,7 +96,9 @@ impl Projector {
         }
         wanted.sort();
         wanted.dedup();
-        zones.extend(store::zones(tx, wanted).await?);
+        if !wanted.is_empty() && self.names.writes("analytics_charges") {
+            zones.extend(store::zones(tx, &self.names, wanted).await?);
+        }
         for d in events {
             if let EventKind::MerchantApplied(m) = &d.kind {
                 zones.insert(m.merchant_id.clone(), m.time_zone.clone());
@@ -122,7 +129,15 @@ impl Processor for Projector {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
-        let zones = Self::zones(tx, events).await?;
+        self.project(tx, events).await
+    }
+}
+
+impl Projector {
+    /// Writes `events` into the tables, in `tx`.
+    pub async fn project(&self, tx: &mut Tx, events: &[Decoded]) -> anyhow::Result<()> {
+        let names = &self.names;
+        let zones = self.zones(tx, events).await?;
         let hour = |merchant: &str, at: i64| {
             i64::from(autodebit_domain::clock::local_hour(at, zones.get(merchant).map(String::as_str).unwrap_or("")))
         };
@@ -177,7 +192,7 @@ impl Processor for Projector {
                     (Statement::ChargeOutcome, json!([r.charge_id, "scheduled", "", r.scheduled_at_ms, -1, 0]))
                 }
                 EventKind::ChargeRejected(r) => {
-                    run.flush(tx).await?;
+                    run.flush(tx, names).await?;
                     // Refused at issue, a charge has no row yet.
                     let amount = codec::money_from_pb(r.amount.as_ref()).ok();
                     let rejected = Rejected {
@@ -190,7 +205,7 @@ impl Processor for Projector {
                         due_at_ms: r.due_at_ms,
                         rejected_at_ms: r.rejected_at_ms,
                     };
-                    store::save_rejected(tx, rejected).await?;
+                    store::save_rejected(tx, names, rejected).await?;
                     continue;
                 }
                 EventKind::SigningSessionOpened(o) => {
@@ -239,13 +254,13 @@ impl Processor for Projector {
                 }
                 _ => continue,
             };
-            run.push(tx, statement, row).await?;
+            run.push(tx, names, statement, row).await?;
         }
-        run.flush(tx).await?;
-        store::bump(tx, "notices_recorded", notices.len() as i64).await?;
+        run.flush(tx, names).await?;
+        store::bump(tx, names, "notices_recorded", notices.len() as i64).await?;
         // Each merchant's own count, through the contract the notice is about.
-        store::count_merchant_notices(tx, notices).await?;
-        store::bump(tx, "events_projected", events.len() as i64).await?;
+        store::count_merchant_notices(tx, names, notices).await?;
+        store::bump(tx, names, "events_projected", events.len() as i64).await?;
         Ok(())
     }
 }

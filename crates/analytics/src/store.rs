@@ -5,17 +5,79 @@ use autodebit_eventstore::{EventStore, Migrations, StoreError, Tx, Value};
 
 pub static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("analytics", 5000..6000);
 
+/// The projections, each the tables it writes: what `analytics rebuild --projection` names.
+pub const PROJECTIONS: &[(&str, &[&str])] = &[
+    ("contracts", &["analytics_merchants", "analytics_contracts"]),
+    ("charges", &["analytics_charges", "analytics_refunds"]),
+    ("funnel", &["analytics_signing_sessions"]),
+    ("notices", &["analytics_notices"]),
+    ("counters", &["analytics_counters", "analytics_merchant_counters"]),
+];
+
+/// The shadow of a table: where a rebuild writes it before it is swapped in.
+pub fn shadow_of(table: &str) -> String {
+    format!("analytics_shadow_{}", table.trim_start_matches("analytics_"))
+}
+
+/// Which tables the projector writes, and under which names: all of them in place (the live
+/// projector), or some into their shadows (a rebuild), the others left alone.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// `None`: every table, live.
+    shadowed: Option<Vec<&'static str>>,
+}
+
+impl Names {
+    /// `tables` into their shadows; nothing else written.
+    pub fn shadows(tables: Vec<&'static str>) -> Names {
+        Names { shadowed: Some(tables) }
+    }
+
+    /// Whether the projector writes `table`.
+    pub fn writes(&self, table: &str) -> bool {
+        self.shadowed.as_ref().is_none_or(|t| t.contains(&table))
+    }
+
+    /// `sql` with the shadowed tables' names put in for theirs.
+    pub fn apply(&self, sql: &str) -> String {
+        let Some(tables) = &self.shadowed else { return sql.to_string() };
+        let mut out = sql.to_string();
+        for t in tables {
+            out = replace_name(&out, t, &shadow_of(t));
+        }
+        out
+    }
+}
+
+/// Replaces the identifier `name` (not a longer one it begins) in `sql`.
+fn replace_name(sql: &str, name: &str, with: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(i) = rest.find(name) {
+        let after = &rest[i + name.len()..];
+        let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && !rest[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { with } else { name });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Projection writes
 
 /// Adds `by` to the platform-wide counter `name`.
-pub async fn bump(tx: &mut Tx, name: &str, by: i64) -> Result<(), StoreError> {
-    if by == 0 {
+pub async fn bump(tx: &mut Tx, names: &Names, name: &str, by: i64) -> Result<(), StoreError> {
+    if by == 0 || !names.writes("analytics_counters") {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO analytics_counters (name, value) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET value = analytics_counters.value + excluded.value",
+        &names.apply(
+            "INSERT INTO analytics_counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = analytics_counters.value + excluded.value",
+        ),
         &[Value::from(name), Value::Int(by)],
     )
     .await?;
@@ -74,6 +136,24 @@ fn update_from(table: &str, key: &str, set: &str, columns: &[&str], rows: &str) 
 }
 
 impl Statement {
+    /// The table it writes.
+    fn table(self) -> &'static str {
+        match self {
+            Statement::Merchant => "analytics_merchants",
+            Statement::ContractSigned
+            | Statement::ContractState
+            | Statement::ContractAmount
+            | Statement::ContractZombie => "analytics_contracts",
+            Statement::ChargeScheduled | Statement::ChargeOutcome => "analytics_charges",
+            Statement::SessionOpened | Statement::SessionStep => "analytics_signing_sessions",
+            Statement::NoticeRecorded
+            | Statement::NoticeDelivery
+            | Statement::NoticeOpened
+            | Statement::NoticeConverted => "analytics_notices",
+            Statement::RefundRequested | Statement::RefundOutcome => "analytics_refunds",
+        }
+    }
+
     fn sql(self, rows: &str) -> String {
         match self {
             Statement::Merchant => format!(
@@ -220,9 +300,18 @@ pub struct Run {
 
 impl Run {
     /// Adds a row, first writing the rows of another statement that came before it.
-    pub async fn push(&mut self, tx: &mut Tx, statement: Statement, row: serde_json::Value) -> Result<(), StoreError> {
+    pub async fn push(
+        &mut self,
+        tx: &mut Tx,
+        names: &Names,
+        statement: Statement,
+        row: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        if !names.writes(statement.table()) {
+            return Ok(());
+        }
         if self.statement != Some(statement) {
-            self.flush(tx).await?;
+            self.flush(tx, names).await?;
             self.statement = Some(statement);
         }
         self.rows.push(row);
@@ -231,10 +320,10 @@ impl Run {
 
     /// Writes the rows waiting, in their order: a statement writes a row once, so rows with a
     /// key seen already in the run go in a later statement.
-    pub async fn flush(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+    pub async fn flush(&mut self, tx: &mut Tx, names: &Names) -> Result<(), StoreError> {
         let (Some(statement), false) = (self.statement.take(), self.rows.is_empty()) else { return Ok(()) };
         let mut rest = std::mem::take(&mut self.rows);
-        let sql = statement.sql(&tx.kind().json_rows(1));
+        let sql = names.apply(&statement.sql(&tx.kind().json_rows(1)));
         while !rest.is_empty() {
             let mut seen = std::collections::HashSet::new();
             let (now, later): (Vec<_>, Vec<_>) =
@@ -261,14 +350,17 @@ pub struct Rejected<'a> {
 }
 
 /// Writes a rejected charge's row.
-pub async fn save_rejected(tx: &mut Tx, r: Rejected<'_>) -> Result<(), StoreError> {
+pub async fn save_rejected(tx: &mut Tx, names: &Names, r: Rejected<'_>) -> Result<(), StoreError> {
+    if !names.writes("analytics_charges") {
+        return Ok(());
+    }
     tx.execute(
-        "INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency, state,
+        &names.apply("INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency, state,
                                         code, failures, due_at_ms, updated_at_ms, local_hour)
          VALUES ($1, $2, $3, COALESCE((SELECT c.plan_id FROM analytics_contracts c WHERE c.contract_id = $2), ''),
                  '', $4, $5, 'rejected', $6, 0, $7, $8, -1)
          ON CONFLICT (charge_id) DO UPDATE SET state = 'rejected', code = excluded.code,
-           updated_at_ms = excluded.updated_at_ms",
+           updated_at_ms = excluded.updated_at_ms"),
         &[
             Value::from(r.charge_id),
             Value::from(r.contract_id),
@@ -291,17 +383,17 @@ struct Zone {
 }
 
 /// The zones of `merchant_ids` ("" for one not known).
-pub async fn zones(tx: &mut Tx, merchant_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
+pub async fn zones(tx: &mut Tx, names: &Names, merchant_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
     if merchant_ids.is_empty() {
         return Ok(Vec::new());
     }
     let list = serde_json::Value::Array(merchant_ids.into_iter().map(|m| serde_json::json!([m])).collect());
     let found: Vec<Zone> = tx
         .query_as(
-            &format!(
+            &names.apply(&format!(
                 "SELECT merchant_id, time_zone FROM analytics_merchants WHERE merchant_id IN (SELECT value->>0 FROM {})",
                 tx.kind().json_rows(1)
-            ),
+            )),
             &[Value::from(list.to_string())],
         )
         .await?;
@@ -310,12 +402,16 @@ pub async fn zones(tx: &mut Tx, merchant_ids: Vec<String>) -> Result<Vec<(String
 
 /// Counts notices towards each merchant's `notices_recorded`, through the contract each is
 /// about; `notices` holds one `[contract_id]` per notice.
-pub async fn count_merchant_notices(tx: &mut Tx, notices: Vec<serde_json::Value>) -> Result<(), StoreError> {
-    if notices.is_empty() {
+pub async fn count_merchant_notices(
+    tx: &mut Tx,
+    names: &Names,
+    notices: Vec<serde_json::Value>,
+) -> Result<(), StoreError> {
+    if notices.is_empty() || !names.writes("analytics_merchant_counters") {
         return Ok(());
     }
     tx.execute(
-        &format!(
+        &names.apply(&format!(
             "INSERT INTO analytics_merchant_counters (merchant_id, name, value)
              SELECT c.merchant_id, 'notices_recorded', COUNT(*)
              FROM {} v JOIN analytics_contracts c ON c.contract_id = v.value->>0
@@ -323,7 +419,7 @@ pub async fn count_merchant_notices(tx: &mut Tx, notices: Vec<serde_json::Value>
              ON CONFLICT (merchant_id, name)
                DO UPDATE SET value = analytics_merchant_counters.value + excluded.value",
             tx.kind().json_rows(1)
-        ),
+        )),
         &[Value::from(serde_json::Value::Array(notices).to_string())],
     )
     .await?;

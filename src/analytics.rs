@@ -1,0 +1,67 @@
+//! `autodebit analytics`: work on the analytics projections of a database.
+use anyhow::Context;
+use autodebit_eventstore::{EventStore, StoreOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum AnalyticsCommand {
+    /// Rebuilds projections from the log into shadow tables and swaps them in; the live tables
+    /// serve meanwhile, and a running platform may keep running.
+    Rebuild {
+        /// One projection: contracts, charges, funnel, notices or counters (all when absent).
+        #[arg(long)]
+        projection: Option<String>,
+        #[command(flatten)]
+        database: Database,
+    },
+}
+
+/// Which database: the embedded default's directory, or a URL.
+#[derive(clap::Args)]
+pub struct Database {
+    /// The directory of an embedded SQLite database (`autodebit run --data-dir`).
+    #[arg(long, conflicts_with = "database_url")]
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://…` or `sqlite://…`.
+    #[arg(long, env = "AUTODEBIT_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl Database {
+    pub fn url(&self) -> anyhow::Result<String> {
+        match (&self.database_url, &self.data_dir) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(dir)) => {
+                let file = dir.join("autodebit.db");
+                anyhow::ensure!(file.exists(), "data_dir: no database at {}", file.display());
+                Ok(format!("sqlite://{}", file.display()))
+            }
+            (None, None) => anyhow::bail!("give --data-dir DIR or --database-url URL"),
+        }
+    }
+}
+
+pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
+    match command {
+        AnalyticsCommand::Rebuild { projection, database } => {
+            let url = database.url()?;
+            let store = EventStore::open(StoreOptions::new(url.as_str())).await.context("opening the database")?;
+            if let Some(p) = &projection {
+                autodebit_analytics::rebuild::tables_of(Some(p)).map_err(|e| anyhow::anyhow!("projection: {e}"))?;
+            }
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let done = autodebit_analytics::rebuild::rebuild(&store, projection.as_deref(), &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish_and_clear();
+            let what = projection.as_deref().unwrap_or("every projection");
+            eprintln!("rebuilt {what} from {} events and swapped it in", done.events);
+            Ok(())
+        }
+    }
+}
