@@ -18,6 +18,24 @@ pub enum BenchCommand {
     /// The notifier from the log onward: N `ChargeSucceeded` events appended to the log, each a
     /// notice sent to an in-process WeChat fake and a webhook to an in-process receiver.
     Notices(NoticesArgs),
+    /// The analytics projections rebuilt from a log of N events (signing sessions, contracts,
+    /// charges and notices), beside the rate the same events were appended at.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// PostgreSQL server to create a fresh benchmark database on (default: the local one).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Events in the log (ten per contract).
+    #[arg(long, default_value_t = 300_000)]
+    events: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +142,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::BillingRun(a) => billing_run(a).await,
         BenchCommand::Charges(a) => charges::run(a).await,
         BenchCommand::Notices(a) => notices::run(a).await,
+        BenchCommand::Rebuild(a) => rebuild(a).await,
     }
 }
 
@@ -424,6 +443,204 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
         peak_rss_bytes: peak_rss,
         append_events_per_second: appended.round(),
         ratio_to_append: (cps / appended * 1000.0).round() / 1000.0,
+    };
+    print_report(&report, a.json)
+}
+
+/// `bench rebuild`: N events of ten kinds, as a billing platform's log holds them, appended in
+/// batches of 1,000 (timed: the store's own rate), then every analytics projection rebuilt from
+/// them (timed). The live projections are taken to stand at the head of the log (their
+/// checkpoint is set there), so the rebuild reads all of it.
+async fn rebuild(a: RebuildArgs) -> anyhow::Result<()> {
+    use autodebit_proto::EventKind as K;
+    use autodebit_proto::events::v1 as pb;
+    use autodebit_runtime::codec::{self, Cause};
+    let tmp = tempfile::tempdir()?;
+    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
+    let store = EventStore::open(StoreOptions::new(&url)).await?;
+    store.migrate(&autodebit_analytics::MIGRATIONS).await?;
+
+    // Ten events per contract: a session opened, viewed, ticked and confirmed, the contract
+    // signed, a charge scheduled and succeeded, and three notices.
+    let day = 86_400_000;
+    let start = 1_767_225_600_000; // 2026-01-01
+    let contract_events = |i: usize| -> Vec<StreamAppend> {
+        let at = start + (i as i64 % 365) * day;
+        let contract_id = autodebit_domain::ContractId::generate();
+        let charge = autodebit_domain::ChargeId::for_period(contract_id, 1).to_string();
+        let contract = contract_id.to_string();
+        let (merchant, plan, payer) = (format!("m{}", i % 50), format!("plan{}", i % 200), format!("payer-{i}"));
+        let session = format!("ss_{i}");
+        let money = Some(pb::Money { minor_units: 1_990, currency: "CNY".into() });
+        let step = |s: pb::SigningStep, detail: &str| {
+            K::SigningStepRecorded(pb::SigningStepRecorded {
+                session_id: session.clone(),
+                step: s as i32,
+                detail: detail.into(),
+                at_ms: at,
+                merchant_id: merchant.clone(),
+                payer_id: payer.clone(),
+            })
+        };
+        let notice = |n: usize, kind: pb::NoticeKind| {
+            K::NoticeRecorded(pb::NoticeRecorded {
+                notice_id: format!("n{i}-{n}"),
+                kind: kind as i32,
+                contract_id: contract.clone(),
+                charge_id: charge.clone(),
+                recorded_at_ms: at,
+                merchant_id: merchant.clone(),
+                recipient: payer.clone(),
+                text: "您的会员将于明日自动续费 ¥19.90".into(),
+                ..Default::default()
+            })
+        };
+        let streams: Vec<(String, Vec<K>)> = vec![
+            (
+                format!("signing-{session}"),
+                vec![
+                    K::SigningSessionOpened(pb::SigningSessionOpened {
+                        session_id: session.clone(),
+                        merchant_id: merchant.clone(),
+                        plan_id: plan.clone(),
+                        payer_id: payer.clone(),
+                        channel: pb::SigningChannel::H5 as i32,
+                        device_id: format!("d{i}"),
+                        opened_at_ms: at,
+                        ..Default::default()
+                    }),
+                    step(pb::SigningStep::PageViewed, ""),
+                    step(pb::SigningStep::AgreementTicked, ""),
+                    step(pb::SigningStep::Confirmed, &contract),
+                ],
+            ),
+            (
+                format!("contract-{contract}"),
+                vec![K::ContractSigned(pb::ContractSigned {
+                    contract_id: contract.clone(),
+                    merchant_id: merchant.clone(),
+                    payer_id: payer.clone(),
+                    amount_per_cycle: money.clone(),
+                    cycle: pb::Cycle::Monthly as i32,
+                    signed_at_ms: at,
+                    plan_id: plan.clone(),
+                    ..Default::default()
+                })],
+            ),
+            (
+                format!("charge-{charge}"),
+                vec![
+                    K::ChargeScheduled(pb::ChargeScheduled {
+                        charge_id: charge.clone(),
+                        contract_id: contract.clone(),
+                        merchant_id: merchant.clone(),
+                        payer_id: payer.clone(),
+                        amount: money.clone(),
+                        period: 1,
+                        due_at_ms: at,
+                        reason: pb::ChargeReason::Cycle as i32,
+                        ..Default::default()
+                    }),
+                    K::ChargeSucceeded(pb::ChargeSucceeded {
+                        charge_id: charge.clone(),
+                        contract_id: contract.clone(),
+                        merchant_id: merchant.clone(),
+                        amount: money.clone(),
+                        succeeded_at_ms: at,
+                        payer_id: payer.clone(),
+                        ..Default::default()
+                    }),
+                ],
+            ),
+            (
+                format!("notices-{i}"),
+                vec![
+                    notice(0, pb::NoticeKind::ContractSigned),
+                    notice(1, pb::NoticeKind::PreDebit),
+                    notice(2, pb::NoticeKind::ChargeSucceeded),
+                ],
+            ),
+        ];
+        streams
+            .into_iter()
+            .map(|(stream, kinds)| StreamAppend {
+                stream,
+                expected: ExpectedVersion::NoStream,
+                events: kinds
+                    .into_iter()
+                    .map(|k| codec::encode(pb::Event { kind: Some(k) }, &Cause::request(format!("bench/{i}")), at))
+                    .collect(),
+            })
+            .collect()
+    };
+    let contracts = a.events.div_ceil(10);
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut in_batch = 0;
+    for i in 0..contracts {
+        batch.extend(contract_events(i));
+        in_batch += 10;
+        if in_batch >= 1_000 {
+            batches.push(std::mem::take(&mut batch));
+            in_batch = 0;
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    let events = (contracts * 10) as u64;
+    let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(events) };
+    let s = store.clone();
+    let appended = timed_batches(batches, 1, &bar, move |b| {
+        let s = s.clone();
+        async move { s.append_many(&b).await.map(|_| ()).map_err(anyhow::Error::from) }
+    })
+    .await?;
+    bar.finish_and_clear();
+
+    // The live projections at the head of the log.
+    let mut head = autodebit_eventstore::Checkpoint::default();
+    loop {
+        let page = store.read_all(head, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        head = last.checkpoint();
+    }
+    let mut tx = store.begin().await?;
+    tx.save_checkpoint("analytics.projections", Default::default(), head).await?;
+    tx.commit().await?;
+
+    let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(events) };
+    let t = Instant::now();
+    let done = autodebit_analytics::rebuild::rebuild(&store, None, &|n, total| {
+        bar.set_length(total);
+        bar.set_position(n);
+    })
+    .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    anyhow::ensure!(done.events == events, "the rebuild read {} events of {events}", done.events);
+    let rate = events as f64 / seconds;
+
+    #[derive(serde::Serialize)]
+    struct RebuildReport {
+        backend: &'static str,
+        events: u64,
+        seconds: f64,
+        events_per_second: f64,
+        /// The same events appended in batches of 1,000, one batch at a time, before.
+        append_events_per_second: f64,
+        /// events_per_second / append_events_per_second.
+        ratio: f64,
+        peak_rss_bytes: u64,
+    }
+    let report = RebuildReport {
+        backend: if a.backend == Backend::Postgres { "postgres" } else { "sqlite" },
+        events,
+        seconds: (seconds * 1000.0).round() / 1000.0,
+        events_per_second: rate.round(),
+        append_events_per_second: appended.round(),
+        ratio: (rate / appended * 1000.0).round() / 1000.0,
+        peak_rss_bytes: peak_rss_bytes(),
     };
     print_report(&report, a.json)
 }

@@ -17,6 +17,8 @@ use autodebit_proto::analytics::v1::analytics_service_server::AnalyticsServiceSe
 use autodebit_runtime::auth::KeyFollower;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
+pub use store::MIGRATIONS;
+
 pub const GRPC_NAME: &str = "autodebit.analytics.v1.AnalyticsService";
 
 /// Starts the service: the projection follower and the gRPC routes.

@@ -1,6 +1,6 @@
 //! The analytics log follower: projects every event into the read models (`store`), in the
 //! transaction that moves its checkpoint, so each event is counted exactly once.
-use crate::store::{self, Names, Rejected, Run, Statement};
+use crate::store::{self, Batch, Names, Statement};
 use autodebit_eventstore::Tx;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
@@ -142,7 +142,7 @@ impl Projector {
             i64::from(autodebit_domain::clock::local_hour(at, zones.get(merchant).map(String::as_str).unwrap_or("")))
         };
         let mut notices = Vec::new();
-        let mut run = Run::default();
+        let mut batch = Batch::default();
         for d in events {
             let (statement, row) = match &d.kind {
                 EventKind::MerchantApplied(m) => (Statement::Merchant, json!([m.merchant_id, m.industry, m.time_zone])),
@@ -192,21 +192,19 @@ impl Projector {
                     (Statement::ChargeOutcome, json!([r.charge_id, "scheduled", "", r.scheduled_at_ms, -1, 0]))
                 }
                 EventKind::ChargeRejected(r) => {
-                    run.flush(tx, names).await?;
                     // Refused at issue, a charge has no row yet.
                     let amount = codec::money_from_pb(r.amount.as_ref()).ok();
-                    let rejected = Rejected {
-                        charge_id: &r.charge_id,
-                        contract_id: &r.contract_id,
-                        merchant_id: &r.merchant_id,
-                        amount: amount.map(|m| m.minor_units()).unwrap_or(0),
-                        currency: amount.map(|m| m.currency().to_string()).unwrap_or_default(),
-                        rule: &r.rule,
-                        due_at_ms: r.due_at_ms,
-                        rejected_at_ms: r.rejected_at_ms,
-                    };
-                    store::save_rejected(tx, names, rejected).await?;
-                    continue;
+                    let row = json!([
+                        r.charge_id,
+                        r.contract_id,
+                        r.merchant_id,
+                        amount.map(|m| m.minor_units()).unwrap_or(0),
+                        amount.map(|m| m.currency().to_string()).unwrap_or_default(),
+                        r.rule,
+                        r.due_at_ms,
+                        r.rejected_at_ms
+                    ]);
+                    (Statement::ChargeRejected, row)
                 }
                 EventKind::SigningSessionOpened(o) => {
                     let row = json!([
@@ -254,9 +252,9 @@ impl Projector {
                 }
                 _ => continue,
             };
-            run.push(tx, names, statement, row).await?;
+            batch.push(statement, row);
         }
-        run.flush(tx, names).await?;
+        batch.write(tx, names).await?;
         store::bump(tx, names, "notices_recorded", notices.len() as i64).await?;
         // Each merchant's own count, through the contract the notice is about.
         store::count_merchant_notices(tx, names, notices).await?;

@@ -86,7 +86,7 @@ pub async fn bump(tx: &mut Tx, names: &Names, name: &str, by: i64) -> Result<(),
 
 /// The statements the projector writes rows with, one per run of events that need the same.
 /// Each row is a JSON array; its first item is the key of the row it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Statement {
     /// `[merchant_id, industry, time_zone]`
     Merchant,
@@ -102,6 +102,9 @@ pub enum Statement {
     ChargeScheduled,
     /// `[charge_id, state, code, at_ms, local_hour (-1: keep), failed (1 or 0)]`
     ChargeOutcome,
+    /// `[charge_id, contract_id, merchant_id, amount, currency, rule, due_at_ms, rejected_at_ms]`:
+    /// refused at issue (no row yet) or after scheduling (its row).
+    ChargeRejected,
     /// `[session_id, merchant_id, plan_id, payer_id, channel, device_id, opened_at_ms]`
     SessionOpened,
     /// `[session_id, step, at_ms, detail]`
@@ -144,7 +147,7 @@ impl Statement {
             | Statement::ContractState
             | Statement::ContractAmount
             | Statement::ContractZombie => "analytics_contracts",
-            Statement::ChargeScheduled | Statement::ChargeOutcome => "analytics_charges",
+            Statement::ChargeScheduled | Statement::ChargeOutcome | Statement::ChargeRejected => "analytics_charges",
             Statement::SessionOpened | Statement::SessionStep => "analytics_signing_sessions",
             Statement::NoticeRecorded
             | Statement::NoticeDelivery
@@ -212,6 +215,17 @@ impl Statement {
                 &["id", "state", "code", "at:BIGINT", "hour:BIGINT", "failed:BIGINT"],
                 rows,
             ),
+            Statement::ChargeRejected => format!(
+                "INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency,
+                                                state, code, failures, due_at_ms, updated_at_ms, local_hour)
+                 SELECT value->>0, value->>1, value->>2,
+                        COALESCE((SELECT c.plan_id FROM analytics_contracts c WHERE c.contract_id = value->>1), ''),
+                        '', CAST(value->>3 AS BIGINT), value->>4, 'rejected', value->>5, 0, CAST(value->>6 AS BIGINT),
+                        CAST(value->>7 AS BIGINT), -1
+                 FROM {rows} WHERE true
+                 ON CONFLICT (charge_id) DO UPDATE SET state = 'rejected', code = excluded.code,
+                   updated_at_ms = excluded.updated_at_ms"
+            ),
             Statement::SessionOpened => format!(
                 "INSERT INTO analytics_signing_sessions (session_id, merchant_id, plan_id, payer_id, channel, device_id,
                      opened_at_ms, page_viewed_at_ms, ticked_at_ms, held_at_ms, sms_required_at_ms, confirmed_at_ms,
@@ -246,18 +260,35 @@ impl Statement {
                                                 sent_at_ms, delivered_at_ms, opened_at_ms, converted_at_ms)
                  SELECT value->>0, value->>1, value->>2, value->>3, '', CAST(value->>4 AS BIGINT), 0, 0, 0, 0
                  FROM {rows} WHERE true
-                 ON CONFLICT (notice_id) DO NOTHING"
+                 ON CONFLICT (notice_id) DO UPDATE SET merchant_id = excluded.merchant_id,
+                   contract_id = excluded.contract_id, kind = excluded.kind, recorded_at_ms = excluded.recorded_at_ms"
             ),
-            Statement::NoticeDelivery => update_from(
-                "analytics_notices",
-                "notice_id",
-                "channel = CASE WHEN v.outcome = 'sent' AND analytics_notices.channel = '' THEN v.channel
-                                ELSE analytics_notices.channel END,
-                 sent_at_ms = CASE WHEN v.outcome = 'sent' AND sent_at_ms = 0 THEN v.at ELSE sent_at_ms END,
-                 delivered_at_ms =
-                     CASE WHEN v.outcome = 'delivered' AND delivered_at_ms = 0 THEN v.at ELSE delivered_at_ms END",
-                &["id", "channel", "outcome", "at:BIGINT"],
-                rows,
+            // The provider's own pre-debit notice is recorded on its own stream, so its delivery
+            // may come before the notice itself: a delivery makes the row when it is first, and
+            // the channel is the one that took the notice first (by time, then by name),
+            // whatever order the two arrive in.
+            Statement::NoticeDelivery => format!(
+                "INSERT INTO analytics_notices (notice_id, merchant_id, contract_id, kind, channel, recorded_at_ms,
+                                                sent_at_ms, delivered_at_ms, opened_at_ms, converted_at_ms)
+                 SELECT value->>0, '', '', '', CASE WHEN value->>2 = 'sent' THEN value->>1 ELSE '' END, 0,
+                        CASE WHEN value->>2 = 'sent' THEN CAST(value->>3 AS BIGINT) ELSE 0 END,
+                        CASE WHEN value->>2 = 'delivered' THEN CAST(value->>3 AS BIGINT) ELSE 0 END, 0, 0
+                 FROM {rows} WHERE true
+                 ON CONFLICT (notice_id) DO UPDATE SET
+                   channel = CASE WHEN excluded.sent_at_ms > 0
+                                   AND (analytics_notices.sent_at_ms = 0
+                                        OR excluded.sent_at_ms < analytics_notices.sent_at_ms
+                                        OR (excluded.sent_at_ms = analytics_notices.sent_at_ms
+                                            AND excluded.channel < analytics_notices.channel))
+                                  THEN excluded.channel ELSE analytics_notices.channel END,
+                   sent_at_ms = CASE WHEN excluded.sent_at_ms > 0
+                                      AND (analytics_notices.sent_at_ms = 0
+                                           OR excluded.sent_at_ms < analytics_notices.sent_at_ms)
+                                     THEN excluded.sent_at_ms ELSE analytics_notices.sent_at_ms END,
+                   delivered_at_ms = CASE WHEN excluded.delivered_at_ms > 0
+                                           AND (analytics_notices.delivered_at_ms = 0
+                                                OR excluded.delivered_at_ms < analytics_notices.delivered_at_ms)
+                                          THEN excluded.delivered_at_ms ELSE analytics_notices.delivered_at_ms END"
             ),
             Statement::NoticeOpened => update_from(
                 "analytics_notices",
@@ -291,89 +322,62 @@ impl Statement {
     }
 }
 
-/// Rows waiting to be written by one statement.
+impl Statement {
+    /// The order a batch's statements run in: rows that make a row (and what later inserts
+    /// look up) before rows that change it. Within a statement rows keep their log order; the
+    /// statements that change one table's rows change different columns, so their order
+    /// among themselves does not matter.
+    const ORDER: [Statement; 16] = [
+        Statement::Merchant,
+        Statement::ContractSigned,
+        Statement::SessionOpened,
+        Statement::ChargeScheduled,
+        Statement::NoticeRecorded,
+        Statement::RefundRequested,
+        Statement::ContractState,
+        Statement::ContractAmount,
+        Statement::ContractZombie,
+        Statement::ChargeOutcome,
+        Statement::ChargeRejected,
+        Statement::SessionStep,
+        Statement::NoticeDelivery,
+        Statement::NoticeOpened,
+        Statement::NoticeConverted,
+        Statement::RefundOutcome,
+    ];
+}
+
+/// A batch's rows, by statement, written a statement at a time in [`Statement::ORDER`].
 #[derive(Default)]
-pub struct Run {
-    statement: Option<Statement>,
-    rows: Vec<serde_json::Value>,
+pub struct Batch {
+    rows: std::collections::HashMap<Statement, Vec<serde_json::Value>>,
 }
 
-impl Run {
-    /// Adds a row, first writing the rows of another statement that came before it.
-    pub async fn push(
-        &mut self,
-        tx: &mut Tx,
-        names: &Names,
-        statement: Statement,
-        row: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        if !names.writes(statement.table()) {
-            return Ok(());
-        }
-        if self.statement != Some(statement) {
-            self.flush(tx, names).await?;
-            self.statement = Some(statement);
-        }
-        self.rows.push(row);
-        Ok(())
+impl Batch {
+    pub fn push(&mut self, statement: Statement, row: serde_json::Value) {
+        self.rows.entry(statement).or_default().push(row);
     }
 
-    /// Writes the rows waiting, in their order: a statement writes a row once, so rows with a
-    /// key seen already in the run go in a later statement.
-    pub async fn flush(&mut self, tx: &mut Tx, names: &Names) -> Result<(), StoreError> {
-        let (Some(statement), false) = (self.statement.take(), self.rows.is_empty()) else { return Ok(()) };
-        let mut rest = std::mem::take(&mut self.rows);
-        let sql = names.apply(&statement.sql(&tx.kind().json_rows(1)));
-        while !rest.is_empty() {
-            let mut seen = std::collections::HashSet::new();
-            let (now, later): (Vec<_>, Vec<_>) =
-                rest.into_iter().partition(|r| seen.insert(r[0].as_str().unwrap_or_default().to_string()));
-            // Later rows of a key stay behind its first one: partition keeps each side's order,
-            // and a key's second row is never in `now`.
-            tx.execute(&sql, &[Value::from(serde_json::Value::Array(now).to_string())]).await?;
-            rest = later;
+    /// Writes the rows of the tables `names` writes. A statement writes a row once, so rows
+    /// with a key seen already go in a later statement of the same kind.
+    pub async fn write(mut self, tx: &mut Tx, names: &Names) -> Result<(), StoreError> {
+        for statement in Statement::ORDER {
+            let Some(mut rest) = self.rows.remove(&statement) else { continue };
+            if !names.writes(statement.table()) {
+                continue;
+            }
+            let sql = names.apply(&statement.sql(&tx.kind().json_rows(1)));
+            while !rest.is_empty() {
+                let mut seen = std::collections::HashSet::new();
+                // Partition keeps each side's order, and a key's second row is never in `now`.
+                let (now, later): (Vec<_>, Vec<_>) =
+                    rest.into_iter().partition(|r| seen.insert(r[0].as_str().unwrap_or_default().to_string()));
+                tx.execute(&sql, &[Value::from(serde_json::Value::Array(now).to_string())]).await?;
+                rest = later;
+            }
         }
         Ok(())
     }
-}
-
-/// A charge rejected: at issue it has no row yet, after scheduling it has one.
-pub struct Rejected<'a> {
-    pub charge_id: &'a str,
-    pub contract_id: &'a str,
-    pub merchant_id: &'a str,
-    pub amount: i64,
-    pub currency: String,
-    pub rule: &'a str,
-    pub due_at_ms: i64,
-    pub rejected_at_ms: i64,
-}
-
-/// Writes a rejected charge's row.
-pub async fn save_rejected(tx: &mut Tx, names: &Names, r: Rejected<'_>) -> Result<(), StoreError> {
-    if !names.writes("analytics_charges") {
-        return Ok(());
-    }
-    tx.execute(
-        &names.apply("INSERT INTO analytics_charges (charge_id, contract_id, merchant_id, plan_id, reason, amount, currency, state,
-                                        code, failures, due_at_ms, updated_at_ms, local_hour)
-         VALUES ($1, $2, $3, COALESCE((SELECT c.plan_id FROM analytics_contracts c WHERE c.contract_id = $2), ''),
-                 '', $4, $5, 'rejected', $6, 0, $7, $8, -1)
-         ON CONFLICT (charge_id) DO UPDATE SET state = 'rejected', code = excluded.code,
-           updated_at_ms = excluded.updated_at_ms"),
-        &[
-            Value::from(r.charge_id),
-            Value::from(r.contract_id),
-            Value::from(r.merchant_id),
-            Value::Int(r.amount),
-            Value::from(r.currency),
-            Value::from(r.rule),
-            Value::Int(r.due_at_ms),
-            Value::Int(r.rejected_at_ms),
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
