@@ -10,6 +10,8 @@
 mod api;
 mod app;
 mod processor;
+#[cfg(test)]
+mod projection_tests;
 pub mod rebuild;
 mod store;
 
