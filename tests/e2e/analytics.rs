@@ -3,10 +3,10 @@
 //! every question of `AnalyticsService` answered with the numbers those steps make — for the
 //! operator, for the merchant, and not for another merchant.
 use crate::scenario::{bill_next_period, charge_id, onboard};
-use crate::support::{Backend, TestApp, eventually, http_get, http_post};
+use crate::support::{Backend, TestApp, eventually, http_post};
 use autodebit_proto::analytics::v1::{
     ChargeGrouping, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest, GetRetentionRequest,
-    GetRevenueRequest, GetSigningFunnelRequest, GetSummaryRequest, TimeRange,
+    GetRevenueRequest, GetSigningFunnelRequest, GetSummaryRequest, ListHighValuePayersRequest, TimeRange,
 };
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, RefundChargeRequest, RefundState};
 use autodebit_proto::contracts::v1::{CreateSigningSessionRequest, GetSigningSessionRequest};
@@ -50,8 +50,19 @@ async fn session(
     for step in steps {
         match *step {
             "view" => {
-                let (status, html) = http_get(app.http, &page).await;
-                assert_eq!(status, 200);
+                // An iPhone in WeChat on H5, an Android phone elsewhere.
+                let agent = match channel {
+                    SigningChannel::H5 => "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) MicroMessenger/8.0",
+                    _ => "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36",
+                };
+                let answer = reqwest::Client::new()
+                    .get(format!("http://{}{page}", app.http))
+                    .header("User-Agent", agent)
+                    .send()
+                    .await
+                    .expect("GET the page");
+                assert_eq!(answer.status().as_u16(), 200);
+                let html = answer.text().await.unwrap();
                 code = crate::support::element_text(&html, "code-hint").unwrap_or_default();
             }
             "tick" => assert_eq!(http_post(app.http, &format!("{page}/tick"), "agree=yes").await.0, 303),
@@ -212,6 +223,21 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
     assert_eq!((r.merchant_id.as_str(), r.currency.as_str()), (m.merchant_id.as_str(), "CNY"));
     assert_eq!((r.gross, r.refunds, r.net), (amounts, 300, amounts - 300));
     assert_eq!(r.mrr, 2 * amounts / n as i64, "two monthly contracts of the amount charged each period");
+
+    // The payers who paid most: both signers, each with how they signed.
+    let payers = mine.list_high_value_payers(ListHighValuePayersRequest::default()).await.unwrap().into_inner().payers;
+    let got: Vec<(&str, &str, &str, u64)> = payers
+        .iter()
+        .map(|p| (p.payer_id.as_str(), p.signing_channel.as_str(), p.device_kind.as_str(), p.contracts))
+        .collect();
+    let mut want = vec![("payer-a", "h5", "ios", 1), ("payer-d", "mini_program", "android", 1)];
+    want.sort_by_key(|w| got.iter().position(|g| g.0 == w.0));
+    assert_eq!(got, want);
+    assert_eq!(payers.iter().map(|p| p.paid).sum::<i64>(), amounts);
+    assert_eq!(payers[0].path, vec!["page_viewed", "agreement_ticked", "signed"]);
+    let err =
+        mine.list_high_value_payers(ListHighValuePayersRequest { limit: 101, ..Default::default() }).await.unwrap_err();
+    assert!(err.message().starts_with("limit"), "{}", err.message());
 
     // The summary agrees.
     let summary = mine.get_summary(GetSummaryRequest {}).await.unwrap().into_inner();

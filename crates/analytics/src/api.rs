@@ -121,4 +121,22 @@ impl AnalyticsService for AnalyticsApi {
         let rows = app::revenue(&self.platform.store, &scope, now).await.map_err(store_error)?;
         Ok(Response::new(pb::GetRevenueResponse { rows }))
     }
+
+    async fn list_high_value_payers(
+        &self,
+        req: Request<pb::ListHighValuePayersRequest>,
+    ) -> Result<Response<pb::ListHighValuePayersResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let scope = Scope::of(&who, &r.merchant_id, r.range.as_ref()).map_err(bad)?;
+        if r.limit > 100 {
+            return Err(invalid("limit", "at most 100"));
+        }
+        if !r.currency.is_empty() && (r.currency.len() != 3 || !r.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(invalid("currency", "an ISO 4217 code such as CNY"));
+        }
+        let payers =
+            app::high_value_payers(&self.platform.store, &scope, &r.currency, r.limit).await.map_err(store_error)?;
+        Ok(Response::new(pb::ListHighValuePayersResponse { payers }))
+    }
 }

@@ -300,6 +300,50 @@ pub async fn revenue(store: &EventStore, scope: &Scope, now_ms: i64) -> Result<V
         .collect())
 }
 
+/// The `limit` payers who paid the most in `currency` ("": CNY) in the range, with how they
+/// came to sign.
+pub async fn high_value_payers(
+    store: &EventStore,
+    scope: &Scope,
+    currency: &str,
+    limit: u32,
+) -> Result<Vec<apb::PayerProfile>, StoreError> {
+    let currency = if currency.is_empty() { "CNY" } else { currency };
+    let limit = i64::from(if limit == 0 { 10 } else { limit });
+    let top = store::top_payers(store, scope.merchant(), scope.from_ms, scope.until_ms, currency, limit).await?;
+    let mut out = Vec::with_capacity(top.len());
+    for p in top {
+        let session = store::signed_session(store, &p.merchant_id, &p.payer_id).await?;
+        let mut profile = apb::PayerProfile {
+            payer_id: p.payer_id,
+            merchant_id: p.merchant_id,
+            currency: currency.to_string(),
+            paid: p.paid,
+            charges: count(p.charges),
+            contracts: count(p.contracts),
+            ..Default::default()
+        };
+        if let Some(s) = session {
+            let steps = [
+                ("page_viewed", s.page_viewed_at_ms),
+                ("agreement_ticked", s.ticked_at_ms),
+                ("held_for_review", s.held_at_ms),
+                ("sms_required", s.sms_required_at_ms),
+                ("signed", s.confirmed_at_ms),
+            ];
+            let mut path: Vec<(i64, &str)> = steps.iter().filter(|(_, at)| *at > 0).map(|(n, at)| (*at, *n)).collect();
+            // By time; steps at the same moment in the funnel's order.
+            path.sort_by_key(|(at, _)| *at);
+            profile.path = path.into_iter().map(|(_, n)| n.to_string()).collect();
+            profile.ms_to_sign = s.confirmed_at_ms - s.opened_at_ms;
+            profile.signing_channel = s.channel;
+            profile.device_kind = s.device_kind;
+        }
+        out.push(profile);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,9 +229,9 @@ impl Statement {
             Statement::SessionOpened => format!(
                 "INSERT INTO analytics_signing_sessions (session_id, merchant_id, plan_id, payer_id, channel, device_id,
                      opened_at_ms, page_viewed_at_ms, ticked_at_ms, held_at_ms, sms_required_at_ms, confirmed_at_ms,
-                     contract_id, outcome)
+                     contract_id, outcome, device_kind)
                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, CAST(value->>6 AS BIGINT),
-                        0, 0, 0, 0, 0, '', 'open'
+                        0, 0, 0, 0, 0, '', 'open', ''
                  FROM {rows} WHERE true
                  ON CONFLICT (session_id) DO NOTHING"
             ),
@@ -240,6 +240,7 @@ impl Statement {
                 "analytics_signing_sessions",
                 "session_id",
                 "page_viewed_at_ms = CASE WHEN v.step = 'page_viewed' AND page_viewed_at_ms = 0 THEN v.at ELSE page_viewed_at_ms END,
+                 device_kind = CASE WHEN v.step = 'page_viewed' AND page_viewed_at_ms = 0 THEN v.detail ELSE device_kind END,
                  ticked_at_ms = CASE WHEN v.step = 'agreement_ticked' AND ticked_at_ms = 0 THEN v.at ELSE ticked_at_ms END,
                  held_at_ms = CASE WHEN v.step = 'held_for_review' AND held_at_ms = 0 THEN v.at ELSE held_at_ms END,
                  sms_required_at_ms =
@@ -756,4 +757,73 @@ pub async fn zombies(store: &EventStore, merchant: Option<&str>) -> Result<i64, 
         )
         .await?;
     Ok(found.first().map(|n| n.n).unwrap_or(0))
+}
+
+/// A payer's succeeded charges in one currency.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PayerTotal {
+    pub payer_id: String,
+    pub merchant_id: String,
+    pub paid: i64,
+    pub charges: i64,
+    pub contracts: i64,
+}
+
+/// The payers who paid the most in `currency`, most first.
+pub async fn top_payers(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+    currency: &str,
+    limit: i64,
+) -> Result<Vec<PayerTotal>, StoreError> {
+    store
+        .query_as(
+            "SELECT c.payer_id, c.merchant_id, CAST(SUM(ch.amount) AS BIGINT) AS paid, COUNT(*) AS charges,
+                    COUNT(DISTINCT c.contract_id) AS contracts
+             FROM analytics_charges ch JOIN analytics_contracts c ON c.contract_id = ch.contract_id
+             WHERE ch.state = 'succeeded' AND ch.currency = $4 AND ($1 = '' OR ch.merchant_id = $1)
+               AND ch.updated_at_ms >= $2 AND ($3 = 0 OR ch.updated_at_ms < $3)
+             GROUP BY c.payer_id, c.merchant_id
+             ORDER BY paid DESC, c.payer_id LIMIT $5",
+            &[
+                Value::from(merchant.unwrap_or_default()),
+                Value::Int(from_ms),
+                Value::Int(until_ms),
+                Value::from(currency),
+                Value::Int(limit),
+            ],
+        )
+        .await
+}
+
+/// A payer's last signing session that signed.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SignedSession {
+    pub channel: String,
+    pub device_kind: String,
+    pub opened_at_ms: i64,
+    pub page_viewed_at_ms: i64,
+    pub ticked_at_ms: i64,
+    pub held_at_ms: i64,
+    pub sms_required_at_ms: i64,
+    pub confirmed_at_ms: i64,
+}
+
+pub async fn signed_session(
+    store: &EventStore,
+    merchant_id: &str,
+    payer_id: &str,
+) -> Result<Option<SignedSession>, StoreError> {
+    let found: Vec<SignedSession> = store
+        .query_as(
+            "SELECT channel, device_kind, opened_at_ms, page_viewed_at_ms, ticked_at_ms, held_at_ms, sms_required_at_ms,
+                    confirmed_at_ms
+             FROM analytics_signing_sessions WHERE merchant_id = $1 AND payer_id = $2 AND outcome = 'signed'
+             ORDER BY confirmed_at_ms DESC LIMIT 1",
+            &[Value::from(merchant_id), Value::from(payer_id)],
+        )
+        .await?;
+    Ok(found.into_iter().next())
 }

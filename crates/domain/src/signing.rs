@@ -256,7 +256,10 @@ pub enum SigningCommand {
         risk: SignTimeRisk,
         sms_code: String,
     },
-    View,
+    /// The payer's first view of the page, from a device of this kind ([`device_kind`]).
+    View {
+        device: &'static str,
+    },
     Tick,
     /// The credential was checked by the caller; `contract_id` is the contract it signs.
     Confirm {
@@ -284,6 +287,23 @@ pub enum SigningCommand {
     },
 }
 
+/// The kind of device a browser's `User-Agent` names: `ios`, `android`, `harmonyos`, `desktop`,
+/// or `other`; what the page view records, for the funnel's payer profiles.
+pub fn device_kind(user_agent: &str) -> &'static str {
+    let ua = user_agent.to_ascii_lowercase();
+    if ua.contains("harmonyos") || ua.contains("openharmony") {
+        "harmonyos"
+    } else if ua.contains("iphone") || ua.contains("ipad") || ua.contains("ipod") {
+        "ios"
+    } else if ua.contains("android") {
+        "android"
+    } else if ua.contains("windows") || ua.contains("macintosh") || ua.contains("x11") || ua.contains("cros") {
+        "desktop"
+    } else {
+        "other"
+    }
+}
+
 impl Session {
     /// The steps `command` records, or why it cannot happen now. A session past its expiry
     /// takes no step but `Expired`.
@@ -300,7 +320,7 @@ impl Session {
         }
         Ok(match command {
             SigningCommand::Open { .. } => return Err(SigningError::AlreadyOpened),
-            SigningCommand::View => vec![(Step::PageViewed, String::new())],
+            SigningCommand::View { device } => vec![(Step::PageViewed, device.to_string())],
             SigningCommand::Tick if s.status == Held => return Err(SigningError::Held),
             SigningCommand::Tick => vec![(Step::AgreementTicked, String::new())],
             SigningCommand::Confirm { contract_id } => {
@@ -468,9 +488,24 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_told_by_their_user_agent() {
+        let iphone =
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 MicroMessenger/8.0.44";
+        assert_eq!(device_kind(iphone), "ios");
+        assert_eq!(device_kind("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36"), "android");
+        assert_eq!(
+            device_kind("Mozilla/5.0 (Phone; OpenHarmony 4.0) ArkWeb/4.1.6.1 Mobile HuaweiBrowser"),
+            "harmonyos"
+        );
+        assert_eq!(device_kind("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"), "desktop");
+        assert_eq!(device_kind("curl/8.5.0"), "other");
+        assert_eq!(device_kind(""), "other");
+    }
+
+    #[test]
     fn double_confirmation() {
         let s = open(SignTimeRisk::default());
-        let s = run(s, SigningCommand::View, 1).unwrap();
+        let s = run(s, SigningCommand::View { device: "ios" }, 1).unwrap();
         assert_eq!(
             run(s.clone(), SigningCommand::Confirm { contract_id: "c".into() }, 2),
             Err(SigningError::NotTicked)

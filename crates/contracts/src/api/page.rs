@@ -138,6 +138,7 @@ async fn view(
     State(st): State<PageState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if let Err(bad) = check(&q, &["lang", "error"]) {
         return bad;
@@ -155,7 +156,8 @@ async fn view(
     } else if loaded.session.steps.iter().any(|(s, _, _)| *s == Step::PageViewed) {
         None
     } else {
-        Some(SigningCommand::View)
+        let agent = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        Some(SigningCommand::View { device: autodebit_domain::signing::device_kind(agent) })
     };
     let loaded = match command {
         Some(command) if !loaded.session.status.is_final() => match st.signing.step(&id, command, &cause).await {
