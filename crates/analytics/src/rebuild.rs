@@ -62,15 +62,19 @@ pub async fn rebuild(
     // The log up to where the live tables stand now.
     let total = u64::try_from(store.count().await?).unwrap_or(0);
     let until = store.load_checkpoint(LIVE).await?;
+    // Each page is read and decoded while the one before it is written.
     let mut at = Checkpoint::default();
     let mut events = 0u64;
-    loop {
-        let n = project_page(store, &projector, &mut at, until, None).await?;
-        if n == 0 {
-            break;
-        }
+    let mut page = read_page(store.clone(), at, until).await?;
+    while let Some((decoded, last, n)) = page {
+        let next = tokio::spawn(read_page(store.clone(), last, until));
+        let mut tx = store.begin_background().await?;
+        projector.project(&mut tx, &decoded).await?;
+        tx.commit().await?;
+        at = last;
         events += n;
         progress(events, total.max(events));
+        page = next.await??;
     }
 
     // The swap: the shadows caught up with the live tables, then put in their place.
@@ -80,11 +84,9 @@ pub async fn rebuild(
         tx.execute_script(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")).await?;
     }
     let now = checkpoint_in(&mut tx).await?;
-    loop {
-        let n = project_page(store, &projector, &mut at, now, Some(&mut tx)).await?;
-        if n == 0 {
-            break;
-        }
+    while let Some((decoded, last, n)) = read_page(store.clone(), at, now).await? {
+        projector.project(&mut tx, &decoded).await?;
+        at = last;
         events += n;
     }
     for t in &tables {
@@ -95,32 +97,20 @@ pub async fn rebuild(
     Ok(Rebuilt { events, at })
 }
 
-/// Projects the next page of the log after `at` and not past `until` into the shadows (in `tx`
-/// when given, else in a transaction of its own); how many events it read.
-async fn project_page(
-    store: &EventStore,
-    projector: &Projector,
-    at: &mut Checkpoint,
+/// The next page of the log after `at` and not past `until`, decoded; where it ends, and how
+/// many events it holds. `None` at `until`.
+async fn read_page(
+    store: EventStore,
+    at: Checkpoint,
     until: Checkpoint,
-    tx: Option<&mut Tx>,
-) -> anyhow::Result<u64> {
-    if *at >= until {
-        return Ok(0);
+) -> anyhow::Result<Option<(Vec<autodebit_runtime::Decoded>, Checkpoint, u64)>> {
+    if at >= until {
+        return Ok(None);
     }
-    let page: Vec<_> = store.read_all(*at, PAGE).await?.into_iter().take_while(|r| r.checkpoint() <= until).collect();
-    let Some(last) = page.last().map(|r| r.checkpoint()) else { return Ok(0) };
+    let page: Vec<_> = store.read_all(at, PAGE).await?.into_iter().take_while(|r| r.checkpoint() <= until).collect();
+    let Some(last) = page.last().map(|r| r.checkpoint()) else { return Ok(None) };
     let n = page.len() as u64;
-    let decoded: Vec<_> = page.into_iter().filter_map(autodebit_runtime::codec::decode).collect();
-    match tx {
-        Some(tx) => projector.project(tx, &decoded).await?,
-        None => {
-            let mut tx = store.begin_background().await?;
-            projector.project(&mut tx, &decoded).await?;
-            tx.commit().await?;
-        }
-    }
-    *at = last;
-    Ok(n)
+    Ok(Some((page.into_iter().filter_map(autodebit_runtime::codec::decode).collect(), last, n)))
 }
 
 #[derive(sqlx::FromRow)]
