@@ -6,7 +6,8 @@ use crate::scenario::{bill_next_period, charge_id, onboard};
 use crate::support::{Backend, TestApp, eventually, http_post};
 use autodebit_proto::analytics::v1::{
     ChargeGrouping, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest, GetRetentionRequest,
-    GetRevenueRequest, GetSigningFunnelRequest, GetSummaryRequest, ListHighValuePayersRequest, TimeRange,
+    GetRevenueRequest, GetSigningBenchmarksRequest, GetSigningFunnelRequest, GetSummaryRequest,
+    ListHighValuePayersRequest, TimeRange,
 };
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, RefundChargeRequest, RefundState};
 use autodebit_proto::contracts::v1::{CreateSigningSessionRequest, GetSigningSessionRequest};
@@ -238,6 +239,26 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
     let err =
         mine.list_high_value_payers(ListHighValuePayersRequest { limit: 101, ..Default::default() }).await.unwrap_err();
     assert!(err.message().starts_with("limit"), "{}", err.message());
+
+    // Signing against the reference figures: per channel and per industry.
+    let marks = mine.get_signing_benchmarks(GetSigningBenchmarksRequest::default()).await.unwrap().into_inner();
+    let got: Vec<(&str, u64, u32, i64)> = marks
+        .channels
+        .iter()
+        .map(|c| (c.channel.as_str(), c.sessions, c.second_confirmation_basis_points, c.reference_ms_to_sign))
+        .collect();
+    assert_eq!(got, vec![("h5", 3, 10_000, 48_000), ("mini_program", 1, 10_000, 32_000), ("app", 0, 0, 56_000)]);
+    let membership = marks.industries.iter().find(|i| i.industry == "membership").expect("the merchant's industry");
+    assert_eq!(
+        (
+            membership.viewed,
+            membership.first_authorization_basis_points,
+            membership.reference_first_authorization_basis_points
+        ),
+        (3, 6_666, 8_200),
+        "two of the three viewed signed: {marks:?}"
+    );
+    assert_eq!(membership.reference_hesitation_ms, 7_200);
 
     // The summary agrees.
     let summary = mine.get_summary(GetSummaryRequest {}).await.unwrap().into_inner();

@@ -139,4 +139,16 @@ impl AnalyticsService for AnalyticsApi {
             app::high_value_payers(&self.platform.store, &scope, &r.currency, r.limit).await.map_err(store_error)?;
         Ok(Response::new(pb::ListHighValuePayersResponse { payers }))
     }
+
+    async fn get_signing_benchmarks(
+        &self,
+        req: Request<pb::GetSigningBenchmarksRequest>,
+    ) -> Result<Response<pb::GetSigningBenchmarksResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let scope = Scope::of(&who, &r.merchant_id, r.range.as_ref()).map_err(bad)?;
+        let (channels, industries) =
+            app::signing_benchmarks(&self.platform.store, &scope).await.map_err(store_error)?;
+        Ok(Response::new(pb::GetSigningBenchmarksResponse { channels, industries }))
+    }
 }

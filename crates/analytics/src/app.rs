@@ -344,6 +344,63 @@ pub async fn high_value_payers(
     Ok(out)
 }
 
+/// The reference figures per signing channel: time to sign (ms), second-confirmation rate and
+/// dispute rate (basis points).
+pub const CHANNEL_REFERENCES: [(&str, i64, u32, u32); 3] =
+    [("h5", 48_000, 6_100, 230), ("mini_program", 32_000, 7_300, 170), ("app", 56_000, 5_400, 310)];
+/// The reference figures per industry: first-authorization rate (basis points) and hesitation
+/// from page view to tick (ms). The brief's "tools" has no industry of the platform's list.
+pub const INDUSTRY_REFERENCES: [(&str, u32, i64); 2] = [("membership", 8_200, 7_200), ("paid_content", 6_400, 12_800)];
+
+/// Signing per channel and per industry, beside the reference figures.
+pub async fn signing_benchmarks(
+    store: &EventStore,
+    scope: &Scope,
+) -> Result<(Vec<apb::SigningChannelBenchmark>, Vec<apb::IndustryBenchmark>), StoreError> {
+    let (counts, times) = store::funnel(store, "channel", scope.merchant(), scope.from_ms, scope.until_ms).await?;
+    let mut channels = Vec::new();
+    for (channel, ms, second, dispute) in CHANNEL_REFERENCES {
+        let c = counts.iter().find(|c| c.grp == channel);
+        let signed: Vec<i64> = times.iter().filter(|t| t.grp == channel).map(|t| t.ms).collect();
+        let mean = if signed.is_empty() { 0 } else { signed.iter().sum::<i64>() / signed.len() as i64 };
+        channels.push(apb::SigningChannelBenchmark {
+            channel: channel.to_string(),
+            sessions: c.map(|c| count(c.opened)).unwrap_or(0),
+            mean_ms_to_sign: mean,
+            second_confirmation_basis_points: c.map(|c| basis_points(c.signed, c.ticked)).unwrap_or(0),
+            reference_ms_to_sign: ms,
+            reference_second_confirmation_basis_points: second,
+            reference_dispute_basis_points: dispute,
+        });
+    }
+    let mut by_industry: BTreeMap<String, Vec<store::Viewed>> = BTreeMap::new();
+    for (industry, _, _) in INDUSTRY_REFERENCES {
+        by_industry.entry(industry.to_string()).or_default();
+    }
+    for v in store::viewed_sessions(store, scope.merchant(), scope.from_ms, scope.until_ms).await? {
+        by_industry.entry(v.industry.clone()).or_default().push(v);
+    }
+    let industries = by_industry
+        .into_iter()
+        .map(|(industry, viewed)| {
+            let reference = INDUSTRY_REFERENCES.iter().find(|r| r.0 == industry);
+            let signed = viewed.iter().filter(|v| v.confirmed_at_ms > 0).count() as i64;
+            let hesitation = median(
+                viewed.iter().filter(|v| v.ticked_at_ms > 0).map(|v| v.ticked_at_ms - v.page_viewed_at_ms).collect(),
+            );
+            apb::IndustryBenchmark {
+                viewed: viewed.len() as u64,
+                first_authorization_basis_points: basis_points(signed, viewed.len() as i64),
+                median_hesitation_ms: hesitation,
+                reference_first_authorization_basis_points: reference.map(|r| r.1).unwrap_or(0),
+                reference_hesitation_ms: reference.map(|r| r.2).unwrap_or(0),
+                industry,
+            }
+        })
+        .collect();
+    Ok((channels, industries))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

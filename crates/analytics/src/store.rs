@@ -827,3 +827,30 @@ pub async fn signed_session(
         .await?;
     Ok(found.into_iter().next())
 }
+
+/// A viewed session's industry and step times.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Viewed {
+    pub industry: String,
+    pub page_viewed_at_ms: i64,
+    pub ticked_at_ms: i64,
+    pub confirmed_at_ms: i64,
+}
+
+/// The sessions opened in the range whose page was viewed, with their merchant's industry.
+pub async fn viewed_sessions(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<Viewed>, StoreError> {
+    store
+        .query_as(
+            "SELECT COALESCE(m.industry, '') AS industry, s.page_viewed_at_ms, s.ticked_at_ms, s.confirmed_at_ms
+             FROM analytics_signing_sessions s LEFT JOIN analytics_merchants m ON m.merchant_id = s.merchant_id
+             WHERE s.page_viewed_at_ms > 0 AND ($1 = '' OR s.merchant_id = $1)
+               AND s.opened_at_ms >= $2 AND ($3 = 0 OR s.opened_at_ms < $3)",
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}

@@ -226,6 +226,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.analytics.v1.AnalyticsService/GetNoticeChannels", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/GetRevenue", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/ListHighValuePayers", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetSigningBenchmarks", Audience::MerchantOrOperator),
     ("autodebit.admin.v1.AdminService/AdvanceClock", Audience::Operator),
     ("autodebit.admin.v1.AdminService/GetClock", Audience::Operator),
     // gRPC's own services: health checks and reflection describe only what is public anyway.
