@@ -321,6 +321,9 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
     rebuild(&url, &["--projection", "charges"]);
     app.settled().await;
     assert_eq!(tables(&url).await, before, "the charges rebuilt alone");
+    if matches!(backend, Backend::Postgres) {
+        analysts_read_their_schema_only(&url, n).await;
+    }
     assert_eq!(mine.get_charge_stats(GetChargeStatsRequest::default()).await.unwrap().into_inner().rows, stats);
     // The live projections go on on the swapped-in tables.
     session(&app, &m, "payer-e", SigningChannel::App, &["view"]).await;
@@ -355,4 +358,27 @@ fn rebuild(url: &str, args: &[&str]) {
         .expect("run autodebit analytics rebuild");
     assert!(out.status.success(), "analytics rebuild {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rebuilt"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// On PostgreSQL the analyst role reads the `analytics` schema's views (made again by the
+/// rebuilds above) and nothing else, and writes nothing.
+async fn analysts_read_their_schema_only(url: &str, charges: u64) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("SET ROLE autodebit_analyst").execute(&mut c).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM analytics.charges WHERE state = 'succeeded'")
+        .fetch_one(&mut c)
+        .await
+        .expect("the analyst reads analytics.charges");
+    assert_eq!(n as u64, charges);
+    for table in ["analytics.contracts", "analytics.signing_sessions", "analytics.notices", "analytics.merchants"] {
+        sqlx::query(&format!("SELECT * FROM {table} LIMIT 1"))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    let denied = sqlx::query("SELECT COUNT(*) FROM events").execute(&mut c).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    let denied = sqlx::query("DELETE FROM analytics.contracts").execute(&mut c).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
 }

@@ -12,7 +12,8 @@
 //!
 //! The live follower's checkpoint is not moved: it goes on from where it was, on the new
 //! tables. On PostgreSQL a batch of the live follower that was waiting for the tables fails
-//! when they are swapped, and is retried.
+//! when they are swapped, and is retried; the analysts' views (`analytics.<name>`) are made
+//! again on the swapped-in tables.
 use crate::processor::Projector;
 use crate::store::{self, Names, PROJECTIONS, shadow_of};
 use autodebit_eventstore::{BackendKind, Checkpoint, EventStore, Tx, Value};
@@ -202,9 +203,22 @@ async fn swap(tx: &mut Tx, table: &str) -> anyhow::Result<()> {
             .await?
         }
     };
-    tx.execute_script(&format!("DROP TABLE {table}; ALTER TABLE {shadow} RENAME TO {table}")).await?;
-    if tx.kind() == BackendKind::Postgres {
-        tx.execute_script(&format!("ALTER INDEX {shadow}_pkey RENAME TO {table}_pkey")).await?;
+    match tx.kind() {
+        BackendKind::Sqlite => {
+            tx.execute_script(&format!("DROP TABLE {table}; ALTER TABLE {shadow} RENAME TO {table}")).await?
+        }
+        // The analysts' view of the table goes with it, and is made again on the new one.
+        BackendKind::Postgres => {
+            let view = format!("analytics.{}", table.trim_start_matches("analytics_"));
+            tx.execute_script(&format!(
+                "DROP TABLE {table} CASCADE;
+                 ALTER TABLE {shadow} RENAME TO {table};
+                 ALTER INDEX {shadow}_pkey RENAME TO {table}_pkey;
+                 CREATE VIEW {view} AS SELECT * FROM {table};
+                 GRANT SELECT ON {view} TO autodebit_analyst"
+            ))
+            .await?
+        }
     }
     for i in indexes {
         tx.execute_script(&i.sql).await?;
