@@ -14,6 +14,25 @@ pub enum AnalyticsCommand {
         #[command(flatten)]
         database: Database,
     },
+    /// Writes an analytics table, or `events` (the decoded log), to a CSV or Parquet file.
+    Export {
+        /// `events`, or a table: merchants, contracts, charges, refunds, signing_sessions,
+        /// notices, counters, merchant_counters (with or without `analytics_`).
+        #[arg(long)]
+        table: String,
+        #[arg(long, value_enum)]
+        format: crate::export::Format,
+        #[arg(long)]
+        out: PathBuf,
+        /// From this time (ms since the epoch), of the table's time column or the event's.
+        #[arg(long)]
+        since: Option<i64>,
+        /// Before this time (ms since the epoch).
+        #[arg(long)]
+        until: Option<i64>,
+        #[command(flatten)]
+        database: Database,
+    },
 }
 
 /// Which database: the embedded default's directory, or a URL.
@@ -61,6 +80,13 @@ pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
             bar.finish_and_clear();
             let what = projection.as_deref().unwrap_or("every projection");
             eprintln!("rebuilt {what} from {} events and swapped it in", done.events);
+            Ok(())
+        }
+        AnalyticsCommand::Export { table, format, out, since, until, database } => {
+            let url = database.url()?;
+            let store = EventStore::open(StoreOptions::new(url.as_str())).await.context("opening the database")?;
+            let n = crate::export::export(&store, &table, format, &out, since, until).await?;
+            eprintln!("wrote {n} rows of {table} to {}", out.display());
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ mod analytics;
 mod bench;
 mod call;
 mod demo;
+mod export;
 mod log;
 
 use autodebit::platform;
@@ -77,7 +78,7 @@ enum Command {
     /// The event log as portable JSON lines: export one, import one into an empty database.
     #[command(subcommand)]
     Log(log::LogCommand),
-    /// The analytics projections: rebuild them from the log.
+    /// The analytics projections: rebuild them from the log, export them.
     #[command(subcommand)]
     Analytics(analytics::AnalyticsCommand),
 }

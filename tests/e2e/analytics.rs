@@ -324,6 +324,7 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
     if matches!(backend, Backend::Postgres) {
         analysts_read_their_schema_only(&url, n).await;
     }
+    exports_read_back_by_pyarrow(&url, n, amounts);
     assert_eq!(mine.get_charge_stats(GetChargeStatsRequest::default()).await.unwrap().into_inner().rows, stats);
     // The live projections go on on the swapped-in tables.
     session(&app, &m, "payer-e", SigningChannel::App, &["view"]).await;
@@ -381,4 +382,61 @@ async fn analysts_read_their_schema_only(url: &str, charges: u64) {
     assert!(denied.to_string().contains("permission denied"), "{denied}");
     let denied = sqlx::query("DELETE FROM analytics.contracts").execute(&mut c).await.unwrap_err();
     assert!(denied.to_string().contains("permission denied"), "{denied}");
+}
+
+/// The Python interpreter with pyarrow (`.ci/run` installs it): `$AUTODEBIT_PYTHON`, by default
+/// the venv `.ci/run` makes.
+fn python() -> String {
+    std::env::var("AUTODEBIT_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.cache/autodebit-venv/bin/python", std::env::var("HOME").unwrap_or_default()))
+}
+
+/// `autodebit analytics export` of the charges and of the log, as Parquet read back by pyarrow
+/// (an implementation independent of the writer) and as CSV: the same numbers as the API's.
+fn exports_read_back_by_pyarrow(url: &str, charges: u64, amounts: i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let export = |table: &str, format: &str, file: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
+            .args(["analytics", "export", "--database-url", url, "--table", table, "--format", format, "--out"])
+            .arg(dir.path().join(file))
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run autodebit analytics export");
+        assert!(out.status.success(), "export {table}: {}", String::from_utf8_lossy(&out.stderr));
+        dir.path().join(file)
+    };
+    let parquet = export("charges", "parquet", "charges.parquet");
+    let events = export("events", "parquet", "events.parquet");
+    let csv = export("charges", "csv", "charges.csv");
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+charges = pq.read_table(sys.argv[1]).to_pylist()
+events = pq.read_table(sys.argv[2]).to_pylist()
+succeeded = [c for c in charges if c["state"] == "succeeded"]
+payloads = [json.loads(e["payload"]) for e in events if e["event_type"] == "ChargeSucceeded"]
+print(json.dumps({
+    "charges": len(charges), "succeeded": len(succeeded), "amount": sum(c["amount"] for c in succeeded),
+    "events": len(events), "charge_succeeded_events": len(payloads),
+    "a_charge_in_the_log": any(p.get("chargeSucceeded", {}).get("chargeId") == succeeded[0]["charge_id"] for p in payloads),
+}))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&parquet)
+        .arg(&events)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run .ci/run, which installs pyarrow", python()));
+    assert!(out.status.success(), "pyarrow: {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["charges"], charges, "{got}");
+    assert_eq!(got["succeeded"], charges);
+    assert_eq!(got["amount"], amounts);
+    assert_eq!(got["charge_succeeded_events"], charges, "the log holds each success once");
+    assert_eq!(got["a_charge_in_the_log"], true, "{got}");
+    assert!(got["events"].as_u64().unwrap() > charges * 3);
+    let csv = std::fs::read_to_string(csv).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("charge_id,contract_id,merchant_id,plan_id,"), "{csv}");
+    assert_eq!(lines.count() as u64, charges);
 }
