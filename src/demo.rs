@@ -26,8 +26,12 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 90)]
     days: u32,
     /// Run on this database (it must hold no events) instead of SQLite in a temporary directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data_dir")]
     database_url: Option<String>,
+    /// Keep the demo's SQLite database in this directory (as `autodebit run --data-dir` keeps
+    /// its own), to explore and export afterwards; it must hold no events yet.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
     /// The same seed, the same report.
     #[arg(long, alias = "simulator-seed", default_value_t = 1)]
     seed: u64,
@@ -64,11 +68,18 @@ pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let tmp = tempfile::tempdir()?;
-    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("demo.db").display()));
+    let (url, field) = match (&args.database_url, &args.data_dir) {
+        (Some(url), _) => (url.clone(), "--database-url"),
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("--data-dir: cannot make {}", dir.display()))?;
+            (format!("sqlite://{}", dir.join("autodebit.db").display()), "--data-dir")
+        }
+        (None, None) => (format!("sqlite://{}", tmp.path().join("demo.db").display()), "--database-url"),
+    };
     // The demo's clock and contracts would run among whatever is there: refuse before starting.
     let held = EventStore::open(StoreOptions::new(url.as_str())).await?.count().await?;
     if held > 0 {
-        bail!("--database-url: the database already holds {held} events; the demo needs an empty one");
+        bail!("{field}: the database already holds {held} events; the demo needs an empty one");
     }
     let listen = ListenArgs { grpc_addr: "127.0.0.1:0".parse()?, http_addr: "127.0.0.1:0".parse()? };
     let operator_key = format!("op_{}", uuid::Uuid::new_v4().simple());

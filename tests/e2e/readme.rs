@@ -195,4 +195,28 @@ async fn the_demo_repeats_itself_for_a_seed_and_refuses_a_database_in_use() {
     assert!(stderr.contains("--database-url: the database already holds") && stderr.contains("events"), "{stderr}");
     assert!(again.stdout.is_empty(), "no report");
     assert_eq!(store.count().await.unwrap(), held, "nothing was added");
+
+    // `--data-dir` keeps the database where `run` and `analytics export` find it.
+    let kept = tempfile::tempdir().unwrap();
+    let data = kept.path().join("demo");
+    let in_dir = report(&autodebit(&[&args[..], &["--data-dir", data.to_str().unwrap()]].concat()));
+    assert_eq!(in_dir, in_temp, "the same seed, the same report");
+    let csv = kept.path().join("charges.csv");
+    let out = autodebit(&[
+        "analytics",
+        "export",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--table",
+        "charges",
+        "--format",
+        "csv",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "export: {}", String::from_utf8_lossy(&out.stderr));
+    let rows = std::fs::read_to_string(&csv).unwrap().lines().count() as u64 - 1;
+    assert_eq!(rows, in_dir["charges_scheduled"].as_u64().unwrap(), "a row per charge");
+    let again = autodebit(&[&args[..], &["--data-dir", data.to_str().unwrap()]].concat());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--data-dir: the database already holds"));
 }
