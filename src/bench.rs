@@ -215,15 +215,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
         async move { Ok(raw.insert_ceiling_rows(&b).await?) }
     })
     .await?;
-    let writer = store.clone();
-    let eps = timed_batches(batches(a.events, a.batch, "bench"), a.concurrency, &progress, move |b| {
-        let store = writer.clone();
-        async move {
-            store.append_many(&b).await?;
-            anyhow::Ok(())
-        }
-    })
-    .await?;
+    let eps = timed_appends(&store, batches(a.events, a.batch, "bench"), a.concurrency, &progress).await?;
 
     let t = Instant::now();
     let per_writer = a.commands.div_ceil(a.writers.max(1));
@@ -265,6 +257,42 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `write` over `batches` with `concurrency` in flight; returns events per second.
+/// `batches` appended to `store`, `concurrency` at a time: events a second.
+async fn timed_appends(
+    store: &EventStore,
+    batches: Vec<Vec<StreamAppend>>,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<f64> {
+    let store = store.clone();
+    timed_batches(batches, concurrency, progress, move |b| {
+        let store = store.clone();
+        async move {
+            store.append_many(&b).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await
+}
+
+/// `n` bench events in batches of 1,000, each event a new stream of its own (as each charge
+/// is): the store's ceiling for a benchmark that makes one new stream per event.
+fn one_event_streams(n: usize) -> Vec<Vec<StreamAppend>> {
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(1_000)
+        .map(|c| {
+            c.iter()
+                .map(|i| StreamAppend {
+                    stream: format!("ceiling-{i}"),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![event(*i)],
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn timed_batches<F, Fut>(
     batches: Vec<Vec<StreamAppend>>,
     concurrency: usize,
@@ -404,30 +432,7 @@ async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
 
     // The store's ceiling in the same run: the same events, in batches of the loop's size.
     // One new stream per event, as each charge is.
-    let shaped: Vec<Vec<StreamAppend>> = (0..a.contracts)
-        .collect::<Vec<_>>()
-        .chunks(1_000)
-        .map(|c| {
-            c.iter()
-                .map(|i| StreamAppend {
-                    stream: format!("ceiling-{i}"),
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![event(*i)],
-                })
-                .collect()
-        })
-        .collect();
-    let appended = timed_batches(shaped, loops, &ProgressBar::hidden(), {
-        let store = store.clone();
-        move |b| {
-            let store = store.clone();
-            async move {
-                store.append_many(&b).await?;
-                anyhow::Ok(())
-            }
-        }
-    })
-    .await?;
+    let appended = timed_appends(&store, one_event_streams(a.contracts), loops, &ProgressBar::hidden()).await?;
     shutdown.trigger();
 
     let cps = a.contracts as f64 / issued_secs;
@@ -590,12 +595,7 @@ async fn rebuild(a: RebuildArgs) -> anyhow::Result<()> {
     }
     let events = (contracts * 10) as u64;
     let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(events) };
-    let s = store.clone();
-    let appended = timed_batches(batches, 1, &bar, move |b| {
-        let s = s.clone();
-        async move { s.append_many(&b).await.map(|_| ()).map_err(anyhow::Error::from) }
-    })
-    .await?;
+    let appended = timed_appends(&store, batches, 1, &bar).await?;
     bar.finish_and_clear();
 
     // The live projections at the head of the log.
@@ -971,7 +971,7 @@ mod charges {
 /// queued) and a `charge.succeeded` delivery, which the two senders send and record — until every
 /// notice is `done` in `notifier_outbox` and every delivery `succeeded`.
 mod notices {
-    use super::{NoticesArgs, event, peak_rss_bytes, print_report, timed_batches};
+    use super::{NoticesArgs, one_event_streams, peak_rss_bytes, print_report, timed_appends};
     use crate::demo::{authed, onboard_with_key, rand_digits};
     use crate::platform::{self, ListenArgs, PlatformArgs, Service};
     use anyhow::{Context, bail};
@@ -1250,30 +1250,7 @@ mod notices {
         hook_lat.sort_unstable();
 
         // The store's ceiling, same run.
-        let shaped: Vec<Vec<StreamAppend>> = (0..n)
-            .collect::<Vec<_>>()
-            .chunks(1_000)
-            .map(|c| {
-                c.iter()
-                    .map(|i| StreamAppend {
-                        stream: format!("ceiling-{i}"),
-                        expected: ExpectedVersion::NoStream,
-                        events: vec![event(*i)],
-                    })
-                    .collect()
-            })
-            .collect();
-        let ceiling = timed_batches(shaped, 1, &ProgressBar::hidden(), {
-            let store = store.clone();
-            move |b| {
-                let store = store.clone();
-                async move {
-                    store.append_many(&b).await?;
-                    anyhow::Ok(())
-                }
-            }
-        })
-        .await?;
+        let ceiling = timed_appends(store, one_event_streams(n), 1, &ProgressBar::hidden()).await?;
 
         let nps = n as f64 / notices_done.unwrap_or(seconds);
         Ok(NoticesReport {

@@ -137,7 +137,7 @@ struct Ddl {
 }
 
 /// Makes `table`'s shadow afresh: its columns and primary key, no other index.
-async fn make_shadow(tx: &mut Tx, table: &str) -> anyhow::Result<()> {
+async fn make_shadow(tx: &mut Tx, table: &'static str) -> anyhow::Result<()> {
     let shadow = shadow_of(table);
     tx.execute_script(&format!("DROP TABLE IF EXISTS {shadow}")).await?;
     match tx.kind() {
@@ -146,7 +146,7 @@ async fn make_shadow(tx: &mut Tx, table: &str) -> anyhow::Result<()> {
                 .query_as("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1", &[Value::from(table)])
                 .await?;
             let ddl = found.first().ok_or_else(|| anyhow::anyhow!("no table {table}"))?;
-            tx.execute_script(&Names::shadows(vec![leak(table)]).apply(&ddl.sql)).await?;
+            tx.execute_script(&Names::shadows(vec![table]).apply(&ddl.sql)).await?;
         }
         BackendKind::Postgres => {
             let key = primary_key(tx, table).await?.join(", ");
@@ -158,11 +158,6 @@ async fn make_shadow(tx: &mut Tx, table: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A table's name as the `'static` the projector's names hold (the known tables only).
-fn leak(table: &str) -> &'static str {
-    PROJECTIONS.iter().flat_map(|(_, t)| t.iter().copied()).find(|t| *t == table).unwrap_or("")
 }
 
 #[derive(sqlx::FromRow)]
