@@ -21,7 +21,7 @@ pub enum AnalyticsCommand {
         #[arg(long)]
         table: String,
         #[arg(long, value_enum)]
-        format: crate::export::Format,
+        format: ExportFormat,
         #[arg(long)]
         out: PathBuf,
         /// From this time (ms since the epoch), of the table's time column or the event's.
@@ -33,6 +33,12 @@ pub enum AnalyticsCommand {
         #[command(flatten)]
         database: Database,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Parquet,
 }
 
 /// Which database: the embedded default's directory, or a URL.
@@ -85,7 +91,13 @@ pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
         AnalyticsCommand::Export { table, format, out, since, until, database } => {
             let url = database.url()?;
             let store = EventStore::open(StoreOptions::new(url.as_str())).await.context("opening the database")?;
-            let n = crate::export::export(&store, &table, format, &out, since, until).await?;
+            let format = match format {
+                ExportFormat::Csv => autodebit_analytics::export::Format::Csv,
+                ExportFormat::Parquet => autodebit_analytics::export::Format::Parquet,
+            };
+            let file = std::fs::File::create(&out).with_context(|| format!("out: cannot create {}", out.display()))?;
+            let what = autodebit_analytics::export::Export { name: table.clone(), since, until, merchant: None };
+            let n = autodebit_analytics::export::export(&store, &what, format, file).await?;
             eprintln!("wrote {n} rows of {table} to {}", out.display());
             Ok(())
         }

@@ -706,6 +706,75 @@ mod charges {
         signing_seconds: f64,
         /// The services run (all five unless `--without`).
         services: Vec<&'static str>,
+        /// The analytics projector's lag behind the log while the charges ran, sampled every
+        /// 20 ms by the machine clock (see [`LagSampler`]): its 99th percentile and maximum.
+        /// Absent when analytics does not run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        analytics_lag_p99_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        analytics_lag_max_ms: Option<u64>,
+    }
+
+    /// Samples how far a follower is behind the log, in time: at each sample, how long ago the
+    /// log first held an event past the follower's position (0 when it holds none). The log's
+    /// head is read from the database, the follower's position from its gauge.
+    struct LagSampler {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        task: tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>,
+    }
+
+    impl LagSampler {
+        fn start(store: EventStore, follower: &'static str) -> Self {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let mut heads: Vec<(Instant, i64)> = Vec::new();
+                    let mut lags = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let now = Instant::now();
+                        let h = head(&store).await?;
+                        if heads.last().is_none_or(|(_, last)| h > *last) {
+                            heads.push((now, h));
+                        }
+                        let at = follower_positions().into_iter().find(|(n, _)| n == follower).map_or(0, |(_, p)| p);
+                        lags.push(lag_at(&heads, at, now));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(lags)
+                }
+            });
+            LagSampler { stop, task }
+        }
+
+        /// Stops sampling: (p99, max) of the lags in ms.
+        async fn finish(self) -> anyhow::Result<(u64, u64)> {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut lags = self.task.await??;
+            lags.sort_unstable();
+            let p99 = lags.get((lags.len() * 99 / 100).min(lags.len().saturating_sub(1))).copied().unwrap_or(0);
+            Ok((p99, lags.last().copied().unwrap_or(0)))
+        }
+    }
+
+    /// The lag at `now` of a follower at position `at`, given when the log's head first reached
+    /// each position (`heads`, ascending): the age of the first head past `at`.
+    fn lag_at(heads: &[(Instant, i64)], at: i64, now: Instant) -> u64 {
+        let first_past = heads.partition_point(|(_, h)| *h <= at);
+        heads.get(first_past).map_or(0, |(t, _)| now.duration_since(*t).as_millis() as u64)
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn lag_is_the_age_of_the_first_event_not_taken_in() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let heads = [(at(0), 10), (at(20), 15), (at(40), 30)];
+        assert_eq!(lag_at(&heads, 30, at(60)), 0, "at the head");
+        assert_eq!(lag_at(&heads, 40, at(60)), 0, "past the last sample");
+        assert_eq!(lag_at(&heads, 15, at(60)), 20, "behind what came at 40 ms");
+        assert_eq!(lag_at(&heads, 12, at(60)), 40, "behind what came at 20 ms");
+        assert_eq!(lag_at(&heads, 0, at(60)), 60);
     }
 
     const SUCCEEDED: &str = metrics::CHARGES_SUCCEEDED;
@@ -816,6 +885,8 @@ mod charges {
 
         // Timed: a month and a day pass at once; each contract's notice goes out, then its charge.
         let pb = bar(a.contracts as u64, "settled");
+        let analytics = !a.without.contains(&Service::Analytics);
+        let lag = analytics.then(|| LagSampler::start(store.clone(), "analytics.projections"));
         let started = Instant::now();
         admin
             .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, operator_key)?)
@@ -865,6 +936,10 @@ mod charges {
         }
         let seconds = started.elapsed().as_secs_f64();
         let peak_rss_bytes = peak_rss_bytes();
+        let lag = match lag {
+            Some(l) => Some(l.finish().await?),
+            None => None,
+        };
         pb.finish_and_clear();
         if a.trace {
             eprintln!("{}", stages(store, started).await?);
@@ -907,6 +982,8 @@ mod charges {
             peak_rss_bytes,
             signing_seconds: (signing_seconds * 10.0).round() / 10.0,
             services: Vec::new(),
+            analytics_lag_p99_ms: lag.map(|l| l.0),
+            analytics_lag_max_ms: lag.map(|l| l.1),
         })
     }
 

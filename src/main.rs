@@ -5,7 +5,6 @@ mod analytics;
 mod bench;
 mod call;
 mod demo;
-mod export;
 mod log;
 
 use autodebit::platform;

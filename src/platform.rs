@@ -327,7 +327,13 @@ pub async fn start(
                 };
                 autodebit_notifier::start(&platform, config).await?
             }
-            Service::Analytics => autodebit_analytics::start(&platform).await?,
+            Service::Analytics => {
+                let config = autodebit_analytics::AnalyticsConfig {
+                    operator_key: operator_key.clone(),
+                    public_url: public_url.clone(),
+                };
+                autodebit_analytics::start(&platform, config).await?
+            }
         });
     }
     let pages = components.iter().fold(axum::Router::new(), |r, c| r.merge(c.http.clone()));

@@ -5,8 +5,8 @@
 use crate::scenario::{bill_next_period, charge_id, onboard};
 use crate::support::{Backend, TestApp, eventually, http_post};
 use autodebit_proto::analytics::v1::{
-    ChargeGrouping, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest, GetRetentionRequest,
-    GetRevenueRequest, GetSigningBenchmarksRequest, GetSigningFunnelRequest, GetSummaryRequest,
+    ChargeGrouping, ExportFormat, ExportTableRequest, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest,
+    GetRetentionRequest, GetRevenueRequest, GetSigningBenchmarksRequest, GetSigningFunnelRequest, GetSummaryRequest,
     ListHighValuePayersRequest, TimeRange,
 };
 use autodebit_proto::charger::v1::{ChargeState, GetChargeRequest, RefundChargeRequest, RefundState};
@@ -23,7 +23,7 @@ fn path_of(url: &str) -> String {
 
 /// Opens a session on `channel` and takes the payer as far as `steps` say: "view", "tick",
 /// "confirm", "abandon". The signed contract's id, if it was signed.
-async fn session(
+pub(crate) async fn session(
     app: &TestApp,
     m: &crate::scenario::Merchant,
     payer: &str,
@@ -325,6 +325,7 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
         analysts_read_their_schema_only(&url, n).await;
     }
     exports_read_back_by_pyarrow(&url, n, amounts);
+    exports_streamed_over_grpc(&app, &url, &m, &other, n).await;
     assert_eq!(mine.get_charge_stats(GetChargeStatsRequest::default()).await.unwrap().into_inner().rows, stats);
     // The live projections go on on the swapped-in tables.
     session(&app, &m, "payer-e", SigningChannel::App, &["view"]).await;
@@ -439,4 +440,79 @@ print(json.dumps({
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().starts_with("charge_id,contract_id,merchant_id,plan_id,"), "{csv}");
     assert_eq!(lines.count() as u64, charges);
+}
+
+/// `ExportTable`'s messages, concatenated; the rows the first one counts.
+async fn streamed(
+    client: &mut autodebit_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient<
+        crate::support::Keyed,
+    >,
+    request: ExportTableRequest,
+) -> Result<(Vec<u8>, u64), tonic::Status> {
+    let mut stream = client.export_table(request).await?.into_inner();
+    let (mut file, mut rows) = (Vec::new(), None);
+    while let Some(chunk) = stream.message().await? {
+        rows.get_or_insert(chunk.rows);
+        file.extend_from_slice(&chunk.data);
+    }
+    Ok((file, rows.unwrap_or(0)))
+}
+
+/// The same exports over gRPC: the operator's CSV is the command line's file byte for byte; a
+/// merchant's Parquet holds its own charges (read back by pyarrow); another merchant's holds
+/// none of them; the log and the platform's counters are the operator's alone.
+async fn exports_streamed_over_grpc(
+    app: &TestApp,
+    url: &str,
+    m: &crate::scenario::Merchant,
+    other: &crate::scenario::Merchant,
+    charges: u64,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = dir.path().join("charges.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
+        .args(["analytics", "export", "--database-url", url, "--table", "charges", "--format", "csv", "--out"])
+        .arg(&cli)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let request = |table: &str, format: ExportFormat| ExportTableRequest {
+        table: table.into(),
+        format: format as i32,
+        ..Default::default()
+    };
+    let (csv, rows) = streamed(&mut app.analytics(), request("charges", ExportFormat::Csv)).await.unwrap();
+    assert_eq!(rows, charges);
+    assert_eq!(csv, std::fs::read(&cli).unwrap(), "the command line's file");
+
+    let (parquet, rows) =
+        streamed(&mut app.analytics_as(&m.api_key), request("analytics_charges", ExportFormat::Parquet)).await.unwrap();
+    assert_eq!(rows, charges);
+    let file = dir.path().join("mine.parquet");
+    std::fs::write(&file, &parquet).unwrap();
+    let out = std::process::Command::new(python())
+        .args(["-c", "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, len(set(t.column('merchant_id').to_pylist())))"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run .ci/run, which installs pyarrow", python()));
+    assert!(out.status.success(), "pyarrow: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{charges} 1"));
+
+    let mut theirs = app.analytics_as(&other.api_key);
+    let (_, rows) = streamed(&mut theirs, request("charges", ExportFormat::Csv)).await.unwrap();
+    assert_eq!(rows, 0, "another merchant's export holds none of these");
+    for (table, field) in [("events", "table"), ("counters", "table"), ("nonesuch", "table")] {
+        let err = streamed(&mut theirs, request(table, ExportFormat::Csv)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{table}: {err:?}");
+        assert!(err.message().starts_with(field), "{table}: {}", err.message());
+    }
+    let err = streamed(
+        &mut theirs,
+        ExportTableRequest { merchant_id: m.merchant_id.clone(), ..request("charges", ExportFormat::Csv) },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().starts_with("merchant_id"), "{}", err.message());
+    let (log, rows) = streamed(&mut app.analytics(), request("events", ExportFormat::Csv)).await.unwrap();
+    assert!(rows > charges * 3 && log.starts_with(b"position,stream,"), "{rows}");
 }

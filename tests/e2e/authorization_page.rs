@@ -9,56 +9,11 @@ use autodebit_proto::contracts::v1::{
     contracts_service_client::ContractsServiceClient,
 };
 use autodebit_proto::events::v1::SigningChannel;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use futures::FutureExt;
 use scenario::{authed, onboard};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::TestApp;
-
-/// A ChromeDriver process; it ends on drop.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts ChromeDriver and opens a headless Chromium session in it, with a profile in `profile`.
-async fn browser(profile: &std::path::Path) -> (Driver, Client) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let driver = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Driver)
-        .expect("this test needs Debian's chromium-driver (chromedriver on PATH); .ci/run installs it");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let capabilities = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=480,900", format!("--user-data-dir={}", profile.display())]
-        }
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
-    // ChromeDriver listens on loopback over plain HTTP.
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a ChromeDriver session");
-    (driver, client)
-}
 
 async fn text(b: &Client, css: &str) -> String {
     b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
@@ -129,7 +84,7 @@ async fn a_payer_signs_in_headless_chromium() {
         .unwrap();
 
     let profile = tempfile::tempdir().unwrap();
-    let (driver, browser) = browser(profile.path()).await;
+    let (driver, browser) = support::browser(profile.path(), (480, 900)).await;
     let signed =
         std::panic::AssertUnwindSafe(sign_on_the_page(&browser, &session.authorization_url)).catch_unwind().await;
     let _ = browser.close().await;

@@ -19,6 +19,7 @@ mod charger_callbacks;
 mod charger_crash;
 mod contract_notices;
 mod contracts_api;
+mod dashboard;
 mod errors;
 mod load_shedding;
 mod log_fixture;

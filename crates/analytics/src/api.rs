@@ -37,8 +37,56 @@ fn summary_to_pb(s: Summary) -> pb::GetSummaryResponse {
     }
 }
 
+/// An export's failure: bad input names its field; the rest as every handler answers it.
+fn export_error(e: anyhow::Error) -> Status {
+    match e.downcast::<BadQuestion>() {
+        Ok(b) => bad(b),
+        Err(e) => match e.downcast::<autodebit_eventstore::StoreError>() {
+            Ok(s) => store_error(s),
+            Err(e) => autodebit_runtime::grpc::internal(e),
+        },
+    }
+}
+
+/// The size of an export's messages.
+const EXPORT_CHUNK: usize = 1 << 20;
+
+type ExportStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExportTableResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
+    type ExportTableStream = ExportStream;
+
+    /// The file is made whole (as the command line makes it), then sent in 1 MiB messages.
+    async fn export_table(&self, req: Request<pb::ExportTableRequest>) -> Result<Response<ExportStream>, Status> {
+        use crate::export::{Export, Format, export};
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let scope = Scope::of(&who, &r.merchant_id, r.range.as_ref()).map_err(bad)?;
+        let format = match pb::ExportFormat::try_from(r.format) {
+            Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Parquet) => Format::Parquet,
+            Ok(pb::ExportFormat::Csv) => Format::Csv,
+            Err(_) => return Err(invalid("format", format!("unknown format {}", r.format))),
+        };
+        if r.table.is_empty() {
+            return Err(invalid("table", "name an analytics table or events"));
+        }
+        let what = Export {
+            name: r.table,
+            since: (scope.from_ms > 0).then_some(scope.from_ms),
+            until: (scope.until_ms > 0).then_some(scope.until_ms),
+            merchant: scope.merchant,
+        };
+        let mut file = Vec::new();
+        let rows = export(&self.platform.store, &what, format, &mut file).await.map_err(export_error)?;
+        let chunks: Vec<Result<pb::ExportTableResponse, Status>> = file
+            .chunks(EXPORT_CHUNK)
+            .enumerate()
+            .map(|(i, c)| Ok(pb::ExportTableResponse { data: c.to_vec(), rows: if i == 0 { rows as u64 } else { 0 } }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     /// The operator's summary covers the platform; a merchant's, only its own contracts,
     /// charges and notices.
     async fn get_summary(

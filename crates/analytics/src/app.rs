@@ -90,6 +90,14 @@ pub struct BadQuestion {
     pub problem: String,
 }
 
+impl std::fmt::Display for BadQuestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for BadQuestion {}
+
 impl Scope {
     pub fn of(
         who: &Principal,

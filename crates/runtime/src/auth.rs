@@ -134,15 +134,32 @@ impl Authenticator {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer <API key>`"))?;
+        self.of_token(token).await.map(|(p, _)| p)
+    }
+
+    /// The caller a key names, and the key's id (`operator` for the operator key).
+    pub async fn of_token(&self, token: &str) -> Result<(Principal, String), Status> {
         let hash = sha256_hex(token);
         if !self.operator_key_sha256.is_empty() && same(&hash, &self.operator_key_sha256) {
-            return Ok(Principal::Operator);
+            return Ok((Principal::Operator, OPERATOR_KEY_ID.to_string()));
         }
         let key_id = token
             .strip_prefix("adk_")
             .and_then(|rest| rest.rsplit_once('_'))
             .map(|(id, _)| id)
             .ok_or_else(|| Status::unauthenticated("authorization: not an autodebit API key"))?;
+        let (principal, secret_sha256, revoked) = self.key(key_id).await?;
+        if !same(&secret_sha256, &hash) {
+            return Err(Status::unauthenticated("authorization: unknown API key"));
+        }
+        if revoked {
+            return Err(Status::unauthenticated("authorization: this API key was revoked"));
+        }
+        Ok((principal, key_id.to_string()))
+    }
+
+    /// A merchant key's owner, stored hash and whether it was revoked; unknown keys are refused.
+    async fn key(&self, key_id: &str) -> Result<(Principal, String, bool), Status> {
         let rows = self
             .store
             .query(
@@ -152,15 +169,52 @@ impl Authenticator {
             .await
             .map_err(store_error)?;
         let row = rows.first().ok_or_else(|| Status::unauthenticated("authorization: unknown API key"))?;
-        if !same(row.text(1).unwrap_or_default(), &hash) {
-            return Err(Status::unauthenticated("authorization: unknown API key"));
-        }
-        if row.i64(2).unwrap_or(1) != 0 {
-            return Err(Status::unauthenticated("authorization: this API key was revoked"));
-        }
         let merchant = MerchantId::parse(row.text(0).unwrap_or_default()).map_err(crate::grpc::internal)?;
-        Ok(Principal::Merchant(merchant))
+        Ok((Principal::Merchant(merchant), row.text(1).unwrap_or_default().to_string(), row.i64(2).unwrap_or(1) != 0))
     }
+
+    /// A browser session for the holder of `token`, valid until `expires_ms`: the cookie value
+    /// `key_id.expires_ms.mac`, the MAC keyed by the key's stored hash. Nothing is kept on the
+    /// server, so any replica accepts it; revoking the key ends its sessions.
+    pub async fn open_session(&self, token: &str, expires_ms: i64) -> Result<(Principal, String), Status> {
+        let (principal, key_id) = self.of_token(token).await?;
+        let secret = if key_id == OPERATOR_KEY_ID { self.operator_key_sha256.clone() } else { sha256_hex(token) };
+        let mac = session_mac(&secret, &key_id, expires_ms);
+        Ok((principal, format!("{key_id}.{expires_ms}.{mac}")))
+    }
+
+    /// The caller of a session cookie made by [`Self::open_session`], if it is still valid at
+    /// `now_ms` and its key is neither unknown nor revoked.
+    pub async fn session(&self, cookie: &str, now_ms: i64) -> Result<Principal, Status> {
+        let refused = || Status::unauthenticated("session: sign in again");
+        let mut parts = cookie.splitn(3, '.');
+        let (Some(key_id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(refused());
+        };
+        let expires_ms: i64 = expires.parse().map_err(|_| refused())?;
+        if expires_ms <= now_ms {
+            return Err(Status::unauthenticated("session: expired; sign in again"));
+        }
+        let (principal, secret, revoked) = if key_id == OPERATOR_KEY_ID && !self.operator_key_sha256.is_empty() {
+            (Principal::Operator, self.operator_key_sha256.clone(), false)
+        } else {
+            self.key(key_id).await.map_err(|_| refused())?
+        };
+        if !same(&session_mac(&secret, key_id, expires_ms), mac) || revoked {
+            return Err(refused());
+        }
+        Ok(principal)
+    }
+}
+
+/// The key id a session of the operator key carries.
+const OPERATOR_KEY_ID: &str = "operator";
+
+fn session_mac(secret: &str, key_id: &str, expires_ms: i64) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("autodebit-session\n{key_id}\n{expires_ms}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 // === who may call what ===
@@ -227,6 +281,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.analytics.v1.AnalyticsService/GetRevenue", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/ListHighValuePayers", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/GetSigningBenchmarks", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/ExportTable", Audience::MerchantOrOperator),
     ("autodebit.admin.v1.AdminService/AdvanceClock", Audience::Operator),
     ("autodebit.admin.v1.AdminService/GetClock", Audience::Operator),
     // gRPC's own services: health checks and reflection describe only what is public anyway.

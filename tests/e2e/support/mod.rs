@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 mod app;
-pub use app::TestApp;
+pub use app::{Keyed, TestApp};
 
 pub struct Process {
     child: Child,
@@ -369,4 +369,49 @@ pub fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
 /// clock).
 pub fn op<T>(message: T) -> tonic::Request<T> {
     authed(message, OPERATOR)
+}
+
+/// A ChromeDriver process; it ends on drop.
+pub struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts ChromeDriver and opens a headless Chromium session in it, with a profile in `profile`
+/// and a window of `width` × `height`. Needs Debian's `chromium` and `chromium-driver`.
+pub async fn browser(profile: &std::path::Path, (width, height): (u32, u32)) -> (Driver, fantoccini::Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Driver)
+        .expect("this test needs Debian's chromium-driver (chromedriver on PATH); .ci/run installs it");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let capabilities = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     format!("--window-size={width},{height}"), format!("--user-data-dir={}", profile.display())]
+        }
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+    // ChromeDriver listens on loopback over plain HTTP.
+    let client = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a ChromeDriver session");
+    (driver, client)
 }

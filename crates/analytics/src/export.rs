@@ -1,16 +1,17 @@
-//! `autodebit analytics export`: an analytics table, or the decoded log, as CSV or Parquet.
+//! Exports: an analytics table, or the decoded log, as CSV or Parquet, for
+//! `autodebit analytics export` and `AnalyticsService.ExportTable`.
 //!
 //! A table's columns are read from the database's own catalogue (`BIGINT` columns are 64-bit
 //! integers, the rest text); `events` is the log, one row per event with its payload decoded
 //! to JSON (protobuf's JSON mapping). `--since`/`--until` bound a table's time column (the one
 //! `docs/analytics.md` names for its range) or an event's recording time.
-use anyhow::{Context, bail};
+use crate::app::BadQuestion;
+use anyhow::Context;
 use autodebit_eventstore::{BackendKind, Checkpoint, EventStore, Value};
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Csv,
     Parquet,
@@ -41,23 +42,43 @@ fn time_column(table: &str) -> Option<&'static str> {
     })
 }
 
-/// Writes `name` (`events`, an analytics table by its name or short name) to `out`; how many
-/// rows.
+/// What to export: `events` or an analytics table by its name or short name; the range of
+/// its time column; and, for a merchant's export, the merchant whose rows alone it holds.
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    pub name: String,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub merchant: Option<String>,
+}
+
+fn bad(field: &'static str, problem: String) -> anyhow::Error {
+    anyhow::Error::new(BadQuestion { field, problem })
+}
+
+/// Writes the export to `out` in `format`; how many rows. Bad input fails with a
+/// [`BadQuestion`] naming the field (`table`, `since`), before anything is written.
 pub async fn export(
     store: &EventStore,
-    name: &str,
+    what: &Export,
     format: Format,
-    out: &Path,
-    since: Option<i64>,
-    until: Option<i64>,
+    out: impl Write + Send,
 ) -> anyhow::Result<usize> {
-    let table =
-        if name == "events" { events(store, since, until).await? } else { table(store, name, since, until).await? };
+    let table = if what.name == "events" {
+        if what.merchant.is_some() {
+            return Err(bad(
+                "table",
+                "events is the whole platform's log, exported by the operator and not by merchant".into(),
+            ));
+        }
+        events(store, what.since, what.until).await?
+    } else {
+        table(store, what).await?
+    };
     let n = table.rows.len();
-    let file = std::fs::File::create(out).with_context(|| format!("out: cannot create {}", out.display()))?;
     match format {
-        Format::Csv => write_csv(std::io::BufWriter::new(file), &table)?,
-        Format::Parquet => write_parquet(file, &table)?,
+        Format::Csv => write_csv(std::io::BufWriter::new(out), &table)?,
+        Format::Parquet => write_parquet(out, &table)?,
     }
     Ok(n)
 }
@@ -68,11 +89,12 @@ struct Catalogued {
     ty: String,
 }
 
-async fn table(store: &EventStore, name: &str, since: Option<i64>, until: Option<i64>) -> anyhow::Result<Table> {
+async fn table(store: &EventStore, what: &Export) -> anyhow::Result<Table> {
+    let (name, since, until) = (what.name.as_str(), what.since, what.until);
     let full = if name.starts_with("analytics_") { name.to_string() } else { format!("analytics_{name}") };
-    let known = autodebit_analytics::rebuild::tables_of(None).map_err(anyhow::Error::msg)?;
+    let known = crate::rebuild::tables_of(None).map_err(anyhow::Error::msg)?;
     if !known.contains(&full.as_str()) {
-        bail!("table: no table {name:?}; the tables are events, {}", known.join(", "));
+        return Err(bad("table", format!("no table {name:?}; the tables are events, {}", known.join(", "))));
     }
     let catalogued: Vec<Catalogued> = match store.kind() {
         BackendKind::Sqlite => {
@@ -99,16 +121,28 @@ async fn table(store: &EventStore, name: &str, since: Option<i64>, until: Option
         .collect();
     let time = time_column(&full);
     if time.is_none() && (since.is_some() || until.is_some()) {
-        bail!("since: {full} has no time to bound");
+        return Err(bad("since", format!("{full} has no time to bound")));
     }
-    let mut sql =
-        format!("SELECT {} FROM {full}", columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "));
+    let mut sql = format!(
+        "SELECT {} FROM {full} WHERE 1 = 1",
+        columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let mut params = Vec::new();
     if let Some(t) = time {
-        sql.push_str(&format!(" WHERE {t} >= $1 AND ($2 = 0 OR {t} < $2)"));
+        sql.push_str(&format!(" AND {t} >= $1 AND ($2 = 0 OR {t} < $2)"));
+        params = vec![Value::Int(since.unwrap_or(0)), Value::Int(until.unwrap_or(0))];
+    }
+    if let Some(m) = &what.merchant {
+        if !columns.iter().any(|c| c.name == "merchant_id") {
+            return Err(bad(
+                "table",
+                format!("{full} holds the whole platform's figures; only the operator exports it"),
+            ));
+        }
+        params.push(Value::from(m.as_str()));
+        sql.push_str(&format!(" AND merchant_id = ${}", params.len()));
     }
     sql.push_str(" ORDER BY 1");
-    let params =
-        if time.is_some() { vec![Value::Int(since.unwrap_or(0)), Value::Int(until.unwrap_or(0))] } else { vec![] };
     let rows = store.query(&sql, &params).await?.into_iter().map(|r| r.0).collect();
     Ok(Table { columns, rows })
 }
@@ -192,7 +226,7 @@ fn write_csv(mut w: impl Write, t: &Table) -> anyhow::Result<()> {
 }
 
 /// One row group per 100,000 rows; integers as INT64, the rest as UTF-8 strings.
-fn write_parquet(file: std::fs::File, t: &Table) -> anyhow::Result<()> {
+fn write_parquet(file: impl Write + Send, t: &Table) -> anyhow::Result<()> {
     use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
