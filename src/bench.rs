@@ -818,6 +818,7 @@ mod charges {
             tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
             webhook_key: None,
             allow_loopback_webhooks: true,
+            holiday_calendar: None,
             contracts: Default::default(),
         };
         let needed = [Service::Contracts, Service::Scheduler, Service::Charger];
@@ -1157,6 +1158,7 @@ mod notices {
             tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
             webhook_key: None,
             allow_loopback_webhooks: true,
+            holiday_calendar: None,
             contracts: Default::default(),
         };
         let services = [Service::Contracts, Service::Notifier];

@@ -105,6 +105,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
         webhook_key: None,
         allow_loopback_webhooks: true,
+        holiday_calendar: None,
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;

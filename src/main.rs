@@ -5,6 +5,7 @@ mod analytics;
 mod bench;
 mod call;
 mod demo;
+mod ledger;
 mod log;
 
 use autodebit::platform;
@@ -80,6 +81,9 @@ enum Command {
     /// The analytics projections: rebuild them from the log, export them.
     #[command(subcommand)]
     Analytics(analytics::AnalyticsCommand),
+    /// The ledger: check it against the log.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
 }
 
 #[derive(clap::Args)]
@@ -176,6 +180,10 @@ fn main() -> anyhow::Result<()> {
             Command::Log(l) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-log", format, "warn");
                 log::run(l).await
+            }
+            Command::Ledger(l) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-ledger", format, "warn");
+                ledger::run(l).await
             }
             Command::Analytics(a) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-analytics", format, "warn");

@@ -112,6 +112,10 @@ pub struct PlatformArgs {
     /// Accept webhook endpoints on `http://` loopback addresses (always on under `run`).
     #[arg(long)]
     pub allow_loopback_webhooks: bool,
+    /// Settlement's working days: a file of `year`, `rest FIRST [LAST]` and `work DAY` lines
+    /// (the form of the shipped `crates/domain/data/cn-working-calendar.txt`), replacing China's.
+    #[arg(long)]
+    pub holiday_calendar: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -218,6 +222,15 @@ impl PlatformArgs {
             concurrency: self.charger_concurrency,
             per_merchant_concurrency: self.merchant_concurrency,
             provider_qps: self.provider_qps,
+            calendar: std::sync::Arc::new(match &self.holiday_calendar {
+                None => autodebit_domain::calendar::WorkingCalendar::china(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--holiday-calendar: cannot read {}", path.display()))?;
+                    autodebit_domain::calendar::WorkingCalendar::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("--holiday-calendar {}: {e}", path.display()))?
+                }
+            }),
         })
     }
 }

@@ -32,6 +32,7 @@ mod refunds;
 mod run_sqlite;
 mod scheduler;
 mod serve_postgres;
+mod settlement;
 mod signing;
 mod terms;
 mod webhooks;

@@ -4,12 +4,14 @@
 //! - `api`: gRPC handlers, and WeChat Pay's HTTP callbacks (`api::callbacks`);
 //! - `app`: the use cases (outcomes, refunds, charges read back), through `runtime::repository`;
 //! - `processor`: the log followers (attempts started, the provider's notices);
+//! - `settlement`: settlement batches and the ledger, kept from the log, and the batch closer;
 //! - `worker`: the attempts worker and the refunds worker;
 //! - `store`: the charger's tables and their statements, and the migrations.
 
 mod api;
 mod app;
 mod processor;
+pub mod settlement;
 mod store;
 mod worker;
 
@@ -25,6 +27,7 @@ use std::sync::Arc;
 pub use autodebit_provider::simulator::{Simulator, SimulatorConfig};
 
 pub const GRPC_NAME: &str = "autodebit.charger.v1.ChargerService";
+pub const SETTLEMENT_GRPC_NAME: &str = "autodebit.charger.v1.SettlementService";
 
 /// The provider each merchant's charges go to: its own where configured, else the default.
 pub struct Providers {
@@ -61,6 +64,8 @@ pub struct ChargerConfig {
     pub per_merchant_concurrency: usize,
     /// Provider calls per second at most (0: no limit; WeChat Pay allows 150 for deductions).
     pub provider_qps: u32,
+    /// The working days settlement counts (China's by default).
+    pub calendar: Arc<autodebit_domain::calendar::WorkingCalendar>,
 }
 
 impl Default for ChargerConfig {
@@ -71,6 +76,7 @@ impl Default for ChargerConfig {
             concurrency: 256,
             per_merchant_concurrency: 256,
             provider_qps: 0,
+            calendar: Arc::new(autodebit_domain::calendar::WorkingCalendar::china()),
         }
     }
 }
@@ -95,10 +101,17 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         processor::ProviderNotices::new(providers.clone(), platform.store.clone(), platform.clock.clone()),
     );
     worker::refunds::spawn(platform.clone(), providers);
-    let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())));
+    spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
+    settlement::spawn_closer(platform.clone(), config.calendar.clone());
+    let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())))
+        .merge(autodebit_runtime::grpc::routes_for(
+            autodebit_proto::charger::v1::settlement_service_server::SettlementServiceServer::new(
+                api::settlement::SettlementApi::new(platform.clone()),
+            ),
+        ));
     let http = api::callbacks::routes(
         platform.clone(),
         Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)),
     );
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http, key_table: "charger_api_keys" })
+    Ok(Component { grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME], routes, http, key_table: "charger_api_keys" })
 }

@@ -4,11 +4,13 @@
 //! and `apply(state, event) -> state`, so every rule is testable without a database.
 
 pub mod aggregate;
+pub mod calendar;
 pub mod charge;
 pub mod clock;
 pub mod contract;
 pub mod cycle;
 pub mod ids;
+pub mod ledger;
 pub mod limits;
 pub mod merchant;
 pub mod modification;
@@ -17,6 +19,7 @@ pub mod notice;
 pub mod plan;
 pub mod retry;
 pub mod schedule;
+pub mod settlement;
 pub mod signing;
 pub mod terms;
 pub mod usage;

@@ -86,6 +86,9 @@ impl events::v1::Event {
             Some(Kind::WebhookEndpointDisabled(_)) => "WebhookEndpointDisabled",
             Some(Kind::ContractExpiring(_)) => "ContractExpiring",
             Some(Kind::VerificationCodeIssued(_)) => "VerificationCodeIssued",
+            Some(Kind::SettlementBatchClosed(_)) => "SettlementBatchClosed",
+            Some(Kind::FeeRateSet(_)) => "FeeRateSet",
+            Some(Kind::SplitRulesSet(_)) => "SplitRulesSet",
             None => "Unknown",
         }
     }

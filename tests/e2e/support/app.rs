@@ -9,7 +9,9 @@ use super::{Backend, OPERATOR, wait_caught_up};
 use autodebit::platform::{self, ListenArgs, PlatformArgs, Service};
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
-use autodebit_proto::charger::v1::charger_service_client::ChargerServiceClient;
+use autodebit_proto::charger::v1::{
+    charger_service_client::ChargerServiceClient, settlement_service_client::SettlementServiceClient,
+};
 use autodebit_proto::contracts::v1::{
     contracts_service_client::ContractsServiceClient, merchants_service_client::MerchantsServiceClient,
     plans_service_client::PlansServiceClient,
@@ -221,6 +223,7 @@ impl TestApp {
         plans, plans_as: PlansServiceClient;
         scheduler, scheduler_as: SchedulerServiceClient;
         charger, charger_as: ChargerServiceClient;
+        settlement, settlement_as: SettlementServiceClient;
         notifier, notifier_as: NotifierServiceClient;
         webhooks, webhooks_as: WebhooksServiceClient;
         analytics, analytics_as: AnalyticsServiceClient;

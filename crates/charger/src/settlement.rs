@@ -1,0 +1,486 @@
+//! Settlement and the ledger.
+//!
+//! The follower `charger.settlement` keeps the settlement tables and the ledger from the log:
+//! each succeeded charge and refund becomes an item due on its settlement day and an entry of
+//! the ledger; each `SettlementBatchClosed` takes its items and posts its entry. The closer
+//! closes batches on working days: for each merchant and currency with items due, one
+//! `SettlementBatchClosed` on the stream `settlement-<merchant>-<currency>-<day>`, appended
+//! only if that stream does not exist yet, so a batch closes once however many replicas try.
+use autodebit_domain::calendar::WorkingCalendar;
+use autodebit_domain::ledger::{self, Posting};
+use autodebit_domain::settlement::{self as rules, Item, ItemKind, Line, SplitRule};
+use autodebit_eventstore::{EventStore, ExpectedVersion, Tx, Value};
+use autodebit_proto::EventKind;
+use autodebit_proto::events::v1 as pb;
+use autodebit_runtime::codec::{Cause, encode};
+use autodebit_runtime::{Decoded, Platform};
+use chrono::NaiveDate;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The zone business dates are counted in.
+pub const ZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+/// The local date of `ms`.
+pub fn local_date(ms: i64) -> NaiveDate {
+    autodebit_domain::clock::from_millis(ms).with_timezone(&ZONE).date_naive()
+}
+
+fn kind_name(k: ItemKind) -> &'static str {
+    match k {
+        ItemKind::Charge => "charge",
+        ItemKind::Refund => "refund",
+    }
+}
+
+fn kind_to_pb(k: ItemKind) -> i32 {
+    match k {
+        ItemKind::Charge => pb::SettlementItemKind::Charge as i32,
+        ItemKind::Refund => pb::SettlementItemKind::Refund as i32,
+    }
+}
+
+fn kind_from_pb(raw: i32) -> ItemKind {
+    if raw == pb::SettlementItemKind::Refund as i32 { ItemKind::Refund } else { ItemKind::Charge }
+}
+
+/// A closed batch's lines as the domain has them.
+pub fn lines_of(b: &pb::SettlementBatchClosed) -> Vec<Line> {
+    b.lines
+        .iter()
+        .map(|l| Line {
+            item_id: l.item_id.clone(),
+            kind: kind_from_pb(l.kind),
+            charge_id: l.charge_id.clone(),
+            amount: l.amount,
+            fee: l.fee,
+            splits: l.splits.iter().map(|s| (s.receiver.clone(), s.amount)).collect(),
+            net: l.net,
+        })
+        .collect()
+}
+
+/// The ledger entry an event makes, if any: (entry id, merchant, currency, time, postings).
+pub fn entry_of(kind: &EventKind) -> Option<(String, String, String, i64, Vec<Posting>)> {
+    match kind {
+        EventKind::ChargeSucceeded(c) => {
+            let m = c.amount.clone().unwrap_or_default();
+            Some((
+                format!("charge:{}", c.charge_id),
+                c.merchant_id.clone(),
+                m.currency,
+                c.succeeded_at_ms,
+                ledger::charge_succeeded(m.minor_units),
+            ))
+        }
+        EventKind::RefundSucceeded(r) => {
+            let m = r.amount.clone().unwrap_or_default();
+            Some((
+                format!("refund:{}", r.refund_id),
+                r.merchant_id.clone(),
+                m.currency,
+                r.succeeded_at_ms,
+                ledger::refund_succeeded(m.minor_units),
+            ))
+        }
+        EventKind::SettlementBatchClosed(b) => Some((
+            format!("batch:{}", b.batch_id),
+            b.merchant_id.clone(),
+            b.currency.clone(),
+            b.closed_at_ms,
+            ledger::batch_closed(&lines_of(b)),
+        )),
+        _ => None,
+    }
+}
+
+async fn post(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
+    let Some((entry, merchant, currency, at, postings)) = entry_of(kind) else { return Ok(()) };
+    for (leg, p) in postings.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO ledger_postings (entry_id, leg, merchant_id, currency, account, amount, at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (entry_id, leg) DO NOTHING",
+            &[
+                Value::from(&entry),
+                Value::Int(leg as i64),
+                Value::from(&merchant),
+                Value::from(&currency),
+                Value::from(&p.account),
+                Value::Int(p.amount),
+                Value::Int(at),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add_item(
+    tx: &mut Tx,
+    calendar: &WorkingCalendar,
+    id: &str,
+    kind: ItemKind,
+    charge_id: &str,
+    merchant: &str,
+    money: Option<&pb::Money>,
+    at_ms: i64,
+) -> anyhow::Result<()> {
+    let m = money.cloned().unwrap_or_default();
+    let due = rules::due_on(calendar, local_date(at_ms), &m.currency);
+    tx.execute(
+        "INSERT INTO settlement_items
+             (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms, due_date, batch_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) ON CONFLICT (item_id) DO NOTHING",
+        &[
+            Value::from(id),
+            Value::from(kind_name(kind)),
+            Value::from(charge_id),
+            Value::from(merchant),
+            Value::from(&m.currency),
+            Value::Int(m.minor_units),
+            Value::Int(at_ms),
+            Value::from(due.to_string()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A closed batch into the tables: the batch, its lines and splits, its items taken.
+async fn record_batch(tx: &mut Tx, b: &pb::SettlementBatchClosed) -> anyhow::Result<()> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO settlement_batches (batch_id, merchant_id, currency, business_date, fee_basis_points, lines,
+                 gross, refunds, fees, splits, net, closed_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (batch_id) DO NOTHING",
+            &[
+                Value::from(&b.batch_id),
+                Value::from(&b.merchant_id),
+                Value::from(&b.currency),
+                Value::from(&b.business_date),
+                Value::from(b.fee_basis_points),
+                Value::Int(b.lines.len() as i64),
+                Value::Int(b.gross),
+                Value::Int(b.refunds),
+                Value::Int(b.fees),
+                Value::Int(b.splits),
+                Value::Int(b.net),
+                Value::Int(b.closed_at_ms),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    for l in &b.lines {
+        let split_sum: i64 = l.splits.iter().map(|s| s.amount).sum();
+        tx.execute(
+            "INSERT INTO settlement_lines (batch_id, item_id, kind, charge_id, amount, fee, splits, net)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                Value::from(&b.batch_id),
+                Value::from(&l.item_id),
+                Value::from(kind_name(kind_from_pb(l.kind))),
+                Value::from(&l.charge_id),
+                Value::Int(l.amount),
+                Value::Int(l.fee),
+                Value::Int(split_sum),
+                Value::Int(l.net),
+            ],
+        )
+        .await?;
+        for s in &l.splits {
+            tx.execute(
+                "INSERT INTO settlement_splits (batch_id, item_id, charge_id, receiver, amount)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Value::from(&b.batch_id),
+                    Value::from(&l.item_id),
+                    Value::from(&l.charge_id),
+                    Value::from(&s.receiver),
+                    Value::Int(s.amount),
+                ],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE settlement_items SET batch_id = $1 WHERE item_id = $2",
+            &[Value::from(&b.batch_id), Value::from(&l.item_id)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Applies one event to the settlement tables and the ledger; idempotent.
+pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) -> anyhow::Result<()> {
+    match kind {
+        EventKind::MerchantApplied(m) => {
+            tx.execute(
+                "INSERT INTO settlement_merchants (merchant_id, industry) VALUES ($1, $2)
+                 ON CONFLICT (merchant_id) DO UPDATE SET industry = excluded.industry",
+                &[Value::from(&m.merchant_id), Value::from(&m.industry)],
+            )
+            .await?;
+        }
+        EventKind::FeeRateSet(f) => {
+            tx.execute(
+                "INSERT INTO settlement_fee_rates (industry, basis_points) VALUES ($1, $2)
+                 ON CONFLICT (industry) DO UPDATE SET basis_points = excluded.basis_points",
+                &[Value::from(&f.industry), Value::from(f.basis_points)],
+            )
+            .await?;
+        }
+        EventKind::SplitRulesSet(s) => {
+            tx.execute("DELETE FROM settlement_split_rules WHERE merchant_id = $1", &[Value::from(&s.merchant_id)])
+                .await?;
+            for (i, r) in s.rules.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO settlement_split_rules (merchant_id, position, receiver, basis_points, fixed, cap)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        Value::from(&s.merchant_id),
+                        Value::Int(i as i64),
+                        Value::from(&r.receiver),
+                        Value::from(r.basis_points),
+                        Value::Int(r.fixed),
+                        Value::Int(r.cap),
+                    ],
+                )
+                .await?;
+            }
+        }
+        EventKind::ChargeSucceeded(c) => {
+            add_item(
+                tx,
+                calendar,
+                &c.charge_id,
+                ItemKind::Charge,
+                &c.charge_id,
+                &c.merchant_id,
+                c.amount.as_ref(),
+                c.succeeded_at_ms,
+            )
+            .await?;
+            post(tx, kind).await?;
+        }
+        EventKind::RefundSucceeded(r) => {
+            add_item(
+                tx,
+                calendar,
+                &r.refund_id,
+                ItemKind::Refund,
+                &r.charge_id,
+                &r.merchant_id,
+                r.amount.as_ref(),
+                r.succeeded_at_ms,
+            )
+            .await?;
+            post(tx, kind).await?;
+        }
+        EventKind::SettlementBatchClosed(b) => {
+            record_batch(tx, b).await?;
+            post(tx, kind).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The follower that keeps the settlement tables and the ledger.
+pub struct SettlementFollower {
+    pub calendar: Arc<WorkingCalendar>,
+}
+
+pub const FOLLOWER: &str = "charger.settlement";
+
+impl autodebit_runtime::Processor for SettlementFollower {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        FOLLOWER
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            "MerchantApplied",
+            "FeeRateSet",
+            "SplitRulesSet",
+            "ChargeSucceeded",
+            "RefundSucceeded",
+            "SettlementBatchClosed",
+        ]
+    }
+
+    async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        for d in events {
+            apply(tx, &self.calendar, &d.kind).await?;
+        }
+        Ok(())
+    }
+}
+
+// === closing batches ===
+
+/// How often the closer looks for items due.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Closes due batches every tick until shutdown.
+pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = close_due(&platform, &calendar).await {
+                tracing::error!(error = format!("{e:#}"), "closing settlement batches failed; retrying");
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = platform.shutdown.wait() => return,
+            }
+        }
+    });
+}
+
+/// The batch of `merchant`'s items in `currency` settled on `day`.
+pub fn batch_id(merchant: &str, currency: &str, day: NaiveDate) -> String {
+    format!("sb_{}_{currency}_{merchant}", day.format("%Y%m%d"))
+}
+
+/// The merchant's fee rate: its industry's as the operator set it, else the default.
+async fn fee_rate(tx: &mut Tx, merchant: &str) -> anyhow::Result<u32> {
+    let rows = tx
+        .query(
+            "SELECT m.industry, r.basis_points FROM settlement_merchants m
+             LEFT JOIN settlement_fee_rates r ON r.industry = m.industry WHERE m.merchant_id = $1",
+            &[Value::from(merchant)],
+        )
+        .await?;
+    let Some(row) = rows.first() else { return Ok(rules::default_fee_basis_points("")) };
+    Ok(match row.i64(1) {
+        Some(bp) => u32::try_from(bp).unwrap_or(0),
+        None => rules::default_fee_basis_points(row.text(0).unwrap_or_default()),
+    })
+}
+
+/// A merchant's split rules in order (`$1`: the merchant).
+pub const SPLIT_RULES: &str =
+    "SELECT receiver, basis_points, fixed, cap FROM settlement_split_rules WHERE merchant_id = $1 ORDER BY position";
+
+pub fn rules_from(rows: &[autodebit_eventstore::Row]) -> Vec<SplitRule> {
+    rows.iter()
+        .map(|r| SplitRule {
+            receiver: r.text(0).unwrap_or_default().to_string(),
+            basis_points: u32::try_from(r.i64(1).unwrap_or(0)).unwrap_or(0),
+            fixed: r.i64(2).unwrap_or(0),
+            cap: r.i64(3).unwrap_or(0),
+        })
+        .collect()
+}
+
+/// On a working day, closes a batch for each merchant and currency with items due by today;
+/// how many it closed.
+pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar) -> anyhow::Result<usize> {
+    let now = platform.clock.now_ms();
+    let today = local_date(now);
+    if !calendar.is_working_day(today) {
+        return Ok(0);
+    }
+    let day = today.to_string();
+    let due = platform
+        .store
+        .query(
+            "SELECT DISTINCT merchant_id, currency FROM settlement_items WHERE batch_id IS NULL AND due_date <= $1",
+            &[Value::from(&day)],
+        )
+        .await?;
+    let mut closed = 0;
+    for row in due {
+        let (merchant, currency) = (row.text(0).unwrap_or_default(), row.text(1).unwrap_or_default());
+        if close_one(&platform.store, calendar, merchant, currency, today, now).await? {
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+async fn close_one(
+    store: &EventStore,
+    _calendar: &WorkingCalendar,
+    merchant: &str,
+    currency: &str,
+    today: NaiveDate,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let id = batch_id(merchant, currency, today);
+    let stream = format!("settlement-{merchant}-{currency}-{today}");
+    let mut tx = store.begin().await?;
+    let rows = tx
+        .query(
+            "SELECT item_id, kind, charge_id, amount FROM settlement_items
+             WHERE merchant_id = $1 AND currency = $2 AND batch_id IS NULL AND due_date <= $3
+             ORDER BY succeeded_at_ms, item_id",
+            &[Value::from(merchant), Value::from(currency), Value::from(today.to_string())],
+        )
+        .await?;
+    let items: Vec<Item> = rows
+        .iter()
+        .map(|r| Item {
+            id: r.text(0).unwrap_or_default().to_string(),
+            kind: if r.text(1) == Some("refund") { ItemKind::Refund } else { ItemKind::Charge },
+            charge_id: r.text(2).unwrap_or_default().to_string(),
+            amount: r.i64(3).unwrap_or(0),
+        })
+        .collect();
+    if items.is_empty() {
+        return Ok(false);
+    }
+    let bp = fee_rate(&mut tx, merchant).await?;
+    let split = rules_from(&tx.query(SPLIT_RULES, &[Value::from(merchant)]).await?);
+    let (lines, t) = rules::settle(&items, bp, &split);
+    let batch = pb::SettlementBatchClosed {
+        batch_id: id,
+        merchant_id: merchant.to_string(),
+        currency: currency.to_string(),
+        business_date: today.to_string(),
+        fee_basis_points: bp,
+        lines: lines
+            .iter()
+            .map(|l| pb::SettlementLine {
+                item_id: l.item_id.clone(),
+                kind: kind_to_pb(l.kind),
+                charge_id: l.charge_id.clone(),
+                amount: l.amount,
+                fee: l.fee,
+                splits: l.splits.iter().map(|(r, a)| pb::SplitShare { receiver: r.clone(), amount: *a }).collect(),
+                net: l.net,
+            })
+            .collect(),
+        gross: t.gross,
+        refunds: t.refunds,
+        fees: t.fees,
+        splits: t.splits,
+        net: t.net,
+        closed_at_ms: now,
+    };
+    let kind = EventKind::SettlementBatchClosed(batch);
+    let event = encode(pb::Event { kind: Some(kind.clone()) }, &Cause::default(), now);
+    match tx.append(&stream, ExpectedVersion::NoStream, vec![event]).await {
+        Ok(_) => {}
+        // Another closer took this day's batch: nothing to do.
+        Err(autodebit_eventstore::StoreError::Conflict { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // The tables move with the event; the follower finds them there when it comes to it.
+    if let EventKind::SettlementBatchClosed(b) = &kind {
+        record_batch(&mut tx, b).await?;
+    }
+    post(&mut tx, &kind).await?;
+    tx.commit().await?;
+    tracing::info!(merchant, currency, day = %today, lines = lines.len(), net = t.net, "settlement batch closed");
+    Ok(true)
+}
