@@ -7,7 +7,8 @@ use crate::scenario::{bill_next_period, charge_id, onboard, sign_request};
 use crate::support::{Backend, TestApp, eventually};
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, GetSettlementBatchRequest, GetSplitRulesRequest, ListFeeRatesRequest,
-    ListSettlementBatchesRequest, RefundChargeRequest, SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
+    ListMerchantReviewsRequest, ListSettlementBatchesRequest, RefundChargeRequest, ResolveMerchantReviewRequest,
+    SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
 };
 use autodebit_proto::events::v1::{Money, SettlementItemKind, SplitRule};
 use tonic::Code;
@@ -174,6 +175,56 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
         .into_inner();
     assert_eq!(detail.lines[0].kind, SettlementItemKind::Refund as i32);
     assert_eq!(detail.lines[0].charge_id, charge_id(&contracts[0], 1));
+
+    // One refund of two charges in 30 days is above 5%: the merchant is up for review, in the
+    // operator's queue until resolved.
+    let review = eventually("the refund rate reviewed", 30, || {
+        let mut c = app.settlement();
+        let m = m.merchant_id.clone();
+        async move {
+            let reviews = c
+                .list_merchant_reviews(ListMerchantReviewsRequest { state: "open".into() })
+                .await
+                .ok()?
+                .into_inner()
+                .reviews;
+            reviews.into_iter().find(|r| r.merchant_id == m)
+        }
+    })
+    .await;
+    assert_eq!(
+        (review.reason.as_str(), review.refunds, review.charges, review.rate_basis_points),
+        ("refund_rate", 1, 2, 5_000)
+    );
+    let err = mine.list_merchant_reviews(ListMerchantReviewsRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "the queue is the operator's");
+    let done = op
+        .resolve_merchant_review(ResolveMerchantReviewRequest {
+            merchant_id: m.merchant_id.clone(),
+            note: "refunds explained".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .review
+        .unwrap();
+    assert_eq!((done.state.as_str(), done.note.as_str()), ("resolved", "refunds explained"));
+    let err = op
+        .resolve_merchant_review(ResolveMerchantReviewRequest {
+            merchant_id: m.merchant_id.clone(),
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "nothing open");
+    assert!(
+        op.list_merchant_reviews(ListMerchantReviewsRequest { state: "open".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .reviews
+            .is_empty()
+    );
 
     // The ledger balances and matches the log.
     app.settled().await;

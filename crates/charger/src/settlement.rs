@@ -278,6 +278,20 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
             )
             .await?;
             post(tx, kind).await?;
+            tx.execute(
+                "INSERT INTO settlement_review_due (merchant_id) VALUES ($1) ON CONFLICT (merchant_id) DO NOTHING",
+                &[Value::from(&r.merchant_id)],
+            )
+            .await?;
+        }
+        EventKind::MerchantReviewOpened(o) => record_review_opened(tx, o).await?,
+        EventKind::MerchantReviewResolved(r) => {
+            tx.execute(
+                "UPDATE settlement_reviews SET state = 'resolved', resolved_at_ms = $2, note = $3
+                 WHERE merchant_id = $1 AND state = 'open' AND opened_at_ms <= $2",
+                &[Value::from(&r.merchant_id), Value::Int(r.resolved_at_ms), Value::from(&r.note)],
+            )
+            .await?;
         }
         EventKind::SettlementBatchClosed(b) => {
             record_batch(tx, b).await?;
@@ -310,6 +324,8 @@ impl autodebit_runtime::Processor for SettlementFollower {
             "ChargeSucceeded",
             "RefundSucceeded",
             "SettlementBatchClosed",
+            "MerchantReviewOpened",
+            "MerchantReviewResolved",
         ]
     }
 
@@ -330,10 +346,105 @@ impl autodebit_runtime::Processor for SettlementFollower {
 /// How often the closer looks for items due.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Closes due batches every tick until shutdown.
+async fn record_review_opened(tx: &mut Tx, o: &pb::MerchantReviewOpened) -> anyhow::Result<()> {
+    tx.execute(
+        "INSERT INTO settlement_reviews (merchant_id, reason, state, refunds, charges, rate_basis_points, opened_at_ms,
+             resolved_at_ms, note)
+         VALUES ($1, $2, 'open', $3, $4, $5, $6, 0, '')
+         ON CONFLICT (merchant_id) DO UPDATE SET reason = excluded.reason, state = 'open', refunds = excluded.refunds,
+             charges = excluded.charges, rate_basis_points = excluded.rate_basis_points,
+             opened_at_ms = excluded.opened_at_ms, resolved_at_ms = 0, note = ''
+         WHERE settlement_reviews.opened_at_ms < excluded.opened_at_ms",
+        &[
+            Value::from(&o.merchant_id),
+            Value::from(&o.reason),
+            Value::Int(o.refunds as i64),
+            Value::Int(o.charges as i64),
+            Value::from(o.rate_basis_points),
+            Value::Int(o.opened_at_ms),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A merchant whose refunds over this many days exceed [`REVIEW_RATE_BASIS_POINTS`] of its
+/// charges (by count) is put up for review.
+pub const REVIEW_WINDOW_DAYS: u32 = 30;
+pub const REVIEW_RATE_BASIS_POINTS: u32 = 500;
+
+/// The review stream of a merchant: opened and resolved in turn.
+pub fn review_stream(merchant: &str) -> String {
+    format!("merchant-review-{merchant}")
+}
+
+/// Looks at the refund rate of each merchant with a refund since it was last looked at; opens
+/// a review for those above the threshold with none open. How many it opened.
+pub async fn review_refund_rates(platform: &Platform) -> anyhow::Result<usize> {
+    let store = &platform.store;
+    let due = store.query("SELECT merchant_id FROM settlement_review_due", &[]).await?;
+    let mut opened = 0;
+    for row in due {
+        let merchant = row.text(0).unwrap_or_default().to_string();
+        let now = platform.clock.now_ms();
+        let since = now - i64::from(REVIEW_WINDOW_DAYS) * 86_400_000;
+        let mut tx = store.begin().await?;
+        let counts = tx
+            .query(
+                "SELECT COALESCE(SUM(CASE WHEN kind = 'charge' THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN kind = 'refund' THEN 1 ELSE 0 END), 0)
+                 FROM settlement_items WHERE merchant_id = $1 AND succeeded_at_ms >= $2",
+                &[Value::from(&merchant), Value::Int(since)],
+            )
+            .await?;
+        let (charges, refunds) = counts.first().map_or((0, 0), |r| (r.i64(0).unwrap_or(0), r.i64(1).unwrap_or(0)));
+        let rate = if charges == 0 { 10_000 } else { (refunds * 10_000 / charges).min(10_000) as u32 };
+        let open = tx
+            .query(
+                "SELECT 1 FROM settlement_reviews WHERE merchant_id = $1 AND state = 'open'",
+                &[Value::from(&merchant)],
+            )
+            .await?;
+        if refunds > 0 && rate > REVIEW_RATE_BASIS_POINTS && open.is_empty() {
+            let version = tx.read_stream(&review_stream(&merchant), 0).await?.last().map_or(0, |e| e.version);
+            let review = pb::MerchantReviewOpened {
+                merchant_id: merchant.clone(),
+                reason: "refund_rate".into(),
+                refunds: refunds as u64,
+                charges: charges as u64,
+                rate_basis_points: rate,
+                window_days: REVIEW_WINDOW_DAYS,
+                opened_at_ms: now,
+            };
+            let event = encode(
+                pb::Event { kind: Some(EventKind::MerchantReviewOpened(review.clone())) },
+                &Cause::default(),
+                now,
+            );
+            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            match tx.append(&review_stream(&merchant), expected, vec![event]).await {
+                Ok(_) => {}
+                Err(autodebit_eventstore::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            record_review_opened(&mut tx, &review).await?;
+            tracing::warn!(merchant, refunds, charges, rate_basis_points = rate, "merchant put up for risk review");
+            opened += 1;
+        }
+        tx.execute("DELETE FROM settlement_review_due WHERE merchant_id = $1", &[Value::from(&merchant)]).await?;
+        tx.commit().await?;
+    }
+    Ok(opened)
+}
+
+/// Closes due batches and looks at refund rates every tick until shutdown.
 pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>) {
     tokio::spawn(async move {
         loop {
+            if let Err(e) = review_refund_rates(&platform).await {
+                tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            }
             if let Err(e) = close_due(&platform, &calendar).await {
                 tracing::error!(error = format!("{e:#}"), "closing settlement batches failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
@@ -401,7 +512,7 @@ pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar) -> anyho
     let mut closed = 0;
     for row in due {
         let (merchant, currency) = (row.text(0).unwrap_or_default(), row.text(1).unwrap_or_default());
-        if close_one(&platform.store, calendar, merchant, currency, today, now).await? {
+        if close_one(&platform.store, merchant, currency, today, now).await? {
             closed += 1;
         }
     }
@@ -410,7 +521,6 @@ pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar) -> anyho
 
 async fn close_one(
     store: &EventStore,
-    _calendar: &WorkingCalendar,
     merchant: &str,
     currency: &str,
     today: NaiveDate,

@@ -89,6 +89,8 @@ impl events::v1::Event {
             Some(Kind::SettlementBatchClosed(_)) => "SettlementBatchClosed",
             Some(Kind::FeeRateSet(_)) => "FeeRateSet",
             Some(Kind::SplitRulesSet(_)) => "SplitRulesSet",
+            Some(Kind::MerchantReviewOpened(_)) => "MerchantReviewOpened",
+            Some(Kind::MerchantReviewResolved(_)) => "MerchantReviewResolved",
             None => "Unknown",
         }
     }

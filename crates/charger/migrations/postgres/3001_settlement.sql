@@ -38,6 +38,25 @@ CREATE TABLE settlement_items (
     batch_id        TEXT
 );
 CREATE INDEX settlement_items_waiting ON settlement_items (due_date) WHERE batch_id IS NULL;
+CREATE INDEX settlement_items_merchant ON settlement_items (merchant_id, succeeded_at_ms);
+
+-- Merchants with a refund since their refund rate was last looked at.
+CREATE TABLE settlement_review_due (
+    merchant_id TEXT PRIMARY KEY
+);
+
+-- Each merchant's latest risk review: open until the operator resolves it.
+CREATE TABLE settlement_reviews (
+    merchant_id       TEXT PRIMARY KEY,
+    reason            TEXT NOT NULL,
+    state             TEXT NOT NULL,  -- 'open' or 'resolved'
+    refunds           BIGINT NOT NULL,
+    charges           BIGINT NOT NULL,
+    rate_basis_points BIGINT NOT NULL,
+    opened_at_ms      BIGINT NOT NULL,
+    resolved_at_ms    BIGINT NOT NULL,
+    note              TEXT NOT NULL
+);
 
 -- Closed batches, one per merchant, currency and working day at most.
 CREATE TABLE settlement_batches (

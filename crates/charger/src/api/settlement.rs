@@ -62,8 +62,93 @@ fn rule_to_pb(r: &SplitRule) -> events::SplitRule {
     events::SplitRule { receiver: r.receiver.clone(), basis_points: r.basis_points, fixed: r.fixed, cap: r.cap }
 }
 
+const REVIEW_COLUMNS: &str =
+    "merchant_id, reason, state, refunds, charges, rate_basis_points, opened_at_ms, resolved_at_ms, note";
+
+fn review_from(r: &autodebit_eventstore::Row) -> pb::MerchantReview {
+    let text = |i| r.text(i).unwrap_or_default().to_string();
+    let int = |i| r.i64(i).unwrap_or(0);
+    pb::MerchantReview {
+        merchant_id: text(0),
+        reason: text(1),
+        state: text(2),
+        refunds: u64::try_from(int(3)).unwrap_or(0),
+        charges: u64::try_from(int(4)).unwrap_or(0),
+        rate_basis_points: u32::try_from(int(5)).unwrap_or(0),
+        opened_at_ms: int(6),
+        resolved_at_ms: int(7),
+        note: text(8),
+    }
+}
+
 #[tonic::async_trait]
 impl SettlementService for SettlementApi {
+    async fn list_merchant_reviews(
+        &self,
+        req: Request<pb::ListMerchantReviewsRequest>,
+    ) -> Result<Response<pb::ListMerchantReviewsResponse>, Status> {
+        let state = &req.get_ref().state;
+        if !matches!(state.as_str(), "" | "open" | "resolved") {
+            return Err(invalid("state", "open, resolved, or empty for both"));
+        }
+        let rows = self
+            .platform
+            .store
+            .query(
+                &format!(
+                    "SELECT {REVIEW_COLUMNS} FROM settlement_reviews WHERE ($1 = '' OR state = $1)
+                     ORDER BY opened_at_ms DESC, merchant_id"
+                ),
+                &[Value::from(state)],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::ListMerchantReviewsResponse { reviews: rows.iter().map(review_from).collect() }))
+    }
+
+    async fn resolve_merchant_review(
+        &self,
+        req: Request<pb::ResolveMerchantReviewRequest>,
+    ) -> Result<Response<pb::ResolveMerchantReviewResponse>, Status> {
+        let r = req.into_inner();
+        if r.note.chars().count() > 500 || r.note.chars().any(char::is_control) {
+            return Err(invalid("note", "at most 500 characters, none of them control characters"));
+        }
+        let stream = crate::settlement::review_stream(&r.merchant_id);
+        let mut tx = self.platform.store.begin().await.map_err(store_error)?;
+        let rows = tx
+            .query(
+                &format!("SELECT {REVIEW_COLUMNS} FROM settlement_reviews WHERE merchant_id = $1 AND state = 'open'"),
+                &[Value::from(&r.merchant_id)],
+            )
+            .await
+            .map_err(store_error)?;
+        let Some(mut review) = rows.first().map(review_from) else {
+            return Err(Status::failed_precondition(format!("merchant_id: {} has no open review", r.merchant_id)));
+        };
+        let version = tx.read_stream(&stream, 0).await.map_err(store_error)?.last().map_or(0, |e| e.version);
+        let now = self.platform.clock.now_ms();
+        let resolved = events::MerchantReviewResolved {
+            merchant_id: r.merchant_id.clone(),
+            note: r.note.clone(),
+            resolved_at_ms: now,
+        };
+        let event =
+            encode(events::Event { kind: Some(EventKind::MerchantReviewResolved(resolved)) }, &Cause::default(), now);
+        tx.append(&stream, ExpectedVersion::Exact(version), vec![event]).await.map_err(store_error)?;
+        tx.execute(
+            "UPDATE settlement_reviews SET state = 'resolved', resolved_at_ms = $2, note = $3 WHERE merchant_id = $1",
+            &[Value::from(&r.merchant_id), Value::Int(now), Value::from(&r.note)],
+        )
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        review.state = "resolved".into();
+        review.resolved_at_ms = now;
+        review.note = r.note;
+        Ok(Response::new(pb::ResolveMerchantReviewResponse { review: Some(review) }))
+    }
+
     async fn list_settlement_batches(
         &self,
         req: Request<pb::ListSettlementBatchesRequest>,
