@@ -222,6 +222,8 @@ impl PlatformArgs {
             concurrency: self.charger_concurrency,
             per_merchant_concurrency: self.merchant_concurrency,
             provider_qps: self.provider_qps,
+            operator_key: String::new(),
+            public_url: String::new(),
             calendar: std::sync::Arc::new(match &self.holiday_calendar {
                 None => autodebit_domain::calendar::WorkingCalendar::china(),
                 Some(path) => {
@@ -327,7 +329,12 @@ pub async fn start(
                 autodebit_scheduler::start(&platform, config).await?
             }
             Service::Charger => {
-                let config = autodebit_charger::ChargerConfig { wechatpay: wechatpay.clone(), ..options.charger()? };
+                let config = autodebit_charger::ChargerConfig {
+                    wechatpay: wechatpay.clone(),
+                    operator_key: operator_key.clone(),
+                    public_url: public_url.clone(),
+                    ..options.charger()?
+                };
                 autodebit_charger::start(&platform, config).await?
             }
             Service::Notifier => {

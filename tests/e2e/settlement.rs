@@ -7,8 +7,8 @@ use crate::scenario::{bill_next_period, charge_id, onboard, sign_request};
 use crate::support::{Backend, TestApp, eventually};
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, GetSettlementBatchRequest, GetSplitRulesRequest, ListFeeRatesRequest,
-    ListMerchantReviewsRequest, ListSettlementBatchesRequest, RefundChargeRequest, ResolveMerchantReviewRequest,
-    SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
+    ListMerchantReviewsRequest, ListReceiptsRequest, ListSettlementBatchesRequest, RefundChargeRequest,
+    ResolveMerchantReviewRequest, SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
 };
 use autodebit_proto::events::v1::{Money, SettlementItemKind, SplitRule};
 use tonic::Code;
@@ -176,6 +176,8 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
     assert_eq!(detail.lines[0].kind, SettlementItemKind::Refund as i32);
     assert_eq!(detail.lines[0].charge_id, charge_id(&contracts[0], 1));
 
+    receipts_are_served_to_the_merchant_and_the_payer(&app, &m, &other, &charge_id(&contracts[0], 1)).await;
+
     // One refund of two charges in 30 days is above 5%: the merchant is up for review, in the
     // operator's queue until resolved.
     let review = eventually("the refund rate reviewed", 30, || {
@@ -262,4 +264,82 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains(&format!("entry batch:{}", b.batch_id)) && said.contains("does not balance"), "{said}");
+}
+
+/// The charge's receipt and its refund's: numbered, with the merchant's legal name, credit
+/// code and the VAT; as HTML and as a PDF whose Chinese text `pdftotext` extracts; to the
+/// merchant's key and the payer's signed link, and to no one else.
+async fn receipts_are_served_to_the_merchant_and_the_payer(
+    app: &TestApp,
+    m: &crate::scenario::Merchant,
+    other: &crate::scenario::Merchant,
+    charge: &str,
+) {
+    let receipts = eventually("the refund's receipt", 30, || {
+        let mut c = app.settlement_as(&m.api_key);
+        let charge = charge.to_string();
+        async move {
+            let r = c.list_receipts(ListReceiptsRequest { charge_id: charge }).await.ok()?.into_inner().receipts;
+            (r.len() == 2).then_some(r)
+        }
+    })
+    .await;
+    let (paid, refund) = (&receipts[0], &receipts[1]);
+    assert_eq!((paid.kind.as_str(), refund.kind.as_str()), ("charge", "refund"));
+    assert!(paid.number <= 2 && refund.number == 3, "{receipts:?}");
+    assert_eq!((paid.amount.as_ref().unwrap().minor_units, paid.tax.as_ref().unwrap().minor_units), (1_990, 113));
+    assert_eq!(paid.tax_basis_points, 600);
+    assert!(
+        app.settlement_as(&other.api_key)
+            .list_receipts(ListReceiptsRequest { charge_id: charge.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .receipts
+            .is_empty()
+    );
+
+    let http = reqwest::Client::new();
+    let get = |url: String, key: Option<&str>| {
+        let mut r = http.get(url);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let kind = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            (status, kind, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (status, _, body) = get(paid.url.clone(), Some(&m.api_key)).await;
+    assert_eq!(status, 200);
+    let html = String::from_utf8(body).unwrap();
+    for want in ["测试会员服务有限公司", "91330100MA2SET0001", "19.90 CNY", "1.13 CNY", "6.00%", "payer-s1"] {
+        assert!(html.contains(want), "{want} in {html}");
+    }
+    assert_eq!(get(paid.url.clone(), Some(&other.api_key)).await.0, 404, "another merchant's key");
+    assert_eq!(get(paid.url.clone(), None).await.0, 401, "no key");
+    assert_eq!(get(paid.payer_url.clone(), None).await.0, 200, "the payer's link");
+    let forged = format!("{}0", &paid.payer_url[..paid.payer_url.len() - 1]);
+    let forged =
+        if forged == paid.payer_url { format!("{}1", &paid.payer_url[..paid.payer_url.len() - 1]) } else { forged };
+    assert_eq!(get(forged, None).await.0, 404, "a forged link");
+
+    let (status, kind, pdf) = get(refund.payer_url.replace("?sig=", "/pdf?sig="), None).await;
+    assert_eq!((status, kind.as_str()), (200, "application/pdf"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipt.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("this test needs pdftotext (Debian's poppler-utils); .ci/run installs it");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["电子收据", "测试会员服务有限公司", "91330100MA2SET0001", "-7.00 CNY", "退款", "0000000003"]
+    {
+        assert!(text.contains(want), "{want} in the PDF's text: {text}");
+    }
 }

@@ -4,13 +4,16 @@
 //! - `api`: gRPC handlers, and WeChat Pay's HTTP callbacks (`api::callbacks`);
 //! - `app`: the use cases (outcomes, refunds, charges read back), through `runtime::repository`;
 //! - `processor`: the log followers (attempts started, the provider's notices);
+//! - `receipts` (and `pdf`): a receipt per succeeded charge and refund, as HTML and PDF;
 //! - `settlement`: settlement batches and the ledger, kept from the log, and the batch closer;
 //! - `worker`: the attempts worker and the refunds worker;
 //! - `store`: the charger's tables and their statements, and the migrations.
 
 mod api;
 mod app;
+mod pdf;
 mod processor;
+pub mod receipts;
 pub mod settlement;
 mod store;
 mod worker;
@@ -66,6 +69,10 @@ pub struct ChargerConfig {
     pub provider_qps: u32,
     /// The working days settlement counts (China's by default).
     pub calendar: Arc<autodebit_domain::calendar::WorkingCalendar>,
+    /// The operator key (empty: no operator), for the receipt pages.
+    pub operator_key: String,
+    /// Where payers reach the platform: receipt links start with it.
+    pub public_url: String,
 }
 
 impl Default for ChargerConfig {
@@ -77,6 +84,8 @@ impl Default for ChargerConfig {
             per_merchant_concurrency: 256,
             provider_qps: 0,
             calendar: Arc::new(autodebit_domain::calendar::WorkingCalendar::china()),
+            operator_key: String::new(),
+            public_url: String::new(),
         }
     }
 }
@@ -102,16 +111,26 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     );
     worker::refunds::spawn(platform.clone(), providers);
     spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
+    let link_key = receipts::link_key(&platform.store).await?;
     settlement::spawn_closer(platform.clone(), config.calendar.clone());
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())))
         .merge(autodebit_runtime::grpc::routes_for(
             autodebit_proto::charger::v1::settlement_service_server::SettlementServiceServer::new(
-                api::settlement::SettlementApi::new(platform.clone()),
+                api::settlement::SettlementApi::new(platform.clone(), link_key.clone(), config.public_url.clone()),
             ),
         ));
     let http = api::callbacks::routes(
         platform.clone(),
         Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)),
-    );
+    )
+    .merge(receipts::routes(receipts::Pages {
+        store: platform.store.clone(),
+        auth: autodebit_runtime::auth::Authenticator::new(
+            platform.store.clone(),
+            &config.operator_key,
+            "charger_api_keys",
+        ),
+        key: link_key,
+    }));
     Ok(Component { grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME], routes, http, key_table: "charger_api_keys" })
 }

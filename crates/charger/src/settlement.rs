@@ -218,9 +218,15 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
     match kind {
         EventKind::MerchantApplied(m) => {
             tx.execute(
-                "INSERT INTO settlement_merchants (merchant_id, industry) VALUES ($1, $2)
-                 ON CONFLICT (merchant_id) DO UPDATE SET industry = excluded.industry",
-                &[Value::from(&m.merchant_id), Value::from(&m.industry)],
+                "INSERT INTO settlement_merchants (merchant_id, industry, legal_name, credit_code) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (merchant_id) DO UPDATE SET industry = excluded.industry,
+                     legal_name = excluded.legal_name, credit_code = excluded.credit_code",
+                &[
+                    Value::from(&m.merchant_id),
+                    Value::from(&m.industry),
+                    Value::from(&m.legal_name),
+                    Value::from(&m.credit_code),
+                ],
             )
             .await?;
         }
@@ -264,6 +270,9 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
             )
             .await?;
             post(tx, kind).await?;
+            let (id, payer) = (&c.charge_id, &c.payer_id);
+            crate::receipts::record(tx, "charge", id, id, &c.merchant_id, payer, c.amount.as_ref(), c.succeeded_at_ms)
+                .await?;
         }
         EventKind::RefundSucceeded(r) => {
             add_item(
@@ -278,6 +287,18 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
             )
             .await?;
             post(tx, kind).await?;
+            let at = r.succeeded_at_ms;
+            crate::receipts::record(
+                tx,
+                "refund",
+                &r.refund_id,
+                &r.charge_id,
+                &r.merchant_id,
+                &r.payer_id,
+                r.amount.as_ref(),
+                at,
+            )
+            .await?;
             tx.execute(
                 "INSERT INTO settlement_review_due (merchant_id) VALUES ($1) ON CONFLICT (merchant_id) DO NOTHING",
                 &[Value::from(&r.merchant_id)],

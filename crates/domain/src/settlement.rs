@@ -40,6 +40,19 @@ pub fn default_fee_basis_points(industry: &str) -> u32 {
 /// The highest fee rate the operator may set: 10%.
 pub const MAX_FEE_BASIS_POINTS: u32 = 1_000;
 
+/// The VAT rate a receipt states for an industry's services, in basis points: 6% for the
+/// modern services the platform's merchants sell, none for charity.
+pub fn vat_basis_points(industry: &str) -> u32 {
+    if industry == "charity" { 0 } else { 600 }
+}
+
+/// The VAT an amount that includes it at `basis_points` holds, rounded half up.
+pub fn vat_included(amount: i64, basis_points: u32) -> i64 {
+    let (a, bp) = (i128::from(amount), i128::from(basis_points));
+    let whole = 10_000 + bp;
+    i64::try_from((2 * a * bp + whole).div_euclid(2 * whole)).unwrap_or(0)
+}
+
 /// One receiver's share of each charge: a rate of the charge's amount or a fixed amount, at
 /// most `cap` (0: no cap). Rules apply in order, each to what the fee and the rules before it
 /// left.
@@ -211,6 +224,15 @@ mod tests {
         assert_eq!(due_on(&c, day("2026-12-04"), "CNY"), day("2026-12-07"), "Friday to Monday");
         assert_eq!(due_on(&c, day("2026-12-04"), "USD"), day("2026-12-09"));
         assert_eq!(due_on(&c, day("2026-09-30"), "CNY"), day("2026-10-08"), "after National Day");
+    }
+
+    #[test]
+    fn vat_is_taken_out_of_the_amount() {
+        // 19.90 at 6%: 19.90 / 1.06 = 18.77, VAT 1.13 (1.1264…).
+        assert_eq!(vat_included(1_990, 600), 113);
+        assert_eq!(vat_included(106, 600), 6);
+        assert_eq!(vat_included(1_990, 0), 0);
+        assert_eq!(vat_basis_points("charity"), 0);
     }
 
     #[test]

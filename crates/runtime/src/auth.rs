@@ -269,6 +269,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.charger.v1.SettlementService/GetSplitRules", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.SettlementService/ListMerchantReviews", Audience::Operator),
     ("autodebit.charger.v1.SettlementService/ResolveMerchantReview", Audience::Operator),
+    ("autodebit.charger.v1.SettlementService/ListReceipts", Audience::MerchantOrOperator),
     ("autodebit.notifier.v1.NotifierService/ListNotices", Audience::MerchantOrOperator),
     ("autodebit.notifier.v1.NotifierService/GetNotifierSettings", Audience::Merchant),
     ("autodebit.notifier.v1.NotifierService/SetNotifierSettings", Audience::Merchant),

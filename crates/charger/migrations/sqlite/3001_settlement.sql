@@ -1,10 +1,13 @@
 -- Settlement and the ledger (the same on both backends). Amounts are minor units; dates are
 -- YYYY-MM-DD in Beijing time; `_at_ms` times are the platform clock.
 
--- Each merchant's industry, from `MerchantApplied`: its fee rate follows it.
+-- Each merchant's industry (its fee rate follows it), legal name and credit code (for its
+-- receipts), from `MerchantApplied`.
 CREATE TABLE settlement_merchants (
     merchant_id TEXT PRIMARY KEY,
-    industry    TEXT NOT NULL
+    industry    TEXT NOT NULL,
+    legal_name  TEXT NOT NULL,
+    credit_code TEXT NOT NULL
 );
 
 -- Fee rates the operator set, per industry; an industry not here takes its default.
@@ -111,3 +114,26 @@ CREATE TABLE ledger_postings (
     PRIMARY KEY (entry_id, leg)
 );
 CREATE INDEX ledger_postings_account ON ledger_postings (merchant_id, currency, account);
+
+-- Receipts: one per succeeded charge and refund, numbered per merchant in log order.
+CREATE TABLE receipts (
+    merchant_id      TEXT NOT NULL,
+    number           BIGINT NOT NULL,
+    item_id          TEXT NOT NULL UNIQUE,  -- the charge's or the refund's id
+    kind             TEXT NOT NULL,         -- 'charge' or 'refund'
+    charge_id        TEXT NOT NULL,
+    payer_id         TEXT NOT NULL,
+    amount           BIGINT NOT NULL,
+    currency         TEXT NOT NULL,
+    tax_basis_points BIGINT NOT NULL,       -- the VAT rate the amount includes
+    tax              BIGINT NOT NULL,       -- the VAT it includes
+    at_ms            BIGINT NOT NULL,
+    PRIMARY KEY (merchant_id, number)
+);
+CREATE INDEX receipts_charge ON receipts (charge_id);
+
+-- Keys the charger makes once and keeps: `receipts` signs the payers' receipt links.
+CREATE TABLE charger_keys (
+    name TEXT PRIMARY KEY,
+    key  TEXT NOT NULL
+);

@@ -12,11 +12,14 @@ use tonic::{Request, Response, Status};
 
 pub struct SettlementApi {
     platform: Platform,
+    /// Signs the payers' receipt links.
+    link_key: String,
+    public_url: String,
 }
 
 impl SettlementApi {
-    pub fn new(platform: Platform) -> Self {
-        SettlementApi { platform }
+    pub fn new(platform: Platform, link_key: String, public_url: String) -> Self {
+        SettlementApi { platform, link_key, public_url }
     }
 }
 
@@ -83,6 +86,43 @@ fn review_from(r: &autodebit_eventstore::Row) -> pb::MerchantReview {
 
 #[tonic::async_trait]
 impl SettlementService for SettlementApi {
+    async fn list_receipts(
+        &self,
+        req: Request<pb::ListReceiptsRequest>,
+    ) -> Result<Response<pb::ListReceiptsResponse>, Status> {
+        let who = caller(&req)?;
+        let charge = &req.get_ref().charge_id;
+        autodebit_domain::ChargeId::parse(charge).map_err(|e| invalid("charge_id", e))?;
+        let found = crate::receipts::of_charge(&self.platform.store, charge)
+            .await
+            .map_err(autodebit_runtime::grpc::internal)?;
+        let base = self.public_url.trim_end_matches('/');
+        let receipts = found
+            .into_iter()
+            .filter(|r| autodebit_domain::MerchantId::parse(&r.merchant_id).is_ok_and(|m| who.may_see(&m)))
+            .map(|r| {
+                let url = format!("{base}/receipts/{}/{}", r.merchant_id, r.number);
+                let sig = crate::receipts::signature(&self.link_key, &r.merchant_id, r.number);
+                let money = |minor| Some(events::Money { minor_units: minor, currency: r.currency.clone() });
+                pb::Receipt {
+                    payer_url: format!("{url}?sig={sig}"),
+                    url,
+                    merchant_id: r.merchant_id.clone(),
+                    number: u64::try_from(r.number).unwrap_or(0),
+                    kind: r.kind.clone(),
+                    item_id: r.item_id.clone(),
+                    charge_id: r.charge_id.clone(),
+                    payer_id: r.payer_id.clone(),
+                    amount: money(r.amount),
+                    tax_basis_points: u32::try_from(r.tax_basis_points).unwrap_or(0),
+                    tax: money(r.tax),
+                    at_ms: r.at_ms,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListReceiptsResponse { receipts }))
+    }
+
     async fn list_merchant_reviews(
         &self,
         req: Request<pb::ListMerchantReviewsRequest>,

@@ -1,0 +1,302 @@
+//! Electronic receipts: one per succeeded charge and per succeeded refund, numbered per
+//! merchant in the order the log holds them, with what a tax receipt states (the merchant's
+//! legal name and unified social credit code, the amount, the VAT rate and the VAT it
+//! includes, the payer, the time). Served on the HTTP listener as HTML and as PDF:
+//!
+//! - `GET /receipts/{merchant_id}/{number}` and `…/pdf`, to the merchant with its API key
+//!   (`Authorization: Bearer …`) or the operator key;
+//! - the same with `?sig=…`, the payer's link (the signature is an HMAC of the merchant and
+//!   the number under a key the charger makes once and keeps in its database).
+//!
+//! A receipt the caller may not see answers 404, as one that does not exist.
+use crate::pdf;
+use autodebit_domain::settlement::{vat_basis_points, vat_included};
+use autodebit_eventstore::{EventStore, Tx, Value};
+use autodebit_runtime::auth::Authenticator;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use hmac::Mac;
+use maud::{DOCTYPE, html};
+
+/// Records the receipt of a succeeded charge or refund (once per item).
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    tx: &mut Tx,
+    kind: &str,
+    item_id: &str,
+    charge_id: &str,
+    merchant: &str,
+    payer: &str,
+    money: Option<&autodebit_proto::events::v1::Money>,
+    at_ms: i64,
+) -> anyhow::Result<()> {
+    let m = money.cloned().unwrap_or_default();
+    let industry = tx
+        .query("SELECT industry FROM settlement_merchants WHERE merchant_id = $1", &[Value::from(merchant)])
+        .await?
+        .first()
+        .and_then(|r| r.text(0).map(str::to_string))
+        .unwrap_or_default();
+    let bp = vat_basis_points(&industry);
+    tx.execute(
+        "INSERT INTO receipts (merchant_id, number, item_id, kind, charge_id, payer_id, amount, currency,
+             tax_basis_points, tax, at_ms)
+         SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+         FROM receipts WHERE merchant_id = $1
+         ON CONFLICT (item_id) DO NOTHING",
+        &[
+            Value::from(merchant),
+            Value::from(item_id),
+            Value::from(kind),
+            Value::from(charge_id),
+            Value::from(payer),
+            Value::Int(m.minor_units),
+            Value::from(&m.currency),
+            Value::from(bp),
+            Value::Int(vat_included(m.minor_units, bp)),
+            Value::Int(at_ms),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The key payers' links are signed with, made on first use and kept.
+pub async fn link_key(store: &EventStore) -> anyhow::Result<String> {
+    let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut tx = store.begin().await?;
+    tx.execute(
+        "INSERT INTO charger_keys (name, key) VALUES ('receipts', $1) ON CONFLICT (name) DO NOTHING",
+        &[Value::from(fresh)],
+    )
+    .await?;
+    let rows = tx.query("SELECT key FROM charger_keys WHERE name = 'receipts'", &[]).await?;
+    tx.commit().await?;
+    Ok(rows.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default())
+}
+
+/// The signature of a payer's link to a receipt.
+pub fn signature(key: &str, merchant: &str, number: i64) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("receipt\n{merchant}\n{number}").as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// A receipt as shown.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub merchant_id: String,
+    pub number: i64,
+    pub item_id: String,
+    pub kind: String,
+    pub charge_id: String,
+    pub payer_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub tax_basis_points: i64,
+    pub tax: i64,
+    pub at_ms: i64,
+    pub legal_name: String,
+    pub credit_code: String,
+}
+
+const COLUMNS: &str = "r.merchant_id, r.number, r.item_id, r.kind, r.charge_id, r.payer_id, r.amount, r.currency, \
+                       r.tax_basis_points, r.tax, r.at_ms, COALESCE(m.legal_name, ''), COALESCE(m.credit_code, '')";
+
+fn from_row(r: &autodebit_eventstore::Row) -> Receipt {
+    let text = |i| r.text(i).unwrap_or_default().to_string();
+    let int = |i| r.i64(i).unwrap_or(0);
+    Receipt {
+        merchant_id: text(0),
+        number: int(1),
+        item_id: text(2),
+        kind: text(3),
+        charge_id: text(4),
+        payer_id: text(5),
+        amount: int(6),
+        currency: text(7),
+        tax_basis_points: int(8),
+        tax: int(9),
+        at_ms: int(10),
+        legal_name: text(11),
+        credit_code: text(12),
+    }
+}
+
+pub async fn one(store: &EventStore, merchant: &str, number: i64) -> anyhow::Result<Option<Receipt>> {
+    let rows = store
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM receipts r LEFT JOIN settlement_merchants m ON m.merchant_id = r.merchant_id
+                 WHERE r.merchant_id = $1 AND r.number = $2"
+            ),
+            &[Value::from(merchant), Value::Int(number)],
+        )
+        .await?;
+    Ok(rows.first().map(from_row))
+}
+
+/// The receipts of a charge: its own and its refunds'.
+pub async fn of_charge(store: &EventStore, charge_id: &str) -> anyhow::Result<Vec<Receipt>> {
+    let rows = store
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM receipts r LEFT JOIN settlement_merchants m ON m.merchant_id = r.merchant_id
+                 WHERE r.charge_id = $1 ORDER BY r.number"
+            ),
+            &[Value::from(charge_id)],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+// === the pages ===
+
+#[derive(Clone)]
+pub struct Pages {
+    pub store: EventStore,
+    pub auth: Authenticator,
+    pub key: String,
+}
+
+pub fn routes(pages: Pages) -> axum::Router {
+    axum::Router::new()
+        .route("/receipts/{merchant_id}/{number}", get(html_page))
+        .route("/receipts/{merchant_id}/{number}/pdf", get(pdf_file))
+        .with_state(pages)
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such receipt\n").into_response()
+}
+
+/// The receipt, if the caller may see it: by the payer's signature or a key of its merchant
+/// (or the operator's). Checked before the receipt is read.
+async fn authorised(
+    p: &Pages,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    merchant: &str,
+    number: &str,
+) -> Result<Receipt, Response> {
+    let number: i64 = number.parse().map_err(|_| not_found())?;
+    let sig = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sig=")));
+    let allowed = match sig {
+        Some(sig) => {
+            use subtle::ConstantTimeEq;
+            bool::from(signature(&p.key, merchant, number).as_bytes().ct_eq(sig.as_bytes()))
+        }
+        None => match p.auth.principal(headers).await {
+            Ok(who) => autodebit_domain::MerchantId::parse(merchant).is_ok_and(|m| who.may_see(&m)),
+            Err(e) => {
+                let mut r = (StatusCode::UNAUTHORIZED, format!("{}\n", e.message())).into_response();
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Err(r);
+            }
+        },
+    };
+    if !allowed {
+        return Err(not_found());
+    }
+    match one(&p.store, merchant, number).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "reading a receipt");
+            Err((StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response())
+        }
+    }
+}
+
+fn money(minor: i64, currency: &str) -> String {
+    match autodebit_domain::Currency::parse(currency) {
+        Ok(c) => autodebit_domain::Money::new(minor, c).to_string(),
+        Err(_) => format!("{minor} {currency}"),
+    }
+}
+
+/// The receipt's fields as (label, value) lines, in Chinese with the English beside.
+fn fields(r: &Receipt) -> Vec<(&'static str, String)> {
+    let refund = r.kind == "refund";
+    let time = autodebit_domain::clock::from_millis(r.at_ms)
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    vec![
+        ("收据编号 Receipt number", format!("{:010}", r.number)),
+        ("类型 Kind", if refund { "退款 Refund".into() } else { "扣款 Charge".into() }),
+        ("商户名称 Merchant", r.legal_name.clone()),
+        ("统一社会信用代码 Credit code", r.credit_code.clone()),
+        ("金额 Amount", money(if refund { -r.amount } else { r.amount }, &r.currency)),
+        ("税率 VAT rate", format!("{}.{:02}%", r.tax_basis_points / 100, r.tax_basis_points % 100)),
+        ("税额 VAT included", money(if refund { -r.tax } else { r.tax }, &r.currency)),
+        ("付款人 Payer", r.payer_id.clone()),
+        ("交易号 Transaction", r.item_id.clone()),
+        ("时间 Time (Beijing)", time),
+    ]
+}
+
+const TITLE: &str = "电子收据 Electronic receipt";
+
+async fn html_page(
+    State(p): State<Pages>,
+    Path((merchant, number)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let r = match authorised(&p, &headers, query.as_deref(), &merchant, &number).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let pdf_link = match &query {
+        Some(q) => format!("/receipts/{}/{}/pdf?{q}", r.merchant_id, r.number),
+        None => format!("/receipts/{}/{}/pdf", r.merchant_id, r.number),
+    };
+    let page = html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head { meta charset="utf-8"; title { (TITLE) } }
+            body style="font-family: sans-serif; max-width: 640px; margin: 24px auto;" {
+                h1 { (TITLE) }
+                table id="receipt" {
+                    @for (label, value) in fields(&r) {
+                        tr { th style="text-align:left; padding-right:16px;" { (label) } td { (value) } }
+                    }
+                }
+                p { a id="pdf" href=(pdf_link) { "PDF" } }
+            }
+        }
+    };
+    let mut resp = Html(page.into_string()).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    resp
+}
+
+async fn pdf_file(
+    State(p): State<Pages>,
+    Path((merchant, number)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let r = match authorised(&p, &headers, query.as_deref(), &merchant, &number).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut lines = vec![pdf::Text { x: 50, y: 780, size: 20, text: TITLE.into() }];
+    for (i, (label, value)) in fields(&r).into_iter().enumerate() {
+        let y = 730 - 28 * i as u32;
+        lines.push(pdf::Text { x: 50, y, size: 11, text: label.into() });
+        lines.push(pdf::Text { x: 260, y, size: 11, text: value });
+    }
+    let bytes = pdf::page(TITLE, &lines);
+    let mut resp = bytes.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"receipt-{:010}.pdf\"", r.number)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
