@@ -266,9 +266,16 @@ async fn an_announced_charge_goes_out_as_announced(backend: Backend) {
     advance_to(&ch, monthly_due(s.anchor_ms, 3) + HOUR_MS).await;
     assert_eq!(charged(&ch, &id, 2).await, 2_500);
     assert_eq!(charged(&ch, &id, 3).await, 3_000);
-    let ahead = notices(&ch, &id, NoticeKind::PreDebit, 2).await;
-    let amounts: Vec<bool> = ["¥25.00", "¥30.00"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect();
-    assert_eq!(amounts, vec![true, true], "each charge announced at what it took: {ahead:?}");
+    // The notifier takes the last notice in on its own time: wait for it rather than race it.
+    let announced = |ahead: &[Notice]| -> Vec<bool> {
+        ["¥25.00", "¥30.00"].iter().map(|a| ahead.iter().any(|n| n.text.contains(a))).collect()
+    };
+    let ahead = eventually("both amounts announced", 30, || async {
+        let ahead = notices(&ch, &id, NoticeKind::PreDebit, 2).await;
+        (announced(&ahead) == [true, true]).then_some(ahead)
+    })
+    .await;
+    assert_eq!(announced(&ahead), vec![true, true], "each charge announced at what it took: {ahead:?}");
 }
 
 async fn notices_name_times_in_the_merchants_zone(backend: Backend) {

@@ -753,6 +753,8 @@ async fn endpoints_templates_and_settings_survive_a_log_export_and_import() {
 
     let p = Process::start(&["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--allow-loopback-webhooks"]);
     let ch = p.channel().await;
+    // The imported log is taken in afresh, the key tables with it.
+    p.caught_up().await;
     let mut hooks = autodebit_proto::notifier::v1::webhooks_service_client::WebhooksServiceClient::new(ch.clone());
     let listed = hooks
         .list_webhook_endpoints(crate::support::authed(ListWebhookEndpointsRequest {}, &m.api_key))
