@@ -58,4 +58,28 @@ expect "the notices" "$(jq -c '[.notices[].kind] | sort' <<<"$notices")" \
   '["NOTICE_KIND_CHARGE_SUCCEEDED","NOTICE_KIND_CONTRACT_SIGNED","NOTICE_KIND_PRE_DEBIT"]'
 expect "the notices' recipient" "$(jq -r '[.notices[].recipient] | unique | join(",")' <<<"$notices")" payer-42
 
+# 7. On the next working day the charge is settled: 19.90 CNY less the 0.6% fee. A day at a time,
+#    since a weekend or a holiday may come first.
+batches='{"batches": []}'
+for _ in $(seq 12); do
+  autodebit call AdvanceClock --key "$OP" '{"seconds": 86400}' >/dev/null
+  for _ in $(seq 30); do
+    batches=$(autodebit call ListSettlementBatches --key "$MK")
+    [[ $(jq '.batches | length' <<<"$batches") -ge 1 ]] && break 2
+    sleep 0.1
+  done
+done
+expect "the batch's gross, fees and net" "$(jq -c '[.batches[0] | .gross, .fees, .net]' <<<"$batches")" \
+  '["1990","12","1978"]'
+
+# 8. Every succeeded charge has a receipt: HTML, or PDF at …/pdf, for the merchant's key and,
+#    through the signed payerUrl, for the payer.
+CHARGE=$(autodebit call ListNotices --key "$MK" '{"contract_id": "'$CT'"}' |
+  jq -r '.notices[] | select(.kind == "NOTICE_KIND_CHARGE_SUCCEEDED") | .chargeId')
+receipts=$(autodebit call ListReceipts --key "$MK" '{"charge_id": "'$CHARGE'"}')
+expect "the receipt's number and VAT" "$(jq -c '[.receipts[0] | .number, .tax.minorUnits]' <<<"$receipts")" '["1","113"]'
+receipt=$(curl -sf -H "Authorization: Bearer $MK" "$(jq -r '.receipts[0].url' <<<"$receipts")")
+[[ $receipt == *"19.90 CNY"* ]] || fail "the receipt page shows no amount"
+curl -sf "$(jq -r '.receipts[0].payerUrl' <<<"$receipts")" >/dev/null || fail "the payer's link does not open"
+
 echo "quickstart: merchant $M signed contract $CT for payer-42 and charged it once"

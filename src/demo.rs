@@ -51,6 +51,10 @@ struct Report {
     charges_rejected: u64,
     notices_recorded: u64,
     events_appended: u64,
+    /// Settlement batches closed by the last day.
+    settlement_batches: u64,
+    /// Whether `autodebit ledger check` finds the ledger as the log makes it.
+    ledger_balanced: bool,
     wall_seconds: f64,
 }
 
@@ -287,6 +291,20 @@ async fn drive(
             async move { Ok(s.get_scheduler_status(request?).await?.into_inner().due_timers == 0) }
         })
         .await?;
+        // And ended, so that each day's charges succeed (and fall due for settlement) on that
+        // day, whatever the machine's pace: the same seed, the same batches.
+        wait_for("the day's charges to end", Duration::from_secs(120), || async {
+            let count = |sql: &'static str| async move {
+                anyhow::Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
+            };
+            let head = count("SELECT COALESCE(MAX(position), 0) FROM events").await?;
+            let taken = autodebit_runtime::metrics::get(
+                autodebit_runtime::metrics::FOLLOWER_POSITION,
+                &[("follower", "charger.charges")],
+            );
+            Ok(taken >= head && count("SELECT COUNT(*) FROM charger_attempts").await? == 0)
+        })
+        .await?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -313,7 +331,28 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every working day's batch closed: nothing due by today waits.
+    let now = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
+    let today = autodebit_charger::settlement::local_date(now).to_string();
+    wait_for("the settlement batches", Duration::from_secs(60), || {
+        let today = today.clone();
+        async move {
+            let waiting = store
+                .query(
+                    "SELECT COUNT(*) FROM settlement_items WHERE batch_id IS NULL AND due_date <= $1",
+                    &[autodebit_eventstore::Value::from(today)],
+                )
+                .await?;
+            Ok(waiting.first().and_then(|r| r.i64(0)) == Some(0))
+        }
+    })
+    .await?;
+    let batches = store.query("SELECT COUNT(*) FROM settlement_batches", &[]).await?;
+    let settlement_batches = batches.first().and_then(|r| r.i64(0)).unwrap_or(0) as u64;
+    let ledger_balanced = crate::ledger::check(store).await?.is_ok();
     Ok(Report {
+        settlement_batches,
+        ledger_balanced,
         contracts_signed: signed,
         charges_scheduled: summary.charges_scheduled,
         charges_succeeded: summary.charges_succeeded,

@@ -23,7 +23,7 @@ pub enum LedgerCommand {
 type Entry = (String, String, Vec<Posting>);
 
 #[derive(serde::Serialize)]
-struct Account {
+pub(crate) struct Account {
     merchant_id: String,
     currency: String,
     charged: i64,
@@ -35,7 +35,7 @@ struct Account {
 }
 
 #[derive(serde::Serialize)]
-struct Report {
+pub(crate) struct Report {
     entries: usize,
     batches: usize,
     balanced: bool,
@@ -59,7 +59,7 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
 }
 
 /// The report, or the first imbalance found.
-async fn check(store: &EventStore) -> anyhow::Result<Result<Report, String>> {
+pub(crate) async fn check(store: &EventStore) -> anyhow::Result<Result<Report, String>> {
     // What the log calls for, each entry with the log position that made it.
     let taken_in = store.load_checkpoint(FOLLOWER).await?;
     let mut expected: BTreeMap<String, (i64, Entry)> = BTreeMap::new();
