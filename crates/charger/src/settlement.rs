@@ -629,3 +629,90 @@ async fn close_one(
     tracing::info!(merchant, currency, day = %today, lines = lines.len(), net = t.net, "settlement batch closed");
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebit_eventstore::StoreOptions;
+
+    fn money(minor_units: i64) -> Option<pb::Money> {
+        Some(pb::Money { minor_units, currency: "CNY".into() })
+    }
+
+    async fn dump(store: &EventStore) -> Vec<String> {
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT entry_id || ':' || leg || ':' || account || ':' || amount FROM ledger_postings ORDER BY 1",
+            "SELECT item_id || ':' || COALESCE(batch_id, '-') || ':' || due_date FROM settlement_items ORDER BY 1",
+            "SELECT batch_id || ':' || net FROM settlement_batches ORDER BY 1",
+            "SELECT batch_id || ':' || item_id || ':' || net FROM settlement_lines ORDER BY 1",
+            "SELECT merchant_id || ':' || number || ':' || item_id || ':' || tax FROM receipts ORDER BY 1",
+        ] {
+            for r in store.query(sql, &[]).await.unwrap() {
+                out.push(r.text(0).unwrap_or_default().to_string());
+            }
+        }
+        out
+    }
+
+    /// The closer writes a batch's rows with its event and the follower takes the same event
+    /// in later; a replay takes every event in again. Neither changes a thing.
+    #[tokio::test]
+    async fn events_taken_in_twice_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            EventStore::open(StoreOptions::new(&autodebit_eventstore::testing::sqlite_url(dir.path()))).await.unwrap();
+        store.migrate(&crate::store::MIGRATIONS).await.unwrap();
+        let calendar = WorkingCalendar::china();
+        // Friday 4 December 2026, 10:00 in Beijing.
+        let at = 1_796_349_600_000;
+        let events = vec![
+            EventKind::MerchantApplied(pb::MerchantApplied {
+                merchant_id: "mch_1".into(),
+                industry: "membership".into(),
+                legal_name: "测试有限公司".into(),
+                credit_code: "91330100MA2TEST001".into(),
+                ..Default::default()
+            }),
+            EventKind::ChargeSucceeded(pb::ChargeSucceeded {
+                charge_id: "ch_1".into(),
+                merchant_id: "mch_1".into(),
+                amount: money(1_990),
+                succeeded_at_ms: at,
+                payer_id: "p1".into(),
+                ..Default::default()
+            }),
+            EventKind::RefundSucceeded(pb::RefundSucceeded {
+                refund_id: "rf_1".into(),
+                charge_id: "ch_1".into(),
+                merchant_id: "mch_1".into(),
+                amount: money(500),
+                succeeded_at_ms: at + 1,
+                payer_id: "p1".into(),
+                ..Default::default()
+            }),
+        ];
+        let mut tx = store.begin().await.unwrap();
+        for e in &events {
+            apply(&mut tx, &calendar, e).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        // Due on Monday the 7th, T+1 over the weekend.
+        assert!(dump(&store).await.iter().any(|r| r == "ch_1:-:2026-12-07"), "{:?}", dump(&store).await);
+
+        let day = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        assert!(close_one(&store, "mch_1", "CNY", day, at + 3 * 86_400_000).await.unwrap());
+        assert!(!close_one(&store, "mch_1", "CNY", day, at + 3 * 86_400_000).await.unwrap(), "closed once");
+        let once = dump(&store).await;
+        assert!(once.iter().any(|r| r == &format!("{}:1478", batch_id("mch_1", "CNY", day))), "{once:?}");
+
+        let closed = store.read_stream(&format!("settlement-mch_1-CNY-{day}"), 0).await.unwrap();
+        let closed = autodebit_runtime::codec::decode(closed.into_iter().next().unwrap()).unwrap().kind;
+        let mut tx = store.begin().await.unwrap();
+        for e in events.iter().chain([&closed]) {
+            apply(&mut tx, &calendar, e).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(dump(&store).await, once);
+    }
+}
