@@ -340,7 +340,7 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
 }
 
 /// Every analytics table's rows, in key order.
-async fn tables(url: &str) -> Vec<(String, Vec<String>)> {
+pub(crate) async fn tables(url: &str) -> Vec<(String, Vec<String>)> {
     let store = autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url)).await.unwrap();
     let mut out = Vec::new();
     for t in autodebit_analytics::rebuild::tables_of(None).unwrap() {
@@ -351,7 +351,7 @@ async fn tables(url: &str) -> Vec<(String, Vec<String>)> {
 }
 
 /// `autodebit analytics rebuild --database-url URL ARGS`.
-fn rebuild(url: &str, args: &[&str]) {
+pub(crate) fn rebuild(url: &str, args: &[&str]) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
         .args(["analytics", "rebuild", "--database-url", url])
         .args(args)

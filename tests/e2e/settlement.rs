@@ -5,6 +5,7 @@
 //! the operator's; bad rules are refused naming the field.
 use crate::scenario::{bill_next_period, charge_id, onboard, sign_request};
 use crate::support::{Backend, TestApp, eventually};
+use autodebit_proto::analytics::v1::{GetRevenueRequest, GetSummaryRequest};
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, GetSettlementBatchRequest, GetSplitRulesRequest, ListFeeRatesRequest,
     ListMerchantReviewsRequest, ListReceiptsRequest, ListSettlementBatchesRequest, RefundChargeRequest,
@@ -198,6 +199,13 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
         (review.reason.as_str(), review.refunds, review.charges, review.rate_basis_points),
         ("refund_rate", 1, 2, 5_000)
     );
+    eventually("the review in the operator's summary", 30, || {
+        let mut a = app.analytics();
+        async move {
+            (a.get_summary(GetSummaryRequest {}).await.ok()?.into_inner().merchants_under_review == 1).then_some(())
+        }
+    })
+    .await;
     let err = mine.list_merchant_reviews(ListMerchantReviewsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "the queue is the operator's");
     let done = op
@@ -227,6 +235,28 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
             .reviews
             .is_empty()
     );
+
+    // Analytics has the settlement figures and the review; a rebuild from the log agrees.
+    let revenue = eventually("the settlements projected", 30, || {
+        let mut a = app.analytics_as(&m.api_key);
+        async move {
+            let rows = a.get_revenue(GetRevenueRequest::default()).await.ok()?.into_inner().rows;
+            rows.into_iter().find(|r| r.currency == "CNY" && r.settled == 2_490 - 20 - 150 - 700)
+        }
+    })
+    .await;
+    assert_eq!((revenue.fees, revenue.splits, revenue.refunds), (20, 150, 700));
+    let summary = app.analytics().get_summary(GetSummaryRequest {}).await.unwrap().into_inner();
+    assert_eq!(summary.merchants_under_review, 0, "resolved");
+    app.settled().await;
+    let url = app.database().replace("mode=ro", "mode=rw");
+    let before = crate::analytics::tables(&url).await;
+    let reviews = &before.iter().find(|(t, _)| t == "analytics_merchant_reviews").unwrap().1;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(before.iter().find(|(t, _)| t == "analytics_settlements").unwrap().1.len(), 2);
+    crate::analytics::rebuild(&url, &["--projection", "settlements"]);
+    app.settled().await;
+    assert_eq!(crate::analytics::tables(&url).await, before, "settlements rebuilt from the log");
 
     // The ledger balances and matches the log.
     app.settled().await;

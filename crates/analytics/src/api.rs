@@ -34,6 +34,7 @@ fn summary_to_pb(s: Summary) -> pb::GetSummaryResponse {
         contracts_suspended: s.contracts_suspended,
         contracts_expired: s.contracts_expired,
         contracts_zombie: s.contracts_zombie,
+        merchants_under_review: s.merchants_under_review,
     }
 }
 

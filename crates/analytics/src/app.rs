@@ -22,6 +22,8 @@ pub struct Summary {
     pub notices_recorded: u64,
     /// Contracts flagged unused and not ended.
     pub contracts_zombie: u64,
+    /// Merchants with a risk review open.
+    pub merchants_under_review: u64,
     /// The events taken in: in the operator's summary only.
     pub events_projected: u64,
 }
@@ -62,6 +64,7 @@ pub async fn summary(store: &EventStore, who: &Principal) -> Result<Summary, Sto
         out.succeeded_minor_units_by_currency.insert(r.currency, r.total);
     }
     out.contracts_zombie = count(store::zombies(store, merchant).await?);
+    out.merchants_under_review = count(store::under_review(store, merchant).await?);
     for r in store::counters(store, merchant).await? {
         let n = count(r.value);
         match r.name.as_str() {
@@ -299,6 +302,16 @@ pub async fn revenue(store: &EventStore, scope: &Scope, now_ms: i64) -> Result<V
     add(store::fixed_monthly(store, m, end).await?, |r, t| r.mrr += t);
     let trailing = (end - 30 * 86_400_000).max(0);
     add(store::charged(store, m, trailing, end, true).await?, |r, t| r.mrr += t);
+    for s in store::settled(store, m, scope.from_ms, scope.until_ms).await? {
+        let row = rows.entry((s.merchant_id.clone(), s.currency.clone())).or_insert_with(|| apb::RevenueRow {
+            merchant_id: s.merchant_id,
+            currency: s.currency,
+            ..Default::default()
+        });
+        row.fees += s.fees;
+        row.splits += s.splits;
+        row.settled += s.net;
+    }
     Ok(rows
         .into_values()
         .map(|mut r| {

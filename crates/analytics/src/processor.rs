@@ -250,6 +250,38 @@ impl Projector {
                 EventKind::RefundFailed(r) => {
                     (Statement::RefundOutcome, json!([r.refund_id, "failed", r.failed_at_ms]))
                 }
+                EventKind::SettlementBatchClosed(b) => (
+                    Statement::Settlement,
+                    json!([
+                        b.batch_id,
+                        b.merchant_id,
+                        b.currency,
+                        b.business_date,
+                        b.closed_at_ms,
+                        b.lines.len(),
+                        b.gross,
+                        b.refunds,
+                        b.fees,
+                        b.splits,
+                        b.net
+                    ]),
+                ),
+                // Keyed by merchant and opening time: a merchant may be reviewed again later.
+                EventKind::MerchantReviewOpened(r) => (
+                    Statement::ReviewOpened,
+                    json!([
+                        format!("{}|{}", r.merchant_id, r.opened_at_ms),
+                        r.merchant_id,
+                        r.opened_at_ms,
+                        r.reason,
+                        r.refunds,
+                        r.charges,
+                        r.rate_basis_points
+                    ]),
+                ),
+                EventKind::MerchantReviewResolved(r) => {
+                    (Statement::ReviewResolved, json!([r.merchant_id, r.resolved_at_ms]))
+                }
                 _ => continue,
             };
             batch.push(statement, row);

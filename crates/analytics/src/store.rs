@@ -12,6 +12,7 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
     ("funnel", &["analytics_signing_sessions"]),
     ("notices", &["analytics_notices"]),
     ("counters", &["analytics_counters", "analytics_merchant_counters"]),
+    ("settlements", &["analytics_settlements", "analytics_merchant_reviews"]),
 ];
 
 /// The shadow of a table: where a rebuild writes it before it is swapped in.
@@ -121,6 +122,14 @@ pub enum Statement {
     RefundRequested,
     /// `[refund_id, state, at_ms]`
     RefundOutcome,
+    /// `[batch_id, merchant_id, currency, business_date, closed_at_ms, lines, gross, refunds,
+    /// fees, splits, net]`
+    Settlement,
+    /// `[key (merchant|opened_at_ms), merchant_id, opened_at_ms, reason, refunds, charges,
+    /// rate_basis_points]`
+    ReviewOpened,
+    /// `[merchant_id, resolved_at_ms]`: resolves the merchant's reviews open by then.
+    ReviewResolved,
 }
 
 /// `UPDATE table SET … FROM (rows) v WHERE key = v.k`, the rows' items named by `columns`
@@ -154,6 +163,8 @@ impl Statement {
             | Statement::NoticeOpened
             | Statement::NoticeConverted => "analytics_notices",
             Statement::RefundRequested | Statement::RefundOutcome => "analytics_refunds",
+            Statement::Settlement => "analytics_settlements",
+            Statement::ReviewOpened | Statement::ReviewResolved => "analytics_merchant_reviews",
         }
     }
 
@@ -319,6 +330,32 @@ impl Statement {
                 &["id", "state", "at:BIGINT"],
                 rows,
             ),
+            Statement::Settlement => format!(
+                "INSERT INTO analytics_settlements (batch_id, merchant_id, currency, business_date, closed_at_ms, lines,
+                                                   gross, refunds, fees, splits, net)
+                 SELECT value->>0, value->>1, value->>2, value->>3, CAST(value->>4 AS BIGINT), CAST(value->>5 AS BIGINT),
+                        CAST(value->>6 AS BIGINT), CAST(value->>7 AS BIGINT), CAST(value->>8 AS BIGINT),
+                        CAST(value->>9 AS BIGINT), CAST(value->>10 AS BIGINT)
+                 FROM {rows} WHERE true
+                 ON CONFLICT (batch_id) DO NOTHING"
+            ),
+            Statement::ReviewOpened => format!(
+                "INSERT INTO analytics_merchant_reviews (merchant_id, opened_at_ms, reason, refunds, charges,
+                                                         rate_basis_points, resolved_at_ms)
+                 SELECT value->>1, CAST(value->>2 AS BIGINT), value->>3, CAST(value->>4 AS BIGINT),
+                        CAST(value->>5 AS BIGINT), CAST(value->>6 AS BIGINT), 0
+                 FROM {rows} WHERE true
+                 ON CONFLICT (merchant_id, opened_at_ms) DO NOTHING"
+            ),
+            Statement::ReviewResolved => update_from(
+                "analytics_merchant_reviews",
+                "merchant_id",
+                "resolved_at_ms = CASE WHEN analytics_merchant_reviews.resolved_at_ms = 0
+                                        AND analytics_merchant_reviews.opened_at_ms <= v.at
+                                       THEN v.at ELSE analytics_merchant_reviews.resolved_at_ms END",
+                &["id", "at:BIGINT"],
+                rows,
+            ),
         }
     }
 }
@@ -328,13 +365,15 @@ impl Statement {
     /// look up) before rows that change it. Within a statement rows keep their log order; the
     /// statements that change one table's rows change different columns, so their order
     /// among themselves does not matter.
-    const ORDER: [Statement; 16] = [
+    const ORDER: [Statement; 19] = [
         Statement::Merchant,
         Statement::ContractSigned,
         Statement::SessionOpened,
         Statement::ChargeScheduled,
         Statement::NoticeRecorded,
         Statement::RefundRequested,
+        Statement::Settlement,
+        Statement::ReviewOpened,
         Statement::ContractState,
         Statement::ContractAmount,
         Statement::ContractZombie,
@@ -345,6 +384,7 @@ impl Statement {
         Statement::NoticeOpened,
         Statement::NoticeConverted,
         Statement::RefundOutcome,
+        Statement::ReviewResolved,
     ];
 }
 
@@ -742,6 +782,54 @@ pub async fn fixed_monthly(
 }
 
 /// Contracts flagged unused and not ended.
+/// Merchants with a risk review open.
+pub async fn under_review(store: &EventStore, merchant: Option<&str>) -> Result<i64, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    let found: Vec<N> = store
+        .query_as(
+            &format!(
+                "SELECT COUNT(DISTINCT merchant_id) AS n FROM analytics_merchant_reviews
+                 WHERE {WHOSE} AND resolved_at_ms = 0"
+            ),
+            &whose(merchant),
+        )
+        .await?;
+    Ok(found.first().map(|n| n.n).unwrap_or(0))
+}
+
+/// Settlement batches closed in the range, per merchant and currency: fees, splits and what
+/// was paid out.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Settled {
+    pub merchant_id: String,
+    pub currency: String,
+    pub fees: i64,
+    pub splits: i64,
+    pub net: i64,
+}
+
+pub async fn settled(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<Settled>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT merchant_id, currency, CAST(SUM(fees) AS BIGINT) AS fees, CAST(SUM(splits) AS BIGINT) AS splits,
+                        CAST(SUM(net) AS BIGINT) AS net
+                 FROM analytics_settlements WHERE {} GROUP BY merchant_id, currency",
+                scope("closed_at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
 pub async fn zombies(store: &EventStore, merchant: Option<&str>) -> Result<i64, StoreError> {
     #[derive(sqlx::FromRow)]
     struct N {
