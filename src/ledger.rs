@@ -7,7 +7,7 @@ use crate::analytics::Database;
 use anyhow::Context;
 use autodebit_charger::settlement::{FOLLOWER, entry_of};
 use autodebit_domain::ledger::{Balances, Posting, entry_sum};
-use autodebit_eventstore::{Checkpoint, EventStore, StoreOptions};
+use autodebit_eventstore::{EventStore, StoreOptions};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(clap::Subcommand)]
@@ -65,11 +65,8 @@ pub(crate) async fn check(store: &EventStore) -> anyhow::Result<Result<Report, S
     let mut expected: BTreeMap<String, (i64, Entry)> = BTreeMap::new();
     let mut in_batch: HashMap<String, String> = HashMap::new();
     let mut batches = 0;
-    let mut at = Checkpoint::default();
-    loop {
-        let page = store.read_all(at, 5_000).await?;
-        let Some(last) = page.last() else { break };
-        at = last.checkpoint();
+    let mut pages = store.pages(5_000);
+    while let Some(page) = pages.next().await? {
         for r in page {
             let position = r.position;
             let Some(d) = autodebit_runtime::codec::decode(r) else { continue };

@@ -7,7 +7,7 @@
 //! `docs/analytics.md` names for its range) or an event's recording time.
 use crate::app::BadQuestion;
 use anyhow::Context;
-use autodebit_eventstore::{BackendKind, Checkpoint, EventStore, Value};
+use autodebit_eventstore::{BackendKind, EventStore, Value};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -165,11 +165,8 @@ async fn events(store: &EventStore, since: Option<i64>, until: Option<i64>) -> a
     ];
     let (from, to) = (since.unwrap_or(0), until.unwrap_or(i64::MAX));
     let mut rows = Vec::new();
-    let mut at = Checkpoint::default();
-    loop {
-        let page = store.read_all(at, 5_000).await?;
-        let Some(last) = page.last() else { break };
-        at = last.checkpoint();
+    let mut pages = store.pages(5_000);
+    while let Some(page) = pages.next().await? {
         for r in page {
             if r.recorded_at_ms < from || r.recorded_at_ms >= to {
                 continue;

@@ -784,19 +784,23 @@ pub async fn fixed_monthly(
 /// Contracts flagged unused and not ended.
 /// Merchants with a risk review open.
 pub async fn under_review(store: &EventStore, merchant: Option<&str>) -> Result<i64, StoreError> {
+    count_of(
+        store,
+        &format!(
+            "SELECT COUNT(DISTINCT merchant_id) AS n FROM analytics_merchant_reviews WHERE {WHOSE} AND resolved_at_ms = 0"
+        ),
+        merchant,
+    )
+    .await
+}
+
+/// The one count `sql` answers (its column named `n`), for `merchant` (`WHOSE`'s parameter).
+async fn count_of(store: &EventStore, sql: &str, merchant: Option<&str>) -> Result<i64, StoreError> {
     #[derive(sqlx::FromRow)]
     struct N {
         n: i64,
     }
-    let found: Vec<N> = store
-        .query_as(
-            &format!(
-                "SELECT COUNT(DISTINCT merchant_id) AS n FROM analytics_merchant_reviews
-                 WHERE {WHOSE} AND resolved_at_ms = 0"
-            ),
-            &whose(merchant),
-        )
-        .await?;
+    let found: Vec<N> = store.query_as(sql, &whose(merchant)).await?;
     Ok(found.first().map(|n| n.n).unwrap_or(0))
 }
 
@@ -831,20 +835,15 @@ pub async fn settled(
 }
 
 pub async fn zombies(store: &EventStore, merchant: Option<&str>) -> Result<i64, StoreError> {
-    #[derive(sqlx::FromRow)]
-    struct N {
-        n: i64,
-    }
-    let found: Vec<N> = store
-        .query_as(
-            &format!(
-                "SELECT COUNT(*) AS n FROM analytics_contracts
-                 WHERE {WHOSE} AND zombie_flagged_at_ms > 0 AND state IN ('active', 'suspended')"
-            ),
-            &whose(merchant),
-        )
-        .await?;
-    Ok(found.first().map(|n| n.n).unwrap_or(0))
+    count_of(
+        store,
+        &format!(
+            "SELECT COUNT(*) AS n FROM analytics_contracts
+             WHERE {WHOSE} AND zombie_flagged_at_ms > 0 AND state IN ('active', 'suspended')"
+        ),
+        merchant,
+    )
+    .await
 }
 
 /// A payer's succeeded charges in one currency.

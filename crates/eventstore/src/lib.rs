@@ -349,6 +349,11 @@ impl EventStore {
         }
     }
 
+    /// The whole log from its beginning, `limit` events at a time.
+    pub fn pages(&self, limit: i64) -> Pages<'_> {
+        Pages { store: self, at: Checkpoint::default(), limit }
+    }
+
     /// Up to `limit` events of the types in `types` among the next `window` events of the
     /// global log after `after`, in the same commit-safe order as [`read_all`]. The events of
     /// other types are passed over inside the database, and the answer says how far the scan
@@ -466,6 +471,27 @@ pub struct Lease {
 pub(crate) enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// The log read a page at a time (see [`EventStore::pages`]).
+pub struct Pages<'a> {
+    store: &'a EventStore,
+    at: Checkpoint,
+    limit: i64,
+}
+
+impl Pages<'_> {
+    /// The next page, or `None` at the end of the log.
+    pub async fn next(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
+        let page = self.store.read_all(self.at, self.limit).await?;
+        match page.last() {
+            None => Ok(None),
+            Some(last) => {
+                self.at = last.checkpoint();
+                Ok(Some(page))
+            }
+        }
+    }
 }
 
 /// A write transaction: appends, checkpoints and a service's own table writes commit together.
