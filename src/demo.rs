@@ -285,26 +285,44 @@ async fn drive(
     let pb = bar(u64::from(args.days), "days");
     for _ in 0..args.days {
         admin.advance_clock(authed(AdvanceClockRequest { seconds: 86_400 }, operator_key)?).await?;
-        // Let each day's charges be issued before the next, as a real day would.
-        wait_for("due charges", Duration::from_secs(120), || {
-            let (mut s, request) = (scheduler.clone(), status());
-            async move { Ok(s.get_scheduler_status(request?).await?.into_inner().due_timers == 0) }
-        })
-        .await?;
-        // And ended, so that each day's charges succeed (and fall due for settlement) on that
-        // day, whatever the machine's pace: the same seed, the same batches.
-        wait_for("the day's charges to end", Duration::from_secs(120), || async {
-            let count = |sql: &'static str| async move {
-                anyhow::Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
-            };
-            let head = count("SELECT COALESCE(MAX(position), 0) FROM events").await?;
-            let taken = autodebit_runtime::metrics::get(
-                autodebit_runtime::metrics::FOLLOWER_POSITION,
-                &[("follower", "charger.charges")],
-            );
-            Ok(taken >= head && count("SELECT COUNT(*) FROM charger_attempts").await? == 0)
-        })
-        .await?;
+        // Let each day's charges be issued and end before the next, as a real day would, so
+        // that each succeeds (and falls due for settlement) on its day, whatever the machine's
+        // pace: the same seed, the same batches. A failure's retry may be due at once: then
+        // round again, until neither a timer nor a retry is due.
+        loop {
+            wait_for("due charges", Duration::from_secs(120), || {
+                let (mut s, request) = (scheduler.clone(), status());
+                async move { Ok(s.get_scheduler_status(request?).await?.into_inner().due_timers == 0) }
+            })
+            .await?;
+            wait_for("the day's charges to end", Duration::from_secs(120), || async {
+                let count = |sql: &'static str| async move {
+                    anyhow::Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
+                };
+                let head = count("SELECT COALESCE(MAX(position), 0) FROM events").await?;
+                // The attempts made, their failures' retries timed and their successes taken in
+                // for settlement (by the followers' own gauges: they move past events they pass
+                // over).
+                let taken = ["charger.charges", "scheduler.contracts", "charger.settlement"].map(|follower| {
+                    let labels = [("follower", follower)];
+                    autodebit_runtime::metrics::get(autodebit_runtime::metrics::FOLLOWER_POSITION, &labels)
+                });
+                Ok(taken.iter().all(|t| *t >= head) && count("SELECT COUNT(*) FROM charger_attempts").await? == 0)
+            })
+            .await?;
+            let now = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
+            let retries = store
+                .query(
+                    "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting' AND due_ms <= $1",
+                    &[autodebit_eventstore::Value::Int(now)],
+                )
+                .await?;
+            let retries_due = retries.first().and_then(|r| r.i64(0)).unwrap_or(0);
+            if retries_due == 0 && scheduler.get_scheduler_status(status()?).await?.into_inner().due_timers == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         pb.inc(1);
     }
     pb.finish_and_clear();
