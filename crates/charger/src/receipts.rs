@@ -20,44 +20,81 @@ use axum::routing::get;
 use hmac::Mac;
 use maud::{DOCTYPE, html};
 
-/// Records the receipt of a succeeded charge or refund (once per item).
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    tx: &mut Tx,
-    kind: &str,
-    item_id: &str,
-    charge_id: &str,
-    merchant: &str,
-    payer: &str,
-    money: Option<&autodebit_proto::events::v1::Money>,
-    at_ms: i64,
-) -> anyhow::Result<()> {
-    let m = money.cloned().unwrap_or_default();
-    let industry = tx
-        .query("SELECT industry FROM settlement_merchants WHERE merchant_id = $1", &[Value::from(merchant)])
+/// Records the receipts of a run of successes, each row `[item_id, kind, charge_id,
+/// merchant_id, payer_id, amount, currency, at_ms]`, numbered per merchant after the ones it
+/// has, in the run's order; items with a receipt already are passed over.
+pub async fn record_run(tx: &mut Tx, rows: Vec<serde_json::Value>) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = tx.kind().json_rows(1);
+    let ids = serde_json::Value::Array(rows.iter().map(|r| serde_json::json!([r[0]])).collect()).to_string();
+    let have: std::collections::HashSet<String> = tx
+        .query(
+            &format!("SELECT item_id FROM receipts WHERE item_id IN (SELECT value->>0 FROM {json})"),
+            &[Value::from(ids)],
+        )
         .await?
-        .first()
-        .and_then(|r| r.text(0).map(str::to_string))
-        .unwrap_or_default();
-    let bp = vat_basis_points(&industry);
+        .iter()
+        .filter_map(|r| r.text(0).map(str::to_string))
+        .collect();
+    let fresh: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| !have.contains(r[0].as_str().unwrap_or_default())).collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut merchants: Vec<&str> = fresh.iter().filter_map(|r| r[3].as_str()).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
+    let list = serde_json::Value::Array(merchants.iter().map(|m| serde_json::json!([m])).collect()).to_string();
+    let known = tx
+        .query(
+            &format!(
+                "SELECT value->>0, COALESCE((SELECT MAX(number) FROM receipts r WHERE r.merchant_id = value->>0), 0),
+                        COALESCE((SELECT industry FROM settlement_merchants m WHERE m.merchant_id = value->>0), '')
+                 FROM {json}"
+            ),
+            &[Value::from(list)],
+        )
+        .await?;
+    let mut next: std::collections::HashMap<String, (i64, u32)> = known
+        .iter()
+        .map(|r| {
+            let industry = r.text(2).unwrap_or_default();
+            (r.text(0).unwrap_or_default().to_string(), (r.i64(1).unwrap_or(0), vat_basis_points(industry)))
+        })
+        .collect();
+    let numbered: Vec<serde_json::Value> = fresh
+        .into_iter()
+        .map(|r| {
+            let entry = next.entry(r[3].as_str().unwrap_or_default().to_string()).or_insert((0, 600));
+            entry.0 += 1;
+            let amount = r[5].as_i64().unwrap_or(0);
+            serde_json::json!([
+                r[0],
+                entry.0,
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                amount,
+                r[6],
+                entry.1,
+                vat_included(amount, entry.1),
+                r[7]
+            ])
+        })
+        .collect();
     tx.execute(
-        "INSERT INTO receipts (merchant_id, number, item_id, kind, charge_id, payer_id, amount, currency,
-             tax_basis_points, tax, at_ms)
-         SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10
-         FROM receipts WHERE merchant_id = $1
-         ON CONFLICT (item_id) DO NOTHING",
-        &[
-            Value::from(merchant),
-            Value::from(item_id),
-            Value::from(kind),
-            Value::from(charge_id),
-            Value::from(payer),
-            Value::Int(m.minor_units),
-            Value::from(&m.currency),
-            Value::from(bp),
-            Value::Int(vat_included(m.minor_units, bp)),
-            Value::Int(at_ms),
-        ],
+        &format!(
+            "INSERT INTO receipts (item_id, number, kind, charge_id, merchant_id, payer_id, amount, currency,
+                 tax_basis_points, tax, at_ms)
+             SELECT value->>0, CAST(value->>1 AS BIGINT), value->>2, value->>3, value->>4, value->>5,
+                    CAST(value->>6 AS BIGINT), value->>7, CAST(value->>8 AS BIGINT), CAST(value->>9 AS BIGINT),
+                    CAST(value->>10 AS BIGINT)
+             FROM {json} WHERE true ON CONFLICT (item_id) DO NOTHING"
+        ),
+        &[Value::from(serde_json::Value::Array(numbered).to_string())],
     )
     .await?;
     Ok(())

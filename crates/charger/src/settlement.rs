@@ -115,38 +115,6 @@ async fn post(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn add_item(
-    tx: &mut Tx,
-    calendar: &WorkingCalendar,
-    id: &str,
-    kind: ItemKind,
-    charge_id: &str,
-    merchant: &str,
-    money: Option<&pb::Money>,
-    at_ms: i64,
-) -> anyhow::Result<()> {
-    let m = money.cloned().unwrap_or_default();
-    let due = rules::due_on(calendar, local_date(at_ms), &m.currency);
-    tx.execute(
-        "INSERT INTO settlement_items
-             (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms, due_date, batch_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) ON CONFLICT (item_id) DO NOTHING",
-        &[
-            Value::from(id),
-            Value::from(kind_name(kind)),
-            Value::from(charge_id),
-            Value::from(merchant),
-            Value::from(&m.currency),
-            Value::Int(m.minor_units),
-            Value::Int(at_ms),
-            Value::from(due.to_string()),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// A closed batch into the tables: the batch, its lines and splits, its items taken.
 async fn record_batch(tx: &mut Tx, b: &pb::SettlementBatchClosed) -> anyhow::Result<()> {
     let inserted = tx
@@ -215,6 +183,10 @@ async fn record_batch(tx: &mut Tx, b: &pb::SettlementBatchClosed) -> anyhow::Res
 
 /// Applies one event to the settlement tables and the ledger; idempotent.
 pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) -> anyhow::Result<()> {
+    let mut success = Successes::default();
+    if success.take(calendar, kind) {
+        return success.write(tx).await;
+    }
     match kind {
         EventKind::MerchantApplied(m) => {
             tx.execute(
@@ -256,54 +228,6 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
                 )
                 .await?;
             }
-        }
-        EventKind::ChargeSucceeded(c) => {
-            add_item(
-                tx,
-                calendar,
-                &c.charge_id,
-                ItemKind::Charge,
-                &c.charge_id,
-                &c.merchant_id,
-                c.amount.as_ref(),
-                c.succeeded_at_ms,
-            )
-            .await?;
-            post(tx, kind).await?;
-            let (id, payer) = (&c.charge_id, &c.payer_id);
-            crate::receipts::record(tx, "charge", id, id, &c.merchant_id, payer, c.amount.as_ref(), c.succeeded_at_ms)
-                .await?;
-        }
-        EventKind::RefundSucceeded(r) => {
-            add_item(
-                tx,
-                calendar,
-                &r.refund_id,
-                ItemKind::Refund,
-                &r.charge_id,
-                &r.merchant_id,
-                r.amount.as_ref(),
-                r.succeeded_at_ms,
-            )
-            .await?;
-            post(tx, kind).await?;
-            let at = r.succeeded_at_ms;
-            crate::receipts::record(
-                tx,
-                "refund",
-                &r.refund_id,
-                &r.charge_id,
-                &r.merchant_id,
-                &r.payer_id,
-                r.amount.as_ref(),
-                at,
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO settlement_review_due (merchant_id) VALUES ($1) ON CONFLICT (merchant_id) DO NOTHING",
-                &[Value::from(&r.merchant_id)],
-            )
-            .await?;
         }
         EventKind::MerchantReviewOpened(o) => record_review_opened(tx, o).await?,
         EventKind::MerchantReviewResolved(r) => {
@@ -354,9 +278,100 @@ impl autodebit_runtime::Processor for SettlementFollower {
         Ok(())
     }
 
+    /// Settlement can run behind: the platform's charges go first.
+    fn background(&self) -> bool {
+        true
+    }
+
+    /// Charge and refund successes, most of the log's share, are written a few statements per
+    /// run of them; the rarer events one at a time, in log order with the runs.
     async fn apply(&self, tx: &mut Tx, events: &[Decoded], _: ()) -> anyhow::Result<()> {
+        let mut run = Successes::default();
         for d in events {
-            apply(tx, &self.calendar, &d.kind).await?;
+            if !run.take(&self.calendar, &d.kind) {
+                run.write(tx).await?;
+                apply(tx, &self.calendar, &d.kind).await?;
+            }
+        }
+        run.write(tx).await
+    }
+}
+
+/// A run of charge and refund successes, written together: their items, ledger entries,
+/// receipts, and the merchants whose refund rate to look at.
+#[derive(Default)]
+struct Successes {
+    items: Vec<serde_json::Value>,
+    postings: Vec<serde_json::Value>,
+    receipts: Vec<serde_json::Value>,
+    refunded: Vec<serde_json::Value>,
+}
+
+impl Successes {
+    /// Takes `kind` into the run if it is a success; false for any other event.
+    fn take(&mut self, calendar: &WorkingCalendar, kind: &EventKind) -> bool {
+        use serde_json::json;
+        let (kind_name, id, charge, merchant, payer, money, at) = match kind {
+            EventKind::ChargeSucceeded(c) => {
+                ("charge", &c.charge_id, &c.charge_id, &c.merchant_id, &c.payer_id, &c.amount, c.succeeded_at_ms)
+            }
+            EventKind::RefundSucceeded(r) => {
+                ("refund", &r.refund_id, &r.charge_id, &r.merchant_id, &r.payer_id, &r.amount, r.succeeded_at_ms)
+            }
+            _ => return false,
+        };
+        let m = money.clone().unwrap_or_default();
+        let due = rules::due_on(calendar, local_date(at), &m.currency);
+        self.items.push(json!([id, kind_name, charge, merchant, m.currency, m.minor_units, at, due.to_string()]));
+        if let Some((entry, merchant, currency, at, postings)) = entry_of(kind) {
+            for (leg, p) in postings.iter().enumerate() {
+                self.postings.push(json!([entry, leg, merchant, currency, p.account, p.amount, at]));
+            }
+        }
+        self.receipts.push(json!([id, kind_name, charge, merchant, payer, m.minor_units, m.currency, at]));
+        if kind_name == "refund" {
+            self.refunded.push(json!([merchant]));
+        }
+        true
+    }
+
+    async fn write(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        if self.items.is_empty() {
+            return Ok(());
+        }
+        let rows = tx.kind().json_rows(1);
+        let arg = |v: &mut Vec<serde_json::Value>| Value::from(serde_json::Value::Array(std::mem::take(v)).to_string());
+        tx.execute(
+            &format!(
+                "INSERT INTO settlement_items
+                     (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms, due_date, batch_id)
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, CAST(value->>5 AS BIGINT),
+                        CAST(value->>6 AS BIGINT), value->>7, NULL
+                 FROM {rows} WHERE true ON CONFLICT (item_id) DO NOTHING"
+            ),
+            &[arg(&mut self.items)],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO ledger_postings (entry_id, leg, merchant_id, currency, account, amount, at_ms)
+                 SELECT value->>0, CAST(value->>1 AS BIGINT), value->>2, value->>3, value->>4,
+                        CAST(value->>5 AS BIGINT), CAST(value->>6 AS BIGINT)
+                 FROM {rows} WHERE true ON CONFLICT (entry_id, leg) DO NOTHING"
+            ),
+            &[arg(&mut self.postings)],
+        )
+        .await?;
+        crate::receipts::record_run(tx, std::mem::take(&mut self.receipts)).await?;
+        if !self.refunded.is_empty() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO settlement_review_due (merchant_id) SELECT DISTINCT value->>0 FROM {rows} WHERE true
+                     ON CONFLICT (merchant_id) DO NOTHING"
+                ),
+                &[arg(&mut self.refunded)],
+            )
+            .await?;
         }
         Ok(())
     }
