@@ -21,6 +21,7 @@ pub mod retry;
 pub mod schedule;
 pub mod settlement;
 pub mod signing;
+pub mod statement;
 pub mod terms;
 pub mod usage;
 pub mod validity;
