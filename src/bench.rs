@@ -819,6 +819,7 @@ mod charges {
             webhook_key: None,
             allow_loopback_webhooks: true,
             holiday_calendar: None,
+            settlement_closer: true,
             contracts: Default::default(),
         };
         let needed = [Service::Contracts, Service::Scheduler, Service::Charger];
@@ -1159,6 +1160,7 @@ mod notices {
             webhook_key: None,
             allow_loopback_webhooks: true,
             holiday_calendar: None,
+            settlement_closer: true,
             contracts: Default::default(),
         };
         let services = [Service::Contracts, Service::Notifier];

@@ -110,11 +110,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         webhook_key: None,
         allow_loopback_webhooks: true,
         holiday_calendar: None,
+        // Each day's batches are closed below, once the day's charges have ended.
+        settlement_closer: false,
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
-    let result = drive(&args, channel, &running.platform.store, &operator_key).await;
+    let result = drive(&args, channel, &running.platform, &operator_key).await;
     running.stop().await?;
     let mut report = result?;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -240,9 +242,11 @@ pub(crate) fn rand_digits() -> u64 {
 async fn drive(
     args: &DemoArgs,
     channel: Channel,
-    store: &autodebit_eventstore::EventStore,
+    platform: &autodebit_runtime::Platform,
     operator_key: &str,
 ) -> anyhow::Result<Report> {
+    let store = &platform.store;
+    let calendar = autodebit_domain::calendar::WorkingCalendar::china();
     let mut admin = AdminServiceClient::new(channel.clone());
     let now_ms = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
     let seconds = (next_first_of_july(now_ms)? - now_ms) / 1000;
@@ -323,6 +327,9 @@ async fn drive(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The day's settlement: every batch due by today, with every item due by today in it.
+        autodebit_charger::settlement::review_refund_rates(platform).await?;
+        autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -349,22 +356,8 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every working day's batch closed: nothing due by today waits.
-    let now = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
-    let today = autodebit_charger::settlement::local_date(now).to_string();
-    wait_for("the settlement batches", Duration::from_secs(60), || {
-        let today = today.clone();
-        async move {
-            let waiting = store
-                .query(
-                    "SELECT COUNT(*) FROM settlement_items WHERE batch_id IS NULL AND due_date <= $1",
-                    &[autodebit_eventstore::Value::from(today)],
-                )
-                .await?;
-            Ok(waiting.first().and_then(|r| r.i64(0)) == Some(0))
-        }
-    })
-    .await?;
+    // The last day's batches (the settlement follower has taken in every event by now).
+    autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
     let batches = store.query("SELECT COUNT(*) FROM settlement_batches", &[]).await?;
     let settlement_batches = batches.first().and_then(|r| r.i64(0)).unwrap_or(0) as u64;
     let ledger_balanced = crate::ledger::check(store).await?.is_ok();

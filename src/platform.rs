@@ -116,6 +116,10 @@ pub struct PlatformArgs {
     /// (the form of the shipped `crates/domain/data/cn-working-calendar.txt`), replacing China's.
     #[arg(long)]
     pub holiday_calendar: Option<std::path::PathBuf>,
+    /// Whether the charger closes settlement batches on its own timer (the demo closes each
+    /// day's itself, once the day's charges have ended).
+    #[arg(skip = true)]
+    pub settlement_closer: bool,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -224,6 +228,7 @@ impl PlatformArgs {
             provider_qps: self.provider_qps,
             operator_key: String::new(),
             public_url: String::new(),
+            settlement_closer: self.settlement_closer,
             calendar: std::sync::Arc::new(match &self.holiday_calendar {
                 None => autodebit_domain::calendar::WorkingCalendar::china(),
                 Some(path) => {

@@ -73,6 +73,8 @@ pub struct ChargerConfig {
     pub operator_key: String,
     /// Where payers reach the platform: receipt links start with it.
     pub public_url: String,
+    /// Close settlement batches (and look at refund rates) on the charger's own timer.
+    pub settlement_closer: bool,
 }
 
 impl Default for ChargerConfig {
@@ -86,6 +88,7 @@ impl Default for ChargerConfig {
             calendar: Arc::new(autodebit_domain::calendar::WorkingCalendar::china()),
             operator_key: String::new(),
             public_url: String::new(),
+            settlement_closer: true,
         }
     }
 }
@@ -112,7 +115,9 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     worker::refunds::spawn(platform.clone(), providers);
     spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
     let link_key = receipts::link_key(&platform.store).await?;
-    settlement::spawn_closer(platform.clone(), config.calendar.clone());
+    if config.settlement_closer {
+        settlement::spawn_closer(platform.clone(), config.calendar.clone());
+    }
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())))
         .merge(autodebit_runtime::grpc::routes_for(
             autodebit_proto::charger::v1::settlement_service_server::SettlementServiceServer::new(

@@ -481,7 +481,11 @@ pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>) {
                 tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
             }
-            if let Err(e) = close_due(&platform, &calendar).await {
+            let closed = match caught_up_time(&platform).await {
+                Ok(now) => close_due(&platform, &calendar, now).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = closed {
                 tracing::error!(error = format!("{e:#}"), "closing settlement batches failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
             }
@@ -529,16 +533,13 @@ pub fn rules_from(rows: &[autodebit_eventstore::Row]) -> Vec<SplitRule> {
         .collect()
 }
 
-/// Closes the batches due by today: for each merchant and currency, one per working day from
-/// its earliest waiting item's due day to today, each taking the items due by its day. When
-/// the clock runs on while the closer is away (or a test clock jumps), each working day still
-/// gets the batch it would have had. How many it closed.
-pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar) -> anyhow::Result<usize> {
-    // The day first, then everything on the log by then taken in, so that a batch finds every
-    // item due by its day (an item due by today succeeded before today began, so it was on the
-    // log before the clock read today). The follower saves its place past events it does not
-    // take only when idle, so under a steady stream of other events this waits its full 3 s
-    // and goes on with what the tables hold.
+/// Waits (up to 3 s) until the follower has taken in everything on the log now, and answers
+/// the clock's time as it was before: every item due by that time's day is then in the tables
+/// (an item due by a day succeeded before the day began, so it was on the log before the clock
+/// read it). The follower saves its place past events it does not take only when idle, so
+/// under a steady stream of other events this waits its full 3 s and goes on with what the
+/// tables hold.
+pub async fn caught_up_time(platform: &Platform) -> anyhow::Result<i64> {
     let now = platform.clock.now_ms();
     let head = platform.store.query("SELECT COALESCE(MAX(position), 0) FROM events", &[]).await?;
     let head = head.first().and_then(|r| r.i64(0)).unwrap_or(0);
@@ -546,6 +547,14 @@ pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar) -> anyho
     while platform.store.load_checkpoint(FOLLOWER).await?.position < head && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(now)
+}
+
+/// Closes the batches due by `now`'s day: for each merchant and currency, one per working day
+/// from its earliest waiting item's due day to that day, each taking the items due by its day.
+/// When the clock has run on while the closer was away (or a test clock jumped), each working
+/// day still gets the batch it would have had. How many it closed.
+pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar, now: i64) -> anyhow::Result<usize> {
     let today = local_date(now);
     let due = platform
         .store
