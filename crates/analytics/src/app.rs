@@ -117,16 +117,7 @@ impl Scope {
         if until_ms > 0 && until_ms <= from_ms {
             return Err(BadQuestion { field: "range", problem: "until_ms must be after from_ms (or 0)".into() });
         }
-        let merchant = match who {
-            Principal::Operator => (!merchant_id.is_empty()).then(|| merchant_id.to_string()),
-            Principal::Merchant(m) if merchant_id.is_empty() || merchant_id == m.as_str() => Some(m.to_string()),
-            Principal::Merchant(_) => {
-                return Err(BadQuestion {
-                    field: "merchant_id",
-                    problem: "a merchant's key answers for that merchant only: leave it empty".into(),
-                });
-            }
-        };
+        let merchant = who.scope(merchant_id).map_err(|p| BadQuestion { field: "merchant_id", problem: p.into() })?;
         Ok(Scope { merchant, from_ms, until_ms })
     }
 

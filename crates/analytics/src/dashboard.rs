@@ -8,6 +8,7 @@
 //! computed by the same `app` functions the RPCs call, and carries its number in `data-*`
 //! attributes for checking.
 use crate::app::{self, RETENTION_MONTHS, Scope};
+use autodebit_domain::money::display as money;
 use autodebit_proto::analytics::v1 as apb;
 use autodebit_runtime::Platform;
 use autodebit_runtime::auth::{Authenticator, Principal};
@@ -98,7 +99,7 @@ async fn show(State(d): State<Dashboard>, headers: HeaderMap, RawQuery(query): R
         Ok(who) => who,
         Err(e) => return sign_in_page(StatusCode::UNAUTHORIZED, Some(e.message())),
     };
-    let params: Vec<(String, String)> = match serde_urlencoded_pairs(query.as_deref().unwrap_or_default()) {
+    let params: Vec<(String, String)> = match query_pairs(query.as_deref().unwrap_or_default()) {
         Ok(p) => p,
         Err(e) => return bad_parameter("query", &e),
     };
@@ -138,7 +139,7 @@ async fn show(State(d): State<Dashboard>, headers: HeaderMap, RawQuery(query): R
 }
 
 /// `a=1&b=2` into pairs, percent-decoded; no parameter twice.
-fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, String> {
+fn query_pairs(q: &str) -> Result<Vec<(String, String)>, String> {
     let pairs: Vec<(String, String)> = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
         &format!("/?{q}").parse().map_err(|_| "malformed")?,
     )
@@ -454,13 +455,6 @@ fn channel_chart(rows: &[apb::NoticeChannelRow]) -> Markup {
     }
 }
 
-fn money(minor: i64, currency: &str) -> String {
-    match autodebit_domain::Currency::parse(currency) {
-        Ok(c) => autodebit_domain::Money::new(minor, c).to_string(),
-        Err(_) => format!("{minor} {currency}"),
-    }
-}
-
 fn revenue_chart(months: &[Month]) -> Markup {
     let currencies: Vec<&String> = {
         let mut c: Vec<&String> = months.iter().flat_map(|m| m.by_currency.keys()).collect();
@@ -545,8 +539,8 @@ mod tests {
         assert_eq!(day_start_ms("1970-01-02"), Some(86_400_000));
         assert_eq!(day_start_ms("2026-13-01"), None);
         assert_eq!(day_start_ms("1969-12-31"), None, "before the epoch");
-        assert_eq!(serde_urlencoded_pairs("from=2026-01-01&merchant=m%201").unwrap()[1].1, "m 1");
-        assert!(serde_urlencoded_pairs("from=1&from=2").unwrap_err().contains("from"));
+        assert_eq!(query_pairs("from=2026-01-01&merchant=m%201").unwrap()[1].1, "m 1");
+        assert!(query_pairs("from=1&from=2").unwrap_err().contains("from"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!
 //! A receipt the caller may not see answers 404, as one that does not exist.
 use crate::pdf;
+use autodebit_domain::money::display as money;
 use autodebit_domain::settlement::{vat_basis_points, vat_included};
 use autodebit_eventstore::{EventStore, Tx, Value};
 use autodebit_runtime::auth::Authenticator;
@@ -244,13 +245,6 @@ async fn authorised(
             tracing::error!(error = format!("{e:#}"), "reading a receipt");
             Err((StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response())
         }
-    }
-}
-
-fn money(minor: i64, currency: &str) -> String {
-    match autodebit_domain::Currency::parse(currency) {
-        Ok(c) => autodebit_domain::Money::new(minor, c).to_string(),
-        Err(_) => format!("{minor} {currency}"),
     }
 }
 

@@ -90,6 +90,15 @@ impl Money {
     }
 }
 
+/// `minor_units` of `currency` as [`Money`] shows them (`19.90 CNY`); a currency that is not a
+/// code shows the bare units beside it.
+pub fn display(minor_units: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => Money::new(minor_units, c).to_string(),
+        Err(_) => format!("{minor_units} {currency}"),
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.minor_units < 0 { "-" } else { "" };

@@ -23,6 +23,17 @@ impl Principal {
         }
     }
 
+    /// The merchant a question names in `merchant_id`, as this caller may ask it: a merchant
+    /// its own (empty or its id; another's is refused, saying nothing of it), the operator the
+    /// one it names (`None` for all). The refusal is the problem with `merchant_id`.
+    pub fn scope(&self, merchant_id: &str) -> Result<Option<String>, &'static str> {
+        match self {
+            Principal::Operator => Ok((!merchant_id.is_empty()).then(|| merchant_id.to_string())),
+            Principal::Merchant(m) if merchant_id.is_empty() || merchant_id == m.as_str() => Ok(Some(m.to_string())),
+            Principal::Merchant(_) => Err("a merchant's key answers for that merchant only: leave it empty"),
+        }
+    }
+
     pub fn merchant(&self) -> Result<&MerchantId, Status> {
         match self {
             Principal::Merchant(m) => Ok(m),

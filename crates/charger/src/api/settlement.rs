@@ -5,7 +5,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::charger::v1::{self as pb, settlement_service_server::SettlementService};
 use autodebit_proto::events::v1 as events;
 use autodebit_runtime::Platform;
-use autodebit_runtime::auth::{Principal, caller};
+use autodebit_runtime::auth::caller;
 use autodebit_runtime::codec::{Cause, encode};
 use autodebit_runtime::grpc::{invalid, store_error};
 use tonic::{Request, Response, Status};
@@ -47,18 +47,6 @@ fn batch_from(r: &autodebit_eventstore::Row) -> pb::SettlementBatch {
 
 fn date(field: &str, s: &str) -> Result<(), Status> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|_| ()).map_err(|_| invalid(field, "a date as YYYY-MM-DD"))
-}
-
-/// The merchant a call is about: a merchant's own (naming another is refused without saying
-/// anything of it), or the one the operator names ("" for all).
-fn whose(who: &Principal, merchant_id: &str) -> Result<Option<String>, Status> {
-    match who {
-        Principal::Operator => Ok((!merchant_id.is_empty()).then(|| merchant_id.to_string())),
-        Principal::Merchant(m) if merchant_id.is_empty() || merchant_id == m.as_str() => Ok(Some(m.to_string())),
-        Principal::Merchant(_) => {
-            Err(invalid("merchant_id", "a merchant's key answers for that merchant only: leave it empty"))
-        }
-    }
 }
 
 fn rule_to_pb(r: &SplitRule) -> events::SplitRule {
@@ -195,7 +183,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::ListSettlementBatchesResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let merchant = whose(&who, &r.merchant_id)?;
+        let merchant = who.scope(&r.merchant_id).map_err(|p| invalid("merchant_id", p))?;
         for (field, d) in [("from_date", &r.from_date), ("until_date", &r.until_date)] {
             if !d.is_empty() {
                 date(field, d)?;
@@ -356,7 +344,7 @@ impl SettlementService for SettlementApi {
         req: Request<pb::GetSplitRulesRequest>,
     ) -> Result<Response<pb::GetSplitRulesResponse>, Status> {
         let who = caller(&req)?;
-        let Some(merchant) = whose(&who, &req.get_ref().merchant_id)? else {
+        let Some(merchant) = who.scope(&req.get_ref().merchant_id).map_err(|p| invalid("merchant_id", p))? else {
             return Err(invalid("merchant_id", "name the merchant whose rules to read"));
         };
         let rows = self
