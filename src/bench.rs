@@ -820,6 +820,8 @@ mod charges {
             allow_loopback_webhooks: true,
             holiday_calendar: None,
             settlement_closer: true,
+            simulator_statements: false,
+            statement_discrepancies: false,
             contracts: Default::default(),
         };
         let needed = [Service::Contracts, Service::Scheduler, Service::Charger];
@@ -1161,6 +1163,8 @@ mod notices {
             allow_loopback_webhooks: true,
             holiday_calendar: None,
             settlement_closer: true,
+            simulator_statements: false,
+            statement_discrepancies: false,
             contracts: Default::default(),
         };
         let services = [Service::Contracts, Service::Notifier];
@@ -1251,7 +1255,8 @@ mod notices {
         let n = a.notices;
         let make = |i: usize, at: i64| {
             let contract = autodebit_domain::ContractId::generate();
-            let charge = autodebit_domain::ChargeId::for_period(contract, 1).to_string();
+            let charge_id = autodebit_domain::ChargeId::for_period(contract, 1);
+            let charge = charge_id.to_string();
             let e = pb::Event {
                 kind: Some(autodebit_proto::EventKind::ChargeSucceeded(pb::ChargeSucceeded {
                     charge_id: charge.clone(),
@@ -1261,6 +1266,7 @@ mod notices {
                     provider_transaction_id: format!("4200000000{i:010}"),
                     succeeded_at_ms: at,
                     payer_id: format!("payer-{i}"),
+                    out_trade_no: charge_id.out_trade_no(1),
                 })),
             };
             StreamAppend {

@@ -8,6 +8,10 @@ use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest, admin_ser
 use autodebit_proto::analytics::v1::{
     GetSummaryRequest, GetSummaryResponse, analytics_service_client::AnalyticsServiceClient,
 };
+use autodebit_proto::charger::v1::{
+    GetRefundRequest, ReconcileStatementRequest, RefundState, charger_service_client::ChargerServiceClient,
+    reconciliation_service_client::ReconciliationServiceClient,
+};
 use autodebit_proto::contracts::v1::{SignContractRequest, contracts_service_client::ContractsServiceClient};
 use autodebit_proto::events::v1::{Cycle, Money};
 use autodebit_proto::scheduler::v1::{GetSchedulerStatusRequest, scheduler_service_client::SchedulerServiceClient};
@@ -40,6 +44,11 @@ pub struct DemoArgs {
     /// How long to wait for every charge to reach an outcome after the last day.
     #[arg(long, default_value_t = 300)]
     settle_timeout_secs: u64,
+    /// Makes the simulator's daily statements disagree with the books: each day's leaves out a
+    /// debit (a short payment), shows a declined attempt as paid (a status mismatch) and debits
+    /// a charge twice (a duplicate, refunded at once).
+    #[arg(long)]
+    discrepancies: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -55,7 +64,25 @@ struct Report {
     settlement_batches: u64,
     /// Whether `autodebit ledger check` finds the ledger as the log makes it.
     ledger_balanced: bool,
+    /// Each day's statement reconciled at the day's end, summed over the days.
+    reconciliation: Reconciliation,
     wall_seconds: f64,
+}
+
+#[derive(serde::Serialize, Default)]
+struct Reconciliation {
+    days: u64,
+    lines: u64,
+    matched: u64,
+    short_payments: u64,
+    status_mismatches: u64,
+    duplicates: u64,
+    unknown_orders: u64,
+    amount_mismatches: u64,
+    /// Duplicate debits whose refund the simulator paid back.
+    duplicates_refunded: u64,
+    /// Discrepancies whose deadline passed open by the last day.
+    escalated: u64,
 }
 
 pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
@@ -112,6 +139,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         holiday_calendar: None,
         // Each day's batches are closed below, once the day's charges have ended.
         settlement_closer: false,
+        simulator_statements: true,
+        statement_discrepancies: args.discrepancies,
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
@@ -256,6 +285,8 @@ async fn drive(
     let (merchant_id, plan_id) = onboard_as(&channel, operator_key, args.seed).await?;
     let contracts = ContractsServiceClient::new(channel.clone());
     let mut scheduler = SchedulerServiceClient::new(channel.clone());
+    let mut reconciliation = ReconciliationServiceClient::new(channel.clone());
+    let mut charger = ChargerServiceClient::new(channel.clone());
     let mut analytics = AnalyticsServiceClient::new(channel);
     let status = || authed(GetSchedulerStatusRequest {}, operator_key);
 
@@ -330,6 +361,12 @@ async fn drive(
         // The day's settlement: every batch due by today, with every item due by today in it.
         autodebit_charger::settlement::review_refund_rates(platform).await?;
         autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
+        // The day's statement against the books; deadlines passed are escalated.
+        let today = autodebit_charger::settlement::local_date(platform.clock.now_ms()).to_string();
+        let request =
+            ReconcileStatementRequest { merchant_id: merchant_id.clone(), date: today, statement: Vec::new() };
+        reconciliation.reconcile_statement(authed(request, operator_key)?).await.context("reconciling the day")?;
+        autodebit_charger::reconcile::escalate_due(platform).await?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -356,14 +393,55 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every refund asked for (the duplicates') has its outcome.
+    wait_for("refunds to end", Duration::from_secs(120), || async {
+        let left = store.query("SELECT COUNT(*) FROM charger_refunds", &[]).await?;
+        Ok(left.first().and_then(|r| r.i64(0)).unwrap_or(0) == 0)
+    })
+    .await?;
     // The last day's batches (the settlement follower has taken in every event by now).
     autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
     let batches = store.query("SELECT COUNT(*) FROM settlement_batches", &[]).await?;
     let settlement_batches = batches.first().and_then(|r| r.i64(0)).unwrap_or(0) as u64;
     let ledger_balanced = crate::ledger::check(store).await?.is_ok();
+    let sums = store
+        .query(
+            "SELECT COUNT(*), COALESCE(SUM(lines), 0), COALESCE(SUM(matched), 0), COALESCE(SUM(short_payments), 0),
+                    COALESCE(SUM(status_mismatches), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(unknown_orders), 0),
+                    COALESCE(SUM(amount_mismatches), 0)
+             FROM reconciliation_reports",
+            &[],
+        )
+        .await?;
+    let sum = |i| sums.first().and_then(|r| r.i64(i)).unwrap_or(0) as u64;
+    let mut reconciled = Reconciliation {
+        days: sum(0),
+        lines: sum(1),
+        matched: sum(2),
+        short_payments: sum(3),
+        status_mismatches: sum(4),
+        duplicates: sum(5),
+        unknown_orders: sum(6),
+        amount_mismatches: sum(7),
+        ..Reconciliation::default()
+    };
+    let escalated =
+        store.query("SELECT COUNT(*) FROM reconciliation_discrepancies WHERE escalated_at_ms > 0", &[]).await?;
+    reconciled.escalated = escalated.first().and_then(|r| r.i64(0)).unwrap_or(0) as u64;
+    let refunds = store
+        .query("SELECT refund_id FROM reconciliation_discrepancies WHERE kind = 'duplicate' AND refund_id <> ''", &[])
+        .await?;
+    for r in refunds {
+        let request = GetRefundRequest { refund_id: r.text(0).unwrap_or_default().to_string() };
+        let refund = charger.get_refund(authed(request, operator_key)?).await?.into_inner().refund;
+        if refund.is_some_and(|r| r.state == RefundState::Succeeded as i32) {
+            reconciled.duplicates_refunded += 1;
+        }
+    }
     Ok(Report {
         settlement_batches,
         ledger_balanced,
+        reconciliation: reconciled,
         contracts_signed: signed,
         charges_scheduled: summary.charges_scheduled,
         charges_succeeded: summary.charges_succeeded,

@@ -120,6 +120,13 @@ pub struct PlatformArgs {
     /// day's itself, once the day's charges have ended).
     #[arg(skip = true)]
     pub settlement_closer: bool,
+    /// Whether the simulator keeps a book of its debits to serve daily statements from (off in
+    /// throughput benchmarks, whose millions of charges it would hold in memory).
+    #[arg(skip = true)]
+    pub simulator_statements: bool,
+    /// Whether the simulator's statements disagree with the books (`demo --discrepancies`).
+    #[arg(skip)]
+    pub statement_discrepancies: bool,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -229,6 +236,8 @@ impl PlatformArgs {
             operator_key: String::new(),
             public_url: String::new(),
             settlement_closer: self.settlement_closer,
+            simulator_statements: self.simulator_statements,
+            statement_discrepancies: self.statement_discrepancies,
             calendar: std::sync::Arc::new(match &self.holiday_calendar {
                 None => autodebit_domain::calendar::WorkingCalendar::china(),
                 Some(path) => {

@@ -28,6 +28,7 @@ mod modifications;
 mod notices;
 mod notices_crash;
 mod readme;
+mod reconciliation;
 mod refunds;
 mod run_sqlite;
 mod scheduler;

@@ -109,3 +109,38 @@ async fn accepts_then_deducts_once_per_order_number_checks_signatures_and_report
     assert_eq!(report["applied_more_than_once"], serde_json::json!(["chx_1"]));
     assert_eq!(report["refused_requests"], 1);
 }
+
+/// `downloadbill`, fetched by the platform's own client: the day's statement carries what the
+/// mock debited (gzip on the wire, as the client asks), reads back through the statement reader,
+/// and a day with nothing on it is WeChat Pay's `No Bill Exist` (20002).
+#[tokio::test]
+async fn serves_the_days_statement_of_what_it_debited() {
+    use autodebit_domain::statement::Reader;
+    use autodebit_provider::wechatpay::{WeChatPay, WeChatPayConfig};
+    let mock = start();
+    let mut p = request("chx_bill_1");
+    v2::sign_in_place(&mut p, KEY, SignType::HmacSha256);
+    let (status, _) = post_xml(mock.1, "/pay/pappayapply", &v2::to_xml(&p)).await;
+    assert_eq!(status, 200);
+    // Decided after 500 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+
+    let config =
+        WeChatPayConfig::new("wx8888888888888888", "1900000109", KEY).with_base_url(format!("http://{}", mock.1));
+    let client = WeChatPay::new(config).unwrap();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let mut text = Vec::new();
+    client.downloadbill(today, &mut text).await.unwrap();
+    let mut reader = Reader::new(text.as_slice(), "1900000109").unwrap();
+    let line = reader.next_line().unwrap().expect("one line");
+    assert_eq!((line.out_trade_no.as_str(), line.state.as_str(), line.amount), ("chx_bill_1", "SUCCESS", 2500));
+    assert!(line.transaction_id.starts_with("4200"), "{line:?}");
+    assert_eq!(reader.next_line().unwrap(), None, "the summary agrees");
+
+    let long_ago = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+    let err = client.downloadbill(long_ago, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(
+        err,
+        autodebit_provider::ProviderError::Refused { code: "20002".into(), message: "No Bill Exist".into() }
+    );
+}

@@ -232,7 +232,8 @@ impl Projector {
                 }
                 EventKind::NoticeOpened(n) => (Statement::NoticeOpened, json!([n.notice_id, n.at_ms])),
                 EventKind::NoticeConverted(n) => (Statement::NoticeConverted, json!([n.notice_id, n.at_ms])),
-                EventKind::RefundRequested(r) => {
+                // A duplicate debit's refund is not revenue given back (the debit never counted).
+                EventKind::RefundRequested(r) if r.duplicate_out_trade_no.is_empty() => {
                     let amount = codec::money_from_pb(r.amount.as_ref()).ok();
                     let row = json!([
                         r.refund_id,

@@ -11,6 +11,7 @@ use autodebit_runtime::grpc::{internal, invalid};
 use tonic::{Request, Response, Status};
 
 pub mod callbacks;
+pub mod reconciliation;
 pub mod settlement;
 
 /// The longest idempotency key a refund may be asked for with (bytes).

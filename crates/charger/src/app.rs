@@ -219,8 +219,29 @@ pub async fn refund(
         earlier?;
         return Ok(Refunded { charge, refund_id, duplicate: true });
     }
-    let charge = request_refund(platform, id, &refund_id, amount, reason).await?;
+    let command = ChargeCommand::Refund { refund_id: refund_id.clone(), amount, reason: reason.to_string() };
+    let charge = request_refund(platform, id, &refund_id, command).await?;
     Ok(Refunded { charge, refund_id, duplicate: false })
+}
+
+/// Pays back a second debit of the charge `id` that reconciliation found (`amount` taken under
+/// `duplicate`'s order number, in the charge's currency); asked for once per debit. The
+/// refund's id.
+pub async fn refund_duplicate(
+    platform: &Platform,
+    id: ChargeId,
+    duplicate: charge::Duplicate,
+    minor_units: i64,
+) -> Result<String, AppError> {
+    let key = format!("duplicate:{}:{}", duplicate.out_trade_no, duplicate.transaction_id);
+    let refund_id = charge::refund_id(id, &key);
+    let c = load_charge(platform, id).await?.ok_or(AppError::NotFound(id))?;
+    let amount = Money::new(minor_units, c.amount.currency());
+    if c.refund(&refund_id).is_none() {
+        let command = ChargeCommand::RefundDuplicate { refund_id: refund_id.clone(), duplicate, amount };
+        request_refund(platform, id, &refund_id, command).await?;
+    }
+    Ok(refund_id)
 }
 
 /// Decides and appends `RefundRequested` with its work row; decided again if the charge moved
@@ -229,12 +250,11 @@ async fn request_refund(
     platform: &Platform,
     id: ChargeId,
     refund_id: &str,
-    amount: Money,
-    reason: &str,
+    command: ChargeCommand,
 ) -> Result<Charge, AppError> {
     let cause = Cause::request(format!("{refund_id}/request"));
     for _ in 0..TRIES {
-        let command = ChargeCommand::Refund { refund_id: refund_id.to_string(), amount, reason: reason.to_string() };
+        let command = command.clone();
         let mut tx = platform.store.begin().await?;
         let now = platform.clock.now();
         match repository::execute_in::<Charge, _, AppError>(

@@ -14,6 +14,7 @@ mod app;
 mod pdf;
 mod processor;
 pub mod receipts;
+pub mod reconcile;
 pub mod settlement;
 mod store;
 mod worker;
@@ -31,6 +32,7 @@ pub use autodebit_provider::simulator::{Simulator, SimulatorConfig};
 
 pub const GRPC_NAME: &str = "autodebit.charger.v1.ChargerService";
 pub const SETTLEMENT_GRPC_NAME: &str = "autodebit.charger.v1.SettlementService";
+pub const RECONCILIATION_GRPC_NAME: &str = "autodebit.charger.v1.ReconciliationService";
 
 /// The provider each merchant's charges go to: its own where configured, else the default.
 pub struct Providers {
@@ -75,6 +77,11 @@ pub struct ChargerConfig {
     pub public_url: String,
     /// Close settlement batches (and look at refund rates) on the charger's own timer.
     pub settlement_closer: bool,
+    /// The simulator keeps a book of what it debited, to serve daily statements from.
+    pub simulator_statements: bool,
+    /// The simulator's statements disagree with the books in each of the ways reconciliation
+    /// finds (a short payment, a status mismatch, a duplicate a day).
+    pub statement_discrepancies: bool,
 }
 
 impl Default for ChargerConfig {
@@ -89,6 +96,8 @@ impl Default for ChargerConfig {
             operator_key: String::new(),
             public_url: String::new(),
             settlement_closer: true,
+            simulator_statements: true,
+            statement_discrepancies: false,
         }
     }
 }
@@ -99,7 +108,11 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
         Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
     };
-    let mut providers = Providers::new(limited(Arc::new(Simulator::new(config.simulator.clone()))));
+    let mut simulator = Simulator::new(config.simulator.clone());
+    if config.simulator_statements {
+        simulator = simulator.keeping_statements(Arc::new(platform.clock.clone()), config.statement_discrepancies);
+    }
+    let mut providers = Providers::new(limited(Arc::new(simulator)));
     for (merchant, account) in &config.wechatpay {
         providers = providers.with_merchant(merchant.clone(), limited(account.clone()));
     }
@@ -112,7 +125,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         platform,
         processor::ProviderNotices::new(providers.clone(), platform.store.clone(), platform.clock.clone()),
     );
-    worker::refunds::spawn(platform.clone(), providers);
+    worker::refunds::spawn(platform.clone(), providers.clone());
     spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
     let link_key = receipts::link_key(&platform.store).await?;
     if config.settlement_closer {
@@ -123,6 +136,12 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
             autodebit_proto::charger::v1::settlement_service_server::SettlementServiceServer::new(
                 api::settlement::SettlementApi::new(platform.clone(), link_key.clone(), config.public_url.clone()),
             ),
+        ))
+        .merge(autodebit_runtime::grpc::routes_for(
+            autodebit_proto::charger::v1::reconciliation_service_server::ReconciliationServiceServer::new(
+                api::reconciliation::ReconciliationApi::new(platform.clone(), providers, config.calendar.clone()),
+            )
+            .max_decoding_message_size(api::reconciliation::MAX_STATEMENT_BYTES),
         ));
     let http = api::callbacks::routes(
         platform.clone(),
@@ -137,5 +156,10 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         ),
         key: link_key,
     }));
-    Ok(Component { grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME], routes, http, key_table: "charger_api_keys" })
+    Ok(Component {
+        grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME, RECONCILIATION_GRPC_NAME],
+        routes,
+        http,
+        key_table: "charger_api_keys",
+    })
 }

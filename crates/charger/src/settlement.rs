@@ -73,7 +73,8 @@ pub fn entry_of(kind: &EventKind) -> Option<(String, String, String, i64, Vec<Po
                 ledger::charge_succeeded(m.minor_units),
             ))
         }
-        EventKind::RefundSucceeded(r) => {
+        // A duplicate debit's refund pays back money the ledger never took in.
+        EventKind::RefundSucceeded(r) if !r.duplicate => {
             let m = r.amount.clone().unwrap_or_default();
             Some((
                 format!("refund:{}", r.refund_id),
@@ -242,6 +243,10 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
             record_batch(tx, b).await?;
             post(tx, kind).await?;
         }
+        EventKind::StatementReconciled(_)
+        | EventKind::DiscrepancyFound(_)
+        | EventKind::DiscrepancyEscalated(_)
+        | EventKind::DiscrepancyResolved(_) => crate::reconcile::apply(tx, kind).await?,
         _ => {}
     }
     Ok(())
@@ -271,6 +276,10 @@ impl autodebit_runtime::Processor for SettlementFollower {
             "SettlementBatchClosed",
             "MerchantReviewOpened",
             "MerchantReviewResolved",
+            "StatementReconciled",
+            "DiscrepancyFound",
+            "DiscrepancyEscalated",
+            "DiscrepancyResolved",
         ]
     }
 
@@ -311,18 +320,37 @@ impl Successes {
     /// Takes `kind` into the run if it is a success; false for any other event.
     fn take(&mut self, calendar: &WorkingCalendar, kind: &EventKind) -> bool {
         use serde_json::json;
-        let (kind_name, id, charge, merchant, payer, money, at) = match kind {
-            EventKind::ChargeSucceeded(c) => {
-                ("charge", &c.charge_id, &c.charge_id, &c.merchant_id, &c.payer_id, &c.amount, c.succeeded_at_ms)
-            }
+        let (kind_name, id, charge, merchant, payer, money, at, order) = match kind {
+            EventKind::ChargeSucceeded(c) => (
+                "charge",
+                &c.charge_id,
+                &c.charge_id,
+                &c.merchant_id,
+                &c.payer_id,
+                &c.amount,
+                c.succeeded_at_ms,
+                c.out_trade_no.as_str(),
+            ),
+            // Nothing of the merchant's is paid back: it neither settles nor has a receipt.
+            EventKind::RefundSucceeded(r) if r.duplicate => return true,
             EventKind::RefundSucceeded(r) => {
-                ("refund", &r.refund_id, &r.charge_id, &r.merchant_id, &r.payer_id, &r.amount, r.succeeded_at_ms)
+                ("refund", &r.refund_id, &r.charge_id, &r.merchant_id, &r.payer_id, &r.amount, r.succeeded_at_ms, "")
             }
             _ => return false,
         };
         let m = money.clone().unwrap_or_default();
         let due = rules::due_on(calendar, local_date(at), &m.currency);
-        self.items.push(json!([id, kind_name, charge, merchant, m.currency, m.minor_units, at, due.to_string()]));
+        self.items.push(json!([
+            id,
+            kind_name,
+            charge,
+            merchant,
+            m.currency,
+            m.minor_units,
+            at,
+            due.to_string(),
+            order
+        ]));
         if let Some((entry, merchant, currency, at, postings)) = entry_of(kind) {
             for (leg, p) in postings.iter().enumerate() {
                 self.postings.push(json!([entry, leg, merchant, currency, p.account, p.amount, at]));
@@ -344,9 +372,10 @@ impl Successes {
         tx.execute(
             &format!(
                 "INSERT INTO settlement_items
-                     (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms, due_date, batch_id)
+                     (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms, due_date, batch_id,
+                      out_trade_no)
                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, CAST(value->>5 AS BIGINT),
-                        CAST(value->>6 AS BIGINT), value->>7, NULL
+                        CAST(value->>6 AS BIGINT), value->>7, NULL, value->>8
                  FROM {rows} WHERE true ON CONFLICT (item_id) DO NOTHING"
             ),
             &[arg(&mut self.items)],
@@ -479,6 +508,10 @@ pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>) {
         loop {
             if let Err(e) = review_refund_rates(&platform).await {
                 tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            }
+            if let Err(e) = crate::reconcile::escalate_due(&platform).await {
+                tracing::error!(error = format!("{e:#}"), "escalating reconciliation discrepancies failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
             }
             let closed = match caught_up_time(&platform).await {

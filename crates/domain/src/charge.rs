@@ -65,6 +65,9 @@ pub enum ChargeEvent {
         refund_id: String,
         amount: Money,
         reason: String,
+        /// Set for the refund of a second debit of this charge found by reconciliation: it
+        /// pays back that debit, not the charge.
+        duplicate: Option<Duplicate>,
         at: Timestamp,
     },
     RefundSucceeded {
@@ -138,6 +141,14 @@ pub enum ChargeCommand {
         amount: Money,
         reason: String,
     },
+    /// Pays back a second debit of a succeeded charge that the provider's statement shows
+    /// under another of its order numbers (a duplicate charge): the whole debit, apart from
+    /// what the charge itself may still be refunded.
+    RefundDuplicate {
+        refund_id: String,
+        duplicate: Duplicate,
+        amount: Money,
+    },
     RecordRefundSuccess {
         refund_id: String,
         provider_refund_id: String,
@@ -201,16 +212,31 @@ pub struct Refund {
     pub refund_id: String,
     pub amount: Money,
     pub reason: String,
+    /// The duplicate debit it pays back, if it pays back one instead of the charge.
+    pub duplicate: Option<Duplicate>,
     pub status: RefundStatus,
     pub provider_refund_id: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
 }
 
+/// A debit of a charge beyond the one that succeeded: its own order number and the provider's
+/// transaction id for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub out_trade_no: String,
+    pub transaction_id: String,
+}
+
 impl Charge {
     /// What refunds that have not failed hold of the charge: paid back, or being paid back.
+    /// Refunds of duplicate debits hold nothing of it.
     pub fn refund_committed(&self) -> i64 {
-        self.refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount.minor_units()).sum()
+        self.refunds
+            .iter()
+            .filter(|r| r.status != RefundStatus::Failed && r.duplicate.is_none())
+            .map(|r| r.amount.minor_units())
+            .sum()
     }
 
     pub fn refund(&self, refund_id: &str) -> Option<&Refund> {
@@ -322,7 +348,20 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
                     charged: c.amount,
                 });
             }
-            Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, at: now }])
+            Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate: None, at: now }])
+        }
+        (Some(c), ChargeCommand::RefundDuplicate { refund_id, duplicate, amount }) => {
+            if c.status != ChargeStatus::Succeeded {
+                return Err(ChargeError::NotRefundable(c.status));
+            }
+            if c.refund(&refund_id).is_some() {
+                return Err(ChargeError::RefundExists(refund_id));
+            }
+            if amount.minor_units() <= 0 || amount.currency() != c.amount.currency() {
+                return Err(ChargeError::RefundAmount(c.amount));
+            }
+            let reason = format!("duplicate debit {}", duplicate.out_trade_no);
+            Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate: Some(duplicate), at: now }])
         }
         (Some(c), ChargeCommand::RecordRefundSuccess { refund_id, provider_refund_id }) => match c.refund(&refund_id) {
             Some(r) if r.status == RefundStatus::Requested => {
@@ -433,13 +472,14 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             c.retryable = false;
             Some(c)
         }
-        (Some(mut c), ChargeEvent::RefundRequested { refund_id, amount, reason, .. })
+        (Some(mut c), ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate, .. })
             if c.status == ChargeStatus::Succeeded =>
         {
             c.refunds.push(Refund {
                 refund_id: refund_id.clone(),
                 amount: *amount,
                 reason: reason.clone(),
+                duplicate: duplicate.clone(),
                 status: RefundStatus::Requested,
                 provider_refund_id: None,
                 code: None,

@@ -17,6 +17,7 @@ pub mod modification;
 pub mod money;
 pub mod notice;
 pub mod plan;
+pub mod reconciliation;
 pub mod retry;
 pub mod schedule;
 pub mod settlement;

@@ -258,6 +258,116 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// One trade or refund to write into a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// `yyyy-MM-dd HH:mm:ss`, Beijing time.
+    pub time: String,
+    pub appid: String,
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    pub openid: String,
+    /// The order's amount, fen.
+    pub amount: i64,
+    /// Set for a refund line: the provider's and the merchant's refund numbers and the amount
+    /// paid back (fen).
+    pub refund: Option<(String, String, i64)>,
+    /// The fee, in 0.00001 yuan (negative on a refund line).
+    pub fee: i64,
+    pub currency: String,
+    pub body: String,
+}
+
+/// `value` units of 10^-`scale` yuan as a decimal.
+pub fn format_amount(value: i64, scale: u32) -> String {
+    let unit = 10i64.pow(scale);
+    let sign = if value < 0 { "-" } else { "" };
+    let v = value.unsigned_abs();
+    format!("{sign}{}.{:0width$}", v / unit as u64, v % unit as u64, width = scale as usize)
+}
+
+/// Writes a statement of merchant `mch_id` in the reader's format, a line at a time, keeping
+/// the totals for the summary [`Writer::finish`] writes.
+pub struct Writer<W: std::io::Write> {
+    out: W,
+    mch_id: String,
+    sums: Totals,
+    orders: i64,
+    asked_back: i64,
+}
+
+impl<W: std::io::Write> Writer<W> {
+    pub fn new(mut out: W, mch_id: &str) -> std::io::Result<Self> {
+        writeln!(out, "{}", COLUMNS.join(","))?;
+        Ok(Writer { out, mch_id: mch_id.to_string(), sums: Totals::default(), orders: 0, asked_back: 0 })
+    }
+
+    /// A trade line (`SUCCESS`) or, with `refund` set, a refund line (`REFUND`), which WeChat
+    /// Pay writes under the original order's numbers, at the refund's time, with the order's
+    /// amounts 0 and the refund columns saying what went back (its fee negative).
+    pub fn entry(&mut self, e: &Entry) -> std::io::Result<()> {
+        let (state, refund_id, out_refund_no, back, back_state) = match &e.refund {
+            Some((id, no, amount)) => ("REFUND", id.as_str(), no.as_str(), *amount, "SUCCESS"),
+            None => ("SUCCESS", "", "", 0, ""),
+        };
+        let settled = if e.refund.is_some() { 0 } else { e.amount };
+        let fields = [
+            e.time.as_str(),
+            &e.appid,
+            &self.mch_id,
+            "0",
+            "",
+            &e.transaction_id,
+            &e.out_trade_no,
+            &e.openid,
+            "PAP",
+            state,
+            "OTHERS",
+            &e.currency,
+            &format_amount(settled, 2),
+            "0.00",
+            refund_id,
+            out_refund_no,
+            &format_amount(back, 2),
+            "0.00",
+            if e.refund.is_some() { "ORIGINAL" } else { "" },
+            back_state,
+            &e.body,
+            "",
+            &format_amount(e.fee, 5),
+            "0.60%",
+            &format_amount(settled, 2),
+            &format_amount(back, 2),
+            "",
+        ];
+        let line: Vec<String> = fields.iter().map(|f| format!("`{}", f.replace([',', '\n', '`'], " "))).collect();
+        writeln!(self.out, "{}", line.join(","))?;
+        self.sums.trades += 1;
+        self.sums.amount += settled;
+        self.sums.refunds += back;
+        self.sums.fees += e.fee;
+        self.orders += settled;
+        self.asked_back += back;
+        Ok(())
+    }
+
+    /// The summary header and line; the writer back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        writeln!(self.out, "{}", SUMMARY.join(","))?;
+        writeln!(
+            self.out,
+            "`{},`{},`{},`0.00,`{},`{},`{}",
+            self.sums.trades,
+            format_amount(self.sums.amount, 2),
+            format_amount(self.sums.refunds, 2),
+            format_amount(self.sums.fees, 5),
+            format_amount(self.orders, 2),
+            format_amount(self.asked_back, 2),
+        )?;
+        Ok(self.out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +474,31 @@ mod tests {
         let e = read_all(&format!("{}`extra\n", statement(&good(), sum))).unwrap_err();
         assert_eq!(e.line, 6);
         assert!(read_all("").unwrap_err().problem.contains("empty"));
+    }
+
+    #[test]
+    fn what_the_writer_writes_the_reader_reads() {
+        let mut w = Writer::new(Vec::new(), "10000100").unwrap();
+        let e = Entry {
+            time: "2027-01-04 10:00:00".into(),
+            out_trade_no: "ch1a1".into(),
+            transaction_id: "4200001".into(),
+            amount: 1_990,
+            fee: 11_940,
+            currency: "CNY".into(),
+            body: "会员, 月度".into(),
+            ..Entry::default()
+        };
+        w.entry(&e).unwrap();
+        w.entry(&Entry { refund: Some(("5030001".into(), "rf_1".into(), 500)), fee: -3_000, ..e.clone() }).unwrap();
+        let text = String::from_utf8(w.finish().unwrap()).unwrap();
+        let (lines, totals) = read_all(&text).unwrap();
+        assert_eq!((lines[0].state.as_str(), lines[0].amount, lines[0].fee), ("SUCCESS", 1_990, 11_940));
+        assert_eq!(
+            (lines[1].state.as_str(), lines[1].refund_amount, lines[1].out_refund_no.as_str()),
+            ("REFUND", 500, "rf_1")
+        );
+        assert_eq!(totals, Totals { trades: 2, amount: 1_990, refunds: 500, fees: 8_940 });
+        assert_eq!(format_amount(-3_000, 5), "-0.03000");
     }
 }

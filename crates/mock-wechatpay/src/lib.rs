@@ -1,6 +1,6 @@
 //! A mock WeChat Pay for tests and local runs. It speaks the papay v2 endpoints
 //! (`/pay/pappayapply`, `/pay/paporderquery`, `/pay/orderquery`, `/papay/querycontract`,
-//! `/papay/deletecontract`, the signing entries `/papay/entrustweb`, `/papay/h5entrustweb` and
+//! `/papay/deletecontract`, the daily statement `/pay/downloadbill`, the signing entries `/papay/entrustweb`, `/papay/h5entrustweb` and
 //! `/papay/preentrustweb`) and the v3 ones the platform uses (`/v3/papay/contracts/{id}/notify`
 //! and `…/fail-notify`, `/v3/refund/domestic/refunds`). Every v2 request's signature is checked
 //! with the provider crate's `v2` code (verified against WeChat Pay's own worked example), every v3 request's
@@ -144,6 +144,7 @@ pub fn router_with(config: MockConfig, options: MockOptions) -> Router {
         .route("/pay/orderquery", post(v2::orderquery))
         .route("/papay/querycontract", post(v2::querycontract))
         .route("/papay/deletecontract", post(v2::deletecontract))
+        .route("/pay/downloadbill", post(v2::downloadbill))
         .route("/papay/entrustweb", get(v2::entrustweb))
         .route("/papay/h5entrustweb", get(v2::h5entrustweb))
         .route("/papay/preentrustweb", post(v2::preentrustweb))

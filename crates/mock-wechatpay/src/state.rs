@@ -25,6 +25,8 @@ pub(crate) struct Order {
     pub(crate) notify_url: String,
     pub(crate) sign_type: SignType,
     pub(crate) refunded_fen: i64,
+    /// When it was applied for (Unix seconds): the day's statement it appears on.
+    pub(crate) applied_secs: i64,
 }
 
 impl Order {
@@ -55,6 +57,8 @@ pub(crate) struct Refund {
     pub(crate) refund_id: String,
     pub(crate) out_trade_no: String,
     pub(crate) amount: i64,
+    /// When it was paid back (Unix seconds).
+    pub(crate) at_secs: i64,
 }
 
 #[derive(Default)]

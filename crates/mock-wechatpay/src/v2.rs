@@ -254,6 +254,7 @@ fn apply_answer(mock: &Mock, body: &str) -> String {
         notify_url: p["notify_url"].clone(),
         sign_type,
         refunded_fen: 0,
+        applied_secs: now_secs(),
     };
     book.orders.insert(out_trade_no, order);
     drop(book);
@@ -263,6 +264,95 @@ fn apply_answer(mock: &Mock, body: &str) -> String {
         later.settle_due();
     });
     mock.answer(answer, sign_type)
+}
+
+/// `POST /pay/downloadbill`: the statement of a day (Beijing time) from what the mock debited
+/// and paid back that day, in WeChat Pay's format — raw text, or gzip for `tar_type=GZIP`;
+/// refusals are XML, unsigned: `No Bill Exist` (20002) for a day with nothing on it,
+/// `invalid bill_date` (20001), `invalid bill_type`.
+pub(crate) async fn downloadbill(State(mock): State<Mock>, body: String) -> Response {
+    let fail = |msg: &str, code: &str| {
+        let p: Params = [("return_code", "FAIL"), ("return_msg", msg), ("error_code", code)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Xml(v2::to_xml(&p)).into_response()
+    };
+    let p = match mock.accept(&body, &["bill_date", "bill_type"]) {
+        Ok((p, _)) => p,
+        Err(e) => return Xml(mock.refuse(e)).into_response(),
+    };
+    let date = p["bill_date"].clone();
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return fail("invalid bill_date", "20001");
+    }
+    let (trades, refunds) = match p["bill_type"].as_str() {
+        "ALL" => (true, true),
+        "SUCCESS" => (true, false),
+        "REFUND" => (false, true),
+        _ => return fail("invalid bill_type", "20003"),
+    };
+    mock.settle_due();
+    let Ok(book) = mock.book.lock() else { return fail("SYSTEMERROR", "20007") };
+    let on_day = |secs: i64| beijing_time(secs).starts_with(&date);
+    let dashed = |secs: i64| {
+        let t = beijing_time(secs);
+        format!("{}-{}-{} {}:{}:{}", &t[0..4], &t[4..6], &t[6..8], &t[8..10], &t[10..12], &t[12..14])
+    };
+    let mut entries: Vec<(i64, autodebit_domain::statement::Entry)> = Vec::new();
+    let entry = |no: &str, o: &Order| autodebit_domain::statement::Entry {
+        appid: mock.config.appid.clone(),
+        transaction_id: o.transaction_id.clone(),
+        out_trade_no: no.to_string(),
+        openid: format!("o{}", &o.contract_id),
+        amount: o.total_fee,
+        fee: o.total_fee * 6,
+        currency: "CNY".into(),
+        body: "papay".into(),
+        ..Default::default()
+    };
+    if trades {
+        for (no, o) in book.orders.iter().filter(|(_, o)| o.trade_state == "SUCCESS" && on_day(o.applied_secs)) {
+            entries.push((
+                o.applied_secs,
+                autodebit_domain::statement::Entry { time: dashed(o.applied_secs), ..entry(no, o) },
+            ));
+        }
+    }
+    if refunds {
+        for (out_refund_no, r) in book.refunds.iter().filter(|(_, r)| on_day(r.at_secs)) {
+            let Some(o) = book.orders.get(&r.out_trade_no) else { continue };
+            entries.push((
+                r.at_secs,
+                autodebit_domain::statement::Entry {
+                    time: dashed(r.at_secs),
+                    refund: Some((r.refund_id.clone(), out_refund_no.clone(), r.amount)),
+                    fee: -(r.amount * 6),
+                    ..entry(&r.out_trade_no, o)
+                },
+            ));
+        }
+    }
+    drop(book);
+    if entries.is_empty() {
+        return fail("No Bill Exist", "20002");
+    }
+    entries.sort_by(|a, b| (a.0, &a.1.out_trade_no).cmp(&(b.0, &b.1.out_trade_no)));
+    let write = || -> std::io::Result<Vec<u8>> {
+        let mut w = autodebit_domain::statement::Writer::new(Vec::new(), &mock.config.mch_id)?;
+        for (_, e) in &entries {
+            w.entry(e)?;
+        }
+        w.finish()
+    };
+    let Ok(text) = write() else { return fail("SYSTEMERROR", "20007") };
+    if p.get("tar_type").map(String::as_str) == Some("GZIP") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let Ok(bytes) = gz.write_all(&text).and_then(|_| gz.finish()) else { return fail("SYSTEMERROR", "20007") };
+        return ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain;charset=utf-8")], text).into_response()
 }
 
 pub(crate) async fn orderquery(State(mock): State<Mock>, body: String) -> Xml {

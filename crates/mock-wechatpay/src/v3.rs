@@ -327,7 +327,12 @@ pub(crate) async fn refund(
             let refund_id = format!("50{:027}", u128::from(roll(mock.config.seed, &out_refund_no)));
             book.refunds.insert(
                 out_refund_no.clone(),
-                Refund { refund_id: refund_id.clone(), out_trade_no: out_trade_no.clone(), amount },
+                Refund {
+                    refund_id: refund_id.clone(),
+                    out_trade_no: out_trade_no.clone(),
+                    amount,
+                    at_secs: crate::state::now_secs(),
+                },
             );
             if let Some(o) = book.orders.get_mut(&out_trade_no) {
                 o.refunded_fen += amount;

@@ -91,6 +91,10 @@ impl events::v1::Event {
             Some(Kind::SplitRulesSet(_)) => "SplitRulesSet",
             Some(Kind::MerchantReviewOpened(_)) => "MerchantReviewOpened",
             Some(Kind::MerchantReviewResolved(_)) => "MerchantReviewResolved",
+            Some(Kind::StatementReconciled(_)) => "StatementReconciled",
+            Some(Kind::DiscrepancyFound(_)) => "DiscrepancyFound",
+            Some(Kind::DiscrepancyEscalated(_)) => "DiscrepancyEscalated",
+            Some(Kind::DiscrepancyResolved(_)) => "DiscrepancyResolved",
             None => "Unknown",
         }
     }

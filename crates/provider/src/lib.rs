@@ -181,6 +181,14 @@ pub enum ProviderError {
     Unsupported(String),
 }
 
+/// Which day's statement of which merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRequest {
+    pub merchant_id: MerchantId,
+    /// The day it covers, in Beijing time.
+    pub date: chrono::NaiveDate,
+}
+
 /// A payment provider the charger and the contracts service call.
 pub trait Provider: Send + Sync {
     /// As configuration names it (`simulator`, `wechatpay`).
@@ -195,6 +203,21 @@ pub trait Provider: Send + Sync {
     fn terminate<'a>(&'a self, termination: &'a Termination) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// The address the payer opens to sign (some channels ask the provider for it).
     fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>>;
+    /// The account a merchant's statement is of: what its lines name as the merchant
+    /// (WeChat Pay's `mch_id`).
+    fn statement_account(&self, merchant: &str) -> String {
+        merchant.to_string()
+    }
+    /// Writes the merchant's statement of a day (WeChat Pay's `downloadbill` format, plain
+    /// text) into `sink` as it arrives.
+    fn statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+        sink: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let _ = (request, sink);
+        Box::pin(async move { Err(ProviderError::Unsupported(format!("{} gives no daily statement", self.name()))) })
+    }
 }
 
 /// A shared provider is a provider (so one can be chosen per merchant at run time).
@@ -219,5 +242,15 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
         (**self).signing_url(request)
+    }
+    fn statement_account(&self, merchant: &str) -> String {
+        (**self).statement_account(merchant)
+    }
+    fn statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+        sink: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        (**self).statement(request, sink)
     }
 }

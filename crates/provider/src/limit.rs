@@ -96,6 +96,18 @@ impl<P: Provider> Provider for Limited<P> {
     fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
         self.inner.signing_url(request)
     }
+
+    fn statement_account(&self, merchant: &str) -> String {
+        self.inner.statement_account(merchant)
+    }
+
+    fn statement<'a>(
+        &'a self,
+        request: &'a crate::StatementRequest,
+        sink: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.inner.statement(request, sink)
+    }
 }
 
 #[cfg(test)]

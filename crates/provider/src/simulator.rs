@@ -2,11 +2,21 @@
 //! call takes a log-normally distributed time (a median and a 99th percentile), a share of
 //! deductions answer ambiguously (as a timeout would: the attempt was taken, but the answer
 //! is lost, and only a query tells the outcome), and a share are declined.
+//!
+//! Given a clock ([`Simulator::keeping_statements`]), it also keeps a book of what it debited
+//! and paid back, in memory, and serves each merchant's daily statement from it in WeChat
+//! Pay's `downloadbill` format; with discrepancies asked for, each day's statement leaves out
+//! its first debit (a short payment), shows a failed attempt as paid (a status mismatch) and a
+//! second debit of a charge under another of its order numbers (a duplicate).
 use crate::{
     BoxFuture, ChargeAttempt, Lookup, PreDebitNotice, Provider, ProviderError, ProviderOutcome, RefundOutcome,
-    RefundRequest, SigningRequest, Termination,
+    RefundRequest, SigningRequest, StatementRequest, Termination,
 };
+use autodebit_domain::clock::Clock;
+use autodebit_domain::statement::{Entry, Writer};
 use autodebit_domain::{ChargeId, Money};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -40,11 +50,102 @@ impl Default for SimulatorConfig {
 
 pub struct Simulator {
     config: SimulatorConfig,
+    book: Option<Book>,
+}
+
+/// What the simulator debited, declined and paid back, per merchant.
+struct Book {
+    clock: Arc<dyn Clock>,
+    discrepancies: bool,
+    entries: Mutex<HashMap<String, Vec<Booked>>>,
+}
+
+struct Booked {
+    at_ms: i64,
+    entry: Entry,
+    declined: bool,
 }
 
 impl Simulator {
     pub fn new(config: SimulatorConfig) -> Self {
-        Simulator { config }
+        Simulator { config, book: None }
+    }
+
+    /// Keeps the book its statements are made from, dated by `clock`; `discrepancies` makes
+    /// each day's statement disagree with the books in the three ways above.
+    pub fn keeping_statements(mut self, clock: Arc<dyn Clock>, discrepancies: bool) -> Self {
+        self.book = Some(Book { clock, discrepancies, entries: Mutex::default() });
+        self
+    }
+
+    fn keep(&self, merchant: &str, entry: Entry, declined: bool) {
+        let Some(book) = &self.book else { return };
+        let now = book.clock.now();
+        let time = now.with_timezone(&chrono_tz_shanghai()).format("%Y-%m-%d %H:%M:%S").to_string();
+        if let Ok(mut entries) = book.entries.lock() {
+            entries.entry(merchant.to_string()).or_default().push(Booked {
+                at_ms: now.timestamp_millis(),
+                entry: Entry { time, ..entry },
+                declined,
+            });
+        }
+    }
+
+    /// The statement of `merchant`'s day, from the book.
+    fn write_statement(
+        &self,
+        request: &StatementRequest,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), ProviderError> {
+        let Some(book) = &self.book else {
+            return Err(ProviderError::Unsupported("this simulator keeps no book of its debits".into()));
+        };
+        let day: Vec<(Entry, bool)> = {
+            let entries = book.entries.lock().map_err(|_| ProviderError::Transport("the book is poisoned".into()))?;
+            let mut day: Vec<(i64, Entry, bool)> = entries
+                .get(request.merchant_id.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|b| {
+                    autodebit_domain::clock::from_millis(b.at_ms).with_timezone(&chrono_tz_shanghai()).date_naive()
+                        == request.date
+                })
+                .map(|b| (b.at_ms, b.entry.clone(), b.declined))
+                .collect();
+            day.sort_by(|a, b| (a.0, &a.1.out_trade_no).cmp(&(b.0, &b.1.out_trade_no)));
+            day.into_iter().map(|(_, e, d)| (e, d)).collect()
+        };
+        let mut lines: Vec<Entry> = day.iter().filter(|(_, declined)| !declined).map(|(e, _)| e.clone()).collect();
+        if book.discrepancies {
+            let debits: Vec<usize> = (0..lines.len()).filter(|i| lines[*i].refund.is_none()).collect();
+            if let [first, second, ..] = debits[..] {
+                // The second debit again, under its charge's next order number.
+                if let Some((charge, attempt)) = ChargeId::from_out_trade_no(&lines[second].out_trade_no) {
+                    let again = Entry {
+                        out_trade_no: charge.out_trade_no(attempt + 1),
+                        transaction_id: format!("{}d", lines[second].transaction_id),
+                        ..lines[second].clone()
+                    };
+                    lines.push(again);
+                }
+                lines.remove(first);
+            }
+            // A declined attempt of a charge that took nothing that day, shown as paid.
+            let paid: std::collections::HashSet<ChargeId> =
+                lines.iter().filter_map(|e| ChargeId::from_out_trade_no(&e.out_trade_no).map(|(c, _)| c)).collect();
+            if let Some((e, _)) = day.iter().rev().find(|(e, declined)| {
+                *declined && ChargeId::from_out_trade_no(&e.out_trade_no).is_some_and(|(c, _)| !paid.contains(&c))
+            }) {
+                lines.push(Entry { transaction_id: format!("sim{}", e.out_trade_no), ..e.clone() });
+            }
+        }
+        let fail = |e: std::io::Error| ProviderError::Transport(format!("writing the statement: {e}"));
+        let mut w = Writer::new(sink, request.merchant_id.as_str()).map_err(fail)?;
+        for e in &lines {
+            w.entry(e).map_err(fail)?;
+        }
+        w.finish().map_err(fail)?;
+        Ok(())
     }
 
     /// The outcome of `charge`'s attempt `attempt`: the same seed, charge and attempt always
@@ -105,10 +206,24 @@ impl Provider for Simulator {
         Box::pin(async move {
             let roll = self.roll(attempt.charge_id, attempt.attempt);
             self.wait(roll).await;
+            let outcome = self.outcome(attempt.charge_id, attempt.attempt, attempt.amount);
+            let entry = Entry {
+                transaction_id: match &outcome {
+                    ProviderOutcome::Succeeded { transaction_id } => transaction_id.clone(),
+                    _ => String::new(),
+                },
+                out_trade_no: attempt.out_trade_no.clone(),
+                amount: attempt.amount.minor_units(),
+                // 0.6%, in 0.00001 yuan.
+                fee: attempt.amount.minor_units() * 6,
+                currency: attempt.amount.currency().to_string(),
+                ..Entry::default()
+            };
+            self.keep(attempt.merchant_id.as_str(), entry, !matches!(outcome, ProviderOutcome::Succeeded { .. }));
             if (mix(roll ^ 0x7a) % 10_000) < u64::from(self.config.transient_basis_points) {
                 return ProviderOutcome::Unknown { reason: "the answer was lost (simulated timeout)".into() };
             }
-            self.outcome(attempt.charge_id, attempt.attempt, attempt.amount)
+            outcome
         })
     }
 
@@ -123,7 +238,25 @@ impl Provider for Simulator {
         Box::pin(async move {
             let key = fnv1a(refund.out_refund_no.as_bytes()) ^ self.config.seed;
             self.wait(key).await;
-            RefundOutcome::Succeeded { refund_id: format!("simr{:016x}", mix(key)) }
+            let refund_id = format!("simr{:016x}", mix(key));
+            let kept = self.book.as_ref().and_then(|b| b.entries.lock().ok()).is_some_and(|entries| {
+                entries.get(refund.merchant_id.as_str()).is_some_and(|all| {
+                    all.iter().any(|b| b.entry.refund.as_ref().is_some_and(|r| r.1 == refund.out_refund_no))
+                })
+            });
+            if !kept {
+                let entry = Entry {
+                    transaction_id: refund.transaction_id.clone(),
+                    out_trade_no: refund.out_trade_no.clone(),
+                    amount: refund.charge_amount.minor_units(),
+                    refund: Some((refund_id.clone(), refund.out_refund_no.clone(), refund.refund_amount.minor_units())),
+                    fee: -(refund.refund_amount.minor_units() * 6),
+                    currency: refund.charge_amount.currency().to_string(),
+                    ..Entry::default()
+                };
+                self.keep(refund.merchant_id.as_str(), entry, false);
+            }
+            RefundOutcome::Succeeded { refund_id }
         })
     }
 
@@ -142,6 +275,18 @@ impl Provider for Simulator {
             ))
         })
     }
+
+    fn statement<'a>(
+        &'a self,
+        request: &'a StatementRequest,
+        sink: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move { self.write_statement(request, sink) })
+    }
+}
+
+fn chrono_tz_shanghai() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is an offset")
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

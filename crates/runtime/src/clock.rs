@@ -139,3 +139,10 @@ fn test_clock_start() -> i64 {
     let now = chrono::Utc::now().timestamp_millis();
     now - now.rem_euclid(DAY_MS) + 2 * 3_600_000
 }
+
+/// The platform clock is a clock, for code that takes one (the simulator's book of debits).
+impl autodebit_domain::clock::Clock for PlatformClock {
+    fn now(&self) -> autodebit_domain::Timestamp {
+        PlatformClock::now(self)
+    }
+}

@@ -356,6 +356,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 provider_transaction_id: provider_transaction_id.clone(),
                 succeeded_at_ms: at.timestamp_millis(),
                 payer_id: c.payer_id.to_string(),
+                out_trade_no: c.out_trade_no.clone().unwrap_or_default(),
             })
         }
         ChargeEvent::Failed { provider_code, message, retryable, at } => {
@@ -387,7 +388,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 started_at_ms: at.timestamp_millis(),
             })
         }
-        ChargeEvent::RefundRequested { refund_id, amount, reason, at } => {
+        ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate, at } => {
             let c = charge?;
             EventKind::RefundRequested(pb::RefundRequested {
                 refund_id: refund_id.clone(),
@@ -399,6 +400,8 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 reason: reason.clone(),
                 out_refund_no: refund_id.clone(),
                 requested_at_ms: at.timestamp_millis(),
+                duplicate_out_trade_no: duplicate.as_ref().map(|d| d.out_trade_no.clone()).unwrap_or_default(),
+                duplicate_transaction_id: duplicate.as_ref().map(|d| d.transaction_id.clone()).unwrap_or_default(),
             })
         }
         ChargeEvent::RefundSucceeded { refund_id, provider_refund_id, at } => {
@@ -411,6 +414,7 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
                 provider_refund_id: provider_refund_id.clone(),
                 succeeded_at_ms: at.timestamp_millis(),
                 payer_id: c.payer_id.to_string(),
+                duplicate: c.refund(refund_id).is_some_and(|r| r.duplicate.is_some()),
             })
         }
         ChargeEvent::RefundFailed { refund_id, provider_code, message, at } => {
@@ -483,6 +487,10 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
             refund_id: r.refund_id.clone(),
             amount: money_from_pb(r.amount.as_ref()).ok()?,
             reason: r.reason.clone(),
+            duplicate: (!r.duplicate_out_trade_no.is_empty()).then(|| autodebit_domain::charge::Duplicate {
+                out_trade_no: r.duplicate_out_trade_no.clone(),
+                transaction_id: r.duplicate_transaction_id.clone(),
+            }),
             at: from_millis(r.requested_at_ms),
         }),
         EventKind::RefundSucceeded(r) => Some(ChargeEvent::RefundSucceeded {

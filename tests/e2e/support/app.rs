@@ -10,7 +10,8 @@ use autodebit::platform::{self, ListenArgs, PlatformArgs, Service};
 use autodebit_proto::admin::v1::{AdvanceClockRequest, admin_service_client::AdminServiceClient};
 use autodebit_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use autodebit_proto::charger::v1::{
-    charger_service_client::ChargerServiceClient, settlement_service_client::SettlementServiceClient,
+    charger_service_client::ChargerServiceClient, reconciliation_service_client::ReconciliationServiceClient,
+    settlement_service_client::SettlementServiceClient,
 };
 use autodebit_proto::contracts::v1::{
     contracts_service_client::ContractsServiceClient, merchants_service_client::MerchantsServiceClient,
@@ -224,6 +225,7 @@ impl TestApp {
         scheduler, scheduler_as: SchedulerServiceClient;
         charger, charger_as: ChargerServiceClient;
         settlement, settlement_as: SettlementServiceClient;
+        reconciliation, reconciliation_as: ReconciliationServiceClient;
         notifier, notifier_as: NotifierServiceClient;
         webhooks, webhooks_as: WebhooksServiceClient;
         analytics, analytics_as: AnalyticsServiceClient;

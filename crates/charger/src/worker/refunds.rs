@@ -72,13 +72,22 @@ async fn carry_out(platform: &Platform, providers: &Providers, refund_id: &str, 
         tx.commit().await?;
         return Ok(());
     };
+    // A duplicate debit is paid back under its own order (whose amount the refund is).
+    let (out_trade_no, transaction_id, charge_amount) = match &r.duplicate {
+        Some(d) => (d.out_trade_no.clone(), d.transaction_id.clone(), r.amount),
+        None => (
+            c.out_trade_no.clone().unwrap_or_default(),
+            c.provider_transaction_id.clone().unwrap_or_default(),
+            c.amount,
+        ),
+    };
     let request = RefundRequest {
         merchant_id: c.merchant_id.clone(),
         charge_id: c.charge_id,
-        out_trade_no: c.out_trade_no.clone().unwrap_or_default(),
-        transaction_id: c.provider_transaction_id.clone().unwrap_or_default(),
+        out_trade_no,
+        transaction_id,
         out_refund_no: refund_id.to_string(),
-        charge_amount: c.amount,
+        charge_amount,
         refund_amount: r.amount,
         reason: r.reason.clone(),
     };
