@@ -82,4 +82,13 @@ receipt=$(curl -sf -H "Authorization: Bearer $MK" "$(jq -r '.receipts[0].url' <<
 [[ $receipt == *"19.90 CNY"* ]] || fail "the receipt page shows no amount"
 curl -sf "$(jq -r '.receipts[0].payerUrl' <<<"$receipts")" >/dev/null || fail "the payer's link does not open"
 
+# 9. The charge's day (in Beijing) reconciled against the provider's daily statement (here the
+#    simulator's): each line matched against the books, or typed as a discrepancy with its deadline.
+DAY=$(autodebit call ListReceipts --key "$MK" '{"charge_id": "'$CHARGE'"}' |
+  jq -r '(.receipts[0].atMs | tonumber) / 1000 + 28800 | floor | strftime("%Y-%m-%d")')
+reconciled=$(autodebit reconcile --key "$OP" --merchant "$M" --date "$DAY")
+expect "the statement's lines and those matched" "$(jq -c '[.report | .lines, .matched, .source]' <<<"$reconciled")" \
+  '["1","1","simulator"]'
+expect "the discrepancies" "$(jq -c '.report.discrepancies // []' <<<"$reconciled")" '[]'
+
 echo "quickstart: merchant $M signed contract $CT for payer-42 and charged it once"

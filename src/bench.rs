@@ -21,6 +21,25 @@ pub enum BenchCommand {
     /// The analytics projections rebuilt from a log of N events (signing sessions, contracts,
     /// charges and notices), beside the rate the same events were appended at.
     Rebuild(RebuildArgs),
+    /// Reconciliation: a statement of N lines, as WeChat Pay's `downloadbill` gives it, read
+    /// from a file and matched against N succeeded charges of the day, beside the rate the
+    /// statement reader alone parses the same file at.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// PostgreSQL server to create a fresh benchmark database on (default: the local one).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Lines of the statement (each one of the day's succeeded charges).
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +162,135 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Charges(a) => charges::run(a).await,
         BenchCommand::Notices(a) => notices::run(a).await,
         BenchCommand::Rebuild(a) => rebuild(a).await,
+        BenchCommand::Reconcile(a) => reconcile(a).await,
     }
+}
+
+#[derive(serde::Serialize)]
+struct ReconcileReport {
+    backend: &'static str,
+    lines: usize,
+    statement_bytes: u64,
+    matched: u64,
+    discrepancies: usize,
+    /// The statement read, matched against the day's charges, and its report written.
+    seconds: f64,
+    lines_per_second: f64,
+    /// The same file through the statement reader alone (parse, check the summary).
+    parse_lines_per_second: f64,
+    ratio_to_parse: f64,
+    /// The process's peak resident set, seeding and all.
+    peak_rss_bytes: u64,
+}
+
+/// `bench reconcile`: N succeeded charges of one day put straight into the books
+/// (`settlement_items`, as the settlement follower writes them), their statement written to a
+/// file, then the file parsed alone (timed: the baseline) and reconciled (timed).
+async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
+    use autodebit_domain::statement::{Entry, Reader, Writer};
+    use autodebit_eventstore::Value;
+    let tmp = tempfile::tempdir()?;
+    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
+    let store = EventStore::open(StoreOptions::new(&url)).await?;
+    let shutdown = autodebit_runtime::Shutdown::new();
+    let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
+    let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown: shutdown.clone() };
+    store.migrate(&autodebit_charger::MIGRATIONS).await.context("charger tables")?;
+    let merchant = "mch_bench";
+    let now = platform.clock.now_ms();
+    let date = autodebit_charger::settlement::local_date(now);
+    let (day_start, _) = autodebit_charger::reconcile::day_bounds(date);
+    let charge = |i: usize| {
+        autodebit_domain::ChargeId::for_period(
+            autodebit_domain::ContractId::parse(&format!("ct_{:032x}", i + 1)).expect("an id"),
+            1,
+        )
+    };
+    let fen = |i: usize| 990 + (i % 50) as i64 * 100;
+    let progress = ProgressBar::new(a.lines as u64 * 2);
+    for chunk in (0..a.lines).collect::<Vec<_>>().chunks(10_000) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| {
+                let c = charge(*i);
+                serde_json::json!([c.to_string(), fen(*i), day_start + (*i as i64 % 86_000_000), c.out_trade_no(1)])
+            })
+            .collect();
+        let rows_sql = store.kind().json_rows(1);
+        let mut tx = store.begin().await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO settlement_items (item_id, kind, charge_id, merchant_id, currency, amount, succeeded_at_ms,
+                     due_date, batch_id, out_trade_no)
+                 SELECT value->>0, 'charge', value->>0, '{merchant}', 'CNY', CAST(value->>1 AS BIGINT),
+                        CAST(value->>2 AS BIGINT), '{date}', NULL, value->>3
+                 FROM {rows_sql} WHERE true"
+            ),
+            &[Value::from(serde_json::Value::Array(rows).to_string())],
+        )
+        .await?;
+        tx.commit().await?;
+        progress.inc(chunk.len() as u64);
+    }
+    let path = tmp.path().join("statement.csv");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let mut w = Writer::new(file, merchant)?;
+        for i in 0..a.lines {
+            let c = charge(i);
+            w.entry(&Entry {
+                time: format!("{date} 10:00:00"),
+                transaction_id: format!("4200{i:016}"),
+                out_trade_no: c.out_trade_no(1),
+                amount: fen(i),
+                fee: fen(i) * 6,
+                currency: "CNY".into(),
+                body: "bench".into(),
+                ..Entry::default()
+            })?;
+        }
+        use std::io::Write;
+        w.finish()?.flush()?;
+    }
+    let statement_bytes = std::fs::metadata(&path)?.len();
+    let open = || anyhow::Ok(std::io::BufReader::new(std::fs::File::open(&path)?));
+
+    // Baseline: the reader alone.
+    let t = Instant::now();
+    let mut reader = Reader::new(open()?, merchant)?;
+    let mut parsed = 0usize;
+    while reader.next_line()?.is_some() {
+        parsed += 1;
+    }
+    let parse_rate = parsed as f64 / t.elapsed().as_secs_f64();
+
+    let calendar = autodebit_domain::calendar::WorkingCalendar::china();
+    let t = Instant::now();
+    let done =
+        autodebit_charger::reconcile::reconcile(&platform, &calendar, merchant, merchant, date, "bench", open()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seconds = t.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    shutdown.trigger();
+    anyhow::ensure!(done.report.matched as usize == a.lines, "matched {} of {} lines", done.report.matched, a.lines);
+    let rate = a.lines as f64 / seconds;
+    let report = ReconcileReport {
+        backend: match store.kind() {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+        },
+        lines: a.lines,
+        statement_bytes,
+        matched: done.report.matched,
+        discrepancies: done.discrepancies.len(),
+        seconds: (seconds * 1000.0).round() / 1000.0,
+        lines_per_second: rate.round(),
+        parse_lines_per_second: parse_rate.round(),
+        ratio_to_parse: (rate / parse_rate * 1000.0).round() / 1000.0,
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    print_report(&report, a.json)
 }
 
 const PAYLOAD: usize = 256;

@@ -31,6 +31,13 @@ pub struct CallArgs {
     addr: String,
 }
 
+impl CallArgs {
+    /// A call of `method` with the request `json`.
+    pub fn new(method: &str, json: String, key: Option<String>, addr: String) -> Self {
+        CallArgs { method: method.to_string(), json: Some(json), key, addr }
+    }
+}
+
 /// Makes the call; an error, the server's or ours, goes to stderr and the exit status is 1.
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     if let Err(e) = call(args).await {

@@ -7,6 +7,7 @@ mod call;
 mod demo;
 mod ledger;
 mod log;
+mod reconcile;
 
 use autodebit::platform;
 
@@ -84,6 +85,8 @@ enum Command {
     /// The ledger: check it against the log.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// Reconciles a merchant's statement of a day on a running platform; prints the report.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(clap::Args)]
@@ -150,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                 platform::run_until_stopped(&database_url, &[service], listen, options).await
             }
             Command::Call(args) => call::run(args).await,
+            Command::Reconcile(args) => reconcile::run(args).await,
             Command::Demo(args) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-demo", format, "warn");
                 demo::run(args).await

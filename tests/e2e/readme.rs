@@ -178,13 +178,33 @@ async fn the_demo_repeats_itself_for_a_seed_and_refuses_a_database_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("demo.db").display());
     // A decline rate high enough that a different draw would show in the counts.
-    let args = ["demo", "--contracts", "40", "--days", "62", "--decline-basis-points", "3000", "--seed", "7"];
+    // The simulator's statements disagree with the books (`--discrepancies`).
+    let args = [
+        "demo",
+        "--contracts",
+        "40",
+        "--days",
+        "62",
+        "--decline-basis-points",
+        "3000",
+        "--seed",
+        "7",
+        "--discrepancies",
+    ];
     let on_file = report(&autodebit(&[&args[..], &["--database-url", url.as_str()]].concat()));
     let in_temp = report(&autodebit(&args));
     assert_eq!(on_file, in_temp, "the same seed, the same report");
     assert_eq!(on_file["contracts_signed"], 40);
     assert!(on_file["charges_scheduled"].as_u64().unwrap() >= 40, "{on_file}");
     assert!(on_file["charges_failed"].as_u64().unwrap() > 0, "declines drawn: {on_file}");
+    let r = &on_file["reconciliation"];
+    for kind in ["short_payments", "status_mismatches", "duplicates"] {
+        assert!(r[kind].as_u64().unwrap() >= 1, "{kind}: {on_file}");
+    }
+    assert_eq!(r["duplicates_refunded"], r["duplicates"], "every duplicate refunded: {on_file}");
+    assert_eq!(r["days"], 62);
+    assert!(r["matched"].as_u64().unwrap() > 0 && r["matched"].as_u64() < r["lines"].as_u64(), "{on_file}");
+    assert_eq!(on_file["ledger_balanced"], true);
 
     let store =
         autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url.as_str())).await.unwrap();

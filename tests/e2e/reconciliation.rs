@@ -50,7 +50,7 @@ fn ledger_check(url: &str) -> std::process::Output {
 
 async fn report(app: &TestApp, key: &str, merchant: &str, date: &str) -> Result<ReconciliationReport, tonic::Status> {
     let request = GetReconciliationReportRequest { merchant_id: merchant.into(), date: date.into() };
-    app.reconciliation_as(key).get_reconciliation_report(request).await.map(|r| r.into_inner())
+    app.reconciliation_as(key).get_reconciliation_report(request).await.map(|r| r.into_inner().report.unwrap())
 }
 
 async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
@@ -125,7 +125,8 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
         date: date.clone(),
         statement,
     };
-    let got = app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner();
+    let got =
+        app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner().report.unwrap();
     assert_eq!(
         (got.lines, got.matched, got.short_payments, got.status_mismatches, got.duplicates),
         (5, 2, 1, 1, 1),
@@ -147,10 +148,26 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     assert!(kinds["unknown_order"].deadline_ms > now && kinds["unknown_order"].deadline_ms <= now + 5 * day_ms);
 
     // Again: the same report, nothing found twice.
-    let again = app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner();
+    let again =
+        app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner().report.unwrap();
     assert_eq!(again.discrepancies.len(), 5);
     let ids = |r: &ReconciliationReport| r.discrepancies.iter().map(|d| d.discrepancy_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&got));
+
+    // The command line says the same, from a file.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
+        .args(["reconcile", "--date", &date, "--merchant", &m.merchant_id, "--statement"])
+        .arg(file.path())
+        .args(["--key", app.operator_key(), "--addr", &app.grpc.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed = &printed["report"];
+    assert_eq!((printed["matched"].as_str(), printed["duplicates"].as_str()), (Some("2"), Some("1")), "{printed}");
+    assert_eq!(printed["discrepancies"].as_array().map(Vec::len), Some(5));
 
     // The duplicate debit is paid back, as its own refund: the charge can still be refunded whole.
     let duplicate_refund = kinds["duplicate"].refund_id.clone();
@@ -237,7 +254,9 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
         .resolve_discrepancy(resolve("a test order of the merchant's, per its order log"))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .discrepancy
+        .unwrap();
     assert_eq!((done.state.as_str(), done.resolution.as_str()), ("resolved", "evidence"));
     let err = app.reconciliation().resolve_discrepancy(resolve("again")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

@@ -20,6 +20,7 @@ mod store;
 mod worker;
 
 pub use app::SETTLE_LATENCY;
+pub use store::MIGRATIONS;
 
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_provider::Provider;

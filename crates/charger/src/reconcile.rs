@@ -420,7 +420,8 @@ pub fn discrepancy_stream(id: &str) -> String {
 }
 
 /// Reconciles `merchant`'s statement of `date`, read from `input` (plain text) as the
-/// statement of provider account `account`; `source` says where it came from.
+/// statement of provider account `account`; `source` says where it came from. The books are
+/// taken as they stand: callers wait for the settlement follower first (`settlement::caught_up_time`).
 pub async fn reconcile<R: Read>(
     platform: &Platform,
     calendar: &WorkingCalendar,
@@ -430,7 +431,6 @@ pub async fn reconcile<R: Read>(
     source: &str,
     input: R,
 ) -> Result<Reconciled, ReconcileError> {
-    settlement::caught_up_time(platform).await?;
     let mut matching = Matching::load(platform, merchant, date).await?;
     let mut reader = Reader::new(input, account)?;
     let mut lines = 0u64;
@@ -635,6 +635,7 @@ pub async fn fetch_and_reconcile(
     merchant: &str,
     date: NaiveDate,
 ) -> Result<Reconciled, ReconcileError> {
+    settlement::caught_up_time(platform).await?;
     let provider = providers.for_merchant(merchant);
     let merchant_id = autodebit_domain::MerchantId::parse(merchant)
         .map_err(|e| ReconcileError::Other(anyhow::anyhow!("merchant_id: {e}")))?;
@@ -655,6 +656,7 @@ pub async fn reconcile_upload(
     date: NaiveDate,
     bytes: &[u8],
 ) -> Result<Reconciled, ReconcileError> {
+    settlement::caught_up_time(platform).await?;
     let account = providers.for_merchant(merchant).statement_account(merchant);
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let input = flate2::read::GzDecoder::new(bytes);

@@ -120,7 +120,7 @@ impl ReconciliationService for ReconciliationApi {
     async fn reconcile_statement(
         &self,
         req: Request<pb::ReconcileStatementRequest>,
-    ) -> Result<Response<pb::ReconciliationReport>, Status> {
+    ) -> Result<Response<pb::ReconcileStatementResponse>, Status> {
         let r = req.into_inner();
         autodebit_domain::MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
         let date = day(&r.date)?;
@@ -155,13 +155,14 @@ impl ReconciliationService for ReconciliationApi {
             Err(ReconcileError::Other(e)) => return Err(internal(format!("{e:#}"))),
         }
         let report = report(&self.platform, &r.merchant_id, &r.date).await?;
-        report.map(Response::new).ok_or_else(|| internal("the report just written is missing"))
+        let report = report.ok_or_else(|| internal("the report just written is missing"))?;
+        Ok(Response::new(pb::ReconcileStatementResponse { report: Some(report) }))
     }
 
     async fn get_reconciliation_report(
         &self,
         req: Request<pb::GetReconciliationReportRequest>,
-    ) -> Result<Response<pb::ReconciliationReport>, Status> {
+    ) -> Result<Response<pb::GetReconciliationReportResponse>, Status> {
         let who = caller(&req)?;
         let r = req.get_ref();
         let merchant = who
@@ -170,7 +171,7 @@ impl ReconciliationService for ReconciliationApi {
             .ok_or_else(|| invalid("merchant_id", "name the merchant"))?;
         day(&r.date)?;
         match report(&self.platform, &merchant, &r.date).await? {
-            Some(report) => Ok(Response::new(report)),
+            Some(report) => Ok(Response::new(pb::GetReconciliationReportResponse { report: Some(report) })),
             None => Err(Status::not_found(format!("date: no reconciliation of {} for this merchant", r.date))),
         }
     }
@@ -217,7 +218,7 @@ impl ReconciliationService for ReconciliationApi {
     async fn resolve_discrepancy(
         &self,
         req: Request<pb::ResolveDiscrepancyRequest>,
-    ) -> Result<Response<pb::Discrepancy>, Status> {
+    ) -> Result<Response<pb::ResolveDiscrepancyResponse>, Status> {
         let r = req.into_inner();
         if r.note.trim().is_empty() || r.note.chars().count() > 500 || r.note.chars().any(char::is_control) {
             return Err(invalid("note", "1 to 500 characters, none of them control characters"));
@@ -257,6 +258,6 @@ impl ReconciliationService for ReconciliationApi {
             )));
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(Response::new(load(r.discrepancy_id).await?))
+        Ok(Response::new(pb::ResolveDiscrepancyResponse { discrepancy: Some(load(r.discrepancy_id).await?) }))
     }
 }
