@@ -261,3 +261,37 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     let err = app.reconciliation().resolve_discrepancy(resolve("again")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn each_day_is_reconciled_once_its_statement_is_ready() {
+    let app = crate::support::run_on(Backend::Sqlite, 0, &["--test-clock"]).await;
+    let ch = app.channel().await;
+    let m = onboard(&ch, "91330100MA2REC0003").await;
+    let c = app.contracts().sign_contract(sign_request(&m, "payer-daily", 1_990)).await.unwrap().into_inner();
+    let contract = c.contract.unwrap().contract_id;
+    bill_next_period(&ch, &contract).await;
+    app.settled().await;
+    let id = charge_id(&contract, 1);
+    eventually("the charge to succeed", 30, || {
+        let mut client = app.charger();
+        let id = id.clone();
+        async move {
+            let got = client.get_charge(GetChargeRequest { charge_id: id }).await.ok()?.into_inner().charge?;
+            (got.state == ChargeState::Succeeded as i32).then_some(())
+        }
+    })
+    .await;
+    let now = app.admin().get_clock(GetClockRequest {}).await.unwrap().into_inner().now_ms;
+    let date = autodebit_charger::settlement::local_date(now).to_string();
+    // Not before the statement is made (10:00 the next day, Beijing).
+    assert_eq!(report(&app, &m.api_key, "", &date).await.unwrap_err().code(), Code::NotFound);
+    app.advance(2).await;
+    let got = eventually("the day reconciled on its own", 30, || {
+        let app = &app;
+        let (key, date) = (m.api_key.clone(), date.clone());
+        async move { report(app, &key, "", &date).await.ok() }
+    })
+    .await;
+    assert_eq!((got.source.as_str(), got.lines, got.matched), ("simulator", 1, 1), "{got:#?}");
+    assert!(got.discrepancies.is_empty());
+}

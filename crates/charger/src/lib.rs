@@ -130,7 +130,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
     let link_key = receipts::link_key(&platform.store).await?;
     if config.settlement_closer {
-        settlement::spawn_closer(platform.clone(), config.calendar.clone());
+        settlement::spawn_closer(platform.clone(), config.calendar.clone(), providers.clone());
     }
     let routes = autodebit_runtime::grpc::routes_for(ChargerServiceServer::new(api::ChargerApi::new(platform.clone())))
         .merge(autodebit_runtime::grpc::routes_for(

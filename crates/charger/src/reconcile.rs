@@ -766,3 +766,63 @@ pub async fn apply(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// When a day's statement is to be had: 10:00 (Beijing) the next day, as WeChat Pay makes it
+/// from 9:00.
+pub fn statement_ready_ms(date: NaiveDate) -> i64 {
+    day_bounds(date).1 + 10 * 3_600_000
+}
+
+/// How many days back the daily run looks for a day not yet reconciled.
+const LOOK_BACK_DAYS: i64 = 3;
+
+/// The daily run: each merchant with money moved on one of the last few days that has no report
+/// for it is reconciled against its provider's statement once that statement is to be had.
+/// `tried` holds when a (merchant, day) was last tried, so a statement not there yet (or a
+/// provider down) is asked for again half an hour later, not every tick. How many it reconciled.
+pub async fn reconcile_due(
+    platform: &Platform,
+    providers: &Providers,
+    calendar: &WorkingCalendar,
+    tried: &mut HashMap<(String, NaiveDate), i64>,
+) -> anyhow::Result<usize> {
+    let now = platform.clock.now_ms();
+    let today = settlement::local_date(now);
+    tried.retain(|(_, day), _| (today - *day).num_days() <= LOOK_BACK_DAYS);
+    let mut done = 0;
+    for back in 1..=LOOK_BACK_DAYS {
+        let Some(day) = today.checked_sub_signed(chrono::Duration::days(back)) else { continue };
+        if now < statement_ready_ms(day) {
+            continue;
+        }
+        let (start, end) = day_bounds(day);
+        let due = platform
+            .store
+            .query(
+                "SELECT DISTINCT i.merchant_id FROM settlement_items i
+                 WHERE i.succeeded_at_ms >= $1 AND i.succeeded_at_ms < $2
+                   AND NOT EXISTS (SELECT 1 FROM reconciliation_reports r
+                                   WHERE r.merchant_id = i.merchant_id AND r.statement_date = $3)",
+                &[Value::Int(start), Value::Int(end), Value::from(day.to_string())],
+            )
+            .await?;
+        for row in due {
+            let merchant = row.text(0).unwrap_or_default().to_string();
+            let key = (merchant.clone(), day);
+            if tried.get(&key).is_some_and(|at| now - at < 30 * 60_000) {
+                continue;
+            }
+            tried.insert(key, now);
+            match fetch_and_reconcile(platform, providers, calendar, &merchant, day).await {
+                Ok(r) => {
+                    done += 1;
+                    tracing::info!(merchant, day = %day, matched = r.report.matched, found = r.discrepancies.len(), "day reconciled");
+                }
+                Err(e) => {
+                    tracing::warn!(merchant, day = %day, error = %e, "the day could not be reconciled yet; asking again later")
+                }
+            }
+        }
+    }
+    Ok(done)
+}

@@ -502,10 +502,16 @@ pub async fn review_refund_rates(platform: &Platform) -> anyhow::Result<usize> {
     Ok(opened)
 }
 
-/// Closes due batches and looks at refund rates every tick until shutdown.
-pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>) {
+/// Closes due batches, looks at refund rates, reconciles the days whose statement is ready and
+/// escalates discrepancies past their deadline, every tick until shutdown.
+pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>, providers: Arc<crate::Providers>) {
     tokio::spawn(async move {
+        let mut tried = std::collections::HashMap::new();
         loop {
+            if let Err(e) = crate::reconcile::reconcile_due(&platform, &providers, &calendar, &mut tried).await {
+                tracing::error!(error = format!("{e:#}"), "the daily reconciliation failed; retrying");
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            }
             if let Err(e) = review_refund_rates(&platform).await {
                 tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
