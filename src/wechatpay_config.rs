@@ -47,6 +47,10 @@ struct Merchant {
     body: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    /// Deductions made for profit sharing (`profit_sharing=Y`), shared at settlement through
+    /// `/v3/profitsharing/orders` (needs `v3`).
+    #[serde(default)]
+    profit_sharing: bool,
     #[serde(default)]
     v3: Option<V3>,
 }
@@ -106,6 +110,10 @@ fn merchant(m: Merchant, dir: &Path) -> anyhow::Result<(String, Arc<WeChatPay>)>
     if let Some(ms) = m.timeout_ms {
         config.timeout = std::time::Duration::from_millis(ms);
     }
+    if m.profit_sharing && m.v3.is_none() {
+        bail!("profit_sharing: sharing goes through WeChat Pay's v3 API; add v3");
+    }
+    config.profit_sharing = m.profit_sharing;
     if let Some(v3) = m.v3 {
         config.v3 = Some(v3_config(v3, dir)?);
     }

@@ -8,8 +8,8 @@ use crate::support::{Backend, TestApp, eventually};
 use autodebit_proto::analytics::v1::{GetRevenueRequest, GetSummaryRequest};
 use autodebit_proto::charger::v1::{
     ChargeState, GetChargeRequest, GetSettlementBatchRequest, GetSplitRulesRequest, ListFeeRatesRequest,
-    ListMerchantReviewsRequest, ListReceiptsRequest, ListSettlementBatchesRequest, RefundChargeRequest,
-    ResolveMerchantReviewRequest, SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
+    ListMerchantReviewsRequest, ListProfitSharingOrdersRequest, ListReceiptsRequest, ListSettlementBatchesRequest,
+    RefundChargeRequest, ResolveMerchantReviewRequest, SetFeeRateRequest, SetSplitRulesRequest, SettlementBatch,
 };
 use autodebit_proto::events::v1::{Money, SettlementItemKind, SplitRule};
 use tonic::Code;
@@ -132,6 +132,31 @@ async fn charges_settle_on_the_next_working_day_and_the_ledger_balances(backend:
         detail.lines.iter().find(|l| l.charge_id == charge_id(&contracts[0], 1)).expect("the first charge's line");
     assert_eq!((line.amount, line.fee, line.net), (1_990, 16, 1_990 - 16 - 100));
     assert_eq!(line.splits.iter().map(|s| (s.receiver.as_str(), s.amount)).collect::<Vec<_>>(), vec![("agent", 100)]);
+    // Each charge's splits are shared through the provider (the simulator pays them at once).
+    let orders = eventually("the splits shared", 30, || {
+        let mut c = app.settlement_as(&m.api_key);
+        let batch_id = b.batch_id.clone();
+        async move {
+            let orders = c
+                .list_profit_sharing_orders(ListProfitSharingOrdersRequest { batch_id, charge_id: String::new() })
+                .await
+                .ok()?
+                .into_inner()
+                .orders;
+            (orders.len() == 2 && orders.iter().all(|o| o.state == "finished")).then_some(orders)
+        }
+    })
+    .await;
+    let mut shared: Vec<i64> = orders.iter().map(|o| o.amount).collect();
+    shared.sort();
+    assert_eq!(shared, vec![50, 100]);
+    assert!(orders.iter().all(|o| o.order_id.starts_with("simps") && o.out_order_no.len() == 34), "{orders:?}");
+    let err = app
+        .settlement_as(&m.api_key)
+        .list_profit_sharing_orders(ListProfitSharingOrdersRequest::default())
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("batch_id"), "{}", err.message());
 
     // Another merchant sees none of it.
     let mut theirs = app.settlement_as(&other.api_key);

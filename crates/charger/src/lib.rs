@@ -127,6 +127,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         processor::ProviderNotices::new(providers.clone(), platform.store.clone(), platform.clock.clone()),
     );
     worker::refunds::spawn(platform.clone(), providers.clone());
+    worker::shares::spawn(platform.clone(), providers.clone());
     spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
     let link_key = receipts::link_key(&platform.store).await?;
     if config.settlement_closer {

@@ -178,8 +178,44 @@ async fn record_batch(tx: &mut Tx, b: &pb::SettlementBatchClosed) -> anyhow::Res
             &[Value::from(&b.batch_id), Value::from(&l.item_id)],
         )
         .await?;
+        // The charge's splits, to be shared through the merchant's provider.
+        if !l.splits.is_empty() && kind_from_pb(l.kind) == ItemKind::Charge {
+            let out_order_no = share_order_no(&l.charge_id);
+            let receivers: Vec<(&str, i64)> = l.splits.iter().map(|s| (s.receiver.as_str(), s.amount)).collect();
+            tx.execute(
+                "INSERT INTO settlement_share_orders (out_order_no, merchant_id, charge_id, batch_id, amount, state,
+                     order_id, code, message, ended_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', '', '', '', 0) ON CONFLICT (out_order_no) DO NOTHING",
+                &[
+                    Value::from(&out_order_no),
+                    Value::from(&b.merchant_id),
+                    Value::from(&l.charge_id),
+                    Value::from(&b.batch_id),
+                    Value::Int(split_sum),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO charger_shares (out_order_no, merchant_id, charge_id, batch_id, receivers, due_ms, checks)
+                 VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (out_order_no) DO NOTHING",
+                &[
+                    Value::from(&out_order_no),
+                    Value::from(&b.merchant_id),
+                    Value::from(&l.charge_id),
+                    Value::from(&b.batch_id),
+                    Value::from(serde_json::to_string(&receivers)?),
+                ],
+            )
+            .await?;
+        }
     }
     Ok(())
+}
+
+/// The profit-sharing order of a settled charge: `ps` and the charge's hex, 34 characters
+/// (WeChat Pay allows 64 of `[0-9A-Za-z_|*@]`). A charge settles once, so it is shared once.
+pub fn share_order_no(charge_id: &str) -> String {
+    format!("ps{}", charge_id.trim_start_matches("ch_"))
 }
 
 /// Applies one event to the settlement tables and the ledger; idempotent.
@@ -247,6 +283,7 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
         | EventKind::DiscrepancyFound(_)
         | EventKind::DiscrepancyEscalated(_)
         | EventKind::DiscrepancyResolved(_) => crate::reconcile::apply(tx, kind).await?,
+        EventKind::ProfitSharingEnded(_) => crate::worker::shares::apply(tx, kind).await?,
         _ => {}
     }
     Ok(())
@@ -280,6 +317,7 @@ impl autodebit_runtime::Processor for SettlementFollower {
             "DiscrepancyFound",
             "DiscrepancyEscalated",
             "DiscrepancyResolved",
+            "ProfitSharingEnded",
         ]
     }
 

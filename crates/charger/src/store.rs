@@ -413,11 +413,51 @@ pub async fn any_refund_due(store: &EventStore, now: i64) -> Result<bool, StoreE
     any_due(store, "charger_refunds", now).await
 }
 
-/// A refund claimed by the worker: its id, and how often it was asked about already.
+/// A row claimed by a worker: its key, and how often it was asked about already.
 #[derive(sqlx::FromRow)]
-pub struct ClaimedRefund {
-    pub refund_id: String,
+pub struct Claimed {
+    pub key: String,
     pub checks: i64,
+}
+
+/// Claims up to `limit` rows of `table` (keyed by `key`, with `due_ms` and `checks`) due at
+/// `now`, earliest first, each leased until `lease_until`.
+async fn claim(
+    store: &EventStore,
+    table: &str,
+    key: &str,
+    now: i64,
+    limit: i64,
+    lease_until: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let mut tx = store.begin().await?;
+    let lock = skip_locked(tx.kind(), "");
+    let claimed: Vec<Claimed> = tx
+        .query_as(
+            &format!("SELECT {key} AS key, checks FROM {table} WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2{lock}"),
+            &[Value::Int(now), Value::Int(limit)],
+        )
+        .await?;
+    let ids: Vec<&str> = claimed.iter().map(|r| r.key.as_str()).collect();
+    let each = tx.kind().json_rows(1);
+    tx.execute(
+        &format!("UPDATE {table} SET due_ms = $2 WHERE {key} IN (SELECT value->>0 FROM {each})"),
+        &[Value::from(keys_json(&ids)), Value::Int(lease_until)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Puts a claimed row back, to be taken up at `due_ms`.
+async fn ask_again(store: &EventStore, table: &str, key: &str, id: &str, due_ms: i64) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    tx.execute(
+        &format!("UPDATE {table} SET due_ms = $2, checks = checks + 1 WHERE {key} = $1"),
+        &[Value::from(id), Value::Int(due_ms)],
+    )
+    .await?;
+    tx.commit().await
 }
 
 /// Claims up to `limit` refunds due at `now`, earliest first, each leased until `lease_until`.
@@ -426,35 +466,33 @@ pub async fn claim_refunds(
     now: i64,
     limit: i64,
     lease_until: i64,
-) -> Result<Vec<ClaimedRefund>, StoreError> {
-    let mut tx = store.begin().await?;
-    let lock = skip_locked(tx.kind(), "");
-    let claimed: Vec<ClaimedRefund> = tx
-        .query_as(
-            &format!("SELECT refund_id, checks FROM charger_refunds WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2{lock}"),
-            &[Value::Int(now), Value::Int(limit)],
-        )
-        .await?;
-    let ids: Vec<&str> = claimed.iter().map(|r| r.refund_id.as_str()).collect();
-    let each = tx.kind().json_rows(1);
-    tx.execute(
-        &format!("UPDATE charger_refunds SET due_ms = $2 WHERE refund_id IN (SELECT value->>0 FROM {each})"),
-        &[Value::from(keys_json(&ids)), Value::Int(lease_until)],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(claimed)
+) -> Result<Vec<Claimed>, StoreError> {
+    claim(store, "charger_refunds", "refund_id", now, limit, lease_until).await
 }
 
-/// Counts one more question about a refund and makes it due again at `due_ms`.
+/// A refund claimed and left undecided is asked about again at `due_ms`.
 pub async fn ask_refund_again(store: &EventStore, refund_id: &str, due_ms: i64) -> Result<(), StoreError> {
-    let mut tx = store.begin().await?;
-    tx.execute(
-        "UPDATE charger_refunds SET due_ms = $2, checks = checks + 1 WHERE refund_id = $1",
-        &[Value::from(refund_id), Value::Int(due_ms)],
-    )
-    .await?;
-    tx.commit().await
+    ask_again(store, "charger_refunds", "refund_id", refund_id, due_ms).await
+}
+
+/// Whether any profit-sharing order is due at `now`.
+pub async fn any_share_due(store: &EventStore, now: i64) -> Result<bool, StoreError> {
+    any_due(store, "charger_shares", now).await
+}
+
+/// Claims up to `limit` profit-sharing orders due at `now`, each leased until `lease_until`.
+pub async fn claim_shares(
+    store: &EventStore,
+    now: i64,
+    limit: i64,
+    lease_until: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    claim(store, "charger_shares", "out_order_no", now, limit, lease_until).await
+}
+
+/// A profit-sharing order left undecided is sent again at `due_ms`.
+pub async fn ask_share_again(store: &EventStore, out_order_no: &str, due_ms: i64) -> Result<(), StoreError> {
+    ask_again(store, "charger_shares", "out_order_no", out_order_no, due_ms).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! The charger's workers: the attempts worker, which takes each started attempt to its one
-//! outcome at the provider, and the refunds worker, which carries out refunds asked for. Both
+//! outcome at the provider, the refunds worker, which carries out refunds asked for, and the
+//! profit-sharing worker, which shares settled charges among their receivers. Each
 //! claim due rows of their table (`store`), lease them, call the provider outside any
 //! transaction, and record what it said through `app`.
 //!
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 pub mod attempts;
 pub mod refunds;
+pub mod shares;
 
 /// The longest gap between two questions about an undecided attempt or refund.
 const MAX_GAP: Duration = Duration::from_secs(300);

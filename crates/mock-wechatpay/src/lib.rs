@@ -2,7 +2,8 @@
 //! (`/pay/pappayapply`, `/pay/paporderquery`, `/pay/orderquery`, `/papay/querycontract`,
 //! `/papay/deletecontract`, the daily statement `/pay/downloadbill`, the signing entries `/papay/entrustweb`, `/papay/h5entrustweb` and
 //! `/papay/preentrustweb`) and the v3 ones the platform uses (`/v3/papay/contracts/{id}/notify`
-//! and `…/fail-notify`, `/v3/refund/domestic/refunds`). Every v2 request's signature is checked
+//! and `…/fail-notify`, `/v3/refund/domestic/refunds`, the profit-sharing orders
+//! `/v3/profitsharing/orders` and their query). Every v2 request's signature is checked
 //! with the provider crate's `v2` code (verified against WeChat Pay's own worked example), every v3 request's
 //! `Authorization` against the merchant's public key, and v3 answers are signed with a platform
 //! key, as WeChat Pay signs them.
@@ -151,6 +152,8 @@ pub fn router_with(config: MockConfig, options: MockOptions) -> Router {
         .route("/v3/papay/contracts/{contract_id}/notify", post(v3::notify))
         .route("/v3/papay/contracts/{contract_id}/fail-notify", post(v3::fail_notify))
         .route("/v3/refund/domestic/refunds", post(v3::refund))
+        .route("/v3/profitsharing/orders", post(v3::profitsharing))
+        .route("/v3/profitsharing/orders/{out_order_no}", get(v3::profitsharing_query))
         .route("/mock/orders", get(orders))
         .route("/mock/signed", get(v2::signed))
         .layer(axum::middleware::from_fn_with_state(mock.clone(), count))
@@ -198,6 +201,8 @@ async fn orders(State(mock): State<Mock>) -> axum::Json<serde_json::Value> {
         "requests": book.requests,
         "refunded_fen": book.orders.values().map(|o| o.refunded_fen).sum::<i64>(),
         "refunds": book.refunds.len(),
+        "shared_fen": book.orders.values().map(|o| o.shared_fen).sum::<i64>(),
+        "profit_sharing_orders": book.shares.len(),
         "notices": book.notices.len(),
         "contracts": book.contracts.len(),
         "terminated_contracts": book.contracts.values().filter(|c| c.state == "1").count(),

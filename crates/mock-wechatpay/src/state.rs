@@ -27,6 +27,10 @@ pub(crate) struct Order {
     pub(crate) refunded_fen: i64,
     /// When it was applied for (Unix seconds): the day's statement it appears on.
     pub(crate) applied_secs: i64,
+    /// Applied for with `profit_sharing=Y`: it may be shared.
+    pub(crate) profit_sharing: bool,
+    /// What profit-sharing orders have paid out of it.
+    pub(crate) shared_fen: i64,
 }
 
 impl Order {
@@ -61,8 +65,20 @@ pub(crate) struct Refund {
     pub(crate) at_secs: i64,
 }
 
+/// A profit-sharing order: the order it shares, WeChat Pay's id, the receivers' shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Share {
+    pub(crate) transaction_id: String,
+    pub(crate) order_id: String,
+    /// (type, account, amount, description) of each receiver.
+    pub(crate) receivers: Vec<(String, String, i64, String)>,
+    pub(crate) at_secs: i64,
+}
+
 #[derive(Default)]
 pub(crate) struct Book {
+    /// Profit-sharing orders by `out_order_no`.
+    pub(crate) shares: HashMap<String, Share>,
     pub(crate) orders: HashMap<String, Order>,
     pub(crate) contracts: HashMap<String, Contract>,
     /// The notice each contract was given in this cycle, as (amount, days).

@@ -255,6 +255,8 @@ fn apply_answer(mock: &Mock, body: &str) -> String {
         sign_type,
         refunded_fen: 0,
         applied_secs: now_secs(),
+        profit_sharing: p.get("profit_sharing").map(String::as_str) == Some("Y"),
+        shared_fen: 0,
     };
     book.orders.insert(out_trade_no, order);
     drop(book);

@@ -151,6 +151,9 @@ fn v3_request(
         }
         Some(_) => {}
     }
+    if body.is_empty() && method == Method::GET {
+        return Ok(serde_json::Value::Null);
+    }
     let v: serde_json::Value = serde_json::from_str(body)
         .map_err(|e| Box::new(mock.v3_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", &format!("not JSON: {e}"))))?;
     Ok(v)
@@ -356,4 +359,144 @@ pub(crate) async fn refund(
                    "discount_refund": 0, "currency": "CNY"},
     });
     mock.v3_answer(StatusCode::OK, answer.to_string())
+}
+
+/// Receivers of one profit-sharing order at most, and the share of an order that may be shared
+/// (WeChat Pay's default maximum ratio, 30%).
+const MAX_RECEIVERS: usize = 50;
+const MAX_SHARE_PERCENT: i64 = 30;
+
+fn share_json(out_order_no: &str, s: &crate::state::Share) -> serde_json::Value {
+    let at = beijing_time(s.at_secs);
+    let when =
+        format!("{}-{}-{}T{}:{}:{}+08:00", &at[0..4], &at[4..6], &at[6..8], &at[8..10], &at[10..12], &at[12..14]);
+    let receivers: Vec<serde_json::Value> = s
+        .receivers
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, account, amount, description))| {
+            serde_json::json!({"amount": amount, "description": description, "type": kind, "account": account,
+                               "result": "SUCCESS", "fail_reason": "", "detail_id": format!("{}{i:02}", s.order_id),
+                               "create_time": when, "finish_time": when})
+        })
+        .collect();
+    serde_json::json!({"transaction_id": s.transaction_id, "out_order_no": out_order_no, "order_id": s.order_id,
+                       "state": "FINISHED", "receivers": receivers})
+}
+
+/// `POST /v3/profitsharing/orders`: shares a debited order made with `profit_sharing=Y` among
+/// at most 50 receivers, at most 30% of it in all, each receiver paid at once (`FINISHED`). The
+/// same `out_order_no` with the same receivers answers the order made before.
+pub(crate) async fn profitsharing(
+    State(mock): State<Mock>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let v = match v3_request(&mock, &method, &uri, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let bad = |code: &str, message: &str| mock.v3_error(StatusCode::BAD_REQUEST, code, message);
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    if text("appid") != mock.config.appid {
+        return bad("PARAM_ERROR", "appid does not match");
+    }
+    let (transaction_id, out_order_no) = (text("transaction_id"), text("out_order_no"));
+    if transaction_id.is_empty() || out_order_no.is_empty() || out_order_no.len() > 64 {
+        return bad("PARAM_ERROR", "transaction_id and out_order_no (at most 64 characters) are required");
+    }
+    if !v.get("unfreeze_unsplit").is_some_and(serde_json::Value::is_boolean) {
+        return bad("PARAM_ERROR", "unfreeze_unsplit is required");
+    }
+    let Some(list) = v.get("receivers").and_then(|r| r.as_array()).filter(|r| !r.is_empty()) else {
+        return bad("PARAM_ERROR", "receivers is required");
+    };
+    if list.len() > MAX_RECEIVERS {
+        return bad("PARAM_ERROR", "分账接收方超出上限");
+    }
+    let mut receivers = Vec::new();
+    for r in list {
+        let field = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let (kind, account, description) = (field("type"), field("account"), field("description"));
+        let amount = r.get("amount").and_then(|a| a.as_i64()).filter(|a| *a > 0);
+        match (kind.as_str(), amount) {
+            ("MERCHANT_ID" | "PERSONAL_OPENID", Some(amount)) if !account.is_empty() && !description.is_empty() => {
+                receivers.push((kind, account, amount, description));
+            }
+            _ => return bad("PARAM_ERROR", "each receiver needs type, account, a positive amount and description"),
+        }
+    }
+    mock.settle_due();
+    let Ok(mut book) = mock.book.lock() else {
+        return mock.v3_error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "mock state poisoned");
+    };
+    if let Some(earlier) = book.shares.get(&out_order_no) {
+        if earlier.transaction_id == transaction_id && earlier.receivers == receivers {
+            let answer = share_json(&out_order_no, earlier);
+            drop(book);
+            return mock.v3_answer(StatusCode::OK, answer.to_string());
+        }
+        drop(book);
+        return bad("INVALID_REQUEST", "商户分账单号重复");
+    }
+    let Some(no) = book.orders.iter().find(|(_, o)| o.transaction_id == transaction_id).map(|(no, _)| no.clone())
+    else {
+        drop(book);
+        return mock.v3_error(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在");
+    };
+    let order = book.orders[&no].clone();
+    let total: i64 = receivers.iter().map(|r| r.2).sum();
+    let refused = if order.trade_state != "SUCCESS" {
+        Some(("INVALID_REQUEST", "订单未支付"))
+    } else if !order.profit_sharing {
+        Some(("INVALID_REQUEST", "非分账订单不支持分账"))
+    } else if (order.shared_fen + total) * 100 > order.total_fee * MAX_SHARE_PERCENT {
+        Some(("INVALID_REQUEST", "分账金额超出最大分账比例"))
+    } else if order.shared_fen + total > order.total_fee - order.refunded_fen {
+        Some(("NOT_ENOUGH", "分账金额不足"))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refused {
+        drop(book);
+        return bad(code, message);
+    }
+    let share = crate::state::Share {
+        transaction_id,
+        order_id: format!("3008{:024}", u128::from(roll(mock.config.seed, &out_order_no)) % 10u128.pow(24)),
+        receivers,
+        at_secs: now_secs(),
+    };
+    let answer = share_json(&out_order_no, &share);
+    book.shares.insert(out_order_no, share);
+    if let Some(o) = book.orders.get_mut(&no) {
+        o.shared_fen += total;
+    }
+    drop(book);
+    mock.v3_answer(StatusCode::OK, answer.to_string())
+}
+
+/// `GET /v3/profitsharing/orders/{out_order_no}?transaction_id=…`: an order made before.
+pub(crate) async fn profitsharing_query(
+    State(mock): State<Mock>,
+    Path(out_order_no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(r) = v3_request(&mock, &method, &uri, &headers, &body) {
+        return *r;
+    }
+    let Ok(book) = mock.book.lock() else {
+        return mock.v3_error(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "mock state poisoned");
+    };
+    let found = book.shares.get(&out_order_no).map(|s| share_json(&out_order_no, s));
+    drop(book);
+    match found {
+        Some(answer) => mock.v3_answer(StatusCode::OK, answer.to_string()),
+        None => mock.v3_error(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "记录不存在"),
+    }
 }

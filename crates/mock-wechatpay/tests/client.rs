@@ -422,3 +422,53 @@ async fn signing_entries_are_signed_and_verify() {
     let full = client.preentrustweb(&signing(SigningChannel::WithPayment)).await.unwrap();
     assert!(full.miniprogram_path.contains(&full.pre_entrustweb_id));
 }
+
+/// Profit sharing: a deduction made with `profit_sharing=Y` is shared through
+/// `/v3/profitsharing/orders` (the same order number again answers the same order); WeChat
+/// Pay's limits are kept: at most 30% of the order, and an order made without the flag is not
+/// shared.
+#[tokio::test]
+async fn a_deduction_made_for_sharing_is_shared_once_within_the_ratio() {
+    use autodebit_provider::{ShareOutcome, ShareRequest};
+    let m = MockConfig::default();
+    let base = start(m.clone(), MockOptions::default()).await;
+    let sharing = WeChatPay::new(WeChatPayConfig { profit_sharing: true, ..config_for(&base, &m) }).unwrap();
+    let plain = WeChatPay::new(config_for(&base, &m)).unwrap();
+    assert!(sharing.shares_payments("m1") && !plain.shares_payments("m1"));
+
+    let a = attempt(1);
+    sharing.charge(&a).await;
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&sharing, &a).await else {
+        panic!("the deduction did not succeed")
+    };
+    let request = |out_order_no: &str, amounts: &[i64]| ShareRequest {
+        merchant_id: MerchantId::parse("m1").unwrap(),
+        charge_id: a.charge_id,
+        transaction_id: transaction_id.clone(),
+        out_order_no: out_order_no.into(),
+        receivers: amounts.iter().enumerate().map(|(i, fen)| (format!("19000001{i:02}"), *fen)).collect(),
+    };
+    // 30% of 19.90 is 5.97.
+    let ShareOutcome::Failed { code, message } = sharing.share(&request("ps1", &[500, 100])).await else {
+        panic!("more than 30% shared")
+    };
+    assert_eq!((code.as_str(), message.as_str()), ("INVALID_REQUEST", "分账金额超出最大分账比例"));
+    let ShareOutcome::Finished { order_id } = sharing.share(&request("ps2", &[199, 100])).await else {
+        panic!("not shared")
+    };
+    let again = sharing.share(&request("ps2", &[199, 100])).await;
+    assert_eq!(again, ShareOutcome::Finished { order_id }, "the same order answered again");
+
+    let b = attempt(1);
+    plain.charge(&b).await;
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&plain, &b).await else {
+        panic!("the deduction did not succeed")
+    };
+    let not_for_sharing = ShareRequest { transaction_id, out_order_no: "ps3".into(), ..request("ps3", &[100]) };
+    let ShareOutcome::Failed { code, message } = plain.share(&not_for_sharing).await else {
+        panic!("an order made without profit_sharing=Y was shared")
+    };
+    assert_eq!((code.as_str(), message.as_str()), ("INVALID_REQUEST", "非分账订单不支持分账"));
+    let report: serde_json::Value = reqwest::get(format!("{base}/mock/orders")).await.unwrap().json().await.unwrap();
+    assert_eq!((report["shared_fen"].as_i64(), report["profit_sharing_orders"].as_i64()), (Some(299), Some(1)));
+}

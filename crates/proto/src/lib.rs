@@ -95,6 +95,7 @@ impl events::v1::Event {
             Some(Kind::DiscrepancyFound(_)) => "DiscrepancyFound",
             Some(Kind::DiscrepancyEscalated(_)) => "DiscrepancyEscalated",
             Some(Kind::DiscrepancyResolved(_)) => "DiscrepancyResolved",
+            Some(Kind::ProfitSharingEnded(_)) => "ProfitSharingEnded",
             None => "Unknown",
         }
     }

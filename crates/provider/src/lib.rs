@@ -181,6 +181,30 @@ pub enum ProviderError {
     Unsupported(String),
 }
 
+/// A settled charge's profit-sharing splits, as one order at the provider (WeChat Pay's
+/// `/v3/profitsharing/orders`): the same `out_order_no` is shared once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRequest {
+    pub merchant_id: MerchantId,
+    pub charge_id: ChargeId,
+    /// The provider's id of the debit being shared.
+    pub transaction_id: String,
+    pub out_order_no: String,
+    /// Each receiver's account and share, in minor units.
+    pub receivers: Vec<(String, i64)>,
+}
+
+/// What a provider answered to a profit-sharing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareOutcome {
+    /// Every receiver was paid its share.
+    Finished { order_id: String },
+    /// Refused for good (a receiver not added, not enough left to share, …).
+    Failed { code: String, message: String },
+    /// Still processing, or the answer was lost: ask again with the same `out_order_no`.
+    Pending { reason: String },
+}
+
 /// Which day's statement of which merchant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementRequest {
@@ -203,6 +227,23 @@ pub trait Provider: Send + Sync {
     fn terminate<'a>(&'a self, termination: &'a Termination) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// The address the payer opens to sign (some channels ask the provider for it).
     fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>>;
+    /// Whether `merchant`'s payments are shared through this provider (else splits stay on the
+    /// platform's books).
+    fn shares_payments(&self, merchant: &str) -> bool {
+        let _ = merchant;
+        false
+    }
+    /// Shares a settled charge among its receivers (asked again with the same `out_order_no`,
+    /// it answers for the order made the first time).
+    fn share<'a>(&'a self, request: &'a ShareRequest) -> BoxFuture<'a, ShareOutcome> {
+        let _ = request;
+        Box::pin(async move {
+            ShareOutcome::Failed {
+                code: "UNSUPPORTED".into(),
+                message: format!("{} shares no payments with receivers", self.name()),
+            }
+        })
+    }
     /// The account a merchant's statement is of: what its lines name as the merchant
     /// (WeChat Pay's `mch_id`).
     fn statement_account(&self, merchant: &str) -> String {
@@ -242,6 +283,12 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     fn signing_url<'a>(&'a self, request: &'a SigningRequest) -> BoxFuture<'a, Result<String, ProviderError>> {
         (**self).signing_url(request)
+    }
+    fn share<'a>(&'a self, request: &'a ShareRequest) -> BoxFuture<'a, ShareOutcome> {
+        (**self).share(request)
+    }
+    fn shares_payments(&self, merchant: &str) -> bool {
+        (**self).shares_payments(merchant)
     }
     fn statement_account(&self, merchant: &str) -> String {
         (**self).statement_account(merchant)

@@ -97,6 +97,17 @@ impl<P: Provider> Provider for Limited<P> {
         self.inner.signing_url(request)
     }
 
+    fn share<'a>(&'a self, request: &'a crate::ShareRequest) -> BoxFuture<'a, crate::ShareOutcome> {
+        Box::pin(async move {
+            let _slot = self.slot(request.merchant_id.as_str(), false).await;
+            self.inner.share(request).await
+        })
+    }
+
+    fn shares_payments(&self, merchant: &str) -> bool {
+        self.inner.shares_payments(merchant)
+    }
+
     fn statement_account(&self, merchant: &str) -> String {
         self.inner.statement_account(merchant)
     }

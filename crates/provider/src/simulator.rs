@@ -276,6 +276,19 @@ impl Provider for Simulator {
         })
     }
 
+    fn shares_payments(&self, _: &str) -> bool {
+        true
+    }
+
+    /// Every share is paid at once.
+    fn share<'a>(&'a self, request: &'a crate::ShareRequest) -> BoxFuture<'a, crate::ShareOutcome> {
+        Box::pin(async move {
+            let key = fnv1a(request.out_order_no.as_bytes()) ^ self.config.seed;
+            self.wait(key).await;
+            crate::ShareOutcome::Finished { order_id: format!("simps{:016x}", mix(key)) }
+        })
+    }
+
     fn statement<'a>(
         &'a self,
         request: &'a StatementRequest,

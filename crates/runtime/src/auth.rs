@@ -281,6 +281,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.charger.v1.SettlementService/ListMerchantReviews", Audience::Operator),
     ("autodebit.charger.v1.SettlementService/ResolveMerchantReview", Audience::Operator),
     ("autodebit.charger.v1.SettlementService/ListReceipts", Audience::MerchantOrOperator),
+    ("autodebit.charger.v1.SettlementService/ListProfitSharingOrders", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.ReconciliationService/ReconcileStatement", Audience::Operator),
     ("autodebit.charger.v1.ReconciliationService/GetReconciliationReport", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.ReconciliationService/ListDiscrepancies", Audience::MerchantOrOperator),

@@ -74,6 +74,54 @@ fn review_from(r: &autodebit_eventstore::Row) -> pb::MerchantReview {
 
 #[tonic::async_trait]
 impl SettlementService for SettlementApi {
+    async fn list_profit_sharing_orders(
+        &self,
+        req: Request<pb::ListProfitSharingOrdersRequest>,
+    ) -> Result<Response<pb::ListProfitSharingOrdersResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.get_ref();
+        let (column, value) = match (r.batch_id.is_empty(), r.charge_id.is_empty()) {
+            (false, true) => ("batch_id", &r.batch_id),
+            (true, false) => ("charge_id", &r.charge_id),
+            _ => return Err(invalid("batch_id", "name a batch_id or a charge_id, one of them")),
+        };
+        let rows = self
+            .platform
+            .store
+            .query(
+                &format!(
+                    "SELECT out_order_no, merchant_id, charge_id, batch_id, amount, state, order_id, code, message,
+                            ended_at_ms
+                     FROM settlement_share_orders WHERE {column} = $1 ORDER BY out_order_no"
+                ),
+                &[Value::from(value)],
+            )
+            .await
+            .map_err(store_error)?;
+        let orders = rows
+            .iter()
+            .filter(|row| {
+                autodebit_domain::MerchantId::parse(row.text(1).unwrap_or_default()).is_ok_and(|m| who.may_see(&m))
+            })
+            .map(|row| {
+                let text = |i| row.text(i).unwrap_or_default().to_string();
+                pb::ProfitSharingOrder {
+                    out_order_no: text(0),
+                    merchant_id: text(1),
+                    charge_id: text(2),
+                    batch_id: text(3),
+                    amount: row.i64(4).unwrap_or(0),
+                    state: text(5),
+                    order_id: text(6),
+                    code: text(7),
+                    message: text(8),
+                    ended_at_ms: row.i64(9).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListProfitSharingOrdersResponse { orders }))
+    }
+
     async fn list_receipts(
         &self,
         req: Request<pb::ListReceiptsRequest>,

@@ -51,7 +51,7 @@ async fn pass(platform: &Platform, providers: &Providers) -> anyhow::Result<usiz
         return Ok(0);
     }
     let claimed = store::claim_refunds(&platform.store, now, CLAIM, now + LEASE.as_millis() as i64).await?;
-    let work = claimed.iter().map(|r| carry_out(platform, providers, &r.refund_id, r.checks));
+    let work = claimed.iter().map(|r| carry_out(platform, providers, &r.key, r.checks));
     for r in futures::future::join_all(work).await {
         if let Err(e) = r {
             tracing::warn!(error = format!("{e:#}"), "a refund will be tried again");

@@ -80,6 +80,10 @@ pub struct WeChatPayConfig {
     /// The longest a call may take; a deduction that times out is `Unknown`.
     pub timeout: Duration,
     pub v3: Option<V3Config>,
+    /// Deductions are made for profit sharing (`profit_sharing=Y`): the money stays frozen
+    /// until the settled charge's splits are shared (`/v3/profitsharing/orders`). The account
+    /// must have profit sharing enabled.
+    pub profit_sharing: bool,
 }
 
 impl WeChatPayConfig {
@@ -102,6 +106,7 @@ impl WeChatPayConfig {
             notice_days: 1,
             timeout: Duration::from_secs(10),
             v3: None,
+            profit_sharing: false,
         }
     }
 
@@ -885,6 +890,37 @@ impl WeChatPay {
     }
 }
 
+/// A profit-sharing order's answer: `FINISHED` with every receiver `SUCCESS` is done; a
+/// receiver `CLOSED` fails it (with its `fail_reason`); `PROCESSING` is asked again.
+fn share_outcome(path: &str, answer: &V3Answer) -> crate::ShareOutcome {
+    use crate::ShareOutcome;
+    if !(200..300).contains(&answer.status) {
+        let (code, message) = v3_error(&answer.body);
+        return match (answer.status, code.as_str()) {
+            (500.., _) | (_, "SYSTEM_ERROR") | (_, "FREQUENCY_LIMITED") | (_, "RATELIMIT_EXCEED") | (_, "") => {
+                ShareOutcome::Pending { reason: format!("{path}: HTTP {}: {code} {message}", answer.status) }
+            }
+            _ => ShareOutcome::Failed { code, message },
+        };
+    }
+    let v: serde_json::Value = match serde_json::from_str(&answer.body) {
+        Ok(v) => v,
+        Err(e) => return ShareOutcome::Pending { reason: format!("{path}: unreadable answer: {e}") },
+    };
+    let order_id = v["order_id"].as_str().unwrap_or_default().to_string();
+    let receivers = v["receivers"].as_array().cloned().unwrap_or_default();
+    if let Some(closed) = receivers.iter().find(|r| r["result"] == "CLOSED") {
+        return ShareOutcome::Failed {
+            code: closed["fail_reason"].as_str().unwrap_or("CLOSED").to_string(),
+            message: format!("receiver {} was not paid", closed["account"].as_str().unwrap_or_default()),
+        };
+    }
+    match v["state"].as_str() {
+        Some("FINISHED") if receivers.iter().all(|r| r["result"] == "SUCCESS") => ShareOutcome::Finished { order_id },
+        other => ShareOutcome::Pending { reason: format!("{path}: order {order_id} is {}", other.unwrap_or("?")) },
+    }
+}
+
 fn call_error(path: &str, e: CallError) -> ProviderError {
     match e {
         CallError::Missing(name) => {
@@ -934,6 +970,9 @@ impl Provider for WeChatPay {
             p.insert("notify_url".into(), self.config.notify_url.clone());
             p.insert("trade_type".into(), "PAP".into());
             p.insert("contract_id".into(), contract_id);
+            if self.config.profit_sharing {
+                p.insert("profit_sharing".into(), "Y".into());
+            }
             const REQUIRED: &[&str] = &[
                 "appid",
                 "mch_id",
@@ -1131,6 +1170,60 @@ impl Provider for WeChatPay {
                 SigningChannel::WithPayment => self.preentrustweb(request).await.map(|p| p.pre_entrustweb_id),
             }
         })
+    }
+
+    /// `POST /v3/profitsharing/orders` (the deduction was made with `profit_sharing=Y`): each
+    /// receiver a `MERCHANT_ID` when its account is all digits (a merchant number), else a
+    /// `PERSONAL_OPENID`; what is not shared is unfrozen to the merchant (`unfreeze_unsplit`).
+    /// An order made before (`out_order_no` again) is looked up instead
+    /// (`GET /v3/profitsharing/orders/{out_order_no}`).
+    fn share<'a>(&'a self, request: &'a crate::ShareRequest) -> BoxFuture<'a, crate::ShareOutcome> {
+        Box::pin(async move {
+            let path = "/v3/profitsharing/orders";
+            let receivers: Vec<serde_json::Value> = request
+                .receivers
+                .iter()
+                .map(|(account, amount)| {
+                    let kind = if !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit()) {
+                        "MERCHANT_ID"
+                    } else {
+                        "PERSONAL_OPENID"
+                    };
+                    serde_json::json!({"type": kind, "account": account, "amount": amount,
+                                       "description": format!("分账 {}", request.charge_id)})
+                })
+                .collect();
+            let body = serde_json::json!({
+                "appid": self.config.appid,
+                "transaction_id": request.transaction_id,
+                "out_order_no": request.out_order_no,
+                "receivers": receivers,
+                "unfreeze_unsplit": true,
+            })
+            .to_string();
+            let answer = match self.call_v3(reqwest::Method::POST, path, &body).await {
+                Ok(a) => a,
+                Err(e) => return crate::ShareOutcome::Pending { reason: e.to_string() },
+            };
+            let answer = if answer.status == 400 && v3_error(&answer.body).0 == "RESOURCE_ALREADY_EXISTS" {
+                let query = format!(
+                    "{path}/{}?transaction_id={}",
+                    path_segment(&request.out_order_no).unwrap_or_default(),
+                    request.transaction_id
+                );
+                match self.call_v3(reqwest::Method::GET, &query, "").await {
+                    Ok(a) => a,
+                    Err(e) => return crate::ShareOutcome::Pending { reason: e.to_string() },
+                }
+            } else {
+                answer
+            };
+            share_outcome(path, &answer)
+        })
+    }
+
+    fn shares_payments(&self, _: &str) -> bool {
+        self.config.profit_sharing
     }
 
     fn statement_account(&self, _: &str) -> String {
