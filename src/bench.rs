@@ -190,11 +190,8 @@ async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     use autodebit_domain::statement::{Entry, Reader, Writer};
     use autodebit_eventstore::Value;
     let tmp = tempfile::tempdir()?;
-    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
-    let store = EventStore::open(StoreOptions::new(&url)).await?;
-    let shutdown = autodebit_runtime::Shutdown::new();
-    let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
-    let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown: shutdown.clone() };
+    let (store, platform) = bench_platform(a.backend, a.database_url.as_deref(), tmp.path()).await?;
+    let shutdown = platform.shutdown.clone();
     store.migrate(&autodebit_charger::MIGRATIONS).await.context("charger tables")?;
     let merchant = "mch_bench";
     let now = platform.clock.now_ms();
@@ -483,6 +480,20 @@ struct BillingRunReport {
     ratio_to_append: f64,
 }
 
+/// A fresh benchmark database of `backend` and a platform on it with a test clock.
+async fn bench_platform(
+    backend: Backend,
+    database_url: Option<&str>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(EventStore, autodebit_runtime::Platform)> {
+    let url = bench_database(backend, database_url, dir).await;
+    let store = EventStore::open(StoreOptions::new(&url)).await?;
+    let shutdown = autodebit_runtime::Shutdown::new();
+    let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
+    let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown };
+    Ok((store, platform))
+}
+
 /// The process's peak resident set, from /proc (0 where there is none).
 fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -498,11 +509,8 @@ fn peak_rss_bytes() -> u64 {
 async fn billing_run(a: BillingRunArgs) -> anyhow::Result<()> {
     use autodebit_eventstore::Value;
     let tmp = tempfile::tempdir()?;
-    let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
-    let store = EventStore::open(StoreOptions::new(&url)).await?;
-    let shutdown = autodebit_runtime::Shutdown::new();
-    let clock = autodebit_runtime::PlatformClock::test(&store, &shutdown).await?;
-    let platform = autodebit_runtime::Platform { store: store.clone(), clock, shutdown: shutdown.clone() };
+    let (store, platform) = bench_platform(a.backend, a.database_url.as_deref(), tmp.path()).await?;
+    let shutdown = platform.shutdown.clone();
     store.migrate(&autodebit_scheduler::store::MIGRATIONS).await.context("scheduler tables")?;
 
     // N monthly schedules, signed a month ago, their notices given: every one is due now.

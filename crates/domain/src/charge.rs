@@ -311,6 +311,21 @@ pub enum ChargeError {
     RefundNotPending(String),
 }
 
+/// Whether a refund `refund_id` of `amount` may be asked for at all: the charge succeeded, the
+/// id is new, the amount positive and in the charge's currency.
+fn refundable(c: &Charge, refund_id: &str, amount: Money) -> Result<(), ChargeError> {
+    if c.status != ChargeStatus::Succeeded {
+        return Err(ChargeError::NotRefundable(c.status));
+    }
+    if c.refund(refund_id).is_some() {
+        return Err(ChargeError::RefundExists(refund_id.to_string()));
+    }
+    if amount.minor_units() <= 0 || amount.currency() != c.amount.currency() {
+        return Err(ChargeError::RefundAmount(c.amount));
+    }
+    Ok(())
+}
+
 pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Result<Vec<ChargeEvent>, ChargeError> {
     match (state, command) {
         (
@@ -331,15 +346,7 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
         }
         (None, _) => Err(ChargeError::NotScheduled),
         (Some(c), ChargeCommand::Refund { refund_id, amount, reason }) => {
-            if c.status != ChargeStatus::Succeeded {
-                return Err(ChargeError::NotRefundable(c.status));
-            }
-            if c.refund(&refund_id).is_some() {
-                return Err(ChargeError::RefundExists(refund_id));
-            }
-            if amount.minor_units() <= 0 || amount.currency() != c.amount.currency() {
-                return Err(ChargeError::RefundAmount(c.amount));
-            }
+            refundable(c, &refund_id, amount)?;
             let left = c.amount.minor_units() - c.refund_committed();
             if amount.minor_units() > left {
                 return Err(ChargeError::RefundTooLarge {
@@ -351,15 +358,7 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
             Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate: None, at: now }])
         }
         (Some(c), ChargeCommand::RefundDuplicate { refund_id, duplicate, amount }) => {
-            if c.status != ChargeStatus::Succeeded {
-                return Err(ChargeError::NotRefundable(c.status));
-            }
-            if c.refund(&refund_id).is_some() {
-                return Err(ChargeError::RefundExists(refund_id));
-            }
-            if amount.minor_units() <= 0 || amount.currency() != c.amount.currency() {
-                return Err(ChargeError::RefundAmount(c.amount));
-            }
+            refundable(c, &refund_id, amount)?;
             let reason = format!("duplicate debit {}", duplicate.out_trade_no);
             Ok(vec![ChargeEvent::RefundRequested { refund_id, amount, reason, duplicate: Some(duplicate), at: now }])
         }
