@@ -181,6 +181,9 @@ struct ReconcileReport {
     ratio_to_parse: f64,
     /// The process's peak resident set, seeding and all.
     peak_rss_bytes: u64,
+    /// The process's resident set as the reconciliation began, and its peak during it.
+    rss_before_reconcile_bytes: u64,
+    reconcile_peak_rss_bytes: u64,
 }
 
 /// `bench reconcile`: N succeeded charges of one day put straight into the books
@@ -262,6 +265,10 @@ async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
     let parse_rate = parsed as f64 / t.elapsed().as_secs_f64();
 
     let calendar = autodebit_domain::calendar::WorkingCalendar::china();
+    let peak_before = peak_rss_bytes();
+    // The peak from here on: Linux resets it on `5` written to clear_refs.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = rss_bytes();
     let t = Instant::now();
     let done =
         autodebit_charger::reconcile::reconcile(&platform, &calendar, merchant, merchant, date, "bench", open()?)
@@ -285,7 +292,9 @@ async fn reconcile(a: ReconcileArgs) -> anyhow::Result<()> {
         lines_per_second: rate.round(),
         parse_lines_per_second: parse_rate.round(),
         ratio_to_parse: (rate / parse_rate * 1000.0).round() / 1000.0,
-        peak_rss_bytes: peak_rss_bytes(),
+        reconcile_peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss_bytes().max(peak_before),
+        rss_before_reconcile_bytes: rss_before,
     };
     print_report(&report, a.json)
 }
@@ -496,10 +505,20 @@ async fn bench_platform(
 
 /// The process's peak resident set, from /proc (0 where there is none).
 fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// The process's resident set now.
+fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// A size line of /proc/self/status (`VmHWM:`, `VmRSS:`), in bytes.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let line = s.lines().find(|l| l.starts_with(field))?;
             let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
             Some(kb * 1024)
         })
