@@ -131,6 +131,16 @@ impl<'a> Matching<'a> {
             matched_elsewhere: Vec::new(),
             found: Vec::new(),
         };
+        // Sized once: a map that grows doubles, holding both sizes at once as it does.
+        let count = platform
+            .store
+            .query(
+                "SELECT COUNT(*) FROM settlement_items WHERE merchant_id = $1 AND succeeded_at_ms >= $2
+                   AND succeeded_at_ms < $3 AND kind = 'charge'",
+                &[Value::from(merchant), Value::Int(start), Value::Int(end)],
+            )
+            .await?;
+        m.charges.reserve(count.first().and_then(|r| r.i64(0)).unwrap_or(0).max(0) as usize);
         let (mut after_ms, mut after_id) = (start - 1, String::new());
         loop {
             let rows = platform
