@@ -117,7 +117,9 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
         entry(&no(1, 1), amounts[1] - 10),
         entry(&no(2, 1), amounts[2]),
         Entry { transaction_id: "4200dup".into(), ..entry(&no(2, 2), amounts[2]) },
-        entry("nobodys_order_1", 300),
+        entry("nobody's order 1", 300),
+        // The first charge's own order again: a duplicate, but not one to refund on its own.
+        entry(&no(0, 1), amounts[0]),
     ];
     let text = statement(&m.merchant_id, &lines);
     let request = |statement: Vec<u8>| ReconcileStatementRequest {
@@ -129,16 +131,21 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
         app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner().report.unwrap();
     assert_eq!(
         (got.lines, got.matched, got.short_payments, got.status_mismatches, got.duplicates),
-        (5, 2, 1, 1, 1),
+        (6, 2, 1, 1, 2),
         "{got:#?}"
     );
     assert_eq!((got.unknown_orders, got.amount_mismatches, got.duplicates_refunded), (1, 1, 1), "{got:#?}");
     let kinds: std::collections::BTreeMap<&str, &_> = got.discrepancies.iter().map(|d| (d.kind.as_str(), d)).collect();
     assert_eq!(kinds["amount_mismatch"].line, 3);
+    let dup = got.discrepancies.iter().find(|d| d.kind == "duplicate" && d.out_trade_no == no(2, 2)).unwrap();
+    let twice = got.discrepancies.iter().find(|d| d.kind == "duplicate" && d.out_trade_no == no(0, 1)).unwrap();
+    assert_eq!((twice.line, twice.state.as_str(), twice.refund_id.as_str()), (7, "open", ""), "{twice:?}");
+    let unknown = &kinds["unknown_order"].discrepancy_id;
+    assert!(unknown.starts_with("dc_") && !unknown.contains(' ') && !unknown.contains('\''), "{unknown}");
     assert_eq!((kinds["amount_mismatch"].statement_amount, kinds["amount_mismatch"].platform_amount), (490, 500));
-    assert_eq!((kinds["duplicate"].out_trade_no.as_str(), kinds["duplicate"].line), (no(2, 2).as_str(), 5));
-    assert_eq!(kinds["duplicate"].deadline_ms, kinds["duplicate"].found_at_ms, "a duplicate is handled at once");
-    assert_eq!((kinds["duplicate"].state.as_str(), kinds["duplicate"].resolution.as_str()), ("resolved", "refunded"));
+    assert_eq!(dup.line, 5);
+    assert_eq!(dup.deadline_ms, dup.found_at_ms, "a duplicate is handled at once");
+    assert_eq!((dup.state.as_str(), dup.resolution.as_str()), ("resolved", "refunded"));
     assert_eq!(kinds["short_payment"].charge_id, charges[3]);
     assert_eq!((kinds["short_payment"].line, kinds["short_payment"].evidence.as_str()), (0, "bank_statement"));
     assert_eq!(kinds["status_mismatch"].out_trade_no, refund.refund_id, "the refund the statement lacks");
@@ -150,7 +157,7 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     // Again: the same report, nothing found twice.
     let again =
         app.reconciliation().reconcile_statement(request(text.clone())).await.unwrap().into_inner().report.unwrap();
-    assert_eq!(again.discrepancies.len(), 5);
+    assert_eq!(again.discrepancies.len(), 6);
     let ids = |r: &ReconciliationReport| r.discrepancies.iter().map(|d| d.discrepancy_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&got));
 
@@ -166,11 +173,11 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let printed = &printed["report"];
-    assert_eq!((printed["matched"].as_str(), printed["duplicates"].as_str()), (Some("2"), Some("1")), "{printed}");
-    assert_eq!(printed["discrepancies"].as_array().map(Vec::len), Some(5));
+    assert_eq!((printed["matched"].as_str(), printed["duplicates"].as_str()), (Some("2"), Some("2")), "{printed}");
+    assert_eq!(printed["discrepancies"].as_array().map(Vec::len), Some(6));
 
     // The duplicate debit is paid back, as its own refund: the charge can still be refunded whole.
-    let duplicate_refund = kinds["duplicate"].refund_id.clone();
+    let duplicate_refund = dup.refund_id.clone();
     eventually("the duplicate's refund to succeed", 30, || {
         let mut client = app.charger();
         let id = duplicate_refund.clone();
@@ -197,11 +204,11 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     let before = report(&app, &m.api_key, "", &date).await.unwrap();
     let text_str = String::from_utf8(text.clone()).unwrap();
     let cut: String = text_str.lines().take(4).map(|l| format!("{l}\n")).collect();
-    let summed = text_str.replace("`5,", "`6,");
+    let summed = text_str.replace("`6,", "`7,");
     let renamed = text_str.replacen(COLUMNS[26], "优惠标记", 1);
     for (bad, line, what) in [
         (cut, "line 4", "cut short"),
-        (summed, "line 8", "总交易单数 says 6"),
+        (summed, "line 9", "总交易单数 says 7"),
         (renamed, "line 1", "unknown column"),
         (String::from_utf8(statement(&other.merchant_id, &lines)).unwrap(), "line 2", "another merchant"),
     ] {
@@ -239,7 +246,7 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
                 .ok()?
                 .into_inner()
                 .discrepancies;
-            (list.len() == 4).then_some(list)
+            (list.len() == 5).then_some(list)
         }
     })
     .await;

@@ -434,7 +434,17 @@ fn discrepancy_id(f: &pb::DiscrepancyFound, occurrence: usize) -> String {
     let kind = kind_from_pb(f.kind).map_or("unknown", Kind::name);
     let day = f.statement_date.replace('-', "");
     let again = if occurrence > 0 { format!("_{occurrence}") } else { String::new() };
-    format!("dc_{day}_{kind}_{}_{}{again}", f.merchant_id, f.out_trade_no)
+    // An order number as WeChat Pay allows them stands for itself; anything else a statement
+    // may hold (it is outside input) by a digest of it.
+    let no = &f.out_trade_no;
+    let plain = no.len() <= 64 && no.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*@".contains(&b));
+    let key = if plain {
+        no.clone()
+    } else {
+        use sha2::Digest;
+        format!("x{}", &hex::encode(sha2::Sha256::digest(no.as_bytes()))[..32])
+    };
+    format!("dc_{day}_{kind}_{}_{key}{again}", f.merchant_id)
 }
 
 pub fn discrepancy_stream(id: &str) -> String {
@@ -566,6 +576,12 @@ pub async fn reconcile<R: Read>(
 /// Asks for the refund of a duplicate debit and resolves its discrepancy with it.
 async fn refund_duplicate(platform: &Platform, f: &pb::DiscrepancyFound) -> anyhow::Result<()> {
     let charge = ChargeId::parse(&f.charge_id).map_err(|e| anyhow::anyhow!("{}: {e}", f.charge_id))?;
+    // The same order twice on a statement is not a second debit WeChat Pay could have made (it
+    // debits an order number once): paying it back would pay back the charge itself.
+    let own = app::load_charge(platform, charge).await?.and_then(|c| c.out_trade_no);
+    if own.as_deref() == Some(f.out_trade_no.as_str()) {
+        anyhow::bail!("{} is the charge's own order, twice on the statement: not refunded on its own", f.out_trade_no);
+    }
     let duplicate =
         charge::Duplicate { out_trade_no: f.out_trade_no.clone(), transaction_id: f.transaction_id.clone() };
     let refund_id = app::refund_duplicate(platform, charge, duplicate, f.statement_amount)
