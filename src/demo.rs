@@ -366,6 +366,12 @@ async fn drive(
         let request =
             ReconcileStatementRequest { merchant_id: merchant_id.clone(), date: today, statement: Vec::new() };
         reconciliation.reconcile_statement(authed(request, operator_key)?).await.context("reconciling the day")?;
+        // The duplicates' refunds paid back before the day ends, so they are resolved, not escalated.
+        wait_for("the day's refunds to end", Duration::from_secs(120), || async {
+            let left = store.query("SELECT COUNT(*) FROM charger_refunds", &[]).await?;
+            Ok(left.first().and_then(|r| r.i64(0)).unwrap_or(0) == 0)
+        })
+        .await?;
         autodebit_charger::reconcile::escalate_due(platform).await?;
         pb.inc(1);
     }

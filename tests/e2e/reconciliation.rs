@@ -134,7 +134,7 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
         (6, 2, 1, 1, 2),
         "{got:#?}"
     );
-    assert_eq!((got.unknown_orders, got.amount_mismatches, got.duplicates_refunded), (1, 1, 1), "{got:#?}");
+    assert_eq!((got.unknown_orders, got.amount_mismatches), (1, 1), "{got:#?}");
     let kinds: std::collections::BTreeMap<&str, &_> = got.discrepancies.iter().map(|d| (d.kind.as_str(), d)).collect();
     assert_eq!(kinds["amount_mismatch"].line, 3);
     let dup = got.discrepancies.iter().find(|d| d.kind == "duplicate" && d.out_trade_no == no(2, 2)).unwrap();
@@ -145,7 +145,6 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     assert_eq!((kinds["amount_mismatch"].statement_amount, kinds["amount_mismatch"].platform_amount), (490, 500));
     assert_eq!(dup.line, 5);
     assert_eq!(dup.deadline_ms, dup.found_at_ms, "a duplicate is handled at once");
-    assert_eq!((dup.state.as_str(), dup.resolution.as_str()), ("resolved", "refunded"));
     assert_eq!(kinds["short_payment"].charge_id, charges[3]);
     assert_eq!((kinds["short_payment"].line, kinds["short_payment"].evidence.as_str()), (0, "bank_statement"));
     assert_eq!(kinds["status_mismatch"].out_trade_no, refund.refund_id, "the refund the statement lacks");
@@ -176,7 +175,18 @@ async fn every_kind_of_discrepancy_is_found_once_and_handled(backend: Backend) {
     assert_eq!((printed["matched"].as_str(), printed["duplicates"].as_str()), (Some("2"), Some("2")), "{printed}");
     assert_eq!(printed["discrepancies"].as_array().map(Vec::len), Some(6));
 
-    // The duplicate debit is paid back, as its own refund: the charge can still be refunded whole.
+    // The duplicate debit is paid back, as its own refund, and then resolved; the charge's own
+    // order twice is left to an operator. The charge can still be refunded whole.
+    let settled = eventually("the duplicate refunded", 30, || {
+        let app = &app;
+        let (key, date) = (m.api_key.clone(), date.clone());
+        async move { report(app, &key, "", &date).await.ok().filter(|r| r.duplicates_refunded == 1) }
+    })
+    .await;
+    let dup = settled.discrepancies.iter().find(|d| d.discrepancy_id == dup.discrepancy_id).unwrap();
+    assert_eq!((dup.state.as_str(), dup.resolution.as_str()), ("resolved", "refunded"));
+    let twice = settled.discrepancies.iter().find(|d| d.discrepancy_id == twice.discrepancy_id).unwrap();
+    assert_eq!((twice.state.as_str(), twice.refund_id.as_str()), ("open", ""), "{twice:?}");
     let duplicate_refund = dup.refund_id.clone();
     eventually("the duplicate's refund to succeed", 30, || {
         let mut client = app.charger();

@@ -224,6 +224,11 @@ pub async fn refund(
     Ok(Refunded { charge, refund_id, duplicate: false })
 }
 
+/// The refund of a duplicate debit of charge `id`: the same debit, the same refund.
+pub fn duplicate_refund_id(id: ChargeId, duplicate: &charge::Duplicate) -> String {
+    charge::refund_id(id, &format!("duplicate:{}:{}", duplicate.out_trade_no, duplicate.transaction_id))
+}
+
 /// Pays back a second debit of the charge `id` that reconciliation found (`amount` taken under
 /// `duplicate`'s order number, in the charge's currency); asked for once per debit. The
 /// refund's id.
@@ -233,8 +238,7 @@ pub async fn refund_duplicate(
     duplicate: charge::Duplicate,
     minor_units: i64,
 ) -> Result<String, AppError> {
-    let key = format!("duplicate:{}:{}", duplicate.out_trade_no, duplicate.transaction_id);
-    let refund_id = charge::refund_id(id, &key);
+    let refund_id = duplicate_refund_id(id, &duplicate);
     let c = load_charge(platform, id).await?.ok_or(AppError::NotFound(id))?;
     let amount = Money::new(minor_units, c.amount.currency());
     if c.refund(&refund_id).is_none() {

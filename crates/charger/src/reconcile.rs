@@ -8,8 +8,9 @@
 //! day's succeeded charges, not with the file. Nothing is written until the whole statement has
 //! been read and found whole and adding up: a refused statement changes nothing. Then, in one
 //! transaction, `StatementReconciled` (the day's report) and each new discrepancy are appended
-//! with their table rows. A duplicate debit is refunded at once (`app::refund_duplicate`) and
-//! its discrepancy resolved by that refund; a short payment whose line turns up on a later
+//! with their table rows. A duplicate debit's refund is asked for at once (`app::refund_duplicate`,
+//! asked again after a crash: `settle_duplicates`) and its discrepancy resolved once the refund
+//! has succeeded; a short payment whose line turns up on a later
 //! day's statement is resolved by it; the others wait for an operator with the evidence, and
 //! are escalated (`DiscrepancyEscalated`) when their deadline passes open.
 use crate::{Providers, app, settlement};
@@ -52,7 +53,7 @@ pub struct Reconciled {
     pub report: pb::StatementReconciled,
     /// Every discrepancy of this statement, including those found by an earlier run of it.
     pub discrepancies: Vec<pb::DiscrepancyFound>,
-    /// Duplicate debits whose refund was asked for by this run.
+    /// Refunds of duplicate debits asked for as this run ended.
     pub refunds_asked: usize,
 }
 
@@ -237,7 +238,8 @@ impl<'a> Matching<'a> {
     /// Matches one line of the statement.
     async fn line(&mut self, line: &autodebit_domain::statement::Line) -> anyhow::Result<()> {
         let refund = line.state == "REFUND";
-        if !refund && line.state != "SUCCESS" {
+        let refund_not_paid = refund && !line.refund_state.is_empty() && line.refund_state != "SUCCESS";
+        if (!refund && line.state != "SUCCESS") || refund_not_paid {
             // Not money that moved (an order closed or revoked): nothing to match.
             return Ok(());
         }
@@ -510,12 +512,12 @@ pub async fn reconcile<R: Read>(
         .await?;
     apply(&mut tx, &reconciled).await?;
     let mut discrepancies = Vec::with_capacity(found.len());
-    let mut new_duplicates = Vec::new();
     for f in found {
         let known = tx
             .query(
-                "SELECT found_at_ms, deadline_ms FROM reconciliation_discrepancies WHERE discrepancy_id = $1",
-                &[Value::from(&f.discrepancy_id)],
+                "SELECT found_at_ms, deadline_ms FROM reconciliation_discrepancies
+                 WHERE discrepancy_id = $1 AND merchant_id = $2",
+                &[Value::from(&f.discrepancy_id), Value::from(merchant)],
             )
             .await?;
         if let Some(k) = known.first() {
@@ -529,9 +531,6 @@ pub async fn reconcile<R: Read>(
         let kind = EventKind::DiscrepancyFound(f.clone());
         tx.append(&discrepancy_stream(&f.discrepancy_id), ExpectedVersion::NoStream, vec![event(kind.clone())]).await?;
         apply(&mut tx, &kind).await?;
-        if f.kind == pb::DiscrepancyKind::Duplicate as i32 {
-            new_duplicates.push(f.clone());
-        }
         tracing::warn!(
             merchant,
             date = %date,
@@ -547,7 +546,7 @@ pub async fn reconcile<R: Read>(
         let open = tx
             .query(
                 "SELECT discrepancy_id FROM reconciliation_discrepancies
-                 WHERE item_id = $1 AND kind = 'short_payment' AND state <> 'resolved'",
+                 WHERE item_id = $1 AND line = 0 AND state <> 'resolved'",
                 &[Value::from(item)],
             )
             .await?;
@@ -559,39 +558,59 @@ pub async fn reconcile<R: Read>(
     }
     tx.commit().await?;
 
-    let mut refunds_asked = 0;
-    for f in new_duplicates {
-        match refund_duplicate(platform, &f).await {
-            Ok(()) => refunds_asked += 1,
-            Err(e) => tracing::error!(
-                discrepancy = f.discrepancy_id,
-                error = format!("{e:#}"),
-                "the duplicate debit could not be refunded; it waits for an operator"
-            ),
-        }
-    }
+    let refunds_asked = settle_duplicates(platform, merchant).await?;
     Ok(Reconciled { report, discrepancies, refunds_asked })
 }
 
-/// Asks for the refund of a duplicate debit and resolves its discrepancy with it.
-async fn refund_duplicate(platform: &Platform, f: &pb::DiscrepancyFound) -> anyhow::Result<()> {
-    let charge = ChargeId::parse(&f.charge_id).map_err(|e| anyhow::anyhow!("{}: {e}", f.charge_id))?;
-    // The same order twice on a statement is not a second debit WeChat Pay could have made (it
-    // debits an order number once): paying it back would pay back the charge itself.
-    let own = app::load_charge(platform, charge).await?.and_then(|c| c.out_trade_no);
-    if own.as_deref() == Some(f.out_trade_no.as_str()) {
-        anyhow::bail!("{} is the charge's own order, twice on the statement: not refunded on its own", f.out_trade_no);
+/// Takes the unresolved duplicate debits of `merchant` ("" for every merchant) a step on: the
+/// refund of each is asked for if it was not (so one lost to a crash is asked for again), and
+/// once it has succeeded the discrepancy is resolved `refunded`. Only a debit under another of
+/// the charge's order numbers is paid back on its own, never the charge's own order, a refund
+/// line, or more than the charge took; those wait for an operator. How many refunds it asked for.
+pub async fn settle_duplicates(platform: &Platform, merchant: &str) -> anyhow::Result<usize> {
+    let rows = platform
+        .store
+        .query(
+            "SELECT discrepancy_id, merchant_id, charge_id, out_trade_no, transaction_id, statement_amount
+             FROM reconciliation_discrepancies
+             WHERE kind = 'duplicate' AND state <> 'resolved' AND item_id = charge_id AND ($1 = '' OR merchant_id = $1)
+             ORDER BY found_at_ms LIMIT 500",
+            &[Value::from(merchant)],
+        )
+        .await?;
+    let mut asked = 0;
+    for r in rows {
+        let text = |i| r.text(i).unwrap_or_default().to_string();
+        let (id, owner, charge, out_trade_no, transaction_id) = (text(0), text(1), text(2), text(3), text(4));
+        let amount = r.i64(5).unwrap_or(0);
+        let Ok(charge) = ChargeId::parse(&charge) else { continue };
+        let Some(c) = app::load_charge(platform, charge).await? else { continue };
+        let own = c.out_trade_no.as_deref() == Some(out_trade_no.as_str());
+        if c.merchant_id.as_str() != owner || own || amount <= 0 || amount > c.amount.minor_units() {
+            continue;
+        }
+        let duplicate = charge::Duplicate { out_trade_no, transaction_id };
+        let refund_id = app::duplicate_refund_id(charge, &duplicate);
+        match c.refund(&refund_id).map(|r| r.status) {
+            None => match app::refund_duplicate(platform, charge, duplicate, amount).await {
+                Ok(_) => asked += 1,
+                Err(e) => tracing::error!(
+                    discrepancy = id,
+                    error = %e,
+                    "the duplicate debit could not be refunded; it waits for an operator"
+                ),
+            },
+            Some(RefundStatus::Succeeded) => {
+                let now = platform.clock.now_ms();
+                let mut tx = platform.store.begin().await?;
+                resolve_in(&mut tx, &id, &owner, "refunded", "paid back", &refund_id, now).await?;
+                tx.commit().await?;
+            }
+            // Still being paid back; or refused, which the escalation brings to an operator.
+            Some(_) => {}
+        }
     }
-    let duplicate =
-        charge::Duplicate { out_trade_no: f.out_trade_no.clone(), transaction_id: f.transaction_id.clone() };
-    let refund_id = app::refund_duplicate(platform, charge, duplicate, f.statement_amount)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let now = platform.clock.now_ms();
-    let mut tx = platform.store.begin().await?;
-    resolve_in(&mut tx, &f.discrepancy_id, &f.merchant_id, "refunded", "refunded at once", &refund_id, now).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(asked)
 }
 
 /// Appends `DiscrepancyResolved` (unless it is resolved already) and updates its row.
@@ -626,12 +645,16 @@ pub async fn resolve_in(
 
 /// Escalates the open discrepancies whose deadline has passed; how many.
 pub async fn escalate_due(platform: &Platform) -> anyhow::Result<usize> {
+    settle_duplicates(platform, "").await?;
     let now = platform.clock.now_ms();
     let due = platform
         .store
         .query(
+            // A duplicate is due at once, and its refund is asked for as it is found: it is
+            // escalated only if a minute later it still is not (the refund could not be asked for).
             "SELECT discrepancy_id, merchant_id FROM reconciliation_discrepancies
-             WHERE state = 'open' AND deadline_ms <= $1 ORDER BY deadline_ms LIMIT 500",
+             WHERE state = 'open' AND deadline_ms <= $1 - (CASE WHEN kind = 'duplicate' THEN 60000 ELSE 0 END)
+             ORDER BY deadline_ms LIMIT 500",
             &[Value::Int(now)],
         )
         .await?;

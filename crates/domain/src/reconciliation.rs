@@ -101,7 +101,8 @@ pub enum Booked {
 /// What a trade line (the provider took `amount` under `out_trade_no`) is against the books;
 /// `None`: it agrees. `seen_before`: the same order number came earlier in this statement.
 pub fn trade(out_trade_no: &str, amount: i64, booked: &Booked, seen_before: bool) -> Option<Kind> {
-    if seen_before {
+    // Twice on the statement is a second debit of a charge only if the charge took money.
+    if seen_before && matches!(booked, Booked::Succeeded { .. }) {
         return Some(Kind::Duplicate);
     }
     match booked {
@@ -121,7 +122,8 @@ pub fn trade(out_trade_no: &str, amount: i64, booked: &Booked, seen_before: bool
 
 /// What a refund line (the provider paid back `amount`) is against the books.
 pub fn refund(amount: i64, booked: &Booked, seen_before: bool) -> Option<Kind> {
-    if seen_before {
+    // Twice on the statement is money paid back twice only if it was paid back at all.
+    if seen_before && matches!(booked, Booked::Refunded { .. }) {
         return Some(Kind::Duplicate);
     }
     match booked {
@@ -143,6 +145,11 @@ mod tests {
         assert_eq!(trade("a_1", 90, &ok, false), Some(Kind::AmountMismatch));
         assert_eq!(trade("a_2", 100, &ok, false), Some(Kind::Duplicate), "another attempt debited too");
         assert_eq!(trade("a_1", 100, &ok, true), Some(Kind::Duplicate), "the same order twice");
+        assert_eq!(trade("zz", 100, &Booked::Nothing, true), Some(Kind::UnknownOrder), "twice, and still unknown");
+        let failed = Booked::NotSucceeded { amount: 100 };
+        assert_eq!(trade("a_1", 100, &failed, true), Some(Kind::StatusMismatch), "twice, and took nothing");
+        assert_eq!(refund(50, &Booked::Refunded { amount: 50 }, true), Some(Kind::Duplicate));
+        assert_eq!(refund(50, &Booked::Nothing, true), Some(Kind::UnknownOrder));
         assert_eq!(trade("a_1", 100, &Booked::NotSucceeded { amount: 100 }, false), Some(Kind::StatusMismatch));
         assert_eq!(trade("zz", 100, &Booked::Nothing, false), Some(Kind::UnknownOrder));
         assert_eq!(refund(50, &Booked::Refunded { amount: 50 }, false), None);

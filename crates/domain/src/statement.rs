@@ -340,7 +340,7 @@ impl<W: std::io::Write> Writer<W> {
             &format_amount(back, 2),
             "",
         ];
-        let line: Vec<String> = fields.iter().map(|f| format!("`{}", f.replace([',', '\n', '`'], " "))).collect();
+        let line: Vec<String> = fields.iter().map(|f| format!("`{}", f.replace([',', '\n', '\r', '`'], " "))).collect();
         writeln!(self.out, "{}", line.join(","))?;
         self.sums.trades += 1;
         self.sums.amount += settled;

@@ -100,8 +100,19 @@ impl Simulator {
         let Some(book) = &self.book else {
             return Err(ProviderError::Unsupported("this simulator keeps no book of its debits".into()));
         };
+        // Every charge the book ever debited (any day): a declined attempt of one of them is
+        // not to be shown as paid, which would make the charge's real debit look doubled.
+        let mut paid: std::collections::HashSet<ChargeId> = std::collections::HashSet::new();
         let day: Vec<(Entry, bool)> = {
             let entries = book.entries.lock().map_err(|_| ProviderError::Transport("the book is poisoned".into()))?;
+            for b in entries.get(request.merchant_id.as_str()).into_iter().flatten() {
+                if !b.declined
+                    && b.entry.refund.is_none()
+                    && let Some((c, _)) = ChargeId::from_out_trade_no(&b.entry.out_trade_no)
+                {
+                    paid.insert(c);
+                }
+            }
             let mut day: Vec<(i64, Entry, bool)> = entries
                 .get(request.merchant_id.as_str())
                 .into_iter()
@@ -130,9 +141,7 @@ impl Simulator {
                 }
                 lines.remove(first);
             }
-            // A declined attempt of a charge that took nothing that day, shown as paid.
-            let paid: std::collections::HashSet<ChargeId> =
-                lines.iter().filter_map(|e| ChargeId::from_out_trade_no(&e.out_trade_no).map(|(c, _)| c)).collect();
+            // A declined attempt of a charge that took nothing (so far), shown as paid.
             if let Some((e, _)) = day.iter().rev().find(|(e, declined)| {
                 *declined && ChargeId::from_out_trade_no(&e.out_trade_no).is_some_and(|(c, _)| !paid.contains(&c))
             }) {

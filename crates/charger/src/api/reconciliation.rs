@@ -154,7 +154,7 @@ impl ReconciliationService for ReconciliationApi {
             }
             Err(ReconcileError::Other(e)) => return Err(internal(format!("{e:#}"))),
         }
-        let report = report(&self.platform, &r.merchant_id, &r.date).await?;
+        let report = report(&self.platform, &r.merchant_id, &date.to_string()).await?;
         let report = report.ok_or_else(|| internal("the report just written is missing"))?;
         Ok(Response::new(pb::ReconcileStatementResponse { report: Some(report) }))
     }
@@ -169,8 +169,8 @@ impl ReconciliationService for ReconciliationApi {
             .scope(&r.merchant_id)
             .map_err(|e| invalid("merchant_id", e))?
             .ok_or_else(|| invalid("merchant_id", "name the merchant"))?;
-        day(&r.date)?;
-        match report(&self.platform, &merchant, &r.date).await? {
+        let date = day(&r.date)?.to_string();
+        match report(&self.platform, &merchant, &date).await? {
             Some(report) => Ok(Response::new(pb::GetReconciliationReportResponse { report: Some(report) })),
             None => Err(Status::not_found(format!("date: no reconciliation of {} for this merchant", r.date))),
         }

@@ -116,6 +116,8 @@ async fn carry_out(platform: &Platform, providers: &Providers, out_order_no: &st
         Ok(_) => apply(&mut tx, &kind).await?,
         // Recorded before (by a pass that died before dropping the row).
         Err(autodebit_eventstore::StoreError::Conflict { .. }) => {
+            // The one writer is this transaction's until it goes.
+            drop(tx);
             tx = platform.store.begin().await?;
             tx.execute("DELETE FROM charger_shares WHERE out_order_no = $1", &[Value::from(out_order_no)]).await?;
         }
