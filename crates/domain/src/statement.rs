@@ -205,10 +205,15 @@ impl<R: Read> Reader<R> {
         if line.out_trade_no.is_empty() {
             return Err(self.err("商户订单号 is empty"));
         }
-        self.sums.trades += 1;
-        self.sums.amount += line.amount;
-        self.sums.refunds += line.refund_amount;
-        self.sums.fees += line.fee;
+        let sums = (|| {
+            Some(Totals {
+                trades: self.sums.trades.checked_add(1)?,
+                amount: self.sums.amount.checked_add(line.amount)?,
+                refunds: self.sums.refunds.checked_add(line.refund_amount)?,
+                fees: self.sums.fees.checked_add(line.fee)?,
+            })
+        })();
+        self.sums = sums.ok_or_else(|| self.err("the amounts add up past what can be counted"))?;
         Ok(Some(line))
     }
 

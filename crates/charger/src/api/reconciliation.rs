@@ -6,6 +6,7 @@ use autodebit_domain::calendar::WorkingCalendar;
 use autodebit_domain::reconciliation::Kind;
 use autodebit_eventstore::Value;
 use autodebit_proto::charger::v1::{self as pb, reconciliation_service_server::ReconciliationService};
+use autodebit_provider::ProviderError;
 use autodebit_runtime::Platform;
 use autodebit_runtime::auth::caller;
 use autodebit_runtime::grpc::{internal, invalid, store_error};
@@ -148,7 +149,16 @@ impl ReconciliationService for ReconciliationApi {
         };
         match done {
             Ok(_) => {}
-            Err(ReconcileError::Statement(e)) => return Err(invalid("statement", e)),
+            Err(ReconcileError::Statement(e)) if !r.statement.is_empty() => return Err(invalid("statement", e)),
+            // The provider's own statement did not read: nothing the caller sent was wrong.
+            Err(ReconcileError::Statement(e)) => {
+                return Err(Status::failed_precondition(format!("the provider's statement of {date} is refused: {e}")));
+            }
+            Err(ReconcileError::Provider(ProviderError::Transport(e))) => {
+                return Err(Status::unavailable(format!(
+                    "the provider could not be reached for {date}'s statement: {e}"
+                )));
+            }
             Err(ReconcileError::Provider(e)) => {
                 return Err(Status::failed_precondition(format!("the provider gave no statement for {date}: {e}")));
             }
