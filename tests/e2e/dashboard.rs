@@ -221,7 +221,9 @@ async fn the_dashboard_draws_what_the_api_answers() {
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let value = cookie.split(';').next().unwrap().to_string();
     assert_eq!(get_with(&base, &value).await.0, 200);
-    let forged = format!("{}0", &value[..value.len() - 1]);
+    // Its last character changed (to another one: a value ending in 0 becomes one ending in 1).
+    let flipped = if value.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{flipped}", &value[..value.len() - 1]);
     let (status, body) = get_with(&base, &forged).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("session"), "{body}");
