@@ -543,13 +543,24 @@ pub async fn review_refund_rates(platform: &Platform) -> anyhow::Result<usize> {
 /// Closes due batches, looks at refund rates, reconciles the days whose statement is ready and
 /// escalates discrepancies past their deadline, every tick until shutdown.
 pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>, providers: Arc<crate::Providers>) {
+    // The daily reconciliation on a loop of its own: fetching a statement may take a minute,
+    // which is not to hold the batches back.
+    let (daily, daily_calendar) = (platform.clone(), calendar.clone());
     tokio::spawn(async move {
         let mut tried = std::collections::HashMap::new();
         loop {
-            if let Err(e) = crate::reconcile::reconcile_due(&platform, &providers, &calendar, &mut tried).await {
+            if let Err(e) = crate::reconcile::reconcile_due(&daily, &providers, &daily_calendar, &mut tried).await {
                 tracing::error!(error = format!("{e:#}"), "the daily reconciliation failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
             }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = daily.shutdown.wait() => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
             if let Err(e) = review_refund_rates(&platform).await {
                 tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
