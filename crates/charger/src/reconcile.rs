@@ -17,6 +17,7 @@ use crate::{Providers, app, settlement};
 use autodebit_domain::ChargeId;
 use autodebit_domain::calendar::WorkingCalendar;
 use autodebit_domain::charge::{self, ChargeStatus, RefundStatus};
+pub use autodebit_domain::reconciliation::day_bounds;
 use autodebit_domain::reconciliation::{self as rules, Booked, Kind};
 use autodebit_domain::statement::{Reader, StatementError};
 use autodebit_eventstore::{ExpectedVersion, Tx, Value};
@@ -25,7 +26,7 @@ use autodebit_proto::events::v1 as pb;
 use autodebit_provider::{ProviderError, StatementRequest};
 use autodebit_runtime::Platform;
 use autodebit_runtime::codec::{Cause, encode};
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek};
 
@@ -76,17 +77,6 @@ pub fn kind_from_pb(raw: i32) -> Option<Kind> {
         pb::DiscrepancyKind::AmountMismatch => Kind::AmountMismatch,
         pb::DiscrepancyKind::Unspecified => return None,
     })
-}
-
-/// The first and last millisecond (exclusive) of `date` in Beijing.
-pub fn day_bounds(date: NaiveDate) -> (i64, i64) {
-    let at = |d: NaiveDate| {
-        settlement::ZONE
-            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .earliest()
-            .map_or(0, |t| t.timestamp_millis())
-    };
-    (at(date), at(date.succ_opt().unwrap_or(date)))
 }
 
 /// A charge of the day as the books have it: 24 bytes (the currency an index into
@@ -860,10 +850,12 @@ pub async fn reconcile_due(
         let due = platform
             .store
             .query(
-                "SELECT DISTINCT i.merchant_id FROM settlement_items i
-                 WHERE i.succeeded_at_ms >= $1 AND i.succeeded_at_ms < $2
+                // Per merchant, one probe of its (merchant, time) index: not a scan of the day.
+                "SELECT m.merchant_id FROM settlement_merchants m
+                 WHERE EXISTS (SELECT 1 FROM settlement_items i WHERE i.merchant_id = m.merchant_id
+                                 AND i.succeeded_at_ms >= $1 AND i.succeeded_at_ms < $2)
                    AND NOT EXISTS (SELECT 1 FROM reconciliation_reports r
-                                   WHERE r.merchant_id = i.merchant_id AND r.statement_date = $3)",
+                                   WHERE r.merchant_id = m.merchant_id AND r.statement_date = $3)",
                 &[Value::Int(start), Value::Int(end), Value::from(day.to_string())],
             )
             .await?;

@@ -70,17 +70,19 @@ pub fn deadline_ms(calendar: &WorkingCalendar, kind: Kind, found_ms: i64) -> i64
     if days == 0 {
         return found_ms;
     }
-    let zone = chrono_tz::Asia::Shanghai;
-    let found = crate::clock::from_millis(found_ms).with_timezone(&zone).date_naive();
-    let last = calendar.add_working_days(found, days);
-    midnight_after(last, zone)
+    let found = crate::clock::from_millis(found_ms).with_timezone(&chrono_tz::Asia::Shanghai).date_naive();
+    day_bounds(calendar.add_working_days(found, days)).1
 }
 
-fn midnight_after(day: NaiveDate, zone: chrono_tz::Tz) -> i64 {
-    let next = day.succ_opt().unwrap_or(day);
-    zone.from_local_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
-        .earliest()
-        .map_or(i64::MAX, |t| t.timestamp_millis())
+/// The first and last millisecond (exclusive) of `date` in Beijing.
+pub fn day_bounds(date: NaiveDate) -> (i64, i64) {
+    let at = |d: NaiveDate| {
+        chrono_tz::Asia::Shanghai
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .earliest()
+            .map_or(0, |t| t.timestamp_millis())
+    };
+    (at(date), at(date.succ_opt().unwrap_or(date)))
 }
 
 /// What the books hold of the order a statement line names.

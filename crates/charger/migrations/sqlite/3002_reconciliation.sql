@@ -3,8 +3,6 @@
 
 -- The order number the charge succeeded under ('' for refunds and for older items).
 ALTER TABLE settlement_items ADD COLUMN out_trade_no TEXT NOT NULL DEFAULT '';
--- Which merchants had money move on a day: the days the daily reconciliation takes up.
-CREATE INDEX settlement_items_day ON settlement_items (succeeded_at_ms);
 
 -- The latest reconciliation of each merchant's statement of each day.
 CREATE TABLE reconciliation_reports (
