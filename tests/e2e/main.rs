@@ -30,6 +30,7 @@ mod notices_crash;
 mod readme;
 mod reconciliation;
 mod refunds;
+mod risk;
 mod run_sqlite;
 mod scheduler;
 mod serve_postgres;

@@ -56,6 +56,7 @@ fn charge_to_pb(c: &Charge, version: u64) -> pb::Charge {
             ChargeStatus::Succeeded => pb::ChargeState::Succeeded,
             ChargeStatus::Failed => pb::ChargeState::Failed,
             ChargeStatus::Rejected => pb::ChargeState::Rejected,
+            ChargeStatus::Held => pb::ChargeState::Held,
         } as i32,
         provider_transaction_id: c.provider_transaction_id.clone().unwrap_or_default(),
         provider_code: c.code.clone().unwrap_or_default(),
@@ -65,6 +66,9 @@ fn charge_to_pb(c: &Charge, version: u64) -> pb::Charge {
         refunded: Some(codec::money_to_pb(c.refunds_in(RefundStatus::Succeeded))),
         refund_pending: Some(codec::money_to_pb(c.refunds_in(RefundStatus::Requested))),
         refunds: c.refunds.iter().map(|r| refund_to_pb(c, r)).collect(),
+        hold_rule: c.hold.as_ref().map(|h| h.reason.rule.clone()).unwrap_or_default(),
+        hold_expires_at_ms: c.hold.as_ref().map_or(0, |h| h.expires_at.timestamp_millis()),
+        hold_released_by: c.hold.as_ref().and_then(|h| h.released).map(|r| r.as_str().to_string()).unwrap_or_default(),
     }
 }
 

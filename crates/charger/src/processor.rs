@@ -139,6 +139,7 @@ fn attempt_of(d: &Decoded) -> Option<Charge> {
             started: 0,
             out_trade_no: None,
             refunds: Vec::new(),
+            hold: None,
         }),
         _ => None,
     }

@@ -105,6 +105,7 @@ impl AttemptRecord {
                 started: attempt,
                 out_trade_no: Some(self.out_trade_no.clone()),
                 refunds: Vec::new(),
+                hold: None,
             },
             out_trade_no: self.out_trade_no,
             provider: self.provider,

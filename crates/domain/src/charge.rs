@@ -9,6 +9,7 @@
 //!   key ([`refund_id`]), and the same key for another amount is refused
 //!   ([`Charge::repeated_refund`]);
 //! - a refund ends once, succeeded or failed.
+use crate::risk::{HoldReason, Releaser};
 use crate::{ChargeId, ContractId, MerchantId, Money, PayerId, Timestamp};
 
 /// Why a charge is due: what its id derives from.
@@ -95,6 +96,23 @@ pub enum ChargeEvent {
         detail: String,
         at: Timestamp,
     },
+    /// Held by a charge-time risk rule instead of being scheduled (`crate::risk`): it waits for
+    /// the payer's confirmation (on the step-up page `token` opens) or an operator's approval
+    /// until `expires_at`. It carries the charge's terms, since nothing comes before it.
+    Held {
+        issue: Issue,
+        origin: Origin,
+        reason: HoldReason,
+        token: String,
+        expires_at: Timestamp,
+        at: Timestamp,
+    },
+    /// The hold was lifted; a `Scheduled` follows (at once, or when the charge window opens).
+    HoldReleased {
+        by: Releaser,
+        note: String,
+        at: Timestamp,
+    },
 }
 
 /// What a charge is for: enough to create it.
@@ -158,16 +176,35 @@ pub enum ChargeCommand {
         provider_code: String,
         message: String,
     },
-    /// Refuses a charge: at issue (`issue` given, no charge yet) or after scheduling.
+    /// Refuses a charge: at issue (`issue` given, no charge yet), while held, or after
+    /// scheduling.
     Reject {
         issue: Option<Issue>,
         rule: String,
         detail: String,
     },
+    /// Holds a charge at issue under a risk rule, for `HOLD_EXPIRY`.
+    Hold {
+        issue: Issue,
+        origin: Origin,
+        reason: HoldReason,
+        token: String,
+    },
+    /// Lifts a hold; with `charge_now`, the charge is scheduled at once, otherwise later by
+    /// `IssueReleased`.
+    ReleaseHold {
+        by: Releaser,
+        note: String,
+        charge_now: bool,
+    },
+    /// Schedules a released charge.
+    IssueReleased,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeStatus {
+    /// Held by a risk rule; not sent until released.
+    Held,
     Scheduled,
     Succeeded,
     Failed,
@@ -197,6 +234,19 @@ pub struct Charge {
     pub out_trade_no: Option<String>,
     /// Refunds asked for, in order.
     pub refunds: Vec<Refund>,
+    /// The risk hold it was issued under, if any (kept once released).
+    pub hold: Option<Box<Hold>>,
+}
+
+/// A charge's risk hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Where the charge came from, for its `Scheduled` once released.
+    pub origin: Origin,
+    pub reason: HoldReason,
+    pub token: String,
+    pub expires_at: Timestamp,
+    pub released: Option<Releaser>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +359,12 @@ pub enum ChargeError {
     RefundKeyReused { earlier: Money, asked: Money },
     #[error("refund {0} is not waiting for an outcome")]
     RefundNotPending(String),
+    #[error("the charge is not held (it is {0:?})")]
+    NotHeld(ChargeStatus),
+    #[error("the hold was released already")]
+    AlreadyReleased,
+    #[error("the hold has not been released")]
+    NotReleased,
 }
 
 /// Whether a refund `refund_id` of `amount` may be asked for at all: the charge succeeded, the
@@ -344,7 +400,37 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
         (None, ChargeCommand::Reject { issue: Some(issue), rule, detail }) => {
             Ok(vec![ChargeEvent::Rejected { issue, rule, detail, at: now }])
         }
+        (None, ChargeCommand::Hold { issue, origin, reason, token }) => Ok(vec![ChargeEvent::Held {
+            issue,
+            origin,
+            reason,
+            token,
+            expires_at: crate::risk::hold_expires_at(now),
+            at: now,
+        }]),
         (None, _) => Err(ChargeError::NotScheduled),
+        (Some(c), ChargeCommand::ReleaseHold { by, note, charge_now }) => {
+            let hold = held(c)?;
+            if hold.released.is_some() {
+                return Err(ChargeError::AlreadyReleased);
+            }
+            let mut events = vec![ChargeEvent::HoldReleased { by, note, at: now }];
+            if charge_now {
+                events.push(c.scheduled_from_hold(hold, now));
+            }
+            Ok(events)
+        }
+        (Some(c), ChargeCommand::IssueReleased) => {
+            let hold = held(c)?;
+            if hold.released.is_none() {
+                return Err(ChargeError::NotReleased);
+            }
+            Ok(vec![c.scheduled_from_hold(hold, now)])
+        }
+        (Some(c), ChargeCommand::Reject { rule, detail, .. }) if c.status == ChargeStatus::Held => {
+            Ok(vec![ChargeEvent::Rejected { issue: c.issue(), rule, detail, at: now }])
+        }
+        (Some(_), ChargeCommand::Hold { .. }) => Err(ChargeError::AlreadyScheduled),
         (Some(c), ChargeCommand::Refund { refund_id, amount, reason }) => {
             refundable(c, &refund_id, amount)?;
             let left = c.amount.minor_units() - c.refund_committed();
@@ -408,7 +494,29 @@ pub fn decide(state: &ChargeState, command: ChargeCommand, now: Timestamp) -> Re
     }
 }
 
+/// The hold of a charge that is held.
+fn held(c: &Charge) -> Result<&Hold, ChargeError> {
+    match &c.hold {
+        Some(h) if c.status == ChargeStatus::Held => Ok(h),
+        _ => Err(ChargeError::NotHeld(c.status)),
+    }
+}
+
 impl Charge {
+    /// The `Scheduled` of a released charge: its terms, due at `now`.
+    fn scheduled_from_hold(&self, hold: &Hold, now: Timestamp) -> ChargeEvent {
+        ChargeEvent::Scheduled {
+            charge_id: self.charge_id,
+            contract_id: self.contract_id,
+            merchant_id: self.merchant_id.clone(),
+            payer_id: self.payer_id.clone(),
+            amount: self.amount,
+            period: self.period,
+            due_at: now,
+            origin: hold.origin.clone(),
+        }
+    }
+
     pub fn issue(&self) -> Issue {
         Issue {
             charge_id: self.charge_id,
@@ -441,6 +549,7 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             started: 0,
             out_trade_no: None,
             refunds: Vec::new(),
+            hold: None,
         }),
         (
             None,
@@ -462,6 +571,7 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
             started: 0,
             out_trade_no: None,
             refunds: Vec::new(),
+            hold: None,
         }),
         (Some(mut c), ChargeEvent::RetryScheduled { attempt, .. })
             if c.status == ChargeStatus::Failed && c.retryable =>
@@ -503,7 +613,10 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
         }
         (Some(mut c), e) if c.status == ChargeStatus::Scheduled => {
             match e {
-                ChargeEvent::Scheduled { .. } | ChargeEvent::RetryScheduled { .. } => {}
+                ChargeEvent::Scheduled { .. }
+                | ChargeEvent::RetryScheduled { .. }
+                | ChargeEvent::Held { .. }
+                | ChargeEvent::HoldReleased { .. } => {}
                 ChargeEvent::RefundRequested { .. }
                 | ChargeEvent::RefundSucceeded { .. }
                 | ChargeEvent::RefundFailed { .. } => {}
@@ -526,6 +639,54 @@ pub fn apply(state: ChargeState, event: &ChargeEvent) -> ChargeState {
                     c.code = Some(rule.clone());
                     c.message = Some(detail.clone());
                 }
+            }
+            Some(c)
+        }
+        (None, ChargeEvent::Held { issue, origin, reason, token, expires_at, .. }) => Some(Charge {
+            charge_id: issue.charge_id,
+            contract_id: issue.contract_id,
+            merchant_id: issue.merchant_id.clone(),
+            payer_id: issue.payer_id.clone(),
+            amount: issue.amount,
+            period: issue.period,
+            due_at: issue.due_at,
+            status: ChargeStatus::Held,
+            provider_transaction_id: None,
+            code: Some(reason.rule.clone()),
+            message: Some(reason.detail.clone()),
+            attempt: 0,
+            retryable: false,
+            started: 0,
+            out_trade_no: None,
+            refunds: Vec::new(),
+            hold: Some(Box::new(Hold {
+                origin: origin.clone(),
+                reason: reason.clone(),
+                token: token.clone(),
+                expires_at: *expires_at,
+                released: None,
+            })),
+        }),
+        (Some(mut c), e) if c.status == ChargeStatus::Held => {
+            match e {
+                ChargeEvent::HoldReleased { by, .. } => {
+                    if let Some(h) = c.hold.as_mut() {
+                        h.released = Some(*by);
+                    }
+                }
+                ChargeEvent::Scheduled { due_at, .. } => {
+                    c.status = ChargeStatus::Scheduled;
+                    c.attempt = 1;
+                    c.due_at = *due_at;
+                    c.code = None;
+                    c.message = None;
+                }
+                ChargeEvent::Rejected { rule, detail, .. } => {
+                    c.status = ChargeStatus::Rejected;
+                    c.code = Some(rule.clone());
+                    c.message = Some(detail.clone());
+                }
+                _ => {}
             }
             Some(c)
         }
@@ -734,5 +895,77 @@ mod tests {
         assert_eq!(c.repeated_refund(&id, Money::cny(40)).unwrap().unwrap().amount, Money::cny(40));
         let e = c.repeated_refund(&id, Money::cny(50)).unwrap().unwrap_err();
         assert_eq!(e.to_string(), "used for a refund of 0.40 CNY of this charge, not 0.50 CNY");
+    }
+
+    fn held() -> ChargeState {
+        let ChargeCommand::Schedule { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at, .. } =
+            schedule()
+        else {
+            unreachable!()
+        };
+        let issue = Issue { charge_id, contract_id, merchant_id, payer_id, amount, period, due_at };
+        let reason = HoldReason {
+            rule: crate::risk::CHARGE_OVER_MEAN.into(),
+            detail: "300 > 200% of 100".into(),
+            mean: 100,
+            threshold_percent: 200,
+            history_count: 2,
+        };
+        let origin = Origin { reason: Reason::Trigger, description: "ride".into() };
+        let command = ChargeCommand::Hold { issue, origin, reason, token: "t".into() };
+        decide(&None, command, from_millis(10)).unwrap().iter().fold(None, apply)
+    }
+
+    fn release(charge_now: bool) -> ChargeCommand {
+        ChargeCommand::ReleaseHold { by: Releaser::Payer, note: String::new(), charge_now }
+    }
+
+    #[test]
+    fn a_held_charge_is_never_attempted_until_released() {
+        let state = held();
+        let c = state.as_ref().unwrap();
+        assert_eq!(c.status, ChargeStatus::Held);
+        assert_eq!(c.hold.as_ref().unwrap().expires_at, from_millis(10) + crate::risk::HOLD_EXPIRY);
+        let start = ChargeCommand::StartAttempt { provider: "simulator".into() };
+        assert_eq!(decide(&state, start.clone(), from_millis(11)), Err(ChargeError::AlreadyEnded(ChargeStatus::Held)));
+        assert_eq!(decide(&state, ChargeCommand::IssueReleased, from_millis(11)), Err(ChargeError::NotReleased));
+
+        // Released now: scheduled at the release, with the origin it was held with.
+        let events = decide(&state, release(true), from_millis(20)).unwrap();
+        assert!(matches!(events[0], ChargeEvent::HoldReleased { by: Releaser::Payer, .. }));
+        let ChargeEvent::Scheduled { due_at, origin, .. } = &events[1] else { panic!("{events:?}") };
+        assert_eq!((*due_at, origin.description.as_str()), (from_millis(20), "ride"));
+        let state = events.iter().fold(state, apply);
+        assert_eq!(state.as_ref().unwrap().status, ChargeStatus::Scheduled);
+        assert!(decide(&state, start, from_millis(21)).is_ok());
+        assert_eq!(decide(&state, release(true), from_millis(21)), Err(ChargeError::NotHeld(ChargeStatus::Scheduled)));
+    }
+
+    #[test]
+    fn a_release_for_later_schedules_once_and_a_hold_is_released_once() {
+        let state = held();
+        let state = decide(&state, release(false), from_millis(20)).unwrap().iter().fold(state, apply);
+        assert_eq!(state.as_ref().unwrap().status, ChargeStatus::Held);
+        assert_eq!(decide(&state, release(false), from_millis(21)), Err(ChargeError::AlreadyReleased));
+        let state = decide(&state, ChargeCommand::IssueReleased, from_millis(30)).unwrap().iter().fold(state, apply);
+        assert_eq!(state.as_ref().unwrap().due_at, from_millis(30));
+        assert_eq!(
+            decide(&state, ChargeCommand::IssueReleased, from_millis(31)),
+            Err(ChargeError::NotHeld(ChargeStatus::Scheduled))
+        );
+    }
+
+    #[test]
+    fn a_held_charge_is_rejected_with_its_terms() {
+        let state = held();
+        let reject =
+            ChargeCommand::Reject { issue: None, rule: crate::risk::HOLD_EXPIRED.into(), detail: "48 h".into() };
+        let events = decide(&state, reject, from_millis(99)).unwrap();
+        let ChargeEvent::Rejected { issue, .. } = &events[0] else { panic!() };
+        assert_eq!(issue.amount, Money::cny(100));
+        let state = events.iter().fold(state, apply);
+        let c = state.as_ref().unwrap();
+        assert_eq!((c.status, c.code.as_deref()), (ChargeStatus::Rejected, Some(crate::risk::HOLD_EXPIRED)));
+        assert_eq!(decide(&state, release(true), from_millis(100)), Err(ChargeError::NotHeld(ChargeStatus::Rejected)));
     }
 }

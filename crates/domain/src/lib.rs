@@ -19,6 +19,7 @@ pub mod notice;
 pub mod plan;
 pub mod reconciliation;
 pub mod retry;
+pub mod risk;
 pub mod schedule;
 pub mod settlement;
 pub mod signing;

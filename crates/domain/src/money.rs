@@ -99,6 +99,21 @@ pub fn display(minor_units: i64, currency: &str) -> String {
     }
 }
 
+impl Money {
+    /// The amount as a payer reads it: yuan with the sign in Chinese (`¥12.50`), the currency
+    /// code in English (`CNY 12.50`); other currencies by code.
+    pub fn payer_text(self, chinese: bool) -> String {
+        let sign = if self.minor_units < 0 { "-" } else { "" };
+        let abs = self.minor_units.unsigned_abs();
+        let number = format!("{sign}{}.{:02}", abs / 100, abs % 100);
+        match (self.currency.as_str(), chinese) {
+            ("CNY", true) => format!("¥{number}"),
+            (c, true) => format!("{number} {c}"),
+            (c, false) => format!("{c} {number}"),
+        }
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.minor_units < 0 { "-" } else { "" };

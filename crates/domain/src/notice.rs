@@ -45,10 +45,12 @@ pub enum NoticeKind {
     ContractZombie,
     RefundSucceeded,
     VerificationCode,
+    /// A charge a risk rule held: the payer confirms it on the step-up page, or it lapses.
+    ChargeHeld,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 14] = [
+    pub const ALL: [NoticeKind; 15] = [
         NoticeKind::ContractSigned,
         NoticeKind::PreDebit,
         NoticeKind::ChargeSucceeded,
@@ -63,6 +65,7 @@ impl NoticeKind {
         NoticeKind::ContractZombie,
         NoticeKind::RefundSucceeded,
         NoticeKind::VerificationCode,
+        NoticeKind::ChargeHeld,
     ];
 
     /// The kind's name in settings and APIs, e.g. `charge_succeeded`.
@@ -82,6 +85,7 @@ impl NoticeKind {
             NoticeKind::ContractZombie => "contract_zombie",
             NoticeKind::RefundSucceeded => "refund_succeeded",
             NoticeKind::VerificationCode => "verification_code",
+            NoticeKind::ChargeHeld => "charge_held",
         }
     }
 
@@ -107,6 +111,7 @@ impl NoticeKind {
             NoticeKind::ContractZombie => &["service_name", "merchant_name", "link", "idle_since"],
             NoticeKind::RefundSucceeded => &["service_name", "merchant_name", "link", "amount", "time"],
             NoticeKind::VerificationCode => &["service_name", "merchant_name", "code", "minutes"],
+            NoticeKind::ChargeHeld => &["service_name", "merchant_name", "amount", "confirm_link", "expiry_time"],
         }
     }
 
@@ -116,9 +121,10 @@ impl NoticeKind {
         matches!(self, NoticeKind::VerificationCode | NoticeKind::ContractSigned | NoticeKind::ContractTerminated)
     }
 
-    /// Whether the notice carries a short link.
+    /// Whether the notice carries a short link (a held charge's carries its step-up page's
+    /// link instead).
     pub fn has_link(self) -> bool {
-        self != NoticeKind::VerificationCode
+        !matches!(self, NoticeKind::VerificationCode | NoticeKind::ChargeHeld)
     }
 
     /// The platform's template of this kind in `language`.
@@ -200,6 +206,12 @@ impl NoticeKind {
             }
             (NoticeKind::VerificationCode, Language::ZhCn) => {
                 "【{merchant_name}】您正在开通{service_name}自动扣费，验证码 {code}，{minutes} 分钟内有效。如非本人操作请忽略。"
+            }
+            (NoticeKind::ChargeHeld, Language::ZhCn) => {
+                "{service_name}的一笔扣款 {amount} 高于您平时的扣款金额，为保障资金安全已暂停。如确为您本人消费，请在 {expiry_time} 前确认：{confirm_link}，逾期将自动取消。"
+            }
+            (NoticeKind::ChargeHeld, Language::En) => {
+                "A charge of {amount} from {service_name} is higher than usual and has been paused for your safety. If it is yours, confirm it before {expiry_time}: {confirm_link}; otherwise it is cancelled."
             }
             (NoticeKind::VerificationCode, Language::En) => {
                 "[{merchant_name}] Your code to set up automatic payments for {service_name} is {code}, valid for {minutes} minutes. Ignore this if it was not you."

@@ -119,11 +119,15 @@ pub struct DayCount {
     pub amount: i64,
 }
 
-/// A contract's successful charges: their sum and when the first one was.
+/// A contract's successful charges: their sum and when the first one was; and, for the
+/// charge-time risk rule's mean, how many and their sum since they were counted (a contract
+/// whose charges succeeded before counting began counts from then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct History {
     pub total_succeeded: i64,
     pub first_success_at: Option<Timestamp>,
+    pub succeeded_count: u32,
+    pub counted_total: i64,
 }
 
 impl ChargeMode {

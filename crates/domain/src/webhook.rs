@@ -5,7 +5,7 @@ use crate::Aggregate;
 use crate::Timestamp;
 
 /// The event types an endpoint may ask for, as they appear in a payload's `type`.
-pub const EVENT_TYPES: [&str; 15] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "contract.signed",
     "contract.modified",
     "contract.suspended",
@@ -18,6 +18,8 @@ pub const EVENT_TYPES: [&str; 15] = [
     "charge.failed",
     "charge.rejected",
     "charge.retry_scheduled",
+    "charge.held",
+    "charge.hold_released",
     "refund.succeeded",
     "refund.failed",
     "webhook_endpoint.disabled",

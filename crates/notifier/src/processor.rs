@@ -127,6 +127,8 @@ impl Processor for NoticeWriter {
             "ChargeFailed",
             "ChargeRejected",
             "ChargeRetryScheduled",
+            "ChargeHeld",
+            "ChargeHoldReleased",
             "PreDebitNoticeIssued",
             "RefundSucceeded",
             "RefundFailed",
@@ -269,7 +271,8 @@ impl Processor for NoticeWriter {
             let token = if w.kind.has_link() { random_token() } else { String::new() };
             let link = if token.is_empty() { String::new() } else { format!("{}/n/{token}", self.public_url) };
             let service = contract.map(|c| c.service_name.as_str()).unwrap_or("");
-            let fields = compose::field_values(&w.fields, language, &zone, service, &view.name, &link);
+            let fields =
+                compose::field_values(&w.fields, language, &zone, service, &view.name, &link, &self.public_url);
             let text = rules::render(view.template(w.kind, language), &fields);
             let channels = crate::channels::plan(&view.settings, w.kind);
             let notice_id = notice_id(&w.contract_id, &d.meta.event_id);

@@ -96,6 +96,8 @@ impl events::v1::Event {
             Some(Kind::DiscrepancyEscalated(_)) => "DiscrepancyEscalated",
             Some(Kind::DiscrepancyResolved(_)) => "DiscrepancyResolved",
             Some(Kind::ProfitSharingEnded(_)) => "ProfitSharingEnded",
+            Some(Kind::ChargeHeld(_)) => "ChargeHeld",
+            Some(Kind::ChargeHoldReleased(_)) => "ChargeHoldReleased",
             None => "Unknown",
         }
     }

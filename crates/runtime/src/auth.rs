@@ -269,6 +269,8 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.scheduler.v1.SchedulerService/GetSchedulerStatus", Audience::Operator),
     ("autodebit.scheduler.v1.SchedulerService/RecordUsage", Audience::Merchant),
     ("autodebit.scheduler.v1.SchedulerService/TriggerCharge", Audience::Merchant),
+    ("autodebit.scheduler.v1.RiskService/ListHeldCharges", Audience::MerchantOrOperator),
+    ("autodebit.scheduler.v1.RiskService/ReviewHeldCharge", Audience::Operator),
     ("autodebit.charger.v1.ChargerService/GetCharge", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.ChargerService/RefundCharge", Audience::MerchantOrOperator),
     ("autodebit.charger.v1.ChargerService/GetRefund", Audience::MerchantOrOperator),

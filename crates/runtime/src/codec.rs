@@ -454,6 +454,38 @@ pub fn charge_event_to_pb(charge: Option<&Charge>, e: &ChargeEvent) -> Option<pb
             period: issue.period,
             due_at_ms: issue.due_at.timestamp_millis(),
         }),
+        ChargeEvent::Held { issue, origin, reason, token, expires_at, at } => EventKind::ChargeHeld(pb::ChargeHeld {
+            charge_id: issue.charge_id.to_string(),
+            contract_id: issue.contract_id.to_string(),
+            merchant_id: issue.merchant_id.to_string(),
+            payer_id: issue.payer_id.to_string(),
+            amount: Some(money_to_pb(issue.amount)),
+            period: issue.period,
+            due_at_ms: issue.due_at.timestamp_millis(),
+            reason: reason_to_pb(origin.reason) as i32,
+            description: origin.description.clone(),
+            rule: reason.rule.clone(),
+            detail: reason.detail.clone(),
+            mean_minor_units: reason.mean,
+            threshold_percent: reason.threshold_percent,
+            history_count: reason.history_count,
+            token: token.clone(),
+            expires_at_ms: expires_at.timestamp_millis(),
+            held_at_ms: at.timestamp_millis(),
+        }),
+        ChargeEvent::HoldReleased { by, note, at } => {
+            let c = charge?;
+            EventKind::ChargeHoldReleased(pb::ChargeHoldReleased {
+                charge_id: c.charge_id.to_string(),
+                contract_id: c.contract_id.to_string(),
+                merchant_id: c.merchant_id.to_string(),
+                payer_id: c.payer_id.to_string(),
+                amount: Some(money_to_pb(c.amount)),
+                released_by: by.as_str().to_string(),
+                note: note.clone(),
+                released_at_ms: at.timestamp_millis(),
+            })
+        }
     };
     Some(pb::Event { kind: Some(kind) })
 }
@@ -523,6 +555,33 @@ pub fn charge_event_from_pb(kind: &EventKind) -> Option<ChargeEvent> {
             rule: r.rule.clone(),
             detail: r.detail.clone(),
             at: from_millis(r.rejected_at_ms),
+        }),
+        EventKind::ChargeHeld(h) => Some(ChargeEvent::Held {
+            issue: Issue {
+                charge_id: ChargeId::parse(&h.charge_id).ok()?,
+                contract_id: ContractId::parse(&h.contract_id).ok()?,
+                merchant_id: MerchantId::parse(&h.merchant_id).ok()?,
+                payer_id: PayerId::parse(&h.payer_id).ok()?,
+                amount: money_from_pb(h.amount.as_ref()).ok()?,
+                period: h.period,
+                due_at: from_millis(h.due_at_ms),
+            },
+            origin: Origin { reason: reason_from_pb(h.reason), description: h.description.clone() },
+            reason: autodebit_domain::risk::HoldReason {
+                rule: h.rule.clone(),
+                detail: h.detail.clone(),
+                mean: h.mean_minor_units,
+                threshold_percent: h.threshold_percent,
+                history_count: h.history_count,
+            },
+            token: h.token.clone(),
+            expires_at: from_millis(h.expires_at_ms),
+            at: from_millis(h.held_at_ms),
+        }),
+        EventKind::ChargeHoldReleased(r) => Some(ChargeEvent::HoldReleased {
+            by: autodebit_domain::risk::Releaser::parse(&r.released_by)?,
+            note: r.note.clone(),
+            at: from_millis(r.released_at_ms),
         }),
         _ => None,
     }

@@ -20,6 +20,9 @@ pub const SCHEDULER_BATCHES_VOIDED: &str = "autodebit_scheduler_batches_voided_t
 pub const CHARGES_SCHEDULED: &str = "autodebit_charges_scheduled_total";
 pub const CHARGES_REJECTED: &str = "autodebit_charges_rejected_total";
 pub const CHARGES_HELD: &str = "autodebit_charges_held_total";
+pub const CHARGES_WAITING_FOR_WINDOW: &str = "autodebit_charges_waiting_for_window_total";
+pub const HOLDS_RELEASED: &str = "autodebit_holds_released_total";
+pub const HOLDS_REJECTED: &str = "autodebit_holds_rejected_total";
 pub const CHARGE_RETRIES: &str = "autodebit_charge_retries_total";
 pub const PRE_DEBIT_NOTICES: &str = "autodebit_pre_debit_notices_total";
 pub const USAGE_RECORDS: &str = "autodebit_usage_records_total";
@@ -70,7 +73,15 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
     ),
     (CHARGES_SCHEDULED, Kind::Counter, Unit::Count, "Charges issued by the scheduler"),
     (CHARGES_REJECTED, Kind::Counter, Unit::Count, "Charges the scheduler refused (a limit or the contract's state)"),
-    (CHARGES_HELD, Kind::Counter, Unit::Count, "Charges held for review instead of issued"),
+    (CHARGES_HELD, Kind::Counter, Unit::Count, "Charges a risk rule held until the payer or an operator releases them"),
+    (
+        CHARGES_WAITING_FOR_WINDOW,
+        Kind::Counter,
+        Unit::Count,
+        "Triggered charges admitted outside the charge window, waiting for it to open",
+    ),
+    (HOLDS_RELEASED, Kind::Counter, Unit::Count, "Held charges released by the payer or an operator"),
+    (HOLDS_REJECTED, Kind::Counter, Unit::Count, "Held charges rejected: by an operator, the payer, or expiry"),
     (CHARGE_RETRIES, Kind::Counter, Unit::Count, "Retries of failed charges issued by the scheduler"),
     (PRE_DEBIT_NOTICES, Kind::Counter, Unit::Count, "Pre-debit notices issued by the scheduler"),
     (USAGE_RECORDS, Kind::Counter, Unit::Count, "Usage records accepted"),

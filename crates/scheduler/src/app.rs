@@ -1,8 +1,9 @@
 //! The scheduler's use cases: reading a schedule and the scheduler's status, and the two
 //! merchant calls that make charges happen outside the calendar — recording usage and
 //! triggering a charge. Handlers (`api`) parse requests into these and map the answers.
+use crate::store::holds;
 use crate::store::{self, Db, schedules};
-use crate::worker::issue::{base_issue, charge_append, limits_at};
+use crate::worker::issue::{Admission, base_issue, charge_append, limits_at};
 use autodebit_domain::charge::{Issue, Reason};
 use autodebit_domain::plan::ChargeMode;
 use autodebit_domain::schedule::{Refusal, Schedule};
@@ -123,6 +124,13 @@ pub enum Outcome {
     Rejected {
         rule: String,
         detail: String,
+    },
+    /// Held by a risk rule: charged once the payer or an operator releases it, rejected at
+    /// `expires_at_ms` otherwise.
+    Held {
+        rule: String,
+        detail: String,
+        expires_at_ms: i64,
     },
 }
 
@@ -269,27 +277,35 @@ impl App {
         let plans = store::plan_charges(&mut Db::Tx(&mut tx), &[schedule.plan_id.as_str()]).await?;
         let suspended = store::suspended_merchants(&mut Db::Tx(&mut tx), &[schedule.merchant_id.as_str()]).await?;
         // A contract that no longer bills is answered with a rejected charge, like a limit.
-        let admitted = match schedule.refusal(now) {
-            Some(refusal) => Err(refusal.breach()),
+        let admission = match schedule.refusal(now) {
+            Some(refusal) => Admission::Rejected(refusal.breach()),
             None => {
                 let limits = limits_at(&schedule, plans.get(&schedule.plan_id), now);
                 let merchant_suspended = suspended.contains(schedule.merchant_id.as_str());
-                schedule.admit(amount, now, &limits, merchant_suspended).map(|counted| schedule.apply(&counted))
+                let admitted =
+                    schedule.admit(amount, now, &limits, merchant_suspended).map(|counted| schedule.apply(&counted));
+                Admission::of(&schedule, amount, admitted)
             }
         };
-        // Outside the charge window an admitted charge is held until it opens.
+        // Outside the charge window an admitted charge waits until it opens (a held one waits
+        // for its release instead).
         let charge_at = self.window.next_open(now);
-        let held = admitted.is_ok() && charge_at > now;
+        let waits = admission == Admission::Scheduled && charge_at > now;
         let answer = Triggered {
             charge_id,
-            outcome: match &admitted {
-                Ok(()) => Outcome::Scheduled { charge_at_ms: charge_at.timestamp_millis() },
-                Err(b) => Outcome::Rejected { rule: b.rule.to_string(), detail: b.detail.clone() },
+            outcome: match &admission {
+                Admission::Scheduled => Outcome::Scheduled { charge_at_ms: charge_at.timestamp_millis() },
+                Admission::Held(h) => Outcome::Held {
+                    rule: h.rule.clone(),
+                    detail: h.detail.clone(),
+                    expires_at_ms: autodebit_domain::risk::hold_expires_at(now).timestamp_millis(),
+                },
+                Admission::Rejected(b) => Outcome::Rejected { rule: b.rule.to_string(), detail: b.detail.clone() },
             },
             duplicate: false,
         };
         let reason = r.reason.as_str();
-        if held {
+        if waits {
             let hold = store::Held {
                 charge_id: charge_id.to_string(),
                 contract_id: schedule.contract_id.to_string(),
@@ -306,12 +322,18 @@ impl App {
             }
             schedules::save_today(&mut tx, &schedule).await?;
             tx.commit().await?;
-            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_HELD, &[], 1);
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_WAITING_FOR_WINDOW, &[], 1);
             return Ok(answer);
         }
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
-        let (append, ok) = charge_append(issue, admitted, Reason::Trigger, reason, &cause, now);
-        match tx.append(&append.stream, append.expected, append.events).await {
+        let metric = match admission {
+            Admission::Scheduled => autodebit_runtime::metrics::CHARGES_SCHEDULED,
+            Admission::Held(_) => autodebit_runtime::metrics::CHARGES_HELD,
+            Admission::Rejected(_) => autodebit_runtime::metrics::CHARGES_REJECTED,
+        };
+        let admitted = admission.admitted();
+        let append = charge_append(issue, admission, Reason::Trigger, reason, &cause, now);
+        match tx.append(&append.stream, append.expected, append.events.clone()).await {
             Ok(_) => {}
             // Another call with the same key got there first: its answer is the answer.
             Err(e) if e.is_conflict() => {
@@ -320,15 +342,11 @@ impl App {
             }
             Err(e) => return Err(e.into()),
         }
-        if ok {
+        holds::record(&mut tx, &[&append]).await?;
+        if admitted {
             schedules::save_today(&mut tx, &schedule).await?;
         }
         tx.commit().await?;
-        let metric = if ok {
-            autodebit_runtime::metrics::CHARGES_SCHEDULED
-        } else {
-            autodebit_runtime::metrics::CHARGES_REJECTED
-        };
         autodebit_runtime::metrics::add(metric, &[], 1);
         Ok(answer)
     }
@@ -360,6 +378,9 @@ async fn earlier_answer(mut db: Db<'_>, charge_id: ChargeId, amount: Money) -> R
     let (outcome, earlier) = match kind {
         EventKind::ChargeScheduled(s) => (Outcome::Scheduled { charge_at_ms: s.due_at_ms }, s.amount),
         EventKind::ChargeRejected(r) => (Outcome::Rejected { rule: r.rule, detail: r.detail }, r.amount),
+        EventKind::ChargeHeld(h) => {
+            (Outcome::Held { rule: h.rule, detail: h.detail, expires_at_ms: h.expires_at_ms }, h.amount)
+        }
         _ => return Ok(None),
     };
     if codec::money_from_pb(earlier.as_ref()).ok() != Some(amount) {

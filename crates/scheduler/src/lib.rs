@@ -12,6 +12,7 @@
 
 mod api;
 mod app;
+mod holds;
 mod processor;
 pub mod store;
 mod worker;
@@ -20,10 +21,12 @@ mod worker;
 pub use worker::due;
 
 use autodebit_domain::window::DailyWindow;
+use autodebit_proto::scheduler::v1::risk_service_server::RiskServiceServer;
 use autodebit_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub const GRPC_NAME: &str = "autodebit.scheduler.v1.SchedulerService";
+pub const RISK_GRPC_NAME: &str = "autodebit.scheduler.v1.RiskService";
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -36,8 +39,15 @@ pub struct SchedulerConfig {
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
-    let checked_through = worker::spawn(platform.clone(), config.window);
+    let holds = holds::Holds::new(platform.clone(), config.window);
+    let checked_through = worker::spawn(platform.clone(), config.window, holds.clone());
     let app = app::App::new(platform.clone(), config.window, checked_through);
-    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(app)));
-    Ok(Component { grpc_names: vec![GRPC_NAME], routes, http: Default::default(), key_table: "scheduler_api_keys" })
+    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(app)))
+        .merge(autodebit_runtime::grpc::routes_for(RiskServiceServer::new(api::risk::RiskApi::new(holds.clone()))));
+    Ok(Component {
+        grpc_names: vec![GRPC_NAME, RISK_GRPC_NAME],
+        routes,
+        http: api::page::routes(holds),
+        key_table: "scheduler_api_keys",
+    })
 }

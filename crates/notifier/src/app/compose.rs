@@ -14,6 +14,8 @@ pub enum Field {
     Money(Option<pb::Money>),
     /// A moment, in milliseconds since the epoch.
     Time(i64),
+    /// A page of the platform's, by its path: written out under the public URL.
+    Page(String),
 }
 
 /// A notice an event calls for, before the merchant's settings are known.
@@ -122,6 +124,13 @@ pub fn notice_for(event: &EventKind, terms: impl FnOnce(&pb::ContractSigned) -> 
             w.fields.push(("time", Time(r.succeeded_at_ms)));
             w
         }
+        EventKind::ChargeHeld(h) => {
+            let mut w = wanted(NoticeKind::ChargeHeld, &h.merchant_id, &h.payer_id, &h.contract_id, &h.charge_id);
+            w.fields.push(("amount", Money(h.amount.clone())));
+            w.fields.push(("confirm_link", Page(format!("/holds/{}", h.token))));
+            w.fields.push(("expiry_time", Time(h.expires_at_ms)));
+            w
+        }
         EventKind::VerificationCodeIssued(v) => {
             let mut w = wanted(NoticeKind::VerificationCode, &v.merchant_id, &v.payer_id, "", "");
             w.phone = v.phone.clone();
@@ -139,15 +148,7 @@ pub fn notice_for(event: &EventKind, terms: impl FnOnce(&pb::ContractSigned) -> 
 /// English (`CNY 12.50`); other currencies by code.
 pub fn money_text(m: Option<&pb::Money>, language: Language) -> String {
     let Ok(m) = codec::money_from_pb(m) else { return String::new() };
-    let sign = if m.minor_units() < 0 { "-" } else { "" };
-    let abs = m.minor_units().unsigned_abs();
-    let number = format!("{sign}{}.{:02}", abs / 100, abs % 100);
-    let currency = m.currency().to_string();
-    match (currency.as_str(), language) {
-        ("CNY", Language::ZhCn) => format!("¥{number}"),
-        (c, Language::ZhCn) => format!("{number} {c}"),
-        (c, Language::En) => format!("{c} {number}"),
-    }
+    m.payer_text(language == Language::ZhCn)
 }
 
 /// A moment in `zone`, to the minute, naming the zone unless it is the default (Beijing time),
@@ -171,6 +172,7 @@ pub fn field_values(
     service_name: &str,
     merchant_name: &str,
     link: &str,
+    public_url: &str,
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = fields
         .iter()
@@ -179,6 +181,7 @@ pub fn field_values(
                 Field::Text(t) => t.clone(),
                 Field::Money(m) => money_text(m.as_ref(), language),
                 Field::Time(t) => time_text(*t, zone),
+                Field::Page(path) => format!("{public_url}{path}"),
             };
             (name.to_string(), v)
         })
@@ -306,6 +309,23 @@ pub fn webhook_for(event: &EventKind) -> Option<(&'static str, &str, &str, serde
             r.contract_id.as_str(),
             json!({"charge_id": r.charge_id, "contract_id": r.contract_id, "payer_id": r.payer_id,
                    "amount": money(&r.amount), "attempt": r.attempt, "scheduled_at_ms": r.scheduled_at_ms}),
+        ),
+        EventKind::ChargeHeld(h) => (
+            "charge.held",
+            h.merchant_id.as_str(),
+            h.contract_id.as_str(),
+            json!({"charge_id": h.charge_id, "contract_id": h.contract_id, "payer_id": h.payer_id,
+                   "amount": money(&h.amount), "rule": h.rule, "detail": h.detail,
+                   "mean": h.mean_minor_units, "threshold_percent": h.threshold_percent,
+                   "held_at_ms": h.held_at_ms, "expires_at_ms": h.expires_at_ms}),
+        ),
+        EventKind::ChargeHoldReleased(r) => (
+            "charge.hold_released",
+            r.merchant_id.as_str(),
+            r.contract_id.as_str(),
+            json!({"charge_id": r.charge_id, "contract_id": r.contract_id, "payer_id": r.payer_id,
+                   "amount": money(&r.amount), "released_by": r.released_by,
+                   "released_at_ms": r.released_at_ms}),
         ),
         EventKind::RefundSucceeded(r) => (
             "refund.succeeded",

@@ -109,6 +109,7 @@ pub fn kind_to_pb(k: NoticeKind) -> pb::NoticeKind {
         NoticeKind::ContractZombie => P::ContractZombie,
         NoticeKind::RefundSucceeded => P::RefundSucceeded,
         NoticeKind::VerificationCode => P::VerificationCode,
+        NoticeKind::ChargeHeld => P::ChargeHeld,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The scheduler's tables and every statement on them: the schedules (`schedules`), and the
 //! plans, merchants, usage, retries and held charges it keeps from the log and its calls.
 //! The tables themselves are created by the migrations in `migrations/`.
+pub mod holds;
 pub mod schedules;
 
 use autodebit_domain::limits::PlanLimits;

@@ -49,6 +49,8 @@ pub struct ScheduleRow {
     pub day_amount: i64,
     pub total_succeeded: i64,
     pub first_success_ms: i64,
+    pub succeeded_count: i64,
+    pub counted_total: i64,
     pub active: i64,
     pub wake_ms: i64,
     pub rev: i64,
@@ -177,7 +179,12 @@ impl ScheduleRow {
                 count: u32::try_from(r.day_count).unwrap_or(u32::MAX),
                 amount: r.day_amount,
             },
-            history: History { total_succeeded: r.total_succeeded, first_success_at: optional_at(r.first_success_ms) },
+            history: History {
+                total_succeeded: r.total_succeeded,
+                first_success_at: optional_at(r.first_success_ms),
+                succeeded_count: u32::try_from(r.succeeded_count).unwrap_or(u32::MAX),
+                counted_total: r.counted_total,
+            },
             active: r.active != 0,
             wake: (r.wake_ms != NO_TIMER).then(|| from_millis(r.wake_ms)),
             rev: r.rev,
@@ -222,6 +229,8 @@ impl From<&Schedule> for ScheduleRow {
             day_amount: s.today.amount,
             total_succeeded: s.history.total_succeeded,
             first_success_ms: optional_ms(s.history.first_success_at),
+            succeeded_count: i64::from(s.history.succeeded_count),
+            counted_total: s.history.counted_total,
             active: i64::from(s.active),
             wake_ms: s.wake.map_or(NO_TIMER, ms),
             rev: s.rev,
@@ -549,29 +558,34 @@ pub async fn stop(tx: &mut Tx, contract_ids: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Adds successes to their schedules' totals in one statement: per contract, the sum of its
-/// amounts, and the time of its first success (in log order) if it had none.
+/// amounts, how many, and the time of its first success (in log order) if it had none.
 pub async fn record_successes(tx: &mut Tx, successes: Vec<(&str, i64, i64)>) -> anyhow::Result<()> {
     if successes.is_empty() {
         return Ok(());
     }
-    let mut per_contract: Vec<(&str, i64, i64)> = Vec::new();
+    let mut per_contract: Vec<(&str, i64, i64, i64)> = Vec::new();
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (id, amount, at) in successes {
         match index.get(id) {
-            Some(&i) => per_contract[i].1 += amount,
+            Some(&i) => {
+                per_contract[i].1 += amount;
+                per_contract[i].3 += 1;
+            }
             None => {
                 index.insert(id, per_contract.len());
-                per_contract.push((id, amount, at));
+                per_contract.push((id, amount, at, 1));
             }
         }
     }
     let rows: Vec<serde_json::Value> =
-        per_contract.into_iter().map(|(id, amount, at)| serde_json::json!([id, amount, at])).collect();
+        per_contract.into_iter().map(|(id, amount, at, n)| serde_json::json!([id, amount, at, n])).collect();
     tx.execute(
         &format!(
             "UPDATE scheduler_schedules SET total_succeeded = total_succeeded + v.amount, rev = rev + 1,
+               succeeded_count = succeeded_count + v.n, counted_total = counted_total + v.amount,
                first_success_ms = CASE WHEN first_success_ms = 0 THEN v.at ELSE first_success_ms END
-             FROM (SELECT value->>0 AS id, CAST(value->>1 AS BIGINT) AS amount, CAST(value->>2 AS BIGINT) AS at
+             FROM (SELECT value->>0 AS id, CAST(value->>1 AS BIGINT) AS amount, CAST(value->>2 AS BIGINT) AS at,
+                          CAST(value->>3 AS BIGINT) AS n
                    FROM {}) v
              WHERE scheduler_schedules.contract_id = v.id",
             tx.kind().json_rows(1)
@@ -608,6 +622,6 @@ mod tests {
     fn columns_are_the_fields_of_the_row() {
         assert!(COLUMNS.starts_with("contract_id, merchant_id, payer_id, plan_id, "));
         assert!(COLUMNS.ends_with(", active, wake_ms, rev"));
-        assert_eq!(COLUMNS.split(", ").count(), 35);
+        assert_eq!(COLUMNS.split(", ").count(), 37);
     }
 }

@@ -5,8 +5,8 @@
 //! share the work and never issue a charge twice; the derived charge id makes a second issue
 //! impossible anyway (its stream must not exist). Nothing is issued while the daily window
 //! (07:00–22:00 Beijing time by default) is closed: what falls due then waits for it to open.
-use super::issue::{base_issue, charge_append, limits_at, notice_append, side_name};
-use crate::store::{self, Db, PlanCharges, schedules};
+use super::issue::{Admission, base_issue, charge_append, limits_at, notice_append, side_name};
+use crate::store::{self, Db, PlanCharges, holds, schedules};
 use autodebit_domain::charge::{Charge, ChargeCommand, Issue, Reason};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::schedule::{self, Pace, PeriodUsage, Schedule, ScheduleEvent, Side};
@@ -152,6 +152,8 @@ struct Decided {
     scheduled: i64,
     rejected: i64,
     notices: i64,
+    /// Held by a risk rule.
+    held: i64,
 }
 
 impl Decided {
@@ -164,6 +166,9 @@ impl Decided {
         if self.notices > 0 {
             autodebit_runtime::metrics::add(autodebit_runtime::metrics::PRE_DEBIT_NOTICES, &[], self.notices);
         }
+        if self.held > 0 {
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_HELD, &[], self.held);
+        }
     }
 }
 
@@ -172,7 +177,7 @@ impl Decided {
 fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pace) -> Decided {
     let mut batch = loaded.schedules;
     let mut appends = Vec::with_capacity(batch.len());
-    let (mut scheduled, mut rejected, mut notices) = (0i64, 0i64, 0i64);
+    let (mut scheduled, mut rejected, mut notices, mut held) = (0i64, 0i64, 0i64, 0i64);
     for s in batch.iter_mut() {
         let plan = context.plans.get(&s.plan_id);
         let usage = context.usage.get(&s.contract_id).map_or(&[][..], Vec::as_slice);
@@ -204,18 +209,18 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
                         due_at: due,
                         ..base_issue(s)
                     };
-                    // Counted on the calendar day the charge is taken on.
+                    // Counted on the calendar day the charge is taken on (a held charge too, once).
                     let admitted = s.admit(issue.amount, at, &limits_at(s, plan, at), suspended).map(|counted| {
                         s.apply(&counted);
                     });
-                    let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
-                    let (append, ok) = charge_append(issue, admitted, reason_of(side), &description, &cause, now);
-                    if ok {
-                        scheduled += 1
-                    } else {
-                        rejected += 1
+                    let admission = Admission::of(s, issue.amount, admitted);
+                    match admission {
+                        Admission::Scheduled => scheduled += 1,
+                        Admission::Held(_) => held += 1,
+                        Admission::Rejected(_) => rejected += 1,
                     }
-                    appends.push(append);
+                    let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
+                    appends.push(charge_append(issue, admission, reason_of(side), &description, &cause, now));
                 }
                 _ => {}
             }
@@ -229,6 +234,7 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
         scheduled,
         rejected,
         notices,
+        held,
     }
 }
 
@@ -254,10 +260,16 @@ async fn write(tx: &mut Tx, decided: &Decided, checked: bool) -> anyhow::Result<
     }
     // A stream that already exists means that step was taken before (say, the schedule table
     // was restored from an older copy): it is not taken again, and the schedule moves on.
-    for (outcome, append) in tx.append_each(&decided.appends).await?.iter().zip(&decided.appends) {
+    let outcomes = tx.append_each(&decided.appends).await?;
+    for (outcome, append) in outcomes.iter().zip(&decided.appends) {
         if let Err(e) = outcome {
             tracing::warn!(stream = append.stream, error = %e, "already issued; moving on");
         }
+    }
+    if decided.held > 0 {
+        let accepted: Vec<&StreamAppend> =
+            outcomes.iter().zip(&decided.appends).filter(|(o, _)| o.is_ok()).map(|(_, a)| a).collect();
+        holds::record(tx, &accepted).await?;
     }
     Ok(true)
 }
@@ -336,12 +348,14 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         let cause = Cause::request(format!("{}/held/{}", issue.contract_id, h.charge_id));
         // A contract suspended or ended while its charge was held is not charged, nor is a
         // suspended merchant's.
-        let admitted = if r.active != 0 {
-            autodebit_domain::limits::check_merchant(r.suspended != 0)
-        } else {
-            Err(schedule::stopped_while_held())
+        let admission = match r.active {
+            0 => Admission::Rejected(schedule::stopped_while_held()),
+            _ => match autodebit_domain::limits::check_merchant(r.suspended != 0) {
+                Ok(()) => Admission::Scheduled,
+                Err(breach) => Admission::Rejected(breach),
+            },
         };
-        appends.push(charge_append(issue, admitted, Reason::Trigger, &h.reason, &cause, now).0);
+        appends.push(charge_append(issue, admission, Reason::Trigger, &h.reason, &cause, now));
     }
     for (outcome, append) in tx.append_each(&appends).await?.iter().zip(&appends) {
         if let Err(e) = outcome {

@@ -4,6 +4,7 @@
 use crate::store::PlanCharges;
 use autodebit_domain::charge::{Charge, ChargeCommand, Issue, Origin, Reason};
 use autodebit_domain::limits::{self, Limits};
+use autodebit_domain::risk::{self, HoldReason};
 use autodebit_domain::schedule::{Schedule, Side};
 use autodebit_domain::{Money, Timestamp};
 use autodebit_eventstore::{ExpectedVersion, StreamAppend};
@@ -38,21 +39,68 @@ pub fn side_name(side: Side) -> &'static str {
     }
 }
 
-/// The append that issues `issue` — `ChargeScheduled`, or `ChargeRejected` naming the rule
-/// and figures when `admitted` is a breach — decided by the charge aggregate through the
-/// repository, and whether it was admitted. The due loop appends it with the batch's notices.
+/// What becomes of a charge at issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Within the limits and the risk rules: it goes to the provider.
+    Scheduled,
+    /// Within the limits, but held by a risk rule (counted against the limits now, once).
+    Held(HoldReason),
+    Rejected(limits::Breach),
+}
+
+impl Admission {
+    /// A charge the limits admitted, checked against the charge-time risk rule; a refused one
+    /// stays refused.
+    pub fn of(schedule: &Schedule, amount: Money, admitted: Result<(), limits::Breach>) -> Admission {
+        match admitted {
+            Err(breach) => Admission::Rejected(breach),
+            Ok(()) => match risk_hold(schedule, amount) {
+                Some(reason) => Admission::Held(reason),
+                None => Admission::Scheduled,
+            },
+        }
+    }
+
+    /// Whether the limits admitted it (scheduled or held).
+    pub fn admitted(&self) -> bool {
+        !matches!(self, Admission::Rejected(_))
+    }
+}
+
+/// Whether the charge-time risk rule holds a charge of `amount` on this contract: above the
+/// threshold of the mean of its succeeded charges, or of its terms' amount before it has any.
+pub fn risk_hold(s: &Schedule, amount: Money) -> Option<HoldReason> {
+    risk::check_charge(&risk::ChargeFacts {
+        amount: amount.minor_units(),
+        succeeded_total: s.history.counted_total,
+        succeeded_count: s.history.succeeded_count,
+        expected: s.amount.minor_units(),
+        threshold_percent: risk::DEFAULT_MEAN_THRESHOLD_PERCENT,
+    })
+}
+
+/// A new hold's token: opens the payer's step-up page, so not guessable.
+pub fn hold_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The append that issues `issue` — `ChargeScheduled`; `ChargeHeld` with the risk rule and its
+/// inputs; or `ChargeRejected` naming the rule and figures of a breach — decided by the charge
+/// aggregate through the repository. The due loop appends it with the batch's notices.
 pub fn charge_append(
     issue: Issue,
-    admitted: Result<(), limits::Breach>,
+    admission: Admission,
     reason: Reason,
     description: &str,
     cause: &Cause,
     now: Timestamp,
-) -> (StreamAppend, bool) {
-    let ok = admitted.is_ok();
+) -> StreamAppend {
     let stream = issue.charge_id.stream();
-    let command = match admitted {
-        Ok(()) => ChargeCommand::Schedule {
+    let origin = Origin { reason, description: description.to_string() };
+    let command = match admission {
+        Admission::Held(hold) => ChargeCommand::Hold { issue, origin, reason: hold, token: hold_token() },
+        Admission::Scheduled => ChargeCommand::Schedule {
             charge_id: issue.charge_id,
             contract_id: issue.contract_id,
             merchant_id: issue.merchant_id,
@@ -60,19 +108,18 @@ pub fn charge_append(
             amount: issue.amount,
             period: issue.period,
             due_at: issue.due_at,
-            origin: Origin { reason, description: description.to_string() },
+            origin,
         },
-        Err(breach) => {
+        Admission::Rejected(breach) => {
             ChargeCommand::Reject { issue: Some(issue), rule: breach.rule.to_string(), detail: breach.detail }
         }
     };
     let new = Loaded { state: None, version: 0 };
-    // Deciding on a charge that does not exist yet cannot fail for either command.
-    let append = match repository::decide::<Charge>(stream.clone(), new, command, now, cause) {
+    // Deciding on a charge that does not exist yet cannot fail for any of the commands.
+    match repository::decide::<Charge>(stream.clone(), new, command, now, cause) {
         Ok(decided) => decided.into_append(),
         Err(_) => StreamAppend { stream, expected: ExpectedVersion::NoStream, events: vec![] },
-    };
-    (append, ok)
+    }
 }
 
 /// The pre-debit notice of a coming charge, on its own stream (named after the charge), so

@@ -15,7 +15,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Starts the loop; what it returns tells the platform time as of which the loop last found
 /// nothing left to do (`GetSchedulerStatus.checked_through_ms`).
-pub fn spawn(platform: Platform, window: DailyWindow) -> Arc<AtomicI64> {
+pub fn spawn(platform: Platform, window: DailyWindow, holds: crate::holds::Holds) -> Arc<AtomicI64> {
     let checked_through = Arc::new(AtomicI64::new(0));
     let reported = checked_through.clone();
     tokio::spawn(async move {
@@ -26,7 +26,8 @@ pub fn spawn(platform: Platform, window: DailyWindow) -> Arc<AtomicI64> {
                 let due = due::issue_all_due(&platform, &window).await?;
                 let retries = due::issue_retries(&platform, &window).await?;
                 let held = due::release_held(&platform, &window).await?;
-                anyhow::Ok(due + retries + held)
+                let holds = holds.settle_due().await?;
+                anyhow::Ok(due + retries + held + holds)
             }
             .await;
             match issued {

@@ -1,5 +1,9 @@
 //! gRPC handlers of the scheduler: each parses its request into domain types, calls the use
-//! case in `app`, and maps the answer (or the error) back.
+//! case in `app`, and maps the answer (or the error) back. `risk` serves `RiskService`, `page`
+//! the payer's step-up page for a held charge.
+pub mod page;
+pub mod risk;
+
 use crate::app::{self, App, AppError, Outcome};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::schedule::Schedule;
@@ -165,7 +169,16 @@ impl SchedulerService for SchedulerApi {
                 rule,
                 detail,
                 duplicate: t.duplicate,
-                charge_at_ms: 0,
+                ..Default::default()
+            },
+            Outcome::Held { rule, detail, expires_at_ms } => pb::TriggerChargeResponse {
+                charge_id,
+                outcome: pb::TriggerOutcome::Held as i32,
+                rule,
+                detail,
+                duplicate: t.duplicate,
+                hold_expires_at_ms: expires_at_ms,
+                ..Default::default()
             },
         }))
     }

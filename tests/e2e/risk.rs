@@ -1,0 +1,261 @@
+//! Charge-time risk: a charge above 200% of its contract's historical mean is held, not sent;
+//! the payer releases it on the step-up page their notice links to, an operator through
+//! `ReviewHeldCharge`, and nobody within 48 hours means rejected. Held charges count once
+//! against the limits. On SQLite and on PostgreSQL, through the real binary's interfaces.
+use crate::{scenario, support};
+
+use autodebit_proto::charger::v1::{
+    Charge, ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient,
+};
+use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, NoticeKind};
+use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client::NotifierServiceClient};
+use autodebit_proto::scheduler::v1::{
+    GetScheduleRequest, HeldCharge, HoldDecision, HoldState, ListHeldChargesRequest, ReviewHeldChargeRequest,
+    TriggerChargeRequest, TriggerChargeResponse, TriggerOutcome, risk_service_client::RiskServiceClient,
+    scheduler_service_client::SchedulerServiceClient,
+};
+use scenario::{Merchant, authed, create_plan as plan, onboard, sign_on as sign};
+use support::{Backend, TestApp, element_text, eventually, http_get, http_post};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const HOUR: i64 = 3_600;
+
+both!(
+    the_payer_releases_a_held_charge_and_it_counts_once_against_the_limits,
+    a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_review,
+);
+
+async fn run(backend: Backend) -> TestApp {
+    support::run_on(backend, 0, &["--test-clock"]).await
+}
+
+fn cny(fen: i64) -> Option<Money> {
+    Some(Money { minor_units: fen, currency: "CNY".into() })
+}
+
+/// A merchant with an event-triggered plan (at most `daily` charges a day) and a contract on
+/// it whose terms expect 500 fen a charge.
+async fn setup(ch: &Channel, credit_code: &str, daily: u32) -> (Merchant, String) {
+    let m = onboard(ch, credit_code).await;
+    let rides = plan(ch, &m, |t| {
+        t.charge_mode = ChargeMode::EventTriggered as i32;
+        t.daily_count_limit = daily;
+    })
+    .await;
+    let contract = sign(ch, &m, &rides, "payer-risk", 500, Cycle::Monthly).await;
+    eventually("the schedule", 30, || {
+        let (ch, id) = (ch.clone(), contract.clone());
+        async move {
+            SchedulerServiceClient::new(ch)
+                .get_schedule(support::op(GetScheduleRequest { contract_id: id }))
+                .await
+                .ok()?
+                .into_inner()
+                .schedule
+        }
+    })
+    .await;
+    (m, contract)
+}
+
+async fn trigger(ch: &Channel, m: &Merchant, contract: &str, fen: i64, key: &str) -> TriggerChargeResponse {
+    let req = TriggerChargeRequest {
+        contract_id: contract.into(),
+        amount: cny(fen),
+        reason: "ride".into(),
+        idempotency_key: key.into(),
+    };
+    SchedulerServiceClient::new(ch.clone()).trigger_charge(authed(req, &m.api_key)).await.unwrap().into_inner()
+}
+
+async fn charge(ch: &Channel, id: &str) -> Option<Charge> {
+    let req = GetChargeRequest { charge_id: id.to_string() };
+    ChargerServiceClient::new(ch.clone()).get_charge(support::op(req)).await.ok()?.into_inner().charge
+}
+
+async fn in_state(ch: &Channel, id: &str, state: ChargeState) -> Charge {
+    eventually(&format!("charge {id} in {state:?}"), 30, || async move {
+        charge(ch, id).await.filter(|c| c.state == state as i32)
+    })
+    .await
+}
+
+async fn held(ch: &Channel, key: Option<&str>, req: ListHeldChargesRequest) -> Result<Vec<HeldCharge>, tonic::Status> {
+    let req = match key {
+        Some(k) => authed(req, k),
+        None => support::op(req),
+    };
+    RiskServiceClient::new(ch.clone()).list_held_charges(req).await.map(|r| r.into_inner().held_charges)
+}
+
+async fn review(ch: &Channel, charge_id: &str, decision: HoldDecision) -> Result<HeldCharge, tonic::Status> {
+    let req =
+        ReviewHeldChargeRequest { charge_id: charge_id.into(), decision: decision as i32, note: "checked".into() };
+    let answer = RiskServiceClient::new(ch.clone()).review_held_charge(support::op(req)).await?;
+    Ok(answer.into_inner().held_charge.unwrap())
+}
+
+/// The step-up page's path, from the payer's notice of the hold.
+async fn step_up_path(ch: &Channel, contract: &str, charge_id: &str) -> String {
+    eventually("the payer's notice of the hold", 30, || async move {
+        let req = ListNoticesRequest { contract_id: contract.into() };
+        let notices = NotifierServiceClient::new(ch.clone()).list_notices(support::op(req)).await.ok()?.into_inner();
+        let n = notices
+            .notices
+            .into_iter()
+            .find(|n| n.kind == NoticeKind::ChargeHeld as i32 && n.charge_id == charge_id)?;
+        let at = n.text.find("/holds/")?;
+        Some(n.text[at..at + "/holds/".len() + 64].to_string())
+    })
+    .await
+}
+
+async fn the_payer_releases_a_held_charge_and_it_counts_once_against_the_limits(backend: Backend) {
+    let p = run(backend).await;
+    let ch = p.channel().await;
+    let (m, contract) = setup(&ch, "91330100MA2RSK0001", 3).await;
+
+    // Before any history the terms' 500 fen is the mean: 1,000 passes (charge 1 of the day).
+    let first = trigger(&ch, &m, &contract, 1_000, "r1").await;
+    assert_eq!(first.outcome, TriggerOutcome::Scheduled as i32);
+    in_state(&ch, &first.charge_id, ChargeState::Succeeded).await;
+    p.caught_up().await;
+
+    // The mean is now 1,000: 2,001 is held, not sent (charge 2 of the day, counted now).
+    let big = trigger(&ch, &m, &contract, 2_001, "r2").await;
+    assert_eq!(big.outcome, TriggerOutcome::Held as i32, "{big:?}");
+    assert_eq!(big.rule, "charge_over_mean");
+    assert!(big.detail.contains("2001 > 200% of 1000"), "{}", big.detail);
+    let again = trigger(&ch, &m, &contract, 2_001, "r2").await;
+    assert_eq!(again, TriggerChargeResponse { duplicate: true, ..big.clone() }, "the first answer again");
+    let c = in_state(&ch, &big.charge_id, ChargeState::Held).await;
+    assert_eq!((c.hold_rule.as_str(), c.attempt), ("charge_over_mean", 0));
+    p.settled().await;
+    assert_eq!(charge(&ch, &big.charge_id).await.unwrap().state, ChargeState::Held as i32, "never attempted");
+
+    // The merchant sees its hold with the rule's inputs; another merchant sees nothing.
+    let list = held(&ch, Some(&m.api_key), ListHeldChargesRequest::default()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    let h = &list[0];
+    assert_eq!((h.mean_minor_units, h.threshold_percent, h.history_count), (1_000, 200, 1));
+    assert_eq!((h.state, h.expires_at_ms - h.held_at_ms), (HoldState::Held as i32, 48 * HOUR * 1000));
+    let other = onboard(&ch, "91330100MA2RSK0002").await;
+    p.caught_up().await;
+    let mine_only = ListHeldChargesRequest { merchant_id: m.merchant_id.clone(), ..Default::default() };
+    assert!(held(&ch, Some(&other.api_key), mine_only).await.unwrap().is_empty());
+    let bad = ListHeldChargesRequest { page_token: "nonsense".into(), ..Default::default() };
+    let e = held(&ch, Some(&m.api_key), bad).await.unwrap_err();
+    assert!(e.message().starts_with("page_token"), "{e:?}");
+
+    // The payer's notice links the step-up page: the amount and the reason in plain words.
+    let path = step_up_path(&ch, &contract, &big.charge_id).await;
+    let (status, page) = http_get(p.http, &path).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(element_text(&page, "amount").as_deref(), Some("¥20.01"));
+    assert!(element_text(&page, "why").unwrap().contains("200%"), "{page}");
+    let (_, english) = http_get(p.http, &format!("{path}?lang=en")).await;
+    assert!(english.contains("Confirm the charge"), "{english}");
+    let code = element_text(&page, "code-hint").unwrap();
+    // A wrong code, or a parameter the page does not take, changes nothing.
+    let (status, wrong) = http_post(p.http, &format!("{path}/confirm"), "code=000000x").await;
+    assert_eq!(status, 400, "{wrong}");
+    let (status, _) = http_post(p.http, &format!("{path}/confirm?debug=1"), &format!("code={code}")).await;
+    assert_eq!(status, 400);
+    assert_eq!(charge(&ch, &big.charge_id).await.unwrap().state, ChargeState::Held as i32);
+    let (status, _) = http_get(p.http, "/holds/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, 404);
+
+    // The right code releases it: it goes to the provider and succeeds.
+    let (status, answer) = http_post(p.http, &format!("{path}/confirm"), &format!("code={code}")).await;
+    assert_eq!(status, 303, "{answer}");
+    let done = in_state(&ch, &big.charge_id, ChargeState::Succeeded).await;
+    assert_eq!((done.amount.unwrap().minor_units, done.hold_released_by.as_str()), (2_001, "payer"));
+    let (_, page) = http_get(p.http, &path).await;
+    assert!(element_text(&page, "released").is_some(), "{page}");
+    let (status, _) = http_post(p.http, &format!("{path}/confirm"), &format!("code={code}")).await;
+    assert_eq!(status, 409, "released once");
+    let list = held(&ch, Some(&m.api_key), ListHeldChargesRequest::default()).await.unwrap();
+    assert_eq!((list[0].state, list[0].released_by.as_str()), (HoldState::Scheduled as i32, "payer"));
+
+    // Counted once: the hold took the day's second charge and the release took none, so the
+    // third is admitted and a fourth refused.
+    let third = trigger(&ch, &m, &contract, 900, "r3").await;
+    assert_eq!(third.outcome, TriggerOutcome::Scheduled as i32, "{third:?}");
+    let fourth = trigger(&ch, &m, &contract, 900, "r4").await;
+    assert_eq!((fourth.outcome, fourth.rule.as_str()), (TriggerOutcome::Rejected as i32, "daily_count"));
+}
+
+async fn a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_review(backend: Backend) {
+    let p = run(backend).await;
+    let ch = p.channel().await;
+    let (m, contract) = setup(&ch, "91330100MA2RSK0003", 10).await;
+
+    // Three charges above twice the terms' 500 fen (no history yet), held.
+    let lapses = trigger(&ch, &m, &contract, 1_001, "big-1").await;
+    let approved = trigger(&ch, &m, &contract, 1_200, "big-2").await;
+    let refused = trigger(&ch, &m, &contract, 1_300, "big-3").await;
+    let declined = trigger(&ch, &m, &contract, 1_400, "big-4").await;
+    for t in [&lapses, &approved, &refused, &declined] {
+        assert_eq!(t.outcome, TriggerOutcome::Held as i32, "{t:?}");
+        in_state(&ch, &t.charge_id, ChargeState::Held).await;
+    }
+
+    // Reviewing needs the operator's key, a decision, and a held charge.
+    let req = ReviewHeldChargeRequest {
+        charge_id: approved.charge_id.clone(),
+        decision: HoldDecision::Approve as i32,
+        note: String::new(),
+    };
+    let e = RiskServiceClient::new(ch.clone()).review_held_charge(authed(req, &m.api_key)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = review(&ch, &approved.charge_id, HoldDecision::Unspecified).await.unwrap_err();
+    assert!(e.message().starts_with("decision"), "{e:?}");
+    let ordinary = trigger(&ch, &m, &contract, 300, "small").await;
+    assert_eq!(ordinary.outcome, TriggerOutcome::Scheduled as i32);
+    let e = review(&ch, &ordinary.charge_id, HoldDecision::Approve).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // An operator approves one (charged) and rejects another.
+    let h = review(&ch, &approved.charge_id, HoldDecision::Approve).await.unwrap();
+    assert_eq!(
+        (h.state, h.released_by.as_str(), h.note.as_str()),
+        (HoldState::Scheduled as i32, "operator", "checked")
+    );
+    let c = in_state(&ch, &approved.charge_id, ChargeState::Succeeded).await;
+    assert_eq!(c.hold_released_by, "operator");
+    let h = review(&ch, &refused.charge_id, HoldDecision::Reject).await.unwrap();
+    assert_eq!(h.state, HoldState::Rejected as i32);
+    let c = in_state(&ch, &refused.charge_id, ChargeState::Rejected).await;
+    assert_eq!(c.provider_code, "risk_review_rejected");
+    let e = review(&ch, &refused.charge_id, HoldDecision::Approve).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // The payer declines one on the step-up page: rejected at once.
+    let path = step_up_path(&ch, &contract, &declined.charge_id).await;
+    let (status, _) = http_post(p.http, &format!("{path}/decline"), "").await;
+    assert_eq!(status, 303);
+    let c = in_state(&ch, &declined.charge_id, ChargeState::Rejected).await;
+    assert_eq!(c.provider_code, "risk_payer_declined");
+
+    // Nobody releases the first: still held after 47 hours, rejected at 48.
+    p.advance_seconds(47 * HOUR).await;
+    p.settled().await;
+    assert_eq!(charge(&ch, &lapses.charge_id).await.unwrap().state, ChargeState::Held as i32);
+    let waiting = ListHeldChargesRequest { state: HoldState::Held as i32, ..Default::default() };
+    let still = held(&ch, None, waiting.clone()).await.unwrap();
+    assert_eq!(still.iter().map(|h| h.charge_id.as_str()).collect::<Vec<_>>(), [lapses.charge_id.as_str()]);
+    p.advance_seconds(HOUR).await;
+    let c = in_state(&ch, &lapses.charge_id, ChargeState::Rejected).await;
+    assert_eq!(c.provider_code, "risk_hold_expired");
+    assert!(held(&ch, None, waiting).await.unwrap().is_empty());
+    let path = step_up_path(&ch, &contract, &lapses.charge_id).await;
+    let (_, page) = http_get(p.http, &path).await;
+    assert!(element_text(&page, "rejected").is_some(), "{page}");
+
+    // Operators see every merchant's holds, a page at a time.
+    let first_page = held(&ch, None, ListHeldChargesRequest { page_size: 3, ..Default::default() }).await.unwrap();
+    assert_eq!(first_page.len(), 3);
+    let all = held(&ch, None, ListHeldChargesRequest::default()).await.unwrap();
+    assert_eq!(all.len(), 4);
+}
