@@ -659,6 +659,7 @@ async fn rebuild(a: RebuildArgs) -> anyhow::Result<()> {
                 at_ms: at,
                 merchant_id: merchant.clone(),
                 payer_id: payer.clone(),
+                ..Default::default()
             })
         };
         let notice = |n: usize, kind: pb::NoticeKind| {

@@ -17,6 +17,7 @@ mod authorization_page;
 mod billing_modes;
 mod charger_callbacks;
 mod charger_crash;
+mod complaints;
 mod contract_notices;
 mod contracts_api;
 mod dashboard;

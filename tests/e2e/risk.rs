@@ -7,11 +7,16 @@ use crate::{scenario, support};
 use autodebit_proto::charger::v1::{
     Charge, ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient,
 };
+use autodebit_proto::contracts::v1::{
+    CreateSigningSessionRequest, SigningState, contracts_service_client::ContractsServiceClient,
+};
 use autodebit_proto::events::v1::{ChargeMode, Cycle, Money, NoticeKind};
+use autodebit_proto::events::v1::{RiskScope, SigningChannel};
 use autodebit_proto::notifier::v1::{ListNoticesRequest, notifier_service_client::NotifierServiceClient};
 use autodebit_proto::scheduler::v1::{
-    GetScheduleRequest, HeldCharge, HoldDecision, HoldState, ListHeldChargesRequest, ReviewHeldChargeRequest,
-    TriggerChargeRequest, TriggerChargeResponse, TriggerOutcome, risk_service_client::RiskServiceClient,
+    GetScheduleRequest, HeldCharge, HoldDecision, HoldState, ListHeldChargesRequest, ListRiskDecisionsRequest,
+    ListRiskRulesRequest, ReviewHeldChargeRequest, RiskDecision, RiskRule, SetRiskRuleRequest, TriggerChargeRequest,
+    TriggerChargeResponse, TriggerOutcome, risk_service_client::RiskServiceClient,
     scheduler_service_client::SchedulerServiceClient,
 };
 use scenario::{Merchant, authed, create_plan as plan, onboard, sign_on as sign};
@@ -24,6 +29,7 @@ const HOUR: i64 = 3_600;
 both!(
     the_payer_releases_a_held_charge_and_it_counts_once_against_the_limits,
     a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_review,
+    rules_are_data_within_the_platforms_floor_and_every_decision_is_audited,
 );
 
 async fn run(backend: Backend) -> TestApp {
@@ -37,6 +43,12 @@ fn cny(fen: i64) -> Option<Money> {
 /// A merchant with an event-triggered plan (at most `daily` charges a day) and a contract on
 /// it whose terms expect 500 fen a charge.
 async fn setup(ch: &Channel, credit_code: &str, daily: u32) -> (Merchant, String) {
+    let (m, _, contract) = setup_plan(ch, credit_code, daily).await;
+    (m, contract)
+}
+
+/// As `setup`, with the plan's id.
+async fn setup_plan(ch: &Channel, credit_code: &str, daily: u32) -> (Merchant, String, String) {
     let m = onboard(ch, credit_code).await;
     let rides = plan(ch, &m, |t| {
         t.charge_mode = ChargeMode::EventTriggered as i32;
@@ -56,7 +68,7 @@ async fn setup(ch: &Channel, credit_code: &str, daily: u32) -> (Merchant, String
         }
     })
     .await;
-    (m, contract)
+    (m, rides, contract)
 }
 
 async fn trigger(ch: &Channel, m: &Merchant, contract: &str, fen: i64, key: &str) -> TriggerChargeResponse {
@@ -258,4 +270,130 @@ async fn a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_
     assert_eq!(first_page.len(), 3);
     let all = held(&ch, None, ListHeldChargesRequest::default()).await.unwrap();
     assert_eq!(all.len(), 4);
+}
+
+async fn set_rule(ch: &Channel, key: &str, req: SetRiskRuleRequest) -> Result<RiskRule, tonic::Status> {
+    let answer = RiskServiceClient::new(ch.clone()).set_risk_rule(authed(req, key)).await?;
+    Ok(answer.into_inner().rule.unwrap())
+}
+
+fn rule_req(scope: RiskScope, merchant: &str, plan: &str, setting: &str, value: i64) -> SetRiskRuleRequest {
+    SetRiskRuleRequest {
+        scope: scope as i32,
+        merchant_id: merchant.into(),
+        plan_id: plan.into(),
+        setting: setting.into(),
+        value,
+    }
+}
+
+async fn decisions(ch: &Channel, key: &str, req: ListRiskDecisionsRequest) -> Vec<RiskDecision> {
+    let answer = RiskServiceClient::new(ch.clone()).list_risk_decisions(authed(req, key)).await.unwrap();
+    answer.into_inner().decisions
+}
+
+fn input<'a>(d: &'a RiskDecision, name: &str) -> Option<&'a str> {
+    d.inputs.iter().find(|i| i.name == name).map(|i| i.value.as_str())
+}
+
+async fn rules_are_data_within_the_platforms_floor_and_every_decision_is_audited(backend: Backend) {
+    let p = run(backend).await;
+    let ch = p.channel().await;
+    let (m, rides, contract) = setup_plan(&ch, "91330100MA2RSK0004", 10).await;
+    let threshold = "charge_over_mean.threshold_percent";
+
+    // Bad settings name the field; nothing is recorded.
+    let e = set_rule(&ch, &m.api_key, rule_req(RiskScope::Plan, "", &rides, threshold, 250)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("value: 250 is outside"), "{e:?}");
+    let e = set_rule(&ch, &m.api_key, rule_req(RiskScope::Plan, "", &rides, "nope", 150)).await.unwrap_err();
+    assert!(e.message().starts_with("setting: unknown setting"), "{e:?}");
+    let e = set_rule(&ch, &m.api_key, rule_req(RiskScope::Platform, "", "", threshold, 150)).await.unwrap_err();
+    assert!(e.message().starts_with("scope"), "{e:?}");
+    let e = set_rule(&ch, &m.api_key, rule_req(RiskScope::Unspecified, "", "", threshold, 150)).await.unwrap_err();
+    assert!(e.message().starts_with("scope"), "{e:?}");
+    // Another merchant's plan does not exist for it.
+    let other = onboard(&ch, "91330100MA2RSK0005").await;
+    p.caught_up().await;
+    let e = set_rule(&ch, &other.api_key, rule_req(RiskScope::Plan, "", &rides, threshold, 150)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mine = RiskServiceClient::new(ch.clone())
+        .list_risk_rules(authed(
+            ListRiskRulesRequest { merchant_id: String::new(), plan_id: rides.clone() },
+            &other.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(mine.code(), Code::NotFound);
+
+    // The merchant makes its plan stricter: 150% of the mean.
+    let set = set_rule(&ch, &m.api_key, rule_req(RiskScope::Plan, "", &rides, threshold, 150)).await.unwrap();
+    assert_eq!((set.value, set.source, set.loosest, set.strictest), (150, RiskScope::Plan as i32, 200, 110));
+    let in_force = eventually("the plan's threshold in force", 30, || async {
+        let req = ListRiskRulesRequest { merchant_id: String::new(), plan_id: rides.clone() };
+        let rules = RiskServiceClient::new(ch.clone()).list_risk_rules(authed(req, &m.api_key)).await.ok()?;
+        rules.into_inner().rules.into_iter().find(|r| r.setting == threshold && r.value == 150)
+    })
+    .await;
+    assert_eq!(in_force.source, RiskScope::Plan as i32);
+
+    // 751 is above 150% of the terms' 500: held under the plan's threshold.
+    let ok = trigger(&ch, &m, &contract, 750, "t1").await;
+    assert_eq!(ok.outcome, TriggerOutcome::Scheduled as i32, "{ok:?}");
+    let big = trigger(&ch, &m, &contract, 751, "t2").await;
+    assert_eq!(big.outcome, TriggerOutcome::Held as i32, "{big:?}");
+    assert!(big.detail.contains("751 > 150% of 500"), "{}", big.detail);
+
+    // The operator makes the merchant's signing stricter: one payer account per device.
+    let req = rule_req(RiskScope::Merchant, &m.merchant_id, "", "device_accounts.max_accounts", 1);
+    set_rule(&ch, p.operator_key(), req).await.unwrap();
+    p.caught_up().await;
+    let session = |payer: &str| CreateSigningSessionRequest {
+        plan_id: m.plan_id.clone(),
+        payer_id: payer.into(),
+        channel: SigningChannel::H5 as i32,
+        device_id: "one-phone".into(),
+        client_ip: "192.0.2.30".into(),
+        return_url: "https://merchant.example/done".into(),
+        ..Default::default()
+    };
+    let mut contracts = ContractsServiceClient::new(ch.clone());
+    let first = contracts.create_signing_session(authed(session("payer-s1"), &m.api_key)).await.unwrap();
+    assert_eq!(first.into_inner().session.unwrap().state, SigningState::Open as i32);
+    let second = contracts.create_signing_session(authed(session("payer-s2"), &m.api_key)).await.unwrap();
+    let second = second.into_inner().session.unwrap();
+    assert_eq!(second.state, SigningState::HeldForReview as i32, "{second:?}");
+
+    // The audit: the sign-time decision by payer, with its rule and inputs…
+    let by_payer = ListRiskDecisionsRequest { payer_id: "payer-s2".into(), ..Default::default() };
+    let found = eventually("the sign-time decision in the audit", 30, || async {
+        let d = decisions(&ch, &m.api_key, by_payer.clone()).await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    let d = &found[0];
+    assert_eq!(
+        (d.rule.as_str(), d.outcome.as_str(), d.session_id.as_str()),
+        ("device_accounts", "held_for_review", second.session_id.as_str())
+    );
+    assert_eq!((input(d, "accounts"), input(d, "max_accounts")), (Some("2"), Some("1")));
+    // …and the charge-time ones by contract: held, then rejected by the operator.
+    review(&ch, &big.charge_id, HoldDecision::Reject).await.unwrap();
+    let by_contract = ListRiskDecisionsRequest { contract_id: contract.clone(), ..Default::default() };
+    let trail = decisions(&ch, &m.api_key, by_contract.clone()).await;
+    let outcomes: Vec<&str> = trail.iter().map(|d| d.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["rejected_by_operator", "held"], "newest first");
+    assert_eq!((input(&trail[1], "threshold_percent"), input(&trail[1], "amount")), (Some("150"), Some("751")));
+    // Another merchant sees none of it; the operator sees it all, a page at a time.
+    assert!(decisions(&ch, &other.api_key, by_contract.clone()).await.is_empty());
+    let page = ListRiskDecisionsRequest { contract_id: contract.clone(), page_size: 1, ..Default::default() };
+    let answer = RiskServiceClient::new(ch.clone()).list_risk_decisions(support::op(page.clone())).await.unwrap();
+    let answer = answer.into_inner();
+    assert_eq!(answer.decisions.len(), 1);
+    let next = ListRiskDecisionsRequest { page_token: answer.next_page_token, ..page };
+    let rest = decisions(&ch, p.operator_key(), next).await;
+    assert_eq!(rest.iter().map(|d| d.outcome.as_str()).collect::<Vec<_>>(), ["held"]);
+    let bad = ListRiskDecisionsRequest { payer_id: "bad payer id with spaces".into(), ..Default::default() };
+    let e = RiskServiceClient::new(ch.clone()).list_risk_decisions(support::op(bad)).await.unwrap_err();
+    assert!(e.message().starts_with("payer_id"), "{e:?}");
 }

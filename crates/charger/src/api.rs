@@ -11,6 +11,7 @@ use autodebit_runtime::grpc::{internal, invalid};
 use tonic::{Request, Response, Status};
 
 pub mod callbacks;
+pub mod complaints;
 pub mod reconciliation;
 pub mod settlement;
 

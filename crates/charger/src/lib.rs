@@ -11,6 +11,7 @@
 
 mod api;
 mod app;
+pub mod complaints;
 mod pdf;
 mod processor;
 pub mod receipts;
@@ -34,6 +35,7 @@ pub use autodebit_provider::simulator::{Simulator, SimulatorConfig};
 pub const GRPC_NAME: &str = "autodebit.charger.v1.ChargerService";
 pub const SETTLEMENT_GRPC_NAME: &str = "autodebit.charger.v1.SettlementService";
 pub const RECONCILIATION_GRPC_NAME: &str = "autodebit.charger.v1.ReconciliationService";
+pub const COMPLAINTS_GRPC_NAME: &str = "autodebit.charger.v1.ComplaintsService";
 
 /// The provider each merchant's charges go to: its own where configured, else the default.
 pub struct Providers {
@@ -144,6 +146,13 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
                 api::reconciliation::ReconciliationApi::new(platform.clone(), providers, config.calendar.clone()),
             )
             .max_decoding_message_size(api::reconciliation::MAX_STATEMENT_BYTES),
+        ))
+        .merge(autodebit_runtime::grpc::routes_for(
+            autodebit_proto::charger::v1::complaints_service_server::ComplaintsServiceServer::new(
+                api::complaints::ComplaintsApi::new(complaints::Complaints::new(platform.clone())),
+            )
+            // Five pieces of evidence of 2 MiB each, and the rest of the request.
+            .max_decoding_message_size(12 * 1024 * 1024),
         ));
     let http = api::callbacks::routes(
         platform.clone(),
@@ -159,7 +168,7 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         key: link_key,
     }));
     Ok(Component {
-        grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME, RECONCILIATION_GRPC_NAME],
+        grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME, RECONCILIATION_GRPC_NAME, COMPLAINTS_GRPC_NAME],
         routes,
         http,
         key_table: "charger_api_keys",

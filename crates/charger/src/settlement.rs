@@ -531,6 +531,8 @@ pub async fn review_refund_rates(platform: &Platform) -> anyhow::Result<usize> {
                 Err(e) => return Err(e.into()),
             }
             record_review_opened(&mut tx, &review).await?;
+            let cause = autodebit_domain::credit::Cause::RefundRateReview { review: review_stream(&merchant) };
+            crate::complaints::change_credit(&mut tx, &merchant, &cause, 0, now).await?;
             tracing::warn!(merchant, refunds, charges, rate_basis_points = rate, "merchant put up for risk review");
             opened += 1;
         }
@@ -563,6 +565,10 @@ pub fn spawn_closer(platform: Platform, calendar: Arc<WorkingCalendar>, provider
         loop {
             if let Err(e) = review_refund_rates(&platform).await {
                 tracing::error!(error = format!("{e:#}"), "looking at refund rates failed; retrying");
+                autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
+            }
+            if let Err(e) = crate::complaints::miss_due(&platform, &calendar).await {
+                tracing::error!(error = format!("{e:#}"), "applying missed complaint deadlines failed; retrying");
                 autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGER_ERRORS, &[], 1);
             }
             if let Err(e) = crate::reconcile::escalate_due(&platform).await {
@@ -642,6 +648,22 @@ pub async fn caught_up_time(platform: &Platform) -> anyhow::Result<i64> {
 /// from its earliest waiting item's due day to that day, each taking the items due by its day.
 /// When the clock has run on while the closer was away (or a test clock jumped), each working
 /// day still gets the batch it would have had. How many it closed.
+/// Delays a merchant's settlement (a missed amount-dispute deadline): nothing of it closes
+/// before `SETTLEMENT_DELAY_WORKING_DAYS` working days after the next working day from `at_ms`
+/// — its T+1 batches become T+2.
+pub async fn delay_merchant(tx: &mut Tx, calendar: &WorkingCalendar, merchant: &str, at_ms: i64) -> anyhow::Result<()> {
+    let days = 1 + autodebit_domain::complaint::SETTLEMENT_DELAY_WORKING_DAYS;
+    let not_before = calendar.add_working_days(local_date(at_ms), days).to_string();
+    tx.execute(
+        "INSERT INTO settlement_delays (merchant_id, not_before) VALUES ($1, $2)
+         ON CONFLICT (merchant_id) DO UPDATE SET not_before = excluded.not_before
+         WHERE settlement_delays.not_before < excluded.not_before",
+        &[Value::from(merchant), Value::from(not_before)],
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar, now: i64) -> anyhow::Result<usize> {
     let today = local_date(now);
     let due = platform
@@ -652,9 +674,23 @@ pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar, now: i64
             &[Value::from(today.to_string())],
         )
         .await?;
+    let delays: std::collections::HashMap<String, String> = platform
+        .store
+        .query(
+            "SELECT merchant_id, not_before FROM settlement_delays WHERE not_before > $1",
+            &[Value::from(today.to_string())],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.text(0).unwrap_or_default().to_string(), r.text(1).unwrap_or_default().to_string()))
+        .collect();
     let mut closed = 0;
     for row in due {
         let (merchant, currency) = (row.text(0).unwrap_or_default(), row.text(1).unwrap_or_default());
+        // A delayed merchant's batches wait (the items stay due and close together later).
+        if delays.contains_key(merchant) {
+            continue;
+        }
         let Ok(mut day) = NaiveDate::parse_from_str(row.text(2).unwrap_or_default(), "%Y-%m-%d") else { continue };
         while day <= today {
             if calendar.is_working_day(day) && close_one(&platform.store, merchant, currency, day, now).await? {

@@ -1,6 +1,7 @@
 //! Follows charge outcomes: a success resets the contract's run of failures; the third failed
 //! charge in a row suspends it (`domain::contract::failures_suspend`), and the suspension says
-//! why.
+//! why. It also keeps the risk rule settings (`RiskRuleSet`) the sign-time checks read, and
+//! merchants' credit scores (`CreditScoreChanged`), below whose floor no signing goes ahead.
 use crate::app::contracts::{AppError, Contracts};
 use crate::store;
 use autodebit_domain::ContractId;
@@ -26,7 +27,7 @@ impl Processor for ChargeOutcomes {
     }
 
     fn event_types(&self) -> &'static [&'static str] {
-        &["ChargeSucceeded", "ChargeFailed"]
+        &["ChargeSucceeded", "ChargeFailed", "RiskRuleSet", "CreditScoreChanged"]
     }
 
     async fn prepare(&self, _: &[Decoded]) -> anyhow::Result<()> {
@@ -61,6 +62,17 @@ impl Processor for ChargeOutcomes {
                         Err(AppError::Rule(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
+                }
+                EventKind::CreditScoreChanged(c) => {
+                    tx.execute(
+                        "INSERT INTO contracts_merchant_credit (merchant_id, score) VALUES ($1, $2)
+                         ON CONFLICT (merchant_id) DO UPDATE SET score = excluded.score",
+                        &[c.merchant_id.as_str().into(), autodebit_eventstore::Value::Int(c.score)],
+                    )
+                    .await?;
+                }
+                EventKind::RiskRuleSet(r) => {
+                    autodebit_runtime::risk_rules::write(tx, "contracts_risk_rules", r).await?;
                 }
                 _ => {}
             }

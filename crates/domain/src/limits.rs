@@ -83,6 +83,18 @@ pub fn check_merchant(suspended: bool) -> Result<(), Breach> {
     Ok(())
 }
 
+/// A merchant whose charging is frozen (a missed unauthorized-charge complaint deadline, or a
+/// credit score below the charging floor) charges nothing until it is lifted.
+pub fn check_frozen(frozen: bool) -> Result<(), Breach> {
+    if frozen {
+        return Err(Breach {
+            rule: "charging_frozen",
+            detail: "the merchant's charging is frozen (a missed complaint deadline or a low credit score)".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The default daily amount limit: three times the contract's monthly average, once it has
 /// a month of history.
 pub fn default_daily_amount(total_charged: i64, months_of_history: i64) -> Option<i64> {

@@ -121,6 +121,114 @@ impl Releaser {
     }
 }
 
+// === rules as data ===
+
+/// A rule's setting that operators and merchants may change within the platform's bounds: its
+/// name (`rule.setting`), the platform's value, and the strictest and loosest values allowed.
+/// The loosest is the platform's floor of control: no merchant or plan goes below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub name: &'static str,
+    /// The rule it belongs to, as decisions name it.
+    pub rule: &'static str,
+    pub platform: i64,
+    pub strictest: i64,
+    pub loosest: i64,
+    pub about: &'static str,
+}
+
+impl Setting {
+    /// Whether `value` lies between the strictest and the loosest.
+    pub fn allows(&self, value: i64) -> bool {
+        (self.strictest.min(self.loosest)..=self.strictest.max(self.loosest)).contains(&value)
+    }
+}
+
+/// The charge-time rule's threshold.
+pub const THRESHOLD_PERCENT: &str = "charge_over_mean.threshold_percent";
+/// The sign-time device rule: how many payer accounts one device may sign for, and in what window.
+pub const DEVICE_MAX_ACCOUNTS: &str = "device_accounts.max_accounts";
+pub const DEVICE_WINDOW_HOURS: &str = "device_accounts.window_hours";
+/// The sign-time rule names, as decisions name them.
+pub const DEVICE_ACCOUNTS: &str = "device_accounts";
+pub const REGION_CHANGE: &str = "region_change";
+
+/// Every setting there is.
+pub const SETTINGS: [Setting; 3] = [
+    Setting {
+        name: THRESHOLD_PERCENT,
+        rule: CHARGE_OVER_MEAN,
+        platform: DEFAULT_MEAN_THRESHOLD_PERCENT as i64,
+        strictest: MIN_MEAN_THRESHOLD_PERCENT as i64,
+        loosest: DEFAULT_MEAN_THRESHOLD_PERCENT as i64,
+        about: "a charge above this percentage of its contract's mean is held until released",
+    },
+    Setting {
+        name: DEVICE_MAX_ACCOUNTS,
+        rule: DEVICE_ACCOUNTS,
+        platform: crate::signing::MAX_ACCOUNTS_PER_DEVICE as i64,
+        strictest: 1,
+        loosest: crate::signing::MAX_ACCOUNTS_PER_DEVICE as i64,
+        about: "a device that signed for more payer accounts than this within the window holds the session for review",
+    },
+    Setting {
+        name: DEVICE_WINDOW_HOURS,
+        rule: DEVICE_ACCOUNTS,
+        platform: crate::signing::DEVICE_WINDOW_HOURS,
+        strictest: 168,
+        loosest: crate::signing::DEVICE_WINDOW_HOURS,
+        about: "the hours the device's payer accounts are counted over",
+    },
+];
+
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Where a setting applies: the whole platform, one merchant, or one plan (the most specific
+/// set one wins).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Platform,
+    Merchant(String),
+    Plan(String),
+}
+
+impl Scope {
+    /// The key rules are stored under: `platform`, `merchant:<id>`, `plan:<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Platform => "platform".into(),
+            Scope::Merchant(m) => format!("merchant:{m}"),
+            Scope::Plan(p) => format!("plan:{p}"),
+        }
+    }
+}
+
+/// A setting's value in force for a plan of a merchant: the plan's if set, else the merchant's,
+/// else the platform's as set, else the platform's own — always within the bounds.
+pub fn effective(s: &Setting, plan: Option<i64>, merchant: Option<i64>, platform: Option<i64>) -> i64 {
+    [plan, merchant, platform].into_iter().flatten().find(|v| s.allows(*v)).unwrap_or(s.platform)
+}
+
+/// Why a rule setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("unknown setting {0:?} (known: {known})", known = SETTINGS.map(|s| s.name).join(", "))]
+    UnknownSetting(String),
+    #[error("{value} is outside {name}'s bounds: from {strictest} (strictest) to {loosest} (the platform's floor)")]
+    OutOfBounds { name: &'static str, value: i64, strictest: i64, loosest: i64 },
+}
+
+/// The setting named, if `value` (0: clear the scope's value) is allowed for it.
+pub fn check_rule(name: &str, value: i64) -> Result<&'static Setting, RuleError> {
+    let s = setting(name).ok_or_else(|| RuleError::UnknownSetting(name.to_string()))?;
+    if value != 0 && !s.allows(value) {
+        return Err(RuleError::OutOfBounds { name: s.name, value, strictest: s.strictest, loosest: s.loosest });
+    }
+    Ok(s)
+}
+
 /// When a charge held at `held_at` is rejected if nobody releases it.
 pub fn hold_expires_at(held_at: Timestamp) -> Timestamp {
     held_at + HOLD_EXPIRY
@@ -184,6 +292,26 @@ mod tests {
     fn the_hold_expires_after_48_hours() {
         let at = crate::clock::from_millis(1_000);
         assert_eq!((hold_expires_at(at) - at).num_hours(), 48);
+    }
+
+    #[test]
+    fn settings_are_checked_against_their_bounds_and_the_most_specific_wins() {
+        assert!(check_rule(THRESHOLD_PERCENT, 150).is_ok());
+        assert!(check_rule(THRESHOLD_PERCENT, 0).is_ok(), "0 clears");
+        let e = check_rule(THRESHOLD_PERCENT, 250).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "250 is outside charge_over_mean.threshold_percent's bounds: from 110 (strictest) to 200 (the platform's floor)"
+        );
+        assert!(check_rule(DEVICE_WINDOW_HOURS, 72).is_ok());
+        assert!(check_rule(DEVICE_WINDOW_HOURS, 12).is_err(), "a shorter window is looser");
+        assert!(matches!(check_rule("nope", 1), Err(RuleError::UnknownSetting(_))));
+        let s = setting(THRESHOLD_PERCENT).unwrap();
+        assert_eq!(effective(s, None, None, None), 200);
+        assert_eq!(effective(s, None, Some(150), Some(180)), 150);
+        assert_eq!(effective(s, Some(120), Some(150), Some(180)), 120);
+        assert_eq!(effective(s, None, None, Some(180)), 180);
+        assert_eq!(Scope::Plan("pl_1".into()).key(), "plan:pl_1");
     }
 
     proptest! {

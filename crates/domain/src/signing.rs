@@ -156,6 +156,15 @@ pub struct StepRecorded {
     pub step: Step,
     pub detail: String,
     pub at: Timestamp,
+    /// For a sign-time risk decision: the rule and its inputs.
+    pub risk: Option<RiskInputs>,
+}
+
+/// The rule a risk decision was made under and what it looked at, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RiskInputs {
+    pub rule: String,
+    pub inputs: Vec<(String, String)>,
 }
 
 /// An SMS code issued for the session: the notifier sends it to the payer. Only its hash is
@@ -198,44 +207,80 @@ impl SigningSession {
 /// A session's state: `None` until it is opened.
 pub type SigningState = Option<SigningSession>;
 
-/// What the sign-time risk checks found as the session opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the sign-time risk checks found as the session opened, and the settings in force
+/// for the merchant and plan (`crate::risk::SETTINGS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignTimeRisk {
     /// Distinct payer accounts other than this session's that the device signed for within
     /// the velocity window.
     pub other_accounts_on_device: u32,
     /// The region of the payer's first session with the merchant, if one was known.
     pub usual_region: Option<String>,
+    /// More accounts than this on the device hold the session.
+    pub max_accounts: u32,
+    /// The velocity window, in hours.
+    pub window_hours: i64,
 }
 
-/// The start of the device velocity window that ends at `now`.
-pub fn device_window_start(now: Timestamp) -> Timestamp {
-    now - chrono::Duration::hours(DEVICE_WINDOW_HOURS)
+impl Default for SignTimeRisk {
+    fn default() -> Self {
+        SignTimeRisk {
+            other_accounts_on_device: 0,
+            usual_region: None,
+            max_accounts: MAX_ACCOUNTS_PER_DEVICE,
+            window_hours: DEVICE_WINDOW_HOURS,
+        }
+    }
 }
 
-/// The sign-time risk decisions for a session opening, each a step with its reason: a device
-/// that signed for more than [`MAX_ACCOUNTS_PER_DEVICE`] payer accounts within the window
+/// The start of the device velocity window of `hours` that ends at `now`.
+pub fn device_window_start(now: Timestamp, hours: i64) -> Timestamp {
+    now - chrono::Duration::hours(hours)
+}
+
+/// The sign-time risk decisions for a session opening, each a step with its reason, rule and
+/// inputs: a device that signed for more than `max_accounts` payer accounts within the window
 /// (this one included) is held for review; a client IP in a known region other than the
 /// payer's usual one needs an SMS code first.
-pub fn risk_steps(opened: &Opened, risk: &SignTimeRisk) -> Vec<(Step, String)> {
+pub fn risk_steps(opened: &Opened, risk: &SignTimeRisk) -> Vec<StepRecorded> {
     let mut steps = Vec::new();
     let accounts = risk.other_accounts_on_device.saturating_add(1);
-    if accounts > MAX_ACCOUNTS_PER_DEVICE {
-        steps.push((
-            Step::HeldForReview,
-            format!(
-                "device {} signed for {accounts} payer accounts within {DEVICE_WINDOW_HOURS} h (more than \
-                 {MAX_ACCOUNTS_PER_DEVICE})",
-                opened.device_id
+    let at = opened.opened_at;
+    let input = |k: &str, v: String| (k.to_string(), v);
+    if accounts > risk.max_accounts {
+        steps.push(StepRecorded {
+            step: Step::HeldForReview,
+            detail: format!(
+                "device {} signed for {accounts} payer accounts within {} h (more than {})",
+                opened.device_id, risk.window_hours, risk.max_accounts
             ),
-        ));
+            at,
+            risk: Some(RiskInputs {
+                rule: crate::risk::DEVICE_ACCOUNTS.into(),
+                inputs: vec![
+                    input("device_id", opened.device_id.clone()),
+                    input("accounts", accounts.to_string()),
+                    input("max_accounts", risk.max_accounts.to_string()),
+                    input("window_hours", risk.window_hours.to_string()),
+                ],
+            }),
+        });
     }
     let region = &opened.client_region;
     if let Some(usual) = risk.usual_region.as_ref().filter(|u| !region.is_empty() && *u != region) {
-        steps.push((
-            Step::SmsRequired,
-            format!("client IP {} is in {region}, the payer usually signs from {usual}", opened.client_ip),
-        ));
+        steps.push(StepRecorded {
+            step: Step::SmsRequired,
+            detail: format!("client IP {} is in {region}, the payer usually signs from {usual}", opened.client_ip),
+            at,
+            risk: Some(RiskInputs {
+                rule: crate::risk::REGION_CHANGE.into(),
+                inputs: vec![
+                    input("client_ip", opened.client_ip.clone()),
+                    input("region", region.clone()),
+                    input("usual_region", usual.clone()),
+                ],
+            }),
+        });
     }
     steps
 }
@@ -376,15 +421,21 @@ impl Session {
 
 /// The events of `steps` taken at `at`: each step recorded, and after an `SmsRequired` step the
 /// SMS code issued.
-fn step_events(steps: Vec<(Step, String)>, sms_code: &str, at: Timestamp) -> Vec<SigningEvent> {
+fn step_events(steps: Vec<StepRecorded>, sms_code: &str) -> Vec<SigningEvent> {
     let mut events = Vec::with_capacity(steps.len() + 1);
-    for (step, detail) in steps {
-        events.push(SigningEvent::StepRecorded(StepRecorded { step, detail, at }));
-        if step == Step::SmsRequired {
+    for step in steps {
+        let (sms, at) = (step.step == Step::SmsRequired, step.at);
+        events.push(SigningEvent::StepRecorded(step));
+        if sms {
             events.push(SigningEvent::CodeIssued(CodeIssued { code: sms_code.to_string(), at }));
         }
     }
     events
+}
+
+/// Steps taken at `at` with their details, none a risk decision.
+fn plain_steps(steps: Vec<(Step, String)>, at: Timestamp) -> Vec<StepRecorded> {
+    steps.into_iter().map(|(step, detail)| StepRecorded { step, detail, at, risk: None }).collect()
 }
 
 impl Aggregate for SigningSession {
@@ -405,17 +456,16 @@ impl Aggregate for SigningSession {
             let SigningCommand::Open { opened, risk, sms_code } = command else {
                 return Err(SigningError::NoSession);
             };
-            let at = opened.opened_at;
             let steps = risk_steps(&opened, &risk);
             let mut events = vec![SigningEvent::Opened(opened)];
-            events.extend(step_events(steps, &sms_code, at));
+            events.extend(step_events(steps, &sms_code));
             return Ok(events);
         };
         let sms_code = match &command {
             SigningCommand::RequireSms { sms_code, .. } => sms_code.clone(),
             _ => String::new(),
         };
-        Ok(step_events(s.session.steps_for(command, now)?, &sms_code, now))
+        Ok(step_events(plain_steps(s.session.steps_for(command, now)?, now), &sms_code))
     }
 
     fn apply(state: SigningState, event: &SigningEvent) -> SigningState {
@@ -557,18 +607,27 @@ mod tests {
 
     #[test]
     fn a_fourth_account_on_a_device_within_a_day_is_held_for_review() {
-        let three = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE - 1, usual_region: None };
+        let three = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE - 1, ..Default::default() };
         assert_eq!(status(&open(three)), SessionStatus::Open);
-        let four = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE, usual_region: None };
-        let s = open(four).unwrap();
+        let four = SignTimeRisk { other_accounts_on_device: MAX_ACCOUNTS_PER_DEVICE, ..Default::default() };
+        let s = open(four.clone()).unwrap();
         assert_eq!(s.session.status, SessionStatus::Held);
         assert_eq!(s.session.steps[0].1, "device d1 signed for 4 payer accounts within 24 h (more than 3)");
-        assert_eq!(device_window_start(from_millis(100_000_000)), from_millis(100_000_000 - 24 * 3_600_000));
+        assert_eq!(device_window_start(from_millis(100_000_000), 24), from_millis(100_000_000 - 24 * 3_600_000));
+        // The decision names its rule and inputs.
+        let step = &risk_steps(&opened("d1", ""), &four)[0];
+        let risk = step.risk.as_ref().unwrap();
+        assert_eq!(risk.rule, "device_accounts");
+        assert!(risk.inputs.contains(&("accounts".to_string(), "4".to_string())), "{risk:?}");
+        // A merchant's stricter setting: one account per device, over a week.
+        let strict = SignTimeRisk { other_accounts_on_device: 1, max_accounts: 1, window_hours: 168, ..four };
+        let s = open(strict).unwrap();
+        assert_eq!(s.session.steps[0].1, "device d1 signed for 2 payer accounts within 168 h (more than 1)");
     }
 
     #[test]
     fn signing_from_another_region_than_usual_needs_an_sms_code() {
-        let usual = |r: &str| SignTimeRisk { other_accounts_on_device: 0, usual_region: Some(r.into()) };
+        let usual = |r: &str| SignTimeRisk { usual_region: Some(r.into()), ..Default::default() };
         let s = open(usual("beijing")).unwrap();
         assert!(s.session.sms_required);
         assert_eq!(s.session.steps[0].1, "client IP 198.51.100.7 is in shanghai, the payer usually signs from beijing");
@@ -582,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_required_sms_code_is_issued_with_the_step_and_only_then() {
-        let usual = SignTimeRisk { other_accounts_on_device: 0, usual_region: Some("beijing".into()) };
+        let usual = SignTimeRisk { usual_region: Some("beijing".into()), ..Default::default() };
         let command = SigningCommand::Open { opened: opened("d1", "shanghai"), risk: usual, sms_code: "123456".into() };
         let events = SigningSession::decide(&None, command, from_millis(5)).unwrap();
         assert_eq!(events.len(), 3, "{events:?}");

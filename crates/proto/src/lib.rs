@@ -98,6 +98,12 @@ impl events::v1::Event {
             Some(Kind::ProfitSharingEnded(_)) => "ProfitSharingEnded",
             Some(Kind::ChargeHeld(_)) => "ChargeHeld",
             Some(Kind::ChargeHoldReleased(_)) => "ChargeHoldReleased",
+            Some(Kind::RiskRuleSet(_)) => "RiskRuleSet",
+            Some(Kind::ComplaintFiled(_)) => "ComplaintFiled",
+            Some(Kind::ComplaintAnswered(_)) => "ComplaintAnswered",
+            Some(Kind::ComplaintDeadlineMissed(_)) => "ComplaintDeadlineMissed",
+            Some(Kind::CreditScoreChanged(_)) => "CreditScoreChanged",
+            Some(Kind::ChargingFreezeChanged(_)) => "ChargingFreezeChanged",
             None => "Unknown",
         }
     }

@@ -9,6 +9,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 use prost::Message;
 
+pub mod complaint;
 pub mod merchant;
 pub mod plan;
 pub mod signing;

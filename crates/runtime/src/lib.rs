@@ -9,7 +9,9 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod repository;
+pub mod risk_rules;
 pub mod shutdown;
+pub mod sql;
 pub mod telemetry;
 
 use autodebit_eventstore::EventStore;

@@ -23,6 +23,7 @@ pub const CHARGES_HELD: &str = "autodebit_charges_held_total";
 pub const CHARGES_WAITING_FOR_WINDOW: &str = "autodebit_charges_waiting_for_window_total";
 pub const HOLDS_RELEASED: &str = "autodebit_holds_released_total";
 pub const HOLDS_REJECTED: &str = "autodebit_holds_rejected_total";
+pub const COMPLAINT_DEADLINES_MISSED: &str = "autodebit_complaint_deadlines_missed_total";
 pub const CHARGE_RETRIES: &str = "autodebit_charge_retries_total";
 pub const PRE_DEBIT_NOTICES: &str = "autodebit_pre_debit_notices_total";
 pub const USAGE_RECORDS: &str = "autodebit_usage_records_total";
@@ -82,6 +83,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
     ),
     (HOLDS_RELEASED, Kind::Counter, Unit::Count, "Held charges released by the payer or an operator"),
     (HOLDS_REJECTED, Kind::Counter, Unit::Count, "Held charges rejected: by an operator, the payer, or expiry"),
+    (
+        COMPLAINT_DEADLINES_MISSED,
+        Kind::Counter,
+        Unit::Count,
+        "Complaints whose deadline passed unanswered (each brought its penalty)",
+    ),
     (CHARGE_RETRIES, Kind::Counter, Unit::Count, "Retries of failed charges issued by the scheduler"),
     (PRE_DEBIT_NOTICES, Kind::Counter, Unit::Count, "Pre-debit notices issued by the scheduler"),
     (USAGE_RECORDS, Kind::Counter, Unit::Count, "Usage records accepted"),

@@ -276,15 +276,19 @@ impl App {
         let issue = Issue { charge_id, amount, period: 0, due_at: now, ..base_issue(&schedule) };
         let plans = store::plan_charges(&mut Db::Tx(&mut tx), &[schedule.plan_id.as_str()]).await?;
         let suspended = store::suspended_merchants(&mut Db::Tx(&mut tx), &[schedule.merchant_id.as_str()]).await?;
+        let frozen = !store::frozen_merchants(&mut Db::Tx(&mut tx), &[schedule.merchant_id.as_str()]).await?.is_empty();
         // A contract that no longer bills is answered with a rejected charge, like a limit.
         let admission = match schedule.refusal(now) {
             Some(refusal) => Admission::Rejected(refusal.breach()),
             None => {
                 let limits = limits_at(&schedule, plans.get(&schedule.plan_id), now);
                 let merchant_suspended = suspended.contains(schedule.merchant_id.as_str());
-                let admitted =
-                    schedule.admit(amount, now, &limits, merchant_suspended).map(|counted| schedule.apply(&counted));
-                Admission::of(&schedule, amount, admitted)
+                let admitted = autodebit_domain::limits::check_frozen(frozen).and_then(|()| {
+                    schedule.admit(amount, now, &limits, merchant_suspended).map(|counted| schedule.apply(&counted))
+                });
+                let scope = (schedule.merchant_id.as_str(), schedule.plan_id.as_str());
+                let rules = store::risk_rules(&mut Db::Tx(&mut tx), &[scope.0], &[scope.1]).await?;
+                Admission::of(&schedule, amount, admitted, &rules)
             }
         };
         // Outside the charge window an admitted charge waits until it opens (a held one waits

@@ -3,6 +3,7 @@
 //! nobody released within 48 hours and schedules released charges once the charge window
 //! opens. Every step is decided by the charge aggregate and appended at the version read, with
 //! the hold's row (`store::holds`) in the same transaction.
+use crate::store::decisions;
 use crate::store::holds::{self, HoldRow};
 use crate::store::{Db, schedules};
 use autodebit_domain::charge::{Charge, ChargeCommand, ChargeError, ChargeStatus};
@@ -182,6 +183,8 @@ impl Holds {
             now_ms,
         )
         .await?;
+        let outcome = format!("released_by_{}", by.as_str());
+        decisions::insert(&mut tx, &holds::decision(row, "released", &outcome, note, now_ms)).await?;
         tx.commit().await?;
         autodebit_runtime::metrics::add(autodebit_runtime::metrics::HOLDS_RELEASED, &[], 1);
         Ok(())
@@ -205,6 +208,13 @@ impl Holds {
         let cause = Cause::request(format!("{}/reject", row.charge_id));
         repository::execute_in::<Charge, _, HoldError>(&mut tx, &stream, None, command, now, &cause, &NoTables).await?;
         holds::set_state(&mut tx, &row.charge_id, holds::REJECTED, decided_by, 0, now.timestamp_millis()).await?;
+        let outcome = match rule {
+            risk::HOLD_EXPIRED => "expired",
+            risk::REVIEW_REJECTED => "rejected_by_operator",
+            risk::PAYER_DECLINED => "declined_by_payer",
+            _ => "rejected",
+        };
+        decisions::insert(&mut tx, &holds::decision(row, "rejected", outcome, detail, now.timestamp_millis())).await?;
         tx.commit().await?;
         autodebit_runtime::metrics::add(autodebit_runtime::metrics::HOLDS_REJECTED, &[], 1);
         Ok(())

@@ -14,6 +14,7 @@ mod api;
 mod app;
 mod holds;
 mod processor;
+mod rules;
 pub mod store;
 mod worker;
 
@@ -42,8 +43,12 @@ pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Resu
     let holds = holds::Holds::new(platform.clone(), config.window);
     let checked_through = worker::spawn(platform.clone(), config.window, holds.clone());
     let app = app::App::new(platform.clone(), config.window, checked_through);
-    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(app)))
-        .merge(autodebit_runtime::grpc::routes_for(RiskServiceServer::new(api::risk::RiskApi::new(holds.clone()))));
+    let routes = autodebit_runtime::grpc::routes_for(SchedulerServiceServer::new(api::SchedulerApi::new(app))).merge(
+        autodebit_runtime::grpc::routes_for(RiskServiceServer::new(api::risk::RiskApi::new(
+            holds.clone(),
+            rules::Rules::new(platform.clone()),
+        ))),
+    );
     Ok(Component {
         grpc_names: vec![GRPC_NAME, RISK_GRPC_NAME],
         routes,

@@ -1,7 +1,7 @@
 //! Follows the log: a signed contract gets a schedule, a terminated, expired or suspended one
 //! stops billing, a resumed or modified one moves on; plans, merchants, API keys, successes
 //! and retryable failures are kept in the scheduler's tables.
-use crate::store::{self, PlanRecord, schedules};
+use crate::store::{self, PlanRecord, decisions, schedules};
 use autodebit_domain::clock::from_millis;
 use autodebit_domain::cycle::DEFAULT_ZONE;
 use autodebit_domain::limits::PlanLimits;
@@ -43,6 +43,10 @@ impl Processor for ContractFollower {
             "MerchantReviewed",
             "ApiKeyIssued",
             "ApiKeyRevoked",
+            "SigningStepRecorded",
+            "RiskRuleSet",
+            "ChargingFreezeChanged",
+            "CreditScoreChanged",
         ]
     }
 
@@ -97,11 +101,52 @@ impl Processor for ContractFollower {
                     run(tx, &r.contract_id, ScheduleCommand::Resume { at }, at, false).await?
                 }
                 EventKind::ContractModified(m) => modified(tx, m).await?,
+                EventKind::SigningStepRecorded(s) => signing_step(tx, s, &d.meta.event_id).await?,
+                EventKind::ChargingFreezeChanged(f) => {
+                    store::set_merchant_frozen(tx, &f.merchant_id, "frozen", f.frozen).await?
+                }
+                EventKind::CreditScoreChanged(c) => {
+                    let frozen = autodebit_domain::credit::standing(c.score)
+                        == autodebit_domain::credit::Standing::ChargingFrozen;
+                    store::set_merchant_frozen(tx, &c.merchant_id, "credit_frozen", frozen).await?
+                }
+                EventKind::RiskRuleSet(r) => {
+                    autodebit_runtime::risk_rules::write(tx, "scheduler_risk_rules", r).await?
+                }
                 _ => {}
             }
         }
         schedules::record_successes(tx, successes).await
     }
+}
+
+/// A signing session's risk decisions go to the audit; its confirmation makes them its
+/// contract's.
+async fn signing_step(tx: &mut Tx, s: &pb::SigningStepRecorded, event_id: &str) -> anyhow::Result<()> {
+    use autodebit_domain::risk;
+    use pb::SigningStep as S;
+    let (rule, outcome) = match pb::SigningStep::try_from(s.step) {
+        Ok(S::Confirmed) => return decisions::session_signed(tx, &s.session_id, &s.detail).await,
+        Ok(S::HeldForReview) => (s.rule.as_str(), "held_for_review"),
+        Ok(S::SmsRequired) => (s.rule.as_str(), "sms_required"),
+        Ok(S::ReviewApproved) => (risk::DEVICE_ACCOUNTS, "review_approved"),
+        Ok(S::ReviewRejected) => (risk::DEVICE_ACCOUNTS, "review_rejected"),
+        _ => return Ok(()),
+    };
+    let decision = decisions::Decision {
+        decision_id: event_id.to_string(),
+        at_ms: s.at_ms,
+        merchant_id: s.merchant_id.clone(),
+        payer_id: s.payer_id.clone(),
+        session_id: s.session_id.clone(),
+        // Steps recorded before decisions named their rule name none.
+        rule: if rule.is_empty() { "unrecorded".to_string() } else { rule.to_string() },
+        inputs: decisions::inputs_json(s.inputs.iter().map(|i| (i.name.as_str(), i.value.clone()))),
+        outcome: outcome.to_string(),
+        detail: s.detail.clone(),
+        ..Default::default()
+    };
+    decisions::insert(tx, &decision).await
 }
 
 /// Runs `command` against a contract's schedule and writes its new terms and position; a
@@ -181,6 +226,7 @@ async fn plan_created(tx: &mut Tx, p: &pb::PlanCreated) -> anyhow::Result<()> {
     };
     let record = PlanRecord {
         plan_id: p.plan_id.clone(),
+        merchant_id: p.merchant_id.clone(),
         limits: PlanLimits {
             per_charge_cap: Some(terms.per_charge_cap.as_ref().map(|m| m.minor_units).unwrap_or(0)),
             daily_count: Some(terms.daily_count_limit),

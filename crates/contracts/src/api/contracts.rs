@@ -346,7 +346,7 @@ impl ContractsApi {
         req: Request<pb::CreateSigningSessionRequest>,
     ) -> Result<pb::SigningSession, Status> {
         let merchant = caller(&req)?.merchant()?.clone();
-        crate::app::merchants::require_approved(&self.app.platform, &merchant).await?;
+        crate::app::merchants::require_signing_allowed(&self.app.platform, &merchant).await?;
         let cause = request_cause(&req);
         let r = req.into_inner();
         if r.plan_id.is_empty() {

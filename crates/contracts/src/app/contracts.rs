@@ -121,7 +121,7 @@ impl Contracts {
     /// Signs a contract directly. A repeated request with its idempotency key gets the
     /// original contract; the key with another request is refused.
     pub async fn sign(&self, r: SignRequest, cause: &Cause) -> Result<(Contract, u64), Status> {
-        crate::app::merchants::require_approved(&self.platform, &r.merchant_id).await?;
+        crate::app::merchants::require_signing_allowed(&self.platform, &r.merchant_id).await?;
         let now = self.platform.clock.now();
         let mut expires_at = None;
         if !r.plan_id.is_empty() {

@@ -173,6 +173,27 @@ pub async fn require_approved(platform: &Platform, merchant: &MerchantId) -> Res
     }
 }
 
+/// `require_approved`, and a credit score at or above the signing floor
+/// (`domain::credit::SIGNING_REFUSED_BELOW`): what opening a signing session, confirming one
+/// and signing a contract need.
+pub async fn require_signing_allowed(platform: &Platform, merchant: &MerchantId) -> Result<(), Status> {
+    require_approved(platform, merchant).await?;
+    let rows = platform
+        .store
+        .query("SELECT score FROM contracts_merchant_credit WHERE merchant_id = $1", &[merchant.as_str().into()])
+        .await
+        .map_err(store_error)?;
+    if let Some(score) = rows.first().and_then(|r| r.i64(0))
+        && autodebit_domain::credit::standing(score) != autodebit_domain::credit::Standing::Good
+    {
+        return Err(Status::failed_precondition(format!(
+            "merchant {merchant}'s credit score {score} is below {}: no new signings",
+            autodebit_domain::credit::SIGNING_REFUSED_BELOW
+        )));
+    }
+    Ok(())
+}
+
 /// The time zone a merchant bills in, as it applied with it (Beijing time when unknown).
 pub async fn zone(platform: &Platform, merchant: &MerchantId) -> Result<chrono_tz::Tz, Status> {
     let l = repository::load::<Merchant>(&platform.store, &merchant::stream(merchant)).await.map_err(store_error)?;

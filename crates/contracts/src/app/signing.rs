@@ -164,14 +164,25 @@ impl Signing {
         let mut tx = platform.store.begin().await.map_err(store_error)?;
         // Sign-time risk: how many other payer accounts this device signed for within the
         // window, and where this payer usually signs from.
-        let since = signing::device_window_start(now).timestamp_millis();
+        let (merchant_id, plan_id) = (opened.merchant_id.as_str(), opened.plan_id.as_str());
+        let (sql, params) = autodebit_runtime::risk_rules::select("contracts_risk_rules", &[merchant_id], &[plan_id]);
+        let rules: Vec<autodebit_runtime::risk_rules::Row> = tx.query_as(&sql, &params).await.map_err(store_error)?;
+        let rules = autodebit_runtime::risk_rules::Values::from_rows(rules);
+        let setting = |name| rules.effective(autodebit_runtime::risk_rules::setting(name), merchant_id, plan_id);
+        let window_hours = setting(autodebit_domain::risk::DEVICE_WINDOW_HOURS);
+        let max_accounts = u32::try_from(setting(autodebit_domain::risk::DEVICE_MAX_ACCOUNTS)).unwrap_or(1);
+        let since = signing::device_window_start(now, window_hours).timestamp_millis();
         let others = store::sessions::other_accounts_on_device(&mut tx, &r.device_id, &opened.payer_id, since)
             .await
             .map_err(store_error)?;
         let usual =
             store::sessions::usual_region(&mut tx, &opened.payer_id, &opened.merchant_id).await.map_err(store_error)?;
-        let risk =
-            SignTimeRisk { other_accounts_on_device: u32::try_from(others).unwrap_or(u32::MAX), usual_region: usual };
+        let risk = SignTimeRisk {
+            other_accounts_on_device: u32::try_from(others).unwrap_or(u32::MAX),
+            usual_region: usual,
+            max_accounts,
+            window_hours,
+        };
         // Issued (logged for the notifier to send) only if the risk checks require it.
         let sms_code = signing::sms_code(uuid::Uuid::new_v4().as_u128());
         // With the simulator provider the page shows the code as well: a convenience for local
@@ -208,7 +219,7 @@ impl Signing {
         // (one already signed at the provider is recorded all the same).
         if let SigningCommand::Confirm { .. } = command {
             let merchant = MerchantId::parse(&loaded.opened.merchant_id).map_err(internal)?;
-            crate::app::merchants::require_approved(platform, &merchant).await?;
+            crate::app::merchants::require_signing_allowed(platform, &merchant).await?;
         }
         // Read before the transaction takes its connection (PostgreSQL's pool is shared).
         let plan = match command {

@@ -5,7 +5,7 @@
 use super::from_millis;
 use crate::repository::Stored;
 use autodebit_domain::signing::{
-    Channel, CodeIssued, Opened, SigningEvent, SigningSession, Step, StepRecorded, contract_language,
+    Channel, CodeIssued, Opened, RiskInputs, SigningEvent, SigningSession, Step, StepRecorded, contract_language,
 };
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
@@ -111,6 +111,13 @@ impl Stored for SigningSession {
                     at_ms: r.at.timestamp_millis(),
                     merchant_id: o.merchant_id.clone(),
                     payer_id: o.payer_id.clone(),
+                    rule: r.risk.as_ref().map(|k| k.rule.clone()).unwrap_or_default(),
+                    inputs: r
+                        .risk
+                        .iter()
+                        .flat_map(|k| &k.inputs)
+                        .map(|(name, value)| pb::RiskInput { name: name.clone(), value: value.clone() })
+                        .collect(),
                 })
             }
             SigningEvent::CodeIssued(c) => {
@@ -139,6 +146,10 @@ impl Stored for SigningSession {
                 step: step_from_pb(s.step)?,
                 detail: s.detail.clone(),
                 at: from_millis(s.at_ms),
+                risk: (!s.rule.is_empty()).then(|| RiskInputs {
+                    rule: s.rule.clone(),
+                    inputs: s.inputs.iter().map(|i| (i.name.clone(), i.value.clone())).collect(),
+                }),
             })),
             EventKind::VerificationCodeIssued(c) => {
                 Some(SigningEvent::CodeIssued(CodeIssued { code: c.code.clone(), at: from_millis(c.issued_at_ms) }))
@@ -172,7 +183,7 @@ mod tests {
             client_region: "beijing".into(),
             payer_phone: "+8613800138000".into(),
         };
-        let risk = SignTimeRisk { other_accounts_on_device: 0, usual_region: Some("shanghai".into()) };
+        let risk = SignTimeRisk { usual_region: Some("shanghai".into()), ..Default::default() };
         let open = SigningCommand::Open { opened, risk, sms_code: "042042".into() };
         let events = SigningSession::decide(&None, open, from_millis(1_000)).unwrap();
         let mut state = None;

@@ -1,6 +1,7 @@
 //! `scheduler_risk_holds`: the charges a risk rule held, from their `ChargeHeld` until released
 //! and scheduled or rejected. Written in the transaction that appends each step.
-use super::Db;
+use super::decisions::{Decision, inputs_json};
+use super::{Db, Query};
 use autodebit_eventstore::{StreamAppend, Tx, Value};
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
@@ -49,14 +50,41 @@ pub async fn record(tx: &mut Tx, accepted: &[&StreamAppend]) -> anyhow::Result<u
         let Ok(pb::Event { kind: Some(EventKind::ChargeHeld(h)) }) = pb::Event::decode(first.payload.as_slice()) else {
             continue;
         };
-        insert(tx, &h).await?;
+        let row = row_of(&h);
+        insert(tx, &row).await?;
+        super::decisions::insert(tx, &decision(&row, "held", "held", &row.detail, row.held_at_ms)).await?;
         n += 1;
     }
     Ok(n)
 }
 
-async fn insert(tx: &mut Tx, h: &pb::ChargeHeld) -> anyhow::Result<()> {
+/// A hold's row as its `ChargeHeld` opens it.
+fn row_of(h: &pb::ChargeHeld) -> HoldRow {
     let amount = h.amount.clone().unwrap_or_default();
+    HoldRow {
+        charge_id: h.charge_id.clone(),
+        contract_id: h.contract_id.clone(),
+        merchant_id: h.merchant_id.clone(),
+        payer_id: h.payer_id.clone(),
+        amount: amount.minor_units,
+        currency: amount.currency,
+        rule: h.rule.clone(),
+        detail: h.detail.clone(),
+        mean: h.mean_minor_units,
+        threshold_percent: i64::from(h.threshold_percent),
+        history_count: i64::from(h.history_count),
+        token: h.token.clone(),
+        held_at_ms: h.held_at_ms,
+        expires_at_ms: h.expires_at_ms,
+        state: HELD.to_string(),
+        released_by: String::new(),
+        note: String::new(),
+        charge_at_ms: 0,
+        decided_at_ms: 0,
+    }
+}
+
+async fn insert(tx: &mut Tx, r: &HoldRow) -> anyhow::Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO scheduler_risk_holds ({COLUMNS})
@@ -64,25 +92,48 @@ async fn insert(tx: &mut Tx, h: &pb::ChargeHeld) -> anyhow::Result<()> {
              ON CONFLICT (charge_id) DO NOTHING"
         ),
         &[
-            Value::from(h.charge_id.as_str()),
-            Value::from(h.contract_id.as_str()),
-            Value::from(h.merchant_id.as_str()),
-            Value::from(h.payer_id.as_str()),
-            Value::Int(amount.minor_units),
-            Value::from(amount.currency),
-            Value::from(h.rule.as_str()),
-            Value::from(h.detail.as_str()),
-            Value::Int(h.mean_minor_units),
-            Value::Int(i64::from(h.threshold_percent)),
-            Value::Int(i64::from(h.history_count)),
-            Value::from(h.token.as_str()),
-            Value::Int(h.held_at_ms),
-            Value::Int(h.expires_at_ms),
-            Value::from(HELD),
+            Value::from(r.charge_id.as_str()),
+            Value::from(r.contract_id.as_str()),
+            Value::from(r.merchant_id.as_str()),
+            Value::from(r.payer_id.as_str()),
+            Value::Int(r.amount),
+            Value::from(r.currency.as_str()),
+            Value::from(r.rule.as_str()),
+            Value::from(r.detail.as_str()),
+            Value::Int(r.mean),
+            Value::Int(r.threshold_percent),
+            Value::Int(r.history_count),
+            Value::from(r.token.as_str()),
+            Value::Int(r.held_at_ms),
+            Value::Int(r.expires_at_ms),
+            Value::from(r.state.as_str()),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// The audit's record of a step of a hold (`step`: held, released, rejected): the hold's rule
+/// and inputs, and what became of it.
+pub fn decision(row: &HoldRow, step: &str, outcome: &str, detail: &str, at_ms: i64) -> Decision {
+    Decision {
+        decision_id: format!("{}/{step}", row.charge_id),
+        at_ms,
+        merchant_id: row.merchant_id.clone(),
+        payer_id: row.payer_id.clone(),
+        contract_id: row.contract_id.clone(),
+        charge_id: row.charge_id.clone(),
+        rule: row.rule.clone(),
+        inputs: inputs_json([
+            ("amount", row.amount.to_string()),
+            ("mean", row.mean.to_string()),
+            ("threshold_percent", row.threshold_percent.to_string()),
+            ("history_count", row.history_count.to_string()),
+        ]),
+        outcome: outcome.to_string(),
+        detail: detail.to_string(),
+        session_id: String::new(),
+    }
 }
 
 pub async fn by_charge(db: &mut Db<'_>, charge_id: &str) -> anyhow::Result<Option<HoldRow>> {
@@ -162,26 +213,16 @@ pub struct Filter<'a> {
 
 /// Holds, newest first.
 pub async fn list(db: &mut Db<'_>, f: Filter<'_>) -> anyhow::Result<Vec<HoldRow>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM scheduler_risk_holds WHERE 1 = 1");
-    let mut params = Vec::new();
-    let mut bind = |sql: &mut String, clause: &str, v: Value| {
-        params.push(v);
-        sql.push_str(&clause.replace('?', &format!("${}", params.len())));
-    };
+    let mut q = Query::new(format!("SELECT {COLUMNS} FROM scheduler_risk_holds WHERE 1 = 1"));
     if let Some(m) = f.merchant_id {
-        bind(&mut sql, " AND merchant_id = ?", Value::from(m));
+        q.push(" AND merchant_id = ?", Value::from(m));
     }
     if let Some(c) = f.contract_id {
-        bind(&mut sql, " AND contract_id = ?", Value::from(c));
+        q.push(" AND contract_id = ?", Value::from(c));
     }
     if let Some(s) = f.state {
-        bind(&mut sql, " AND state = ?", Value::from(s));
+        q.push(" AND state = ?", Value::from(s));
     }
-    if let Some((at, id)) = f.before {
-        bind(&mut sql, " AND (held_at_ms < ?", Value::Int(at));
-        bind(&mut sql, " OR (held_at_ms = ?", Value::Int(at));
-        bind(&mut sql, " AND charge_id < ?))", Value::from(id));
-    }
-    bind(&mut sql, " ORDER BY held_at_ms DESC, charge_id DESC LIMIT ?", Value::Int(f.limit));
-    Ok(db.query_as(&sql, &params).await?)
+    q.page("held_at_ms", "charge_id", f.before, f.limit);
+    Ok(db.query_as(&q.sql, &q.params).await?)
 }

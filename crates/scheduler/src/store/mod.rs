@@ -1,6 +1,7 @@
 //! The scheduler's tables and every statement on them: the schedules (`schedules`), and the
 //! plans, merchants, usage, retries and held charges it keeps from the log and its calls.
 //! The tables themselves are created by the migrations in `migrations/`.
+pub mod decisions;
 pub mod holds;
 pub mod schedules;
 
@@ -43,6 +44,8 @@ pub(crate) fn field_names<T: for<'de> serde::Deserialize<'de>>() -> &'static [&'
     let _ = T::deserialize(Names(&mut names));
     names
 }
+
+pub(crate) use autodebit_runtime::sql::Query;
 
 /// Where a read goes: inside a write transaction (seeing its own changes, holding its locks)
 /// or to a reader connection.
@@ -109,6 +112,7 @@ fn ms(t: Timestamp) -> i64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRecord {
     pub plan_id: String,
+    pub merchant_id: String,
     pub limits: PlanLimits,
     pub first_charge_at_signing: bool,
     pub retry_gaps_hours: Vec<u32>,
@@ -153,8 +157,8 @@ pub async fn insert_plan(tx: &mut Tx, p: &PlanRecord) -> anyhow::Result<()> {
         "INSERT INTO scheduler_plans
            (plan_id, per_charge_cap, daily_count_limit, daily_amount_limit, first_charge_at_signing,
             retry_gaps, mode, notice_lead_hours, usage_unit, usage_tiers, usage_grace_minutes, usage_cycle,
-            modification_rule)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            modification_rule, merchant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (plan_id) DO NOTHING",
         &[
             Value::from(&p.plan_id),
@@ -170,10 +174,45 @@ pub async fn insert_plan(tx: &mut Tx, p: &PlanRecord) -> anyhow::Result<()> {
             Value::Int(i64::from(p.usage.grace_minutes)),
             Value::from(p.usage.cycle.as_str()),
             Value::from(rule_as_str(p.modification_rule)),
+            Value::from(&p.merchant_id),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Whether the scheduler knows the merchant.
+pub async fn merchant_known(db: &mut Db<'_>, merchant_id: &str) -> anyhow::Result<bool> {
+    #[derive(sqlx::FromRow)]
+    struct One {
+        n: i64,
+    }
+    let found: Vec<One> = db
+        .query_as("SELECT COUNT(*) AS n FROM scheduler_merchants WHERE merchant_id = $1", &[Value::from(merchant_id)])
+        .await?;
+    Ok(found.first().is_some_and(|o| o.n > 0))
+}
+
+/// The merchant a plan is, if the scheduler knows the plan.
+pub async fn plan_merchant(db: &mut Db<'_>, plan_id: &str) -> anyhow::Result<Option<String>> {
+    #[derive(sqlx::FromRow)]
+    struct Owner {
+        merchant_id: String,
+    }
+    let found: Vec<Owner> =
+        db.query_as("SELECT merchant_id FROM scheduler_plans WHERE plan_id = $1", &[Value::from(plan_id)]).await?;
+    Ok(found.into_iter().next().map(|o| o.merchant_id))
+}
+
+/// The risk rule settings at the scopes of `merchants` and `plans` (and the platform's).
+pub async fn risk_rules(
+    db: &mut Db<'_>,
+    merchants: &[&str],
+    plans: &[&str],
+) -> anyhow::Result<autodebit_runtime::risk_rules::Values> {
+    let (sql, params) = autodebit_runtime::risk_rules::select("scheduler_risk_rules", merchants, plans);
+    let rows: Vec<autodebit_runtime::risk_rules::Row> = db.query_as(&sql, &params).await?;
+    Ok(autodebit_runtime::risk_rules::Values::from_rows(rows))
 }
 
 /// What a plan says about the charges of a contract signed against it.
@@ -350,6 +389,43 @@ pub async fn suspended_merchants(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Resul
         )
         .await?;
     Ok(found.into_iter().map(|m| m.merchant_id).collect())
+}
+
+/// Those of `ids` whose charging is frozen (by a complaint or by their credit score).
+pub async fn frozen_merchants(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Result<HashSet<String>> {
+    #[derive(sqlx::FromRow)]
+    struct Merchant {
+        merchant_id: String,
+    }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let (list, params) = in_list(db.kind(), 1, &ids);
+    let found: Vec<Merchant> = db
+        .query_as(
+            &format!(
+                "SELECT merchant_id FROM scheduler_merchants
+                 WHERE (frozen = 1 OR credit_frozen = 1) AND merchant_id IN {list}"
+            ),
+            &params,
+        )
+        .await?;
+    Ok(found.into_iter().map(|m| m.merchant_id).collect())
+}
+
+/// A merchant's charging freeze: by a complaint (`column` frozen) or by its credit score
+/// (credit_frozen).
+pub async fn set_merchant_frozen(tx: &mut Tx, merchant_id: &str, column: &str, frozen: bool) -> anyhow::Result<()> {
+    let column = if column == "credit_frozen" { "credit_frozen" } else { "frozen" };
+    tx.execute(
+        &format!("UPDATE scheduler_merchants SET {column} = $1 WHERE merchant_id = $2"),
+        &[Value::from(frozen), Value::from(merchant_id)],
+    )
+    .await?;
+    Ok(())
 }
 
 // ---- usage ----------------------------------------------------------------------------------
@@ -558,6 +634,7 @@ pub struct Releasable {
     pub held: Held,
     pub active: i64,
     pub suspended: i64,
+    pub frozen: i64,
 }
 
 /// Up to `limit` held charges due by `now`, earliest first; locked on PostgreSQL.
@@ -567,7 +644,8 @@ pub async fn claim_held(tx: &mut Tx, now: Timestamp, limit: i64) -> anyhow::Resu
         .query_as(
             &format!(
                 "SELECT h.charge_id, h.contract_id, h.merchant_id, h.payer_id, h.amount, h.currency, h.reason, h.due_ms,
-                   COALESCE(s.active, 0) AS active, COALESCE(m.suspended, 0) AS suspended
+                   COALESCE(s.active, 0) AS active, COALESCE(m.suspended, 0) AS suspended,
+                   COALESCE(m.frozen, 0) + COALESCE(m.credit_frozen, 0) AS frozen
                  FROM scheduler_held h LEFT JOIN scheduler_schedules s ON s.contract_id = h.contract_id
                    LEFT JOIN scheduler_merchants m ON m.merchant_id = h.merchant_id
                  WHERE h.due_ms <= $1 ORDER BY h.due_ms LIMIT $2{lock}"

@@ -115,6 +115,10 @@ struct Context {
     plans: HashMap<String, PlanCharges>,
     usage: HashMap<ContractId, Vec<PeriodUsage>>,
     suspended: HashSet<String>,
+    /// Merchants whose charging is frozen.
+    frozen: HashSet<String>,
+    /// The risk rule settings at the batch's scopes.
+    rules: autodebit_runtime::risk_rules::Values,
 }
 
 impl Context {
@@ -134,9 +138,16 @@ impl Context {
                 usage.entry(id).or_default().push(PeriodUsage { period, quantity, price });
             }
         }
-        let merchants: Vec<&str> = batch.iter().map(|s| s.merchant_id.as_str()).collect();
+        let mut merchants: Vec<&str> = batch.iter().map(|s| s.merchant_id.as_str()).collect();
         let suspended = store::suspended_merchants(db, &merchants).await?;
-        Ok(Context { plans, usage, suspended })
+        let frozen = store::frozen_merchants(db, &merchants).await?;
+        merchants.sort_unstable();
+        merchants.dedup();
+        let mut plan_ids: Vec<&str> = batch.iter().map(|s| s.plan_id.as_str()).collect();
+        plan_ids.sort_unstable();
+        plan_ids.dedup();
+        let rules = store::risk_rules(db, &merchants, &plan_ids).await?;
+        Ok(Context { plans, usage, suspended, frozen, rules })
     }
 }
 
@@ -188,6 +199,7 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
         // The steps go out in time order (limits count per calendar day).
         events.sort_by_key(|e| e.at().unwrap_or(Timestamp::MAX_UTC));
         let suspended = context.suspended.contains(s.merchant_id.as_str());
+        let frozen = context.frozen.contains(s.merchant_id.as_str());
         for e in &events {
             match *e {
                 ScheduleEvent::Noticed { side, period, estimated, charge_due, at } => {
@@ -210,10 +222,12 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
                         ..base_issue(s)
                     };
                     // Counted on the calendar day the charge is taken on (a held charge too, once).
-                    let admitted = s.admit(issue.amount, at, &limits_at(s, plan, at), suspended).map(|counted| {
-                        s.apply(&counted);
+                    let admitted = autodebit_domain::limits::check_frozen(frozen).and_then(|()| {
+                        s.admit(issue.amount, at, &limits_at(s, plan, at), suspended).map(|counted| {
+                            s.apply(&counted);
+                        })
                     });
-                    let admission = Admission::of(s, issue.amount, admitted);
+                    let admission = Admission::of(s, issue.amount, admitted, &context.rules);
                     match admission {
                         Admission::Scheduled => scheduled += 1,
                         Admission::Held(_) => held += 1,
@@ -350,7 +364,9 @@ pub async fn release_held(platform: &Platform, window: &DailyWindow) -> anyhow::
         // suspended merchant's.
         let admission = match r.active {
             0 => Admission::Rejected(schedule::stopped_while_held()),
-            _ => match autodebit_domain::limits::check_merchant(r.suspended != 0) {
+            _ => match autodebit_domain::limits::check_merchant(r.suspended != 0)
+                .and_then(|()| autodebit_domain::limits::check_frozen(r.frozen != 0))
+            {
                 Ok(()) => Admission::Scheduled,
                 Err(breach) => Admission::Rejected(breach),
             },
@@ -417,7 +433,13 @@ mod tests {
         let now = chrono::Utc::now();
         let ids = due_schedules(&store, 3, now.timestamp_millis()).await;
         let pace = Pace::Simulated(DailyWindow::always());
-        let empty = Context { plans: HashMap::new(), usage: HashMap::new(), suspended: HashSet::new() };
+        let empty = Context {
+            plans: HashMap::new(),
+            usage: HashMap::new(),
+            suspended: HashSet::new(),
+            frozen: HashSet::new(),
+            rules: Default::default(),
+        };
         let decide_due = async |after| {
             let (loaded, last) = schedules::read_due(&store, now, after, CLAIM).await.unwrap();
             (decide(loaded, &empty, now, pace), last)

@@ -12,6 +12,7 @@ use autodebit_proto::EventKind;
 use autodebit_proto::events::v1::{self as pb, ChargeReason};
 use autodebit_runtime::codec::{self, Cause};
 use autodebit_runtime::repository::{self, Loaded};
+use autodebit_runtime::risk_rules;
 
 /// A contract's limits at `at`: its plan's, each default where the plan sets none.
 pub fn limits_at(schedule: &Schedule, plan: Option<&PlanCharges>, at: Timestamp) -> Limits {
@@ -52,10 +53,15 @@ pub enum Admission {
 impl Admission {
     /// A charge the limits admitted, checked against the charge-time risk rule; a refused one
     /// stays refused.
-    pub fn of(schedule: &Schedule, amount: Money, admitted: Result<(), limits::Breach>) -> Admission {
+    pub fn of(
+        schedule: &Schedule,
+        amount: Money,
+        admitted: Result<(), limits::Breach>,
+        rules: &risk_rules::Values,
+    ) -> Admission {
         match admitted {
             Err(breach) => Admission::Rejected(breach),
-            Ok(()) => match risk_hold(schedule, amount) {
+            Ok(()) => match risk_hold(schedule, amount, rules) {
                 Some(reason) => Admission::Held(reason),
                 None => Admission::Scheduled,
             },
@@ -69,14 +75,16 @@ impl Admission {
 }
 
 /// Whether the charge-time risk rule holds a charge of `amount` on this contract: above the
-/// threshold of the mean of its succeeded charges, or of its terms' amount before it has any.
-pub fn risk_hold(s: &Schedule, amount: Money) -> Option<HoldReason> {
+/// threshold in force for its plan (`rules`) of the mean of its succeeded charges, or of its
+/// terms' amount.
+pub fn risk_hold(s: &Schedule, amount: Money, rules: &risk_rules::Values) -> Option<HoldReason> {
+    let threshold = rules.effective(risk_rules::setting(risk::THRESHOLD_PERCENT), s.merchant_id.as_str(), &s.plan_id);
     risk::check_charge(&risk::ChargeFacts {
         amount: amount.minor_units(),
         succeeded_total: s.history.counted_total,
         succeeded_count: s.history.succeeded_count,
         expected: s.amount.minor_units(),
-        threshold_percent: risk::DEFAULT_MEAN_THRESHOLD_PERCENT,
+        threshold_percent: u32::try_from(threshold).unwrap_or(risk::DEFAULT_MEAN_THRESHOLD_PERCENT),
     })
 }
 
