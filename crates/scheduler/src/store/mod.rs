@@ -371,28 +371,16 @@ pub async fn merchant_zone(tx: &mut Tx, merchant_id: &str) -> anyhow::Result<Opt
 
 /// The merchants among `ids` that are suspended.
 pub async fn suspended_merchants(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Result<HashSet<String>> {
-    #[derive(sqlx::FromRow)]
-    struct Merchant {
-        merchant_id: String,
-    }
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
-    let (list, params) = in_list(db.kind(), 1, &ids);
-    let found: Vec<Merchant> = db
-        .query_as(
-            &format!("SELECT merchant_id FROM scheduler_merchants WHERE suspended = 1 AND merchant_id IN {list}"),
-            &params,
-        )
-        .await?;
-    Ok(found.into_iter().map(|m| m.merchant_id).collect())
+    merchants_where(db, ids, "suspended = 1").await
 }
 
 /// Those of `ids` whose charging is frozen (by a complaint or by their credit score).
 pub async fn frozen_merchants(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Result<HashSet<String>> {
+    merchants_where(db, ids, "(frozen = 1 OR credit_frozen = 1)").await
+}
+
+/// Those of `ids` whose `scheduler_merchants` row meets `condition`.
+async fn merchants_where(db: &mut Db<'_>, ids: &[&str], condition: &str) -> anyhow::Result<HashSet<String>> {
     #[derive(sqlx::FromRow)]
     struct Merchant {
         merchant_id: String,
@@ -406,10 +394,7 @@ pub async fn frozen_merchants(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Result<H
     let (list, params) = in_list(db.kind(), 1, &ids);
     let found: Vec<Merchant> = db
         .query_as(
-            &format!(
-                "SELECT merchant_id FROM scheduler_merchants
-                 WHERE (frozen = 1 OR credit_frozen = 1) AND merchant_id IN {list}"
-            ),
+            &format!("SELECT merchant_id FROM scheduler_merchants WHERE {condition} AND merchant_id IN {list}"),
             &params,
         )
         .await?;
