@@ -49,6 +49,16 @@ pub struct DemoArgs {
     /// a charge twice (a duplicate, refunded at once).
     #[arg(long)]
     discrepancies: bool,
+    /// Adds six pay-per-ride contracts whose outsized rides the charge-time rule holds: two
+    /// confirmed by their payer, two approved and one rejected by an operator, one left to
+    /// lapse after 48 hours.
+    #[arg(long)]
+    anomalies: bool,
+    /// Files a complaint of each kind on day 31's charges: the unauthorized charge refunded and
+    /// the "other" one rejected at once, the amount dispute answered late, the service not
+    /// delivered never (each missed deadline brings its penalty).
+    #[arg(long)]
+    complaints: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -66,6 +76,9 @@ struct Report {
     ledger_balanced: bool,
     /// Each day's statement reconciled at the day's end, summed over the days.
     reconciliation: Reconciliation,
+    /// With `--anomalies` or `--complaints`: held charges and complaints, and what became of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    risk: Option<crate::demo_risk::Risk>,
     wall_seconds: f64,
 }
 
@@ -145,7 +158,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
-    let result = drive(&args, channel, &running.platform, &operator_key).await;
+    let result = drive(&args, channel, &running.platform, running.http_addr, &operator_key).await;
     running.stop().await?;
     let mut report = result?;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -272,6 +285,7 @@ async fn drive(
     args: &DemoArgs,
     channel: Channel,
     platform: &autodebit_runtime::Platform,
+    http_addr: std::net::SocketAddr,
     operator_key: &str,
 ) -> anyhow::Result<Report> {
     let store = &platform.store;
@@ -282,7 +296,8 @@ async fn drive(
     if seconds > 0 {
         admin.advance_clock(authed(AdvanceClockRequest { seconds }, operator_key)?).await?;
     }
-    let (merchant_id, plan_id) = onboard_as(&channel, operator_key, args.seed).await?;
+    let (merchant_id, plan_id, merchant_key) = onboard_with_key(&channel, operator_key, args.seed).await?;
+    let risk_channel = channel.clone();
     let contracts = ContractsServiceClient::new(channel.clone());
     let mut scheduler = SchedulerServiceClient::new(channel.clone());
     let mut reconciliation = ReconciliationServiceClient::new(channel.clone());
@@ -309,6 +324,12 @@ async fn drive(
         )
         .await?;
     pb.finish_and_clear();
+    let anomalies = if args.anomalies {
+        crate::demo_risk::sign_anomalies(&risk_channel, &merchant_id, &merchant_key, operator_key, args.seed).await?
+    } else {
+        Vec::new()
+    };
+    let signed = signed + anomalies.len() as u64;
 
     // Every contract has its schedule before time moves.
     wait_for("schedules", Duration::from_secs(120), || {
@@ -317,8 +338,13 @@ async fn drive(
     })
     .await?;
 
+    if !anomalies.is_empty() {
+        let held = crate::demo_risk::trigger_anomalies(&risk_channel, &merchant_key, &anomalies).await?;
+        crate::demo_risk::resolve_holds(&risk_channel, store, http_addr, operator_key, &held).await?;
+    }
+    let mut complaints = Vec::new();
     let pb = bar(u64::from(args.days), "days");
-    for _ in 0..args.days {
+    for day in 1..=args.days {
         admin.advance_clock(authed(AdvanceClockRequest { seconds: 86_400 }, operator_key)?).await?;
         // Let each day's charges be issued and end before the next, as a real day would, so
         // that each succeeds (and falls due for settlement) on its day, whatever the machine's
@@ -357,6 +383,15 @@ async fn drive(
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The day's complaints: filed once the first cycle's charges have succeeded, and the
+        // deadlines passed unanswered by now penalised.
+        if args.complaints && day == 31 {
+            complaints = crate::demo_risk::file_complaints(&risk_channel, store, &merchant_key, operator_key).await?;
+        }
+        autodebit_charger::complaints::miss_due(platform, &calendar).await?;
+        if day == 32 {
+            crate::demo_risk::answer_late(&risk_channel, &merchant_key, &complaints).await?;
         }
         // The day's settlement: every batch due by today, with every item due by today in it.
         autodebit_charger::settlement::review_refund_rates(platform).await?;
@@ -448,6 +483,7 @@ async fn drive(
         settlement_batches,
         ledger_balanced,
         reconciliation: reconciled,
+        risk: if args.anomalies || args.complaints { Some(crate::demo_risk::report(store).await?) } else { None },
         contracts_signed: signed,
         charges_scheduled: summary.charges_scheduled,
         charges_succeeded: summary.charges_succeeded,

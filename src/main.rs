@@ -5,6 +5,7 @@ mod analytics;
 mod bench;
 mod call;
 mod demo;
+mod demo_risk;
 mod ledger;
 mod log;
 mod reconcile;

@@ -173,6 +173,23 @@ fn report(out: &Output) -> serde_json::Value {
     report
 }
 
+#[test]
+fn the_demo_holds_outsized_charges_and_files_complaints_of_each_kind() {
+    let args = ["demo", "--contracts", "20", "--days", "35", "--seed", "3", "--anomalies", "--complaints"];
+    let first = report(&autodebit(&args));
+    // Six outsized rides held: two confirmed by the payer and two approved (released), one
+    // rejected by an operator and one lapsed after 48 hours (rejected). Four complaints: two
+    // answered at once, one late (its deadline missed), one never (missed).
+    let expected = serde_json::json!({
+        "charges_held": 6, "held_released": 4, "held_rejected": 2,
+        "complaints_opened": 4, "complaints_resolved": 3, "complaint_deadlines_missed": 2, "penalties_applied": 2,
+    });
+    assert_eq!(first["risk"], expected, "{first}");
+    assert_eq!(first["contracts_signed"], 26, "the six ride contracts besides");
+    assert_eq!(first["ledger_balanced"], true);
+    assert_eq!(report(&autodebit(&args)), first, "the same seed, the same report");
+}
+
 #[tokio::test]
 async fn the_demo_repeats_itself_for_a_seed_and_refuses_a_database_in_use() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,6 +222,7 @@ async fn the_demo_repeats_itself_for_a_seed_and_refuses_a_database_in_use() {
     assert_eq!(r["days"], 62);
     assert!(r["matched"].as_u64().unwrap() > 0 && r["matched"].as_u64() < r["lines"].as_u64(), "{on_file}");
     assert_eq!(on_file["ledger_balanced"], true);
+    assert!(on_file.get("risk").is_none(), "no risk figures without --anomalies or --complaints");
 
     let store =
         autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url.as_str())).await.unwrap();
