@@ -997,6 +997,7 @@ mod charges {
             settlement_closer: true,
             simulator_statements: false,
             statement_discrepancies: false,
+            initial_credit_score: autodebit_domain::credit::DEFAULT_INITIAL,
             contracts: Default::default(),
         };
         let needed = [Service::Contracts, Service::Scheduler, Service::Charger];
@@ -1340,6 +1341,7 @@ mod notices {
             settlement_closer: true,
             simulator_statements: false,
             statement_discrepancies: false,
+            initial_credit_score: autodebit_domain::credit::DEFAULT_INITIAL,
             contracts: Default::default(),
         };
         let services = [Service::Contracts, Service::Notifier];

@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settlement_closer: false,
         simulator_statements: true,
         statement_discrepancies: args.discrepancies,
+        initial_credit_score: autodebit_domain::credit::DEFAULT_INITIAL,
         contracts: Default::default(),
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;

@@ -127,6 +127,11 @@ pub struct PlatformArgs {
     /// Whether the simulator's statements disagree with the books (`demo --discrepancies`).
     #[arg(skip)]
     pub statement_discrepancies: bool,
+    /// The credit score every merchant starts with (complaints, missed deadlines and refund
+    /// rates move it; below 60 no signings, below 40 no charges).
+    #[arg(long, default_value_t = autodebit_domain::credit::DEFAULT_INITIAL,
+          value_parser = clap::value_parser!(i64).range(autodebit_domain::credit::SIGNING_REFUSED_BELOW..=autodebit_domain::credit::MAX))]
+    pub initial_credit_score: i64,
     #[command(flatten)]
     pub contracts: ContractsArgs,
 }
@@ -238,6 +243,7 @@ impl PlatformArgs {
             settlement_closer: self.settlement_closer,
             simulator_statements: self.simulator_statements,
             statement_discrepancies: self.statement_discrepancies,
+            initial_credit_score: self.initial_credit_score,
             calendar: std::sync::Arc::new(match &self.holiday_calendar {
                 None => autodebit_domain::calendar::WorkingCalendar::china(),
                 Some(path) => {

@@ -23,6 +23,25 @@ use tonic::transport::Channel;
 
 both!(complaints_have_deadlines_penalties_answers_and_move_the_credit_score);
 
+#[tokio::test]
+async fn merchants_start_at_the_configured_credit_score() {
+    let p = TestApp::builder().args(&["--test-clock", "--initial-credit-score", "70"]).spawn().await;
+    let ch = p.channel().await;
+    let m = onboard(&ch, "91330100MA2CMP0003").await;
+    p.caught_up().await;
+    assert_eq!(credit(&ch, &m.merchant_id).await.score, 70);
+    // Below the signing floor, or above the top, is refused before anything starts.
+    for bad in ["59", "1001"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"))
+            .args(["run", "--test-clock", "--initial-credit-score", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--initial-credit-score"), "{stderr}");
+    }
+}
+
 const HOUR: i64 = 3_600;
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n-the-screenshot";
 
@@ -171,6 +190,22 @@ async fn complaints_have_deadlines_penalties_answers_and_move_the_credit_score(b
     let e = file(&ch, op, &charges[0], "other").await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     assert_eq!(credit(&ch, &m.merchant_id).await.score, 100 - 5 - 2 - 2 - 2);
+    // The payer is told each complaint was received, and by when the merchant answers.
+    eventually("the payer's complaint notices", 30, || async {
+        let req = autodebit_proto::notifier::v1::ListNoticesRequest { contract_id: contract.clone() };
+        let notices = autodebit_proto::notifier::v1::notifier_service_client::NotifierServiceClient::new(ch.clone())
+            .list_notices(support::op(req))
+            .await
+            .ok()?
+            .into_inner()
+            .notices;
+        let received: Vec<_> = notices
+            .into_iter()
+            .filter(|n| n.kind == autodebit_proto::events::v1::NoticeKind::ComplaintReceived as i32)
+            .collect();
+        (received.len() == 4 && received.iter().all(|n| n.text.contains("¥3.00"))).then_some(())
+    })
+    .await;
 
     // Answers: another merchant finds nothing; a rejection needs evidence; in time, no penalty.
     let other = onboard(&ch, "91330100MA2CMP0002").await;

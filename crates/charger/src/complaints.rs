@@ -235,6 +235,17 @@ async fn credit_row(tx: &mut Tx, merchant: &str) -> anyhow::Result<(i64, bool)> 
     Ok(rows.first().map_or((credit::DEFAULT_INITIAL, false), |r| (r.i64(0).unwrap_or(0), r.i64(1).unwrap_or(0) != 0)))
 }
 
+/// A merchant's starting score, once (its application).
+pub async fn open_credit(tx: &mut Tx, merchant: &str, initial: i64) -> anyhow::Result<()> {
+    tx.execute(
+        "INSERT INTO merchant_credit (merchant_id, score, charging_frozen) VALUES ($1, $2, 0)
+         ON CONFLICT (merchant_id) DO NOTHING",
+        &[Value::from(merchant), Value::Int(initial)],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn save_credit(tx: &mut Tx, merchant: &str, score: i64, frozen: bool) -> anyhow::Result<()> {
     tx.execute(
         "INSERT INTO merchant_credit (merchant_id, score, charging_frozen) VALUES ($1, $2, $3)
@@ -352,6 +363,7 @@ impl Complaints {
             contract_id: c.contract_id.to_string(),
             merchant_id: c.merchant_id.to_string(),
             payer_id: c.payer_id.to_string(),
+            charged: c.amount,
             kind,
             source,
             description: description.to_string(),

@@ -85,6 +85,8 @@ pub struct ChargerConfig {
     /// The simulator's statements disagree with the books in each of the ways reconciliation
     /// finds (a short payment, a status mismatch, a duplicate a day).
     pub statement_discrepancies: bool,
+    /// The credit score every merchant starts with.
+    pub initial_credit_score: i64,
 }
 
 impl Default for ChargerConfig {
@@ -101,6 +103,7 @@ impl Default for ChargerConfig {
             settlement_closer: true,
             simulator_statements: true,
             statement_discrepancies: false,
+            initial_credit_score: autodebit_domain::credit::DEFAULT_INITIAL,
         }
     }
 }
@@ -130,7 +133,13 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
     );
     worker::refunds::spawn(platform.clone(), providers.clone());
     worker::shares::spawn(platform.clone(), providers.clone());
-    spawn_follower(platform, settlement::SettlementFollower { calendar: config.calendar.clone() });
+    spawn_follower(
+        platform,
+        settlement::SettlementFollower {
+            calendar: config.calendar.clone(),
+            initial_credit: config.initial_credit_score,
+        },
+    );
     let link_key = receipts::link_key(&platform.store).await?;
     if config.settlement_closer {
         settlement::spawn_closer(platform.clone(), config.calendar.clone(), providers.clone());

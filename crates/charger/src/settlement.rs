@@ -292,6 +292,8 @@ pub async fn apply(tx: &mut Tx, calendar: &WorkingCalendar, kind: &EventKind) ->
 /// The follower that keeps the settlement tables and the ledger.
 pub struct SettlementFollower {
     pub calendar: Arc<WorkingCalendar>,
+    /// The credit score a merchant starts with (`--initial-credit-score`).
+    pub initial_credit: i64,
 }
 
 pub const FOLLOWER: &str = "charger.settlement";
@@ -338,6 +340,9 @@ impl autodebit_runtime::Processor for SettlementFollower {
             if !run.take(&self.calendar, &d.kind) {
                 run.write(tx).await?;
                 apply(tx, &self.calendar, &d.kind).await?;
+                if let EventKind::MerchantApplied(m) = &d.kind {
+                    crate::complaints::open_credit(tx, &m.merchant_id, self.initial_credit).await?;
+                }
             }
         }
         run.write(tx).await

@@ -198,6 +198,8 @@ pub struct Filing {
     pub contract_id: String,
     pub merchant_id: String,
     pub payer_id: String,
+    /// What the charge took.
+    pub charged: crate::Money,
     pub kind: Kind,
     pub source: Source,
     pub description: String,
@@ -343,6 +345,7 @@ mod tests {
             contract_id: "ct".into(),
             merchant_id: "m".into(),
             payer_id: "p".into(),
+            charged: crate::Money::cny(100),
             kind,
             source: Source::Payer,
             description: "I did not agree to this".into(),

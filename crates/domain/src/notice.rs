@@ -47,10 +47,12 @@ pub enum NoticeKind {
     VerificationCode,
     /// A charge a risk rule held: the payer confirms it on the step-up page, or it lapses.
     ChargeHeld,
+    /// The payer's complaint about a charge was received; the merchant answers by a deadline.
+    ComplaintReceived,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 15] = [
+    pub const ALL: [NoticeKind; 16] = [
         NoticeKind::ContractSigned,
         NoticeKind::PreDebit,
         NoticeKind::ChargeSucceeded,
@@ -66,6 +68,7 @@ impl NoticeKind {
         NoticeKind::RefundSucceeded,
         NoticeKind::VerificationCode,
         NoticeKind::ChargeHeld,
+        NoticeKind::ComplaintReceived,
     ];
 
     /// The kind's name in settings and APIs, e.g. `charge_succeeded`.
@@ -86,6 +89,7 @@ impl NoticeKind {
             NoticeKind::RefundSucceeded => "refund_succeeded",
             NoticeKind::VerificationCode => "verification_code",
             NoticeKind::ChargeHeld => "charge_held",
+            NoticeKind::ComplaintReceived => "complaint_received",
         }
     }
 
@@ -112,13 +116,20 @@ impl NoticeKind {
             NoticeKind::RefundSucceeded => &["service_name", "merchant_name", "link", "amount", "time"],
             NoticeKind::VerificationCode => &["service_name", "merchant_name", "code", "minutes"],
             NoticeKind::ChargeHeld => &["service_name", "merchant_name", "amount", "confirm_link", "expiry_time"],
+            NoticeKind::ComplaintReceived => &["service_name", "merchant_name", "link", "amount", "deadline_time"],
         }
     }
 
     /// Whether the notice answers something the payer just did (signing, ending, asking for a
     /// code), which quiet hours do not hold back.
     pub fn payer_acted(self) -> bool {
-        matches!(self, NoticeKind::VerificationCode | NoticeKind::ContractSigned | NoticeKind::ContractTerminated)
+        matches!(
+            self,
+            NoticeKind::VerificationCode
+                | NoticeKind::ContractSigned
+                | NoticeKind::ContractTerminated
+                | NoticeKind::ComplaintReceived
+        )
     }
 
     /// Whether the notice carries a short link (a held charge's carries its step-up page's
@@ -212,6 +223,12 @@ impl NoticeKind {
             }
             (NoticeKind::ChargeHeld, Language::En) => {
                 "A charge of {amount} from {service_name} is higher than usual and has been paused for your safety. If it is yours, confirm it before {expiry_time}: {confirm_link}; otherwise it is cancelled."
+            }
+            (NoticeKind::ComplaintReceived, Language::ZhCn) => {
+                "您对{service_name}一笔 {amount} 扣款的投诉已受理，商户将于 {deadline_time} 前处理。详情：{link}"
+            }
+            (NoticeKind::ComplaintReceived, Language::En) => {
+                "Your complaint about a charge of {amount} from {service_name} was received; the merchant answers by {deadline_time}. Details: {link}"
             }
             (NoticeKind::VerificationCode, Language::En) => {
                 "[{merchant_name}] Your code to set up automatic payments for {service_name} is {code}, valid for {minutes} minutes. Ignore this if it was not you."

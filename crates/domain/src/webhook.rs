@@ -5,7 +5,7 @@ use crate::Aggregate;
 use crate::Timestamp;
 
 /// The event types an endpoint may ask for, as they appear in a payload's `type`.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 20] = [
     "contract.signed",
     "contract.modified",
     "contract.suspended",
@@ -20,6 +20,9 @@ pub const EVENT_TYPES: [&str; 17] = [
     "charge.retry_scheduled",
     "charge.held",
     "charge.hold_released",
+    "complaint.filed",
+    "complaint.answered",
+    "complaint.deadline_missed",
     "refund.succeeded",
     "refund.failed",
     "webhook_endpoint.disabled",

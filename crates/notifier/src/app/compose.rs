@@ -131,6 +131,13 @@ pub fn notice_for(event: &EventKind, terms: impl FnOnce(&pb::ContractSigned) -> 
             w.fields.push(("expiry_time", Time(h.expires_at_ms)));
             w
         }
+        EventKind::ComplaintFiled(c) => {
+            let mut w =
+                wanted(NoticeKind::ComplaintReceived, &c.merchant_id, &c.payer_id, &c.contract_id, &c.charge_id);
+            w.fields.push(("amount", Money(c.charged.clone())));
+            w.fields.push(("deadline_time", Time(c.deadline_at_ms)));
+            w
+        }
         EventKind::VerificationCodeIssued(v) => {
             let mut w = wanted(NoticeKind::VerificationCode, &v.merchant_id, &v.payer_id, "", "");
             w.phone = v.phone.clone();
@@ -326,6 +333,29 @@ pub fn webhook_for(event: &EventKind) -> Option<(&'static str, &str, &str, serde
             json!({"charge_id": r.charge_id, "contract_id": r.contract_id, "payer_id": r.payer_id,
                    "amount": money(&r.amount), "released_by": r.released_by,
                    "released_at_ms": r.released_at_ms}),
+        ),
+        EventKind::ComplaintFiled(c) => (
+            "complaint.filed",
+            c.merchant_id.as_str(),
+            c.contract_id.as_str(),
+            json!({"complaint_id": c.complaint_id, "charge_id": c.charge_id, "contract_id": c.contract_id,
+                   "payer_id": c.payer_id, "kind": c.kind, "source": c.source, "description": c.description,
+                   "deadline_at_ms": c.deadline_at_ms, "filed_at_ms": c.filed_at_ms}),
+        ),
+        EventKind::ComplaintAnswered(a) => (
+            "complaint.answered",
+            a.merchant_id.as_str(),
+            "",
+            json!({"complaint_id": a.complaint_id, "charge_id": a.charge_id, "payer_id": a.payer_id,
+                   "answer": a.answer, "refund_minor_units": a.refund_minor_units, "late": a.late,
+                   "answered_at_ms": a.answered_at_ms}),
+        ),
+        EventKind::ComplaintDeadlineMissed(m) => (
+            "complaint.deadline_missed",
+            m.merchant_id.as_str(),
+            "",
+            json!({"complaint_id": m.complaint_id, "charge_id": m.charge_id, "kind": m.kind,
+                   "penalty": m.penalty, "missed_at_ms": m.missed_at_ms}),
         ),
         EventKind::RefundSucceeded(r) => (
             "refund.succeeded",

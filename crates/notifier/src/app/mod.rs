@@ -110,6 +110,7 @@ pub fn kind_to_pb(k: NoticeKind) -> pb::NoticeKind {
         NoticeKind::RefundSucceeded => P::RefundSucceeded,
         NoticeKind::VerificationCode => P::VerificationCode,
         NoticeKind::ChargeHeld => P::ChargeHeld,
+        NoticeKind::ComplaintReceived => P::ComplaintReceived,
     }
 }
 

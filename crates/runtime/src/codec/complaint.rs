@@ -46,6 +46,7 @@ impl Stored for Complaint {
                 provider_complaint_id: f.provider_complaint_id.clone(),
                 deadline_at_ms: deadline.timestamp_millis(),
                 filed_at_ms: at.timestamp_millis(),
+                charged: Some(super::money_to_pb(f.charged)),
             }),
             ComplaintEvent::Answered { answer, late, at } => {
                 let f = &before.as_ref()?.filing;
@@ -92,6 +93,7 @@ impl Stored for Complaint {
                     contract_id: f.contract_id.clone(),
                     merchant_id: f.merchant_id.clone(),
                     payer_id: f.payer_id.clone(),
+                    charged: super::money_from_pb(f.charged.as_ref()).ok()?,
                     kind: Kind::from_name(&f.kind)?,
                     source: Source::from_name(&f.source)?,
                     description: f.description.clone(),
