@@ -30,6 +30,7 @@ both!(
     the_payer_releases_a_held_charge_and_it_counts_once_against_the_limits,
     a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_review,
     rules_are_data_within_the_platforms_floor_and_every_decision_is_audited,
+    a_release_at_night_waits_for_the_window_and_a_stopped_contract_is_not_charged,
 );
 
 async fn run(backend: Backend) -> TestApp {
@@ -396,4 +397,50 @@ async fn rules_are_data_within_the_platforms_floor_and_every_decision_is_audited
     let bad = ListRiskDecisionsRequest { payer_id: "bad payer id with spaces".into(), ..Default::default() };
     let e = RiskServiceClient::new(ch.clone()).list_risk_decisions(support::op(bad)).await.unwrap_err();
     assert!(e.message().starts_with("payer_id"), "{e:?}");
+}
+
+async fn a_release_at_night_waits_for_the_window_and_a_stopped_contract_is_not_charged(backend: Backend) {
+    use autodebit_proto::contracts::v1::TerminateContractRequest;
+    use autodebit_proto::events::v1::TerminationMode;
+    let p = run(backend).await;
+    let ch = p.channel().await;
+    let (m, contract) = setup(&ch, "91330100MA2RSK0006", 10).await;
+    // The test clock starts at 10:00 Beijing time; both held at once.
+    let night = trigger(&ch, &m, &contract, 1_001, "night").await;
+    let stopped = trigger(&ch, &m, &contract, 1_002, "stopped").await;
+    for t in [&night, &stopped] {
+        assert_eq!(t.outcome, TriggerOutcome::Held as i32, "{t:?}");
+    }
+    let t0 = eventually("the first hold", 30, || async {
+        held(&ch, None, ListHeldChargesRequest::default()).await.ok()?.into_iter().map(|h| h.held_at_ms).min()
+    })
+    .await;
+
+    // Approved at 23:00, outside the charge window: released, charged at 07:00.
+    p.advance_seconds(13 * HOUR).await;
+    let h = review(&ch, &night.charge_id, HoldDecision::Approve).await.unwrap();
+    assert_eq!((h.state, h.charge_at_ms), (HoldState::Released as i32, t0 + 21 * HOUR * 1000), "{h:?}");
+    p.settled().await;
+    assert_eq!(charge(&ch, &night.charge_id).await.unwrap().state, ChargeState::Held as i32, "not before 07:00");
+    p.advance_seconds(8 * HOUR).await;
+    let c = in_state(&ch, &night.charge_id, ChargeState::Succeeded).await;
+    assert_eq!(c.hold_released_by, "operator");
+
+    // The contract ends while the other is held: confirming it rejects it instead.
+    let end = TerminateContractRequest {
+        contract_id: contract.clone(),
+        mode: TerminationMode::Merchant as i32,
+        remark: "service closed".into(),
+        expected_version: None,
+    };
+    ContractsServiceClient::new(ch.clone()).terminate_contract(authed(end, &m.api_key)).await.unwrap();
+    p.caught_up().await;
+    let path = step_up_path(&ch, &contract, &stopped.charge_id).await;
+    let (_, page) = http_get(p.http, &path).await;
+    let code = element_text(&page, "code-hint").unwrap();
+    let (status, answer) = http_post(p.http, &format!("{path}/confirm"), &format!("code={code}")).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("the charge is rejected"), "{answer}");
+    let c = in_state(&ch, &stopped.charge_id, ChargeState::Rejected).await;
+    assert_eq!(c.provider_code, "contract_state");
 }
