@@ -214,6 +214,9 @@ async fn complaints_have_deadlines_penalties_answers_and_move_the_credit_score(b
     let e =
         answer(&ch, &m.api_key, &c.complaint_id, Answer::RejectReason("delivered".into()), vec![]).await.unwrap_err();
     assert!(e.message().starts_with("evidence"), "{e:?}");
+    let stray = vec![EvidenceUpload { name: "x.png".into(), content_type: "image/png".into(), data: PNG.to_vec() }];
+    let e = answer(&ch, &m.api_key, &c.complaint_id, Answer::ResolveNote("fine".into()), stray).await.unwrap_err();
+    assert_eq!(e.message(), "evidence: only a rejection carries evidence");
     let png =
         vec![EvidenceUpload { name: "delivery.png".into(), content_type: "image/png".into(), data: PNG.to_vec() }];
     let c =

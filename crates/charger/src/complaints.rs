@@ -446,6 +446,9 @@ impl Complaints {
                 }
                 Answer::Reject { reason, evidence: evidence.clone() }
             }
+            _ if !evidence.is_empty() => {
+                return Err(Error::Invalid { field: "evidence", problem: "only a rejection carries evidence".into() });
+            }
             other => other,
         };
         let now = self.now();
