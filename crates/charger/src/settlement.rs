@@ -649,10 +649,6 @@ pub async fn caught_up_time(platform: &Platform) -> anyhow::Result<i64> {
     Ok(now)
 }
 
-/// Closes the batches due by `now`'s day: for each merchant and currency, one per working day
-/// from its earliest waiting item's due day to that day, each taking the items due by its day.
-/// When the clock has run on while the closer was away (or a test clock jumped), each working
-/// day still gets the batch it would have had. How many it closed.
 /// Delays a merchant's settlement (a missed amount-dispute deadline): nothing of it closes
 /// before `SETTLEMENT_DELAY_WORKING_DAYS` working days after the next working day from `at_ms`
 /// — its T+1 batches become T+2.
@@ -669,6 +665,10 @@ pub async fn delay_merchant(tx: &mut Tx, calendar: &WorkingCalendar, merchant: &
     Ok(())
 }
 
+/// Closes the batches due by `now`'s day: for each merchant and currency, one per working day
+/// from its earliest waiting item's due day to that day, each taking the items due by its day.
+/// When the clock has run on while the closer was away (or a test clock jumped), each working
+/// day still gets the batch it would have had. How many it closed.
 pub async fn close_due(platform: &Platform, calendar: &WorkingCalendar, now: i64) -> anyhow::Result<usize> {
     let today = local_date(now);
     let due = platform
