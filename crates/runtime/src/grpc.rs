@@ -17,6 +17,28 @@ use tower_http::classify::{
 // === status mapping ===
 
 /// A malformed request: the message starts with the field's name.
+/// A list call's page size as asked (0: 100), at most `max`, or `page_size`'s error.
+pub fn page_size(asked: u32, max: u32) -> Result<i64, Status> {
+    if asked > max {
+        return Err(invalid("page_size", format!("at most {max}")));
+    }
+    Ok(i64::from(if asked == 0 { 100 } else { asked }))
+}
+
+/// Where a page goes on from: a `<time>:<id>` token a list call gave (`None` for the first
+/// page), the id checked by `id_ok`; anything else is `page_token`'s error.
+pub fn page_after(token: &str, id_ok: impl Fn(&str) -> bool) -> Result<Option<(i64, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "is not a token this call returned");
+    let (at, id) = token.split_once(':').ok_or_else(bad)?;
+    if !id_ok(id) {
+        return Err(bad());
+    }
+    Ok(Some((at.parse::<i64>().map_err(|_| bad())?, id.to_string())))
+}
+
 pub fn invalid(field: &str, problem: impl Display) -> Status {
     Status::invalid_argument(format!("{field}: {problem}"))
 }

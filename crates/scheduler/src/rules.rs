@@ -36,11 +36,12 @@ impl Rules {
 
     /// Whether the caller may set or read values at `scope`: an operator anywhere; a merchant
     /// at its own merchant and plans only (anything else is as if it did not exist).
-    async fn check_scope(&self, who: &Principal, scope: &Scope) -> Result<(), HoldError> {
+    /// The merchant the scope belongs to ("" for the platform).
+    async fn check_scope(&self, who: &Principal, scope: &Scope) -> Result<String, HoldError> {
         let mut db = Db::Store(&self.platform.store);
         match scope {
             Scope::Platform => match who {
-                Principal::Operator => Ok(()),
+                Principal::Operator => Ok(String::new()),
                 Principal::Merchant(_) => Err(HoldError::Invalid {
                     field: "scope",
                     problem: "the platform's values are the operator's".into(),
@@ -49,13 +50,13 @@ impl Rules {
             Scope::Merchant(m) => {
                 let known = autodebit_domain::MerchantId::parse(m).is_ok_and(|id| who.may_see(&id))
                     && store::merchant_known(&mut db, m).await?;
-                known.then_some(()).ok_or_else(|| not_found(format!("merchant_id: no merchant {m}")))
+                known.then(|| m.clone()).ok_or_else(|| not_found(format!("merchant_id: no merchant {m}")))
             }
             Scope::Plan(p) => {
                 let owner = store::plan_merchant(&mut db, p).await?;
-                let mine =
-                    owner.is_some_and(|m| autodebit_domain::MerchantId::parse(&m).is_ok_and(|id| who.may_see(&id)));
-                mine.then_some(()).ok_or_else(|| not_found(format!("plan_id: no plan {p}")))
+                owner
+                    .filter(|m| autodebit_domain::MerchantId::parse(m).is_ok_and(|id| who.may_see(&id)))
+                    .ok_or_else(|| not_found(format!("plan_id: no plan {p}")))
             }
         }
     }
@@ -66,15 +67,12 @@ impl Rules {
             risk::RuleError::UnknownSetting(_) => HoldError::Invalid { field: "setting", problem: e.to_string() },
             risk::RuleError::OutOfBounds { .. } => HoldError::Invalid { field: "value", problem: e.to_string() },
         })?;
-        self.check_scope(who, &scope).await?;
+        let merchant_id = self.check_scope(who, &scope).await?;
         let now_ms = self.platform.clock.now_ms();
-        let (pb_scope, merchant_id, plan_id) = match &scope {
-            Scope::Platform => (pb::RiskScope::Platform, String::new(), String::new()),
-            Scope::Merchant(m) => (pb::RiskScope::Merchant, m.clone(), String::new()),
-            Scope::Plan(p) => {
-                let owner = store::plan_merchant(&mut Db::Store(&self.platform.store), p).await?.unwrap_or_default();
-                (pb::RiskScope::Plan, owner, p.clone())
-            }
+        let (pb_scope, plan_id) = match &scope {
+            Scope::Platform => (pb::RiskScope::Platform, String::new()),
+            Scope::Merchant(_) => (pb::RiskScope::Merchant, String::new()),
+            Scope::Plan(p) => (pb::RiskScope::Plan, p.clone()),
         };
         let event = pb::Event {
             kind: Some(EventKind::RiskRuleSet(pb::RiskRuleSet {

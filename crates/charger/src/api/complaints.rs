@@ -5,7 +5,7 @@ use autodebit_domain::{ChargeId, MerchantId};
 use autodebit_proto::charger::v1::{self as pb, complaints_service_server::ComplaintsService};
 use autodebit_runtime::auth::{Principal, caller};
 use autodebit_runtime::codec;
-use autodebit_runtime::grpc::{internal, invalid, store_error};
+use autodebit_runtime::grpc::{internal, invalid, page_after, page_size, store_error};
 use tonic::{Request, Response, Status};
 
 pub struct ComplaintsApi {
@@ -162,24 +162,16 @@ impl ComplaintsService for ComplaintsApi {
         if !matches!(r.state.as_str(), "" | "open" | "answered") {
             return Err(invalid("state", "must be open or answered"));
         }
-        if r.page_size > 500 {
-            return Err(invalid("page_size", "at most 500"));
-        }
         if !r.merchant_id.is_empty() {
             MerchantId::parse(&r.merchant_id).map_err(|e| invalid("merchant_id", e))?;
         }
-        let before = if r.page_token.is_empty() {
-            None
-        } else {
-            let bad = || invalid("page_token", "is not a token this call returned");
-            let (at, id) = r.page_token.split_once(':').ok_or_else(bad)?;
-            Some((at.parse::<i64>().map_err(|_| bad())?, id.to_string()))
-        };
+        let limit = page_size(r.page_size, 500)?;
+        let before = page_after(&r.page_token, |id| id.starts_with("cp_"))?;
         let filter = complaints::Filter {
             merchant_id: (!r.merchant_id.is_empty()).then(|| r.merchant_id.clone()),
             state: (!r.state.is_empty()).then(|| r.state.clone()),
             before,
-            limit: i64::from(if r.page_size == 0 { 100 } else { r.page_size }),
+            limit,
         };
         let (rows, next) = self.complaints.list(&who, filter).await.map_err(status_of)?;
         let mut shown = Vec::with_capacity(rows.len());

@@ -10,7 +10,7 @@ use autodebit_proto::scheduler::v1::{self as pb, risk_service_server::RiskServic
 use autodebit_runtime::auth::Principal;
 use autodebit_runtime::auth::caller;
 use autodebit_runtime::codec;
-use autodebit_runtime::grpc::{internal, invalid, store_error};
+use autodebit_runtime::grpc::{internal, invalid, page_after, page_size, store_error};
 use tonic::{Request, Response, Status};
 
 pub struct RiskApi {
@@ -55,27 +55,6 @@ fn decision_to_pb(d: decisions::Decision) -> pb::RiskDecision {
         outcome: d.outcome,
         detail: d.detail,
     }
-}
-
-/// A page size as asked (0: the default), or the field's error.
-fn page_size(asked: u32) -> Result<i64, Status> {
-    if asked > MAX_PAGE {
-        return Err(invalid("page_size", format!("at most {MAX_PAGE}")));
-    }
-    Ok(i64::from(if asked == 0 { 100 } else { asked }))
-}
-
-/// Where a page goes on from: a token this service gave, `<time>:<id>`.
-fn page_after(token: &str, id_ok: impl Fn(&str) -> bool) -> Result<Option<(i64, String)>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || invalid("page_token", "is not a token this call returned");
-    let (at, id) = token.split_once(':').ok_or_else(bad)?;
-    if !id_ok(id) {
-        return Err(bad());
-    }
-    Ok(Some((at.parse::<i64>().map_err(|_| bad())?, id.to_string())))
 }
 
 fn optional<'a>(field: &'static str, v: &'a str, ok: impl Fn(&str) -> bool) -> Result<Option<&'a str>, Status> {
@@ -170,7 +149,7 @@ impl RiskService for RiskApi {
             contract_id: (!r.contract_id.is_empty()).then_some(r.contract_id.as_str()),
             state: state_from_pb(state),
             before: page_after(&r.page_token, |id| ChargeId::parse(id).is_ok())?,
-            limit: page_size(r.page_size)?,
+            limit: page_size(r.page_size, MAX_PAGE)?,
         };
         let (rows, next) = self.holds.list(&who, filter).await.map_err(status_of)?;
         Ok(Response::new(pb::ListHeldChargesResponse {
@@ -253,7 +232,7 @@ impl RiskService for RiskApi {
             since_ms: (r.since_ms > 0).then_some(r.since_ms),
             until_ms: (r.until_ms > 0).then_some(r.until_ms),
             before: page_after(&r.page_token, |id| !id.is_empty())?,
-            limit: page_size(r.page_size)?,
+            limit: page_size(r.page_size, MAX_PAGE)?,
         };
         let (rows, next) = self.rules.decisions(&who, filter).await.map_err(status_of)?;
         Ok(Response::new(pb::ListRiskDecisionsResponse {
