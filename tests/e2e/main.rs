@@ -28,6 +28,7 @@ mod mock_wechatpay;
 mod modifications;
 mod notices;
 mod notices_crash;
+mod payer_page;
 mod readme;
 mod reconciliation;
 mod refunds;

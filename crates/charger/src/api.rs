@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 pub mod callbacks;
 pub mod complaints;
+pub mod me;
 pub mod reconciliation;
 pub mod settlement;
 

@@ -400,6 +400,24 @@ impl Complaints {
         self.get(&Principal::Operator, &complaint_id).await
     }
 
+    /// Files a payer's complaint from their page: like `file`, for a charge of this payer only.
+    pub async fn file_by_payer(
+        &self,
+        who: &Principal,
+        payer: &str,
+        charge_id: ChargeId,
+        kind: Kind,
+        source: Source,
+        description: &str,
+    ) -> Result<Row, Error> {
+        let not_found = || Error::NotFound(format!("charge_id: no charge {charge_id}"));
+        let (c, _) = crate::app::charge_for(&self.platform, who, charge_id).await.map_err(|_| not_found())?;
+        if c.payer_id.as_str() != payer {
+            return Err(not_found());
+        }
+        self.file(who, charge_id, kind, source, description, &[]).await
+    }
+
     /// A complaint the caller may see.
     pub async fn get(&self, who: &Principal, complaint_id: &str) -> Result<Row, Error> {
         let rows = self

@@ -163,6 +163,12 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
             // Five pieces of evidence of 2 MiB each, and the rest of the request.
             .max_decoding_message_size(12 * 1024 * 1024),
         ));
+    let me = api::me::MeState {
+        complaints: complaints::Complaints::new(platform.clone()),
+        store: platform.store.clone(),
+        links: autodebit_runtime::links::payer_page_key(&platform.store).await?,
+        receipt_key: link_key.clone(),
+    };
     let http = api::callbacks::routes(
         platform.clone(),
         Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)),
@@ -175,7 +181,8 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
             "charger_api_keys",
         ),
         key: link_key,
-    }));
+    }))
+    .merge(api::me::routes(me));
     Ok(Component {
         grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME, RECONCILIATION_GRPC_NAME, COMPLAINTS_GRPC_NAME],
         routes,

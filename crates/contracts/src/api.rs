@@ -2,6 +2,7 @@
 //! and HTTP (the authorization page, WeChat Pay's signing notices). Each authenticates,
 //! parses the request into domain types, calls the application and maps the result.
 pub mod contracts;
+pub mod me;
 pub mod merchants;
 pub mod page;
 pub mod plans;

@@ -69,7 +69,11 @@ pub async fn start(platform: &Platform, config: ContractsConfig) -> anyhow::Resu
     worker::spawn(app.clone(), signing.clone(), config.zombies);
     let merchants = app::merchants::Merchants::new(platform.clone(), config.industries.clone());
     let http = api::page::routes(api::page::PageState { signing: signing.clone(), merchants: merchants.clone() })
-        .merge(api::wechatpay::routes(signing.clone()));
+        .merge(api::wechatpay::routes(signing.clone()))
+        .merge(api::me::routes(api::me::MeState {
+            contracts: app.clone(),
+            links: autodebit_runtime::links::payer_page_key(&platform.store).await?,
+        }));
     let routes = routes_for(ContractsServiceServer::new(api::contracts::ContractsApi::new(app, signing)))
         .merge(routes_for(MerchantsServiceServer::new(api::merchants::MerchantsApi::new(merchants))))
         .merge(routes_for(PlansServiceServer::new(api::plans::PlansApi::new(platform.clone()))));

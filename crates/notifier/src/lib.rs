@@ -107,7 +107,10 @@ pub async fn start(platform: &Platform, config: NotifierConfig) -> anyhow::Resul
     Ok(Component {
         grpc_names: vec![GRPC_NAME, WEBHOOKS_GRPC_NAME],
         routes,
-        http: api::http::routes(platform.clone()),
+        http: api::http::routes(api::http::Http {
+            platform: platform.clone(),
+            links: autodebit_runtime::links::payer_page_key(&platform.store).await?,
+        }),
         key_table: "notifier_api_keys",
     })
 }

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod follower;
 pub mod grpc;
 pub mod http;
+pub mod links;
 pub mod metrics;
 pub mod repository;
 pub mod risk_rules;

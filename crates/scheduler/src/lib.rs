@@ -13,6 +13,7 @@
 mod api;
 mod app;
 mod holds;
+mod payers;
 mod processor;
 mod rules;
 pub mod store;
@@ -40,6 +41,8 @@ pub struct SchedulerConfig {
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
+    spawn_follower(platform, payers::PayerFollower);
+    let links = autodebit_runtime::links::payer_page_key(&platform.store).await?;
     let holds = holds::Holds::new(platform.clone(), config.window);
     let checked_through = worker::spawn(platform.clone(), config.window, holds.clone());
     let app = app::App::new(platform.clone(), config.window, checked_through);
@@ -52,7 +55,7 @@ pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Resu
     Ok(Component {
         grpc_names: vec![GRPC_NAME, RISK_GRPC_NAME],
         routes,
-        http: api::page::routes(holds),
+        http: api::page::routes(holds).merge(api::me::routes(api::me::MePage { store: platform.store.clone(), links })),
         key_table: "scheduler_api_keys",
     })
 }

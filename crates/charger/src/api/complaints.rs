@@ -18,7 +18,7 @@ impl ComplaintsApi {
     }
 }
 
-fn status_of(e: Error) -> Status {
+pub(crate) fn status_of(e: Error) -> Status {
     match e {
         Error::NotFound(m) => Status::not_found(m),
         Error::Invalid { field, problem } => invalid(field, problem),

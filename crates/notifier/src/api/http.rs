@@ -1,6 +1,7 @@
 //! The notifier's routes on the HTTP listener:
 //! - `GET /n/{token}`: a notice's short link. The first visit records `NoticeOpened`; every
-//!   visit shows the notice.
+//!   visit shows the notice, with the signed link to the payer's own page (`/me/…`, served by
+//!   the scheduler), where they see their agreements and charges, end one or complain.
 //! - `POST /callbacks/tencent-sms`: Tencent Cloud SMS delivery-status reports, each recorded as
 //!   a receipt of the notice it was for (`app::receipts`).
 use crate::channels::sms::{STATUS_CALLBACK_ANSWER, parse_status_reports};
@@ -14,18 +15,24 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub fn routes(platform: Platform) -> axum::Router {
+#[derive(Clone)]
+pub struct Http {
+    pub platform: Platform,
+    pub links: autodebit_runtime::links::PayerLinks,
+}
+
+pub fn routes(http: Http) -> axum::Router {
     axum::Router::new()
         .route("/n/{token}", get(open))
         .route("/callbacks/tencent-sms", post(sms_reports))
-        .with_state(platform)
+        .with_state(http)
 }
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-async fn open(State(p): State<Platform>, Path(token): Path<String>) -> Response {
+async fn open(State(Http { platform: p, links }): State<Http>, Path(token): Path<String>) -> Response {
     let notice = match store::notice_by_token(&p.store, &token).await {
         Ok(Some(n)) => n,
         Ok(None) => {
@@ -58,16 +65,23 @@ async fn open(State(p): State<Platform>, Path(token): Path<String>) -> Response 
     }
     autodebit_runtime::metrics::add(autodebit_runtime::metrics::NOTICE_OPENS, &[], 1);
     let lang = if notice.language == "en" { "en" } else { "zh-CN" };
+    let me = format!(
+        "{}&lang={}",
+        links.path(&notice.merchant_id, &notice.recipient),
+        if lang == "en" { "en" } else { "zh" }
+    );
     Html(format!(
         "<!doctype html><html lang=\"{lang}\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{title}</title><main><p id=\"notice\">{}</p></main></html>",
+         <title>{title}</title><main><p id=\"notice\">{}</p><p><a id=\"me\" href=\"{}\">{me_text}</a></p></main></html>",
         escape(&notice.text),
+        escape(&me),
         title = if lang == "en" { "Notice" } else { "通知" },
+        me_text = if lang == "en" { "My automatic payments: agreements, charges, ending one" } else { "我的自动扣费：协议、扣费记录、解约" },
     ))
     .into_response()
 }
 
-async fn sms_reports(State(p): State<Platform>, body: axum::body::Bytes) -> Response {
+async fn sms_reports(State(Http { platform: p, .. }): State<Http>, body: axum::body::Bytes) -> Response {
     let reports = match parse_status_reports(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),

@@ -8,7 +8,6 @@ pub mod settings;
 pub mod webhooks;
 use autodebit_domain::ContractId;
 use autodebit_domain::notice::NoticeKind;
-use autodebit_domain::plan::{AmountType, ChargeMode};
 use autodebit_domain::terms::Terms;
 use autodebit_eventstore::{EventStore, StoreError};
 use autodebit_proto::events::v1 as pb;
@@ -43,50 +42,10 @@ pub async fn notices(store: &EventStore, who: &Principal, contract: ContractId) 
 
 pub(crate) type Plans = HashMap<String, Arc<pb::PlanTerms>>;
 
-/// The terms a contract was signed on: its plan's, with the contract's own cycle and amount
-/// (an imported contract may differ from its plan's); a contract of no known plan is a fixed
-/// cycle of its amount.
+/// The terms a contract was signed on (`codec::plan::contract_terms`).
 pub(crate) fn signed_terms(s: &pb::ContractSigned, plan: Option<&pb::PlanTerms>) -> Terms {
     let amount = codec::money_from_pb(s.amount_per_cycle.as_ref()).unwrap_or(autodebit_domain::Money::cny(0));
-    let cycle = codec::cycle_from_pb(s.cycle);
-    let fixed = Terms {
-        service_name: String::new(),
-        charge_mode: ChargeMode::FixedCycle,
-        cycle,
-        amount_type: AmountType::Fixed,
-        amount,
-        per_charge_cap: amount,
-        first_charge_at_signing: false,
-        usage: None,
-    };
-    let Some(p) = plan else { return fixed };
-    let charge_mode = match pb::ChargeMode::try_from(p.charge_mode) {
-        Ok(pb::ChargeMode::Usage) => ChargeMode::Usage,
-        Ok(pb::ChargeMode::EventTriggered) => ChargeMode::EventTriggered,
-        Ok(pb::ChargeMode::Hybrid) => ChargeMode::Hybrid,
-        _ => ChargeMode::FixedCycle,
-    };
-    let plan_cycle = codec::cycle_from_pb(p.cycle);
-    Terms {
-        service_name: p.service_name.clone(),
-        charge_mode,
-        cycle: if charge_mode == ChargeMode::FixedCycle || charge_mode == ChargeMode::Hybrid {
-            cycle
-        } else {
-            plan_cycle
-        },
-        amount_type: if p.amount_type == pb::AmountType::Fixed as i32 {
-            AmountType::Fixed
-        } else {
-            AmountType::UpToCap
-        },
-        per_charge_cap: codec::money_from_pb(p.per_charge_cap.as_ref()).unwrap_or(amount),
-        first_charge_at_signing: p.first_charge_at_signing,
-        usage: p.usage.as_ref().and_then(|u| {
-            codec::usage_from_pb(u, pb::ChargeMode::try_from(p.charge_mode).unwrap_or_default(), plan_cycle).ok()
-        }),
-        ..fixed
-    }
+    codec::plan::contract_terms(amount, codec::cycle_from_pb(s.cycle), plan)
 }
 
 pub(crate) use autodebit_domain::notice::notice_id;

@@ -4,6 +4,7 @@ use super::{cycle_from_pb, cycle_to_pb, from_millis, money_from_pb, money_to_pb,
 use crate::repository::Stored;
 use autodebit_domain::MerchantId;
 use autodebit_domain::plan::{self, AmountType, ChargeMode, ModificationRule, Plan, PlanEvent};
+use autodebit_domain::terms::Terms;
 use autodebit_proto::EventKind;
 use autodebit_proto::events::v1 as pb;
 
@@ -18,6 +19,55 @@ pub struct TermsError {
 
 fn terms_error(field: impl Into<String>, problem: impl Into<String>) -> TermsError {
     TermsError { field: field.into(), problem: problem.into() }
+}
+
+/// The terms of a contract: its plan's, with the contract's own amount and cycle (an imported
+/// or modified contract may differ from its plan's); a contract of no known plan is a fixed
+/// cycle of its amount. The authorization page, the notices and the payer's page word them
+/// alike (`Terms::lines`).
+pub fn contract_terms(
+    amount: autodebit_domain::Money,
+    cycle: Option<autodebit_domain::Cycle>,
+    plan: Option<&pb::PlanTerms>,
+) -> Terms {
+    let fixed = Terms {
+        service_name: String::new(),
+        charge_mode: ChargeMode::FixedCycle,
+        cycle,
+        amount_type: AmountType::Fixed,
+        amount,
+        per_charge_cap: amount,
+        first_charge_at_signing: false,
+        usage: None,
+    };
+    let Some(p) = plan else { return fixed };
+    let charge_mode = match pb::ChargeMode::try_from(p.charge_mode) {
+        Ok(pb::ChargeMode::Usage) => ChargeMode::Usage,
+        Ok(pb::ChargeMode::EventTriggered) => ChargeMode::EventTriggered,
+        Ok(pb::ChargeMode::Hybrid) => ChargeMode::Hybrid,
+        _ => ChargeMode::FixedCycle,
+    };
+    let plan_cycle = cycle_from_pb(p.cycle);
+    Terms {
+        service_name: p.service_name.clone(),
+        charge_mode,
+        cycle: if charge_mode == ChargeMode::FixedCycle || charge_mode == ChargeMode::Hybrid {
+            cycle
+        } else {
+            plan_cycle
+        },
+        amount_type: if p.amount_type == pb::AmountType::Fixed as i32 {
+            AmountType::Fixed
+        } else {
+            AmountType::UpToCap
+        },
+        per_charge_cap: money_from_pb(p.per_charge_cap.as_ref()).unwrap_or(amount),
+        first_charge_at_signing: p.first_charge_at_signing,
+        usage: p.usage.as_ref().and_then(|u| {
+            usage_from_pb(u, pb::ChargeMode::try_from(p.charge_mode).unwrap_or_default(), plan_cycle).ok()
+        }),
+        ..fixed
+    }
 }
 
 /// The domain plan `terms` describe, defaults filled in. Converts only: the plan's rules

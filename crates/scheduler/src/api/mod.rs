@@ -1,6 +1,7 @@
 //! gRPC handlers of the scheduler: each parses its request into domain types, calls the use
 //! case in `app`, and maps the answer (or the error) back. `risk` serves `RiskService`, `page`
 //! the payer's step-up page for a held charge.
+pub mod me;
 pub mod page;
 pub mod risk;
 

@@ -3,6 +3,7 @@
 //! The tables themselves are created by the migrations in `migrations/`.
 pub mod decisions;
 pub mod holds;
+pub mod payers;
 pub mod schedules;
 
 use autodebit_domain::limits::PlanLimits;

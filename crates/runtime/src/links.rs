@@ -1,0 +1,92 @@
+//! Signed links for payers: the payer's page (`/me/<merchant>/<payer>?sig=…`) is reached
+//! without an account, through a link whose signature is an HMAC of the merchant and the payer
+//! under a key kept in the database (`link_keys`). The first service to need the key makes it;
+//! every service on the same database reads the same one, so the page (scheduler), its
+//! termination (contracts service), its complaints and receipts (charger) and the notices that
+//! link to it (notifier) all check one signature.
+use autodebit_eventstore::{EventStore, Value};
+use hmac::Mac;
+
+const PAYER_PAGE: &str = "payer-page";
+
+/// The key payers' page links are signed with, made on first use and kept.
+pub async fn payer_page_key(store: &EventStore) -> anyhow::Result<PayerLinks> {
+    let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut tx = store.begin().await?;
+    tx.execute(
+        "INSERT INTO link_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        &[Value::from(PAYER_PAGE), Value::from(fresh)],
+    )
+    .await?;
+    let rows = tx.query("SELECT key FROM link_keys WHERE name = $1", &[Value::from(PAYER_PAGE)]).await?;
+    tx.commit().await?;
+    let key = rows.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default();
+    anyhow::ensure!(!key.is_empty(), "the payer page's link key could not be read");
+    Ok(PayerLinks { key })
+}
+
+/// Signs and checks links to a payer's page.
+#[derive(Clone)]
+pub struct PayerLinks {
+    key: String,
+}
+
+impl PayerLinks {
+    fn mac(&self, merchant: &str, payer: &str) -> hmac::Hmac<sha2::Sha256> {
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.as_bytes()).expect("HMAC takes any key length");
+        for part in [b"me".as_slice(), merchant.as_bytes(), payer.as_bytes()] {
+            mac.update(part);
+            mac.update(b"\n");
+        }
+        mac
+    }
+
+    /// The signature of the page of `payer` at `merchant`.
+    pub fn signature(&self, merchant: &str, payer: &str) -> String {
+        hex::encode(self.mac(merchant, payer).finalize().into_bytes())
+    }
+
+    /// Whether `sig` is the page's signature (compared in constant time).
+    pub fn verify(&self, merchant: &str, payer: &str, sig: &str) -> bool {
+        let Ok(raw) = hex::decode(sig) else { return false };
+        self.mac(merchant, payer).verify_slice(&raw).is_ok()
+    }
+
+    /// The page's path with its signature, relative to the public URL.
+    pub fn path(&self, merchant: &str, payer: &str) -> String {
+        format!("/me/{}/{}?sig={}", encode(merchant), encode(payer), self.signature(merchant, payer))
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+pub fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_binds_the_merchant_and_the_payer() {
+        let links = PayerLinks { key: "k".into() };
+        let sig = links.signature("mc_1", "payer-42");
+        assert!(links.verify("mc_1", "payer-42", &sig));
+        assert!(!links.verify("mc_2", "payer-42", &sig));
+        assert!(!links.verify("mc_1", "payer-43", &sig));
+        // The separator keeps ("a", "b\nc") apart from ("a\nb", "c").
+        assert_ne!(links.signature("a", "b\nc"), links.signature("a\nb", "c"));
+        assert!(!links.verify("mc_1", "payer-42", "zz"));
+        assert!(!PayerLinks { key: "other".into() }.verify("mc_1", "payer-42", &sig));
+        assert_eq!(links.path("mc_1", "p 1/2"), format!("/me/mc_1/p%201%2F2?sig={}", links.signature("mc_1", "p 1/2")));
+    }
+}
