@@ -124,6 +124,9 @@ struct MockArgs {
     /// How long an accepted deduction stays ACCEPT before it succeeds or fails (PAY_FAIL).
     #[arg(long, default_value_t = 100)]
     deduct_after_ms: u64,
+    /// The merchant's APIv3 key: v3 notices' resources (complaints) are encrypted under it.
+    #[arg(long, default_value = autodebit_mock_wechatpay::API_V3_KEY)]
+    api_v3_key: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -175,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                     userpaying_basis_points: m.userpaying_basis_points,
                     callback_attempts: m.callback_attempts.max(1),
                     deduct_after: std::time::Duration::from_millis(m.deduct_after_ms),
+                    api_v3_key: m.api_v3_key,
                     ..Default::default()
                 };
                 tokio::select! {

@@ -40,4 +40,5 @@ mod settlement;
 mod signing;
 mod terms;
 mod webhooks;
+mod wechatpay_complaints;
 mod wechatpay_signing;

@@ -349,6 +349,32 @@ impl Complaints {
         description: &str,
         uploads: &[Upload],
     ) -> Result<Row, Error> {
+        self.file_as(who, charge_id, kind, source, description, uploads, "").await
+    }
+
+    /// Files a payer's complaint made at WeChat Pay (its `complaint_id` kept with ours).
+    pub async fn file_from_provider(
+        &self,
+        charge_id: ChargeId,
+        kind: Kind,
+        description: &str,
+        provider_complaint_id: &str,
+    ) -> Result<Row, Error> {
+        self.file_as(&Principal::Operator, charge_id, kind, Source::WechatPay, description, &[], provider_complaint_id)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn file_as(
+        &self,
+        who: &Principal,
+        charge_id: ChargeId,
+        kind: Kind,
+        source: Source,
+        description: &str,
+        uploads: &[Upload],
+        provider_complaint_id: &str,
+    ) -> Result<Row, Error> {
         let evidence = check_uploads("evidence", uploads)?;
         let (c, _) = crate::app::charge_for(&self.platform, who, charge_id)
             .await
@@ -371,7 +397,7 @@ impl Complaints {
             source,
             description: description.to_string(),
             evidence: evidence.clone(),
-            provider_complaint_id: String::new(),
+            provider_complaint_id: provider_complaint_id.to_string(),
         };
         let now = self.now();
         let mut tx = self.platform.store.begin().await?;
@@ -416,6 +442,19 @@ impl Complaints {
             return Err(not_found());
         }
         self.file(who, charge_id, kind, source, description, &[]).await
+    }
+
+    /// Our complaint of WeChat Pay's `complaint_id`, if one was filed.
+    pub async fn by_provider_id(&self, provider_complaint_id: &str) -> Result<Option<Row>, Error> {
+        let rows: Vec<Row> = self
+            .platform
+            .store
+            .query_as(
+                &format!("SELECT {COLUMNS} FROM complaints WHERE provider_complaint_id = $1"),
+                &[Value::from(provider_complaint_id)],
+            )
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     /// A complaint the caller may see.

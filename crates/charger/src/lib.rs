@@ -14,6 +14,7 @@ mod app;
 pub mod complaints;
 mod pdf;
 mod processor;
+mod provider_complaints;
 pub mod receipts;
 pub mod reconcile;
 pub mod settlement;
@@ -169,20 +170,26 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
         links: autodebit_runtime::links::payer_page_key(&platform.store).await?,
         receipt_key: link_key.clone(),
     };
-    let http = api::callbacks::routes(
-        platform.clone(),
-        Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay)),
-    )
-    .merge(receipts::routes(receipts::Pages {
-        store: platform.store.clone(),
-        auth: autodebit_runtime::auth::Authenticator::new(
-            platform.store.clone(),
-            &config.operator_key,
-            "charger_api_keys",
-        ),
-        key: link_key,
-    }))
-    .merge(api::me::routes(me));
+    let accounts = Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));
+    spawn_follower(
+        platform,
+        provider_complaints::AnswerBack {
+            complaints: complaints::Complaints::new(platform.clone()),
+            accounts: accounts.clone(),
+        },
+    );
+    provider_complaints::spawn(platform.clone(), config.wechatpay.clone(), config.public_url.clone());
+    let http = api::callbacks::routes(platform.clone(), accounts)
+        .merge(receipts::routes(receipts::Pages {
+            store: platform.store.clone(),
+            auth: autodebit_runtime::auth::Authenticator::new(
+                platform.store.clone(),
+                &config.operator_key,
+                "charger_api_keys",
+            ),
+            key: link_key,
+        }))
+        .merge(api::me::routes(me));
     Ok(Component {
         grpc_names: vec![GRPC_NAME, SETTLEMENT_GRPC_NAME, RECONCILIATION_GRPC_NAME, COMPLAINTS_GRPC_NAME],
         routes,

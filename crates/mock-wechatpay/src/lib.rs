@@ -3,7 +3,8 @@
 //! `/papay/deletecontract`, the daily statement `/pay/downloadbill`, the signing entries `/papay/entrustweb`, `/papay/h5entrustweb` and
 //! `/papay/preentrustweb`) and the v3 ones the platform uses (`/v3/papay/contracts/{id}/notify`
 //! and `…/fail-notify`, `/v3/refund/domestic/refunds`, the profit-sharing orders
-//! `/v3/profitsharing/orders` and their query). Every v2 request's signature is checked
+//! `/v3/profitsharing/orders` and their query, the merchant complaints
+//! `/v3/merchant-service/complaints-v2` and their notification URL, in `complaints`). Every v2 request's signature is checked
 //! with the provider crate's `v2` code (verified against WeChat Pay's own worked example), every v3 request's
 //! `Authorization` against the merchant's public key, and v3 answers are signed with a platform
 //! key, as WeChat Pay signs them.
@@ -24,6 +25,7 @@
 //! The v2 handlers (papay XML, MD5 and HMAC-SHA256 signatures) are in `v2`, the v3 ones (JSON,
 //! RSA signatures, encrypted callbacks) in `v3`; what both hold (orders, contracts, refunds,
 //! counters) and the callbacks they post are in `state`.
+mod complaints;
 mod state;
 mod v2;
 mod v3;
@@ -42,6 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The merchant API certificate serial of the test key pair in `testdata/`.
+/// The APIv3 key the mock encrypts its notices' resources with, unless told another.
+pub const API_V3_KEY: &str = "test-apiv3-key-0123456789abcdef0";
 pub const MERCHANT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
 /// The test merchant's API private key (PKCS#8 PEM): for clients pointed at the mock only.
 pub const MERCHANT_PRIVATE_KEY_PEM: &str = include_str!("../testdata/merchant_test_key.pem");
@@ -101,6 +105,8 @@ pub struct MockOptions {
     pub tamper_signatures: bool,
     /// How long an accepted deduction stays `ACCEPT` before it is decided.
     pub deduct_after: Duration,
+    /// The merchant's APIv3 key, which v3 notices' resources are encrypted under.
+    pub api_v3_key: String,
 }
 
 impl Default for MockOptions {
@@ -115,6 +121,7 @@ impl Default for MockOptions {
             callback_retry_delay: Duration::from_millis(200),
             tamper_signatures: false,
             deduct_after: Duration::from_millis(100),
+            api_v3_key: API_V3_KEY.into(),
         }
     }
 }
@@ -154,6 +161,18 @@ pub fn router_with(config: MockConfig, options: MockOptions) -> Router {
         .route("/v3/refund/domestic/refunds", post(v3::refund))
         .route("/v3/profitsharing/orders", post(v3::profitsharing))
         .route("/v3/profitsharing/orders/{out_order_no}", get(v3::profitsharing_query))
+        .route("/v3/merchant-service/complaints-v2", get(complaints::list))
+        .route("/v3/merchant-service/complaints-v2/{complaint_id}", get(complaints::detail))
+        .route("/v3/merchant-service/complaints-v2/{complaint_id}/response", post(complaints::respond))
+        .route("/v3/merchant-service/complaints-v2/{complaint_id}/complete", post(complaints::complete))
+        .route(
+            "/v3/merchant-service/complaint-notifications",
+            get(complaints::notifications)
+                .post(complaints::notifications)
+                .put(complaints::notifications)
+                .delete(complaints::notifications),
+        )
+        .route("/mock/complaints", post(complaints::make).get(complaints::made))
         .route("/mock/orders", get(orders))
         .route("/mock/signed", get(v2::signed))
         .layer(axum::middleware::from_fn_with_state(mock.clone(), count))

@@ -92,6 +92,9 @@ pub(crate) struct Book {
     pub(crate) requests: u64,
     pub(crate) callbacks_delivered: u64,
     pub(crate) callbacks_failed: u64,
+    /// Payers' complaints by `complaint_id`, and where their notices go.
+    pub(crate) complaints: std::collections::BTreeMap<String, crate::complaints::Complaint>,
+    pub(crate) complaint_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -138,6 +141,32 @@ pub(crate) fn beijing_time(secs: i64) -> String {
 }
 
 impl Mock {
+    /// A v3 notice, best effort in the background: a few attempts, until the merchant answers
+    /// 2xx (WeChat Pay takes 200 or 204 as received).
+    pub(crate) fn post_v3_callback(&self, url: String, headers: Vec<(&'static str, String)>, body: String) {
+        let (http, book, options) = (self.http.clone(), self.book.clone(), self.options.clone());
+        tokio::spawn(async move {
+            for attempt in 0..options.callback_attempts.max(1) {
+                if attempt > 0 {
+                    tokio::time::sleep(options.callback_retry_delay).await;
+                }
+                let mut request = http.post(&url).header("content-type", "application/json").body(body.clone());
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                if request.send().await.is_ok_and(|r| r.status().is_success()) {
+                    if let Ok(mut book) = book.lock() {
+                        book.callbacks_delivered += 1;
+                    }
+                    return;
+                }
+            }
+            if let Ok(mut book) = book.lock() {
+                book.callbacks_failed += 1;
+            }
+        });
+    }
+
     /// Best effort, in the background: a few attempts, until the merchant acknowledges.
     pub(crate) fn post_callback(&self, url: String, xml: String) {
         if url.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {

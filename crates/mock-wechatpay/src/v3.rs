@@ -124,7 +124,7 @@ impl Mock {
 }
 
 /// The JSON body of a v3 request once its signature, merchant and app hold.
-fn v3_request(
+pub(crate) fn v3_request(
     mock: &Mock,
     method: &Method,
     uri: &Uri,

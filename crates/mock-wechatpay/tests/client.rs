@@ -472,3 +472,123 @@ async fn a_deduction_made_for_sharing_is_shared_once_within_the_ratio() {
     let report: serde_json::Value = reqwest::get(format!("{base}/mock/orders")).await.unwrap().json().await.unwrap();
     assert_eq!((report["shared_fen"].as_i64(), report["profit_sharing_orders"].as_i64()), (Some(299), Some(1)));
 }
+
+/// Complaints (`complaints-v2`): a payer's complaint about a debited order is listed, read,
+/// answered and completed once; the notification URL is created, then changed; WeChat Pay's
+/// limits are kept before anything is sent; and the notice that reaches the URL decrypts with
+/// the APIv3 key to the complaint's id.
+#[tokio::test]
+async fn complaints_are_listed_read_answered_and_completed_once() {
+    use autodebit_provider::wechatpay::client::complaints::MAX_PAGE;
+    let options = MockOptions { api_v3_key: "0123456789abcdef0123456789abcdef".into(), ..MockOptions::default() };
+    let (client, base) = setup(calm(), options).await;
+    let a = attempt(1);
+    client.charge(&a).await;
+    let Lookup::Ended(ProviderOutcome::Succeeded { transaction_id }) = settled(&client, &a).await else { panic!() };
+
+    // A receiver for the notice, and the URL set: created, the same again left alone, changed.
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let receiver = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/complaints",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/complaints", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    client.set_complaint_notification_url("http://127.0.0.1:9/old").await.unwrap();
+    client.set_complaint_notification_url(&url).await.unwrap();
+    client.set_complaint_notification_url(&url).await.unwrap();
+    let made: serde_json::Value = reqwest::get(format!("{base}/mock/complaints")).await.unwrap().json().await.unwrap();
+    assert_eq!(made["notification_url"], url.as_str());
+
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/mock/complaints"))
+        .json(&serde_json::json!({"out_trade_no": a.out_trade_no, "problem_type": "REFUND",
+                                  "complaint_detail": "没有开通服务却扣了钱", "apply_refund_amount": 1990}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["complaint_id"].as_str().unwrap().to_string();
+
+    // The notice: signed, its resource the complaint's id.
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (headers, body) = seen.lock().unwrap().first().cloned().expect("the complaint notice");
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (notice, resource) = client
+        .open_callback(
+            &h("Wechatpay-Serial"),
+            &h("Wechatpay-Timestamp"),
+            &h("Wechatpay-Nonce"),
+            &h("Wechatpay-Signature"),
+            &body,
+        )
+        .unwrap();
+    assert_eq!(notice.event_type, "COMPLAINT.CREATE");
+    let resource: serde_json::Value = serde_json::from_str(&resource).unwrap();
+    assert_eq!(
+        (resource["complaint_id"].as_str(), resource["action_type"].as_str()),
+        (Some(id.as_str()), Some("CREATE_COMPLAINT"))
+    );
+
+    // Listed and read.
+    let today = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap()).date_naive();
+    let page = client.complaints(today - chrono::Days::new(6), today, 0, MAX_PAGE).await.unwrap();
+    assert_eq!((page.total_count, page.data.len()), (1, 1));
+    let c = client.complaint(&id).await.unwrap();
+    assert_eq!(c, page.data[0]);
+    assert_eq!(
+        (c.problem_type.as_str(), c.complaint_state.as_str(), c.apply_refund_amount),
+        ("REFUND", "PENDING", Some(1990))
+    );
+    assert_eq!(c.complaint_order_info[0].out_trade_no, a.out_trade_no);
+    assert_eq!(c.complaint_order_info[0].transaction_id, transaction_id);
+    let earlier = client.complaints(today - chrono::Days::new(20), today - chrono::Days::new(10), 0, 10).await.unwrap();
+    assert!(earlier.data.is_empty());
+
+    // WeChat Pay's limits, before anything is sent.
+    let requests = report(&base).await["requests"].as_u64().unwrap();
+    for (limit, from) in [(0, 1), (51, 1), (10, 30), (10, 0)] {
+        let (begin, end) =
+            if from == 0 { (today, today - chrono::Days::new(1)) } else { (today - chrono::Days::new(from), today) };
+        assert!(
+            matches!(client.complaints(begin, end, 0, limit).await, Err(ProviderError::Invalid(_))),
+            "{limit} {from}"
+        );
+    }
+    assert!(matches!(client.respond_to_complaint(&id, &"长".repeat(201)).await, Err(ProviderError::Invalid(_))));
+    assert!(matches!(client.respond_to_complaint(&id, "").await, Err(ProviderError::Invalid(_))));
+    assert!(matches!(client.complaint("../orders").await, Err(ProviderError::Invalid(_))));
+    assert_eq!(report(&base).await["requests"].as_u64().unwrap(), requests, "nothing was sent");
+
+    // Answered and completed once; unknown ids are WeChat Pay's refusals.
+    client.respond_to_complaint(&id, "已全额退款，抱歉给您带来不便").await.unwrap();
+    assert_eq!(client.complaint(&id).await.unwrap().complaint_state, "PROCESSING");
+    client.complete_complaint(&id).await.unwrap();
+    assert_eq!(client.complaint(&id).await.unwrap().complaint_state, "PROCESSED");
+    let again = client.complete_complaint(&id).await;
+    assert!(matches!(&again, Err(ProviderError::Refused { code, .. }) if code == "INVALID_REQUEST"), "{again:?}");
+    let unknown = client.complaint("200200000000000000000000001").await;
+    assert!(
+        matches!(&unknown, Err(ProviderError::Refused { code, .. }) if code == "RESOURCE_NOT_EXISTS"),
+        "{unknown:?}"
+    );
+    let made: serde_json::Value = reqwest::get(format!("{base}/mock/complaints")).await.unwrap().json().await.unwrap();
+    assert_eq!(made["complaints"][0]["responses"], serde_json::json!(["已全额退款，抱歉给您带来不便"]));
+}

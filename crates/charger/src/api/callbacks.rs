@@ -3,7 +3,8 @@
 //!
 //! - `POST /callbacks/wechatpay/v2/deduction` — a deduction's result (v2 XML);
 //! - `POST /callbacks/wechatpay/v3/{mch_id}` — v3 notices (JSON, signed in `Wechatpay-*`
-//!   headers, resource encrypted with the APIv3 key): deduction results.
+//!   headers, resource encrypted with the APIv3 key): deduction results, refund results and
+//!   payers' complaints (`provider_complaints`).
 //!
 //! Each is checked before it may change anything: well-formed XML or JSON (400), a merchant
 //! account the platform holds (404), a valid signature with that account's key and, for v3,
@@ -129,6 +130,9 @@ async fn on_v3(
     if notice.event_type.starts_with("REFUND.") {
         return on_refund(cb, &r, merchant).await;
     }
+    if notice.event_type.starts_with("COMPLAINT.") {
+        return on_complaint(cb, &text("complaint_id"), merchant, account).await;
+    }
     if !notice.event_type.starts_with("TRANSACTION.") {
         return Err(Refused(
             StatusCode::BAD_REQUEST,
@@ -148,6 +152,33 @@ async fn on_v3(
         p.insert("total_fee".into(), total.to_string());
     }
     on_order(cb, &p, merchant).await
+}
+
+/// A complaint made at WeChat Pay (`COMPLAINT.CREATE`, `.STATE_CHANGE`): filed once, its
+/// detail read from WeChat Pay (`provider_complaints`).
+async fn on_complaint(
+    cb: &Callbacks,
+    complaint_id: &str,
+    merchant: &str,
+    account: &autodebit_provider::wechatpay::WeChatPay,
+) -> Result<&'static str, Refused> {
+    use crate::provider_complaints::{ReceiveError, Received, receive};
+    if complaint_id.is_empty() {
+        return Err(Refused(StatusCode::BAD_REQUEST, "malformed", "the resource names no complaint_id".into()));
+    }
+    let complaints = crate::complaints::Complaints::new(cb.platform.clone());
+    match receive(&complaints, &cb.platform, merchant, account, complaint_id).await {
+        Ok(Received::Filed) => Ok("complaint_filed"),
+        Ok(Received::Known) => Ok("complaint_known"),
+        Err(e @ ReceiveError::UnknownOrder { .. }) => {
+            Err(Refused(StatusCode::NOT_FOUND, "unknown_order", e.to_string()))
+        }
+        // WeChat Pay itself does not know it.
+        Err(e @ ReceiveError::Provider(autodebit_provider::ProviderError::Refused { .. })) => {
+            Err(Refused(StatusCode::NOT_FOUND, "unknown_complaint", e.to_string()))
+        }
+        Err(e) => Err(internal(e.into())),
+    }
 }
 
 /// Takes `nonce` as used; a nonce used before is a replay.

@@ -8,6 +8,7 @@
 //! know, or an acceptance (`result_code=SUCCESS` only means the request was accepted) is
 //! `Unknown` for a deduction and `Pending` for a query. Only the query settles an attempt; an
 //! attempt is never sent again by this module.
+pub mod complaints;
 use super::cert::CertInfo;
 use super::v2::{self, Params, SignType};
 use super::v3::{MerchantSigner, PlatformVerifier};
@@ -778,16 +779,16 @@ impl WeChatPay {
     /// so they can top up before the next attempt.
     pub async fn fail_notify(&self, provider_contract_id: &str) -> Result<(), ProviderError> {
         let body = serde_json::json!({"mchid": self.config.mch_id, "appid": self.config.appid}).to_string();
-        let path = format!("/v3/papay/contracts/{}/fail-notify", path_segment(provider_contract_id)?);
+        let path = format!("/v3/papay/contracts/{}/fail-notify", path_segment("contract_id", provider_contract_id)?);
         let answer = self.call_v3(reqwest::Method::POST, &path, &body).await?;
         v3_done(&path, answer)
     }
 }
 
-/// A contract id as one path segment: WeChat Pay's ids are letters and digits.
-fn path_segment(id: &str) -> Result<&str, ProviderError> {
+/// An id as one path segment (`field` names it): WeChat Pay's ids are letters and digits.
+fn path_segment<'a>(field: &str, id: &'a str) -> Result<&'a str, ProviderError> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(ProviderError::Invalid(format!("contract_id {id:?} is not a WeChat Pay contract id")));
+        return Err(ProviderError::Invalid(format!("{field} {id:?} is not a WeChat Pay id")));
     }
     Ok(id)
 }
@@ -1132,7 +1133,7 @@ impl Provider for WeChatPay {
             } else {
                 &notice.provider_contract_id
             };
-            let path = format!("/v3/papay/contracts/{}/notify", path_segment(contract)?);
+            let path = format!("/v3/papay/contracts/{}/notify", path_segment("contract_id", contract)?);
             let body = serde_json::json!({
                 "mchid": self.config.mch_id,
                 "appid": self.config.appid,
@@ -1208,7 +1209,7 @@ impl Provider for WeChatPay {
             let answer = if answer.status == 400 && v3_error(&answer.body).0 == "RESOURCE_ALREADY_EXISTS" {
                 let query = format!(
                     "{path}/{}?transaction_id={}",
-                    path_segment(&request.out_order_no).unwrap_or_default(),
+                    path_segment("out_order_no", &request.out_order_no).unwrap_or_default(),
                     request.transaction_id
                 );
                 match self.call_v3(reqwest::Method::GET, &query, "").await {
