@@ -8,7 +8,7 @@ pub enum AnalyticsCommand {
     /// Rebuilds projections from the log into shadow tables and swaps them in; the live tables
     /// serve meanwhile, and a running platform may keep running.
     Rebuild {
-        /// One projection: contracts, charges, funnel, notices, counters or settlements (all when absent).
+        /// One projection: contracts, charges, funnel, notices, counters, settlements or risk (all when absent).
         #[arg(long)]
         projection: Option<String>,
         #[command(flatten)]

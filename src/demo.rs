@@ -361,6 +361,11 @@ async fn drive(
                 let count = |sql: &'static str| async move {
                     anyhow::Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
                 };
+                // No attempt in flight first: an attempt's outcome is appended in the transaction
+                // that ends it, so the log's head read after this holds every outcome.
+                if count("SELECT COUNT(*) FROM charger_attempts").await? != 0 {
+                    return Ok(false);
+                }
                 let head = count("SELECT COALESCE(MAX(position), 0) FROM events").await?;
                 // The attempts made, their failures' retries timed and their successes taken in
                 // for settlement (by the followers' own gauges: they move past events they pass
@@ -369,7 +374,12 @@ async fn drive(
                     let labels = [("follower", follower)];
                     autodebit_runtime::metrics::get(autodebit_runtime::metrics::FOLLOWER_POSITION, &labels)
                 });
-                Ok(taken.iter().all(|t| *t >= head) && count("SELECT COUNT(*) FROM charger_attempts").await? == 0)
+                if !taken.iter().all(|t| *t >= head) {
+                    return Ok(false);
+                }
+                // And nothing appended meanwhile (an attempt starting or ending appends): quiet.
+                Ok(count("SELECT COUNT(*) FROM charger_attempts").await? == 0
+                    && count("SELECT COALESCE(MAX(position), 0) FROM events").await? == head)
             })
             .await?;
             let now = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;

@@ -5,6 +5,9 @@
 use crate::{scenario, support};
 
 use autodebit_domain::calendar::WorkingCalendar;
+use autodebit_proto::analytics::v1::{
+    ComplaintOutcomeRow, GetRiskOutcomesRequest, analytics_service_client::AnalyticsServiceClient,
+};
 use autodebit_proto::charger::v1::{
     AdjustCreditScoreRequest, AnswerComplaintRequest, Complaint, CreditScore, EvidenceUpload, FileComplaintRequest,
     GetChargeRequest, GetComplaintStatsRequest, GetCreditScoreRequest, LiftChargingFreezeRequest,
@@ -316,6 +319,17 @@ async fn complaints_have_deadlines_penalties_answers_and_move_the_credit_score(b
         (4, 1, 2, 1, 2)
     );
     assert_eq!(stats.on_time_basis_points, 5_000);
+    // Analytics tells the same, per kind.
+    let outcomes = eventually("analytics to hold the complaints' outcomes", 30, || async {
+        let req = authed(GetRiskOutcomesRequest::default(), &m.api_key);
+        let rows = AnalyticsServiceClient::new(ch.clone()).get_risk_outcomes(req).await.ok()?.into_inner().complaints;
+        let sum = |f: fn(&ComplaintOutcomeRow) -> u64| rows.iter().map(f).sum::<u64>();
+        let figures = (sum(|r| r.filed), sum(|r| r.open), sum(|r| r.answered_in_time), sum(|r| r.answered_late));
+        (figures == (4, 1, 2, 1) && sum(|r| r.missed) == 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(outcomes.len(), 4, "one row per kind: {outcomes:?}");
+    assert!(outcomes.iter().all(|r| r.merchant_id == m.merchant_id && r.source == "operator"), "{outcomes:?}");
 
     // The operator lifts the freeze: charging goes on.
     let lift =

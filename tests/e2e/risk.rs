@@ -4,6 +4,7 @@
 //! against the limits. On SQLite and on PostgreSQL, through the real binary's interfaces.
 use crate::{scenario, support};
 
+use autodebit_proto::analytics::v1::{GetRiskOutcomesRequest, analytics_service_client::AnalyticsServiceClient};
 use autodebit_proto::charger::v1::{
     Charge, ChargeState, GetChargeRequest, charger_service_client::ChargerServiceClient,
 };
@@ -271,6 +272,17 @@ async fn a_held_charge_nobody_releases_is_rejected_after_48_hours_and_operators_
     assert_eq!(first_page.len(), 3);
     let all = held(&ch, None, ListHeldChargesRequest::default()).await.unwrap();
     assert_eq!(all.len(), 4);
+
+    // Analytics: four held by the rule, one released by an operator, three rejected.
+    eventually("analytics to hold the holds' outcomes", 30, || async {
+        let req = authed(GetRiskOutcomesRequest::default(), &m.api_key);
+        let rows = AnalyticsServiceClient::new(ch.clone()).get_risk_outcomes(req).await.ok()?.into_inner().holds;
+        let [row] = rows.as_slice() else { return None };
+        let figures =
+            (row.rule.as_str(), row.held, row.released_by_payer, row.released_by_operator, row.rejected, row.open);
+        (figures == ("charge_over_mean", 4, 0, 1, 3, 0)).then_some(())
+    })
+    .await;
 }
 
 async fn set_rule(ch: &Channel, key: &str, req: SetRiskRuleRequest) -> Result<RiskRule, tonic::Status> {

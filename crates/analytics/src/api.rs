@@ -189,6 +189,17 @@ impl AnalyticsService for AnalyticsApi {
         Ok(Response::new(pb::ListHighValuePayersResponse { payers }))
     }
 
+    async fn get_risk_outcomes(
+        &self,
+        req: Request<pb::GetRiskOutcomesRequest>,
+    ) -> Result<Response<pb::GetRiskOutcomesResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let scope = Scope::of(&who, &r.merchant_id, r.range.as_ref()).map_err(bad)?;
+        let (holds, complaints) = app::risk_outcomes(&self.platform.store, &scope).await.map_err(store_error)?;
+        Ok(Response::new(pb::GetRiskOutcomesResponse { holds, complaints }))
+    }
+
     async fn get_signing_benchmarks(
         &self,
         req: Request<pb::GetSigningBenchmarksRequest>,

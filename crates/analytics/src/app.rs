@@ -312,6 +312,47 @@ pub async fn revenue(store: &EventStore, scope: &Scope, now_ms: i64) -> Result<V
         .collect())
 }
 
+/// Risk holds and complaints in the range, per merchant (`GetRiskOutcomes`).
+pub async fn risk_outcomes(
+    store: &EventStore,
+    scope: &Scope,
+) -> Result<(Vec<apb::HoldOutcomeRow>, Vec<apb::ComplaintOutcomeRow>), StoreError> {
+    let n = |v: i64| v.max(0) as u64;
+    let holds = store::hold_outcomes(store, scope.merchant(), scope.from_ms, scope.until_ms)
+        .await?
+        .into_iter()
+        .map(|h| apb::HoldOutcomeRow {
+            merchant_id: h.merchant_id,
+            rule: h.rule,
+            held: n(h.held),
+            released_by_payer: n(h.by_payer),
+            released_by_operator: n(h.by_operator),
+            rejected: n(h.rejected),
+            open: n(h.open),
+        })
+        .collect();
+    let complaints = store::complaint_outcomes(store, scope.merchant(), scope.from_ms, scope.until_ms)
+        .await?
+        .into_iter()
+        .map(|c| apb::ComplaintOutcomeRow {
+            merchant_id: c.merchant_id,
+            kind: c.kind,
+            source: c.source,
+            filed: n(c.filed),
+            answered_in_time: n(c.in_time),
+            answered_late: n(c.late),
+            missed: n(c.missed),
+            open: n(c.open),
+            refunds: n(c.refunds),
+            rejections: n(c.rejections),
+            resolutions: n(c.resolutions),
+            refunded: c.refunded,
+            currency: c.currency,
+        })
+        .collect();
+    Ok((holds, complaints))
+}
+
 /// The `limit` payers who paid the most in `currency` ("": CNY) in the range, with how they
 /// came to sign.
 pub async fn high_value_payers(
@@ -370,6 +411,7 @@ pub async fn signing_benchmarks(
     scope: &Scope,
 ) -> Result<(Vec<apb::SigningChannelBenchmark>, Vec<apb::IndustryBenchmark>), StoreError> {
     let (counts, times) = store::funnel(store, "channel", scope.merchant(), scope.from_ms, scope.until_ms).await?;
+    let disputes = store::disputes(store, scope.merchant(), scope.from_ms, scope.until_ms).await?;
     let mut channels = Vec::new();
     for (channel, ms, second, dispute) in CHANNEL_REFERENCES {
         let c = counts.iter().find(|c| c.grp == channel);
@@ -383,6 +425,11 @@ pub async fn signing_benchmarks(
             reference_ms_to_sign: ms,
             reference_second_confirmation_basis_points: second,
             reference_dispute_basis_points: dispute,
+            dispute_basis_points: disputes
+                .iter()
+                .find(|d| d.grp == channel)
+                .map(|d| basis_points(d.disputed, d.signed))
+                .unwrap_or(0),
         });
     }
     let mut by_industry: BTreeMap<String, Vec<store::Viewed>> = BTreeMap::new();

@@ -191,7 +191,53 @@ impl Projector {
                 EventKind::ChargeRetryScheduled(r) => {
                     (Statement::ChargeOutcome, json!([r.charge_id, "scheduled", "", r.scheduled_at_ms, -1, 0]))
                 }
+                EventKind::ChargeHeld(h) => {
+                    let amount = codec::money_from_pb(h.amount.as_ref()).ok();
+                    let row = json!([
+                        h.charge_id,
+                        h.merchant_id,
+                        h.contract_id,
+                        h.rule,
+                        amount.map(|m| m.minor_units()).unwrap_or(0),
+                        amount.map(|m| m.currency().to_string()).unwrap_or_default(),
+                        h.mean_minor_units,
+                        h.threshold_percent,
+                        h.held_at_ms
+                    ]);
+                    (Statement::HoldOpened, row)
+                }
+                EventKind::ChargeHoldReleased(r) => {
+                    (Statement::HoldDecided, json!([r.charge_id, "released", r.released_by, r.released_at_ms]))
+                }
+                EventKind::ComplaintFiled(c) => {
+                    let (charged, currency) =
+                        c.charged.as_ref().map_or((0, String::new()), |m| (m.minor_units, m.currency.clone()));
+                    let row = json!([
+                        c.complaint_id,
+                        c.charge_id,
+                        c.contract_id,
+                        c.merchant_id,
+                        c.kind,
+                        c.source,
+                        charged,
+                        currency,
+                        c.filed_at_ms,
+                        c.deadline_at_ms
+                    ]);
+                    (Statement::ComplaintFiled, row)
+                }
+                EventKind::ComplaintAnswered(a) => {
+                    let row =
+                        json!([a.complaint_id, a.answer, a.answered_at_ms, i64::from(a.late), a.refund_minor_units]);
+                    (Statement::ComplaintAnswered, row)
+                }
+                EventKind::ComplaintDeadlineMissed(m) => {
+                    (Statement::ComplaintMissed, json!([m.complaint_id, m.penalty, m.missed_at_ms]))
+                }
                 EventKind::ChargeRejected(r) => {
+                    // A held charge's rejection decides its hold (a charge never held has no
+                    // hold row, and the update changes nothing).
+                    batch.push(Statement::HoldDecided, json!([r.charge_id, "rejected", r.rule, r.rejected_at_ms]));
                     // Refused at issue, a charge has no row yet.
                     let amount = codec::money_from_pb(r.amount.as_ref()).ok();
                     let row = json!([

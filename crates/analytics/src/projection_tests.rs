@@ -1,7 +1,8 @@
 //! Random histories through the projector: written in batches of any sizes they leave the same
 //! tables as one event at a time, and those tables say what a fold of the history from scratch
 //! says (each charge's state and failures, each contract's state, each session's outcome, each
-//! notice's first channel, each refund's state, the events counted).
+//! notice's first channel, each refund's state, each hold's outcome, each complaint's answer
+//! and penalty, the events counted).
 use crate::processor::Projector;
 use autodebit_eventstore::{EventStore, StoreOptions, Value};
 use autodebit_proto::EventKind as K;
@@ -38,6 +39,11 @@ struct History {
     notices: Vec<(Vec<(u8, u8)>, bool)>,
     /// Per refund: whether it succeeded.
     refunds: Vec<bool>,
+    /// Per held charge: 0 still held, 1 released by the payer, 2 by an operator, 3 rejected.
+    holds: Vec<u8>,
+    /// Per complaint: its answer (0 none, 1 refund, 2 reject, 3 resolve), whether the deadline
+    /// was missed first, whether the answer came late.
+    complaints: Vec<(u8, bool, bool)>,
     /// Picks the next stream when interleaving.
     picks: Vec<u16>,
     /// Batch sizes.
@@ -58,14 +64,18 @@ fn history() -> impl Strategy<Value = History> {
         prop::collection::vec((0u8..4, any::<bool>()), 0..6),
         prop::collection::vec((prop::collection::vec((0u8..3, 0u8..60), 0..4), any::<bool>()), 0..6),
         prop::collection::vec(any::<bool>(), 0..3),
+        prop::collection::vec(0u8..4, 0..4),
+        prop::collection::vec((0u8..4, any::<bool>(), any::<bool>()), 0..4),
         prop::collection::vec(any::<u16>(), 200),
         prop::collection::vec(1u8..40, 1..20),
     )
-        .prop_map(|(contracts, sessions, notices, refunds, picks, batches)| History {
+        .prop_map(|(contracts, sessions, notices, refunds, holds, complaints, picks, batches)| History {
             contracts,
             sessions,
             notices,
             refunds,
+            holds,
+            complaints,
             picks,
             batches,
         })
@@ -267,6 +277,76 @@ fn events(h: &History) -> Vec<K> {
             end,
         ]);
     }
+    for (i, end) in h.holds.iter().enumerate() {
+        let charge = format!("held{i}");
+        let mut s = vec![K::ChargeHeld(pb::ChargeHeld {
+            charge_id: charge.clone(),
+            contract_id: "ct0".into(),
+            merchant_id: MERCHANT.into(),
+            amount: money(),
+            rule: "charge_over_mean".into(),
+            mean_minor_units: 400,
+            threshold_percent: 200,
+            held_at_ms: T0 + 7,
+            ..Default::default()
+        })];
+        let released = |by: &str| {
+            K::ChargeHoldReleased(pb::ChargeHoldReleased {
+                charge_id: charge.clone(),
+                released_by: by.into(),
+                released_at_ms: T0 + 8,
+                ..Default::default()
+            })
+        };
+        match end {
+            1 => s.push(released("payer")),
+            2 => s.push(released("operator")),
+            3 => s.push(K::ChargeRejected(pb::ChargeRejected {
+                charge_id: charge.clone(),
+                contract_id: "ct0".into(),
+                merchant_id: MERCHANT.into(),
+                rule: "risk_hold_expired".into(),
+                amount: money(),
+                rejected_at_ms: T0 + 9,
+                ..Default::default()
+            })),
+            _ => {}
+        }
+        streams.push(s);
+    }
+    for (i, (answer, missed, late)) in h.complaints.iter().enumerate() {
+        let complaint = format!("cp{i}");
+        let mut s = vec![K::ComplaintFiled(pb::ComplaintFiled {
+            complaint_id: complaint.clone(),
+            charge_id: format!("ch-c{i}"),
+            merchant_id: MERCHANT.into(),
+            kind: "amount_dispute".into(),
+            source: "payer".into(),
+            charged: money(),
+            filed_at_ms: T0 + 11,
+            deadline_at_ms: T0 + 12,
+            ..Default::default()
+        })];
+        if *missed {
+            s.push(K::ComplaintDeadlineMissed(pb::ComplaintDeadlineMissed {
+                complaint_id: complaint.clone(),
+                penalty: "settlement_delayed".into(),
+                missed_at_ms: T0 + 12,
+                ..Default::default()
+            }));
+        }
+        if *answer > 0 {
+            s.push(K::ComplaintAnswered(pb::ComplaintAnswered {
+                complaint_id: complaint.clone(),
+                answer: ["", "refund", "reject", "resolve"][usize::from(*answer)].into(),
+                refund_minor_units: if *answer == 1 { 300 } else { 0 },
+                late: *late,
+                answered_at_ms: T0 + 13,
+                ..Default::default()
+            }));
+        }
+        streams.push(s);
+    }
     // Interleave.
     let mut out = first;
     let mut cursors: Vec<std::vec::IntoIter<K>> = streams.into_iter().map(|s| s.into_iter()).collect();
@@ -338,6 +418,10 @@ struct Expected {
     sessions: BTreeMap<String, String>,
     channels: BTreeMap<String, String>,
     refunds: BTreeMap<String, String>,
+    /// Each hold's outcome and who decided it.
+    holds: BTreeMap<String, String>,
+    /// Each complaint's answer, lateness, refund and penalty.
+    complaints: BTreeMap<String, String>,
 }
 
 fn fold(events: &[K]) -> Expected {
@@ -347,6 +431,8 @@ fn fold(events: &[K]) -> Expected {
         sessions: BTreeMap::new(),
         channels: BTreeMap::new(),
         refunds: BTreeMap::new(),
+        holds: BTreeMap::new(),
+        complaints: BTreeMap::new(),
     };
     let mut failures: BTreeMap<String, u32> = BTreeMap::new();
     let mut first_sent: BTreeMap<String, (i64, String)> = BTreeMap::new();
@@ -382,6 +468,30 @@ fn fold(events: &[K]) -> Expected {
             }
             K::ChargeRejected(r) => {
                 e.charges.insert(r.charge_id.clone(), "rejected/0".into());
+                if e.holds.contains_key(&r.charge_id) {
+                    e.holds.insert(r.charge_id.clone(), format!("rejected/{}", r.rule));
+                }
+            }
+            K::ChargeHeld(h) => {
+                e.holds.insert(h.charge_id.clone(), "held/".into());
+            }
+            K::ChargeHoldReleased(r) => {
+                e.holds.insert(r.charge_id.clone(), format!("released/{}", r.released_by));
+            }
+            K::ComplaintFiled(c) => {
+                e.complaints.insert(c.complaint_id.clone(), "/0/0/".into());
+            }
+            K::ComplaintDeadlineMissed(m) => {
+                let was = e.complaints.get(&m.complaint_id).cloned().unwrap_or_default();
+                let kept: Vec<&str> = was.split('/').take(3).collect();
+                e.complaints.insert(m.complaint_id.clone(), format!("{}/{}", kept.join("/"), m.penalty));
+            }
+            K::ComplaintAnswered(a) => {
+                let was = e.complaints.get(&a.complaint_id).cloned().unwrap_or_default();
+                let penalty = was.rsplit('/').next().unwrap_or_default().to_string();
+                let late = i64::from(a.late);
+                e.complaints
+                    .insert(a.complaint_id.clone(), format!("{}/{late}/{}/{penalty}", a.answer, a.refund_minor_units));
             }
             K::SigningSessionOpened(o) => {
                 e.sessions.insert(o.session_id.clone(), "open".into());
@@ -443,16 +553,26 @@ proptest! {
                 column(&sa, "SELECT notice_id, channel FROM analytics_notices").await,
                 column(&sa, "SELECT refund_id, state FROM analytics_refunds").await,
                 column(&sa, "SELECT name, CAST(value AS TEXT) FROM analytics_counters").await,
+                column(&sa, "SELECT charge_id, outcome || '/' || decided_by FROM analytics_risk_holds").await,
+                column(
+                    &sa,
+                    "SELECT complaint_id, answer || '/' || CAST(late AS TEXT) || '/' || CAST(refunded AS TEXT) || '/' || penalty
+                     FROM analytics_complaints",
+                )
+                .await,
             );
             ((dump(&sa).await, got), dump(&sb).await)
         });
-        let ((tables, (charges, contracts, sessions, channels, refunds, counters)), one_by_one) = (batched, single);
+        let ((tables, (charges, contracts, sessions, channels, refunds, counters, holds, complaints)), one_by_one) =
+            (batched, single);
         prop_assert_eq!(&tables, &one_by_one, "batches of any size, or one event at a time");
         prop_assert_eq!(charges, expected.charges);
         prop_assert_eq!(contracts, expected.contracts);
         prop_assert_eq!(sessions, expected.sessions);
         prop_assert_eq!(channels, expected.channels);
         prop_assert_eq!(refunds, expected.refunds);
+        prop_assert_eq!(holds, expected.holds);
+        prop_assert_eq!(complaints, expected.complaints);
         prop_assert_eq!(counters.get("events_projected").cloned(), Some(events.len().to_string()));
     }
 }

@@ -228,9 +228,9 @@ mod tests {
     #[test]
     fn projections_name_their_tables() {
         assert_eq!(tables_of(Some("charges")).unwrap(), vec!["analytics_charges", "analytics_refunds"]);
-        assert_eq!(tables_of(None).unwrap().len(), 10);
+        assert_eq!(tables_of(None).unwrap().len(), 12);
         let err = tables_of(Some("nope")).unwrap_err();
-        assert!(err.contains("contracts, charges, funnel, notices, counters, settlements"), "{err}");
+        assert!(err.contains("contracts, charges, funnel, notices, counters, settlements, risk"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub const PROJECTIONS: &[(&str, &[&str])] = &[
     ("notices", &["analytics_notices"]),
     ("counters", &["analytics_counters", "analytics_merchant_counters"]),
     ("settlements", &["analytics_settlements", "analytics_merchant_reviews"]),
+    ("risk", &["analytics_risk_holds", "analytics_complaints"]),
 ];
 
 /// The shadow of a table: where a rebuild writes it before it is swapped in.
@@ -130,6 +131,19 @@ pub enum Statement {
     ReviewOpened,
     /// `[merchant_id, resolved_at_ms]`: resolves the merchant's reviews open by then.
     ReviewResolved,
+    /// `[charge_id, merchant_id, contract_id, rule, amount, currency, mean, threshold_percent,
+    /// held_at_ms]`
+    HoldOpened,
+    /// `[charge_id, outcome, decided_by, decided_at_ms]`: a held charge released or rejected
+    /// (a charge never held has no row to change).
+    HoldDecided,
+    /// `[complaint_id, charge_id, contract_id, merchant_id, kind, source, charged, currency,
+    /// filed_at_ms, deadline_at_ms]`
+    ComplaintFiled,
+    /// `[complaint_id, answer, answered_at_ms, late, refunded]`
+    ComplaintAnswered,
+    /// `[complaint_id, penalty, missed_at_ms]`
+    ComplaintMissed,
 }
 
 /// `UPDATE table SET … FROM (rows) v WHERE key = v.k`, the rows' items named by `columns`
@@ -165,6 +179,10 @@ impl Statement {
             Statement::RefundRequested | Statement::RefundOutcome => "analytics_refunds",
             Statement::Settlement => "analytics_settlements",
             Statement::ReviewOpened | Statement::ReviewResolved => "analytics_merchant_reviews",
+            Statement::HoldOpened | Statement::HoldDecided => "analytics_risk_holds",
+            Statement::ComplaintFiled | Statement::ComplaintAnswered | Statement::ComplaintMissed => {
+                "analytics_complaints"
+            }
         }
     }
 
@@ -347,6 +365,44 @@ impl Statement {
                  FROM {rows} WHERE true
                  ON CONFLICT (merchant_id, opened_at_ms) DO NOTHING"
             ),
+            Statement::HoldOpened => format!(
+                "INSERT INTO analytics_risk_holds (charge_id, merchant_id, contract_id, rule, amount, currency, mean,
+                                                  threshold_percent, held_at_ms, outcome, decided_by, decided_at_ms)
+                 SELECT value->>0, value->>1, value->>2, value->>3, CAST(value->>4 AS BIGINT), value->>5,
+                        CAST(value->>6 AS BIGINT), CAST(value->>7 AS BIGINT), CAST(value->>8 AS BIGINT), 'held', '', 0
+                 FROM {rows} WHERE true
+                 ON CONFLICT (charge_id) DO NOTHING"
+            ),
+            Statement::HoldDecided => update_from(
+                "analytics_risk_holds",
+                "charge_id",
+                "outcome = v.outcome, decided_by = v.by, decided_at_ms = v.at",
+                &["id", "outcome", "by", "at:BIGINT"],
+                rows,
+            ),
+            Statement::ComplaintFiled => format!(
+                "INSERT INTO analytics_complaints (complaint_id, charge_id, contract_id, merchant_id, kind, source, charged,
+                                                  currency, filed_at_ms, deadline_at_ms, answer, answered_at_ms, late,
+                                                  refunded, penalty, missed_at_ms)
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, CAST(value->>6 AS BIGINT),
+                        value->>7, CAST(value->>8 AS BIGINT), CAST(value->>9 AS BIGINT), '', 0, 0, 0, '', 0
+                 FROM {rows} WHERE true
+                 ON CONFLICT (complaint_id) DO NOTHING"
+            ),
+            Statement::ComplaintAnswered => update_from(
+                "analytics_complaints",
+                "complaint_id",
+                "answer = v.answer, answered_at_ms = v.at, late = v.late, refunded = v.refunded",
+                &["id", "answer", "at:BIGINT", "late:BIGINT", "refunded:BIGINT"],
+                rows,
+            ),
+            Statement::ComplaintMissed => update_from(
+                "analytics_complaints",
+                "complaint_id",
+                "penalty = v.penalty, missed_at_ms = v.at",
+                &["id", "penalty", "at:BIGINT"],
+                rows,
+            ),
             Statement::ReviewResolved => update_from(
                 "analytics_merchant_reviews",
                 "merchant_id",
@@ -365,7 +421,7 @@ impl Statement {
     /// look up) before rows that change it. Within a statement rows keep their log order; the
     /// statements that change one table's rows change different columns, so their order
     /// among themselves does not matter.
-    const ORDER: [Statement; 19] = [
+    const ORDER: [Statement; 24] = [
         Statement::Merchant,
         Statement::ContractSigned,
         Statement::SessionOpened,
@@ -374,6 +430,8 @@ impl Statement {
         Statement::RefundRequested,
         Statement::Settlement,
         Statement::ReviewOpened,
+        Statement::HoldOpened,
+        Statement::ComplaintFiled,
         Statement::ContractState,
         Statement::ContractAmount,
         Statement::ContractZombie,
@@ -385,6 +443,9 @@ impl Statement {
         Statement::NoticeConverted,
         Statement::RefundOutcome,
         Statement::ReviewResolved,
+        Statement::HoldDecided,
+        Statement::ComplaintAnswered,
+        Statement::ComplaintMissed,
     ];
 }
 
@@ -937,6 +998,116 @@ pub async fn viewed_sessions(
              FROM analytics_signing_sessions s LEFT JOIN analytics_merchants m ON m.merchant_id = s.merchant_id
              WHERE s.page_viewed_at_ms > 0 AND ($1 = '' OR s.merchant_id = $1)
                AND s.opened_at_ms >= $2 AND ($3 = 0 OR s.opened_at_ms < $3)",
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// Holds by merchant and rule, with what became of them.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HoldOutcomes {
+    pub merchant_id: String,
+    pub rule: String,
+    pub held: i64,
+    pub by_payer: i64,
+    pub by_operator: i64,
+    pub rejected: i64,
+    pub open: i64,
+}
+
+pub async fn hold_outcomes(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<HoldOutcomes>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT merchant_id, rule, COUNT(*) AS held,
+                        SUM(CASE WHEN outcome = 'released' AND decided_by = 'payer' THEN 1 ELSE 0 END) AS by_payer,
+                        SUM(CASE WHEN outcome = 'released' AND decided_by <> 'payer' THEN 1 ELSE 0 END) AS by_operator,
+                        SUM(CASE WHEN outcome = 'rejected' THEN 1 ELSE 0 END) AS rejected,
+                        SUM(CASE WHEN outcome = 'held' THEN 1 ELSE 0 END) AS open
+                 FROM analytics_risk_holds WHERE {} GROUP BY merchant_id, rule ORDER BY merchant_id, rule",
+                scope("held_at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// Complaints by merchant, kind, source and currency, with how they were answered.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ComplaintOutcomes {
+    pub merchant_id: String,
+    pub kind: String,
+    pub source: String,
+    pub currency: String,
+    pub filed: i64,
+    pub in_time: i64,
+    pub late: i64,
+    pub missed: i64,
+    pub open: i64,
+    pub refunds: i64,
+    pub rejections: i64,
+    pub resolutions: i64,
+    pub refunded: i64,
+}
+
+pub async fn complaint_outcomes(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<ComplaintOutcomes>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT merchant_id, kind, source, currency, COUNT(*) AS filed,
+                        SUM(CASE WHEN answer <> '' AND late = 0 THEN 1 ELSE 0 END) AS in_time,
+                        SUM(CASE WHEN answer <> '' AND late = 1 THEN 1 ELSE 0 END) AS late,
+                        SUM(CASE WHEN missed_at_ms > 0 THEN 1 ELSE 0 END) AS missed,
+                        SUM(CASE WHEN answer = '' THEN 1 ELSE 0 END) AS open,
+                        SUM(CASE WHEN answer = 'refund' THEN 1 ELSE 0 END) AS refunds,
+                        SUM(CASE WHEN answer = 'reject' THEN 1 ELSE 0 END) AS rejections,
+                        SUM(CASE WHEN answer = 'resolve' THEN 1 ELSE 0 END) AS resolutions,
+                        CAST(SUM(refunded) AS BIGINT) AS refunded
+                 FROM analytics_complaints WHERE {} GROUP BY merchant_id, kind, source, currency
+                 ORDER BY merchant_id, kind, source, currency",
+                scope("filed_at_ms")
+            ),
+            &scoped(merchant, from_ms, until_ms),
+        )
+        .await
+}
+
+/// Contracts signed through sessions opened in the range, per channel, and how many of them
+/// have had a complaint.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Disputes {
+    pub grp: String,
+    pub signed: i64,
+    pub disputed: i64,
+}
+
+pub async fn disputes(
+    store: &EventStore,
+    merchant: Option<&str>,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<Disputes>, StoreError> {
+    store
+        .query_as(
+            &format!(
+                "SELECT s.channel AS grp, COUNT(*) AS signed,
+                        SUM(CASE WHEN EXISTS (SELECT 1 FROM analytics_complaints c WHERE c.contract_id = s.contract_id)
+                                 THEN 1 ELSE 0 END) AS disputed
+                 FROM analytics_signing_sessions s
+                 WHERE ($1 = '' OR s.merchant_id = $1) AND s.opened_at_ms >= $2 AND ($3 = 0 OR s.opened_at_ms < $3)
+                   AND s.outcome = 'signed'
+                 GROUP BY s.channel"
+            ),
             &scoped(merchant, from_ms, until_ms),
         )
         .await

@@ -319,6 +319,7 @@ pub const AUDIENCES: &[(&str, Audience)] = &[
     ("autodebit.analytics.v1.AnalyticsService/GetRevenue", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/ListHighValuePayers", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/GetSigningBenchmarks", Audience::MerchantOrOperator),
+    ("autodebit.analytics.v1.AnalyticsService/GetRiskOutcomes", Audience::MerchantOrOperator),
     ("autodebit.analytics.v1.AnalyticsService/ExportTable", Audience::MerchantOrOperator),
     ("autodebit.admin.v1.AdminService/AdvanceClock", Audience::Operator),
     ("autodebit.admin.v1.AdminService/GetClock", Audience::Operator),
