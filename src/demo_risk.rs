@@ -159,8 +159,17 @@ pub async fn resolve_holds(
     Ok(())
 }
 
-/// Four of the merchant's succeeded charges, by id (the same for the same seed).
+/// Four of the merchant's succeeded charges, by id (the same for the same seed), once the
+/// analytics projector has taken in the log as it stands.
 async fn charges_to_complain_about(store: &EventStore) -> anyhow::Result<Vec<String>> {
+    let head = store.query("SELECT COALESCE(MAX(position), 0) FROM events", &[]).await?;
+    let head = head.first().and_then(|r| r.i64(0)).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let labels = [("follower", "analytics.projections")];
+    while autodebit_runtime::metrics::get(autodebit_runtime::metrics::FOLLOWER_POSITION, &labels) < head {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for the analytics projector");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let rows = store
         .query(
             "SELECT charge_id FROM analytics_charges WHERE state = 'succeeded' AND reason = 'cycle'
