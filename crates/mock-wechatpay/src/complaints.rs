@@ -166,13 +166,20 @@ pub(crate) async fn respond(
     if v.get("response_images").and_then(|i| i.as_array()).is_some_and(|i| i.len() > 4) {
         return mock.v3_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "response_images 最多 4 张");
     }
-    let Ok(mut book) = mock.book.lock() else { return poisoned(&mock) };
-    let answer = match book.complaints.get_mut(&id) {
+    change(&mock, &id, |c| {
+        c.responses.push(content);
+        c.state = "PROCESSING";
+    })
+}
+
+/// Changes a complaint not yet completed: 204, or WeChat Pay's refusal.
+fn change(mock: &Mock, id: &str, f: impl FnOnce(&mut Complaint)) -> Response {
+    let Ok(mut book) = mock.book.lock() else { return poisoned(mock) };
+    let answer = match book.complaints.get_mut(id) {
         None => Err((StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "投诉单不存在")),
         Some(c) if c.state == "PROCESSED" => Err((StatusCode::BAD_REQUEST, "INVALID_REQUEST", "投诉单已处理完成")),
         Some(c) => {
-            c.responses.push(content);
-            c.state = "PROCESSING";
+            f(c);
             Ok(())
         }
     };
@@ -195,20 +202,7 @@ pub(crate) async fn complete(
     if let Err(r) = complaint_request(&mock, &method, &uri, &headers, &body) {
         return *r;
     }
-    let Ok(mut book) = mock.book.lock() else { return poisoned(&mock) };
-    let answer = match book.complaints.get_mut(&id) {
-        None => Err((StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "投诉单不存在")),
-        Some(c) if c.state == "PROCESSED" => Err((StatusCode::BAD_REQUEST, "INVALID_REQUEST", "投诉单已处理完成")),
-        Some(c) => {
-            c.state = "PROCESSED";
-            Ok(())
-        }
-    };
-    drop(book);
-    match answer {
-        Ok(()) => mock.v3_answer(StatusCode::NO_CONTENT, String::new()),
-        Err((status, code, message)) => mock.v3_error(status, code, message),
-    }
+    change(&mock, &id, |c| c.state = "PROCESSED")
 }
 
 /// `/v3/merchant-service/complaint-notifications`: the one URL complaint notices go to.

@@ -83,6 +83,13 @@ fn charge<'a>(
     }
 }
 
+/// A charge event's news: its charge, contract, merchant, payer and amount, with `state` at `at`.
+macro_rules! news {
+    ($c:expr, $state:expr, $at:expr) => {
+        charge(&$c.charge_id, &$c.contract_id, &$c.merchant_id, &$c.payer_id, $c.amount.as_ref(), $state, $at)
+    };
+}
+
 async fn follow(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
     use payers::{ACTIVE, EXPIRED, FAILED, HELD, REJECTED, SCHEDULED, SUCCEEDED, SUSPENDED, TERMINATED};
     match kind {
@@ -103,27 +110,11 @@ async fn follow(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
         }
         EventKind::ContractExpired(e) => payers::contract_state(tx, &e.contract_id, EXPIRED, e.expired_at_ms).await,
         EventKind::ChargeScheduled(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                SCHEDULED,
-                c.due_at_ms,
-            );
+            let news = news!(c, SCHEDULED, c.due_at_ms);
             payers::charge(tx, &ChargeNews { description: &c.description, ..news }).await
         }
         EventKind::ChargeHeld(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                HELD,
-                c.held_at_ms,
-            );
+            let news = news!(c, HELD, c.held_at_ms);
             let expires = c.expires_at_ms.to_string();
             payers::charge(
                 tx,
@@ -132,51 +123,19 @@ async fn follow(tx: &mut Tx, kind: &EventKind) -> anyhow::Result<()> {
             .await
         }
         EventKind::ChargeRetryScheduled(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                SCHEDULED,
-                c.scheduled_at_ms,
-            );
+            let news = news!(c, SCHEDULED, c.scheduled_at_ms);
             payers::charge(tx, &news).await
         }
         EventKind::ChargeSucceeded(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                SUCCEEDED,
-                c.succeeded_at_ms,
-            );
+            let news = news!(c, SUCCEEDED, c.succeeded_at_ms);
             payers::charge(tx, &news).await
         }
         EventKind::ChargeFailed(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                FAILED,
-                c.failed_at_ms,
-            );
+            let news = news!(c, FAILED, c.failed_at_ms);
             payers::charge(tx, &ChargeNews { detail: &c.message, ..news }).await
         }
         EventKind::ChargeRejected(c) => {
-            let news = charge(
-                &c.charge_id,
-                &c.contract_id,
-                &c.merchant_id,
-                &c.payer_id,
-                c.amount.as_ref(),
-                REJECTED,
-                c.rejected_at_ms,
-            );
+            let news = news!(c, REJECTED, c.rejected_at_ms);
             payers::charge(tx, &ChargeNews { detail: &c.rule, ..news }).await
         }
         EventKind::RefundSucceeded(r) => {
