@@ -389,7 +389,12 @@ async fn merchant_time_zones_and_a_year_of_billing(backend: Backend) {
     for period in 1..=12 {
         settled(&ch, &scenario::charge_id(&id, period)).await;
     }
-    let told = notices(&ch, &id, NoticeKind::PreDebit).await;
+    // The notices are recorded by the notifier as it follows the log: behind the charges.
+    let told = eventually("twelve pre-debit notices", 30, || async {
+        let told = notices(&ch, &id, NoticeKind::PreDebit).await;
+        (told.len() >= 12).then_some(told)
+    })
+    .await;
     assert_eq!(told.len(), 12, "{told:?}");
     assert!(charge(&ch, &scenario::charge_id(&id, 13)).await.is_none());
 }
