@@ -1,6 +1,5 @@
 //! `autodebit analytics`: work on the analytics projections of a database.
 use anyhow::Context;
-use autodebit_eventstore::{EventStore, StoreOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -70,7 +69,7 @@ pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
     match command {
         AnalyticsCommand::Rebuild { projection, database } => {
             let url = database.url()?;
-            let store = EventStore::open(StoreOptions::new(url.as_str())).await.context("opening the database")?;
+            let stores = autodebit_analytics::Stores::open(&url).await.context("opening the database")?;
             if let Some(p) = &projection {
                 autodebit_analytics::rebuild::tables_of(Some(p)).map_err(|e| anyhow::anyhow!("projection: {e}"))?;
             }
@@ -78,7 +77,7 @@ pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} {eta}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let done = autodebit_analytics::rebuild::rebuild(&store, projection.as_deref(), &|done, total| {
+            let done = autodebit_analytics::rebuild::rebuild(&stores, projection.as_deref(), &|done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })
@@ -90,14 +89,14 @@ pub async fn run(command: AnalyticsCommand) -> anyhow::Result<()> {
         }
         AnalyticsCommand::Export { table, format, out, since, until, database } => {
             let url = database.url()?;
-            let store = EventStore::open(StoreOptions::new(url.as_str())).await.context("opening the database")?;
+            let stores = autodebit_analytics::Stores::open(&url).await.context("opening the database")?;
             let format = match format {
                 ExportFormat::Csv => autodebit_analytics::export::Format::Csv,
                 ExportFormat::Parquet => autodebit_analytics::export::Format::Parquet,
             };
             let file = std::fs::File::create(&out).with_context(|| format!("out: cannot create {}", out.display()))?;
             let what = autodebit_analytics::export::Export { name: table.clone(), since, until, merchant: None };
-            let n = autodebit_analytics::export::export(&store, &what, format, file).await?;
+            let n = autodebit_analytics::export::export(&stores, &what, format, file).await?;
             eprintln!("wrote {n} rows of {table} to {}", out.display());
             Ok(())
         }

@@ -637,7 +637,7 @@ async fn rebuild(a: RebuildArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let url = bench_database(a.backend, a.database_url.as_deref(), tmp.path()).await;
     let store = EventStore::open(StoreOptions::new(&url)).await?;
-    store.migrate(&autodebit_analytics::MIGRATIONS).await?;
+    let stores = autodebit_analytics::Stores::beside(store.clone(), &url).await?;
 
     // Ten events per contract: a session opened, viewed, ticked and confirmed, the contract
     // signed, a charge scheduled and succeeded, and three notices.
@@ -780,13 +780,13 @@ async fn rebuild(a: RebuildArgs) -> anyhow::Result<()> {
         let Some(last) = page.last() else { break };
         head = last.checkpoint();
     }
-    let mut tx = store.begin().await?;
+    let mut tx = stores.tables.begin().await?;
     tx.save_checkpoint("analytics.projections", Default::default(), head).await?;
     tx.commit().await?;
 
     let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(events) };
     let t = Instant::now();
-    let done = autodebit_analytics::rebuild::rebuild(&store, None, &|n, total| {
+    let done = autodebit_analytics::rebuild::rebuild(&stores, None, &|n, total| {
         bar.set_length(total);
         bar.set_position(n);
     })

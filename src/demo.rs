@@ -159,7 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let running = platform::start(&url, &Service::all(), &listen, &options).await?;
     let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))?.connect().await?;
-    let result = drive(&args, channel, &running.platform, running.http_addr, &operator_key).await;
+    let result = drive(&args, channel, &running.platform, &running.tables, running.http_addr, &operator_key).await;
     running.stop().await?;
     let mut report = result?;
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -286,6 +286,7 @@ async fn drive(
     args: &DemoArgs,
     channel: Channel,
     platform: &autodebit_runtime::Platform,
+    tables: &autodebit_eventstore::EventStore,
     http_addr: std::net::SocketAddr,
     operator_key: &str,
 ) -> anyhow::Result<Report> {
@@ -398,7 +399,8 @@ async fn drive(
         // The day's complaints: filed once the first cycle's charges have succeeded, and the
         // deadlines passed unanswered by now penalised.
         if args.complaints && day == 31 {
-            complaints = crate::demo_risk::file_complaints(&risk_channel, store, &merchant_key, operator_key).await?;
+            complaints =
+                crate::demo_risk::file_complaints(&risk_channel, store, tables, &merchant_key, operator_key).await?;
         }
         autodebit_charger::complaints::miss_due(platform, &calendar).await?;
         if day == 32 {

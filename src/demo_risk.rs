@@ -160,8 +160,8 @@ pub async fn resolve_holds(
 }
 
 /// Four of the merchant's succeeded charges, by id (the same for the same seed), once the
-/// analytics projector has taken in the log as it stands.
-async fn charges_to_complain_about(store: &EventStore) -> anyhow::Result<Vec<String>> {
+/// analytics projector has taken in the log as it stands (`tables`: where its tables are).
+async fn charges_to_complain_about(store: &EventStore, tables: &EventStore) -> anyhow::Result<Vec<String>> {
     let head = store.query("SELECT COALESCE(MAX(position), 0) FROM events", &[]).await?;
     let head = head.first().and_then(|r| r.i64(0)).unwrap_or(0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -170,7 +170,7 @@ async fn charges_to_complain_about(store: &EventStore) -> anyhow::Result<Vec<Str
         anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for the analytics projector");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let rows = store
+    let rows = tables
         .query(
             "SELECT charge_id FROM analytics_charges WHERE state = 'succeeded' AND reason = 'cycle'
              ORDER BY charge_id LIMIT 4",
@@ -185,13 +185,14 @@ async fn charges_to_complain_about(store: &EventStore) -> anyhow::Result<Vec<Str
 pub async fn file_complaints(
     channel: &Channel,
     store: &EventStore,
+    tables: &EventStore,
     merchant_key: &str,
     operator_key: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut complaints = ComplaintsServiceClient::new(channel.clone());
     let kinds = ["unauthorized_charge", "amount_dispute", "service_not_delivered", "other"];
     let mut ids = Vec::new();
-    for (charge, kind) in charges_to_complain_about(store).await?.into_iter().zip(kinds) {
+    for (charge, kind) in charges_to_complain_about(store, tables).await?.into_iter().zip(kinds) {
         let req = FileComplaintRequest {
             charge_id: charge,
             kind: kind.into(),

@@ -283,6 +283,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// A started platform.
 pub struct Running {
     pub platform: Platform,
+    /// The database the analytics tables are in (on SQLite a file of their own).
+    pub tables: EventStore,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -337,6 +339,8 @@ pub async fn start(
         None => Vec::new(),
     };
     let mut components: Vec<Component> = Vec::new();
+    // Where the analytics tables are (the log's database unless analytics keeps its own).
+    let mut tables = platform.store.clone();
     for s in services {
         components.push(match s {
             Service::Contracts => {
@@ -372,7 +376,9 @@ pub async fn start(
                     operator_key: operator_key.clone(),
                     public_url: public_url.clone(),
                 };
-                autodebit_analytics::start(&platform, config).await?
+                let stores = autodebit_analytics::Stores::beside(platform.store.clone(), url).await?;
+                tables = stores.tables.clone();
+                autodebit_analytics::start(&platform, stores, config).await?
             }
         });
     }
@@ -391,7 +397,7 @@ pub async fn start(
             async move { autodebit_runtime::http::serve(http, &p, pages).await }
         }),
     ];
-    Ok(Running { platform, grpc_addr, http_addr, tasks })
+    Ok(Running { platform, tables, grpc_addr, http_addr, tasks })
 }
 
 /// `run` and `serve`: start, say where we listen, serve until SIGTERM.

@@ -340,8 +340,11 @@ async fn the_projections_answer_with_what_happened(backend: Backend) {
 }
 
 /// Every analytics table's rows, in key order.
+/// Every analytics table of the log at `url`, row by row (on SQLite they are in a file of their
+/// own beside the log's).
 pub(crate) async fn tables(url: &str) -> Vec<(String, Vec<String>)> {
-    let store = autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url)).await.unwrap();
+    let url = autodebit_analytics::tables_url(url).unwrap_or_else(|| url.to_string());
+    let store = autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(&url)).await.unwrap();
     let mut out = Vec::new();
     for t in autodebit_analytics::rebuild::tables_of(None).unwrap() {
         let rows = store.query(&format!("SELECT * FROM {t} ORDER BY 1, 2"), &[]).await.unwrap();

@@ -8,11 +8,13 @@ use tonic::{Request, Response, Status};
 
 pub struct AnalyticsApi {
     platform: Platform,
+    /// The log (exported as `events`) and the tables.
+    stores: crate::Stores,
 }
 
 impl AnalyticsApi {
-    pub fn new(platform: Platform) -> Self {
-        AnalyticsApi { platform }
+    pub fn new(platform: Platform, stores: crate::Stores) -> Self {
+        AnalyticsApi { platform, stores }
     }
 }
 
@@ -79,7 +81,7 @@ impl AnalyticsService for AnalyticsApi {
             merchant: scope.merchant,
         };
         let mut file = Vec::new();
-        let rows = export(&self.platform.store, &what, format, &mut file).await.map_err(export_error)?;
+        let rows = export(&self.stores, &what, format, &mut file).await.map_err(export_error)?;
         let chunks: Vec<Result<pb::ExportTableResponse, Status>> = file
             .chunks(EXPORT_CHUNK)
             .enumerate()

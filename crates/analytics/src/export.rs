@@ -59,7 +59,7 @@ fn bad(field: &'static str, problem: String) -> anyhow::Error {
 /// Writes the export to `out` in `format`; how many rows. Bad input fails with a
 /// [`BadQuestion`] naming the field (`table`, `since`), before anything is written.
 pub async fn export(
-    store: &EventStore,
+    stores: &crate::Stores,
     what: &Export,
     format: Format,
     out: impl Write + Send,
@@ -71,9 +71,9 @@ pub async fn export(
                 "events is the whole platform's log, exported by the operator and not by merchant".into(),
             ));
         }
-        events(store, what.since, what.until).await?
+        events(&stores.log, what.since, what.until).await?
     } else {
-        table(store, what).await?
+        table(&stores.tables, what).await?
     };
     let n = table.rows.len();
     match format {

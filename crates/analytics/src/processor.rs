@@ -18,6 +18,9 @@ pub struct Projector {
 
 /// A fixed amount per cycle as a month's worth (minor units): a year is twelve months, a
 /// month 365/12 days; 0 for no fixed amount.
+/// The projector's name: its checkpoint and its lease.
+pub const NAME: &str = "analytics.projections";
+
 pub fn monthly_amount(amount: Option<&pb::Money>, cycle: i32) -> (i64, String) {
     let Some(m) = codec::money_from_pb(amount).ok() else { return (0, String::new()) };
     let a = m.minor_units();
@@ -112,7 +115,7 @@ impl Processor for Projector {
     type Prepared = ();
 
     fn name(&self) -> &'static str {
-        "analytics.projections"
+        NAME
     }
 
     fn background(&self) -> bool {

@@ -15,14 +15,14 @@
 //! when they are swapped, and is retried; the analysts' views (`analytics.<name>`) are made
 //! again on the swapped-in tables.
 use crate::processor::Projector;
-use crate::store::{self, Names, PROJECTIONS, shadow_of};
+use crate::store::{Names, PROJECTIONS, shadow_of};
 use autodebit_eventstore::{BackendKind, Checkpoint, EventStore, Tx, Value};
 
 /// Events read from the log per transaction.
 const PAGE: i64 = 5_000;
 
 /// The live projector's name: its checkpoint says how far the live tables stand.
-const LIVE: &str = "analytics.projections";
+const LIVE: &str = crate::processor::NAME;
 
 /// The tables of `projection` (all of them for `None`), or what the known names are.
 pub fn tables_of(projection: Option<&str>) -> Result<Vec<&'static str>, String> {
@@ -46,11 +46,11 @@ pub struct Rebuilt {
 
 /// Rebuilds `projection` (every one for `None`); `progress(done, total)` is told of each page.
 pub async fn rebuild(
-    store: &EventStore,
+    stores: &crate::Stores,
     projection: Option<&str>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Rebuilt> {
-    store.migrate(&store::MIGRATIONS).await?;
+    let (log, store) = (&stores.log, &stores.tables);
     let tables = tables_of(projection).map_err(anyhow::Error::msg)?;
     let projector = Projector { names: Names::shadows(tables.clone()) };
 
@@ -61,14 +61,14 @@ pub async fn rebuild(
     tx.commit().await?;
 
     // The log up to where the live tables stand now.
-    let total = u64::try_from(store.count().await?).unwrap_or(0);
+    let total = u64::try_from(log.count().await?).unwrap_or(0);
     let until = store.load_checkpoint(LIVE).await?;
     // Each page is read and decoded while the one before it is written.
     let mut at = Checkpoint::default();
     let mut events = 0u64;
-    let mut page = read_page(store.clone(), at, until).await?;
+    let mut page = read_page(log.clone(), at, until).await?;
     while let Some((decoded, last, n)) = page {
-        let next = tokio::spawn(read_page(store.clone(), last, until));
+        let next = tokio::spawn(read_page(log.clone(), last, until));
         let mut tx = store.begin_background().await?;
         projector.project(&mut tx, &decoded).await?;
         tx.commit().await?;
@@ -85,7 +85,7 @@ pub async fn rebuild(
         tx.execute_script(&format!("LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")).await?;
     }
     let now = checkpoint_in(&mut tx).await?;
-    while let Some((decoded, last, n)) = read_page(store.clone(), at, now).await? {
+    while let Some((decoded, last, n)) = read_page(log.clone(), at, now).await? {
         projector.project(&mut tx, &decoded).await?;
         at = last;
         events += n;

@@ -78,12 +78,22 @@ const FOLLOWER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
 
 /// Runs `processor` until shutdown.
 pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio::task::JoinHandle<()> {
+    spawn_follower_into(platform, platform.store.clone(), processor)
+}
+
+/// Runs `processor` until shutdown, reading the log of `platform` and writing its tables and
+/// checkpoint into `sink` (another database, whose writer the log's writers never wait for).
+pub fn spawn_follower_into<P: Processor>(
+    platform: &Platform,
+    sink: autodebit_eventstore::EventStore,
+    processor: P,
+) -> tokio::task::JoinHandle<()> {
     let platform = platform.clone();
     tokio::spawn(async move {
         let name = processor.name();
         let lease_name = format!("follower:{name}");
         let lease = tokio::select! {
-            l = platform.store.acquire_lease(&lease_name) => l,
+            l = sink.acquire_lease(&lease_name) => l,
             _ = platform.shutdown.wait() => return,
         };
         let _lease = match lease {
@@ -96,7 +106,7 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
         let mut backoff = FOLLOWER_BACKOFF.build();
         loop {
             let started = tokio::time::Instant::now();
-            match follow(&platform, &processor).await {
+            match follow(&platform, &sink, &processor).await {
                 Ok(()) => return,
                 // Stopped in the middle of a transaction by the shutdown: nothing failed.
                 Err(_) if platform.shutdown.is_triggered() => return,
@@ -117,10 +127,14 @@ pub fn spawn_follower<P: Processor>(platform: &Platform, processor: P) -> tokio:
     })
 }
 
-async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> {
+async fn follow<P: Processor>(
+    platform: &Platform,
+    sink: &autodebit_eventstore::EventStore,
+    p: &P,
+) -> anyhow::Result<()> {
     let store = &platform.store;
     let name = p.name();
-    let mut saved = store.load_checkpoint(name).await?;
+    let mut saved = sink.load_checkpoint(name).await?;
     let mut at = saved;
     let mut last_save = tokio::time::Instant::now();
     let mut wake = store.watch_commits();
@@ -139,7 +153,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
                 continue;
             }
             if at != saved && last_save.elapsed() >= IDLE_CHECKPOINT_EVERY {
-                let mut tx = store.begin().await?;
+                let mut tx = sink.begin().await?;
                 tx.save_checkpoint(name, saved, at).await?;
                 tx.commit().await?;
                 saved = at;
@@ -174,7 +188,7 @@ async fn follow<P: Processor>(platform: &Platform, p: &P) -> anyhow::Result<()> 
             }
             async {
                 let prepared = p.prepare(&wanted).await?;
-                let mut tx = if p.background() { store.begin_background().await? } else { store.begin().await? };
+                let mut tx = if p.background() { sink.begin_background().await? } else { sink.begin().await? };
                 p.apply(&mut tx, &wanted, prepared).await?;
                 tx.save_checkpoint(name, saved, last).await?;
                 tx.commit().await?;

@@ -127,10 +127,23 @@ async fn followers_behind(database: &str, all_in_one: bool) -> ((i64, i64), Vec<
             .fetch_optional(&mut db)
             .await
             .expect("the log's head");
-        let checkpoints = sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
-            .fetch_all(&mut db)
-            .await
-            .expect("the checkpoints");
+        let mut checkpoints: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+                .fetch_all(&mut db)
+                .await
+                .expect("the checkpoints");
+        // The analytics projector keeps its checkpoint with its tables, in a file of their own.
+        if let Some(tables) = autodebit_analytics::tables_url(database)
+            && let Ok(mut t) = sqlx::SqliteConnection::connect(&tables).await
+        {
+            let theirs: Vec<(String, i64, i64)> =
+                sqlx::query_as("SELECT consumer, transaction_id, position FROM consumer_checkpoints")
+                    .fetch_all(&mut t)
+                    .await
+                    .unwrap_or_default();
+            checkpoints.retain(|(c, _, _)| !theirs.iter().any(|(t, _, _)| t == c));
+            checkpoints.extend(theirs);
+        }
         (head, checkpoints)
     } else {
         let mut db = sqlx::PgConnection::connect(database).await.expect("open the PostgreSQL log");
