@@ -52,6 +52,11 @@ pub trait Processor: Send + Sync + 'static {
         false
     }
 
+    /// How many events it takes per transaction at most.
+    fn batch(&self) -> i64 {
+        BATCH
+    }
+
     /// Whether it acts on this event, of one of its types; others pass by.
     fn wants(&self, _kind: &EventKind) -> bool {
         true
@@ -142,7 +147,8 @@ async fn follow<P: Processor>(
         if platform.shutdown.is_triggered() {
             return Ok(());
         }
-        let scan = store.read_types(at, WINDOW, BATCH, p.event_types()).await?;
+        let batch = p.batch();
+        let scan = store.read_types(at, WINDOW.max(batch), batch, p.event_types()).await?;
         let last = scan.through;
         if scan.events.is_empty() {
             crate::metrics::set(crate::metrics::FOLLOWER_LAG_MS, &[("follower", name)], 0);
