@@ -181,6 +181,9 @@ async fn a_payer_sees_their_contracts_complains_and_ends_one_on_their_page(backe
     let (status, body) =
         http_post(p.http, &complain(&first), &format!("kind=other&description={}", "x".repeat(1001))).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = http_post(p.http, &complain(&first), "kind=other&colour=red").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("colour: is not a field"), "{body}");
     let elsewhere_charge = {
         let contract = sign(&ch, &other, &rides_of(&ch, &other).await, "payer-me", 500, Cycle::Monthly).await;
         eventually("the other schedule", 30, || async {
