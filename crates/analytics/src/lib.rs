@@ -102,11 +102,17 @@ impl Stores {
         let first = first.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default();
         let recorded = self.tables.query("SELECT first_event_id FROM analytics_log", &[]).await?;
         let recorded = recorded.first().and_then(|r| r.text(0).map(str::to_string));
-        let mut tx = self.tables.begin().await?;
         match recorded {
             Some(r) if r == first => {}
+            None if first.is_empty() => {}
+            None => {
+                let mut tx = self.tables.begin().await?;
+                tx.execute("INSERT INTO analytics_log (first_event_id) VALUES ($1)", &[Value::from(first)]).await?;
+                tx.commit().await?;
+            }
             Some(_) => {
                 tracing::warn!("the analytics tables were made from another log; they are made again from this one");
+                let mut tx = self.tables.begin().await?;
                 tx.execute("DELETE FROM consumer_checkpoints WHERE consumer = $1", &[Value::from(processor::NAME)])
                     .await?;
                 for table in rebuild::tables_of(None).map_err(anyhow::Error::msg)? {
@@ -116,13 +122,9 @@ impl Stores {
                 if !first.is_empty() {
                     tx.execute("INSERT INTO analytics_log (first_event_id) VALUES ($1)", &[Value::from(first)]).await?;
                 }
-            }
-            None if first.is_empty() => {}
-            None => {
-                tx.execute("INSERT INTO analytics_log (first_event_id) VALUES ($1)", &[Value::from(first)]).await?;
+                tx.commit().await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -349,7 +349,7 @@ impl Complaints {
         description: &str,
         uploads: &[Upload],
     ) -> Result<Row, Error> {
-        self.file_as(who, charge_id, kind, source, description, uploads, "").await
+        self.file_as(who, None, charge_id, kind, source, description, uploads, "").await
     }
 
     /// Files a payer's complaint made at WeChat Pay (its `complaint_id` kept with ours).
@@ -360,14 +360,16 @@ impl Complaints {
         description: &str,
         provider_complaint_id: &str,
     ) -> Result<Row, Error> {
-        self.file_as(&Principal::Operator, charge_id, kind, Source::WechatPay, description, &[], provider_complaint_id)
-            .await
+        let who = &Principal::Operator;
+        self.file_as(who, None, charge_id, kind, Source::WechatPay, description, &[], provider_complaint_id).await
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// Files a complaint; with `payer`, only about a charge of that payer.
     async fn file_as(
         &self,
         who: &Principal,
+        payer: Option<&str>,
         charge_id: ChargeId,
         kind: Kind,
         source: Source,
@@ -376,9 +378,11 @@ impl Complaints {
         provider_complaint_id: &str,
     ) -> Result<Row, Error> {
         let evidence = check_uploads("evidence", uploads)?;
-        let (c, _) = crate::app::charge_for(&self.platform, who, charge_id)
-            .await
-            .map_err(|_| Error::NotFound(format!("charge_id: no charge {charge_id}")))?;
+        let not_found = || Error::NotFound(format!("charge_id: no charge {charge_id}"));
+        let (c, _) = crate::app::charge_for(&self.platform, who, charge_id).await.map_err(|_| not_found())?;
+        if payer.is_some_and(|p| p != c.payer_id.as_str()) {
+            return Err(not_found());
+        }
         if c.status != ChargeStatus::Succeeded {
             return Err(Error::Precondition(format!(
                 "charge_id: only a charge that took money can be complained about; it is {:?}",
@@ -436,12 +440,7 @@ impl Complaints {
         source: Source,
         description: &str,
     ) -> Result<Row, Error> {
-        let not_found = || Error::NotFound(format!("charge_id: no charge {charge_id}"));
-        let (c, _) = crate::app::charge_for(&self.platform, who, charge_id).await.map_err(|_| not_found())?;
-        if c.payer_id.as_str() != payer {
-            return Err(not_found());
-        }
-        self.file(who, charge_id, kind, source, description, &[]).await
+        self.file_as(who, Some(payer), charge_id, kind, source, description, &[], "").await
     }
 
     /// Our complaint of WeChat Pay's `complaint_id`, if one was filed.

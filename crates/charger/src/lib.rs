@@ -164,20 +164,15 @@ pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result
             // Five pieces of evidence of 2 MiB each, and the rest of the request.
             .max_decoding_message_size(12 * 1024 * 1024),
         ));
+    let complaints = complaints::Complaints::new(platform.clone());
     let me = api::me::MeState {
-        complaints: complaints::Complaints::new(platform.clone()),
+        complaints: complaints.clone(),
         store: platform.store.clone(),
         links: autodebit_runtime::links::payer_page_key(&platform.store).await?,
         receipt_key: link_key.clone(),
     };
     let accounts = Arc::new(autodebit_provider::wechatpay::Accounts::new(&config.wechatpay));
-    spawn_follower(
-        platform,
-        provider_complaints::AnswerBack {
-            complaints: complaints::Complaints::new(platform.clone()),
-            accounts: accounts.clone(),
-        },
-    );
+    spawn_follower(platform, provider_complaints::AnswerBack { complaints, accounts: accounts.clone() });
     provider_complaints::spawn(platform.clone(), config.wechatpay.clone(), config.public_url.clone());
     let http = api::callbacks::routes(platform.clone(), accounts)
         .merge(receipts::routes(receipts::Pages {

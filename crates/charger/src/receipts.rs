@@ -103,16 +103,7 @@ pub async fn record_run(tx: &mut Tx, rows: Vec<serde_json::Value>) -> anyhow::Re
 
 /// The key payers' links are signed with, made on first use and kept.
 pub async fn link_key(store: &EventStore) -> anyhow::Result<String> {
-    let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let mut tx = store.begin().await?;
-    tx.execute(
-        "INSERT INTO charger_keys (name, key) VALUES ('receipts', $1) ON CONFLICT (name) DO NOTHING",
-        &[Value::from(fresh)],
-    )
-    .await?;
-    let rows = tx.query("SELECT key FROM charger_keys WHERE name = 'receipts'", &[]).await?;
-    tx.commit().await?;
-    Ok(rows.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default())
+    autodebit_runtime::links::kept_key(store, "charger_keys", "receipts").await
 }
 
 /// The signature of a payer's link to a receipt.

@@ -16,7 +16,6 @@ use tower_http::classify::{
 
 // === status mapping ===
 
-/// A malformed request: the message starts with the field's name.
 /// A list call's page size as asked (0: 100), at most `max`, or `page_size`'s error.
 pub fn page_size(asked: u32, max: u32) -> Result<i64, Status> {
     if asked > max {
@@ -39,6 +38,7 @@ pub fn page_after(token: &str, id_ok: impl Fn(&str) -> bool) -> Result<Option<(i
     Ok(Some((at.parse::<i64>().map_err(|_| bad())?, id.to_string())))
 }
 
+/// A malformed request: the message starts with the field's name.
 pub fn invalid(field: &str, problem: impl Display) -> Status {
     Status::invalid_argument(format!("{field}: {problem}"))
 }

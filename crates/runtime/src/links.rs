@@ -11,18 +11,35 @@ const PAYER_PAGE: &str = "payer-page";
 
 /// The key payers' page links are signed with, made on first use and kept.
 pub async fn payer_page_key(store: &EventStore) -> anyhow::Result<PayerLinks> {
+    let key = kept_key(store, "link_keys", PAYER_PAGE).await?;
+    anyhow::ensure!(!key.is_empty(), "the payer page's link key could not be read");
+    Ok(PayerLinks { key })
+}
+
+/// The key named `name` in `table` (columns `name`, `key`): made at random by the first caller,
+/// read by every other one.
+pub async fn kept_key(store: &EventStore, table: &str, name: &str) -> anyhow::Result<String> {
     let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let mut tx = store.begin().await?;
     tx.execute(
-        "INSERT INTO link_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        &[Value::from(PAYER_PAGE), Value::from(fresh)],
+        &format!("INSERT INTO {table} (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
+        &[Value::from(name), Value::from(fresh)],
     )
     .await?;
-    let rows = tx.query("SELECT key FROM link_keys WHERE name = $1", &[Value::from(PAYER_PAGE)]).await?;
+    let rows = tx.query(&format!("SELECT key FROM {table} WHERE name = $1"), &[Value::from(name)]).await?;
     tx.commit().await?;
-    let key = rows.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default();
-    anyhow::ensure!(!key.is_empty(), "the payer page's link key could not be read");
-    Ok(PayerLinks { key })
+    Ok(rows.first().and_then(|r| r.text(0).map(str::to_string)).unwrap_or_default())
+}
+
+/// A refusal of the payer's page's routes, as a small HTML page naming what was wrong.
+pub fn refusal(status: axum::http::StatusCode, text: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = format!("<!doctype html><title>{}</title><p id=\"error\">{}</p>", status.as_u16(), escape(text));
+    (status, axum::response::Html(body)).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Signs and checks links to a payer's page.
@@ -52,6 +69,27 @@ impl PayerLinks {
     pub fn verify(&self, merchant: &str, payer: &str, sig: &str) -> bool {
         let Ok(raw) = hex::decode(sig) else { return false };
         self.mac(merchant, payer).verify_slice(&raw).is_ok()
+    }
+
+    /// What every form of the page checks before anything else: the signature (else 404, as
+    /// a page that does not exist), then only `sig` and `lang` in the query (else 400 naming
+    /// the parameter). The path back to the page with the language asked for.
+    pub fn check_action(
+        &self,
+        merchant: &str,
+        payer: &str,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<String, axum::response::Response> {
+        use axum::http::StatusCode;
+        let sig = query.get("sig").map(String::as_str).unwrap_or_default();
+        if !self.verify(merchant, payer, sig) {
+            return Err(refusal(StatusCode::NOT_FOUND, "This page does not exist."));
+        }
+        if let Some(name) = query.keys().find(|k| !matches!(k.as_str(), "sig" | "lang")) {
+            return Err(refusal(StatusCode::BAD_REQUEST, &format!("{name}: is not a parameter of this page")));
+        }
+        let lang = if query.get("lang").is_some_and(|l| l == "en") { "en" } else { "zh" };
+        Ok(format!("{}&lang={lang}", self.path(merchant, payer)))
     }
 
     /// The page's path with its signature, relative to the public URL.

@@ -11,10 +11,10 @@ use autodebit_domain::complaint::{Kind, MAX_TEXT_CHARS, Source};
 use autodebit_domain::{ChargeId, MerchantId};
 use autodebit_eventstore::{EventStore, Value};
 use autodebit_runtime::auth::Principal;
-use autodebit_runtime::links::{PayerLinks, encode};
+use autodebit_runtime::links::{PayerLinks, encode, refusal};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
 
@@ -34,30 +34,8 @@ pub fn routes(state: MeState) -> axum::Router {
         .with_state(state)
 }
 
-fn page(status: StatusCode, text: &str) -> Response {
-    let body = maud::html! { (maud::DOCTYPE) title { (status.as_u16()) } p id="error" { (text) } };
-    (status, Html(body.into_string())).into_response()
-}
-
 fn missing() -> Response {
-    page(StatusCode::NOT_FOUND, "This page does not exist.")
-}
-
-/// The signature, then only the query parameters these routes take; the language asked for.
-fn checked(
-    s: &MeState,
-    merchant: &str,
-    payer: &str,
-    q: &HashMap<String, String>,
-) -> Result<(String, &'static str), Response> {
-    let sig = q.get("sig").map(String::as_str).unwrap_or_default();
-    if !s.links.verify(merchant, payer, sig) {
-        return Err(missing());
-    }
-    if let Some(name) = q.keys().find(|k| !matches!(k.as_str(), "sig" | "lang")) {
-        return Err(page(StatusCode::BAD_REQUEST, &format!("{name}: is not a parameter of this page")));
-    }
-    Ok((sig.to_string(), if q.get("lang").is_some_and(|l| l == "en") { "en" } else { "zh" }))
+    refusal(StatusCode::NOT_FOUND, "This page does not exist.")
 }
 
 async fn complain(
@@ -66,22 +44,22 @@ async fn complain(
     Query(q): Query<HashMap<String, String>>,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    let (sig, lang) = match checked(&s, &merchant, &payer, &q) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let back = match s.links.check_action(&merchant, &payer, &q) {
+        Ok(back) => back,
+        Err(refused) => return refused,
     };
     if let Some(name) = f.keys().find(|k| !matches!(k.as_str(), "kind" | "description")) {
-        return page(StatusCode::BAD_REQUEST, &format!("{name}: is not a field of this form"));
+        return refusal(StatusCode::BAD_REQUEST, &format!("{name}: is not a field of this form"));
     }
     let Some(kind) = f.get("kind").and_then(|k| Kind::from_name(k)) else {
-        return page(
+        return refusal(
             StatusCode::BAD_REQUEST,
             "kind: must be unauthorized_charge, amount_dispute, service_not_delivered or other",
         );
     };
     let description = f.get("description").map(|d| d.trim()).unwrap_or_default();
     if description.chars().count() > MAX_TEXT_CHARS {
-        return page(StatusCode::BAD_REQUEST, &format!("description: must be at most {MAX_TEXT_CHARS} characters"));
+        return refusal(StatusCode::BAD_REQUEST, &format!("description: must be at most {MAX_TEXT_CHARS} characters"));
     }
     // A complaint without words says what its kind says.
     let description = if description.is_empty() { kind.name() } else { description };
@@ -90,14 +68,11 @@ async fn complain(
     };
     let who = Principal::Merchant(merchant_id);
     match s.complaints.file_by_payer(&who, &payer, charge, kind, Source::Payer, description).await {
-        Ok(_) => {
-            Redirect::to(&format!("/me/{}/{}?sig={sig}&lang={lang}&done=complained", encode(&merchant), encode(&payer)))
-                .into_response()
-        }
+        Ok(_) => Redirect::to(&format!("{back}&done=complained")).into_response(),
         Err(Error::NotFound(_)) => missing(),
         Err(e) => {
             let status = crate::api::complaints::status_of(e);
-            page(autodebit_runtime::grpc::http_status(status.code()), status.message())
+            refusal(autodebit_runtime::grpc::http_status(status.code()), status.message())
         }
     }
 }
@@ -107,8 +82,8 @@ async fn receipt(
     Path((merchant, payer, item_id)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = checked(&s, &merchant, &payer, &q) {
-        return r;
+    if let Err(refused) = s.links.check_action(&merchant, &payer, &q) {
+        return refused;
     }
     let rows = s
         .store

@@ -7,10 +7,10 @@ use crate::app::contracts::{AppError, Contracts};
 use autodebit_domain::ContractId;
 use autodebit_domain::contract::{ContractCommand, TerminationMode};
 use autodebit_runtime::codec::Cause;
-use autodebit_runtime::links::{PayerLinks, encode};
+use autodebit_runtime::links::{PayerLinks, refusal};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use std::collections::HashMap;
 
@@ -26,25 +26,16 @@ pub fn routes(state: MeState) -> axum::Router {
         .with_state(state)
 }
 
-fn page(status: StatusCode, text: &str) -> Response {
-    let body = maud::html! { (maud::DOCTYPE) title { (status.as_u16()) } p id="error" { (text) } };
-    (status, Html(body.into_string())).into_response()
-}
-
 async fn terminate(
     State(s): State<MeState>,
     Path((merchant, payer, contract_id)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let sig = q.get("sig").map(String::as_str).unwrap_or_default();
-    if !s.links.verify(&merchant, &payer, sig) {
-        return page(StatusCode::NOT_FOUND, "This page does not exist.");
-    }
-    if let Some(name) = q.keys().find(|k| !matches!(k.as_str(), "sig" | "lang")) {
-        return page(StatusCode::BAD_REQUEST, &format!("{name}: is not a parameter of this page"));
-    }
-    let lang = if q.get("lang").is_some_and(|l| l == "en") { "en" } else { "zh" };
-    let not_found = || page(StatusCode::NOT_FOUND, &format!("contract_id: no contract {contract_id}"));
+    let back = match s.links.check_action(&merchant, &payer, &q) {
+        Ok(back) => back,
+        Err(refused) => return refused,
+    };
+    let not_found = || refusal(StatusCode::NOT_FOUND, &format!("contract_id: no contract {contract_id}"));
     let Ok(id) = ContractId::parse(&contract_id) else { return not_found() };
     let contract = match s.contracts.get(id).await {
         Ok((c, _)) => c,
@@ -58,15 +49,12 @@ async fn terminate(
         ContractCommand::Terminate { mode: TerminationMode::Payer, remark: "ended on the payer's page".into() };
     let cause = Cause::request(format!("payer-page/terminate/{contract_id}"));
     match s.contracts.execute(id, None, command, &cause).await {
-        Ok(_) => {
-            Redirect::to(&format!("/me/{}/{}?sig={sig}&lang={lang}&done=terminated", encode(&merchant), encode(&payer)))
-                .into_response()
-        }
+        Ok(_) => Redirect::to(&format!("{back}&done=terminated")).into_response(),
         Err(e) => failure(e),
     }
 }
 
 fn failure(e: AppError) -> Response {
     let status: tonic::Status = e.into();
-    page(autodebit_runtime::grpc::http_status(status.code()), status.message())
+    refusal(autodebit_runtime::grpc::http_status(status.code()), status.message())
 }

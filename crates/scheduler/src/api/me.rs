@@ -205,13 +205,9 @@ async fn view(
     let read = async {
         let contracts = payers::contracts_of(&mut db, &merchant, &payer).await?;
         let items = payers::items_of(&mut db, &merchant, &payer, ITEMS).await?;
-        let mut ids: Vec<&str> = contracts.iter().map(|c| c.plan_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let plans = payers::plans(&mut db, &ids).await?;
-        anyhow::Ok((contracts, items, plans))
+        anyhow::Ok((contracts, items))
     };
-    let (contracts, items, plans) = match read.await {
+    let (contracts, items) = match read.await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "reading the payer's page failed");
@@ -221,7 +217,7 @@ async fn view(
     let en = q.get("lang").is_some_and(|l| l == "en");
     let base = format!("/me/{}/{}", encode(&merchant), encode(&payer));
     let ctx = Ctx { en, base, sig: sig.to_string(), lang: if en { "en" } else { "zh" } };
-    let page = render(&ctx, &contracts, &items, &plans, &q);
+    let page = render(&ctx, &contracts, &items, &q);
     ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(page.into_string())).into_response()
 }
 
@@ -346,9 +342,9 @@ fn daily_limit(ctx: &Ctx, c: &ContractView) -> String {
 }
 
 /// A contract's terms: its plan's, with the amount and cycle it is charged on now.
-fn terms_of(c: &ContractView, plans: &HashMap<String, Vec<u8>>) -> Terms {
+fn terms_of(c: &ContractView) -> Terms {
     let plan: Option<autodebit_proto::events::v1::PlanTerms> =
-        plans.get(&c.plan_id).and_then(|b| prost::Message::decode(b.as_slice()).ok());
+        c.terms.as_deref().and_then(|b| prost::Message::decode(b).ok());
     let currency = Currency::parse(&c.currency).unwrap_or(Currency::CNY);
     autodebit_runtime::codec::plan::contract_terms(
         Money::new(c.amount, currency),
@@ -447,16 +443,10 @@ fn item_row(ctx: &Ctx, i: &Item, contracts: &HashMap<&str, (String, &str)>) -> M
     }
 }
 
-fn render(
-    ctx: &Ctx,
-    contracts: &[ContractView],
-    items: &[Item],
-    plans: &HashMap<String, Vec<u8>>,
-    q: &HashMap<String, String>,
-) -> Markup {
+fn render(ctx: &Ctx, contracts: &[ContractView], items: &[Item], q: &HashMap<String, String>) -> Markup {
     let t = ctx.t();
     let confirm = q.get("confirm").map(String::as_str);
-    let terms: Vec<Terms> = contracts.iter().map(|c| terms_of(c, plans)).collect();
+    let terms: Vec<Terms> = contracts.iter().map(terms_of).collect();
     let by_contract: HashMap<&str, (String, &str)> = contracts
         .iter()
         .zip(&terms)

@@ -46,6 +46,8 @@ pub struct ContractView {
     pub daily_count_limit: i64,
     pub daily_amount_limit: i64,
     pub usage_unit: String,
+    /// The plan's terms, encoded as `PlanCreated` carries them (none for a plan not seen).
+    pub terms: Option<Vec<u8>>,
 }
 
 /// A charge or a refund as the page lists it.
@@ -112,23 +114,6 @@ pub async fn plan(tx: &mut Tx, plan_id: &str, terms: Vec<u8>) -> anyhow::Result<
     )
     .await?;
     Ok(())
-}
-
-/// The encoded terms of the plans given, by plan id.
-pub async fn plans(db: &mut Db<'_>, ids: &[&str]) -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        plan_id: String,
-        terms: Vec<u8>,
-    }
-    let mut out = std::collections::HashMap::new();
-    for id in ids {
-        let rows: Vec<Row> = db
-            .query_as("SELECT plan_id, terms FROM scheduler_payer_plans WHERE plan_id = $1", &[Value::from(*id)])
-            .await?;
-        out.extend(rows.into_iter().map(|r| (r.plan_id, r.terms)));
-    }
-    Ok(out)
 }
 
 pub async fn name(tx: &mut Tx, id: &str, name: &str) -> anyhow::Result<()> {
@@ -246,11 +231,12 @@ pub async fn contracts_of(db: &mut Db<'_>, merchant_id: &str, payer_id: &str) ->
                     COALESCE(p.per_charge_cap, 0) AS per_charge_cap,
                     COALESCE(p.daily_count_limit, 0) AS daily_count_limit,
                     COALESCE(p.daily_amount_limit, 0) AS daily_amount_limit,
-                    COALESCE(p.usage_unit, '') AS usage_unit
+                    COALESCE(p.usage_unit, '') AS usage_unit, t.terms
              FROM scheduler_payer_contracts c
              LEFT JOIN scheduler_schedules s ON s.contract_id = c.contract_id
              LEFT JOIN scheduler_plans p ON p.plan_id = c.plan_id
              LEFT JOIN scheduler_payer_names m ON m.id = c.merchant_id
+             LEFT JOIN scheduler_payer_plans t ON t.plan_id = c.plan_id
              WHERE c.merchant_id = $1 AND c.payer_id = $2
              ORDER BY c.signed_at_ms DESC, c.contract_id",
             &[Value::from(merchant_id), Value::from(payer_id)],
@@ -272,20 +258,4 @@ pub async fn items_of(db: &mut Db<'_>, merchant_id: &str, payer_id: &str, limit:
             &[Value::from(merchant_id), Value::from(payer_id), Value::Int(limit)],
         )
         .await?)
-}
-
-/// Whether the merchant has a payer of this id (a contract with them).
-pub async fn known(db: &mut Db<'_>, merchant_id: &str, payer_id: &str) -> anyhow::Result<bool> {
-    #[derive(sqlx::FromRow)]
-    struct One {
-        #[allow(dead_code)]
-        n: i64,
-    }
-    let rows: Vec<One> = db
-        .query_as(
-            "SELECT 1 AS n FROM scheduler_payer_contracts WHERE merchant_id = $1 AND payer_id = $2 LIMIT 1",
-            &[Value::from(merchant_id), Value::from(payer_id)],
-        )
-        .await?;
-    Ok(!rows.is_empty())
 }
