@@ -8,6 +8,7 @@ mod demo;
 mod demo_risk;
 mod ledger;
 mod log;
+mod migrate;
 mod reconcile;
 
 use autodebit::platform;
@@ -68,6 +69,9 @@ enum Command {
         #[command(flatten)]
         options: platform::PlatformArgs,
     },
+    /// Brings a database's schema up to this binary's (or, with `--wait`, waits until another
+    /// process has), then exits: a deployment's migration step.
+    Migrate(migrate::MigrateArgs),
     /// Calls one RPC of a running platform with a JSON request; prints the JSON answer.
     Call(call::CallArgs),
     /// Signs N contracts on a test clock, advances D days, and reports what happened as JSON.
@@ -185,6 +189,10 @@ fn main() -> anyhow::Result<()> {
                     served = autodebit_mock_wechatpay::serve_with(listener, config, options) => Ok(served?),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
+            }
+            Command::Migrate(m) => {
+                let _telemetry = autodebit_runtime::telemetry::init("autodebit-migrate", format, "warn");
+                migrate::run(m).await
             }
             Command::Log(l) => {
                 let _telemetry = autodebit_runtime::telemetry::init("autodebit-log", format, "warn");

@@ -55,3 +55,46 @@ async fn five_processes_on_postgres_sign_advance_charge() {
         assert!(p.terminate().success(), "a service did not stop cleanly on SIGTERM");
     }
 }
+
+/// A deployment's migration step: `migrate --wait` applies nothing and waits (a service's init
+/// container), `migrate` brings the schema up (the migration job), after which the waiter ends
+/// and a service starts on a database it did not migrate.
+#[tokio::test]
+async fn migrate_applies_the_schema_that_migrate_wait_waits_for() {
+    let url = autodebit_eventstore::testing::fresh_postgres_url().await;
+    let autodebit = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_autodebit"));
+        c.args(args).arg("--database-url").arg(&url);
+        c
+    };
+    let gave_up = autodebit(&["migrate", "--wait", "--timeout-seconds", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&gave_up.stderr);
+    assert!(!gave_up.status.success(), "an empty database has every migration pending");
+    assert!(stderr.contains("migrations pending, first eventstore 1"), "{stderr}");
+    let tables: i64 = {
+        let store = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&store)
+            .await
+            .unwrap()
+    };
+    assert_eq!(tables, 0, "--wait created nothing");
+
+    let waiter = autodebit(&["migrate", "--wait", "--timeout-seconds", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let migrated = autodebit(&["migrate"]).output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert_eq!(String::from_utf8_lossy(&migrated.stdout).trim(), "schema up to date");
+    let waited = tokio::task::spawn_blocking(move || waiter.wait_with_output().unwrap()).await.unwrap();
+    assert!(waited.status.success());
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "schema up to date");
+    // Again: nothing left to do.
+    assert!(autodebit(&["migrate"]).status().unwrap().success());
+
+    let charger = Process::start(&["serve", "charger", "--database-url", &url]);
+    charger.channel().await;
+    assert!(charger.terminate().success());
+}

@@ -84,6 +84,80 @@ fn notice_kind_name(kind: i32) -> String {
         .unwrap_or_default()
 }
 
+/// A batch's signing steps, folded per session in log order into what they change of the
+/// session's row when applied one after another to a row that has none of them yet: each
+/// step's first time (and the first page view's device), the last confirmation's contract, and
+/// the first step that ends the session. One row per session then updates the table once,
+/// where a row per step took as many statements as the batch has steps of one session.
+#[derive(Default)]
+pub struct SessionSteps {
+    order: Vec<String>,
+    folded: HashMap<String, Folded>,
+}
+
+#[derive(Default)]
+struct Folded {
+    viewed: i64,
+    device: Option<String>,
+    ticked: i64,
+    held: i64,
+    sms: i64,
+    confirmed: i64,
+    contract: Option<String>,
+    outcome: &'static str,
+}
+
+impl SessionSteps {
+    pub fn take(&mut self, s: &pb::SigningStepRecorded) {
+        let f = match self.folded.get_mut(&s.session_id) {
+            Some(f) => f,
+            None => {
+                self.order.push(s.session_id.clone());
+                self.folded.entry(s.session_id.clone()).or_default()
+            }
+        };
+        let first = |at: &mut i64| {
+            if *at == 0 {
+                *at = s.at_ms;
+            }
+        };
+        let name = step_name(s.step);
+        match name {
+            "page_viewed" => {
+                if f.viewed == 0 {
+                    f.viewed = s.at_ms;
+                    f.device = Some(s.detail.clone());
+                }
+            }
+            "agreement_ticked" => first(&mut f.ticked),
+            "held_for_review" => first(&mut f.held),
+            "sms_required" => first(&mut f.sms),
+            "confirmed" => {
+                first(&mut f.confirmed);
+                f.contract = Some(s.detail.clone());
+            }
+            _ => {}
+        }
+        if f.outcome.is_empty() {
+            f.outcome = match name {
+                "confirmed" => "signed",
+                "abandoned" => "abandoned",
+                "expired" => "expired",
+                "review_rejected" => "rejected",
+                _ => "",
+            };
+        }
+    }
+
+    /// The rows of [`Statement::SessionStep`], sessions in the order their first step came.
+    pub fn rows(mut self) -> impl Iterator<Item = serde_json::Value> {
+        self.order.into_iter().filter_map(move |id| {
+            let f = self.folded.remove(&id)?;
+            Some(json!([id, f.viewed, f.device, f.ticked, f.held, f.sms, f.confirmed, f.contract, f.outcome]))
+        })
+    }
+}
+
 impl Projector {
     /// The zones of the merchants whose charges the batch settles: applied in the batch, or
     /// kept before it.
@@ -151,6 +225,7 @@ impl Projector {
             i64::from(autodebit_domain::clock::local_hour(at, zones.get(merchant).map(String::as_str).unwrap_or("")))
         };
         let mut notices = Vec::new();
+        let mut steps = SessionSteps::default();
         let mut batch = Batch::default();
         for d in events {
             let (statement, row) = match &d.kind {
@@ -274,7 +349,8 @@ impl Projector {
                     (Statement::SessionOpened, row)
                 }
                 EventKind::SigningStepRecorded(s) => {
-                    (Statement::SessionStep, json!([s.session_id, step_name(s.step), s.at_ms, s.detail]))
+                    steps.take(s);
+                    continue;
                 }
                 EventKind::NoticeRecorded(n) => {
                     notices.push(json!([n.contract_id]));
@@ -342,6 +418,9 @@ impl Projector {
             };
             batch.push(statement, row);
         }
+        for row in steps.rows() {
+            batch.push(Statement::SessionStep, row);
+        }
         batch.write(tx, names).await?;
         store::bump(tx, names, "notices_recorded", notices.len() as i64).await?;
         // Each merchant's own count, through the contract the notice is about.
@@ -369,6 +448,34 @@ mod tests {
         assert_eq!(m(700, pb::Cycle::Weekly), 3_041);
         assert_eq!(monthly_amount(None, pb::Cycle::Monthly as i32), (0, String::new()), "usage plans have none");
         assert_eq!(monthly_amount(Some(&cny(500)), pb::Cycle::Monthly as i32).1, "CNY");
+    }
+
+    #[test]
+    fn a_sessions_steps_fold_into_one_row_as_if_applied_in_turn() {
+        let step = |session: &str, step: pb::SigningStep, at_ms: i64, detail: &str| pb::SigningStepRecorded {
+            session_id: session.into(),
+            step: step as i32,
+            at_ms,
+            detail: detail.into(),
+            ..Default::default()
+        };
+        let mut steps = SessionSteps::default();
+        for s in [
+            step("s2", pb::SigningStep::Expired, 5, ""),
+            step("s1", pb::SigningStep::PageViewed, 10, "ios"),
+            step("s1", pb::SigningStep::PageViewed, 11, "android"),
+            step("s1", pb::SigningStep::Abandoned, 12, ""),
+            step("s1", pb::SigningStep::Confirmed, 13, "ct-1"),
+            step("s1", pb::SigningStep::Confirmed, 14, "ct-2"),
+        ] {
+            steps.take(&s);
+        }
+        let rows: Vec<String> = steps.rows().map(|r| r.to_string()).collect();
+        assert_eq!(
+            rows,
+            [r#"["s2",0,null,0,0,0,0,null,"expired"]"#, r#"["s1",10,"ios",0,0,0,13,"ct-2","abandoned"]"#,],
+            "first times, the first view's device, the last confirmation's contract, the first ending"
+        );
     }
 
     #[test]

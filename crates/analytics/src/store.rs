@@ -109,7 +109,10 @@ pub enum Statement {
     ChargeRejected,
     /// `[session_id, merchant_id, plan_id, payer_id, channel, device_id, opened_at_ms]`
     SessionOpened,
-    /// `[session_id, step, at_ms, detail]`
+    /// `[session_id, viewed_at_ms, device_kind (null: none), ticked_at_ms, held_at_ms,
+    /// sms_required_at_ms, confirmed_at_ms, contract_id (null: none), outcome ('': none)]`: a
+    /// batch's steps of one session folded into one row ([`crate::processor::SessionSteps`]),
+    /// each time 0 where the batch has no such step.
     SessionStep,
     /// `[notice_id, merchant_id, contract_id, kind, recorded_at_ms]`
     NoticeRecorded,
@@ -268,21 +271,25 @@ impl Statement {
             Statement::SessionStep => update_from(
                 "analytics_signing_sessions",
                 "session_id",
-                "page_viewed_at_ms = CASE WHEN v.step = 'page_viewed' AND page_viewed_at_ms = 0 THEN v.at ELSE page_viewed_at_ms END,
-                 device_kind = CASE WHEN v.step = 'page_viewed' AND page_viewed_at_ms = 0 THEN v.detail ELSE device_kind END,
-                 ticked_at_ms = CASE WHEN v.step = 'agreement_ticked' AND ticked_at_ms = 0 THEN v.at ELSE ticked_at_ms END,
-                 held_at_ms = CASE WHEN v.step = 'held_for_review' AND held_at_ms = 0 THEN v.at ELSE held_at_ms END,
-                 sms_required_at_ms =
-                     CASE WHEN v.step = 'sms_required' AND sms_required_at_ms = 0 THEN v.at ELSE sms_required_at_ms END,
-                 confirmed_at_ms = CASE WHEN v.step = 'confirmed' AND confirmed_at_ms = 0 THEN v.at ELSE confirmed_at_ms END,
-                 contract_id = CASE WHEN v.step = 'confirmed' THEN v.detail ELSE contract_id END,
-                 outcome = CASE WHEN outcome <> 'open' THEN outcome
-                                WHEN v.step = 'confirmed' THEN 'signed'
-                                WHEN v.step = 'abandoned' THEN 'abandoned'
-                                WHEN v.step = 'expired' THEN 'expired'
-                                WHEN v.step = 'review_rejected' THEN 'rejected'
-                                ELSE outcome END",
-                &["id", "step", "at:BIGINT", "detail"],
+                "page_viewed_at_ms = CASE WHEN page_viewed_at_ms = 0 THEN v.viewed ELSE page_viewed_at_ms END,
+                 device_kind = CASE WHEN page_viewed_at_ms = 0 THEN COALESCE(v.device, device_kind) ELSE device_kind END,
+                 ticked_at_ms = CASE WHEN ticked_at_ms = 0 THEN v.ticked ELSE ticked_at_ms END,
+                 held_at_ms = CASE WHEN held_at_ms = 0 THEN v.held ELSE held_at_ms END,
+                 sms_required_at_ms = CASE WHEN sms_required_at_ms = 0 THEN v.sms ELSE sms_required_at_ms END,
+                 confirmed_at_ms = CASE WHEN confirmed_at_ms = 0 THEN v.confirmed ELSE confirmed_at_ms END,
+                 contract_id = COALESCE(v.contract, contract_id),
+                 outcome = CASE WHEN outcome <> 'open' OR v.ended = '' THEN outcome ELSE v.ended END",
+                &[
+                    "id",
+                    "viewed:BIGINT",
+                    "device",
+                    "ticked:BIGINT",
+                    "held:BIGINT",
+                    "sms:BIGINT",
+                    "confirmed:BIGINT",
+                    "contract",
+                    "ended",
+                ],
                 rows,
             ),
             Statement::NoticeRecorded => format!(

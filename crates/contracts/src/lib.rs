@@ -25,6 +25,7 @@ pub use app::{AppError, Contracts};
 pub use autodebit_domain::merchant::merchant_id_for;
 pub use autodebit_domain::zombie::ZombiePolicy;
 pub use autodebit_runtime::auth::sha256_hex;
+pub use store::MIGRATIONS;
 
 pub const GRPC_NAMES: &[&str] = &[
     "autodebit.contracts.v1.ContractsService",

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-pub use migrate::Migrations;
+pub use migrate::{LOG_MIGRATIONS, Migrations, pending_migrations};
 /// The database error type, for callers that need to tell constraint violations apart.
 pub use sqlx::Error as SqlxError;
 pub use value::{Row, Value};
@@ -161,11 +161,13 @@ impl BackendKind {
     /// A table with one row per element of the JSON array bound as parameter `$n`, the
     /// element in column `value` (`value->>i` reads its i-th item as text): how one statement
     /// takes a thousand rows where a statement per row would hold the writer a thousand times
-    /// as many round trips.
+    /// as many round trips. On PostgreSQL the array is read as `jsonb`, parsed once: as `json`
+    /// each element's text is parsed again for every item read from it, which took twice as
+    /// long on 5,000 rows of seven items.
     pub fn json_rows(self, n: usize) -> String {
         match self {
             BackendKind::Sqlite => format!("json_each(${n})"),
-            BackendKind::Postgres => format!("json_array_elements(CAST(${n} AS TEXT)::json)"),
+            BackendKind::Postgres => format!("jsonb_array_elements(CAST(${n} AS TEXT)::jsonb)"),
         }
     }
 }
@@ -288,7 +290,7 @@ impl EventStore {
                 max_connections: opts.max_connections,
             }),
         };
-        store.migrate(&crate::migrations!("eventstore", 1..100)).await?;
+        store.migrate(&LOG_MIGRATIONS).await?;
         if let Backend::Postgres(b) = &store.inner.backend {
             b.check_checkpoints_behind_xids().await?;
         }

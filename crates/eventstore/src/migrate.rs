@@ -41,6 +41,42 @@ macro_rules! migrations {
     };
 }
 
+/// The event log's own tables.
+pub static LOG_MIGRATIONS: Migrations = crate::migrations!("eventstore", 1..100);
+
+/// The migrations of `all` the database at `url` has not applied, as `component version`,
+/// read over one connection of its own without applying anything (so that a process can wait
+/// for another to migrate). A database with no migrations at all has every one pending.
+pub async fn pending_migrations(url: &str, all: &[&Migrations]) -> Result<Vec<String>> {
+    use sqlx::Connection;
+    const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+    let (kind, applied): (BackendKind, std::result::Result<Vec<i64>, sqlx::Error>) = if url.starts_with("sqlite:") {
+        let options = url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .map_err(|e| StoreError::Invalid(format!("database url: {e}")))?
+            .read_only(true);
+        let mut c = sqlx::SqliteConnection::connect_with(&options).await?;
+        (BackendKind::Sqlite, sqlx::query_scalar(APPLIED).fetch_all(&mut c).await)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        (BackendKind::Postgres, sqlx::query_scalar(APPLIED).fetch_all(&mut c).await)
+    } else {
+        return Err(StoreError::Invalid(format!("database url {url:?} must start with sqlite: or postgres:")));
+    };
+    let applied: std::collections::HashSet<i64> = match applied {
+        Ok(v) => v.into_iter().collect(),
+        // No bookkeeping table yet: nothing applied.
+        Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(all
+        .iter()
+        .flat_map(|m| m.for_backend(kind).migrations.iter().map(move |x| (m.component, x.version)))
+        .filter(|(_, v)| !applied.contains(v))
+        .map(|(c, v)| format!("{c} {v}"))
+        .collect())
+}
+
 impl Migrations {
     /// Migrations given as SQL text, the same on both backends (for tests and tools).
     pub fn from_sql(component: &'static str, versions: Range<i64>, steps: &[(i64, &str)]) -> Self {

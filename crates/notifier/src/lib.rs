@@ -20,6 +20,7 @@ pub mod webhooks;
 mod worker;
 
 pub use app::rebuild::rebuild_tables;
+pub use store::MIGRATIONS;
 
 use autodebit_proto::notifier::v1::notifier_service_server::NotifierServiceServer;
 use autodebit_proto::notifier::v1::webhooks_service_server::WebhooksServiceServer;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("clock", 100..200);
+/// The clock's table (the test clock's time).
+pub static MIGRATIONS: Migrations = autodebit_eventstore::migrations!("clock", 100..200);
 
 /// How often a process looks for a test clock moved by another process.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
