@@ -1123,6 +1123,24 @@ mod charges {
         pb.finish_and_clear();
         if a.trace {
             eprintln!("{}", stages(store, started).await?);
+            // What each follower's batches took, read and write, over the whole run.
+            for (name, _) in follower_positions() {
+                let q = |stage: &str, per_mille| {
+                    metrics::quantile_ms(
+                        metrics::FOLLOWER_BATCH_MS,
+                        &[("follower", &name), ("stage", stage)],
+                        per_mille,
+                    )
+                    .unwrap_or(0)
+                };
+                eprintln!(
+                    "{name}: batch read p50 {} ms p99 {} ms, write p50 {} ms p99 {} ms",
+                    q("read", 500),
+                    q("read", 990),
+                    q("write", 500),
+                    q("write", 990)
+                );
+            }
         }
 
         // The log agrees with the counters. (Not polled: with no index by event type the count
@@ -1154,8 +1172,8 @@ mod charges {
                 (Some((n1, t1)), Some((n2, t2))) if t2 > t1 => ((n2 - n1) as f64 / (t2 - t1)).round(),
                 _ => 0.0,
             },
-            p50_ms: metrics::quantile_ms(latency, 500).unwrap_or(0),
-            p99_ms: metrics::quantile_ms(latency, 990).unwrap_or(0),
+            p50_ms: metrics::quantile_ms(latency, &[], 500).unwrap_or(0),
+            p99_ms: metrics::quantile_ms(latency, &[], 990).unwrap_or(0),
             mean_ms: metrics::get(&format!("{latency}_sum"), &[]) / observed,
             succeeded: metrics::get(SUCCEEDED, &[]),
             failed: metrics::get(FAILED, &[]),

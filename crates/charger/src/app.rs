@@ -108,7 +108,7 @@ pub async fn record_outcomes(platform: &Platform, batch: &[Resolution]) -> anyho
     let done = store::unix_ms();
     for r in batch {
         if let Resolution::Ended(row, _) = r {
-            autodebit_runtime::metrics::observe_ms(SETTLE_LATENCY, done - row.started_unix_ms);
+            autodebit_runtime::metrics::observe_ms(SETTLE_LATENCY, &[], done - row.started_unix_ms);
         }
     }
     autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SUCCEEDED, &[], succeeded);

@@ -148,6 +148,7 @@ async fn follow<P: Processor>(
             return Ok(());
         }
         let batch = p.batch();
+        let read_at = std::time::Instant::now();
         let scan = store.read_types(at, WINDOW.max(batch), batch, p.event_types()).await?;
         let last = scan.through;
         if scan.events.is_empty() {
@@ -188,6 +189,13 @@ async fn follow<P: Processor>(
             .filter(|d| p.wants(&d.kind))
             .collect();
         if !wanted.is_empty() {
+            let write_at = std::time::Instant::now();
+            let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            crate::metrics::observe_ms(
+                crate::metrics::FOLLOWER_BATCH_MS,
+                &[("follower", name), ("stage", "read")],
+                ms(write_at - read_at),
+            );
             let span = tracing::info_span!("follow", follower = name, events = wanted.len());
             if let Some(tp) = wanted.iter().map(|d| d.meta.traceparent.as_str()).find(|t| !t.is_empty()) {
                 crate::telemetry::set_parent_from_traceparent(&span, tp);
@@ -204,6 +212,11 @@ async fn follow<P: Processor>(
             .instrument(span)
             .await
             .inspect_err(|_| p.abandoned())?;
+            crate::metrics::observe_ms(
+                crate::metrics::FOLLOWER_BATCH_MS,
+                &[("follower", name), ("stage", "write")],
+                ms(write_at.elapsed()),
+            );
             saved = last;
             last_save = tokio::time::Instant::now();
         }

@@ -15,6 +15,7 @@ pub const FOLLOWER_EVENTS: &str = "autodebit_follower_events_total";
 pub const FOLLOWER_POSITION: &str = "autodebit_follower_position";
 pub const FOLLOWER_ERRORS: &str = "autodebit_follower_errors_total";
 pub const FOLLOWER_LAG_MS: &str = "autodebit_follower_lag_ms";
+pub const FOLLOWER_BATCH_MS: &str = "autodebit_follower_batch_ms";
 pub const SCHEDULER_ERRORS: &str = "autodebit_scheduler_errors_total";
 pub const SCHEDULER_BATCHES_VOIDED: &str = "autodebit_scheduler_batches_voided_total";
 pub const CHARGES_SCHEDULED: &str = "autodebit_charges_scheduled_total";
@@ -64,6 +65,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Gauge,
         Unit::Milliseconds,
         "How far behind the log a follower is: the age of the last event it took in (platform clock), 0 once it has read to the head, by follower",
+    ),
+    (
+        FOLLOWER_BATCH_MS,
+        Kind::Histogram,
+        Unit::Milliseconds,
+        "Time a follower spends on one batch of the log, by follower and stage: read (reading and decoding the events) and write (its own work, through the commit of its transaction)",
     ),
     (SCHEDULER_ERRORS, Kind::Counter, Unit::Count, "Failed rounds of the scheduler's due loop (retried)"),
     (
@@ -170,9 +177,9 @@ pub fn set(name: &'static str, labels: &[(&'static str, &str)], v: i64) {
 
 /// Records `ms` in the latency histogram `name`: Prometheus's `{name}_bucket{le="…"}`
 /// (cumulative), `{name}_sum` and `{name}_count`.
-pub fn observe_ms(name: &'static str, ms: i64) {
+pub fn observe_ms(name: &'static str, labels: &[(&'static str, &str)], ms: i64) {
     handle();
-    metrics::histogram!(name).record(ms as f64);
+    metrics::histogram!(name, to_labels(labels)).record(ms as f64);
 }
 
 /// Every metric in the Prometheus text format, each with its `# HELP` and `# TYPE`.
@@ -203,16 +210,19 @@ fn find(text: &str, name: &str, labels: &[(&str, &str)]) -> i64 {
 /// The `per_mille`/1000 quantile of the latency histogram `name`, interpolated within its
 /// bucket as Prometheus's `histogram_quantile` does; `None` before any observation, and the
 /// highest bound when it lies beyond it.
-pub fn quantile_ms(name: &str, per_mille: i64) -> Option<i64> {
+pub fn quantile_ms(name: &str, labels: &[(&str, &str)], per_mille: i64) -> Option<i64> {
     let text = render();
-    let count = find(&text, &format!("{name}_count"), &[]);
+    let count = find(&text, &format!("{name}_count"), labels);
     if count == 0 {
         return None;
     }
     let rank = ((count * per_mille + 999) / 1000).max(1);
     let (mut lower, mut below) = (0i64, 0i64);
     for b in LATENCY_BUCKETS_MS {
-        let upto = find(&text, &format!("{name}_bucket"), &[("le", &b.to_string())]);
+        let le = b.to_string();
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", &le));
+        let upto = find(&text, &format!("{name}_bucket"), &with_le);
         if upto >= rank {
             return Some(lower + (b - lower) * (rank - below) / (upto - below).max(1));
         }
@@ -228,14 +238,14 @@ mod tests {
     #[test]
     fn quantiles_come_from_the_buckets() {
         let name = "test_latency_quantiles_ms";
-        assert_eq!(quantile_ms(name, 500), None);
+        assert_eq!(quantile_ms(name, &[], 500), None);
         for ms in (1..=100).map(|i| i * 10) {
-            observe_ms(name, ms);
+            observe_ms(name, &[], ms);
         }
         // 100 observations 10..1000 ms: the median falls in the (400, 500] bucket.
-        let p50 = quantile_ms(name, 500).unwrap();
+        let p50 = quantile_ms(name, &[], 500).unwrap();
         assert!((400..=500).contains(&p50), "{p50}");
-        assert!((750..=1000).contains(&quantile_ms(name, 990).unwrap()));
+        assert!((750..=1000).contains(&quantile_ms(name, &[], 990).unwrap()));
         assert_eq!(get(&format!("{name}_count"), &[]), 100);
         assert_eq!(get(&format!("{name}_sum"), &[]), 50_500);
         assert!(render().contains(&format!("{name}_bucket{{le=\"+Inf\"}} 100")));
@@ -260,7 +270,7 @@ mod tests {
             match kind {
                 Kind::Counter => add(name, &[], 0),
                 Kind::Gauge => set(name, &[], 0),
-                Kind::Histogram => observe_ms(name, 1),
+                Kind::Histogram => observe_ms(name, &[], 1),
             }
         }
         // Other tests of this process record test-only series (`test_…`).
