@@ -12,6 +12,7 @@
 mod api;
 mod app;
 pub mod complaints;
+mod observed;
 mod pdf;
 mod processor;
 mod provider_complaints;
@@ -112,8 +113,14 @@ impl Default for ChargerConfig {
 /// Starts the service: the attempt starter, the attempts worker and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
+    // Timed inside the limits: the call itself, not the wait for a slot.
     let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
-        Arc::new(autodebit_provider::limit::Limited::new(p, config.per_merchant_concurrency, config.provider_qps))
+        let observed = observed::Observed(p);
+        Arc::new(autodebit_provider::limit::Limited::new(
+            observed,
+            config.per_merchant_concurrency,
+            config.provider_qps,
+        ))
     };
     let mut simulator = Simulator::new(config.simulator.clone());
     if config.simulator_statements {

@@ -32,6 +32,7 @@ pub const CHARGER_ERRORS: &str = "autodebit_charger_errors_total";
 pub const CHARGES_SUCCEEDED: &str = "autodebit_charges_succeeded_total";
 pub const CHARGES_FAILED: &str = "autodebit_charges_failed_total";
 pub const CHARGE_SETTLE_MS: &str = "autodebit_charge_settle_ms";
+pub const PROVIDER_CALL_MS: &str = "autodebit_provider_call_ms";
 pub const REFUNDS_REQUESTED: &str = "autodebit_refunds_requested_total";
 pub const REFUNDS: &str = "autodebit_refunds_total";
 pub const PROVIDER_NOTICES: &str = "autodebit_provider_notices_total";
@@ -107,6 +108,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Histogram,
         Unit::Milliseconds,
         "Time from a charge attempt's start to its recorded outcome, in milliseconds",
+    ),
+    (
+        PROVIDER_CALL_MS,
+        Kind::Histogram,
+        Unit::Milliseconds,
+        "Time a call to a payment provider takes, by provider, call (charge, query, refund, notify, terminate, signing_url, share, statement) and outcome",
     ),
     (REFUNDS_REQUESTED, Kind::Counter, Unit::Count, "Refunds requested"),
     (REFUNDS, Kind::Counter, Unit::Count, "Refunds carried out at the provider, by outcome"),
