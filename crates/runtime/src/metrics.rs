@@ -81,7 +81,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Batches of due schedules dropped uncommitted because a schedule changed meanwhile",
     ),
     (CHARGES_SCHEDULED, Kind::Counter, Unit::Count, "Charges issued by the scheduler"),
-    (CHARGES_REJECTED, Kind::Counter, Unit::Count, "Charges the scheduler refused (a limit or the contract's state)"),
+    (
+        CHARGES_REJECTED,
+        Kind::Counter,
+        Unit::Count,
+        "Charges the scheduler refused, by the rule that refused them (a limit such as per_charge_cap, daily_count or daily_amount, or the contract's or merchant's state)",
+    ),
     (CHARGES_HELD, Kind::Counter, Unit::Count, "Charges a risk rule held until the payer or an operator releases them"),
     (
         CHARGES_WAITING_FOR_WINDOW,

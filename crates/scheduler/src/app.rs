@@ -330,10 +330,10 @@ impl App {
             return Ok(answer);
         }
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
-        let metric = match admission {
-            Admission::Scheduled => autodebit_runtime::metrics::CHARGES_SCHEDULED,
-            Admission::Held(_) => autodebit_runtime::metrics::CHARGES_HELD,
-            Admission::Rejected(_) => autodebit_runtime::metrics::CHARGES_REJECTED,
+        let metric = match &admission {
+            Admission::Scheduled => (autodebit_runtime::metrics::CHARGES_SCHEDULED, None),
+            Admission::Held(_) => (autodebit_runtime::metrics::CHARGES_HELD, None),
+            Admission::Rejected(b) => (autodebit_runtime::metrics::CHARGES_REJECTED, Some(b.rule)),
         };
         let admitted = admission.admitted();
         let append = charge_append(issue, admission, Reason::Trigger, reason, &cause, now);
@@ -351,7 +351,10 @@ impl App {
             schedules::save_today(&mut tx, &schedule).await?;
         }
         tx.commit().await?;
-        autodebit_runtime::metrics::add(metric, &[], 1);
+        match metric {
+            (name, Some(rule)) => autodebit_runtime::metrics::add(name, &[("rule", rule)], 1),
+            (name, None) => autodebit_runtime::metrics::add(name, &[], 1),
+        }
         Ok(answer)
     }
 

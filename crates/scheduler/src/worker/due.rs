@@ -161,7 +161,8 @@ struct Decided {
     unreadable: Vec<String>,
     appends: Vec<StreamAppend>,
     scheduled: i64,
-    rejected: i64,
+    /// Refused, by the rule that refused them.
+    rejected: std::collections::BTreeMap<&'static str, i64>,
     notices: i64,
     /// Held by a risk rule.
     held: i64,
@@ -171,8 +172,8 @@ impl Decided {
     /// Counts what a committed batch issued.
     fn count(&self) {
         autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SCHEDULED, &[], self.scheduled);
-        if self.rejected > 0 {
-            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_REJECTED, &[], self.rejected);
+        for (rule, n) in &self.rejected {
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_REJECTED, &[("rule", rule)], *n);
         }
         if self.notices > 0 {
             autodebit_runtime::metrics::add(autodebit_runtime::metrics::PRE_DEBIT_NOTICES, &[], self.notices);
@@ -188,7 +189,8 @@ impl Decided {
 fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pace) -> Decided {
     let mut batch = loaded.schedules;
     let mut appends = Vec::with_capacity(batch.len());
-    let (mut scheduled, mut rejected, mut notices, mut held) = (0i64, 0i64, 0i64, 0i64);
+    let (mut scheduled, mut notices, mut held) = (0i64, 0i64, 0i64);
+    let mut rejected = std::collections::BTreeMap::new();
     for s in batch.iter_mut() {
         let plan = context.plans.get(&s.plan_id);
         let usage = context.usage.get(&s.contract_id).map_or(&[][..], Vec::as_slice);
@@ -228,10 +230,10 @@ fn decide(loaded: schedules::Loaded, context: &Context, now: Timestamp, pace: Pa
                         })
                     });
                     let admission = Admission::of(s, issue.amount, admitted, &context.rules);
-                    match admission {
+                    match &admission {
                         Admission::Scheduled => scheduled += 1,
                         Admission::Held(_) => held += 1,
-                        Admission::Rejected(_) => rejected += 1,
+                        Admission::Rejected(b) => *rejected.entry(b.rule).or_insert(0) += 1,
                     }
                     let cause = Cause::request(format!("{}/{}/{period}", issue.contract_id, side_name(side)));
                     appends.push(charge_append(issue, admission, reason_of(side), &description, &cause, now));
