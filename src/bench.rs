@@ -891,41 +891,48 @@ mod charges {
     }
 
     /// Samples how far a follower is behind the log, in time: at each sample, how long ago the
-    /// log first held an event past the follower's position (0 when it holds none). The log's
-    /// head is read from the database, the follower's position from its gauge.
+    /// log first held an event past the follower's position (0 when it holds none). The
+    /// follower's position is read from its gauge, then the log's head from the database; each
+    /// head is taken to have been reached when its query began (so a lag is never understated
+    /// by the query's own time). The sampler runs on a thread and runtime of its own, so that
+    /// the platform's busy runtime neither delays its samples nor ages its timestamps.
     struct LagSampler {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-        task: tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>,
+        thread: std::thread::JoinHandle<anyhow::Result<Vec<u64>>>,
     }
 
     impl LagSampler {
-        fn start(store: EventStore, follower: &'static str) -> Self {
+        fn start(store: EventStore, follower: &'static str) -> anyhow::Result<Self> {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let task = tokio::spawn({
-                let stop = stop.clone();
-                async move {
+            let stopped = stop.clone();
+            let thread = std::thread::Builder::new().name("lag sampler".into()).spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
                     let mut heads: Vec<(Instant, i64)> = Vec::new();
                     let mut lags = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                         let now = Instant::now();
+                        let at = follower_positions().into_iter().find(|(n, _)| n == follower).map_or(0, |(_, p)| p);
                         let h = head(&store).await?;
                         if heads.last().is_none_or(|(_, last)| h > *last) {
                             heads.push((now, h));
                         }
-                        let at = follower_positions().into_iter().find(|(n, _)| n == follower).map_or(0, |(_, p)| p);
                         lags.push(lag_at(&heads, at, now));
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Ok(lags)
-                }
-            });
-            LagSampler { stop, task }
+                })
+            })?;
+            Ok(LagSampler { stop, thread })
         }
 
         /// Stops sampling: (p99, max) of the lags in ms.
         async fn finish(self) -> anyhow::Result<(u64, u64)> {
             self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let mut lags = self.task.await??;
+            let thread = self.thread;
+            let mut lags = tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the lag sampler panicked"))??;
             lags.sort_unstable();
             let p99 = lags.get((lags.len() * 99 / 100).min(lags.len().saturating_sub(1))).copied().unwrap_or(0);
             Ok((p99, lags.last().copied().unwrap_or(0)))
@@ -1066,7 +1073,10 @@ mod charges {
         // Timed: a month and a day pass at once; each contract's notice goes out, then its charge.
         let pb = bar(a.contracts as u64, "settled");
         let analytics = !a.without.contains(&Service::Analytics);
-        let lag = analytics.then(|| LagSampler::start(store.clone(), "analytics.projections"));
+        let lag = match analytics {
+            true => Some(LagSampler::start(store.clone(), "analytics.projections")?),
+            false => None,
+        };
         let started = Instant::now();
         admin
             .advance_clock(authed(AdvanceClockRequest { seconds: 32 * 86_400 }, operator_key)?)
