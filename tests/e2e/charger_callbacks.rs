@@ -193,7 +193,8 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
     assert_eq!(book["orders"].as_u64(), Some(CONTRACTS), "each charge sent once: {book}");
     assert_eq!(book["debited"].as_u64(), Some(summary.charges_succeeded), "{book}");
     assert_eq!(book["refused_requests"], 0, "{book}");
-    // Each call to WeChat Pay timed: one deduction per charge, and the queries that settled them.
+    // Each call to WeChat Pay timed: a deduction per charge, and the queries that settled them
+    // (at least these: the tests of this binary share one set of metrics).
     let calls = |call: &str| -> i64 {
         let prefix = format!("autodebit_provider_call_ms_count{{provider=\"wechatpay\",call=\"{call}\",outcome=\"");
         autodebit_runtime::metrics::render()
@@ -201,6 +202,6 @@ async fn charges_through_wechatpay_with_hmac_sha256_reach_their_outcomes() {
             .filter_map(|l| l.strip_prefix(&prefix)?.split_once("} ")?.1.trim().parse::<i64>().ok())
             .sum()
     };
-    assert_eq!(calls("charge"), CONTRACTS as i64, "{}", autodebit_runtime::metrics::render());
+    assert!(calls("charge") >= CONTRACTS as i64, "{}", autodebit_runtime::metrics::render());
     assert!(calls("query") > 0, "{}", autodebit_runtime::metrics::render());
 }

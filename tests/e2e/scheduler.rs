@@ -102,9 +102,10 @@ async fn limits_are_checked_when_a_charge_is_issued() {
     // The refusal is recorded as the charge's outcome, not just answered.
     let stored = get_charge(&ch, &refused[0].charge_id).await.unwrap();
     assert_eq!((stored.state, stored.provider_code.as_str()), (ChargeState::Rejected as i32, "daily_count"));
-    // And counted by its rule.
+    // And counted by its rule (at least these three: the tests of this binary share one set of
+    // metrics).
     let rejected = autodebit_runtime::metrics::CHARGES_REJECTED;
-    assert_eq!(autodebit_runtime::metrics::get(rejected, &[("rule", "daily_count")]), 3);
+    assert!(autodebit_runtime::metrics::get(rejected, &[("rule", "daily_count")]) >= 3);
 
     // At most 500.00 CNY a day: two 200.00 charges, then the third is refused.
     let capped = plan(&ch, &m, |t| {
