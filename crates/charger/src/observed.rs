@@ -9,11 +9,12 @@ use autodebit_runtime::metrics;
 use std::future::Future;
 use tracing::Instrument;
 
-/// `inner`, observed.
+/// A provider whose every call is timed and traced.
 pub struct Observed<P>(pub P);
 
 impl<P: Provider> Observed<P> {
-    /// Runs `call` in its span and records how long it took, with the outcome `outcome` names.
+    /// Runs `f`, the provider's `call`, in its span and records how long it took, labelled with
+    /// the outcome `outcome` names.
     async fn timed<T>(
         &self,
         call: &'static str,

@@ -38,7 +38,8 @@ pub fn refusal(status: axum::http::StatusCode, text: &str) -> axum::response::Re
     (status, axum::response::Html(body)).into_response()
 }
 
-fn escape(s: &str) -> String {
+/// `s` as HTML text or an attribute value.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -28,10 +28,6 @@ pub fn routes(http: Http) -> axum::Router {
         .with_state(http)
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 async fn open(State(Http { platform: p, links }): State<Http>, Path(token): Path<String>) -> Response {
     let notice = match store::notice_by_token(&p.store, &token).await {
         Ok(Some(n)) => n,
@@ -73,8 +69,8 @@ async fn open(State(Http { platform: p, links }): State<Http>, Path(token): Path
     Html(format!(
         "<!doctype html><html lang=\"{lang}\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>{title}</title><main><p id=\"notice\">{}</p><p><a id=\"me\" href=\"{}\">{me_text}</a></p></main></html>",
-        escape(&notice.text),
-        escape(&me),
+        autodebit_runtime::links::escape(&notice.text),
+        autodebit_runtime::links::escape(&me),
         title = if lang == "en" { "Notice" } else { "通知" },
         me_text = if lang == "en" { "My automatic payments: agreements, charges, ending one" } else { "我的自动扣费：协议、扣费记录、解约" },
     ))
