@@ -350,51 +350,29 @@ async fn drive(
         admin.advance_clock(authed(AdvanceClockRequest { seconds: 86_400 }, operator_key)?).await?;
         // Let each day's charges be issued and end before the next, as a real day would, so
         // that each succeeds (and falls due for settlement) on its day, whatever the machine's
-        // pace: the same seed, the same batches. A failure's retry may be due at once: then
-        // round again, until neither a timer nor a retry is due.
+        // pace: the same seed, the same batches. First everything due is issued (timers and
+        // failures' retries), then the day goes quiet; a retry due at once (or anything issued
+        // meanwhile: the log moved) means another round.
+        let nothing_due = || {
+            let (mut s, request) = (scheduler.clone(), status());
+            async move {
+                let now = platform.clock.now_ms();
+                let retries = store
+                    .query(
+                        "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting' AND due_ms <= $1",
+                        &[autodebit_eventstore::Value::Int(now)],
+                    )
+                    .await?;
+                let retries_due = retries.first().and_then(|r| r.i64(0)).unwrap_or(0);
+                Ok(retries_due == 0 && s.get_scheduler_status(request?).await?.into_inner().due_timers == 0)
+            }
+        };
         loop {
-            wait_for("due charges", Duration::from_secs(120), || {
-                let (mut s, request) = (scheduler.clone(), status());
-                async move { Ok(s.get_scheduler_status(request?).await?.into_inner().due_timers == 0) }
-            })
-            .await?;
-            wait_for("the day's charges to end", Duration::from_secs(120), || async {
-                let count = |sql: &'static str| async move {
-                    anyhow::Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
-                };
-                // No attempt in flight first: an attempt's outcome is appended in the transaction
-                // that ends it, so the log's head read after this holds every outcome.
-                if count("SELECT COUNT(*) FROM charger_attempts").await? != 0 {
-                    return Ok(false);
-                }
-                let head = count("SELECT COALESCE(MAX(position), 0) FROM events").await?;
-                // The attempts made, their failures' retries timed and their successes taken in
-                // for settlement (by the followers' own gauges: they move past events they pass
-                // over).
-                let taken = ["charger.charges", "scheduler.contracts", "charger.settlement"].map(|follower| {
-                    let labels = [("follower", follower)];
-                    autodebit_runtime::metrics::get(autodebit_runtime::metrics::FOLLOWER_POSITION, &labels)
-                });
-                if !taken.iter().all(|t| *t >= head) {
-                    return Ok(false);
-                }
-                // And nothing appended meanwhile (an attempt starting or ending appends): quiet.
-                Ok(count("SELECT COUNT(*) FROM charger_attempts").await? == 0
-                    && count("SELECT COALESCE(MAX(position), 0) FROM events").await? == head)
-            })
-            .await?;
-            let now = admin.get_clock(authed(GetClockRequest {}, operator_key)?).await?.into_inner().now_ms;
-            let retries = store
-                .query(
-                    "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting' AND due_ms <= $1",
-                    &[autodebit_eventstore::Value::Int(now)],
-                )
-                .await?;
-            let retries_due = retries.first().and_then(|r| r.i64(0)).unwrap_or(0);
-            if retries_due == 0 && scheduler.get_scheduler_status(status()?).await?.into_inner().due_timers == 0 {
+            wait_for("due charges and retries", Duration::from_secs(120), nothing_due).await?;
+            let head = quiet(store, "the day's charges to end").await?;
+            if nothing_due().await? && log_head(store).await? == head {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The day's complaints: filed once the first cycle's charges have succeeded, and the
         // deadlines passed unanswered by now penalised.
@@ -406,7 +384,9 @@ async fn drive(
         if day == 32 {
             crate::demo_risk::answer_late(&risk_channel, &merchant_key, &complaints).await?;
         }
-        // The day's settlement: every batch due by today, with every item due by today in it.
+        // The day's settlement: every batch due by today, with every item due by today in it,
+        // once the day's complaints' refunds have ended and been taken in.
+        quiet(store, "the day's refunds to end").await?;
         autodebit_charger::settlement::review_refund_rates(platform).await?;
         autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
         // The day's statement against the books; deadlines passed are escalated.
@@ -415,11 +395,7 @@ async fn drive(
             ReconcileStatementRequest { merchant_id: merchant_id.clone(), date: today, statement: Vec::new() };
         reconciliation.reconcile_statement(authed(request, operator_key)?).await.context("reconciling the day")?;
         // The duplicates' refunds paid back before the day ends, so they are resolved, not escalated.
-        wait_for("the day's refunds to end", Duration::from_secs(120), || async {
-            let left = store.query("SELECT COUNT(*) FROM charger_refunds", &[]).await?;
-            Ok(left.first().and_then(|r| r.i64(0)).unwrap_or(0) == 0)
-        })
-        .await?;
+        quiet(store, "the duplicates' refunds to end").await?;
         autodebit_charger::reconcile::escalate_due(platform).await?;
         pb.inc(1);
     }
@@ -447,13 +423,9 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every refund asked for (the duplicates') has its outcome.
-    wait_for("refunds to end", Duration::from_secs(120), || async {
-        let left = store.query("SELECT COUNT(*) FROM charger_refunds", &[]).await?;
-        Ok(left.first().and_then(|r| r.i64(0)).unwrap_or(0) == 0)
-    })
-    .await?;
-    // The last day's batches (the settlement follower has taken in every event by now).
+    // Every refund asked for (the duplicates') has its outcome, taken in for settlement.
+    quiet(store, "refunds to end").await?;
+    // The last day's batches.
     autodebit_charger::settlement::close_due(platform, &calendar, platform.clock.now_ms()).await?;
     let batches = store.query("SELECT COUNT(*) FROM settlement_batches", &[]).await?;
     let settlement_batches = batches.first().and_then(|r| r.i64(0)).unwrap_or(0) as u64;
@@ -516,6 +488,38 @@ fn next_first_of_july(now_ms: i64) -> anyhow::Result<i64> {
     let july = |year| chrono::Utc.with_ymd_and_hms(year, 7, 1, 2, 0, 0).single().context("1 July");
     let this_year = july(now.year())?;
     Ok(if this_year >= now { this_year } else { july(now.year() + 1)? }.timestamp_millis())
+}
+
+async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
+    Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
+}
+
+async fn log_head(store: &EventStore) -> anyhow::Result<i64> {
+    count(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
+}
+
+/// Waits until nothing is in flight (no attempt, no refund) and the followers the day's steps
+/// read from have taken in the whole log (by their own gauges: they move past events they pass
+/// over), with nothing appended meanwhile: the log's head then, which holds every outcome (an
+/// attempt's or refund's outcome is appended in the transaction that ends it).
+async fn quiet(store: &EventStore, what: &str) -> anyhow::Result<i64> {
+    const IN_FLIGHT: &str = "SELECT (SELECT COUNT(*) FROM charger_attempts) + (SELECT COUNT(*) FROM charger_refunds)";
+    let at = std::cell::Cell::new(0);
+    wait_for(what, Duration::from_secs(120), || async {
+        if count(store, IN_FLIGHT).await? != 0 {
+            return Ok(false);
+        }
+        let head = log_head(store).await?;
+        // The attempts made, their failures' retries timed, their successes and refunds taken
+        // in for settlement.
+        let taken = ["charger.charges", "scheduler.contracts", "charger.settlement"].map(|follower| {
+            autodebit_runtime::metrics::get(autodebit_runtime::metrics::FOLLOWER_POSITION, &[("follower", follower)])
+        });
+        at.set(head);
+        Ok(taken.iter().all(|t| *t >= head) && count(store, IN_FLIGHT).await? == 0 && log_head(store).await? == head)
+    })
+    .await?;
+    Ok(at.get())
 }
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
