@@ -134,7 +134,7 @@ impl Stores {
 pub async fn start(platform: &Platform, stores: Stores, config: AnalyticsConfig) -> anyhow::Result<Component> {
     let tables =
         Platform { store: stores.tables.clone(), clock: platform.clock.clone(), shutdown: platform.shutdown.clone() };
-    autodebit_runtime::spawn_follower_into(platform, stores.tables.clone(), processor::Projector::default());
+    autodebit_runtime::spawn_follower_apart(platform, stores.tables.clone(), processor::Projector::default());
     spawn_follower(platform, KeyFollower { name: "analytics.keys", table: KEY_TABLE });
     let routes = autodebit_runtime::grpc::routes_for(AnalyticsServiceServer::new(api::AnalyticsApi::new(
         tables.clone(),

@@ -132,6 +132,32 @@ pub fn spawn_follower_into<P: Processor>(
     })
 }
 
+/// Runs `processor` like [`spawn_follower_into`], on a thread of its own with a runtime of its
+/// own when `sink` is a SQLite database (one whose connections are threads, not sockets bound
+/// to a runtime): a follower that must keep close behind the log (the projections) is then
+/// scheduled by the operating system beside the platform's runtime, rather than queued behind
+/// the thousands of tasks a burst of charges keeps on it. Elsewhere it runs on the platform's
+/// runtime.
+pub fn spawn_follower_apart<P: Processor>(platform: &Platform, sink: autodebit_eventstore::EventStore, processor: P) {
+    if sink.kind() != autodebit_eventstore::BackendKind::Sqlite {
+        spawn_follower_into(platform, sink, processor);
+        return;
+    }
+    let platform = platform.clone();
+    let name = processor.name();
+    let spawned = std::thread::Builder::new().name(format!("follow {name}")).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(async move {
+                let _ = spawn_follower_into(&platform, sink, processor).await;
+            }),
+            Err(e) => tracing::error!(follower = name, error = %e, "cannot start the follower's runtime"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(follower = name, error = %e, "cannot start the follower's thread");
+    }
+}
+
 async fn follow<P: Processor>(
     platform: &Platform,
     sink: &autodebit_eventstore::EventStore,

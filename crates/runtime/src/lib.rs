@@ -18,7 +18,7 @@ pub mod telemetry;
 use autodebit_eventstore::EventStore;
 
 pub use clock::PlatformClock;
-pub use follower::{Decoded, Processor, spawn_follower, spawn_follower_into};
+pub use follower::{Decoded, Processor, spawn_follower, spawn_follower_apart, spawn_follower_into};
 pub use shutdown::Shutdown;
 
 /// What a service is given when it starts: the shared log, the clock, the stop signal.
