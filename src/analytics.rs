@@ -47,7 +47,7 @@ pub struct Database {
     #[arg(long, conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
     /// `postgres://…` or `sqlite://…`.
-    #[arg(long, env = "AUTODEBIT_DATABASE_URL")]
+    #[arg(long, env = "AUTODEBIT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 

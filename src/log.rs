@@ -21,7 +21,7 @@ const FORMAT: u64 = 1;
 pub enum LogCommand {
     /// Writes every event of the log, in log order, as JSON lines.
     Export {
-        #[arg(long, env = "AUTODEBIT_DATABASE_URL")]
+        #[arg(long, env = "AUTODEBIT_DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// Where to write (default: standard output).
         #[arg(long)]
@@ -29,7 +29,7 @@ pub enum LogCommand {
     },
     /// Appends an exported log to a database that holds no events yet.
     Import {
-        #[arg(long, env = "AUTODEBIT_DATABASE_URL")]
+        #[arg(long, env = "AUTODEBIT_DATABASE_URL", hide_env_values = true)]
         database_url: String,
         /// What to read (default: standard input).
         #[arg(long = "in")]

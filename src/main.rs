@@ -62,7 +62,7 @@ enum Command {
         #[arg(value_enum)]
         service: platform::Service,
         /// `postgres://…` (or `sqlite://…` for a single machine).
-        #[arg(long, env = "AUTODEBIT_DATABASE_URL")]
+        #[arg(long, env = "AUTODEBIT_DATABASE_URL", hide_env_values = true)]
         database_url: String,
         #[command(flatten)]
         listen: platform::ListenArgs,

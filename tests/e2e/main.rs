@@ -24,6 +24,7 @@ mod dashboard;
 mod errors;
 mod load_shedding;
 mod log_fixture;
+mod logs;
 mod mock_wechatpay;
 mod modifications;
 mod notices;

@@ -14,6 +14,7 @@ pub mod cycle;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
+pub mod mask;
 pub mod merchant;
 pub mod modification;
 pub mod money;

@@ -38,12 +38,22 @@ impl Process {
     /// Starts `autodebit ARGS` with its HTTP listener at `http` (a restarted process keeps
     /// the address its callbacks were sent to).
     pub fn start_at(args: &[&str], http: &str) -> Process {
+        Process::spawn(args, http, "warn", Stdio::inherit())
+    }
+
+    /// Starts `autodebit ARGS` logging at `level` (`RUST_LOG`) to the end of the file `log`.
+    pub fn start_logged(args: &[&str], level: &str, log: &std::path::Path) -> Process {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
+        Process::spawn(args, "127.0.0.1:0", level, Stdio::from(file))
+    }
+
+    fn spawn(args: &[&str], http: &str, level: &str, stderr: Stdio) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
             .args(args)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--operator-key", OPERATOR])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start the autodebit binary");
         let stdout = child.stdout.take().expect("piped stdout");

@@ -54,8 +54,8 @@ pub trait NoticeChannel: Send + Sync {
     fn send<'a>(&'a self, settings: &'a pb::NotifierSettings, msg: &'a Outgoing<'a>) -> SendFuture<'a>;
 }
 
-/// The process log: a notice's text, its payer and ids as one line under the
-/// `autodebit::notice` target. Where notices go for a merchant with no channel set up.
+/// The process log: a notice's text, its payer (masked: `domain::mask`) and ids as one line
+/// under the `autodebit::notice` target. Where notices go for a merchant with no channel set up.
 pub struct LogChannel;
 
 impl NoticeChannel for LogChannel {
@@ -69,7 +69,7 @@ impl NoticeChannel for LogChannel {
                 target: "autodebit::notice",
                 channel = "log",
                 notice_id = msg.notice_id,
-                recipient = msg.recipient,
+                recipient = autodebit_domain::mask::payer(msg.recipient),
                 kind = msg.kind.name(),
                 "{}",
                 msg.text
