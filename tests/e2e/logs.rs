@@ -1,4 +1,4 @@
-//! What the logs hold: a run of the real binary at the most detailed level operators use
+//! What the logs (and the backlog gauges) hold: a run of the real binary at the most detailed level operators use
 //! (`RUST_LOG=debug`), through onboarding, a payer signing on the authorization page with a
 //! phone number, contracts imported, charges at the mock WeChat Pay (some answered with errors,
 //! some declined), a refund, SMS notices to a gateway that cannot be reached and webhooks to an
@@ -30,7 +30,7 @@ const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 const API_V3_KEY: &str = "test-apiv3-key-0123456789abcdef0";
 const SMS_SECRET_ID: &str = "AKIDlogsTEST00000001";
 const SMS_SECRET_KEY: &str = "sms-secret-key-never-logged-0001";
-const IMPORTED: usize = 12;
+const IMPORTED: usize = 30;
 
 fn testdata(name: &str) -> String {
     format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -43,6 +43,15 @@ fn imported_payer(i: usize) -> String {
 fn dead_port() -> u16 {
     // Bound and dropped: nothing listens there.
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The value of the series `key` (name and labels as exposed) in a `/metrics` text; 0 if absent.
+fn series(metrics: &str, key: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as i64)
 }
 
 /// A log line without its terminal colours.
@@ -73,7 +82,7 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
         "--systemerror-basis-points",
         "1500",
         "--notenough-basis-points",
-        "1500",
+        "3000",
         "--userpaying-basis-points",
         "1000",
         "--seed",
@@ -263,6 +272,29 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
         [sms_port, hook_port].iter().all(|port| text.contains(&format!("127.0.0.1:{port}"))).then_some(())
     })
     .await;
+    // The backlogs this left, counted from the tables: deliveries waiting for the webhook
+    // endpoint and notices for the SMS gateway, retries of the declined charges. And the
+    // outcomes, as the projections have them.
+    let metrics = eventually("the backlogs counted", 30, || async {
+        let (_, m) = http_get(p.http, "/metrics").await;
+        let waiting = ["autodebit_webhook_backlog{state=\"pending\"}", "autodebit_notice_backlog{state=\"pending\"}"];
+        waiting.iter().all(|s| series(&m, s) >= 1).then_some(m)
+    })
+    .await;
+    assert!(series(&metrics, "autodebit_retries_waiting") >= 1, "{metrics}");
+    assert_eq!(series(&metrics, "autodebit_attempts_in_flight"), 0, "{metrics}");
+    assert_eq!(series(&metrics, "autodebit_charges_on_hold"), 0, "{metrics}");
+    let summary = AnalyticsServiceClient::new(ch.clone())
+        .get_summary(authed(GetSummaryRequest::default(), OPERATOR_KEY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        series(&metrics, "autodebit_charge_outcomes_total{outcome=\"succeeded\"}") as u64,
+        summary.charges_succeeded
+    );
+    assert_eq!(series(&metrics, "autodebit_charge_outcomes_total{outcome=\"failed\"}") as u64, summary.charges_failed);
+
     // The refund's notice (no SMS template for it) goes to the log channel, its payer masked.
     let masked = format!("recipient=\"{}\"", autodebit_domain::mask::payer(&imported_payer(refunded_payer)));
     eventually("the refund's notice in the log, its payer masked", 60, || async {

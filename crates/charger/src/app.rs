@@ -113,6 +113,12 @@ pub async fn record_outcomes(platform: &Platform, batch: &[Resolution]) -> anyho
     }
     autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_SUCCEEDED, &[], succeeded);
     autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_FAILED, &[], failed);
+    autodebit_runtime::metrics::add(
+        autodebit_runtime::metrics::CHARGE_OUTCOMES,
+        &[("outcome", "succeeded")],
+        succeeded,
+    );
+    autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGE_OUTCOMES, &[("outcome", "failed")], failed);
     Ok(())
 }
 

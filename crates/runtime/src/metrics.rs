@@ -41,6 +41,14 @@ pub const CERTIFICATE_EXPIRING: &str = "autodebit_certificate_expiring";
 pub const NOTICE_DELIVERIES: &str = "autodebit_notice_deliveries_total";
 pub const WEBHOOK_DELIVERIES: &str = "autodebit_webhook_deliveries_total";
 pub const NOTICE_OPENS: &str = "autodebit_notice_opens_total";
+pub const CHARGE_OUTCOMES: &str = "autodebit_charge_outcomes_total";
+pub const CHARGES_ON_HOLD: &str = "autodebit_charges_on_hold";
+pub const RETRIES_WAITING: &str = "autodebit_retries_waiting";
+pub const ATTEMPTS_IN_FLIGHT: &str = "autodebit_attempts_in_flight";
+pub const ATTEMPTS_OLDEST_STARTED: &str = "autodebit_attempts_oldest_started_unix_ms";
+pub const REFUNDS_IN_FLIGHT: &str = "autodebit_refunds_in_flight";
+pub const NOTICE_BACKLOG: &str = "autodebit_notice_backlog";
+pub const WEBHOOK_BACKLOG: &str = "autodebit_webhook_backlog";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -133,7 +141,101 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
     (NOTICE_DELIVERIES, Kind::Counter, Unit::Count, "Tries of notices on a channel, by channel and outcome"),
     (WEBHOOK_DELIVERIES, Kind::Counter, Unit::Count, "Webhook sends, by outcome"),
     (NOTICE_OPENS, Kind::Counter, Unit::Count, "Visits to notices' short links"),
+    (
+        CHARGE_OUTCOMES,
+        Kind::Counter,
+        Unit::Count,
+        "Charges by outcome: succeeded and failed (attempts' outcomes recorded by the charger), rejected and held (at issue, by the scheduler)",
+    ),
+    (
+        CHARGES_ON_HOLD,
+        Kind::Gauge,
+        Unit::Count,
+        "Charges held by a risk rule now, waiting for the payer or an operator (counted from the tables; the same in every replica)",
+    ),
+    (
+        RETRIES_WAITING,
+        Kind::Gauge,
+        Unit::Count,
+        "Failed charges whose retry is waiting for its time (counted from the tables)",
+    ),
+    (
+        ATTEMPTS_IN_FLIGHT,
+        Kind::Gauge,
+        Unit::Count,
+        "Charge attempts started and not yet decided (sent or about to be, or waiting for a query or callback) (counted from the tables)",
+    ),
+    (
+        ATTEMPTS_OLDEST_STARTED,
+        Kind::Gauge,
+        Unit::Milliseconds,
+        "When the oldest charge attempt not yet decided started, in Unix milliseconds by the machine's clock (0: none); its age is time() * 1000 minus it",
+    ),
+    (REFUNDS_IN_FLIGHT, Kind::Gauge, Unit::Count, "Refunds asked for and not yet decided (counted from the tables)"),
+    (
+        NOTICE_BACKLOG,
+        Kind::Gauge,
+        Unit::Count,
+        "Notices not yet delivered, by state: pending (waiting for their time or a retry) or sending (outcome unknown) (counted from the tables)",
+    ),
+    (
+        WEBHOOK_BACKLOG,
+        Kind::Gauge,
+        Unit::Count,
+        "Webhook deliveries not yet delivered, by state: pending or sending (counted from the tables)",
+    ),
 ];
+
+/// How often [`spawn_table_gauges`] counts its gauges afresh.
+pub const TABLE_GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// A gauge counted from a service's own tables: its name and a query whose rows are a label
+/// value and a count (`label` names the label), or a single count (`label` empty).
+pub struct TableGauge {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub sql: &'static str,
+}
+
+/// Sets `gauges` from their queries now and every [`TABLE_GAUGES_EVERY`] until the platform
+/// stops. A depth (a backlog, a queue) is a count of rows, which only the tables know exactly:
+/// counting it from the tables keeps it right across restarts and replicas, where counters of
+/// what went in and out would drift. A label value a query no longer returns is set to 0.
+pub fn spawn_table_gauges(platform: &crate::Platform, gauges: &'static [TableGauge]) {
+    let platform = platform.clone();
+    tokio::spawn(async move {
+        let mut seen: std::collections::HashSet<(&'static str, String)> = std::collections::HashSet::new();
+        loop {
+            for g in gauges {
+                let rows = match platform.store.query(g.sql, &[]).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::debug!(gauge = g.name, error = %e, "counting a gauge failed");
+                        continue;
+                    }
+                };
+                if g.label.is_empty() {
+                    set(g.name, &[], rows.first().and_then(|r| r.i64(0)).unwrap_or(0));
+                    continue;
+                }
+                let mut now_seen = std::collections::HashSet::new();
+                for r in &rows {
+                    let value = r.text(0).unwrap_or_default().to_string();
+                    set(g.name, &[(g.label, &value)], r.i64(1).unwrap_or(0));
+                    now_seen.insert(value);
+                }
+                for (_, value) in seen.iter().filter(|(n, v)| *n == g.name && !now_seen.contains(v)) {
+                    set(g.name, &[(g.label, value)], 0);
+                }
+                seen.extend(now_seen.into_iter().map(|v| (g.name, v)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TABLE_GAUGES_EVERY) => {}
+                _ = platform.shutdown.wait() => return,
+            }
+        }
+    });
+}
 
 /// Upper bounds, in milliseconds, of the latency histograms' buckets.
 pub const LATENCY_BUCKETS_MS: [i64; 17] =

@@ -355,6 +355,14 @@ impl App {
             (name, Some(rule)) => autodebit_runtime::metrics::add(name, &[("rule", rule)], 1),
             (name, None) => autodebit_runtime::metrics::add(name, &[], 1),
         }
+        let outcome = match metric.0 {
+            autodebit_runtime::metrics::CHARGES_REJECTED => Some("rejected"),
+            autodebit_runtime::metrics::CHARGES_HELD => Some("held"),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGE_OUTCOMES, &[("outcome", outcome)], 1);
+        }
         Ok(answer)
     }
 

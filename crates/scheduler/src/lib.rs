@@ -38,9 +38,24 @@ pub struct SchedulerConfig {
 }
 
 /// Starts the service: the contract follower, the due-charge loop and the gRPC routes.
+/// The scheduler's depths, counted from its tables.
+const TABLE_GAUGES: &[autodebit_runtime::metrics::TableGauge] = &[
+    autodebit_runtime::metrics::TableGauge {
+        name: autodebit_runtime::metrics::CHARGES_ON_HOLD,
+        label: "",
+        sql: "SELECT COUNT(*) FROM scheduler_risk_holds WHERE state = 'held'",
+    },
+    autodebit_runtime::metrics::TableGauge {
+        name: autodebit_runtime::metrics::RETRIES_WAITING,
+        label: "",
+        sql: "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting'",
+    },
+];
+
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
+    autodebit_runtime::metrics::spawn_table_gauges(platform, TABLE_GAUGES);
     spawn_follower(platform, payers::PayerFollower);
     let links = autodebit_runtime::links::payer_page_key(&platform.store).await?;
     let holds = holds::Holds::new(platform.clone(), config.window);

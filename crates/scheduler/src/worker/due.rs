@@ -175,6 +175,13 @@ impl Decided {
         for (rule, n) in &self.rejected {
             autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGES_REJECTED, &[("rule", rule)], *n);
         }
+        let rejected = self.rejected.values().sum();
+        autodebit_runtime::metrics::add(
+            autodebit_runtime::metrics::CHARGE_OUTCOMES,
+            &[("outcome", "rejected")],
+            rejected,
+        );
+        autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGE_OUTCOMES, &[("outcome", "held")], self.held);
         if self.notices > 0 {
             autodebit_runtime::metrics::add(autodebit_runtime::metrics::PRE_DEBIT_NOTICES, &[], self.notices);
         }
