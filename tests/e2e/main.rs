@@ -40,6 +40,7 @@ mod serve_postgres;
 mod settlement;
 mod signing;
 mod terms;
+mod traces;
 mod webhooks;
 mod wechatpay_complaints;
 mod wechatpay_signing;

@@ -80,8 +80,12 @@ pub async fn record_outcomes(platform: &Platform, batch: &[Resolution]) -> anyho
         match r {
             Resolution::Ended(row, outcome) => {
                 let cause = Cause::request(format!("{}/attempt/{}", row.charge.charge_id, row.charge.attempt));
+                // The outcome continues the attempt's trace.
                 let decision = outcome_command(outcome).and_then(|command| {
-                    repository::decide::<Charge>(row.charge.charge_id.stream(), row.loaded(), command, now, &cause).ok()
+                    autodebit_runtime::telemetry::with_traceparent(&row.trace, || {
+                        repository::decide::<Charge>(row.charge.charge_id.stream(), row.loaded(), command, now, &cause)
+                    })
+                    .ok()
                 });
                 decided.extend(decision);
                 settled.ended.push(row.out_trade_no.as_str());

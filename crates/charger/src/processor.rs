@@ -40,6 +40,8 @@ impl AttemptStarter {
 pub struct Starts {
     decided: Vec<Decided<Charge>>,
     slots: Vec<OwnedSemaphorePermit>,
+    /// The trace each charge was scheduled under, which its attempt continues.
+    traces: std::collections::HashMap<ChargeId, String>,
 }
 
 impl Processor for AttemptStarter {
@@ -59,6 +61,7 @@ impl Processor for AttemptStarter {
     async fn prepare(&self, events: &[Decoded]) -> anyhow::Result<Starts> {
         let now = self.clock.now();
         let mut decided = Vec::with_capacity(events.len());
+        let mut traces = std::collections::HashMap::with_capacity(events.len());
         for d in events {
             let Some(state) = attempt_of(d) else {
                 tracing::error!(stream = d.stream, "damaged charge event skipped");
@@ -66,30 +69,36 @@ impl Processor for AttemptStarter {
             };
             let provider = self.providers.for_merchant(state.merchant_id.as_str()).name().to_string();
             let command = ChargeCommand::StartAttempt { provider };
+            let charge = state.charge_id;
             let loaded = Loaded { state: Some(state), version: d.version };
-            let Ok(start) = repository::decide::<Charge>(d.stream.clone(), loaded, command, now, &Cause::of(d)) else {
-                continue;
-            };
+            // The attempt's start continues its charge's trace, not the batch's.
+            let start = autodebit_runtime::telemetry::with_traceparent(&d.meta.traceparent, || {
+                repository::decide::<Charge>(d.stream.clone(), loaded, command, now, &Cause::of(d))
+            });
+            let Ok(start) = start else { continue };
             decided.push(start);
+            if !d.meta.traceparent.is_empty() {
+                traces.insert(charge, d.meta.traceparent.clone());
+            }
         }
         let slots = self.dispatch.reserve(decided.len());
-        Ok(Starts { decided, slots })
+        Ok(Starts { decided, slots, traces })
     }
 
     async fn apply(&self, tx: &mut Tx, _: &[Decoded], starts: Starts) -> anyhow::Result<()> {
         // Left by a batch whose commit failed: its rows, if written after all, are found again
         // when their lease runs out.
         self.claimed.lock().expect("claimed attempts").clear();
-        let Starts { decided, slots } = starts;
+        let Starts { decided, slots, traces } = starts;
         // A stream that moved on since (replayed events) keeps what it has; its row is not
         // written. The first started ones, as many as there are free slots, are written
         // already claimed.
-        let hook = StartedAttempts { leased: slots.len(), lease_until: attempts::lease_until() };
+        let hook = StartedAttempts { leased: slots.len(), lease_until: attempts::lease_until(), traces };
         let answers = repository::append_each_in::<Charge, _, StoreError>(tx, decided, &hook).await?;
         let mut started = Vec::with_capacity(slots.len());
         for answer in &answers {
             match answer {
-                Ok(done) if started.len() < slots.len() => started.extend(AttemptRow::started(done)),
+                Ok(done) if started.len() < slots.len() => started.extend(AttemptRow::started(done, &hook.traces)),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "attempt started before"),
             }

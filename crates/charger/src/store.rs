@@ -56,6 +56,9 @@ pub struct AttemptRow {
     pub started_unix_ms: i64,
     /// The contract's id at the provider; empty where none is known.
     pub provider_contract_id: String,
+    /// The W3C trace context the attempt continues: its charge's scheduling (as written to
+    /// the table), then, once it is sent, its own `charge_attempt` span's. Empty: none.
+    pub trace: String,
 }
 
 /// A row of `charger_attempts`, with the contract's id at the provider where a signing notice
@@ -76,11 +79,13 @@ struct AttemptRecord {
     checks: i64,
     started_unix_ms: i64,
     provider_contract_id: String,
+    traceparent: String,
 }
 
 const ATTEMPT_COLUMNS: &str = "a.out_trade_no, a.charge_id, a.contract_id, a.merchant_id, a.payer_id, a.amount, \
                                a.currency, a.attempt, a.provider, a.stream_version, a.sent, a.checks, \
-                               a.started_unix_ms, COALESCE(p.provider_contract_id, '') AS provider_contract_id";
+                               a.started_unix_ms, COALESCE(p.provider_contract_id, '') AS provider_contract_id, \
+                               a.traceparent";
 const ATTEMPT_FROM: &str = "charger_attempts a LEFT JOIN charger_provider_contracts p ON p.contract_id = a.contract_id";
 
 impl AttemptRecord {
@@ -114,6 +119,7 @@ impl AttemptRecord {
             checks: self.checks,
             started_unix_ms: self.started_unix_ms,
             provider_contract_id: self.provider_contract_id,
+            trace: self.traceparent,
         })
     }
 }
@@ -130,8 +136,10 @@ fn parse_attempts(found: Vec<AttemptRecord>) -> Vec<AttemptRow> {
 
 impl AttemptRow {
     /// The attempt a `StartAttempt` just recorded on its charge's stream.
-    pub fn started(done: &Done<autodebit_domain::charge::Charge>) -> Option<Self> {
+    /// The attempt `done` started, continuing the trace `traces` holds for its charge.
+    pub fn started(done: &Done<autodebit_domain::charge::Charge>, traces: &HashMap<ChargeId, String>) -> Option<Self> {
         let charge = done.state.clone()?;
+        let trace = traces.get(&charge.charge_id).cloned().unwrap_or_default();
         let provider = done.events.iter().find_map(|e| match e {
             ChargeEvent::AttemptStarted { provider, .. } => Some(provider.clone()),
             _ => None,
@@ -145,6 +153,7 @@ impl AttemptRow {
             checks: 0,
             started_unix_ms: unix_ms(),
             provider_contract_id: String::new(),
+            trace,
         })
     }
 
@@ -195,6 +204,7 @@ pub async fn insert_attempts(
                 r.stream_version,
                 sent,
                 due,
+                r.trace,
             ])
         })
         .collect();
@@ -202,10 +212,10 @@ pub async fn insert_attempts(
     tx.execute(
         &format!(
             "INSERT INTO charger_attempts (out_trade_no, charge_id, contract_id, merchant_id, payer_id, amount,
-               currency, attempt, provider, stream_version, sent, due_ms, checks, started_unix_ms)
+               currency, attempt, provider, stream_version, sent, due_ms, checks, started_unix_ms, traceparent)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, CAST(value->>5 AS BIGINT),
                     value->>6, CAST(value->>7 AS BIGINT), value->>8, CAST(value->>9 AS BIGINT),
-                    CAST(value->>10 AS BIGINT), CAST(value->>11 AS BIGINT), 0, $2
+                    CAST(value->>10 AS BIGINT), CAST(value->>11 AS BIGINT), 0, $2, value->>12
              FROM {each} WHERE true
              ON CONFLICT (out_trade_no) DO NOTHING"
         ),
@@ -220,13 +230,15 @@ pub async fn insert_attempts(
 pub struct StartedAttempts {
     pub leased: usize,
     pub lease_until: i64,
+    /// The trace each charge was scheduled under.
+    pub traces: HashMap<ChargeId, String>,
 }
 
 impl BatchHook<Charge> for StartedAttempts {
     type Error = StoreError;
 
     async fn on_batch(&self, tx: &mut Tx, done: &[&Done<Charge>]) -> Result<(), StoreError> {
-        let rows: Vec<AttemptRow> = done.iter().filter_map(|d| AttemptRow::started(d)).collect();
+        let rows: Vec<AttemptRow> = done.iter().filter_map(|d| AttemptRow::started(d, &self.traces)).collect();
         insert_attempts(tx, &rows, self.leased, self.lease_until).await
     }
 }

@@ -64,8 +64,31 @@ pub fn init(service_name: &str, format: LogFormat, default_level: &str) -> Telem
     TelemetryGuard { provider }
 }
 
-/// The current span's W3C `traceparent`, if it has a trace.
+thread_local! {
+    /// A trace context that stands in for the current span's while [`with_traceparent`] runs.
+    static STAND_IN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `traceparent` as the trace context events encoded in it carry (see
+/// [`current_traceparent`]), instead of the current span's: for work done in one span on
+/// behalf of many traces (a follower's batch, a worker's batch of outcomes), each event then
+/// continues its own trace. An empty `traceparent` changes nothing.
+pub fn with_traceparent<R>(traceparent: &str, f: impl FnOnce() -> R) -> R {
+    if traceparent.is_empty() {
+        return f();
+    }
+    let before = STAND_IN.with(|s| s.replace(Some(traceparent.to_string())));
+    let result = f();
+    STAND_IN.with(|s| *s.borrow_mut() = before);
+    result
+}
+
+/// The W3C `traceparent` of the current span (or the one [`with_traceparent`] stands in), if
+/// it has a trace.
 pub fn current_traceparent() -> Option<String> {
+    if let Some(tp) = STAND_IN.with(|s| s.borrow().clone()) {
+        return Some(tp);
+    }
     let cx = tracing::Span::current().context();
     let mut carrier: HashMap<String, String> = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
@@ -99,5 +122,11 @@ mod tests {
         assert_eq!(parts.len(), 4, "{:?}", meta.traceparent);
         assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace as the caller");
         assert_ne!(parts[2], "00f067aa0ba902b7", "a span of our own within it");
+
+        // Work done for another trace carries that trace's context instead, only meanwhile.
+        let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(with_traceparent(other, current_traceparent).as_deref(), Some(other));
+        assert_eq!(current_traceparent().unwrap().split('-').nth(1), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(with_traceparent("", current_traceparent), current_traceparent());
     }
 }

@@ -38,20 +38,25 @@ impl Process {
     /// Starts `autodebit ARGS` with its HTTP listener at `http` (a restarted process keeps
     /// the address its callbacks were sent to).
     pub fn start_at(args: &[&str], http: &str) -> Process {
-        Process::spawn(args, http, "warn", Stdio::inherit())
+        Process::spawn(args, http, &[("RUST_LOG", "warn")], Stdio::inherit())
     }
 
     /// Starts `autodebit ARGS` logging at `level` (`RUST_LOG`) to the end of the file `log`.
     pub fn start_logged(args: &[&str], level: &str, log: &std::path::Path) -> Process {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
-        Process::spawn(args, "127.0.0.1:0", level, Stdio::from(file))
+        Process::spawn(args, "127.0.0.1:0", &[("RUST_LOG", level)], Stdio::from(file))
     }
 
-    fn spawn(args: &[&str], http: &str, level: &str, stderr: Stdio) -> Process {
+    /// Starts `autodebit ARGS` with the environment variables `env` (`RUST_LOG` among them).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
+        Process::spawn(args, "127.0.0.1:0", env, Stdio::inherit())
+    }
+
+    fn spawn(args: &[&str], http: &str, env: &[(&str, &str)], stderr: Stdio) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
             .args(args)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", http, "--operator-key", OPERATOR])
-            .env("RUST_LOG", level)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

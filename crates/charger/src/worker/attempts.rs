@@ -23,6 +23,7 @@ use autodebit_runtime::Platform;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::Instrument;
 
 /// How long a claimed attempt is left to its claimer before another may take it up (by query).
 /// Longer than any provider call may take.
@@ -52,10 +53,19 @@ impl Dispatch {
     }
 
     /// Takes `row`, claimed and committed, to its outcome in the slot `permit` holds.
-    pub fn send(&self, row: AttemptRow, permit: OwnedSemaphorePermit) {
+    /// The call runs in a `charge_attempt` span continuing the trace the charge was scheduled
+    /// under; the outcome recorded continues that span.
+    pub fn send(&self, mut row: AttemptRow, permit: OwnedSemaphorePermit) {
         let (providers, resolutions) = (self.providers.clone(), self.resolutions.clone());
+        let span = tracing::info_span!("charge_attempt", out_trade_no = row.out_trade_no, sent = row.sent);
+        if !row.trace.is_empty() {
+            autodebit_runtime::telemetry::set_parent_from_traceparent(&span, &row.trace);
+        }
+        if let Some(own) = span.in_scope(autodebit_runtime::telemetry::current_traceparent) {
+            row.trace = own;
+        }
         tokio::spawn(async move {
-            let resolution = resolve(&providers, row).await;
+            let resolution = resolve(&providers, row).instrument(span).await;
             drop(permit);
             let _ = resolutions.send(resolution).await;
         });

@@ -83,7 +83,10 @@ async fn pipelined(platform: &Platform, window: &DailyWindow) -> anyhow::Result<
         let Some(last) = last else { break };
         after = last;
         let context = Context::load(&mut Db::Store(&platform.store), &loaded.schedules).await?;
-        let decided = decide(loaded, &context, now, pace);
+        // Each batch of due charges is a trace of its own: the charges' events carry it on to
+        // the charger and the notifier.
+        let span = tracing::info_span!("due_batch", schedules = loaded.schedules.len());
+        let decided = span.in_scope(|| decide(loaded, &context, now, pace));
         if let Some(w) = writing.take() {
             taken += w.await??;
         }
@@ -309,6 +312,8 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
     }
     let mut tx = platform.store.begin().await?;
     let due = store::claim_retries(&mut tx, now, CLAIM).await?;
+    // A batch of retries is a trace of its own, as a batch of due charges is.
+    let span = tracing::info_span!("retry_batch", retries = due.len());
     let mut appends = Vec::with_capacity(due.len());
     for retry in &due {
         let Ok(id) = ChargeId::parse(&retry.charge_id) else { continue };
@@ -318,9 +323,9 @@ pub async fn issue_retries(platform: &Platform, window: &DailyWindow) -> anyhow:
         // retry is decided on the charge as it stands, and appended at the version it was
         // read at.
         let cause = Cause::request(format!("{id}/retry"));
-        let Ok(decided) = repository::decide::<Charge>(id.stream(), loaded, ChargeCommand::Retry, now, &cause) else {
-            continue;
-        };
+        let decided =
+            span.in_scope(|| repository::decide::<Charge>(id.stream(), loaded, ChargeCommand::Retry, now, &cause));
+        let Ok(decided) = decided else { continue };
         appends.push(decided.into_append());
     }
     let mut issued = 0;
