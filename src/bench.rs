@@ -1144,11 +1144,17 @@ mod charges {
                     .unwrap_or(0)
                 };
                 eprintln!(
-                    "{name}: batch read p50 {} ms p99 {} ms, write p50 {} ms p99 {} ms",
+                    "{name}: batch read p50 {} ms p99 {} ms max {} ms, write p50 {} ms p99 {} ms max {} ms, batches {}",
                     q("read", 500),
                     q("read", 990),
+                    q("read", 1000),
                     q("write", 500),
-                    q("write", 990)
+                    q("write", 990),
+                    q("write", 1000),
+                    metrics::get(
+                        &format!("{}_count", metrics::FOLLOWER_BATCH_MS),
+                        &[("follower", &name), ("stage", "write")]
+                    )
                 );
             }
         }

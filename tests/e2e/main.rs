@@ -29,6 +29,7 @@ mod mock_wechatpay;
 mod modifications;
 mod notices;
 mod notices_crash;
+mod partitions;
 mod payer_page;
 mod readme;
 mod reconciliation;
