@@ -20,7 +20,8 @@ const CONTRACTS: u64 = 60;
 /// a month on, every charge at its outcome. The merchant.
 async fn bill(ch: Channel, credit_code: &str) -> Merchant {
     let m = onboard(&ch, credit_code).await;
-    let mut contracts = autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient::new(ch.clone());
+    let mut contracts =
+        autodebit_proto::contracts::v1::contracts_service_client::ContractsServiceClient::new(ch.clone());
     for i in 0..CONTRACTS {
         let request = authed(sign_request(&m, &format!("payer-{credit_code}-{i}"), 990 + i as i64), OPERATOR_KEY);
         contracts.sign_contract(request).await.unwrap();
@@ -50,8 +51,10 @@ async fn bill(ch: Channel, credit_code: &str) -> Merchant {
 
 #[tokio::test]
 async fn two_partitions_bill_their_own_merchants_side_by_side() {
-    let urls =
-        [autodebit_eventstore::testing::fresh_postgres_url().await, autodebit_eventstore::testing::fresh_postgres_url().await];
+    let urls = [
+        autodebit_eventstore::testing::fresh_postgres_url().await,
+        autodebit_eventstore::testing::fresh_postgres_url().await,
+    ];
     let partitions: Vec<Process> = urls
         .iter()
         .map(|url| {
@@ -100,8 +103,9 @@ async fn two_partitions_bill_their_own_merchants_side_by_side() {
     }
     // And each log holds its own merchant's events only.
     for (url, own, other) in [(&urls[0], &ma, &mb), (&urls[1], &mb, &ma)] {
-        let store =
-            autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url.as_str())).await.unwrap();
+        let store = autodebit_eventstore::EventStore::open(autodebit_eventstore::StoreOptions::new(url.as_str()))
+            .await
+            .unwrap();
         let count = |id: String| {
             let store = store.clone();
             async move {
