@@ -26,15 +26,33 @@ pub struct CallArgs {
     /// A merchant's API key or the operator key, sent as `authorization: Bearer KEY`.
     #[arg(long, env = "AUTODEBIT_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// The platform's gRPC address.
+    /// The platform's gRPC address (`https://HOST:PORT` for a listener serving TLS).
     #[arg(long, env = "AUTODEBIT_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    /// Trust this CA (PEM file) for the server's certificate; implies TLS.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// Present this client certificate (PEM file), for a listener that requires one (mutual
+    /// TLS); needs `--client-key`.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM file) of `--client-cert`.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 impl CallArgs {
     /// A call of `method` with the request `json`.
     pub fn new(method: &str, json: String, key: Option<String>, addr: String) -> Self {
-        CallArgs { method: method.to_string(), json: Some(json), key, addr }
+        CallArgs {
+            method: method.to_string(),
+            json: Some(json),
+            key,
+            addr,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+        }
     }
 }
 
@@ -48,13 +66,31 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
-    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
-    let channel = Channel::from_shared(uri.clone())
+    let tls = args.ca.is_some() || args.client_cert.is_some();
+    let uri = match args.addr.split_once("://") {
+        Some(_) => args.addr.clone(),
+        None if tls => format!("https://{}", args.addr),
+        None => format!("http://{}", args.addr),
+    };
+    let mut endpoint = Channel::from_shared(uri.clone())
         .with_context(|| format!("--addr: {:?} is not an address", args.addr))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {uri}"))?;
+        .connect_timeout(Duration::from_secs(10));
+    if tls || uri.starts_with("https://") {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &args.ca {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(read("--ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            let identity =
+                tonic::transport::Identity::from_pem(read("--client-cert", cert)?, read("--client-key", key)?);
+            config = config.identity(identity);
+        }
+        endpoint = endpoint.tls_config(config).context("the TLS settings")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("cannot reach {uri}"))?;
     let key = args.key.as_deref();
     let pool = reflect(channel.clone(), key).await?;
     let method = resolve(&pool, &args.method)?;

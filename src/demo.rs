@@ -149,6 +149,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
         webhook_key: None,
         allow_loopback_webhooks: true,
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
         holiday_calendar: None,
         // Each day's batches are closed below, once the day's charges have ended.
         settlement_closer: false,

@@ -109,6 +109,16 @@ pub struct PlatformArgs {
     /// and kept in the database, so every replica signs alike.
     #[arg(long, env = "AUTODEBIT_WEBHOOK_KEY", hide_env_values = true)]
     pub webhook_key: Option<String>,
+    /// Serve gRPC over TLS with this certificate chain (PEM file); needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM file, PKCS#8, SEC1 or PKCS#1) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require every gRPC client to present a certificate issued by this CA (PEM file):
+    /// mutual TLS. Needs `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// Accept webhook endpoints on `http://` loopback addresses (always on under `run`).
     #[arg(long)]
     pub allow_loopback_webhooks: bool,
@@ -213,6 +223,21 @@ impl ContractsArgs {
 impl PlatformArgs {
     /// The operator key. When none was given one is made up and written to `dir/operator-key`
     /// (mode 0600), whose path is logged: the key itself never reaches a log.
+    /// The gRPC listener's TLS, from `--tls-cert`, `--tls-key` and `--tls-client-ca`; none
+    /// without `--tls-cert`. A file that cannot be read is named with its flag.
+    pub fn grpc_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read("--tls-client-ca", ca)?));
+        }
+        Ok(Some(tls))
+    }
+
     pub fn operator_key(&self, dir: &std::path::Path) -> anyhow::Result<String> {
         if let Some(key) = &self.operator_key {
             return Ok(key.clone());
@@ -330,6 +355,7 @@ pub async fn start(
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let operator_key = options.operator_key(&secrets_dir(url))?;
+    let tls = options.grpc_tls()?;
     let window = autodebit_domain::window::DailyWindow::parse(&options.charge_window, chrono_tz::Asia::Shanghai)
         .map_err(|e| anyhow::anyhow!("--charge-window {e}"))?;
     // Merchants that sign and charge through WeChat Pay: the contracts service offers WeChat
@@ -390,7 +416,7 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn({
             let p = platform.clone();
-            async move { autodebit_runtime::grpc::serve(grpc, &p, components, &operator_key, max_in_flight).await }
+            async move { autodebit_runtime::grpc::serve(grpc, &p, components, &operator_key, max_in_flight, tls).await }
         }),
         tokio::spawn({
             let p = platform.clone();

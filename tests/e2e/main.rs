@@ -41,6 +41,7 @@ mod serve_postgres;
 mod settlement;
 mod signing;
 mod terms;
+mod tls;
 mod traces;
 mod webhooks;
 mod wechatpay_complaints;

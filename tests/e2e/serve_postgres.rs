@@ -96,5 +96,6 @@ async fn migrate_applies_the_schema_that_migrate_wait_waits_for() {
 
     let charger = Process::start(&["serve", "charger", "--database-url", &url]);
     charger.channel().await;
-    assert!(charger.terminate().success());
+    let status = charger.terminate();
+    assert!(status.success(), "{status:?}");
 }

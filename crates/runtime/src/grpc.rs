@@ -238,6 +238,7 @@ pub async fn serve(
     components: Vec<Component>,
     operator_key: &str,
     max_in_flight: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // Reflection lists only what this process serves.
@@ -277,7 +278,11 @@ pub async fn serve(
         reporter.set_service_status("autodebit.admin.v1.AdminService", tonic_health::ServingStatus::Serving).await;
     }
     let shutdown = platform.shutdown.clone();
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .timeout(REQUEST_TIMEOUT)
         .layer(
             tower_http::trace::TraceLayer::new(CountCalls)

@@ -31,13 +31,17 @@ impl Shutdown {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
-    /// Triggers on SIGTERM or Ctrl-C.
+    /// Triggers on SIGTERM or Ctrl-C. The SIGTERM handler is in place when this returns (not
+    /// once a task gets to run), so a process that has said it is listening stops cleanly
+    /// however soon the signal comes.
     pub fn listen_for_signals(&self) {
         let this = self.clone();
+        #[cfg(unix)]
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
         tokio::spawn(async move {
             #[cfg(unix)]
             {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                let mut term = match term {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for SIGTERM");
