@@ -879,6 +879,9 @@ mod charges {
         peak_rss_bytes: u64,
         /// Setting up (not timed): contracts signed over gRPC, and their schedules made.
         signing_seconds: f64,
+        /// Contracts signed a second over gRPC, schedules included (`contracts` ÷
+        /// `signing_seconds`).
+        signings_per_second: u64,
         /// The services run (all five unless `--without`).
         services: Vec<&'static str>,
         /// The analytics projector's lag behind the log while the charges ran, sampled every
@@ -1198,6 +1201,7 @@ mod charges {
             failed: metrics::get(FAILED, &[]),
             peak_rss_bytes,
             signing_seconds: (signing_seconds * 10.0).round() / 10.0,
+            signings_per_second: (a.contracts as f64 / signing_seconds.max(0.001)).round() as u64,
             services: Vec::new(),
             analytics_lag_p99_ms: lag.map(|l| l.0),
             analytics_lag_max_ms: lag.map(|l| l.1),

@@ -35,10 +35,6 @@ fn mock() -> MockWechatpay {
     ])
 }
 
-fn testdata(name: &str) -> String {
-    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -107,23 +103,7 @@ async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge
     drop(p);
 
     let config = dir.path().join("wechatpay.json");
-    let account = serde_json::json!({"merchants": [{
-        "merchant_id": merchant.merchant_id,
-        "appid": "wxd930ea5d5a258f4f",
-        "mch_id": "10000100",
-        "api_v2_key": "192006250b4c09247ec02edce69f6a2d",
-        "base_url": format!("http://{}", mock.1),
-        "notify_url": format!("http://{http}/callbacks/wechatpay/v2/deduction"),
-        "spbill_create_ip": "127.0.0.1",
-        "v3": {
-            "merchant_serial": autodebit_mock_wechatpay::MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
-            "api_v3_key": "test-apiv3-key-0123456789abcdef0",
-            "platform_public_key_id": autodebit_mock_wechatpay::PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
-        },
-    }]});
-    std::fs::write(&config, account.to_string()).unwrap();
+    mock.write_config(&config, &merchant.merchant_id, &format!("http://{http}/callbacks/wechatpay/v2/deduction"));
     let mut args = base.to_vec();
     args.extend_from_slice(&["--wechatpay-config", config.to_str().unwrap()]);
 

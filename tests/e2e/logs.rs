@@ -26,8 +26,6 @@ use support::{MockWechatpay, Process, element_text, eventually, http_get, http_p
 
 const PHONE: &str = "+8613912345678";
 const SIGNER: &str = "payer-7f3a9c2e-signs-on-the-page";
-const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-const API_V3_KEY: &str = "test-apiv3-key-0123456789abcdef0";
 const SMS_SECRET_ID: &str = "AKIDlogsTEST00000001";
 const SMS_SECRET_KEY: &str = "sms-secret-key-never-logged-0001";
 const IMPORTED: usize = 30;
@@ -207,23 +205,7 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
     // The merchant moved to WeChat Pay (the mock, answering errors now and then); a month on,
     // every contract is charged, and one succeeded charge refunded.
     let config = dir.path().join("wechatpay.json");
-    let account = serde_json::json!({"merchants": [{
-        "merchant_id": merchant.merchant_id,
-        "appid": "wxd930ea5d5a258f4f",
-        "mch_id": "10000100",
-        "api_v2_key": API_V2_KEY,
-        "base_url": format!("http://{}", mock.1),
-        "notify_url": "http://127.0.0.1:9/callbacks/wechatpay/v2/deduction",
-        "spbill_create_ip": "127.0.0.1",
-        "v3": {
-            "merchant_serial": autodebit_mock_wechatpay::MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
-            "api_v3_key": API_V3_KEY,
-            "platform_public_key_id": autodebit_mock_wechatpay::PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
-        },
-    }]});
-    std::fs::write(&config, account.to_string()).unwrap();
+    mock.write_config(&config, &merchant.merchant_id, "http://127.0.0.1:9/callbacks/wechatpay/v2/deduction");
     let args = [&base[..], &["--wechatpay-config", config.to_str().unwrap()]].concat();
     let p = Process::start_logged(&args, "debug", &log);
     let ch = p.channel().await;
@@ -318,8 +300,8 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
         ("the merchant's API key", merchant.api_key.clone()),
         ("the merchant's API key's secret", api_secret),
         ("the webhook signing secret", webhook_secret.clone()),
-        ("the APIv2 key", API_V2_KEY.into()),
-        ("the APIv3 key", API_V3_KEY.into()),
+        ("the APIv2 key", MockWechatpay::API_V2_KEY.into()),
+        ("the APIv3 key", MockWechatpay::API_V3_KEY.into()),
         ("the merchant's private key", key_line.into()),
         ("the SMS secret id", SMS_SECRET_ID.into()),
         ("the SMS secret key", SMS_SECRET_KEY.into()),

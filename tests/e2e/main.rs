@@ -14,6 +14,7 @@ mod scenario;
 mod analytics;
 mod auth;
 mod authorization_page;
+mod bench;
 mod billing_modes;
 mod charger_callbacks;
 mod charger_crash;

@@ -368,6 +368,34 @@ impl Drop for MockWechatpay {
 }
 
 impl MockWechatpay {
+    /// The mock's default account's APIv2 and APIv3 keys.
+    pub const API_V2_KEY: &'static str = "192006250b4c09247ec02edce69f6a2d";
+    pub const API_V3_KEY: &'static str = "test-apiv3-key-0123456789abcdef0";
+
+    /// Writes to `path` a `--wechatpay-config` that points `merchant_id` at this mock's default
+    /// account (its APIv2 and APIv3 keys, the test merchant key and platform public key), with
+    /// results notified to `notify_url`.
+    pub fn write_config(&self, path: &std::path::Path, merchant_id: &str, notify_url: &str) {
+        let testdata = |name: &str| format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        let account = serde_json::json!({"merchants": [{
+            "merchant_id": merchant_id,
+            "appid": "wxd930ea5d5a258f4f",
+            "mch_id": "10000100",
+            "api_v2_key": Self::API_V2_KEY,
+            "base_url": format!("http://{}", self.1),
+            "notify_url": notify_url,
+            "spbill_create_ip": "127.0.0.1",
+            "v3": {
+                "merchant_serial": autodebit_mock_wechatpay::MERCHANT_SERIAL,
+                "merchant_private_key_file": testdata("merchant_test_key.pem"),
+                "api_v3_key": Self::API_V3_KEY,
+                "platform_public_key_id": autodebit_mock_wechatpay::PLATFORM_KEY_ID,
+                "platform_public_key_file": testdata("platform_test_pub.pem"),
+            },
+        }]});
+        std::fs::write(path, account.to_string()).expect("write the WeChat Pay configuration");
+    }
+
     pub fn start(args: &[&str]) -> MockWechatpay {
         let mut child = Command::new(env!("CARGO_BIN_EXE_autodebit"))
             .args(["mock-wechatpay", "--addr", "127.0.0.1:0"])
