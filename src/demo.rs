@@ -149,6 +149,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tencent_sms_url: autodebit_notifier::TENCENT_SMS_URL.into(),
         webhook_key: None,
         allow_loopback_webhooks: true,
+        db_pool: 16,
         tls_cert: None,
         tls_key: None,
         tls_client_ca: None,

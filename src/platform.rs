@@ -109,6 +109,11 @@ pub struct PlatformArgs {
     /// and kept in the database, so every replica signs alike.
     #[arg(long, env = "AUTODEBIT_WEBHOOK_KEY", hide_env_values = true)]
     pub webhook_key: Option<String>,
+    /// Connections to PostgreSQL in the process's pool (each follower's lease, and the listener
+    /// for new commits, hold one more each, outside it). Every replica of every service opens
+    /// its own: keep their sum under the server's `max_connections` (deploy/README.md).
+    #[arg(long, env = "AUTODEBIT_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
+    pub db_pool: u32,
     /// Serve gRPC over TLS with this certificate chain (PEM file); needs `--tls-key`.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -345,7 +350,7 @@ pub async fn start(
     listen: &ListenArgs,
     options: &PlatformArgs,
 ) -> anyhow::Result<Running> {
-    let store = EventStore::open(StoreOptions::new(url)).await?;
+    let store = EventStore::open(StoreOptions { max_connections: options.db_pool, ..StoreOptions::new(url) }).await?;
     let shutdown = Shutdown::new();
     let clock =
         if options.test_clock { PlatformClock::test(&store, &shutdown).await? } else { PlatformClock::system() };

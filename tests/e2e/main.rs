@@ -35,6 +35,7 @@ mod payer_page;
 mod readme;
 mod reconciliation;
 mod refunds;
+mod replicas;
 mod risk;
 mod run_sqlite;
 mod scheduler;
