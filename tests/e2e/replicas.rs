@@ -26,7 +26,12 @@ async fn mock_book(mock: &MockWechatpay) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_default()
 }
 
+/// A fault run of some four minutes whose ten processes take most of PostgreSQL's default 100
+/// connections, so it is kept out of the default test command (other PostgreSQL tests running
+/// beside it would be refused connections):
+/// `cargo test --test e2e replicas -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a four-minute fault run of ten processes: cargo test --test e2e replicas -- --ignored"]
 async fn two_replicas_of_each_service_charge_exactly_once_with_one_of_each_killed() {
     let mock = MockWechatpay::start(&[
         "--systemerror-basis-points",
