@@ -842,7 +842,7 @@ fn print_report(report: &impl serde::Serialize, json: bool) -> anyhow::Result<()
 /// `bench charges`: the charger end to end, through the services' own gRPC APIs.
 mod charges {
     use super::{Backend, ChargesArgs, bench_database, peak_rss_bytes, print_report};
-    use crate::demo::{authed, bar, onboard};
+    use crate::demo::{authed, bar, count, log_head as head, onboard};
     use crate::platform::{self, ListenArgs, PlatformArgs, Service};
     use anyhow::{Context, bail};
     use autodebit_eventstore::{BackendKind, EventStore};
@@ -1209,11 +1209,6 @@ mod charges {
         })
     }
 
-    async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
-        let rows = store.query(sql, &[]).await?;
-        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
-    }
-
     /// Charge outcomes in the log (a scan of it: there is no index by event type).
     async fn outcomes(store: &EventStore) -> anyhow::Result<i64> {
         count(store, "SELECT COUNT(*) FROM events WHERE event_type IN ('ChargeSucceeded', 'ChargeFailed')").await
@@ -1229,10 +1224,6 @@ mod charges {
                 Some((name.to_string(), tail.trim().parse().ok()?))
             })
             .collect()
-    }
-
-    async fn head(store: &EventStore) -> anyhow::Result<i64> {
-        count(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
     }
 
     async fn followers_caught_up(store: &EventStore) -> anyhow::Result<bool> {
@@ -1271,6 +1262,7 @@ mod charges {
 /// notice is `done` in `notifier_outbox` and every delivery `succeeded`.
 mod notices {
     use super::{NoticesArgs, one_event_streams, peak_rss_bytes, print_report, timed_appends};
+    use crate::demo::count;
     use crate::demo::{authed, onboard_with_key, rand_digits};
     use crate::platform::{self, ListenArgs, PlatformArgs, Service};
     use anyhow::{Context, bail};
@@ -1399,11 +1391,6 @@ mod notices {
         report.wechat_messages = wechat.messages().len();
         report.webhooks_received = received.load(Ordering::Relaxed);
         print_report(&report, a.json)
-    }
-
-    async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
-        let rows = store.query(sql, &[]).await?;
-        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
     }
 
     fn quantile(sorted: &[i64], per_mille: usize) -> i64 {

@@ -76,9 +76,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--addr: {:?} is not an address", args.addr))?
         .connect_timeout(Duration::from_secs(10));
     if tls || uri.starts_with("https://") {
-        let read = |flag: &str, path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
-        };
+        let read = crate::platform::read_flag_file;
         let mut config = tonic::transport::ClientTlsConfig::new();
         if let Some(ca) = &args.ca {
             config = config.ca_certificate(tonic::transport::Certificate::from_pem(read("--ca", ca)?));

@@ -360,15 +360,8 @@ async fn drive(
         let nothing_due = || {
             let (mut s, request) = (scheduler.clone(), status());
             async move {
-                let now = platform.clock.now_ms();
-                let retries = store
-                    .query(
-                        "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting' AND due_ms <= $1",
-                        &[autodebit_eventstore::Value::Int(now)],
-                    )
-                    .await?;
-                let retries_due = retries.first().and_then(|r| r.i64(0)).unwrap_or(0);
-                Ok(retries_due == 0 && s.get_scheduler_status(request?).await?.into_inner().due_timers == 0)
+                let retry_due = autodebit_scheduler::store::any_retry_due(store, platform.clock.now()).await?;
+                Ok(!retry_due && s.get_scheduler_status(request?).await?.into_inner().due_timers == 0)
             }
         };
         loop {
@@ -494,11 +487,13 @@ fn next_first_of_july(now_ms: i64) -> anyhow::Result<i64> {
     Ok(if this_year >= now { this_year } else { july(now.year() + 1)? }.timestamp_millis())
 }
 
-async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
+/// The one number `sql` answers (0 for no row).
+pub(crate) async fn count(store: &EventStore, sql: &str) -> anyhow::Result<i64> {
     Ok(store.query(sql, &[]).await?.first().and_then(|r| r.i64(0)).unwrap_or(0))
 }
 
-async fn log_head(store: &EventStore) -> anyhow::Result<i64> {
+/// The log's last position.
+pub(crate) async fn log_head(store: &EventStore) -> anyhow::Result<i64> {
     count(store, "SELECT COALESCE(MAX(position), 0) FROM events").await
 }
 

@@ -225,6 +225,11 @@ impl ContractsArgs {
     }
 }
 
+/// The file a command-line flag names, read whole; an error names the flag and the file.
+pub fn read_flag_file(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+}
+
 impl PlatformArgs {
     /// The operator key. When none was given one is made up and written to `dir/operator-key`
     /// (mode 0600), whose path is logged: the key itself never reaches a log.
@@ -232,9 +237,7 @@ impl PlatformArgs {
     /// without `--tls-cert`. A file that cannot be read is named with its flag.
     pub fn grpc_tls(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        let read = |flag: &str, path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
-        };
+        let read = read_flag_file;
         let identity = tonic::transport::Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?);
         let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.tls_client_ca {

@@ -3,7 +3,7 @@
 //! every question of `AnalyticsService` answered with the numbers those steps make — for the
 //! operator, for the merchant, and not for another merchant.
 use crate::scenario::{bill_next_period, charge_id, onboard};
-use crate::support::{Backend, TestApp, eventually, http_post};
+use crate::support::{Backend, TestApp, eventually, http_post, path_of};
 use autodebit_proto::analytics::v1::{
     ChargeGrouping, ExportFormat, ExportTableRequest, FunnelGrouping, GetChargeStatsRequest, GetNoticeChannelsRequest,
     GetRetentionRequest, GetRevenueRequest, GetSigningBenchmarksRequest, GetSigningFunnelRequest, GetSummaryRequest,
@@ -16,10 +16,6 @@ use autodebit_proto::scheduler::v1::GetScheduleRequest;
 use tonic::Code;
 
 both!(the_projections_answer_with_what_happened);
-
-fn path_of(url: &str) -> String {
-    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
-}
 
 /// Opens a session on `channel` and takes the payer as far as `steps` say: "view", "tick",
 /// "confirm", "abandon". The signed contract's id, if it was signed.

@@ -15,18 +15,14 @@ const MCH_ID: &str = "1900000109";
 const API_V2_KEY: &str = "test-apiv2-key-0123456789abcdef0";
 const API_V3_KEY: &str = "test-apiv3-key-0123456789abcdef0";
 
-fn testdata(name: &str) -> String {
-    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The merchant's APIv3 account: its key and serial, WeChat Pay's public key.
 fn v3_account() -> serde_json::Value {
     serde_json::json!({
         "merchant_serial": MERCHANT_SERIAL,
-        "merchant_private_key_file": testdata("merchant_test_key.pem"),
+        "merchant_private_key_file": support::mock_testdata("merchant_test_key.pem"),
         "api_v3_key": API_V3_KEY,
         "platform_public_key_id": PLATFORM_KEY_ID,
-        "platform_public_key_file": testdata("platform_test_pub.pem"),
+        "platform_public_key_file": support::mock_testdata("platform_test_pub.pem"),
     })
 }
 
@@ -74,8 +70,7 @@ async fn post(p: &Process, path: &str, headers: &[(&str, String)], body: &str) -
 
 async fn counted(p: &Process, kind: &str, result: &str) -> i64 {
     let (_, metrics) = http_get(p.http, "/metrics").await;
-    let line = format!("autodebit_callbacks_total{{kind=\"{kind}\",result=\"{result}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    support::metric(&metrics, &format!("autodebit_callbacks_total{{kind=\"{kind}\",result=\"{result}\"}}"))
 }
 
 fn now_secs() -> i64 {

@@ -13,7 +13,6 @@ use autodebit_proto::scheduler::v1::{GetSchedulerStatusRequest, scheduler_servic
 use futures::StreamExt;
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 use support::{MockWechatpay, Process, eventually, http_get};
 
@@ -33,10 +32,6 @@ fn mock() -> MockWechatpay {
         "--seed",
         "11",
     ])
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A small deterministic generator for the kill moments; the seed is printed.
@@ -72,7 +67,7 @@ async fn orders_at(mock: &MockWechatpay) -> u64 {
 async fn killed_at_random_moments_it_never_debits_twice_and_settles_every_charge() {
     let mock = mock();
     let dir = tempfile::tempdir().unwrap();
-    let http = free_port().to_string();
+    let http = support::free_port().to_string();
     let data = dir.path().join("data");
     let base = ["run", "--data-dir", data.to_str().unwrap(), "--test-clock", "--charge-window", "00:00-24:00"];
 

@@ -13,7 +13,7 @@ use autodebit_proto::contracts::v1::{
 use autodebit_proto::events::v1::{Cycle, Event, SigningChannel, event::Kind};
 use prost::Message;
 use scenario::{Merchant, authed, onboard};
-use support::{Backend, Process, element_text, eventually, http_get, http_post};
+use support::{Backend, Process, element_text, eventually, http_get, http_post, path_of};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -176,10 +176,6 @@ async fn session(ch: &Channel, m: &Merchant, id: &str) -> SigningSession {
     let req = GetSigningSessionRequest { session_id: id.into() };
     let mut c = ContractsServiceClient::new(ch.clone());
     c.get_signing_session(authed(req, &m.api_key)).await.unwrap().into_inner().session.unwrap()
-}
-
-fn path_of(url: &str) -> String {
-    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
 }
 
 /// Ticks and confirms on the session's page (with the SMS code first, when given); returns the

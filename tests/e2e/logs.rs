@@ -22,7 +22,7 @@ use autodebit_proto::notifier::v1::{
     webhooks_service_client::WebhooksServiceClient,
 };
 use scenario::{OPERATOR_KEY, authed, onboard, sign_request};
-use support::{MockWechatpay, Process, element_text, eventually, http_get, http_post};
+use support::{MockWechatpay, Process, element_text, eventually, http_get, http_post, metric, path_of};
 
 const PHONE: &str = "+8613912345678";
 const SIGNER: &str = "payer-7f3a9c2e-signs-on-the-page";
@@ -30,26 +30,13 @@ const SMS_SECRET_ID: &str = "AKIDlogsTEST00000001";
 const SMS_SECRET_KEY: &str = "sms-secret-key-never-logged-0001";
 const IMPORTED: usize = 30;
 
-fn testdata(name: &str) -> String {
-    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn imported_payer(i: usize) -> String {
     format!("payer-c41d{i:04}-imported")
 }
 
+/// A port nothing listens on (bound and let go).
 fn dead_port() -> u16 {
-    // Bound and dropped: nothing listens there.
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The value of the series `key` (name and labels as exposed) in a `/metrics` text; 0 if absent.
-fn series(metrics: &str, key: &str) -> i64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as i64)
+    support::free_port().port()
 }
 
 /// A log line without its terminal colours.
@@ -68,10 +55,6 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
-}
-
-fn path_of(url: &str) -> String {
-    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
 }
 
 #[tokio::test]
@@ -267,7 +250,7 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
             "autodebit_retries_waiting",
         ];
         let idle = ["autodebit_attempts_in_flight", "autodebit_charges_on_hold"];
-        (waiting.iter().all(|s| series(&m, s) >= 1) && idle.iter().all(|s| series(&m, s) == 0)).then_some(m)
+        (waiting.iter().all(|s| metric(&m, s) >= 1) && idle.iter().all(|s| metric(&m, s) == 0)).then_some(m)
     })
     .await;
     let summary = AnalyticsServiceClient::new(ch.clone())
@@ -276,10 +259,10 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        series(&metrics, "autodebit_charge_outcomes_total{outcome=\"succeeded\"}") as u64,
+        metric(&metrics, "autodebit_charge_outcomes_total{outcome=\"succeeded\"}") as u64,
         summary.charges_succeeded
     );
-    assert_eq!(series(&metrics, "autodebit_charge_outcomes_total{outcome=\"failed\"}") as u64, summary.charges_failed);
+    assert_eq!(metric(&metrics, "autodebit_charge_outcomes_total{outcome=\"failed\"}") as u64, summary.charges_failed);
 
     // The refund's notice (no SMS template for it) goes to the log channel, its payer masked.
     let masked = format!("recipient=\"{}\"", autodebit_domain::mask::payer(&imported_payer(refunded_payer)));
@@ -292,7 +275,7 @@ async fn a_full_run_logs_no_secret_payer_id_or_phone_number() {
 
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() > 1_000, "a detailed log: {} lines", text.lines().count());
-    let pem = std::fs::read_to_string(testdata("merchant_test_key.pem")).unwrap();
+    let pem = std::fs::read_to_string(support::mock_testdata("merchant_test_key.pem")).unwrap();
     let key_line = pem.lines().find(|l| l.len() >= 60 && !l.starts_with("-----")).expect("a line of the key");
     let api_secret = merchant.api_key.rsplit_once('_').unwrap().1.to_string();
     let mut secret_values: Vec<(&str, String)> = vec![

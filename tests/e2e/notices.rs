@@ -3,7 +3,7 @@
 //! the channels are tried, quiet hours, delivery receipts, templates and settings, short links
 //! and conversions, and the log channel of a merchant with none set up.
 use crate::scenario::{self, Merchant, onboard};
-use crate::support::{TestApp, element_text, eventually, http_get, http_post};
+use crate::support::{TestApp, element_text, eventually, http_get, http_post, path_of};
 use autodebit_mock_channels::{sms::SmsFake, wechat};
 use autodebit_proto::admin::v1::{AdvanceClockRequest, GetClockRequest};
 use autodebit_proto::contracts::v1::{
@@ -258,10 +258,6 @@ impl World {
         let rows: Vec<(Vec<u8>,)> = sqlx::query_as(&sql).fetch_all(&mut db).await.expect("read the log");
         rows.into_iter().map(|(p,)| Event::decode(p.as_slice()).unwrap().kind.unwrap()).collect()
     }
-}
-
-fn path_of(url: &str) -> String {
-    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
 }
 
 /// The notice's deliveries on the merchant's channels (the provider's own pre-debit notice,

@@ -10,7 +10,7 @@ use autodebit_proto::contracts::v1::{
 };
 use autodebit_proto::events::v1::{SigningChannel, SigningStep};
 use scenario::{Merchant, OPERATOR_KEY, authed, onboard};
-use support::{Backend, TestApp, element_text, eventually, http_get, http_post};
+use support::{Backend, TestApp, element_text, eventually, http_get, http_post, path_of};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -65,10 +65,6 @@ async fn get(ch: &Channel, m: &Merchant, id: &str) -> SigningSession {
         .into_inner()
         .session
         .unwrap()
-}
-
-fn path_of(url: &str) -> String {
-    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
 }
 
 async fn payer_ticks_confirms_and_the_contract_is_signed(backend: Backend) {

@@ -20,10 +20,6 @@ use std::net::SocketAddr;
 use support::{MockWechatpay, TestApp, eventually, http_get};
 use tonic::transport::Channel;
 
-fn testdata(name: &str) -> String {
-    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 async fn mock_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, path).await;
     assert_eq!(status, 200, "{body}");
@@ -98,10 +94,10 @@ async fn complaints_made_at_wechatpay_are_filed_once_and_answered_back() {
         "spbill_create_ip": "127.0.0.1",
         "v3": {
             "merchant_serial": MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
+            "merchant_private_key_file": support::mock_testdata("merchant_test_key.pem"),
             "api_v3_key": mock::API_V3_KEY,
             "platform_public_key_id": PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
+            "platform_public_key_file": support::mock_testdata("platform_test_pub.pem"),
         },
     }]});
     std::fs::write(&config, account.to_string()).unwrap();

@@ -21,10 +21,6 @@ use tonic::transport::Channel;
 const MCH_ID: &str = "10000100";
 const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
-fn testdata(name: &str) -> String {
-    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn session_request(plan_id: &str, payer: &str) -> CreateSigningSessionRequest {
     CreateSigningSessionRequest {
         plan_id: plan_id.into(),
@@ -90,10 +86,10 @@ async fn payers_sign_at_wechatpay_and_deletions_travel_both_ways() {
         "spbill_create_ip": "127.0.0.1", "plan_id": "12535",
         "v3": {
             "merchant_serial": MERCHANT_SERIAL,
-            "merchant_private_key_file": testdata("merchant_test_key.pem"),
+            "merchant_private_key_file": support::mock_testdata("merchant_test_key.pem"),
             "api_v3_key": "test-apiv3-key-0123456789abcdef0",
             "platform_public_key_id": PLATFORM_KEY_ID,
-            "platform_public_key_file": testdata("platform_test_pub.pem"),
+            "platform_public_key_file": support::mock_testdata("platform_test_pub.pem"),
         },
     }]});
     std::fs::write(&config, account.to_string()).unwrap();

@@ -28,6 +28,7 @@ pub use store::MIGRATIONS;
 use autodebit_proto::charger::v1::charger_service_server::ChargerServiceServer;
 use autodebit_provider::Provider;
 use autodebit_runtime::auth::KeyFollower;
+use autodebit_runtime::metrics::{self, TableGauge};
 use autodebit_runtime::{Component, Platform, spawn_follower};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,28 +112,19 @@ impl Default for ChargerConfig {
 }
 
 /// The charger's depths, counted from its tables.
-const TABLE_GAUGES: &[autodebit_runtime::metrics::TableGauge] = &[
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::ATTEMPTS_IN_FLIGHT,
-        label: "",
-        sql: "SELECT COUNT(*) FROM charger_attempts",
-    },
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::ATTEMPTS_OLDEST_STARTED,
-        label: "",
-        sql: "SELECT COALESCE(MIN(started_unix_ms), 0) FROM charger_attempts",
-    },
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::REFUNDS_IN_FLIGHT,
-        label: "",
-        sql: "SELECT COUNT(*) FROM charger_refunds",
-    },
+const TABLE_GAUGES: &[TableGauge] = &[
+    TableGauge::count(metrics::ATTEMPTS_IN_FLIGHT, "SELECT COUNT(*) FROM charger_attempts"),
+    TableGauge::count(
+        metrics::ATTEMPTS_OLDEST_STARTED,
+        "SELECT COALESCE(MIN(started_unix_ms), 0) FROM charger_attempts",
+    ),
+    TableGauge::count(metrics::REFUNDS_IN_FLIGHT, "SELECT COUNT(*) FROM charger_refunds"),
 ];
 
 /// Starts the service: the attempt starter, the attempts worker and the gRPC routes.
 pub async fn start(platform: &Platform, config: ChargerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
-    autodebit_runtime::metrics::spawn_table_gauges(platform, TABLE_GAUGES);
+    metrics::spawn_table_gauges(platform, TABLE_GAUGES);
     // Timed inside the limits: the call itself, not the wait for a slot.
     let limited = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
         let observed = observed::Observed(p);

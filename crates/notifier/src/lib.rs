@@ -25,6 +25,7 @@ pub use store::MIGRATIONS;
 use autodebit_proto::notifier::v1::notifier_service_server::NotifierServiceServer;
 use autodebit_proto::notifier::v1::webhooks_service_server::WebhooksServiceServer;
 use autodebit_runtime::auth::KeyFollower;
+use autodebit_runtime::metrics::{self, TableGauge};
 use autodebit_runtime::{Component, Platform, spawn_follower};
 use std::sync::Arc;
 
@@ -64,23 +65,23 @@ impl NotifierConfig {
 }
 
 /// The notifier's backlogs, counted from its tables.
-const TABLE_GAUGES: &[autodebit_runtime::metrics::TableGauge] = &[
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::NOTICE_BACKLOG,
-        label: "state",
-        sql: "SELECT state, COUNT(*) FROM notifier_outbox WHERE state IN ('pending', 'sending') GROUP BY state",
-    },
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::WEBHOOK_BACKLOG,
-        label: "state",
-        sql: "SELECT state, COUNT(*) FROM notifier_webhook_outbox WHERE state IN ('pending', 'sending') GROUP BY state",
-    },
+const TABLE_GAUGES: &[TableGauge] = &[
+    TableGauge::by(
+        metrics::NOTICE_BACKLOG,
+        "state",
+        "SELECT state, COUNT(*) FROM notifier_outbox WHERE state IN ('pending', 'sending') GROUP BY state",
+    ),
+    TableGauge::by(
+        metrics::WEBHOOK_BACKLOG,
+        "state",
+        "SELECT state, COUNT(*) FROM notifier_webhook_outbox WHERE state IN ('pending', 'sending') GROUP BY state",
+    ),
 ];
 
 /// Starts the service: the notice follower, the two senders, the gRPC and HTTP routes.
 pub async fn start(platform: &Platform, config: NotifierConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
-    autodebit_runtime::metrics::spawn_table_gauges(platform, TABLE_GAUGES);
+    metrics::spawn_table_gauges(platform, TABLE_GAUGES);
     let key = match &config.webhook_key {
         Some(k) => k.clone(),
         None => {

@@ -197,6 +197,18 @@ pub struct TableGauge {
     pub sql: &'static str,
 }
 
+impl TableGauge {
+    /// A gauge set to the single count `sql` returns.
+    pub const fn count(name: &'static str, sql: &'static str) -> Self {
+        TableGauge { name, label: "", sql }
+    }
+
+    /// A gauge with one series per value of `label`, from `sql`'s rows of (value, count).
+    pub const fn by(name: &'static str, label: &'static str, sql: &'static str) -> Self {
+        TableGauge { name, label, sql }
+    }
+}
+
 /// Sets `gauges` from their queries now and every [`TABLE_GAUGES_EVERY`] until the platform
 /// stops. A depth (a backlog, a queue) is a count of rows, which only the tables know exactly:
 /// counting it from the tables keeps it right across restarts and replicas, where counters of

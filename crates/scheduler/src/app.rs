@@ -330,10 +330,11 @@ impl App {
             return Ok(answer);
         }
         let cause = Cause::request(format!("{contract}/trigger/{}", r.idempotency_key));
+        // The counter, the rule that refused it, and the outcome by `CHARGE_OUTCOMES`.
         let metric = match &admission {
-            Admission::Scheduled => (autodebit_runtime::metrics::CHARGES_SCHEDULED, None),
-            Admission::Held(_) => (autodebit_runtime::metrics::CHARGES_HELD, None),
-            Admission::Rejected(b) => (autodebit_runtime::metrics::CHARGES_REJECTED, Some(b.rule)),
+            Admission::Scheduled => (autodebit_runtime::metrics::CHARGES_SCHEDULED, None, None),
+            Admission::Held(_) => (autodebit_runtime::metrics::CHARGES_HELD, None, Some("held")),
+            Admission::Rejected(b) => (autodebit_runtime::metrics::CHARGES_REJECTED, Some(b.rule), Some("rejected")),
         };
         let admitted = admission.admitted();
         let append = charge_append(issue, admission, Reason::Trigger, reason, &cause, now);
@@ -351,15 +352,11 @@ impl App {
             schedules::save_today(&mut tx, &schedule).await?;
         }
         tx.commit().await?;
-        match metric {
-            (name, Some(rule)) => autodebit_runtime::metrics::add(name, &[("rule", rule)], 1),
-            (name, None) => autodebit_runtime::metrics::add(name, &[], 1),
+        let (name, rule, outcome) = metric;
+        match rule {
+            Some(rule) => autodebit_runtime::metrics::add(name, &[("rule", rule)], 1),
+            None => autodebit_runtime::metrics::add(name, &[], 1),
         }
-        let outcome = match metric.0 {
-            autodebit_runtime::metrics::CHARGES_REJECTED => Some("rejected"),
-            autodebit_runtime::metrics::CHARGES_HELD => Some("held"),
-            _ => None,
-        };
         if let Some(outcome) = outcome {
             autodebit_runtime::metrics::add(autodebit_runtime::metrics::CHARGE_OUTCOMES, &[("outcome", outcome)], 1);
         }

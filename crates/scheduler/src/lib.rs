@@ -25,6 +25,7 @@ pub use worker::due;
 use autodebit_domain::window::DailyWindow;
 use autodebit_proto::scheduler::v1::risk_service_server::RiskServiceServer;
 use autodebit_proto::scheduler::v1::scheduler_service_server::SchedulerServiceServer;
+use autodebit_runtime::metrics::{self, TableGauge};
 use autodebit_runtime::{Component, Platform, spawn_follower};
 
 pub const GRPC_NAME: &str = "autodebit.scheduler.v1.SchedulerService";
@@ -37,26 +38,18 @@ pub struct SchedulerConfig {
     pub window: DailyWindow,
 }
 
-/// Starts the service: the contract follower, the due-charge loop and the gRPC routes.
 /// The scheduler's depths, counted from its tables.
-const TABLE_GAUGES: &[autodebit_runtime::metrics::TableGauge] = &[
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::CHARGES_ON_HOLD,
-        label: "",
-        sql: "SELECT COUNT(*) FROM scheduler_risk_holds WHERE state = 'held'",
-    },
-    autodebit_runtime::metrics::TableGauge {
-        name: autodebit_runtime::metrics::RETRIES_WAITING,
-        label: "",
-        sql: "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting'",
-    },
+const TABLE_GAUGES: &[TableGauge] = &[
+    TableGauge::count(metrics::CHARGES_ON_HOLD, "SELECT COUNT(*) FROM scheduler_risk_holds WHERE state = 'held'"),
+    TableGauge::count(metrics::RETRIES_WAITING, "SELECT COUNT(*) FROM scheduler_retries WHERE state = 'waiting'"),
 ];
 
+/// Starts the service: the contract follower, the due-charge loop and the gRPC routes.
 pub async fn start(platform: &Platform, config: SchedulerConfig) -> anyhow::Result<Component> {
     platform.store.migrate(&store::MIGRATIONS).await?;
     spawn_follower(platform, processor::ContractFollower);
-    autodebit_runtime::metrics::spawn_table_gauges(platform, TABLE_GAUGES);
     spawn_follower(platform, payers::PayerFollower);
+    metrics::spawn_table_gauges(platform, TABLE_GAUGES);
     let links = autodebit_runtime::links::payer_page_key(&platform.store).await?;
     let holds = holds::Holds::new(platform.clone(), config.window);
     let checked_through = worker::spawn(platform.clone(), config.window, holds.clone());

@@ -325,6 +325,30 @@ pub async fn http_post_with(addr: SocketAddr, path: &str, headers: &[(&str, Stri
     (status, format!("{head}\r\n{}", answer.text().await.expect("the body")))
 }
 
+/// A file of the mock WeChat Pay's test keys and certificates (`crates/mock-wechatpay/testdata`).
+pub fn mock_testdata(name: &str) -> String {
+    format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A local port free when asked (bound and let go): nothing listens there until a test does.
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The path (and query) of an absolute URL.
+pub fn path_of(url: &str) -> String {
+    url.split_once("://").map(|(_, rest)| rest[rest.find('/').unwrap()..].to_string()).unwrap()
+}
+
+/// The value of the series `key` (name and labels as exposed) in a `/metrics` text; 0 if absent.
+pub fn metric(metrics: &str, key: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as i64)
+}
+
 /// The text of the element with `id` in an HTML page (between its tag's `>` and the next `<`).
 pub fn element_text(html: &str, id: &str) -> Option<String> {
     let at = html.find(&format!("id=\"{id}\""))?;
@@ -376,7 +400,6 @@ impl MockWechatpay {
     /// account (its APIv2 and APIv3 keys, the test merchant key and platform public key), with
     /// results notified to `notify_url`.
     pub fn write_config(&self, path: &std::path::Path, merchant_id: &str, notify_url: &str) {
-        let testdata = |name: &str| format!("{}/crates/mock-wechatpay/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         let account = serde_json::json!({"merchants": [{
             "merchant_id": merchant_id,
             "appid": "wxd930ea5d5a258f4f",
@@ -387,10 +410,10 @@ impl MockWechatpay {
             "spbill_create_ip": "127.0.0.1",
             "v3": {
                 "merchant_serial": autodebit_mock_wechatpay::MERCHANT_SERIAL,
-                "merchant_private_key_file": testdata("merchant_test_key.pem"),
+                "merchant_private_key_file": mock_testdata("merchant_test_key.pem"),
                 "api_v3_key": Self::API_V3_KEY,
                 "platform_public_key_id": autodebit_mock_wechatpay::PLATFORM_KEY_ID,
-                "platform_public_key_file": testdata("platform_test_pub.pem"),
+                "platform_public_key_file": mock_testdata("platform_test_pub.pem"),
             },
         }]});
         std::fs::write(path, account.to_string()).expect("write the WeChat Pay configuration");
